@@ -1,0 +1,48 @@
+# Two commands matter on a fresh machine: `make demo` and `make test`. Both install everything first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard proto/swarm/v1/*.proto)
+STUBS := $(PROTOS:.proto=_pb2.py)
+DATA ?= ../shared/data/sotab-v2-sample
+
+.PHONY: install proto demo test test-fast lint bench crds kind-e2e clean
+
+install: $(STAMP) $(STUBS)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch 2.13.0 CPU comes from this machine's local wheel; everything else from PyPI.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Python stubs are generated, never hand-edited or committed.
+proto/swarm/v1/%_pb2.py: proto/swarm/v1/%.proto $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=proto --grpc_python_out=proto --pyi_out=proto $<
+
+proto: $(STUBS)
+
+demo: install
+	$(BIN)/swarm demo --data $(DATA)
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/swarm bench
+
+crds: install
+	$(BIN)/python -m swarm.operator.crdgen crds
+
+kind-e2e: install
+	bash manifests/kind/e2e.sh
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info proto/swarm/v1/*_pb2*.py proto/swarm/v1/*_pb2*.pyi

@@ -1,0 +1,1 @@
+"""Training side of the swarm: SOTAB data, the primary model, fusion, training/evaluation loops and the CLI."""
