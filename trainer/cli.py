@@ -1,17 +1,31 @@
 """The `swarm` console script: one entry point for every command of the project.
 
-Each area registers its own commands (`register(app)`), so this module stays a thin index.
+Each area registers its own commands (`register(app)`), so this module stays a thin index; heavy imports happen
+inside the commands, so `swarm --help` is fast.
 """
+import importlib
+
 import typer
 
-app = typer.Typer(help="Swarm: a specialist swarm for column type annotation.", no_args_is_help=True)
+app = typer.Typer(help="Swarm: a specialist swarm for column type annotation (SOTAB v2).", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+
+COMMAND_MODULES = (
+    "swarm.trainer.train_commands",
+    "swarm.trainer.grpc_commands",
+    "swarm.operator.commands",
+)
 
 
 def _register_all() -> None:
-    # Imported lazily inside register() functions so `swarm --help` stays fast.
-    from swarm.operator import commands as operator_commands
-
-    operator_commands.register(app)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue  # an area not installed in this build
+        module.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,112 @@
+"""Specialists: a backbone fine-tuned on one label domain, then frozen, that hands out its recurrent states.
+
+A specialist directory holds `model.safetensors` (the backbone and its domain head) and `specialist.json`
+(name, config, domain labels). At use time it is frozen: no gradients, no optimizer state, inference mode.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from swarm.model_server.backbone import Backbone, BackboneConfig, get_config
+from swarm.model_server.text import ColumnTokenizer
+
+OTHER = "[other]"
+_DOMAINS_FILE = Path(__file__).with_name("domains.yaml")
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    description: str
+    labels: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=1)
+def domains() -> dict[str, Domain]:
+    """The domain → labels mapping of `domains.yaml`, in file order."""
+    raw = yaml.safe_load(_DOMAINS_FILE.read_text(encoding="utf-8"))
+    return {name: Domain(name, spec["description"], tuple(spec["labels"])) for name, spec in raw.items()}
+
+
+class DomainModel(nn.Module):
+    """Backbone plus a classifier over the domain's labels and `[other]`: what a specialist is trained as."""
+
+    def __init__(self, cfg: BackboneConfig, labels: Sequence[str]) -> None:
+        super().__init__()
+        self.labels = [*labels, OTHER]
+        self.backbone = Backbone(cfg)
+        self.head = nn.Linear(cfg.d_model, len(self.labels))
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return self.head(self.backbone(ids, mask).pooled)
+
+
+class Specialist:
+    """A frozen domain model. `extract_states(columns)` returns the per-layer (B, H, K, V) final states."""
+
+    def __init__(self, name: str, model: DomainModel, dtype: torch.dtype = torch.float32) -> None:
+        self.name = name
+        self.model = model.eval().requires_grad_(False).to(dtype)
+        self.dtype = dtype
+        self.tokenizer = ColumnTokenizer(model.backbone.cfg.max_len)
+
+    @property
+    def config(self) -> BackboneConfig:
+        return self.model.backbone.cfg
+
+    @property
+    def labels(self) -> list[str]:
+        return self.model.labels[:-1]
+
+    @torch.inference_mode()
+    def extract_states(self, columns: Sequence[str]) -> list[Tensor]:
+        """States that this specialist's recurrence produced on the serialized columns, one (B,H,K,V) per layer."""
+        ids, mask = self.tokenizer(columns)
+        device = next(self.model.parameters()).device
+        return self.model.backbone(ids.to(device), mask.to(device)).states
+
+    @torch.inference_mode()
+    def predict(self, columns: Sequence[str]) -> Tensor:
+        ids, mask = self.tokenizer(columns)
+        return self.model(ids, mask).softmax(-1)
+
+    def save(self, directory: Path) -> None:
+        save_dir(directory, self.name, self.model)
+
+    @classmethod
+    def load(cls, directory: Path, dtype: torch.dtype = torch.float32) -> Specialist:
+        name, model = load_dir(Path(directory))
+        return cls(name, model, dtype)
+
+
+def save_dir(directory: Path, name: str, model: DomainModel) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, directory / "model.safetensors")
+    meta = {"name": name, "config": model.backbone.cfg.name, "labels": model.labels[:-1]}
+    (directory / "specialist.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def load_dir(directory: Path) -> tuple[str, DomainModel]:
+    meta_path = directory / "specialist.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a specialist directory (no specialist.json)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    model = DomainModel(get_config(meta["config"]), meta["labels"])
+    model.load_state_dict(load_file(directory / "model.safetensors"))
+    return meta["name"], model
+
+
+def untrained(name: str, config: str = "tiny", seed: int = 0) -> Specialist:
+    """A specialist with freshly initialised weights over its domain: for tests and smoke runs only."""
+    torch.manual_seed(seed)
+    return Specialist(name, DomainModel(get_config(config), domains()[name].labels))
