@@ -6,7 +6,6 @@ from collections import Counter
 from pathlib import Path
 
 from pydantic import BaseModel, Field
-
 from swarm.model_server.backbone import count_parameters, get_config
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer import checkpoint, reports

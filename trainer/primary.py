@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
-
 from swarm.model_server.backbone import Backbone, BackboneConfig, get_config
+from torch import Tensor, nn
 
 
 class PrimaryModel(nn.Module):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,7 +119,8 @@ def read_table(path: Path, name: str | None = None) -> Table:
 def write_table(path: Path, table: Table) -> None:
     """Write a table in the SOTAB format (missing cells are omitted from the row record)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt", encoding="utf-8") as fh:
+    # mtime=0: the same table always gives the same bytes (reproducible generated datasets).
+    with gzip.GzipFile(path, "wb", mtime=0) as raw, io.TextIOWrapper(raw, encoding="utf-8") as fh:
         for i in range(table.n_rows):
             record = {str(j): col[i] for j, col in enumerate(table.columns) if col[i] != ""}
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")

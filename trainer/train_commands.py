@@ -32,6 +32,7 @@ def train(
     synthetic_tables: int = typer.Option(0, help="Synthetic tables generated for pre-training (0: none)."),
     synthetic_steps: int = typer.Option(0, help="Pre-training steps on synthetic tables."),
     seed: int = typer.Option(0),
+    ckpt_every: int = typer.Option(100, help="Checkpoint every N steps (and on SIGTERM/SIGINT)."),
     reports_dir: Path = typer.Option(Path("reports"), help="Where metrics.json and the per-class report go."),
     stop_after: int | None = typer.Option(None, hidden=True),
 ) -> None:
@@ -44,7 +45,7 @@ def train(
     cfg = BaselineConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model,
                          synthetic_tables=synthetic_tables, synthetic_steps=synthetic_steps,
                          train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                           stop_after=stop_after))
+                                           ckpt_every=ckpt_every, stop_after=stop_after))
     try:
         scores, model_dir = run_baseline(cfg)
     except (DataError, ValueError) as exc:
@@ -82,8 +83,8 @@ def synth(
     seed: int = typer.Option(0),
 ) -> None:
     """Generate deterministic synthetic web tables in the SOTAB format."""
-    from swarm.trainer.synth import table_stats, write_synthetic
     from swarm.trainer.sotab import load_split
+    from swarm.trainer.synth import table_stats, write_synthetic
 
     write_synthetic(out, tables, seed)
     split = load_split(out)
@@ -101,5 +102,5 @@ def demo(
 ) -> None:
     """The main job on the bundled data: train and evaluate the baseline, print and write the results."""
     train(data=data, run_dir=run_dir, model=model, steps=steps, batch_size=32, lr=2e-3,
-          synthetic_tables=synthetic_tables, synthetic_steps=synthetic_steps, seed=0,
+          synthetic_tables=synthetic_tables, synthetic_steps=synthetic_steps, seed=0, ckpt_every=100,
           reports_dir=Path("reports"), stop_after=None)
