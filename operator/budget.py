@@ -1,0 +1,136 @@
+"""GPU memory budget: resident bytes of a specialist, GPU capacity from Node annotations, and placement.
+
+Pure functions only; the handlers feed them Node annotations and pool specs. The budget counts a GPU's *total*
+memory minus the pool's reserve: the agent's `free` figure already excludes the specialists we placed there, so
+using it would count them twice (it is published for observability).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+GPU_MEMORY_ANNOTATION = "swarm.ai/gpu-memory"
+MIB = 1024**2
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# Every specialist is its own process: CUDA context + cuBLAS workspace + allocator slack on an RTX 4090.
+RUNTIME_OVERHEAD_BYTES = 384 * MIB
+MIN_ACTIVATION_BYTES = 64 * MIB
+STALE_AFTER_SECONDS = 600.0
+
+
+def weight_bytes(params: int, dtype: str) -> int:
+    return params * DTYPE_BYTES[dtype]
+
+
+def activation_estimate(params: int, dtype: str) -> int:
+    """Recurrent states (B,H,K,V per layer) and transient activations: a quarter of the weights, at least 64 MiB."""
+    return max(MIN_ACTIVATION_BYTES, weight_bytes(params, dtype) // 4)
+
+
+def resident_bytes(
+    *, dtype: str, params: int | None = None, resident: int | None = None, activation: int | None = None
+) -> int:
+    """Bytes a specialist occupies on its GPU: a measured figure if given, else weights + activations + runtime."""
+    if resident is not None:
+        return resident
+    if params is None:
+        raise ValueError("need params or a measured resident size")
+    act = activation if activation is not None else activation_estimate(params, dtype)
+    return weight_bytes(params, dtype) + act + RUNTIME_OVERHEAD_BYTES
+
+
+@dataclass(frozen=True)
+class Gpu:
+    node: str
+    index: int
+    total: int
+    free: int
+    source: str  # "nvml" | "declared" | "fallback"
+
+
+def parse_gpu_annotation(
+    node: str, raw: str | None, *, now: datetime | None = None, stale_after: float = STALE_AFTER_SECONDS
+) -> list[Gpu] | None:
+    """GPUs from the agent's annotation; None when absent, unparsable, stale, or reporting no GPUs."""
+    if not raw:
+        return None
+    try:
+        doc = json.loads(raw)
+        gpus = [
+            Gpu(
+                node,
+                int(g["index"]),
+                int(g["total"]),
+                int(g.get("free", g["total"])),
+                str(doc.get("source", "nvml")),
+            )
+            for g in doc.get("gpus", [])
+        ]
+        updated = doc.get("updated")
+        if updated is not None and now is not None:
+            age = (now - datetime.fromisoformat(updated)).total_seconds()
+            if age > stale_after:
+                return None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return gpus or None
+
+
+def node_matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def pool_gpus(
+    nodes: Iterable[tuple[str, Mapping[str, str], str | None]],
+    selector: Mapping[str, str],
+    fallback: tuple[int, int] | None,
+    *,
+    now: datetime | None = None,
+) -> list[Gpu]:
+    """GPUs of the nodes matching `selector`; nodes without a usable reading get `fallback` (gpus, bytes each)."""
+    gpus: list[Gpu] = []
+    for name, labels, raw in sorted(nodes, key=lambda n: n[0]):
+        if not node_matches(labels, selector):
+            continue
+        reported = parse_gpu_annotation(name, raw, now=now or datetime.now(UTC))
+        if reported:
+            gpus.extend(reported)
+        elif fallback is not None:
+            count, total = fallback
+            gpus.extend(Gpu(name, i, total, total, "fallback") for i in range(count))
+    return gpus
+
+
+def usable(gpus: Sequence[Gpu], reserve: int) -> list[int]:
+    return [max(0, g.total - reserve) for g in gpus]
+
+
+@dataclass(frozen=True)
+class Placement:
+    admitted: dict[str, int]  # specialist -> GPU slot index
+    rejected: list[str]
+    used: list[int]  # bytes placed per GPU slot
+
+
+def place(capacities: Sequence[int], demands: Sequence[tuple[str, int]]) -> Placement:
+    """First-fit in priority order: earlier demands are never displaced by later ones."""
+    free = list(capacities)
+    admitted: dict[str, int] = {}
+    rejected: list[str] = []
+    for name, size in demands:
+        slot = next((i for i, room in enumerate(free) if room >= size), None)
+        if slot is None:
+            rejected.append(name)
+        else:
+            free[slot] -= size
+            admitted[name] = slot
+    return Placement(admitted, rejected, [c - f for c, f in zip(capacities, free, strict=True)])
+
+
+def spawn_budget(capacities: Sequence[int], sizes: Iterable[int]) -> int:
+    """How many of these specialists fit at once (first-fit, smallest first: a close bound on the maximum)."""
+    ordered = sorted(sizes)
+    return len(place(capacities, [(str(i), s) for i, s in enumerate(ordered)]).admitted)

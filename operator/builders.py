@@ -1,0 +1,325 @@
+"""Pure builders of the Kubernetes objects the operator owns: names, labels, owner references, the specialist
+Deployment + Service, and the primary trainer Pod. Everything returns plain dicts; nothing here talks to the API.
+
+Pod templates (securityContext, resources, volumes) come from the `swarm-pod-templates` ConfigMap mounted into the
+operator (manifests/templates/), or from the built-in defaults below; builders only fill in what is per-object.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from swarm.operator.models import API_VERSION, JOB, POOL, Mode, Specialist, SwarmJobSpec
+
+SPECIALIST_PORT = 50051
+DEFAULT_IMAGE = "ghcr.io/swarm-cta/swarm:0.1.0"
+MANAGED_BY = "swarm-operator"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_POOL = "swarm.ai/pool"
+LABEL_SPECIALIST = "swarm.ai/specialist"
+LABEL_JOB = "swarm.ai/job"
+METRICS_ANNOTATION = "swarm.ai/metrics"
+TEMPLATES_ENV = "SWARM_POD_TEMPLATES"
+IMAGE_ENV = "SWARM_IMAGE"
+
+MODE_COMMANDS = {Mode.train: "train", Mode.evaluate: "eval", Mode.annotate: "annotate", Mode.adapt: "adapt"}
+
+_RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+_RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+_GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def _pod_template(container: str, service_account: str, resources: dict[str, Any], automount: bool) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {LABEL_PART_OF: "swarm"}},
+        "spec": {
+            "serviceAccountName": service_account,
+            "automountServiceAccountToken": automount,
+            "securityContext": _RESTRICTED_POD,
+            "tolerations": [_GPU_TOLERATION],
+            "containers": [
+                {
+                    "name": container,
+                    "image": DEFAULT_IMAGE,
+                    "imagePullPolicy": "IfNotPresent",
+                    "securityContext": _RESTRICTED_CONTAINER,
+                    "resources": resources,
+                    "env": [{"name": "HOME", "value": "/tmp"}, {"name": "XDG_CACHE_HOME", "value": "/cache"}],
+                    "volumeMounts": [
+                        {"name": "tmp", "mountPath": "/tmp"},
+                        {"name": "cache", "mountPath": "/cache"},
+                    ],
+                }
+            ],
+            "volumes": [
+                {"name": "tmp", "emptyDir": {}},
+                {"name": "cache", "emptyDir": {"sizeLimit": "20Gi"}},
+            ],
+        },
+    }
+
+
+def default_templates() -> dict[str, dict[str, Any]]:
+    """The built-in pod templates; manifests/templates/*.yaml must equal these (a test checks)."""
+    gpu = {"nvidia.com/gpu": "1"}
+    return {
+        "specialist": _pod_template(
+            "specialist",
+            "swarm-specialist",
+            {
+                "requests": {"cpu": "1", "memory": "4Gi", **gpu},
+                "limits": {"memory": "8Gi", **gpu},
+            },
+            automount=False,
+        ),
+        "trainer": _pod_template(
+            "trainer",
+            "swarm-trainer",
+            {
+                "requests": {"cpu": "4", "memory": "16Gi", **gpu},
+                "limits": {"memory": "32Gi", **gpu},
+            },
+            automount=True,
+        ),
+    }
+
+
+def load_templates(directory: str | os.PathLike[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Templates from `directory` (default $SWARM_POD_TEMPLATES), file by file, else the built-in ones."""
+    templates = default_templates()
+    directory = directory or os.environ.get(TEMPLATES_ENV)
+    if directory:
+        for name in templates:
+            path = Path(directory) / f"{name}.yaml"
+            if path.is_file():
+                templates[name] = yaml.safe_load(path.read_text())
+    return templates
+
+
+def dns_name(*parts: str, limit: int = 63) -> str:
+    """A DNS-1035 label from parts: lowercase, starts with a letter, hash-suffixed when it must be shortened."""
+    raw = "-".join(parts).lower()
+    name = re.sub(r"[^a-z0-9-]", "-", raw).strip("-")
+    if not name or not name[0].isalpha():
+        name = f"s-{name}"
+    if len(name) <= limit and name == raw:
+        return name
+    digest = hashlib.sha256(raw.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-')}-{digest}"
+
+
+def specialist_object_name(pool: str, specialist: str) -> str:
+    return dns_name(pool, specialist)
+
+
+def trainer_pod_name(job: str) -> str:
+    return dns_name(job, "primary")
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner.get("apiVersion", API_VERSION),
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def base_labels(component: str) -> dict[str, str]:
+    return {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_PART_OF: "swarm",
+        LABEL_NAME: "swarm",
+        LABEL_COMPONENT: component,
+    }
+
+
+def specialist_labels(pool: str, specialist: str) -> dict[str, str]:
+    return {**base_labels("specialist"), LABEL_POOL: pool, LABEL_SPECIALIST: specialist}
+
+
+def trainer_labels(job: str, pool: str) -> dict[str, str]:
+    return {**base_labels("trainer"), LABEL_JOB: job, LABEL_POOL: pool}
+
+
+def _metadata(name: str, owner: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner["metadata"]["namespace"],
+        "labels": labels,
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def _fill_template(
+    template: dict[str, Any],
+    labels: dict[str, str],
+    image: str | None,
+    command: list[str],
+    env: list[dict[str, Any]],
+) -> dict[str, Any]:
+    pod = copy.deepcopy(template)
+    pod.setdefault("metadata", {})
+    pod["metadata"]["labels"] = {**pod["metadata"].get("labels", {}), **labels}
+    container = pod["spec"]["containers"][0]
+    if image or os.environ.get(IMAGE_ENV):
+        container["image"] = image or os.environ[IMAGE_ENV]
+    container["command"] = command
+    container["env"] = [*container.get("env", []), *env]
+    return pod
+
+
+def specialist_deployment(
+    pool: dict[str, Any],
+    specialist: Specialist,
+    replicas: int,
+    node_selector: dict[str, str],
+    template: dict[str, Any],
+    image: str | None = None,
+) -> dict[str, Any]:
+    pool_name = pool["metadata"]["name"]
+    name = specialist_object_name(pool_name, specialist.name)
+    labels = specialist_labels(pool_name, specialist.name)
+    pod = _fill_template(
+        template,
+        labels,
+        image,
+        ["swarm", "serve-specialist", "--specialist", specialist.name, "--port", str(SPECIALIST_PORT)],
+        [
+            {"name": "SWARM_SPECIALIST_MODEL", "value": specialist.model},
+            {"name": "SWARM_SPECIALIST_DOMAIN", "value": specialist.domain},
+            {"name": "SWARM_SPECIALIST_DTYPE", "value": specialist.dtype},
+        ],
+    )
+    pod["spec"]["nodeSelector"] = {**pod["spec"].get("nodeSelector", {}), **node_selector}
+    container = pod["spec"]["containers"][0]
+    container["ports"] = [{"name": "grpc", "containerPort": SPECIALIST_PORT, "protocol": "TCP"}]
+    container.setdefault("readinessProbe", {"grpc": {"port": SPECIALIST_PORT}, "periodSeconds": 10})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(name, pool, labels),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {LABEL_POOL: pool_name, LABEL_SPECIALIST: specialist.name}},
+            # Recreate: a rolling update would briefly hold two copies of the weights, over the budget.
+            "strategy": {"type": "Recreate"},
+            "template": pod,
+        },
+    }
+
+
+def specialist_service(pool: dict[str, Any], specialist: Specialist) -> dict[str, Any]:
+    pool_name = pool["metadata"]["name"]
+    name = specialist_object_name(pool_name, specialist.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, pool, specialist_labels(pool_name, specialist.name)),
+        "spec": {
+            "selector": {LABEL_POOL: pool_name, LABEL_SPECIALIST: specialist.name},
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": SPECIALIST_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                }
+            ],
+        },
+    }
+
+
+def specialist_endpoint(namespace: str, pool: str, specialist: str) -> str:
+    return f"{specialist_object_name(pool, specialist)}.{namespace}.svc:{SPECIALIST_PORT}"
+
+
+def trainer_command(spec: SwarmJobSpec) -> list[str]:
+    command = [
+        "swarm",
+        MODE_COMMANDS[Mode(spec.mode)],
+        "--data",
+        spec.data,
+        "--fusion",
+        spec.fusion,
+        "--max-specialists",
+        str(spec.max_specialists),
+    ]
+    if spec.mode == Mode.train:
+        command += [
+            "--lambda1",
+            str(spec.parl.lambda1),
+            "--lambda2",
+            str(spec.parl.lambda2),
+            "--anneal-steps",
+            str(spec.parl.anneal_steps),
+        ]
+    return command + list(spec.extra_args)
+
+
+def trainer_pod(
+    job: dict[str, Any],
+    spec: SwarmJobSpec,
+    endpoints: dict[str, str],
+    template: dict[str, Any],
+    image: str | None = None,
+) -> dict[str, Any]:
+    job_name = job["metadata"]["name"]
+    labels = trainer_labels(job_name, spec.pool_ref)
+    pod = _fill_template(
+        template,
+        labels,
+        image,
+        trainer_command(spec),
+        [
+            {
+                "name": "SWARM_SPECIALIST_ENDPOINTS",
+                "value": ",".join(f"{k}={v}" for k, v in sorted(endpoints.items())),
+            },
+            {"name": "SWARM_METRICS_ANNOTATION", "value": METRICS_ANNOTATION},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ],
+    )
+    pod_meta = pod.pop("metadata")
+    meta = _metadata(trainer_pod_name(job_name), job, pod_meta["labels"])
+    if pod_meta.get("annotations"):
+        meta["annotations"] = pod_meta["annotations"]
+    pod["spec"]["restartPolicy"] = "Never"
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod["spec"]}
+
+
+def custom_resource(kind: str, name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A SpecialistPool or SwarmJob body (used by tests, the benchmark and `kubectl apply` samples alike)."""
+    assert kind in {POOL.kind, JOB.kind}, kind
+    return {
+        "apiVersion": API_VERSION,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }

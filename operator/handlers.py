@@ -1,0 +1,140 @@
+"""kopf registrations: settings, login, in-memory indices of GPU nodes and job claims, and the thin handlers
+that call `pool.reconcile` / `job.reconcile`. Importing this module registers everything with kopf.
+
+Tunables (environment): SWARM_RESYNC_SECONDS (pool resync timer: node capacity changes, idle timeouts; 30),
+SWARM_RETRY_SECONDS (delay before a Pending job retries; 15), SWARM_POD_TEMPLATES, SWARM_IMAGE.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from swarm.operator import builders, job, pool
+from swarm.operator.budget import GPU_MEMORY_ANNOTATION
+from swarm.operator.kube import PODS, Api, load_connection
+from swarm.operator.models import GROUP, JOB, POOL, VERSION
+
+RESYNC_SECONDS = float(os.environ.get("SWARM_RESYNC_SECONDS", "30"))
+RETRY_SECONDS = float(os.environ.get("SWARM_RETRY_SECONDS", "15"))
+NODES_KEY = "nodes"
+TRAINER_PODS = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_COMPONENT: "trainer"}
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Handler progress lives in annotations, so the CRDs' status schemas stay strict (no status.kopf field).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # No CRD/namespace scanning: RBAC stays least-privilege (the namespaces are given explicitly).
+    settings.scanning.disabled = True
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 270
+    # kopf holds all handlers until every indexed object's worker goes idle; 5 s (default) delays startup.
+    settings.queueing.idle_timeout = 0.5
+    memo.api = Api(load_connection())
+    memo.templates = builders.load_templates()
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    await memo.api.close()
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    return load_connection()
+
+
+@kopf.on.probe(id="api")
+def probe(memo: kopf.Memo, **_: Any) -> bool:
+    return hasattr(memo, "api")
+
+
+# ---------------------------------------------------------------------------------------------- indices
+@kopf.index("", "v1", "nodes")
+def gpu_nodes(name: str, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[str, Any]:
+    return {NODES_KEY: (name, dict(labels), annotations.get(GPU_MEMORY_ANNOTATION))}
+
+
+@kopf.index(GROUP, VERSION, JOB.plural)
+def pool_claims(body: kopf.Body, namespace: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
+    if not job.is_active(dict(body)):
+        return {}  # an empty mapping drops the job's earlier entry (None would keep it)
+    return {(namespace, spec.get("poolRef")): job.claim_of(dict(body))}
+
+
+def _nodes(index: kopf.Index) -> list[pool.NodeReading]:
+    return list(index.get(NODES_KEY, []))
+
+
+def _claims(index: kopf.Index, namespace: str, pool_name: str) -> list[pool.Claim]:
+    return list(index.get((namespace, pool_name), []))
+
+
+# ---------------------------------------------------------------------------------------------- pools
+@kopf.on.resume(GROUP, VERSION, POOL.plural, id="pool-resume")
+@kopf.on.create(GROUP, VERSION, POOL.plural, id="pool-create")
+@kopf.on.update(GROUP, VERSION, POOL.plural, id="pool-update")
+@kopf.timer(GROUP, VERSION, POOL.plural, id="pool-resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+async def reconcile_pool(
+    name: str, namespace: str, memo: kopf.Memo, gpu_nodes: kopf.Index, pool_claims: kopf.Index, **_: Any
+) -> None:
+    await pool.reconcile(
+        memo.api, namespace, name, _nodes(gpu_nodes), _claims(pool_claims, namespace, name), memo.templates
+    )
+
+
+# ---------------------------------------------------------------------------------------------- jobs
+@kopf.on.resume(GROUP, VERSION, JOB.plural, id="job-resume")
+@kopf.on.create(GROUP, VERSION, JOB.plural, id="job-create")
+@kopf.on.update(GROUP, VERSION, JOB.plural, field="spec", id="job-update")
+async def reconcile_job(
+    name: str,
+    namespace: str,
+    spec: kopf.Spec,
+    memo: kopf.Memo,
+    gpu_nodes: kopf.Index,
+    pool_claims: kopf.Index,
+    **_: Any,
+) -> None:
+    outcome = await job.reconcile(
+        memo.api,
+        namespace,
+        name,
+        _nodes(gpu_nodes),
+        _claims(pool_claims, namespace, spec.get("poolRef", "")),
+        memo.templates,
+    )
+    if outcome.retry:
+        raise kopf.TemporaryError(outcome.retry, delay=RETRY_SECONDS)
+
+
+@kopf.on.delete(GROUP, VERSION, JOB.plural)
+async def delete_job(
+    name: str,
+    namespace: str,
+    spec: kopf.Spec,
+    memo: kopf.Memo,
+    gpu_nodes: kopf.Index,
+    pool_claims: kopf.Index,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    # Owner references would let the garbage collector do this; deleting here makes cleanup immediate and
+    # releases the job's claim on the pool before the finalizer goes away.
+    if await memo.api.delete(PODS, namespace, builders.trainer_pod_name(name)):
+        logger.info("deleted trainer pod of %s", name)
+    pool_name = spec.get("poolRef", "")
+    claims = [c for c in _claims(pool_claims, namespace, pool_name) if c.job != name]
+    await pool.reconcile(memo.api, namespace, pool_name, _nodes(gpu_nodes), claims, memo.templates)
+
+
+@kopf.on.event("", "v1", "pods", labels=TRAINER_PODS)
+async def trainer_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    if event["type"] in {"ADDED", "MODIFIED"}:
+        await job.sync_from_pod(memo.api, dict(event["object"]))

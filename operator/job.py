@@ -1,0 +1,164 @@
+"""SwarmJob reconciliation: check the pool, ask it for specialists, create the primary trainer pod, track status.
+
+Phase follows the trainer pod (no pod yet: Pending). A missing pool, unknown specialists, or specialists the
+budget cannot admit leave the job Pending with a condition saying why, and `retry` set so the handler retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from swarm.operator import builders, pool
+from swarm.operator.kube import JOBS, PODS, Api
+from swarm.operator.models import Phase, SwarmJobSpec
+from swarm.operator.status import condition, merge_conditions, metrics_from_pod, now_iso, phase_from_pod
+
+TERMINAL = {Phase.Succeeded.value, Phase.Failed.value}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    phase: str
+    retry: str | None = None  # why the handler should try again later
+
+
+def is_active(body: dict[str, Any]) -> bool:
+    """Whether the job still holds specialists (not finished, not being deleted)."""
+    return (body.get("status") or {}).get("phase") not in TERMINAL and not body.get("metadata", {}).get(
+        "deletionTimestamp"
+    )
+
+
+def claim_of(body: dict[str, Any]) -> pool.Claim:
+    spec = body.get("spec") or {}
+    return pool.Claim(
+        job=body["metadata"]["name"],
+        specialists=tuple(spec.get("specialists") or ()),
+        created=body["metadata"].get("creationTimestamp") or "",
+    )
+
+
+async def write_status(api: Api, job: dict[str, Any], body: dict[str, Any], conditions: list[dict[str, Any]]) -> None:
+    status = job.get("status") or {}
+    merged = merge_conditions(
+        status.get("conditions", []), conditions, now=now_iso(), generation=job["metadata"].get("generation")
+    )
+    new = {**status, **body, "observedGeneration": job["metadata"].get("generation"), "conditions": merged}
+    if new != status:
+        await api.patch(JOBS, job["metadata"]["namespace"], job["metadata"]["name"], {"status": new}, status=True)
+
+
+async def reconcile(
+    api: Api,
+    namespace: str,
+    name: str,
+    nodes: Iterable[pool.NodeReading],
+    claims: Iterable[pool.Claim],
+    templates: dict[str, dict[str, Any]],
+) -> Outcome:
+    job = await api.get(JOBS, namespace, name)
+    if job is None or not is_active(job):
+        return Outcome(phase=((job or {}).get("status") or {}).get("phase", "Gone"))
+    try:
+        spec = SwarmJobSpec.model_validate(job.get("spec") or {})
+    except ValidationError as exc:
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        await write_status(
+            api,
+            job,
+            {"phase": Phase.Failed.value, "message": message},
+            [condition("SpecValid", False, "InvalidSpec", message)],
+        )
+        return Outcome(Phase.Failed.value)
+
+    result = await pool.reconcile(api, namespace, spec.pool_ref, nodes, claims, templates)
+    problem = _pool_problem(spec, result)
+    if problem is not None:
+        type_, reason, message = problem
+        await write_status(
+            api,
+            job,
+            {"phase": Phase.Pending.value, "message": message},
+            [condition(type_, False, reason, message)],
+        )
+        return Outcome(Phase.Pending.value, retry=message)
+
+    endpoints = _granted(spec, result, namespace)
+    pod_body = builders.trainer_pod(job, spec, endpoints, templates["trainer"])
+    pod = await api.apply(PODS, pod_body, patch_existing=False)
+    await write_status(
+        api,
+        job,
+        {
+            "specialists": sorted(endpoints),
+            "specialistCount": len(endpoints),
+            "pods": [pod["metadata"]["name"]],
+        },
+        [
+            condition("PoolReady", True, "PoolFound", f"SpecialistPool {spec.pool_ref!r} reconciled"),
+            condition("SpecialistsGranted", True, "Granted", ", ".join(sorted(endpoints)) or "none requested"),
+        ],
+    )
+    return await sync_from_pod(api, pod, job=await api.get(JOBS, namespace, name))
+
+
+def _pool_problem(spec: SwarmJobSpec, result: pool.PoolResult) -> tuple[str, str, str] | None:
+    if not result.found:
+        return "PoolReady", "PoolNotFound", result.message
+    if not result.valid:
+        return "PoolReady", "PoolInvalid", f"SpecialistPool {spec.pool_ref!r} is invalid: {result.message}"
+    unknown = [s for s in spec.specialists if s not in result.specialists]
+    if unknown:
+        return (
+            "SpecialistsGranted",
+            "UnknownSpecialist",
+            f"not in SpecialistPool {spec.pool_ref!r}: {', '.join(unknown)}",
+        )
+    denied = [s for s in spec.specialists if s not in result.admitted]
+    if denied:
+        return "SpecialistsGranted", "BudgetExceeded", f"waiting for GPU memory budget: {', '.join(denied)}"
+    return None
+
+
+def _granted(spec: SwarmJobSpec, result: pool.PoolResult, namespace: str) -> dict[str, str]:
+    """Requested specialists first, then other running ones (warm) up to maxSpecialists."""
+    names = list(spec.specialists) + sorted(result.admitted - set(spec.specialists))
+    return {n: builders.specialist_endpoint(namespace, spec.pool_ref, n) for n in names[: spec.max_specialists]}
+
+
+async def sync_from_pod(api: Api, pod: dict[str, Any], job: dict[str, Any] | None = None) -> Outcome:
+    """Copy the trainer pod's phase and metrics annotation into its SwarmJob's status."""
+    namespace = pod["metadata"]["namespace"]
+    job_name = (pod["metadata"].get("labels") or {}).get(builders.LABEL_JOB)
+    job = job or (await api.get(JOBS, namespace, job_name) if job_name else None)
+    if job is None:
+        return Outcome(phase="Gone")
+    phase = phase_from_pod(pod)
+    metrics, metrics_error = metrics_from_pod(pod)
+    body: dict[str, Any] = {"phase": phase.value, "message": pod.get("status", {}).get("message", "")}
+    if metrics:
+        body["metrics"] = metrics
+    conditions = [
+        condition(
+            "MetricsValid",
+            metrics_error is None,
+            "Ignored" if metrics_error else "Parsed",
+            metrics_error or "",
+        )
+    ]
+    if phase.value in TERMINAL:
+        conditions.append(
+            condition(
+                "Complete",
+                phase == Phase.Succeeded,
+                phase.value,
+                f"trainer pod finished at {now_iso(datetime.now(UTC))}",
+            )
+        )
+    await write_status(api, job, body, conditions)
+    return Outcome(phase.value)

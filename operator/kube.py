@@ -1,0 +1,210 @@
+"""A small asyncio Kubernetes REST client (aiohttp) used by the handlers and the node agent.
+
+It owns credentials (kopf's own kubeconfig / service-account loaders, so kopf and this client always talk to the
+same server as the same identity), merge-patch writes, create-or-patch by deterministic name, and retries of
+409 Conflict / 429 / 5xx with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import kopf
+
+log = logging.getLogger(__name__)
+MERGE_PATCH = "application/merge-patch+json"
+RETRIED_STATUSES = {409, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+PODS = Resource("", "v1", "pods")
+SERVICES = Resource("", "v1", "services")
+NODES = Resource("", "v1", "nodes", namespaced=False)
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
+POOLS = Resource("swarm.ai", "v1alpha1", "specialistpools")
+JOBS = Resource("swarm.ai", "v1alpha1", "swarmjobs")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+def load_connection() -> kopf.ConnectionInfo:
+    """In-cluster service account first, else $KUBECONFIG / ~/.kube/config."""
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no service account token and no kubeconfig found")
+    return info
+
+
+class Api:
+    """One aiohttp session against one API server; all writes are JSON merge patches."""
+
+    def __init__(self, info: kopf.ConnectionInfo, *, retries: int = 6, backoff: float = 0.05) -> None:
+        self.server = info.server.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=32, ssl=info.as_ssl_context()),
+            headers={**info.as_http_headers(), "User-Agent": "swarm-operator"},
+            timeout=aiohttp.ClientTimeout(total=30),
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def __aenter__(self) -> Api:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        for attempt in range(self.retries + 1):
+            async with self._session.request(
+                method, self.server + path, json=body, params=params, headers={"Content-Type": content_type}
+            ) as resp:
+                if resp.status < 300:
+                    return await resp.json(content_type=None)
+                text = await resp.text()
+                if resp.status not in RETRIED_STATUSES or attempt == self.retries:
+                    raise ApiError(resp.status, f"{method} {path}: {text[:300]}")
+                if resp.status == 409 and method == "POST":
+                    raise ApiError(409, f"{method} {path}: already exists")
+            delay = self.backoff * (2**attempt) * (1 + random.random())
+            log.info("retrying %s %s after HTTP %s in %.2fs", method, path, resp.status, delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._request("GET", res.path(namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(
+        self, res: Resource, namespace: str | None = None, labels: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects matching `labels`; filtered here as well, so a server ignoring labelSelector is harmless."""
+        params = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else None
+        doc = await self._request("GET", res.path(namespace), params=params)
+        items = doc.get("items", [])
+        if labels:
+            items = [
+                i
+                for i in items
+                if all((i.get("metadata", {}).get("labels") or {}).get(k) == v for k, v in labels.items())
+            ]
+        return items
+
+    async def create(self, res: Resource, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._request("POST", res.path(namespace), body)
+
+    async def patch(
+        self, res: Resource, namespace: str | None, name: str, patch: dict[str, Any], *, status: bool = False
+    ) -> dict[str, Any]:
+        return await self._request(
+            "PATCH", res.path(namespace, name, "status" if status else None), patch, content_type=MERGE_PATCH
+        )
+
+    async def delete(self, res: Resource, namespace: str | None, name: str) -> bool:
+        try:
+            await self._request(
+                "DELETE",
+                res.path(namespace, name),
+                {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            )
+            return True
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    async def apply(self, res: Resource, body: dict[str, Any], *, patch_existing: bool = True) -> dict[str, Any]:
+        """Create by deterministic name; if it exists (a crash-restart, another handler), patch it instead."""
+        meta = body["metadata"]
+        try:
+            return await self.create(res, meta.get("namespace"), body)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        if not patch_existing:
+            existing = await self.get(res, meta.get("namespace"), meta["name"])
+            if existing is not None:
+                return existing
+            return await self.create(res, meta.get("namespace"), body)
+        return await self.patch(res, meta.get("namespace"), meta["name"], body)
+
+
+SPEC_HASH_ANNOTATION = "swarm.ai/spec-hash"
+
+
+def with_spec_hash(body: dict[str, Any]) -> dict[str, Any]:
+    """The body with an annotation hashing its desired state, so unchanged objects are never re-patched."""
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    meta = body["metadata"]
+    return {
+        **body,
+        "metadata": {**meta, "annotations": {**meta.get("annotations", {}), SPEC_HASH_ANNOTATION: digest}},
+    }
+
+
+async def converge(
+    api: Api, res: Resource, namespace: str, selector: dict[str, str], desired: list[dict[str, Any]]
+) -> dict[str, int]:
+    """Make the objects labelled `selector` equal `desired`: create missing, patch drifted, delete extras."""
+    existing = {o["metadata"]["name"]: o for o in await api.list(res, namespace, selector)}
+    counts = {"created": 0, "patched": 0, "deleted": 0}
+    for body in map(with_spec_hash, desired):
+        name = body["metadata"]["name"]
+        current = existing.pop(name, None)
+        if current is None:
+            await api.apply(res, body)
+            counts["created"] += 1
+        elif (current["metadata"].get("annotations") or {}).get(SPEC_HASH_ANNOTATION) != body["metadata"][
+            "annotations"
+        ][SPEC_HASH_ANNOTATION]:
+            await api.patch(res, namespace, name, body)
+            counts["patched"] += 1
+    for name in existing:
+        log.info("deleting %s %s/%s: no longer desired", res.plural, namespace, name)
+        counts["deleted"] += await api.delete(res, namespace, name)
+    return counts

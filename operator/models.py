@@ -1,0 +1,277 @@
+"""Custom-resource models (SpecialistPool, SwarmJob): the single source of the CRD schemas and spec parsing.
+
+The operator parses every spec through these models (so defaults and cross-field rules apply even where the API
+server did not enforce them), and `crdgen` turns them into the checked-in CRD YAML.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "swarm.ai"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+RTX_4090_PRODUCT = "NVIDIA-GeForce-RTX-4090"
+GIB = 1024**3
+
+DnsLabel = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+Bytes = Annotated[int, Field(ge=1, json_schema_extra={"format": "int64"})]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=True)
+
+
+class DType(StrEnum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Mode(StrEnum):
+    train = "train"
+    evaluate = "evaluate"
+    annotate = "annotate"
+    adapt = "adapt"
+
+
+class FusionMode(StrEnum):
+    weighted_sum = "weighted_sum"
+    gated = "gated"
+    concat_project = "concat_project"
+
+
+class Phase(StrEnum):
+    Pending = "Pending"
+    Running = "Running"
+    Succeeded = "Succeeded"
+    Failed = "Failed"
+
+
+class SpecialistState(StrEnum):
+    Warm = "Warm"  # in the warm set and admitted: always running
+    Active = "Active"  # cold, scaled up because a job requested it (or still within its idle timeout)
+    Cold = "Cold"  # scaled to zero
+    OverBudget = "OverBudget"  # wanted (warm or requested) but does not fit the GPU memory budget
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+# ---------------------------------------------------------------------------------------------- SpecialistPool
+class Specialist(_Model):
+    """One frozen specialist model; its resident size is `resident_bytes` if given, else derived from params."""
+
+    name: DnsLabel = Field(description="Unique within the pool; names the Deployment and Service.")
+    domain: str = Field(min_length=1, description="Label domain this specialist was fine-tuned on.")
+    model: str = Field(min_length=1, description="Model artefact path or URI (file://, s3://, hf://, /path).")
+    dtype: DType = Field(default=DType.bfloat16, description="Weight dtype on the GPU.")
+    params: int | None = Field(
+        default=None, ge=1, description="Parameter count.", json_schema_extra={"format": "int64"}
+    )
+    resident_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        json_schema_extra={"format": "int64"},
+        description="Measured resident GPU bytes; overrides the estimate.",
+    )
+    activation_bytes: int | None = Field(
+        default=None,
+        ge=0,
+        json_schema_extra={"format": "int64"},
+        description="Activation/state estimate; default from params.",
+    )
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["params"]}, {"required": ["residentBytes"]}]})
+
+    @model_validator(mode="after")
+    def _size_known(self) -> Specialist:
+        if self.params is None and self.resident_bytes is None:
+            raise ValueError(f"specialist {self.name!r}: set params or residentBytes")
+        return self
+
+
+class FallbackCapacity(_Model):
+    """Capacity assumed for a matching node whose agent reports no NVML reading (no GPU driver, no agent)."""
+
+    gpus_per_node: int = Field(default=1, ge=1)
+    memory_bytes_per_gpu: Bytes = Field(description="Declared total memory of each GPU, in bytes.")
+
+
+class SpecialistPoolSpec(_Model):
+    specialists: list[Specialist] = Field(min_length=1, max_length=64)
+    warm: list[DnsLabel] = Field(default=[], max_length=64, description="Specialists kept running at all times.")
+    node_selector: dict[str, str] = Field(
+        default={GPU_PRODUCT_LABEL: RTX_4090_PRODUCT},
+        description="Nodes whose GPUs count towards the budget.",
+    )
+    memory_reserve_per_gpu: int = Field(
+        default=GIB,
+        ge=0,
+        json_schema_extra={"format": "int64"},
+        description="Bytes per GPU never given to specialists.",
+    )
+    idle_timeout_seconds: int = Field(
+        default=600,
+        ge=0,
+        description="A cold specialist scales back to zero this long after its last request.",
+    )
+    fallback_capacity: FallbackCapacity | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.warm.all(w, self.specialists.exists(s, s.name == w))",
+                    "message": "every name in warm must be one of the specialists",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _names_consistent(self) -> SpecialistPoolSpec:
+        names = [s.name for s in self.specialists]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate specialist names: {', '.join(duplicates)}")
+        unknown = [w for w in self.warm if w not in names]
+        if unknown:
+            raise ValueError(f"warm names not among specialists: {', '.join(unknown)}")
+        return self
+
+
+class SpecialistStatus(_Model):
+    name: str
+    state: SpecialistState
+    replicas: int = Field(ge=0)
+    resident_bytes: int = Field(ge=0, json_schema_extra={"format": "int64"})
+    last_requested: str | None = None
+    requested_by: list[str] = Field(default=[])
+
+
+class SpecialistPoolStatus(_Model):
+    observed_generation: int | None = None
+    spawn_budget: int = Field(default=0, ge=0, description="How many of the pool's specialists fit at once.")
+    capacity_bytes: int = Field(default=0, ge=0, json_schema_extra={"format": "int64"})
+    resident_bytes: int = Field(default=0, ge=0, json_schema_extra={"format": "int64"})
+    gpus: int = Field(default=0, ge=0)
+    capacity_source: str = ""
+    warm_count: int = Field(default=0, ge=0)
+    active_count: int = Field(default=0, ge=0)
+    specialists: list[SpecialistStatus] = Field(default=[])
+    conditions: list[Condition] = Field(default=[])
+
+
+# ---------------------------------------------------------------------------------------------- SwarmJob
+class ParlSettings(_Model):
+    lambda1: float = Field(default=0.1, ge=0, description="Weight of r_parallel (annealed to 0).")
+    lambda2: float = Field(default=0.1, ge=0, description="Weight of r_finish (annealed to 0).")
+    anneal_steps: int = Field(default=10000, ge=0)
+
+
+class SwarmJobSpec(_Model):
+    mode: Mode
+    pool_ref: DnsLabel = Field(description="Name of a SpecialistPool in the job's namespace.")
+    data: str = Field(min_length=1, description="Data path or URI (SOTAB v2 CTA layout).")
+    fusion: FusionMode = FusionMode.weighted_sum
+    parl: ParlSettings = ParlSettings()
+    max_specialists: int = Field(default=4, ge=0)
+    specialists: list[DnsLabel] = Field(
+        default=[], max_length=64, description="Specialists to scale up for this job (besides warm ones)."
+    )
+    extra_args: list[str] = Field(default=[], description="Appended to the trainer command.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "size(self.specialists) <= self.maxSpecialists",
+                    "message": "more specialists requested than maxSpecialists",
+                }
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _within_max(self) -> SwarmJobSpec:
+        if len(self.specialists) > self.max_specialists:
+            raise ValueError(
+                f"{len(self.specialists)} specialists requested but maxSpecialists is {self.max_specialists}"
+            )
+        return self
+
+
+class JobMetrics(_Model):
+    micro_f1: float | None = Field(default=None, ge=0, le=1)
+    macro_f1: float | None = Field(default=None, ge=0, le=1)
+    throughput: float | None = Field(default=None, ge=0, description="Columns per second.")
+    critical_steps: int | None = Field(default=None, ge=0)
+
+
+class SwarmJobStatus(_Model):
+    observed_generation: int | None = None
+    phase: Phase = Phase.Pending
+    message: str = ""
+    pods: list[str] = Field(default=[])
+    specialists: list[str] = Field(default=[], description="Specialists granted by the pool.")
+    specialist_count: int = Field(default=0, ge=0)
+    metrics: JobMetrics = JobMetrics()
+    conditions: list[Condition] = Field(default=[])
+
+
+class KindInfo(_Model):
+    kind: str
+    plural: str
+    short_names: list[str]
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    printer_columns: list[dict[str, Any]]
+
+
+POOL = KindInfo(
+    kind="SpecialistPool",
+    plural="specialistpools",
+    short_names=["spool"],
+    spec=SpecialistPoolSpec,
+    status=SpecialistPoolStatus,
+    printer_columns=[
+        {"name": "Budget", "type": "integer", "jsonPath": ".status.spawnBudget"},
+        {"name": "Warm", "type": "integer", "jsonPath": ".status.warmCount"},
+        {"name": "Active", "type": "integer", "jsonPath": ".status.activeCount"},
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+)
+JOB = KindInfo(
+    kind="SwarmJob",
+    plural="swarmjobs",
+    short_names=["sjob"],
+    spec=SwarmJobSpec,
+    status=SwarmJobStatus,
+    printer_columns=[
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+        {"name": "Specialists", "type": "integer", "jsonPath": ".status.specialistCount"},
+        {
+            "name": "F1",
+            "type": "number",
+            "jsonPath": ".status.metrics.microF1",
+            "description": "micro-F1 reported by the trainer",
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+)
+KINDS = (POOL, JOB)

@@ -1,0 +1,231 @@
+"""SpecialistPool reconciliation: budget from node GPU readings, which specialists run, their objects, status.
+
+Priority when the budget is short: the warm set (in spec order), then specialists requested by active SwarmJobs
+(oldest job first), then cold specialists still inside their idle timeout. Each specialist always has a Deployment
+(replicas 0 or 1) and a Service, so scaling a cold one from zero is a replica patch. One asyncio lock per pool
+serialises the handlers that reconcile it (pool events, the resync timer, jobs asking for specialists).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from swarm.operator import budget, builders
+from swarm.operator.kube import DEPLOYMENTS, POOLS, SERVICES, Api, converge
+from swarm.operator.models import SpecialistPoolSpec, SpecialistState
+from swarm.operator.status import condition, merge_conditions, now_iso
+
+NodeReading = tuple[str, Mapping[str, str], str | None]  # name, labels, gpu-memory annotation
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job's request for specialists of a pool (from the SwarmJob index)."""
+
+    job: str
+    specialists: tuple[str, ...]
+    created: str
+
+
+@dataclass
+class PoolResult:
+    found: bool
+    valid: bool = True
+    message: str = ""
+    admitted: set[str] = field(default_factory=set)
+    specialists: set[str] = field(default_factory=set)
+
+
+_locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def plan(
+    spec: SpecialistPoolSpec,
+    gpus: list[budget.Gpu],
+    claims: Iterable[Claim],
+    previous: Mapping[str, Mapping[str, Any]],
+    now: datetime,
+) -> tuple[list[dict[str, Any]], budget.Placement]:
+    """Pure planning step: per-specialist status rows and the placement (what runs)."""
+    sizes = {
+        s.name: budget.resident_bytes(
+            dtype=s.dtype, params=s.params, resident=s.resident_bytes, activation=s.activation_bytes
+        )
+        for s in spec.specialists
+    }
+    requested_by: dict[str, list[str]] = defaultdict(list)
+    for claim in sorted(claims, key=lambda c: (c.created, c.job)):
+        for name in claim.specialists:
+            if name in sizes:
+                requested_by[name].append(claim.job)
+    last_requested = {
+        n: (now_iso(now) if n in requested_by else prev.get("lastRequested"))
+        for n, prev in ((n, previous.get(n, {})) for n in sizes)
+    }
+
+    def within_idle(name: str) -> bool:
+        stamp = _parse_time(last_requested.get(name))
+        was_running = previous.get(name, {}).get("replicas", 0) > 0
+        return was_running and stamp is not None and (now - stamp).total_seconds() < spec.idle_timeout_seconds
+
+    order = list(spec.warm)
+    order += [n for n in requested_by if n not in order]
+    order += [s.name for s in spec.specialists if s.name not in order and within_idle(s.name)]
+    placement = budget.place(budget.usable(gpus, spec.memory_reserve_per_gpu), [(n, sizes[n]) for n in order])
+
+    rows = []
+    for s in spec.specialists:
+        admitted = s.name in placement.admitted
+        if admitted:
+            state = SpecialistState.Warm if s.name in spec.warm else SpecialistState.Active
+        elif s.name in order:
+            state = SpecialistState.OverBudget
+        else:
+            state = SpecialistState.Cold
+        row: dict[str, Any] = {
+            "name": s.name,
+            "state": state.value,
+            "replicas": int(admitted),
+            "residentBytes": sizes[s.name],
+            "requestedBy": requested_by.get(s.name, []),
+        }
+        if last_requested.get(s.name):
+            row["lastRequested"] = last_requested[s.name]
+        rows.append(row)
+    return rows, placement
+
+
+def _capacity_source(gpus: list[budget.Gpu]) -> str:
+    sources = sorted({g.source for g in gpus})
+    return "none" if not sources else sources[0] if len(sources) == 1 else "mixed"
+
+
+async def reconcile(
+    api: Api,
+    namespace: str,
+    name: str,
+    nodes: Iterable[NodeReading],
+    claims: Iterable[Claim],
+    templates: dict[str, dict[str, Any]],
+    now: datetime | None = None,
+) -> PoolResult:
+    async with _locks[(namespace, name)]:
+        return await _reconcile(api, namespace, name, list(nodes), list(claims), templates, now or datetime.now(UTC))
+
+
+async def _reconcile(
+    api: Api,
+    namespace: str,
+    name: str,
+    nodes: list[NodeReading],
+    claims: list[Claim],
+    templates: dict[str, dict[str, Any]],
+    now: datetime,
+) -> PoolResult:
+    pool = await api.get(POOLS, namespace, name)
+    if pool is None or pool["metadata"].get("deletionTimestamp"):
+        return PoolResult(found=False, message=f"SpecialistPool {name!r} not found in namespace {namespace!r}")
+    generation = pool["metadata"].get("generation")
+    status = pool.get("status") or {}
+    try:
+        spec = SpecialistPoolSpec.model_validate(pool.get("spec") or {})
+    except ValidationError as exc:
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        await _patch_status(
+            api,
+            pool,
+            {"observedGeneration": generation},
+            [condition("Ready", False, "InvalidSpec", message)],
+            now,
+        )
+        return PoolResult(found=True, valid=False, message=message)
+
+    fallback = (
+        (spec.fallback_capacity.gpus_per_node, spec.fallback_capacity.memory_bytes_per_gpu)
+        if spec.fallback_capacity
+        else None
+    )
+    gpus = budget.pool_gpus(nodes, spec.node_selector, fallback, now=now)
+    previous = {row["name"]: row for row in status.get("specialists", [])}
+    rows, placement = plan(spec, gpus, claims, previous, now)
+
+    selector = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_POOL: name}
+    await converge(
+        api,
+        DEPLOYMENTS,
+        namespace,
+        selector,
+        [
+            builders.specialist_deployment(pool, s, row["replicas"], spec.node_selector, templates["specialist"])
+            for s, row in zip(spec.specialists, rows, strict=True)
+        ],
+    )
+    await converge(api, SERVICES, namespace, selector, [builders.specialist_service(pool, s) for s in spec.specialists])
+
+    capacities = budget.usable(gpus, spec.memory_reserve_per_gpu)
+    over = [r["name"] for r in rows if r["state"] == SpecialistState.OverBudget]
+    warm_missing = [w for w in spec.warm if w not in placement.admitted]
+    body = {
+        "observedGeneration": generation,
+        "spawnBudget": budget.spawn_budget(capacities, [r["residentBytes"] for r in rows]),
+        "capacityBytes": sum(capacities),
+        "residentBytes": sum(r["residentBytes"] for r in rows if r["replicas"]),
+        "gpus": len(gpus),
+        "capacitySource": _capacity_source(gpus),
+        "warmCount": sum(r["state"] == SpecialistState.Warm for r in rows),
+        "activeCount": sum(r["state"] == SpecialistState.Active for r in rows),
+        "specialists": rows,
+    }
+    conditions = [
+        condition(
+            "Ready",
+            not warm_missing and bool(gpus),
+            "NoCapacity" if not gpus else "WarmSetOverBudget" if warm_missing else "Reconciled",
+            "no matching GPU nodes report memory and no fallbackCapacity is declared"
+            if not gpus
+            else f"warm specialists over budget: {', '.join(warm_missing)}"
+            if warm_missing
+            else f"{len(placement.admitted)} specialist(s) running on {len(gpus)} GPU(s)",
+        ),
+        condition(
+            "BudgetExceeded",
+            bool(over),
+            "OverBudget" if over else "WithinBudget",
+            f"not admitted: {', '.join(over)}" if over else "",
+        ),
+    ]
+    await _patch_status(api, pool, body, conditions, now)
+    return PoolResult(found=True, admitted=set(placement.admitted), specialists={s.name for s in spec.specialists})
+
+
+async def _patch_status(
+    api: Api, pool: dict[str, Any], body: dict[str, Any], conditions: list[dict[str, Any]], now: datetime
+) -> None:
+    status = pool.get("status") or {}
+    merged = merge_conditions(
+        status.get("conditions", []),
+        conditions,
+        now=now_iso(now),
+        generation=pool["metadata"].get("generation"),
+    )
+    new = {**status, **body, "conditions": merged}
+    if new == status:
+        return  # unchanged: no write, no watch event
+    await api.patch(
+        POOLS,
+        pool["metadata"]["namespace"],
+        pool["metadata"]["name"],
+        {"status": {**body, "conditions": merged}},
+        status=True,
+    )

@@ -1,0 +1,60 @@
+"""Pure status derivations: conditions with stable transition times, a job's phase and metrics from its pod.
+
+Metrics contract: the trainer pod may set the annotation `swarm.ai/metrics` on itself to a JSON object with any of
+`microF1`, `macroF1` (0..1), `throughput` (columns/s), `criticalSteps` (int); the operator copies it into
+`SwarmJob.status.metrics`. Malformed JSON or out-of-range values are ignored with a condition, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from swarm.operator.builders import METRICS_ANNOTATION
+from swarm.operator.models import JobMetrics, Phase
+
+
+def now_iso(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(type_: str, ok: bool, reason: str, message: str = "") -> dict[str, Any]:
+    return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message}
+
+
+def merge_conditions(
+    old: list[dict[str, Any]], new: list[dict[str, Any]], *, now: str, generation: int | None
+) -> list[dict[str, Any]]:
+    """Replace conditions by type; keep lastTransitionTime unless the status flipped. Others are kept."""
+    by_type = {c["type"]: c for c in old}
+    for cond in new:
+        previous = by_type.get(cond["type"])
+        flipped = previous is None or previous.get("status") != cond["status"]
+        moment = now if flipped else previous.get("lastTransitionTime", now)
+        by_type[cond["type"]] = {**cond, "lastTransitionTime": moment, "observedGeneration": generation}
+    return sorted(by_type.values(), key=lambda c: c["type"])
+
+
+def phase_from_pod(pod: dict[str, Any] | None) -> Phase:
+    if pod is None:
+        return Phase.Pending
+    phase = pod.get("status", {}).get("phase", "Pending")
+    return Phase(phase) if phase in Phase.__members__ else Phase.Pending
+
+
+def metrics_from_pod(pod: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
+    """(metrics for status, an error message or None) from the pod's metrics annotation."""
+    raw = ((pod or {}).get("metadata", {}).get("annotations") or {}).get(METRICS_ANNOTATION)
+    if not raw:
+        return {}, None
+    try:
+        doc = json.loads(raw)
+        known = {field.alias for field in JobMetrics.model_fields.values()}
+        # Extra keys (per-class F1, ...) are the trainer's business; only the status fields are copied.
+        metrics = JobMetrics.model_validate({k: v for k, v in doc.items() if k in known})
+    except (ValueError, ValidationError, AttributeError) as exc:
+        return {}, f"ignored {METRICS_ANNOTATION}: {str(exc).splitlines()[0]}"
+    return metrics.model_dump(by_alias=True, exclude_none=True), None

@@ -1,0 +1,123 @@
+"""CRDs are generated from the models, checked in, and reject bad custom resources with readable messages."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from swarm.operator import crdgen
+from swarm.operator.models import SpecialistPoolSpec, SwarmJobSpec
+from swarm.operator.testing import job_body, pool_body
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_checked_in_crds_are_current(tmp_path: Path) -> None:
+    written = crdgen.write_all(tmp_path)
+    for path in written:
+        checked_in = ROOT / "crds" / path.name
+        assert checked_in.exists(), f"{checked_in} missing: run `make crds`"
+        assert checked_in.read_text() == path.read_text(), f"{checked_in} is stale: run `make crds`"
+
+
+def test_crds_are_structural_with_status_and_printer_columns() -> None:
+    for info in crdgen.KINDS:
+        version = crdgen.crd_for(info)["spec"]["versions"][0]
+        assert version["subresources"] == {"status": {}}
+        schema = version["schema"]["openAPIV3Schema"]
+        text = yaml.safe_dump(schema)
+        assert "$ref" not in text and "title" not in text and "null" not in text
+        assert {c["name"] for c in version["additionalPrinterColumns"]} >= {"Age"}
+    job_columns = {
+        c["name"] for c in crdgen.crd_for(crdgen.KINDS[1])["spec"]["versions"][0]["additionalPrinterColumns"]
+    }
+    assert job_columns == {"Phase", "Mode", "Specialists", "F1", "Age"}
+
+
+def test_samples_and_fixtures_validate() -> None:
+    for path in sorted((ROOT / "manifests" / "samples").glob("*.yaml")):
+        assert crdgen.validate_resource(yaml.safe_load(path.read_text())) == [], path
+    assert crdgen.validate_resource(pool_body()) == []
+    assert crdgen.validate_resource(job_body()) == []
+
+
+def _with(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    body = copy.deepcopy(body)
+    *parents, last = path.split(".")
+    node = body
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return body
+
+
+_DELETE = object()
+BAD = [
+    (pool_body(), "spec.specialists.0.dtype", "fp8", "spec.specialists[0].dtype: 'fp8' is not one of"),
+    (pool_body(), "spec.specialists.0.params", 0, "spec.specialists[0].params: 0 is less than the minimum of 1"),
+    (pool_body(), "spec.specialists.0.name", "Bad_Name", "spec.specialists[0].name: 'Bad_Name' does not match"),
+    (pool_body(), "spec.specialists.0.model", _DELETE, "spec.specialists[0]: 'model' is a required property"),
+    (pool_body(), "spec.specialists", [], "spec.specialists: [] should be non-empty"),
+    (pool_body(), "spec.idleTimeoutSeconds", -5, "spec.idleTimeoutSeconds: -5 is less than the minimum of 0"),
+    (pool_body(), "spec.memoryReservePerGpu", "1Gi", "spec.memoryReservePerGpu: '1Gi' is not of type 'integer'"),
+    (pool_body(), "spec.warmSet", ["a"], "spec: Additional properties are not allowed ('warmSet' was unexpected)"),
+    (job_body(), "spec.mode", "serve", "spec.mode: 'serve' is not one of ['train', 'evaluate', 'annotate', 'adapt']"),
+    (job_body(), "spec.fusion", "sum", "spec.fusion: 'sum' is not one of"),
+    (job_body(), "spec.maxSpecialists", -1, "spec.maxSpecialists: -1 is less than the minimum of 0"),
+    (job_body(), "spec.poolRef", _DELETE, "spec: 'poolRef' is a required property"),
+    (job_body(), "spec.parl", {"lambda1": -0.5}, "spec.parl.lambda1: -0.5 is less than the minimum of 0"),
+]
+
+
+@pytest.mark.parametrize(("body", "path", "value", "message"), BAD, ids=[b[1] + "=" + repr(b[2]) for b in BAD])
+def test_bad_resources_are_rejected_naming_the_field(body: dict[str, Any], path: str, value: Any, message: str) -> None:
+    errors = crdgen.validate_resource(_with(body, path, value))
+    assert any(e.startswith(message) for e in errors), errors
+
+
+def test_specialist_needs_a_size() -> None:
+    body = _with(pool_body(), "spec.specialists.0.params", _DELETE)
+    assert crdgen.validate_resource(body) == [
+        "spec.specialists[0]: {'name': 'a', 'domain': 'a labels', 'model': "
+        "'hf://swarm/a', 'dtype': 'bfloat16'} is not valid under any of the "
+        "given schemas"
+    ]
+    with pytest.raises(ValidationError, match="set params or residentBytes"):
+        SpecialistPoolSpec.model_validate(body["spec"])
+
+
+def test_cross_field_rules_in_models_and_cel() -> None:
+    with pytest.raises(ValidationError, match="warm names not among specialists: zz"):
+        SpecialistPoolSpec.model_validate(pool_body(warm=("zz",))["spec"])
+    with pytest.raises(ValidationError, match="duplicate specialist names: a"):
+        SpecialistPoolSpec.model_validate(pool_body(names=("a", "a"))["spec"])
+    with pytest.raises(ValidationError, match="3 specialists requested but maxSpecialists is 2"):
+        SwarmJobSpec.model_validate(job_body(specialists=("a", "b", "c"), maxSpecialists=2)["spec"])
+    pool_spec = crdgen.crd_for(crdgen.KINDS[0])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    assert "self.warm.all" in pool_spec["spec"]["x-kubernetes-validations"][0]["rule"]
+
+
+def test_defaults_match_the_models() -> None:
+    spec = crdgen.crd_for(crdgen.KINDS[0])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    parsed = SpecialistPoolSpec.model_validate(pool_body()["spec"])
+    assert (
+        spec["properties"]["nodeSelector"]["default"]
+        == parsed.node_selector
+        == {"nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-4090"}
+    )
+    assert spec["properties"]["memoryReservePerGpu"]["default"] == parsed.memory_reserve_per_gpu == 1 << 30
+
+
+def test_wrong_kind_or_version() -> None:
+    assert crdgen.validate_resource({"kind": "Pod"})[0].startswith("kind: 'Pod' is not one of")
+    body = {**pool_body(), "apiVersion": "swarm.ai/v2"}
+    assert crdgen.validate_resource(body) == ["apiVersion: 'swarm.ai/v2' is not served by this CRD"]

@@ -1,0 +1,132 @@
+"""The kustomize base renders, is least-privilege and non-root; samples validate; Dockerfile lints."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from swarm.operator import crdgen
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+pytestmark = pytest.mark.timeout(60)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or (str(BIN / name) if (BIN / name).exists() else None)
+    if path is None:
+        pytest.skip(f"{name} binary not available")
+    return path
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [_tool("kubectl"), "kustomize", str(ROOT / "manifests")], capture_output=True, text=True, check=True, timeout=60
+    )
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def _pod_specs(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objs if o["kind"] in {"Deployment", "DaemonSet"}
+    }
+
+
+def test_every_object_is_well_formed(rendered: list[dict[str, Any]]) -> None:
+    kinds = sorted(o["kind"] for o in rendered)
+    assert kinds.count("CustomResourceDefinition") == 2 and {"Namespace", "Deployment", "DaemonSet"} <= set(kinds)
+    for obj in rendered:
+        assert obj.get("apiVersion") and obj.get("kind") and obj.get("metadata", {}).get("name"), obj
+        assert obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "swarm", obj["metadata"]
+        if obj["kind"] not in {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}:
+            assert obj["metadata"]["namespace"] == "swarm", obj["metadata"]
+
+
+def test_workloads_are_non_root_read_only(rendered: list[dict[str, Any]]) -> None:
+    from swarm.operator.builders import default_templates
+
+    specs = {**_pod_specs(rendered), **{k: v["spec"] for k, v in default_templates().items()}}
+    assert set(specs) == {"swarm-operator", "swarm-node-agent", "specialist", "trainer"}
+    for name, spec in specs.items():
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert c["resources"]["limits"]["memory"] and c["resources"]["requests"], name
+    for name in ("specialist", "trainer"):
+        assert specs[name]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    agent = specs["swarm-node-agent"]
+    assert agent["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-4090"}
+    operator = specs["swarm-operator"]["containers"][0]
+    assert "--liveness" in operator["command"] and operator["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    volumes = {v["name"]: v for v in specs["swarm-operator"]["volumes"]}
+    assert volumes["templates"]["configMap"]["name"].startswith("swarm-pod-templates")
+
+
+def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
+    rules = {
+        o["metadata"]["name"] + "/" + o["kind"]: o["rules"] for o in rendered if o["kind"] in {"Role", "ClusterRole"}
+    }
+    flat = {
+        key: sorted(
+            (g, r, v) for rule in rs for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+        )
+        for key, rs in rules.items()
+    }
+    for triples in flat.values():
+        assert all("*" not in t for t in triples)
+        assert not any(r in {"secrets", "configmaps"} for _, r, _ in triples)
+    assert flat["swarm-node-agent/ClusterRole"] == [("", "nodes", "patch")]
+    assert flat["swarm-operator-nodes/ClusterRole"] == [("", "nodes", v) for v in ("get", "list", "watch")]
+    assert flat["swarm-trainer/Role"] == [("", "pods", "get"), ("", "pods", "patch")]
+    operator = flat["swarm-operator/Role"]
+    assert ("", "pods", "watch") in operator and ("", "pods", "patch") not in operator
+    assert ("swarm.ai", "swarmjobs", "delete") not in operator and ("apps", "deployments", "watch") not in operator
+
+
+def test_samples_validate_against_crds() -> None:
+    crds = {
+        doc["spec"]["names"]["kind"]: doc
+        for doc in (yaml.safe_load(p.read_text()) for p in (ROOT / "crds").glob("swarm.ai_*.yaml"))
+    }
+    samples = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "manifests" / "samples").glob("*.yaml"))]
+    assert {s["kind"] for s in samples} == {"SpecialistPool", "SwarmJob"}
+    for sample in samples:
+        assert crdgen.validate_resource(sample, crds[sample["kind"]]) == []
+
+
+def test_kind_overlay_renders_with_local_image() -> None:
+    _tool("kubectl")
+    out = subprocess.run(
+        ["bash", str(ROOT / "manifests" / "kind" / "e2e.sh"), "render"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    specs = _pod_specs(docs)
+    assert specs["swarm-operator"]["containers"][0]["image"] == "swarm:e2e"
+    assert "runtimeClassName" not in specs["swarm-node-agent"]
+    kind_config = yaml.safe_load((ROOT / "manifests" / "kind" / "kind-config.yaml").read_text())
+    workers = [n for n in kind_config["nodes"] if n["role"] == "worker"]
+    assert workers and all(n["labels"]["nvidia.com/gpu.product"] == "NVIDIA-GeForce-RTX-4090" for n in workers)
+
+
+def test_dockerfile_lints_clean() -> None:
+    hadolint = _tool("hadolint")
+    docker = ROOT / "manifests" / "docker"
+    out = subprocess.run(
+        [hadolint, "--config", str(docker / ".hadolint.yaml"), str(docker / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -1,0 +1,96 @@
+"""Byte math, GPU readings and placement (operator/budget.py) plus the pool planning step."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from swarm.operator import budget
+from swarm.operator.models import SpecialistPoolSpec
+from swarm.operator.pool import Claim, plan
+from swarm.operator.testing import RTX_4090_TOTAL, pool_body
+
+MIB, GIB = 1 << 20, 1 << 30
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_resident_bytes_per_dtype() -> None:
+    assert budget.weight_bytes(120_000_000, "float32") == 480_000_000
+    assert budget.weight_bytes(120_000_000, "bfloat16") == 240_000_000
+    # 240 MB of bf16 weights: activations floor at 64 MiB, plus the per-process runtime overhead.
+    assert budget.resident_bytes(dtype="bfloat16", params=120_000_000) == 240_000_000 + 64 * MIB + 384 * MIB
+    # 1.2 GB of fp32 weights: activations are a quarter of the weights.
+    assert budget.resident_bytes(dtype="float32", params=300_000_000) == 1_200_000_000 + 300_000_000 + 384 * MIB
+    assert budget.resident_bytes(dtype="float16", params=10, activation=0) == 20 + 384 * MIB
+    assert budget.resident_bytes(dtype="float32", params=10, resident=123) == 123
+    with pytest.raises(ValueError, match="need params"):
+        budget.resident_bytes(dtype="float16")
+
+
+def test_parse_annotation_nvml_stale_and_garbage() -> None:
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    doc = {"source": "nvml", "updated": now.isoformat(), "gpus": [{"index": 0, "total": RTX_4090_TOTAL, "free": 1000}]}
+    assert budget.parse_gpu_annotation("n", json.dumps(doc), now=now) == [
+        budget.Gpu("n", 0, RTX_4090_TOTAL, 1000, "nvml")
+    ]
+    assert budget.parse_gpu_annotation("n", json.dumps(doc), now=now + timedelta(hours=1)) is None
+    assert budget.parse_gpu_annotation("n", "{not json", now=now) is None
+    assert budget.parse_gpu_annotation("n", json.dumps({"source": "unavailable", "gpus": []})) is None
+    assert budget.parse_gpu_annotation("n", None) is None
+
+
+def test_pool_gpus_selects_nodes_and_falls_back() -> None:
+    reading = json.dumps({"source": "nvml", "gpus": [{"index": 0, "total": 100}, {"index": 1, "total": 200}]})
+    selector = {"gpu": "4090"}
+    nodes = [("b", {"gpu": "4090"}, reading), ("a", {"gpu": "4090"}, None), ("c", {"gpu": "a100"}, reading)]
+    assert [(g.node, g.total, g.source) for g in budget.pool_gpus(nodes, selector, None)] == [
+        ("b", 100, "nvml"),
+        ("b", 200, "nvml"),
+    ]
+    assert [(g.node, g.total, g.source) for g in budget.pool_gpus(nodes, selector, (2, 50))] == [
+        ("a", 50, "fallback"),
+        ("a", 50, "fallback"),
+        ("b", 100, "nvml"),
+        ("b", 200, "nvml"),
+    ]
+
+
+def test_placement_is_first_fit_in_priority_order() -> None:
+    placed = budget.place([10, 6], [("big", 7), ("mid", 5), ("small", 4), ("huge", 11), ("tiny", 1)])
+    assert placed.admitted == {"big": 0, "mid": 1, "tiny": 0}
+    assert placed.rejected == ["small", "huge"]
+    assert placed.used == [8, 5]
+    assert budget.usable([budget.Gpu("n", 0, 5 * GIB, 0, "nvml")], 6 * GIB) == [0]
+
+
+def test_spawn_budget_on_one_rtx_4090() -> None:
+    per_specialist = budget.resident_bytes(dtype="bfloat16", params=120_000_000)
+    usable = budget.usable([budget.Gpu("n", 0, RTX_4090_TOTAL, 0, "nvml")], GIB)
+    assert budget.spawn_budget(usable, [per_specialist] * 100) == (RTX_4090_TOTAL - GIB) // per_specialist == 34
+    assert budget.spawn_budget([0], [1]) == 0
+
+
+def test_plan_orders_warm_then_requested_then_idle() -> None:
+    spec = SpecialistPoolSpec.model_validate(
+        pool_body(names=("a", "b", "c", "d"), warm=("a",), idleTimeoutSeconds=60)["spec"]
+    )
+    size = budget.resident_bytes(dtype="bfloat16", params=120_000_000)
+    gpus = [budget.Gpu("n", 0, GIB + 2 * size, 0, "nvml")]  # room for exactly two specialists
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    rows, placement = plan(spec, gpus, [Claim("j2", ("c",), "2"), Claim("j1", ("b",), "1")], {}, now)
+    assert set(placement.admitted) == {"a", "b"}  # j1 is older: its b wins over j2's c
+    assert [(r["name"], r["state"], r["replicas"]) for r in rows] == [
+        ("a", "Warm", 1),
+        ("b", "Active", 1),
+        ("c", "OverBudget", 0),
+        ("d", "Cold", 0),
+    ]
+    assert rows[1]["requestedBy"] == ["j1"] and rows[1]["lastRequested"] == "2025-01-01T00:00:00Z"
+    previous = {r["name"]: r for r in rows}
+    later = now + timedelta(seconds=30)
+    rows, _ = plan(spec, gpus, [], previous, later)  # no claims: b stays up within its idle timeout
+    assert [r["state"] for r in rows] == ["Warm", "Active", "Cold", "Cold"]
+    rows, _ = plan(spec, gpus, [], previous, now + timedelta(seconds=61))
+    assert [r["state"] for r in rows] == ["Warm", "Cold", "Cold", "Cold"]

@@ -1,0 +1,123 @@
+"""Object builders (operator/builders.py) and status derivations (operator/status.py): pure functions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from swarm.operator import builders, status
+from swarm.operator.models import SpecialistPoolSpec, SwarmJobSpec
+from swarm.operator.testing import job_body, pool_body
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.timeout(30)
+
+
+def _with_meta(body: dict, uid: str = "uid-1") -> dict:
+    body["metadata"]["uid"] = uid
+    return body
+
+
+def test_dns_names_are_valid_and_deterministic() -> None:
+    assert builders.specialist_object_name("pool", "a") == "pool-a"
+    long = builders.dns_name("p" * 60, "specialist")
+    assert len(long) == 63 and long == builders.dns_name("p" * 60, "specialist")
+    assert builders.dns_name("9lives", "x").startswith("s-9lives")
+    assert builders.dns_name("My.Pool", "x") != builders.dns_name("my-pool", "x")  # no silent collisions
+
+
+def test_specialist_deployment_and_service() -> None:
+    pool = _with_meta(pool_body())
+    spec = SpecialistPoolSpec.model_validate(pool["spec"])
+    templates = builders.default_templates()
+    dep = builders.specialist_deployment(pool, spec.specialists[1], 0, spec.node_selector, templates["specialist"])
+    assert dep["metadata"]["name"] == "pool-b" and dep["spec"]["replicas"] == 0
+    assert dep["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "swarm.ai/v1alpha1",
+            "kind": "SpecialistPool",
+            "name": "pool",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert dep["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "swarm-operator"
+    pod = dep["spec"]["template"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    container = pod["spec"]["containers"][0]
+    assert container["command"] == ["swarm", "serve-specialist", "--specialist", "b", "--port", "50051"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-4090"}
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    svc = builders.specialist_service(pool, spec.specialists[1])
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["ports"][0]["port"] == 50051
+    assert templates["specialist"]["spec"]["containers"][0].get("command") is None  # template not mutated
+
+
+@pytest.mark.parametrize(
+    ("mode", "command"), [("train", "train"), ("evaluate", "eval"), ("annotate", "annotate"), ("adapt", "adapt")]
+)
+def test_trainer_pod_per_mode(mode: str, command: str) -> None:
+    job = _with_meta(job_body(mode=mode, fusion="gated", parl={"lambda1": 0.3}), "job-uid")
+    spec = SwarmJobSpec.model_validate(job["spec"])
+    pod = builders.trainer_pod(job, spec, {"b": "pool-b.swarm.svc:50051"}, builders.default_templates()["trainer"])
+    args = pod["spec"]["containers"][0]["command"]
+    assert args[:2] == ["swarm", command] and args[args.index("--fusion") + 1] == "gated"
+    assert ("--lambda1" in args) == (mode == "train")
+    if mode == "train":
+        assert args[args.index("--lambda1") + 1] == "0.3"
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["SWARM_SPECIALIST_ENDPOINTS"] == "b=pool-b.swarm.svc:50051"
+    assert pod["metadata"]["name"] == "job-primary" and pod["spec"]["restartPolicy"] == "Never"
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == "job-uid"
+    assert pod["metadata"]["labels"]["swarm.ai/job"] == "job"
+
+
+def test_manifest_templates_equal_builtin_defaults() -> None:
+    for name, template in builders.default_templates().items():
+        path = ROOT / "manifests" / "templates" / f"{name}.yaml"
+        assert yaml.safe_load(path.read_text()) == template, f"{path} drifted from builders.default_templates()"
+    loaded = builders.load_templates(ROOT / "manifests" / "templates")
+    assert loaded == builders.default_templates()
+
+
+def test_image_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(builders.IMAGE_ENV, "registry.local/swarm:test")
+    pool = _with_meta(pool_body())
+    spec = SpecialistPoolSpec.model_validate(pool["spec"])
+    dep = builders.specialist_deployment(pool, spec.specialists[0], 1, {}, builders.default_templates()["specialist"])
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.local/swarm:test"
+
+
+def test_conditions_keep_transition_time_unless_flipped() -> None:
+    first = status.merge_conditions([], [status.condition("Ready", True, "Ok")], now="t1", generation=1)
+    same = status.merge_conditions(first, [status.condition("Ready", True, "Ok", "again")], now="t2", generation=2)
+    flipped = status.merge_conditions(same, [status.condition("Ready", False, "Bad")], now="t3", generation=2)
+    assert [c["lastTransitionTime"] for c in (first[0], same[0], flipped[0])] == ["t1", "t1", "t3"]
+    assert same[0]["message"] == "again" and same[0]["observedGeneration"] == 2
+
+
+def test_phase_and_metrics_from_pod() -> None:
+    assert status.phase_from_pod(None).value == "Pending"
+    assert status.phase_from_pod({"status": {"phase": "Unknown"}}).value == "Pending"
+    assert status.phase_from_pod({"status": {"phase": "Failed"}}).value == "Failed"
+    pod = {
+        "metadata": {
+            "annotations": {
+                builders.METRICS_ANNOTATION: json.dumps(
+                    {"microF1": 0.9, "criticalSteps": 3, "perClass": {"Person": 0.5}}
+                )
+            }
+        }
+    }
+    assert status.metrics_from_pod(pod) == ({"microF1": 0.9, "criticalSteps": 3}, None)
+    bad = {"metadata": {"annotations": {builders.METRICS_ANNOTATION: '{"microF1": 7}'}}}
+    metrics, error = status.metrics_from_pod(bad)
+    assert metrics == {} and "ignored swarm.ai/metrics" in error
+    assert status.metrics_from_pod({"metadata": {"annotations": {builders.METRICS_ANNOTATION: "{oops"}}})[0] == {}

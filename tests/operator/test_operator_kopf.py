@@ -1,0 +1,202 @@
+"""The real operator (`swarm operator` subprocess, kopf) against an emulated Kubernetes API (kmock)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from swarm.operator.budget import GPU_MEMORY_ANNOTATION
+from swarm.operator.builders import LABEL_MANAGED_BY, MANAGED_BY, METRICS_ANNOTATION
+from swarm.operator.testing import (
+    DEPLOYMENTS,
+    JOBS,
+    NODES,
+    PODS,
+    POOLS,
+    RTX_4090_TOTAL,
+    SERVICES,
+    EmulatedCluster,
+    OperatorProcess,
+    job_body,
+    pool_body,
+    wait_for,
+)
+
+NS = "swarm"
+pytestmark = pytest.mark.timeout(60)
+
+
+def status(cluster: EmulatedCluster, res: Any, name: str) -> dict[str, Any]:
+    return (cluster.get(res, NS, name) or {}).get("status") or {}
+
+
+def cond(obj_status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in obj_status.get("conditions", []) if c["type"] == type_), {})
+
+
+def replicas(cluster: EmulatedCluster) -> dict[str, int]:
+    return {d["metadata"]["name"]: d["spec"]["replicas"] for d in cluster.list(DEPLOYMENTS, NS)}
+
+
+def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any) -> None:
+    add_node()
+    cluster.create(POOLS, pool_body())
+    with OperatorProcess(cluster, NS) as op:
+        st = wait_for(
+            lambda: status(cluster, POOLS, "pool").get("observedGeneration") and status(cluster, POOLS, "pool"),
+            what=f"pool status\n{op.log()}",
+        )
+        assert replicas(cluster) == {"pool-a": 1, "pool-b": 0, "pool-c": 0}
+        assert sorted(s["metadata"]["name"] for s in cluster.list(SERVICES, NS)) == ["pool-a", "pool-b", "pool-c"]
+        assert [(s["name"], s["state"]) for s in st["specialists"]] == [("a", "Warm"), ("b", "Cold"), ("c", "Cold")]
+        assert st["spawnBudget"] == 3 and st["gpus"] == 1 and st["capacitySource"] == "nvml"
+        assert cond(st, "Ready")["status"] == "True" and cond(st, "BudgetExceeded")["status"] == "False"
+        pool_uid = cluster.get(POOLS, NS, "pool")["metadata"]["uid"]
+        for obj in cluster.list(DEPLOYMENTS, NS) + cluster.list(SERVICES, NS):
+            assert obj["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGED_BY
+            assert obj["metadata"]["ownerReferences"][0]["uid"] == pool_uid
+
+        cluster.create(JOBS, job_body())
+        pod = wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what="trainer pod")
+        assert pod["spec"]["containers"][0]["command"][:2] == ["swarm", "train"]
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == cluster.get(JOBS, NS, "job")["metadata"]["uid"]
+        assert replicas(cluster)["pool-b"] == 1  # cold specialist scaled from zero for the job
+        st = wait_for(lambda: status(cluster, JOBS, "job").get("pods") and status(cluster, JOBS, "job"))
+        assert st["phase"] == "Pending" and st["specialists"] == ["a", "b"]
+
+        cluster.patch(PODS, NS, "job-primary", {"status": {"phase": "Running"}}, status=True)
+        wait_for(lambda: status(cluster, JOBS, "job")["phase"] == "Running", what="Running")
+        metrics = {"microF1": 0.81, "macroF1": 0.62, "throughput": 950.5, "criticalSteps": 7}
+        cluster.patch(PODS, NS, "job-primary", {"metadata": {"annotations": {METRICS_ANNOTATION: json.dumps(metrics)}}})
+        wait_for(lambda: status(cluster, JOBS, "job").get("metrics") == metrics, what="metrics")
+        cluster.patch(PODS, NS, "job-primary", {"status": {"phase": "Succeeded"}}, status=True)
+        wait_for(lambda: status(cluster, JOBS, "job")["phase"] == "Succeeded", what="Succeeded")
+        # The job no longer claims b; with idleTimeoutSeconds 0 the resync timer scales it back to zero.
+        wait_for(lambda: replicas(cluster)["pool-b"] == 0, what=f"b scaled to zero\n{op.log()}")
+    assert len(cluster.list(PODS, NS)) == 1
+
+
+def test_missing_pool_sets_condition_then_recovers(cluster: EmulatedCluster, add_node: Any) -> None:
+    add_node()
+    cluster.create(JOBS, job_body(pool="later"))
+    with OperatorProcess(cluster, NS) as op:
+        st = wait_for(
+            lambda: cond(status(cluster, JOBS, "job"), "PoolReady") and status(cluster, JOBS, "job"),
+            what=f"PoolReady condition\n{op.log()}",
+        )
+        assert st["phase"] == "Pending"
+        assert cond(st, "PoolReady")["reason"] == "PoolNotFound"
+        assert "SpecialistPool 'later' not found in namespace 'swarm'" in cond(st, "PoolReady")["message"]
+        assert cluster.get(PODS, NS, "job-primary") is None
+        cluster.create(POOLS, pool_body("later"))
+        wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what=f"pod after pool appears\n{op.log()}")
+        wait_for(lambda: cond(status(cluster, JOBS, "job"), "PoolReady").get("status") == "True")
+        assert op.proc is not None and op.proc.poll() is None  # handled, not crashed
+
+
+def test_unknown_specialist_and_invalid_pool_are_conditions(cluster: EmulatedCluster, add_node: Any) -> None:
+    add_node()
+    bad = pool_body("bad", warm=("zz",))  # the API server's CEL rule would reject this; the emulator does not
+    cluster.create(POOLS, bad)
+    cluster.create(POOLS, pool_body())
+    cluster.create(JOBS, job_body(specialists=("nope",)))
+    with OperatorProcess(cluster, NS) as op:
+        st = wait_for(
+            lambda: cond(status(cluster, POOLS, "bad"), "Ready") and status(cluster, POOLS, "bad"),
+            what=f"invalid pool\n{op.log()}",
+        )
+        assert cond(st, "Ready")["reason"] == "InvalidSpec" and "zz" in cond(st, "Ready")["message"]
+        st = wait_for(lambda: cond(status(cluster, JOBS, "job"), "SpecialistsGranted") and status(cluster, JOBS, "job"))
+        assert cond(st, "SpecialistsGranted")["reason"] == "UnknownSpecialist"
+        assert "nope" in cond(st, "SpecialistsGranted")["message"]
+        assert cluster.list(DEPLOYMENTS, NS) and all(
+            d["metadata"]["name"].startswith("pool-") for d in cluster.list(DEPLOYMENTS, NS)
+        )
+
+
+def test_restart_mid_reconcile_creates_no_duplicates(cluster: EmulatedCluster, add_node: Any) -> None:
+    add_node()
+    cluster.create(POOLS, pool_body(warm=("a", "b", "c")))
+    cluster.create(JOBS, job_body(specialists=("c",)))
+    # Hold the creation of the second Deployment: the operator is killed while that request is in flight.
+    release = cluster.hold(
+        lambda r: (
+            r.method == "POST"
+            and str(r.url.path).endswith("/deployments")
+            and (r.data or {}).get("metadata", {}).get("name") == "pool-b"
+        )
+    )
+    first = OperatorProcess(cluster, NS).start()
+    wait_for(
+        lambda: cluster.requests(
+            lambda r: (
+                r.method == "POST"
+                and str(r.url.path).endswith("/deployments")
+                and r.data["metadata"]["name"] == "pool-b"
+            )
+        ),
+        what=f"held\n{first.log()}",
+    )
+    assert cluster.get(DEPLOYMENTS, NS, "pool-a") is not None and cluster.get(DEPLOYMENTS, NS, "pool-c") is None
+    first.kill()
+    release()  # the dead client's request is dropped by the server (aiohttp cancels it on disconnect)
+    with OperatorProcess(cluster, NS) as second:
+        wait_for(lambda: status(cluster, JOBS, "job").get("pods"), what=f"job after restart\n{second.log()}")
+        wait_for(lambda: status(cluster, POOLS, "pool").get("warmCount") == 3, what="pool status")
+        assert replicas(cluster) == {"pool-a": 1, "pool-b": 1, "pool-c": 1}
+        assert len(cluster.list(SERVICES, NS)) == 3 and len(cluster.list(PODS, NS)) == 1
+        created = [
+            r.data["metadata"]["name"]
+            for r in cluster.requests(lambda r: r.method == "POST" and str(r.url.path).endswith("/deployments"))
+        ]
+        assert created.count("pool-a") == 1  # the second run found it and did not re-create it
+        assert "Traceback" not in second.log()
+
+
+def test_delete_job_runs_finalizer_and_cleans_up(cluster: EmulatedCluster, add_node: Any) -> None:
+    add_node()
+    cluster.create(POOLS, pool_body())
+    cluster.create(JOBS, job_body(specialists=("c",)))
+    with OperatorProcess(cluster, NS) as op:
+        wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what=f"pod\n{op.log()}")
+        assert "swarm.ai/finalizer" in cluster.get(JOBS, NS, "job")["metadata"]["finalizers"]
+        assert replicas(cluster)["pool-c"] == 1
+        cluster.delete(JOBS, NS, "job")
+        wait_for(lambda: cluster.get(JOBS, NS, "job") is None, what=f"job gone\n{op.log()}")
+        assert cluster.get(PODS, NS, "job-primary") is None
+        wait_for(lambda: replicas(cluster)["pool-c"] == 0, what="claim released, c scaled to zero")
+
+
+def test_shrinking_budget_scales_warm_set_down(cluster: EmulatedCluster, add_node: Any) -> None:
+    add_node()
+    cluster.create(POOLS, pool_body(warm=("a", "b", "c")))
+    with OperatorProcess(cluster, NS) as op:
+        wait_for(lambda: status(cluster, POOLS, "pool").get("warmCount") == 3, what=f"3 warm\n{op.log()}")
+        one = status(cluster, POOLS, "pool")["specialists"][0]["residentBytes"]
+        # The node now reports a GPU that fits the 1 GiB reserve plus two specialists only.
+        small = (1 << 30) + 2 * one + one // 2
+        reading = {"source": "nvml", "gpus": [{"index": 0, "total": small, "free": small}]}
+        cluster.patch(NODES, None, "gpu-1", {"metadata": {"annotations": {GPU_MEMORY_ANNOTATION: json.dumps(reading)}}})
+        st = wait_for(
+            lambda: status(cluster, POOLS, "pool").get("warmCount") == 2 and status(cluster, POOLS, "pool"),
+            what="warm set shrunk",
+        )
+        assert replicas(cluster) == {"pool-a": 1, "pool-b": 1, "pool-c": 0}
+        assert cond(st, "BudgetExceeded")["status"] == "True" and "c" in cond(st, "BudgetExceeded")["message"]
+        assert cond(st, "Ready")["reason"] == "WarmSetOverBudget" and st["spawnBudget"] == 2
+        assert st["residentBytes"] <= st["capacityBytes"]
+
+
+def test_conflicts_are_retried(cluster: EmulatedCluster, add_node: Any) -> None:
+    add_node(total=RTX_4090_TOTAL, gpus=2)
+    cluster.conflict(
+        lambda r: r.method == "PATCH" and r.subresource == "status" and str(r.url.path).startswith("/apis/swarm.ai"),
+        times=3,
+    )
+    cluster.create(POOLS, pool_body())
+    with OperatorProcess(cluster, NS) as op:
+        st = wait_for(lambda: status(cluster, POOLS, "pool").get("gpus"), what=f"status despite 409s\n{op.log()}")
+        assert st == 2
+        assert len(cluster.requests(lambda r: r.method == "PATCH" and r.subresource == "status")) >= 4
