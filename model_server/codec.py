@@ -1,0 +1,296 @@
+"""State codec: per-layer (B, H, K, V) tensors ⇄ `swarm.v1.StateChunk` messages of raw little-endian bytes.
+
+Encoding never loops over elements: each tensor is made contiguous once, viewed as bytes through numpy
+(bf16/f16 through int16, since numpy has no bfloat16) and sliced with memoryviews. Decoding writes every chunk
+into one preallocated buffer per layer and wraps it with `torch.frombuffer`. Every inconsistency in the
+received metadata (dtype, shape, sizes, order, missing layers or trailer) raises `StateCodecError` with what
+was wrong.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from google.protobuf.message import DecodeError
+from torch import Tensor
+
+from swarm.v1 import specialist_pb2 as pb
+
+DEFAULT_CHUNK_BYTES = 3 << 20  # stays under gRPC's default 4 MiB message limit with the header fields
+MAX_LAYERS = 1024
+MAX_LAYER_BYTES = 1 << 34
+
+# wire dtype -> (torch dtype, same-size integer dtype used to view the bytes through numpy)
+_DTYPES: dict[int, tuple[torch.dtype, torch.dtype]] = {
+    pb.DTYPE_FLOAT32: (torch.float32, torch.int32),
+    pb.DTYPE_BFLOAT16: (torch.bfloat16, torch.int16),
+    pb.DTYPE_FLOAT16: (torch.float16, torch.int16),
+}
+_WIRE_DTYPES = {torch_dtype: wire for wire, (torch_dtype, _) in _DTYPES.items()}
+
+
+class StateCodecError(ValueError):
+    """Received state chunks whose metadata or bytes do not describe a valid set of layer tensors."""
+
+
+def wire_dtype(dtype: torch.dtype) -> int:
+    try:
+        return _WIRE_DTYPES[dtype]
+    except KeyError:
+        raise StateCodecError(
+            f"cannot send {dtype} states; supported: {sorted(map(str, _WIRE_DTYPES))}"
+        ) from None
+
+
+def torch_dtype(wire: int) -> torch.dtype:
+    try:
+        return _DTYPES[wire][0]
+    except KeyError:
+        name = pb.Dtype.Name(wire) if wire in pb.Dtype.values() else str(wire)
+        raise StateCodecError(f"unsupported state dtype {name} on the wire") from None
+
+
+def tensor_bytes(tensor: Tensor) -> memoryview:
+    """A flat byte view of the tensor in little-endian C order; copies only if it is not contiguous on CPU."""
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    array = flat.view(_DTYPES[wire_dtype(flat.dtype)][1]).numpy()
+    if sys.byteorder != "little":
+        array = array.byteswap()
+    return memoryview(array).cast("B")
+
+
+@dataclass(frozen=True)
+class ChunkHeader:
+    """A StateChunk minus its bytes: lets a fast serializer append `data` without copying it first."""
+
+    layer: int
+    num_layers: int
+    dtype: int
+    shape: tuple[int, ...]
+    offset: int
+    layer_nbytes: int
+
+
+def iter_chunks(
+    states: Sequence[Tensor], chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Iterator[tuple[ChunkHeader, memoryview]]:
+    """(header, byte view) per chunk, layer by layer, in offset order (an empty tensor: one empty chunk)."""
+    if chunk_bytes <= 0:
+        raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+    for layer, tensor in enumerate(states):
+        view = tensor_bytes(tensor)
+        dtype = wire_dtype(tensor.dtype)
+        shape = tuple(int(s) for s in tensor.shape)
+        for offset in range(0, max(len(view), 1), chunk_bytes):
+            yield (
+                ChunkHeader(layer, len(states), dtype, shape, offset, len(view)),
+                view[offset : offset + chunk_bytes],
+            )
+
+
+def to_message(header: ChunkHeader, data: memoryview | bytes, **fields: object) -> pb.StateChunk:
+    return pb.StateChunk(
+        layer=header.layer,
+        num_layers=header.num_layers,
+        dtype=header.dtype,
+        shape=header.shape,
+        offset=header.offset,
+        layer_nbytes=header.layer_nbytes,
+        data=bytes(data),
+        **fields,
+    )
+
+
+def encode_states(
+    states: Sequence[Tensor], chunk_bytes: int = DEFAULT_CHUNK_BYTES, **fields: object
+) -> Iterator[pb.StateChunk]:
+    """StateChunk messages for the states (plain path; the server uses a copy-saving serializer instead)."""
+    for header, data in iter_chunks(states, chunk_bytes):
+        yield to_message(header, data, **fields)
+
+
+@dataclass
+class WireChunk:
+    """A StateChunk's other fields plus its `data` as a view: what the server sends (a view of the state
+    tensor) and what the client receives (a view of the received message), each without an extra copy."""
+
+    message: pb.StateChunk  # every field but data
+    data: memoryview
+
+
+_DATA_FIELD = pb.StateChunk.DATA_FIELD_NUMBER
+_DATA_TAG = bytes([(_DATA_FIELD << 3) | 2])  # wire type LEN
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(view) or shift > 63:
+            raise DecodeError("truncated or overlong varint in StateChunk")
+        byte = view[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def serialize_chunk(chunk: WireChunk | pb.StateChunk) -> bytes:
+    """Protobuf wire bytes of the chunk: fields may come in any order, so `data` goes after the rest."""
+    if isinstance(chunk, pb.StateChunk):
+        return chunk.SerializeToString()
+    return b"".join((chunk.message.SerializeToString(), _DATA_TAG, _varint(len(chunk.data)), chunk.data))
+
+
+def parse_chunk(wire: bytes) -> WireChunk:
+    """Inverse of serialize_chunk for any valid StateChunk encoding: protobuf parses the small fields, while
+    `data` stays a view into `wire` (the generic parser would copy it twice)."""
+    view = memoryview(wire)
+    pos, span = 0, None
+    while pos < len(view):
+        field_start = pos
+        key, pos = _read_varint(view, pos)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, pos = _read_varint(view, pos)
+        elif wire_type == 2:
+            length, pos = _read_varint(view, pos)
+            if field == _DATA_FIELD:
+                if span is not None:
+                    raise DecodeError("StateChunk.data appears twice")
+                span = (field_start, pos, pos + length)
+            pos += length
+        elif wire_type in (1, 5):
+            pos += 8 if wire_type == 1 else 4
+        else:
+            raise DecodeError(f"unexpected wire type {wire_type} in StateChunk")
+    if pos != len(view):
+        raise DecodeError("truncated StateChunk")
+    if span is None:
+        return WireChunk(pb.StateChunk.FromString(wire), memoryview(b""))
+    field_start, data_start, data_end = span
+    message = pb.StateChunk.FromString(bytes(view[:field_start]) + bytes(view[data_end:]))
+    return WireChunk(message, view[data_start:data_end])
+
+
+class _Layer:
+    def __init__(self, chunk: pb.StateChunk, where: str) -> None:
+        self.dtype = torch_dtype(chunk.dtype)
+        self.shape = tuple(chunk.shape)
+        if len(self.shape) != 4:
+            raise StateCodecError(f"{where}: shape {list(self.shape)} is not (B, H, K, V)")
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        expected = int(np.prod(self.shape, dtype=np.int64)) * itemsize
+        if chunk.layer_nbytes != expected:
+            raise StateCodecError(
+                f"{where}: layer_nbytes {chunk.layer_nbytes} but shape {list(self.shape)} of "
+                f"{self.dtype} needs {expected}"
+            )
+        if expected > MAX_LAYER_BYTES:
+            raise StateCodecError(
+                f"{where}: layer of {expected} bytes exceeds the {MAX_LAYER_BYTES} byte limit"
+            )
+        self.buffer = bytearray(expected)
+        self.received = 0
+
+    def tensor(self) -> Tensor:
+        if not self.buffer:
+            return torch.empty(self.shape, dtype=self.dtype)
+        flat = torch.frombuffer(self.buffer, dtype=self.dtype)
+        if sys.byteorder != "little":
+            flat = (
+                flat.view(_DTYPES[wire_dtype(self.dtype)][1]).byteswap().view(self.dtype)
+            )  # pragma: no cover
+        return flat.view(self.shape)
+
+
+class StateAssembler:
+    """Reassembles one stream's chunks into per-layer tensors, checking each chunk against its layer."""
+
+    def __init__(self, source: str = "stream") -> None:
+        self.source = source
+        self.num_layers: int | None = None
+        self.layers: list[_Layer] = []
+        self.stats: pb.StreamStats | None = None
+        self.bytes_received = 0
+
+    def add(self, received: pb.StateChunk | WireChunk) -> None:
+        chunk = received.message if isinstance(received, WireChunk) else received
+        data = received.data
+        where = f"{self.source}: layer {chunk.layer} chunk at offset {chunk.offset}"
+        if self.stats is not None:
+            raise StateCodecError(f"{where}: chunk after the final chunk of the stream")
+        if self.num_layers is None:
+            if not 0 < chunk.num_layers <= MAX_LAYERS:
+                raise StateCodecError(f"{where}: num_layers {chunk.num_layers} outside 1..{MAX_LAYERS}")
+            self.num_layers = chunk.num_layers
+        elif chunk.num_layers != self.num_layers:
+            raise StateCodecError(f"{where}: num_layers changed from {self.num_layers} to {chunk.num_layers}")
+        current = len(self.layers) - 1
+        if current >= 0 and self.layers[current].received < len(self.layers[current].buffer):
+            if chunk.layer != current:
+                raise StateCodecError(
+                    f"{where}: layer {current} is incomplete "
+                    f"({self.layers[current].received}/{len(self.layers[current].buffer)} bytes)"
+                )
+        elif chunk.layer != current + 1 or chunk.layer >= self.num_layers:
+            raise StateCodecError(f"{where}: expected layer {current + 1} of {self.num_layers}")
+        else:
+            self.layers.append(_Layer(chunk, where))
+        layer = self.layers[chunk.layer]
+        if torch_dtype(chunk.dtype) != layer.dtype or tuple(chunk.shape) != layer.shape:
+            raise StateCodecError(
+                f"{where}: dtype/shape {pb.Dtype.Name(chunk.dtype)} {list(chunk.shape)} differ "
+                f"from the layer's first chunk ({layer.dtype} {list(layer.shape)})"
+            )
+        if chunk.layer_nbytes != len(layer.buffer):
+            raise StateCodecError(
+                f"{where}: layer_nbytes {chunk.layer_nbytes} differs from {len(layer.buffer)}"
+            )
+        if chunk.offset != layer.received:
+            raise StateCodecError(f"{where}: expected offset {layer.received} (chunks must arrive in order)")
+        end = chunk.offset + len(data)
+        if end > len(layer.buffer):
+            raise StateCodecError(f"{where}: {len(data)} bytes overrun the layer's {len(layer.buffer)} bytes")
+        layer.buffer[chunk.offset : end] = data
+        layer.received = end
+        self.bytes_received += len(data)
+        if chunk.HasField("stats"):
+            self.stats = chunk.stats
+
+    def result(self) -> list[Tensor]:
+        """The layer tensors; raises StateCodecError if the stream ended early."""
+        if self.num_layers is None:
+            raise StateCodecError(f"{self.source}: the stream carried no chunks")
+        complete = sum(layer.received == len(layer.buffer) for layer in self.layers)
+        if complete != self.num_layers or self.stats is None:
+            raise StateCodecError(
+                f"{self.source}: stream ended early ({complete}/{self.num_layers} layers complete, "
+                f"final chunk {'received' if self.stats is not None else 'missing'})"
+            )
+        return [layer.tensor() for layer in self.layers]
+
+
+def decode_states(
+    chunks: Sequence[pb.StateChunk | WireChunk] | Iterator[pb.StateChunk | WireChunk], source: str = "stream"
+) -> list[Tensor]:
+    assembler = StateAssembler(source)
+    for chunk in chunks:
+        assembler.add(chunk)
+    return assembler.result()

@@ -1,0 +1,346 @@
+"""The specialist gRPC server (swarm.v1.SpecialistService): a frozen specialist streaming its layer states.
+
+Owns request validation, bounded concurrency (RESOURCE_EXHAUSTED beyond `max_streams` concurrent streams),
+deadline/cancellation checks between chunks, the copy-saving chunk serializer and graceful SIGTERM shutdown.
+`python -m swarm.model_server.server --specialist NAME --port P` runs it (so does `swarm serve-specialist`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import grpc
+import torch
+from torch import Tensor
+
+from swarm.model_server import codec
+from swarm.model_server.grpc_runtime import ManagedServer, MiB, service_handler
+from swarm.v1 import specialist_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+SERVICE = pb.DESCRIPTOR.services_by_name["SpecialistService"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class StateSource(Protocol):
+    """What the server serves: a Specialist, or synthetic states for benchmarks."""
+
+    name: str
+    dtype: torch.dtype
+
+    def extract_states(self, columns: Sequence[str]) -> list[Tensor]: ...
+
+
+@dataclass
+class SyntheticStates:
+    """Benchmark-only source: random states of a config's geometry, no model run (Describe says untrained)."""
+
+    name: str
+    config: str = "base"
+    dtype: torch.dtype = torch.bfloat16
+
+    def __post_init__(self) -> None:
+        from swarm.model_server.backbone import get_config
+
+        self.cfg = get_config(self.config)
+        self._cache: dict[int, list[Tensor]] = {}
+
+    def extract_states(self, columns: Sequence[str]) -> list[Tensor]:
+        batch = len(columns)
+        if batch not in self._cache:
+            gen = torch.Generator().manual_seed(batch)
+            shape = (batch, self.cfg.n_heads, self.cfg.head_k, self.cfg.head_v)
+            self._cache[batch] = [
+                torch.randn(shape, generator=gen).to(self.dtype) for _ in range(self.cfg.n_layers)
+            ]
+        return self._cache[batch]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    max_streams: int = 8
+    max_columns: int = 4096
+    max_message_bytes: int = 4 * MiB
+    chunk_bytes: int = codec.DEFAULT_CHUNK_BYTES
+    chunk_delay_s: float = 0.0  # test-only: sleep between chunks so a test can kill the server mid-stream
+    wire_dtype: str | None = None  # cast states to this dtype before sending (e.g. bfloat16 halves the bytes)
+
+
+class _Lease:
+    """One slot of the concurrent-stream budget, released exactly once (stream end or RPC termination)."""
+
+    def __init__(self, semaphore: threading.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._lock = threading.Lock()
+        self._held = True
+
+    def release(self) -> None:
+        with self._lock:
+            if self._held:
+                self._held = False
+                self._semaphore.release()
+
+
+class SpecialistServicer:
+    def __init__(
+        self,
+        source: StateSource,
+        options: ServerOptions,
+        *,
+        config: str = "",
+        labels: Sequence[str] = (),
+        untrained: bool = False,
+    ) -> None:
+        self.source = source
+        self.options = options
+        self.config = config
+        self.labels = list(labels)
+        self.untrained = untrained
+        self._streams = threading.Semaphore(options.max_streams)
+
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
+        probe = self.source.extract_states(["describe"])
+        _, heads, head_k, head_v = probe[0].shape
+        return pb.DescribeResponse(
+            specialist=self.source.name,
+            config=self.config,
+            num_layers=len(probe),
+            num_heads=heads,
+            head_k=head_k,
+            head_v=head_v,
+            dtype=codec.wire_dtype(
+                DTYPES[self.options.wire_dtype] if self.options.wire_dtype else probe[0].dtype
+            ),
+            labels=self.labels,
+            max_columns=self.options.max_columns,
+            untrained=self.untrained,
+        )
+
+    def _validate(self, request: pb.ColumnsRequest, context: grpc.ServicerContext) -> None:
+        if request.specialist and request.specialist != self.source.name:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"this server serves specialist {self.source.name!r}, not {request.specialist!r}",
+            )
+        if not request.columns:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ColumnsRequest.columns is empty")
+        if len(request.columns) > self.options.max_columns:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{len(request.columns)} columns in one request; the limit is {self.options.max_columns}",
+            )
+
+    def StreamStates(
+        self, request: pb.ColumnsRequest, context: grpc.ServicerContext
+    ) -> Iterator[codec.WireChunk]:
+        self._validate(request, context)
+        if not self._streams.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"specialist {self.source.name!r} is serving its limit of {self.options.max_streams} "
+                "concurrent streams; retry later",
+            )
+        lease = _Lease(self._streams)
+        done = threading.Event()
+        context.add_callback(done.set)
+        context.add_callback(lease.release)
+        try:
+            yield from self._stream(request, context, done)
+        finally:
+            lease.release()
+
+    def _stream(
+        self, request: pb.ColumnsRequest, context: grpc.ServicerContext, done: threading.Event
+    ) -> Iterator[codec.WireChunk]:
+        start = time.perf_counter()
+        try:
+            states = self.source.extract_states(list(request.columns))
+        except Exception as exc:
+            log.exception("request %s: computing states failed", request.request_id)
+            context.abort(grpc.StatusCode.INTERNAL, f"specialist {self.source.name!r} failed: {exc}")
+        if self.options.wire_dtype is not None:
+            states = [s.to(DTYPES[self.options.wire_dtype]) for s in states]
+        computed = time.perf_counter()
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while computing the states")
+        pieces = list(codec.iter_chunks(states, self.options.chunk_bytes))
+        for i, (header, data) in enumerate(pieces):
+            if not context.is_active():  # cancelled by the client, or its deadline passed
+                log.info(
+                    "request %s: stream ended by the client after %d/%d chunks",
+                    request.request_id,
+                    i,
+                    len(pieces),
+                )
+                return
+            message = pb.StateChunk(
+                request_id=request.request_id,
+                specialist=self.source.name,
+                layer=header.layer,
+                num_layers=header.num_layers,
+                dtype=header.dtype,
+                shape=header.shape,
+                offset=header.offset,
+                layer_nbytes=header.layer_nbytes,
+            )
+            if i == len(pieces) - 1:
+                message.stats.CopyFrom(
+                    pb.StreamStats(
+                        steps=1,
+                        compute_ms=(computed - start) * 1e3,
+                        stream_ms=(time.perf_counter() - computed) * 1e3,
+                        total_bytes=sum(len(d) for _, d in pieces),
+                    )
+                )
+            yield codec.WireChunk(message, data)
+            if self.options.chunk_delay_s and done.wait(self.options.chunk_delay_s):
+                return
+
+
+def load_source(
+    name: str,
+    checkpoint_dir: Path | None = None,
+    config: str = "tiny",
+    dtype: str = "float32",
+    synthetic: str | None = None,
+) -> tuple[StateSource, str, list[str], bool]:
+    """(source, config name, labels, untrained?) for a specialist; warns loudly when weights are untrained."""
+    from swarm.model_server.specialist import Specialist, domains, untrained
+
+    # "<domain>@<k>" names replica k of a domain's specialist (scale tests and benchmarks run more
+    # specialists than there are domains); an untrained replica gets its own seed.
+    domain, _, replica = name.partition("@")
+    if domain not in domains() or (replica and not replica.isdigit()):
+        raise ValueError(f"unknown specialist {name!r}; known: {sorted(domains())} (or DOMAIN@K replicas)")
+    if synthetic is not None:
+        log.warning(
+            "BENCHMARK MODE: specialist %r serves synthetic random %s states (no model run)", name, synthetic
+        )
+        return (
+            SyntheticStates(name, synthetic, DTYPES[dtype]),
+            synthetic,
+            list(domains()[domain].labels),
+            True,
+        )
+    if checkpoint_dir is not None:
+        # Either a specialist directory itself or a folder of them named by specialist.
+        path = Path(checkpoint_dir)
+        path = path if (path / "specialist.json").is_file() else path / name
+        spec = Specialist.load(path, DTYPES[dtype])
+        if spec.name != name:
+            raise ValueError(f"{path} holds specialist {spec.name!r}, not {name!r}")
+        return spec, spec.config.name, spec.labels, False
+    log.warning(
+        "!!! specialist %r has NO checkpoint: serving UNTRAINED %s weights (tests/smoke runs only); "
+        "pass --checkpoint-dir to serve a trained one !!!",
+        name,
+        config,
+    )
+    base = untrained(domain, config, seed=int(replica or 0))
+    spec = Specialist(name, base.model, DTYPES[dtype])
+    return spec, config, spec.labels, True
+
+
+def build_server(
+    source: StateSource,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    options: ServerOptions | None = None,
+    **describe: object,
+) -> ManagedServer:
+    options = options or ServerOptions()
+    servicer = SpecialistServicer(source, options, **describe)
+    handler = service_handler(SERVICE, servicer, serializers={"StreamStates": codec.serialize_chunk})
+    # Extra workers beyond the stream budget keep health checks and over-limit rejections answerable.
+    return ManagedServer(
+        [(SERVICE, handler)],
+        host,
+        port,
+        max_workers=options.max_streams + 4,
+        max_message_bytes=options.max_message_bytes,
+    )
+
+
+def serve(
+    name: str,
+    port: int,
+    host: str = "127.0.0.1",
+    checkpoint_dir: Path | None = None,
+    config: str = "tiny",
+    dtype: str = "float32",
+    synthetic: str | None = None,
+    options: ServerOptions | None = None,
+    grace_s: float = 10.0,
+    ready_file: Path | None = None,
+    torch_threads: int | None = None,
+) -> None:
+    """Load the specialist and serve it until SIGTERM/SIGINT (then drain in-flight streams for `grace_s`)."""
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    source, config_name, labels, is_untrained = load_source(name, checkpoint_dir, config, dtype, synthetic)
+    server = build_server(
+        source, host, port, options, config=config_name, labels=labels, untrained=is_untrained
+    )
+    server.start()
+    log.info("specialist %r (%s, %s) serving on %s", name, config_name, dtype, server.address)
+    server.serve_until_signalled(grace_s, ready_file)
+    # Drained and stopped: skip interpreter teardown, which took seconds here (native thread pools of grpc,
+    # torch and tokenizers), so that SIGTERM shutdowns finish well inside a pod's grace period.
+    logging.shutdown()
+    os._exit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Subprocess entry point (`python -m swarm.model_server.server`); options as `swarm serve-specialist`."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--specialist", required=True)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--checkpoint-dir", type=Path)
+    p.add_argument("--config", default="tiny")
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype")
+    p.add_argument("--wire-dtype", choices=sorted(DTYPES), help="cast states to this dtype before sending")
+    p.add_argument("--synthetic", help="benchmark only: serve random states of this config's geometry")
+    p.add_argument("--max-streams", type=int, default=ServerOptions.max_streams)
+    p.add_argument("--max-message-mb", type=float, default=ServerOptions.max_message_bytes / MiB)
+    p.add_argument("--chunk-kb", type=int, default=ServerOptions.chunk_bytes >> 10)
+    p.add_argument("--chunk-delay-s", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--grace-s", type=float, default=10.0)
+    p.add_argument("--ready-file", type=Path)
+    p.add_argument("--torch-threads", type=int)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = ServerOptions(
+        max_streams=a.max_streams,
+        max_message_bytes=int(a.max_message_mb * MiB),
+        chunk_bytes=a.chunk_kb << 10,
+        chunk_delay_s=a.chunk_delay_s,
+        wire_dtype=a.wire_dtype,
+    )
+    serve(
+        a.specialist,
+        a.port,
+        a.host,
+        a.checkpoint_dir,
+        a.config,
+        a.dtype,
+        a.synthetic,
+        options,
+        a.grace_s,
+        a.ready_file,
+        a.torch_threads,
+    )
+
+
+if __name__ == "__main__":
+    main()
