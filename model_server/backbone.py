@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from swarm.model_server.delta_rule import gated_delta_rule
 from swarm.model_server.text import minilm_word_embeddings
-from torch import Tensor, nn
 
 
 @dataclass(frozen=True)

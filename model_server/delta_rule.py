@@ -98,13 +98,20 @@ def fla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
 
 def gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
                      initial_state: Tensor | None = None, impl: str = "auto") -> tuple[Tensor, Tensor]:
-    """Dispatch: `auto` uses fla on CUDA when installed, else the chunked torch path."""
+    """Dispatch: `auto` uses fla on CUDA when installed, else the chunked torch path.
+
+    The torch paths compute in float32 at least (the triangular solve has no half-precision CPU kernel, and the
+    recurrence accumulates), then return outputs and state in the input dtype.
+    """
     if impl == "auto":
         impl = "fla" if q.is_cuda and fla_available() else "chunked"
     if impl == "fla":
         return fla(q, k, v, g, beta, initial_state)
-    if impl == "chunked":
-        return chunked(q, k, v, g, beta, initial_state)
-    if impl == "recurrent":
-        return recurrent(q, k, v, g, beta, initial_state)
-    raise ValueError(f"unknown delta-rule implementation {impl!r} (auto, fla, chunked, recurrent)")
+    paths = {"chunked": chunked, "recurrent": recurrent}
+    if impl not in paths:
+        raise ValueError(f"unknown delta-rule implementation {impl!r} (auto, fla, chunked, recurrent)")
+    dtype = q.dtype
+    work = torch.promote_types(dtype, torch.float32)
+    o, state = paths[impl](*(x.to(work) for x in (q, k, v, g, beta)),
+                           None if initial_state is None else initial_state.to(work))
+    return o.to(dtype), state.to(dtype)

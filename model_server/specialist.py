@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
 from swarm.model_server.backbone import Backbone, BackboneConfig, get_config
 from swarm.model_server.text import ColumnTokenizer
-from torch import Tensor, nn
 
 OTHER = "[other]"
 _DOMAINS_FILE = Path(__file__).with_name("domains.yaml")

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from swarm.trainer.sotab import Table
 from torch import Tensor
+
+from swarm.trainer.sotab import Table
 
 # specialist name -> per-layer states (B_routed, H, K, V), rows in the order of the routed column indices.
 SpecialistStates = dict[str, list[Tensor]]

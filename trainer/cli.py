@@ -19,13 +19,7 @@ COMMAND_MODULES = (
 
 def _register_all() -> None:
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # an area not installed in this build
-        module.register(app)
+        importlib.import_module(name).register(app)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
 from swarm.model_server.specialist import Specialist
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer import checkpoint

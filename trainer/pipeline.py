@@ -5,7 +5,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel, Field
+
 from swarm.model_server.backbone import count_parameters, get_config
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer import checkpoint, reports
@@ -56,6 +58,7 @@ def run_baseline(cfg: BaselineConfig) -> tuple[Scores, Path]:
     labels = load_labels()
     started = time.time()
     train_ex, val_ex = real_examples(cfg.data, labels)
+    torch.manual_seed(cfg.train.seed)  # weight init is part of the run's reproducibility
     model = PrimaryModel(get_config(cfg.model), labels)
     tokenizer = ColumnTokenizer(model.cfg.max_len)
     counts = Counter(labels[e.label] for e in train_ex)

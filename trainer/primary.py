@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from swarm.model_server.backbone import Backbone, BackboneConfig, get_config
 from torch import Tensor, nn
+
+from swarm.model_server.backbone import Backbone, BackboneConfig, get_config
 
 
 class PrimaryModel(nn.Module):

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
-from swarm.model_server.text import ColumnTokenizer
-from swarm.trainer import checkpoint
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from swarm.model_server.text import ColumnTokenizer
+from swarm.trainer import checkpoint
 
 
 class TrainConfig(BaseModel):

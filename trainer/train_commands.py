@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
     app.command(name="eval")(evaluate)
     app.command()(synth)
     app.command()(demo)
+    app.command()(memory)
 
 
 def _fail(message: str) -> None:
@@ -104,3 +105,24 @@ def demo(
     train(data=data, run_dir=run_dir, model=model, steps=steps, batch_size=32, lr=2e-3,
           synthetic_tables=synthetic_tables, synthetic_steps=synthetic_steps, seed=0, ckpt_every=100,
           reports_dir=Path("reports"), stop_after=None)
+
+
+def memory(
+    specialist: Path | None = typer.Option(None, help="A trained specialist directory (default: an untrained one)."),
+    config: str = typer.Option("small", help="Config of the untrained specialist when no directory is given."),
+    dtype: str = typer.Option("bfloat16", help="Serving dtype: float32, bfloat16 or float16."),
+    batch: int = typer.Option(32, help="Columns per request."),
+) -> None:
+    """Resident bytes of a frozen specialist (weights + one batch of activations): a SpecialistPool's residentBytes."""
+    import torch
+
+    from swarm.model_server.memory import specialist_resident_bytes
+    from swarm.model_server.specialist import Specialist, domains, untrained
+
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+    if torch_dtype is None:
+        _fail(f"unknown dtype {dtype!r}")
+    spec = Specialist.load(specialist) if specialist else untrained(next(iter(domains())), config)
+    estimate = specialist_resident_bytes(spec.model.backbone, torch_dtype, batch, head=spec.model.head)
+    typer.echo(json.dumps({"specialist": spec.name, "config": spec.config.name, "dtype": dtype, "batch": batch}
+                          | estimate.to_dict(), indent=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from swarm.model_server.backbone import CONFIGS, Backbone, count_parameters, get_config
 from swarm.model_server.delta_rule import chunked, gated_delta_rule, recurrent
 from swarm.model_server.text import ColumnTokenizer, serialize_column
@@ -88,3 +89,13 @@ def test_tokenizer_and_serialization() -> None:
     assert serialize_column(["", " "]) == "[empty]"
     with pytest.raises(ValueError, match="empty batch"):
         ColumnTokenizer(16)([])
+
+
+def test_bfloat16_model_runs_on_cpu_close_to_float32() -> None:
+    torch.manual_seed(0)
+    model = Backbone(get_config("tiny")).eval()
+    ids, mask = ColumnTokenizer(32)(["Berlin | Paris", "2020-01-01 | 2021-02-03"])
+    ref = model(ids, mask).states[-1]
+    half = model.to(torch.bfloat16)(ids, mask).states[-1]
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), ref, rtol=0.1, atol=0.05)

@@ -1,5 +1,6 @@
 """Metric arithmetic on small hand-checked cases."""
 import pytest
+
 from swarm.trainer.metrics import score
 
 

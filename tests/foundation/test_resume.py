@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
 from swarm.model_server.backbone import get_config
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.checkpoint import latest_checkpoint

@@ -5,7 +5,8 @@ import gzip
 from pathlib import Path
 
 import pytest
-from conftest import REAL_DATA, write_fixture_split
+from sotab_fixtures import REAL_DATA, write_fixture_split
+
 from swarm.trainer.sotab import DataError, load_dataset, load_labels, load_split, read_table
 
 

@@ -1,0 +1,83 @@
+"""Memory accounting: what a frozen specialist keeps resident and what training a primary costs, in bytes.
+
+These figures feed the operator's spawn budget: `swarm memory` prints a specialist's resident bytes, which go into
+a SpecialistPool's `residentBytes` (the operator otherwise estimates from a parameter count).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from swarm.model_server.backbone import Backbone, BackboneConfig
+
+
+def dtype_bytes(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def tensor_bytes(module: nn.Module, dtype: torch.dtype | None = None) -> int:
+    """Bytes of every parameter and buffer (the frozen embedding table included), optionally as `dtype`."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * (dtype_bytes(dtype) if dtype is not None else t.element_size()) for t in tensors)
+
+
+def state_bytes(cfg: BackboneConfig, batch: int, dtype: torch.dtype) -> int:
+    """The per-layer (B, H, K, V) states one forward pass hands out."""
+    return cfg.n_layers * batch * cfg.n_heads * cfg.head_k * cfg.head_v * dtype_bytes(dtype)
+
+
+def inference_activation_bytes(cfg: BackboneConfig, batch: int, seq_len: int, dtype: torch.dtype) -> int:
+    """Upper estimate of inference activations: the states of every layer, plus one layer's transient tensors
+    (hidden, q/k/v, gates, MLP) alive at once, plus the chunked delta rule's per-chunk (64 x 64) matrices."""
+    width = (cfg.d_model * 3 + cfg.n_heads * (2 * cfg.head_k + 3 * cfg.head_v) + 3 * cfg.mlp_hidden)
+    chunk = 64
+    per_layer = batch * seq_len * width + batch * cfg.n_heads * seq_len * (3 * chunk + cfg.head_k + cfg.head_v)
+    return state_bytes(cfg, batch, dtype) + per_layer * max(dtype_bytes(dtype), 4)
+
+
+@dataclass(frozen=True)
+class ResidentEstimate:
+    weights: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.activations
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self) | {"total": self.total}
+
+
+def specialist_resident_bytes(backbone: Backbone, dtype: torch.dtype, batch: int, seq_len: int | None = None,
+                              head: nn.Module | None = None) -> ResidentEstimate:
+    """A frozen specialist: weights in `dtype` (no grads, no optimizer state) plus activations for one batch."""
+    weights = tensor_bytes(backbone, dtype) + (tensor_bytes(head, dtype) if head is not None else 0)
+    acts = inference_activation_bytes(backbone.cfg, batch, seq_len or backbone.cfg.max_len, dtype)
+    return ResidentEstimate(weights=weights, activations=acts)
+
+
+@dataclass(frozen=True)
+class TrainingEstimate:
+    params: int
+    grads: int
+    optimizer: int
+
+    @property
+    def total(self) -> int:
+        return self.params + self.grads + self.optimizer
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self) | {"total": self.total}
+
+
+def training_bytes(model: nn.Module, optimizer: str = "adamw") -> TrainingEstimate:
+    """A trainable model: all parameters and buffers, a gradient per trainable parameter, and the optimizer's
+    state (AdamW: exp_avg and exp_avg_sq per trainable parameter plus a scalar step tensor each)."""
+    if optimizer not in ("adamw", "adam", "sgd"):
+        raise ValueError(f"unknown optimizer {optimizer!r}")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    grads = sum(p.numel() * p.element_size() for p in trainable)
+    state = 0 if optimizer == "sgd" else sum(2 * p.numel() * p.element_size() + 4 for p in trainable)
+    return TrainingEstimate(params=tensor_bytes(model), grads=grads, optimizer=state)

@@ -1,0 +1,31 @@
+"""Small SOTAB-format datasets that the tests write themselves (helpers; fixtures are in conftest.py)."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from swarm.trainer.sotab import ColumnRef, Table, write_split
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sotab-v2-sample"
+
+_CITIES = ["Berlin", "Paris", "Springfield", "Madrid", "Rome", "Lisbon", "Vienna", "Oslo"]
+_DATES = ["2020-07-10", "2019-01-02", "2021-12-31", "2018-05-05", "2022-03-14"]
+_PHONES = ["+49 30 1234567", "(555) 123-4567", "+33 1 23 45 67 89", "020 7946 0958"]
+
+
+def make_table(name: str, rng: random.Random, rows: int = 5) -> Table:
+    cols = (
+        tuple(rng.choice(_CITIES) for _ in range(rows)),
+        tuple(rng.choice(_DATES) for _ in range(rows)),
+        tuple(rng.choice(_PHONES) for _ in range(rows)),
+    )
+    return Table(name=name, columns=cols)
+
+
+def write_fixture_split(root: Path, split: str, n_tables: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    tables = [make_table(f"T{seed}_{i}.json.gz", rng) for i in range(n_tables)]
+    refs = [ColumnRef(t.name, j, label) for t in tables
+            for j, label in enumerate(["addressLocality", "Date", "telephone"])]
+    write_split(root / split, tables, refs, f"sotab_v2_cta_{split}_set.csv")
+    return root / split

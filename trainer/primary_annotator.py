@@ -1,0 +1,80 @@
+"""The real `Annotator`: a trained (or, for smoke tests, untrained) primary that fuses whatever states arrived.
+
+Wide search: every specialist the primary was trained with reads every column (the routing an orchestrator would
+prune). Columns are grouped by the set of specialists whose states actually arrived for them, so a specialist
+lost mid-stream only removes its own contribution. Latency is counted in critical steps: one stage of
+(slowest specialist's steps + one primary step).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from swarm.model_server.backbone import get_config
+from swarm.model_server.text import ColumnTokenizer
+from swarm.trainer.annotator import AnnotationResult, SpecialistStates
+from swarm.trainer.columns import serialize_table
+from swarm.trainer.evaluate import load_primary
+from swarm.trainer.primary import PrimaryModel
+from swarm.trainer.sotab import Table, load_labels
+
+
+class PrimaryAnnotator:
+    def __init__(self, model: PrimaryModel) -> None:
+        self.model = model.eval()
+        self.specialist_names = list(model.specialists) if model.fusion is not None else []
+        self.tokenizer = ColumnTokenizer(model.cfg.max_len)
+
+    @classmethod
+    def load(cls, model_dir: Path) -> PrimaryAnnotator:
+        model, _ = load_primary(Path(model_dir))
+        return cls(model)
+
+    @classmethod
+    def untrained(cls, specialist_names: Sequence[str], config: str = "tiny",
+                  fusion_mode: str = "weighted_sum") -> PrimaryAnnotator:
+        """Fresh weights: for tests and smoke runs of the serving path, never for real annotation."""
+        torch.manual_seed(0)
+        return cls(PrimaryModel(get_config(config), load_labels(), fusion_mode, specialist_names))
+
+    def serialize(self, table: Table) -> list[str]:
+        return serialize_table(table)
+
+    def route(self, table: Table) -> dict[str, list[int]]:
+        columns = list(range(len(table.columns)))
+        return {name: columns for name in self.specialist_names}
+
+    @torch.inference_mode()
+    def annotate(self, table: Table, states: SpecialistStates, routing: dict[str, list[int]],
+                 specialist_steps: dict[str, int] | None = None) -> AnnotationResult:
+        texts = self.serialize(table)
+        ids, mask = self.tokenizer(texts)
+        agent_index = {name: i for i, name in enumerate(self.specialist_names)}
+        arrived = [n for n in states if n in agent_index]
+        # agent -> {column: row of that agent's state tensors}
+        position = {name: {c: r for r, c in enumerate(routing.get(name, []))} for name in arrived}
+        groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for column in range(len(texts)):
+            groups[tuple(name for name in arrived if column in position[name])].append(column)
+
+        probs = torch.empty(len(texts), len(self.model.labels))
+        for agents, columns in groups.items():
+            agent_states = [
+                torch.stack([states[a][layer][[position[a][c] for c in columns]].float() for a in agents])
+                for layer in range(self.model.cfg.n_layers)
+            ] if agents else None
+            logits = self.model(ids[columns], mask[columns], agent_states, [agent_index[a] for a in agents])
+            probs[columns] = logits.float().softmax(-1)
+
+        confidence, best = probs.max(-1)
+        steps = [(specialist_steps or {}).get(name, 1) for name in arrived]
+        return AnnotationResult(
+            labels=[self.model.labels[i] for i in best.tolist()],
+            confidences=confidence.tolist(),
+            specialists_used=arrived,
+            specialists_missing=[n for n in routing if n not in states],
+            critical_steps=1 + (max(steps) if steps else 0),
+        )

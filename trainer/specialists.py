@@ -1,0 +1,77 @@
+"""Specialists on the training side: fine-tune the shared backbone per label domain, freeze, cache their states.
+
+A specialist is trained as a classifier over its domain's labels plus `[other]` (columns of other domains,
+down-sampled so they do not swamp the domain), starting from the shared pre-trained backbone. Once frozen its
+states on a fixed set of columns never change, so training the primary reads them from a cache.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from swarm.model_server.backbone import BackboneConfig
+from swarm.model_server.specialist import Domain, DomainModel, Specialist, save_dir
+from swarm.model_server.text import ColumnTokenizer
+from swarm.trainer.columns import ColumnExample
+from swarm.trainer.train import Encoded, ExtraInputs, TrainConfig, encode, train
+
+
+def domain_examples(examples: Sequence[ColumnExample], labels: Sequence[str], domain: Domain,
+                    other_ratio: float = 1.0, seed: int = 0) -> tuple[list[str], list[int]]:
+    """Texts and domain-label indices: in-domain columns, plus `other_ratio` times as many others as `[other]`."""
+    index = {label: i for i, label in enumerate(domain.labels)}
+    inside = [(e.text, index[labels[e.label]]) for e in examples if labels[e.label] in index]
+    outside = [(e.text, len(domain.labels)) for e in examples if labels[e.label] not in index]
+    if not inside:
+        raise ValueError(f"no training column carries a label of domain {domain.name!r}")
+    random.Random(seed).shuffle(outside)
+    chosen = inside + outside[: int(other_ratio * len(inside))]
+    return [t for t, _ in chosen], [y for _, y in chosen]
+
+
+def train_specialist(domain: Domain, cfg: BackboneConfig, examples: Sequence[ColumnExample], labels: Sequence[str],
+                     train_cfg: TrainConfig, run_dir: Path, backbone_init: dict[str, Tensor] | None = None
+                     ) -> Specialist:
+    """Fine-tune a domain model (from `backbone_init` when given), save it to run_dir/<name>, return it frozen."""
+    torch.manual_seed(train_cfg.seed)
+    model = DomainModel(cfg, domain.labels)
+    if backbone_init is not None:
+        model.backbone.load_state_dict(backbone_init)
+    texts, targets = domain_examples(examples, labels, domain, seed=train_cfg.seed)
+    data = encode(texts, targets, ColumnTokenizer(cfg.max_len))
+    out = run_dir / domain.name
+    train(model, data, train_cfg, out / "training", {"kind": "specialist", "domain": domain.name},
+          desc=f"specialist {domain.name}")
+    save_dir(out, domain.name, model)
+    return Specialist(domain.name, model)
+
+
+def cache_states(specialist: Specialist, data: Encoded, batch_size: int = 128) -> Tensor:
+    """Per-column states of a frozen specialist, (n_columns, L, H, K, V), in `data` order."""
+    from swarm.trainer.train import collate
+
+    model = specialist.model.backbone
+    out = None
+    with torch.inference_mode():
+        for start in range(0, len(data), batch_size):
+            index = list(range(start, min(start + batch_size, len(data))))
+            ids, mask, _ = collate(data, index)
+            states = torch.stack(model(ids, mask).states, dim=1)  # (B, L, H, K, V)
+            if out is None:
+                out = torch.empty((len(data), *states.shape[1:]), dtype=states.dtype)
+            out[start:start + len(index)] = states
+    assert out is not None
+    return out
+
+
+def cached_inputs(caches: Sequence[Tensor]) -> ExtraInputs:
+    """Primary inputs that read the agents' cached states: agent_states[l] is (N, B, H, K, V)."""
+    def extra(index: Sequence[int]) -> dict:
+        rows = torch.stack([cache[list(index)] for cache in caches])  # (N, B, L, H, K, V)
+        return {"agent_states": list(rows.unbind(dim=2)), "agent_ids": list(range(len(caches)))}
+
+    return extra
