@@ -31,8 +31,19 @@ LABEL_JOB = "swarm.ai/job"
 METRICS_ANNOTATION = "swarm.ai/metrics"
 TEMPLATES_ENV = "SWARM_POD_TEMPLATES"
 IMAGE_ENV = "SWARM_IMAGE"
+TRAINER_SERVICE_ACCOUNT = "swarm-trainer"  # manifests/rbac.yaml: get/patch pods in its namespace
 
-MODE_COMMANDS = {Mode.train: "train", Mode.evaluate: "eval", Mode.annotate: "annotate", Mode.adapt: "adapt"}
+MODE_COMMANDS = {Mode.train: "train", Mode.evaluate: "eval", Mode.annotate: "annotate"}
+SPECIALIST_HOST = "0.0.0.0"  # all interfaces: the CLI's default (127.0.0.1) would make the Service unreachable
+WORK_DIR = "/var/lib/swarm"  # writable emptyDir in trainer pods (the root filesystem is read-only)
+RUN_DIR = f"{WORK_DIR}/run"
+METRICS_JSON = f"{WORK_DIR}/metrics.json"
+PREDICTIONS_CSV = f"{WORK_DIR}/predictions.csv"
+SUMMARY_JSON = f"{WORK_DIR}/summary.json"
+MODELS_DIR = "/models"  # read-only PVC with specialist and primary checkpoints
+MODELS_CLAIM = "swarm-models"
+DATA_DIR = "/data"  # read-only PVC with the data sets (trainer pods)
+DATA_CLAIM = "swarm-data"
 
 _RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
@@ -50,7 +61,14 @@ _RESTRICTED_POD = {
 _GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
-def _pod_template(container: str, service_account: str, resources: dict[str, Any], automount: bool) -> dict[str, Any]:
+def _pod_template(
+    container: str,
+    service_account: str,
+    resources: dict[str, Any],
+    automount: bool,
+    mounts: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "metadata": {"labels": {LABEL_PART_OF: "swarm"}},
         "spec": {
@@ -69,12 +87,14 @@ def _pod_template(container: str, service_account: str, resources: dict[str, Any
                     "volumeMounts": [
                         {"name": "tmp", "mountPath": "/tmp"},
                         {"name": "cache", "mountPath": "/cache"},
+                        *mounts,
                     ],
                 }
             ],
             "volumes": [
                 {"name": "tmp", "emptyDir": {}},
                 {"name": "cache", "emptyDir": {"sizeLimit": "20Gi"}},
+                *volumes,
             ],
         },
     }
@@ -83,6 +103,8 @@ def _pod_template(container: str, service_account: str, resources: dict[str, Any
 def default_templates() -> dict[str, dict[str, Any]]:
     """The built-in pod templates; manifests/templates/*.yaml must equal these (a test checks)."""
     gpu = {"nvidia.com/gpu": "1"}
+    models_mount = {"name": "models", "mountPath": MODELS_DIR, "readOnly": True}
+    models = {"name": "models", "persistentVolumeClaim": {"claimName": MODELS_CLAIM, "readOnly": True}}
     return {
         "specialist": _pod_template(
             "specialist",
@@ -92,15 +114,27 @@ def default_templates() -> dict[str, dict[str, Any]]:
                 "limits": {"memory": "8Gi", **gpu},
             },
             automount=False,
+            mounts=[models_mount],
+            volumes=[models],
         ),
         "trainer": _pod_template(
             "trainer",
-            "swarm-trainer",
+            TRAINER_SERVICE_ACCOUNT,
             {
                 "requests": {"cpu": "4", "memory": "16Gi", **gpu},
                 "limits": {"memory": "32Gi", **gpu},
             },
             automount=True,
+            mounts=[
+                {"name": "work", "mountPath": WORK_DIR},
+                models_mount,
+                {"name": "data", "mountPath": DATA_DIR, "readOnly": True},
+            ],
+            volumes=[
+                {"name": "work", "emptyDir": {}},
+                models,
+                {"name": "data", "persistentVolumeClaim": {"claimName": DATA_CLAIM, "readOnly": True}},
+            ],
         ),
     }
 
@@ -193,6 +227,24 @@ def _fill_template(
     return pod
 
 
+def specialist_command(specialist: Specialist) -> list[str]:
+    """`swarm serve-specialist` for one specialist; `model` is a local path (image or mounted volume)."""
+    return [
+        "swarm",
+        "serve-specialist",
+        "--specialist",
+        specialist.name,
+        "--host",
+        SPECIALIST_HOST,
+        "--port",
+        str(SPECIALIST_PORT),
+        "--checkpoint-dir",
+        specialist.model,
+        "--dtype",
+        str(specialist.dtype),
+    ]
+
+
 def specialist_deployment(
     pool: dict[str, Any],
     specialist: Specialist,
@@ -208,7 +260,7 @@ def specialist_deployment(
         template,
         labels,
         image,
-        ["swarm", "serve-specialist", "--specialist", specialist.name, "--port", str(SPECIALIST_PORT)],
+        specialist_command(specialist),
         [
             {"name": "SWARM_SPECIALIST_MODEL", "value": specialist.model},
             {"name": "SWARM_SPECIALIST_DOMAIN", "value": specialist.domain},
@@ -260,26 +312,23 @@ def specialist_endpoint(namespace: str, pool: str, specialist: str) -> str:
 
 
 def trainer_command(spec: SwarmJobSpec) -> list[str]:
-    command = [
-        "swarm",
-        MODE_COMMANDS[Mode(spec.mode)],
-        "--data",
-        spec.data,
-        "--fusion",
-        spec.fusion,
-        "--max-specialists",
-        str(spec.max_specialists),
-    ]
-    if spec.mode == Mode.train:
-        command += [
-            "--lambda1",
-            str(spec.parl.lambda1),
-            "--lambda2",
-            str(spec.parl.lambda2),
-            "--anneal-steps",
-            str(spec.parl.anneal_steps),
-        ]
+    """The primary's command per mode, then the job's extraArgs. Specialist endpoints come in the environment
+    (SWARM_SPECIALIST_ENDPOINTS); the PARL settings are reserved for the orchestrator and not passed."""
+    mode = Mode(spec.mode)
+    command = ["swarm", MODE_COMMANDS[mode], "--data", spec.data]
+    if mode == Mode.train:
+        command += ["--run-dir", RUN_DIR, "--fusion", str(spec.fusion), "--max-specialists", str(spec.max_specialists)]
+    elif mode == Mode.evaluate:
+        command += ["--checkpoint", _checkpoint(spec), "--json", METRICS_JSON]
+    else:
+        command += ["--checkpoint", _checkpoint(spec), "--out", PREDICTIONS_CSV, "--json", SUMMARY_JSON]
     return command + list(spec.extra_args)
+
+
+def _checkpoint(spec: SwarmJobSpec) -> str:
+    if not spec.checkpoint:  # the model validator and the CRD's CEL rule already reject this
+        raise ValueError(f"mode {spec.mode} needs spec.checkpoint")
+    return spec.checkpoint
 
 
 def trainer_pod(
@@ -311,6 +360,9 @@ def trainer_pod(
     if pod_meta.get("annotations"):
         meta["annotations"] = pod_meta["annotations"]
     pod["spec"]["restartPolicy"] = "Never"
+    # The trainer patches its own metrics annotation (operator/metrics_publisher.py): it needs its token.
+    pod["spec"].setdefault("serviceAccountName", TRAINER_SERVICE_ACCOUNT)
+    pod["spec"]["automountServiceAccountToken"] = True
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod["spec"]}
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from swarm.operator.models import GROUP, KINDS, VERSION, KindInfo
+from swarm.operator.models import GROUP, KINDS, VERSION, KindInfo, cel_rules
 
 _DROP_KEYS = {"title", "additionalProperties"}
 
@@ -158,7 +158,27 @@ def validate_resource(obj: dict[str, Any], crd: dict[str, Any] | None = None) ->
     schema["properties"]["metadata"] = {"type": "object"}
     validator = jsonschema.Draft202012Validator(_strict(schema))
     errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
-    return [f"{_field_path(e)}: {e.message}" for e in errors]
+    messages = [f"{_field_path(e)}: {e.message}" for e in errors]
+    info = next((i for i in KINDS if i.kind == crd["spec"]["names"]["kind"]), None)
+    if not messages and info is not None:
+        # The API server evaluates the spec's x-kubernetes-validations (CEL) on schema-valid objects; the models
+        # carry each rule's Python twin, evaluated here on the spec with the CRD's defaults applied.
+        spec = _defaulted(obj.get("spec", {}), schema["properties"]["spec"])
+        messages = [f"spec: {rule.message}" for rule in cel_rules(info.spec) if not rule.check(spec)]
+    return messages
+
+
+def _defaulted(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` with the schema's defaults filled in (top level and nested objects), as the API server does."""
+    if not isinstance(value, dict) or "properties" not in schema:
+        return value
+    out = dict(value)
+    for key, sub in schema["properties"].items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if key in out:
+            out[key] = _defaulted(out[key], sub)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

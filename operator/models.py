@@ -6,6 +6,8 @@ server did not enforce them), and `crdgen` turns them into the checked-in CRD YA
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -24,6 +26,24 @@ DnsLabel = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]
 Bytes = Annotated[int, Field(ge=1, json_schema_extra={"format": "int64"})]
 
 
+@dataclass(frozen=True)
+class CelRule:
+    """A cross-field rule: `rule` (CEL) is enforced by the API server through x-kubernetes-validations; `check` is
+    the same rule in Python over the raw camelCase spec (defaults applied as the API server would), used by
+    `crdgen.validate_resource` and the models' validators so all three report the same `message`."""
+
+    rule: str
+    message: str
+    check: Callable[[dict[str, Any]], bool]
+
+    def schema(self) -> dict[str, str]:
+        return {"rule": self.rule, "message": self.message}
+
+
+def cel_rules(model: type[BaseModel]) -> list[CelRule]:
+    return list(getattr(model, "__cel_rules__", ()))
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=True)
 
@@ -35,10 +55,10 @@ class DType(StrEnum):
 
 
 class Mode(StrEnum):
+    # `adapt` (Model Swarms) is not implemented in this release: the CRD rejects it rather than start a pod that fails.
     train = "train"
     evaluate = "evaluate"
     annotate = "annotate"
-    adapt = "adapt"
 
 
 class FusionMode(StrEnum):
@@ -74,9 +94,17 @@ class Condition(_Model):
 class Specialist(_Model):
     """One frozen specialist model; its resident size is `resident_bytes` if given, else derived from params."""
 
-    name: DnsLabel = Field(description="Unique within the pool; names the Deployment and Service.")
-    domain: str = Field(min_length=1, description="Label domain this specialist was fine-tuned on.")
-    model: str = Field(min_length=1, description="Model artefact path or URI (file://, s3://, hf://, /path).")
+    name: DnsLabel = Field(
+        description="Specialist (domain) name, e.g. temporal, as in model_server/domains.yaml; unique within the "
+        "pool; names the Deployment and Service and is passed as `swarm serve-specialist --specialist NAME`."
+    )
+    domain: str = Field(min_length=1, description="Human-readable description of the label domain.")
+    model: str = Field(
+        min_length=1,
+        description="Local path (in the image or a mounted volume, e.g. /models/specialists) of a folder holding "
+        "<name>/ specialist directories, or of one specialist directory; passed as --checkpoint-dir. Nothing is "
+        "downloaded at run time.",
+    )
     dtype: DType = Field(default=DType.bfloat16, description="Weight dtype on the GPU.")
     params: int | None = Field(
         default=None, ge=1, description="Parameter count.", json_schema_extra={"format": "int64"}
@@ -130,16 +158,16 @@ class SpecialistPoolSpec(_Model):
     )
     fallback_capacity: FallbackCapacity | None = None
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "self.warm.all(w, self.specialists.exists(s, s.name == w))",
-                    "message": "every name in warm must be one of the specialists",
-                }
-            ]
-        }
+    __cel_rules__ = (
+        CelRule(
+            "self.warm.all(w, self.specialists.exists(s, s.name == w))",
+            "every name in warm must be one of the specialists",
+            lambda spec: all(
+                any(s.get("name") == w for s in spec.get("specialists", [])) for w in spec.get("warm", [])
+            ),
+        ),
     )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [r.schema() for r in __cel_rules__]})
 
     @model_validator(mode="after")
     def _names_consistent(self) -> SpecialistPoolSpec:
@@ -176,40 +204,66 @@ class SpecialistPoolStatus(_Model):
 
 
 # ---------------------------------------------------------------------------------------------- SwarmJob
+_PARL_RESERVED = "Reserved for the PARL orchestrator; not used by this release's trainer."
+
+
 class ParlSettings(_Model):
-    lambda1: float = Field(default=0.1, ge=0, description="Weight of r_parallel (annealed to 0).")
-    lambda2: float = Field(default=0.1, ge=0, description="Weight of r_finish (annealed to 0).")
-    anneal_steps: int = Field(default=10000, ge=0)
+    """PARL reward settings, kept in the CR for the orchestrator; not passed to `swarm train` in this release."""
+
+    lambda1: float = Field(default=0.1, ge=0, description=f"Weight of r_parallel (annealed to 0). {_PARL_RESERVED}")
+    lambda2: float = Field(default=0.1, ge=0, description=f"Weight of r_finish (annealed to 0). {_PARL_RESERVED}")
+    anneal_steps: int = Field(default=10000, ge=0, description=f"Annealing steps of lambda1/lambda2. {_PARL_RESERVED}")
+
+
+_CHECKPOINT_MODES = ("evaluate", "annotate")
 
 
 class SwarmJobSpec(_Model):
-    mode: Mode
+    mode: Mode = Field(description="train: `swarm train`; evaluate: `swarm eval`; annotate: `swarm annotate`.")
     pool_ref: DnsLabel = Field(description="Name of a SpecialistPool in the job's namespace.")
-    data: str = Field(min_length=1, description="Data path or URI (SOTAB v2 CTA layout).")
-    fusion: FusionMode = FusionMode.weighted_sum
-    parl: ParlSettings = ParlSettings()
-    max_specialists: int = Field(default=4, ge=0)
+    data: str = Field(min_length=1, description="Local data path in the trainer pod (SOTAB v2 CTA layout).")
+    checkpoint: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Path (e.g. under /models) of a trained primary directory; required when mode is evaluate "
+        "or annotate, not used by train.",
+    )
+    fusion: FusionMode = Field(
+        default=FusionMode.weighted_sum, description="Fusion mode trained (`swarm train --fusion`); train only."
+    )
+    parl: ParlSettings = Field(default=ParlSettings(), description=_PARL_RESERVED)
+    max_specialists: int = Field(
+        default=4, ge=0, description="Most specialists the primary consults (`swarm train --max-specialists`)."
+    )
     specialists: list[DnsLabel] = Field(
         default=[], max_length=64, description="Specialists to scale up for this job (besides warm ones)."
     )
     extra_args: list[str] = Field(default=[], description="Appended to the trainer command.")
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "size(self.specialists) <= self.maxSpecialists",
-                    "message": "more specialists requested than maxSpecialists",
-                }
-            ]
-        }
+    __cel_rules__ = (
+        CelRule(
+            "size(self.specialists) <= self.maxSpecialists",
+            "more specialists requested than maxSpecialists",
+            lambda spec: len(spec.get("specialists", [])) <= spec.get("maxSpecialists", 4),
+        ),
+        CelRule(
+            "!(self.mode in ['evaluate', 'annotate']) || has(self.checkpoint)",
+            "checkpoint (the path of a trained primary directory) is required when mode is evaluate or annotate",
+            lambda spec: spec.get("mode") not in _CHECKPOINT_MODES or "checkpoint" in spec,
+        ),
     )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [r.schema() for r in __cel_rules__]})
 
     @model_validator(mode="after")
-    def _within_max(self) -> SwarmJobSpec:
+    def _cross_field(self) -> SwarmJobSpec:
         if len(self.specialists) > self.max_specialists:
             raise ValueError(
                 f"{len(self.specialists)} specialists requested but maxSpecialists is {self.max_specialists}"
+            )
+        if self.mode in _CHECKPOINT_MODES and not self.checkpoint:
+            raise ValueError(
+                "checkpoint (the path of a trained primary directory) is required when mode is "
+                f"evaluate or annotate; mode is {self.mode}"
             )
         return self
 

@@ -55,7 +55,7 @@ def gpu_node(name: str, total: int | None = RTX_4090_TOTAL, gpus: int = 1) -> di
 
 
 def specialist(name: str, params: int = PARAMS_120M, dtype: str = "bfloat16") -> dict[str, Any]:
-    return {"name": name, "domain": f"{name} labels", "model": f"hf://swarm/{name}", "dtype": dtype, "params": params}
+    return {"name": name, "domain": f"{name} labels", "model": "/models/specialists", "dtype": dtype, "params": params}
 
 
 def pool_body(

@@ -70,7 +70,7 @@ render_overlay | "$KUBECTL" apply -f -
 "$KUBECTL" -n "$NS" wait specialistpool/sotab --for=jsonpath='{.status.capacitySource}'=fallback --timeout=120s
 "$KUBECTL" -n "$NS" wait specialistpool/sotab --for=condition=Ready --timeout=60s
 "$KUBECTL" -n "$NS" wait swarmjob/sotab-train --for=jsonpath='{.status.pods[0]}'=sotab-train-primary --timeout=120s
-"$KUBECTL" -n "$NS" get deployment/sotab-commerce deployment/sotab-places deployment/sotab-people service/sotab-people
+"$KUBECTL" -n "$NS" get deployment/sotab-geographic deployment/sotab-temporal deployment/sotab-people service/sotab-people
 "$KUBECTL" -n "$NS" get pod/sotab-train-primary
 "$KUBECTL" -n "$NS" get specialistpools,swarmjobs
 "$KUBECTL" -n "$NS" delete swarmjob/sotab-train --wait --timeout=60s

@@ -47,6 +47,17 @@ def test_samples_and_fixtures_validate() -> None:
     assert crdgen.validate_resource(job_body()) == []
 
 
+def test_sample_pool_serves_the_project_domains_from_local_paths() -> None:
+    domains = yaml.safe_load((ROOT / "model_server" / "domains.yaml").read_text())
+    pool = yaml.safe_load((ROOT / "manifests" / "samples" / "specialistpool.yaml").read_text())
+    specialists = SpecialistPoolSpec.model_validate(pool["spec"]).specialists
+    assert {s.name for s in specialists} == set(domains)  # geographic, temporal, numeric, people, commerce
+    for s in specialists:  # nothing is downloaded at run time: paths on the /models volume
+        assert s.model.startswith("/models/") and "://" not in s.model, s.model
+    job = yaml.safe_load((ROOT / "manifests" / "samples" / "swarmjob.yaml").read_text())
+    assert set(SwarmJobSpec.model_validate(job["spec"]).specialists) <= set(domains)
+
+
 def _with(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     body = copy.deepcopy(body)
     *parents, last = path.split(".")
@@ -61,6 +72,9 @@ def _with(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 _DELETE = object()
+CHECKPOINT_MESSAGE = (
+    "checkpoint (the path of a trained primary directory) is required when mode is evaluate or annotate"
+)
 BAD = [
     (pool_body(), "spec.specialists.0.dtype", "fp8", "spec.specialists[0].dtype: 'fp8' is not one of"),
     (pool_body(), "spec.specialists.0.params", 0, "spec.specialists[0].params: 0 is less than the minimum of 1"),
@@ -70,7 +84,13 @@ BAD = [
     (pool_body(), "spec.idleTimeoutSeconds", -5, "spec.idleTimeoutSeconds: -5 is less than the minimum of 0"),
     (pool_body(), "spec.memoryReservePerGpu", "1Gi", "spec.memoryReservePerGpu: '1Gi' is not of type 'integer'"),
     (pool_body(), "spec.warmSet", ["a"], "spec: Additional properties are not allowed ('warmSet' was unexpected)"),
-    (job_body(), "spec.mode", "serve", "spec.mode: 'serve' is not one of ['train', 'evaluate', 'annotate', 'adapt']"),
+    (job_body(), "spec.mode", "serve", "spec.mode: 'serve' is not one of ['train', 'evaluate', 'annotate']"),
+    # Model Swarms is not in this release: rejected up front rather than a pod that fails.
+    (job_body(), "spec.mode", "adapt", "spec.mode: 'adapt' is not one of ['train', 'evaluate', 'annotate']"),
+    (job_body(), "spec.mode", "evaluate", f"spec: {CHECKPOINT_MESSAGE}"),
+    (job_body(), "spec.mode", "annotate", f"spec: {CHECKPOINT_MESSAGE}"),
+    (job_body(mode="evaluate"), "spec.checkpoint", "", "spec.checkpoint: '' should be non-empty"),
+    (job_body(specialists=("a", "b", "c", "d", "e")), "spec.maxSpecialists", 4, "spec: more specialists requested"),
     (job_body(), "spec.fusion", "sum", "spec.fusion: 'sum' is not one of"),
     (job_body(), "spec.maxSpecialists", -1, "spec.maxSpecialists: -1 is less than the minimum of 0"),
     (job_body(), "spec.poolRef", _DELETE, "spec: 'poolRef' is a required property"),
@@ -88,7 +108,7 @@ def test_specialist_needs_a_size() -> None:
     body = _with(pool_body(), "spec.specialists.0.params", _DELETE)
     assert crdgen.validate_resource(body) == [
         "spec.specialists[0]: {'name': 'a', 'domain': 'a labels', 'model': "
-        "'hf://swarm/a', 'dtype': 'bfloat16'} is not valid under any of the "
+        "'/models/specialists', 'dtype': 'bfloat16'} is not valid under any of the "
         "given schemas"
     ]
     with pytest.raises(ValidationError, match="set params or residentBytes"):
@@ -102,8 +122,27 @@ def test_cross_field_rules_in_models_and_cel() -> None:
         SpecialistPoolSpec.model_validate(pool_body(names=("a", "a"))["spec"])
     with pytest.raises(ValidationError, match="3 specialists requested but maxSpecialists is 2"):
         SwarmJobSpec.model_validate(job_body(specialists=("a", "b", "c"), maxSpecialists=2)["spec"])
+    with pytest.raises(ValidationError, match="checkpoint .* is required when mode is evaluate or annotate"):
+        SwarmJobSpec.model_validate(job_body(mode="annotate")["spec"])
+    assert SwarmJobSpec.model_validate(job_body(mode="evaluate", checkpoint="/models/primary")["spec"]).checkpoint
     pool_spec = crdgen.crd_for(crdgen.KINDS[0])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
     assert "self.warm.all" in pool_spec["spec"]["x-kubernetes-validations"][0]["rule"]
+    job_spec = crdgen.crd_for(crdgen.KINDS[1])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    assert job_spec["spec"]["x-kubernetes-validations"][1] == {
+        "rule": "!(self.mode in ['evaluate', 'annotate']) || has(self.checkpoint)",
+        "message": CHECKPOINT_MESSAGE,
+    }
+    assert job_spec["spec"]["properties"]["mode"]["enum"] == ["train", "evaluate", "annotate"]
+    # The CEL rules' Python twins (used by validate_resource) see the API server's defaults: maxSpecialists 4.
+    assert crdgen.validate_resource(job_body(specialists=("a", "b", "c", "d"))) == []
+    assert crdgen.validate_resource(job_body(specialists=("a", "b", "c", "d", "e"))) == [
+        "spec: more specialists requested than maxSpecialists"
+    ]
+    assert crdgen.validate_resource(pool_body(warm=("zz",))) == [
+        "spec: every name in warm must be one of the specialists"
+    ]
+    for mode in ("evaluate", "annotate"):
+        assert crdgen.validate_resource(job_body(mode=mode, checkpoint="/models/primary")) == []
 
 
 def test_defaults_match_the_models() -> None:

@@ -49,7 +49,26 @@ def test_specialist_deployment_and_service() -> None:
     pod = dep["spec"]["template"]
     assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     container = pod["spec"]["containers"][0]
-    assert container["command"] == ["swarm", "serve-specialist", "--specialist", "b", "--port", "50051"]
+    assert container["command"] == [
+        "swarm",
+        "serve-specialist",
+        "--specialist",
+        "b",
+        "--host",
+        "0.0.0.0",  # all interfaces: the Service must reach it
+        "--port",
+        "50051",
+        "--checkpoint-dir",
+        "/models/specialists",
+        "--dtype",
+        "bfloat16",
+    ]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["SWARM_SPECIALIST_MODEL"] == "/models/specialists" and env["SWARM_SPECIALIST_DTYPE"] == "bfloat16"
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "models", "persistentVolumeClaim": {"claimName": "swarm-models", "readOnly": True}} in pod["spec"][
+        "volumes"
+    ]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-4090"}
@@ -60,20 +79,48 @@ def test_specialist_deployment_and_service() -> None:
     assert templates["specialist"]["spec"]["containers"][0].get("command") is None  # template not mutated
 
 
-@pytest.mark.parametrize(
-    ("mode", "command"), [("train", "train"), ("evaluate", "eval"), ("annotate", "annotate"), ("adapt", "adapt")]
-)
-def test_trainer_pod_per_mode(mode: str, command: str) -> None:
-    job = _with_meta(job_body(mode=mode, fusion="gated", parl={"lambda1": 0.3}), "job-uid")
+TRAINER_COMMANDS = {
+    "train": [
+        "swarm", "train", "--data", "/data/sotab", "--run-dir", "/var/lib/swarm/run",
+        "--fusion", "gated", "--max-specialists", "3",
+    ],
+    "evaluate": [
+        "swarm", "eval", "--data", "/data/sotab", "--checkpoint", "/models/primary/sotab",
+        "--json", "/var/lib/swarm/metrics.json",
+    ],
+    "annotate": [
+        "swarm", "annotate", "--data", "/data/sotab", "--checkpoint", "/models/primary/sotab",
+        "--out", "/var/lib/swarm/predictions.csv", "--json", "/var/lib/swarm/summary.json",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", sorted(TRAINER_COMMANDS))
+def test_trainer_pod_per_mode(mode: str) -> None:
+    extra = {"checkpoint": "/models/primary/sotab"} if mode != "train" else {}
+    job = _with_meta(
+        job_body(
+            mode=mode, fusion="gated", parl={"lambda1": 0.3}, maxSpecialists=3, extraArgs=["--seed", "7"], **extra
+        ),
+        "job-uid",
+    )
     spec = SwarmJobSpec.model_validate(job["spec"])
-    pod = builders.trainer_pod(job, spec, {"b": "pool-b.swarm.svc:50051"}, builders.default_templates()["trainer"])
-    args = pod["spec"]["containers"][0]["command"]
-    assert args[:2] == ["swarm", command] and args[args.index("--fusion") + 1] == "gated"
-    assert ("--lambda1" in args) == (mode == "train")
-    if mode == "train":
-        assert args[args.index("--lambda1") + 1] == "0.3"
-    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-    assert env["SWARM_SPECIALIST_ENDPOINTS"] == "b=pool-b.swarm.svc:50051"
+    endpoints = {"b": "pool-b.swarm.svc:50051", "a": "pool-a.swarm.svc:50051"}
+    pod = builders.trainer_pod(job, spec, endpoints, builders.default_templates()["trainer"])
+    container = pod["spec"]["containers"][0]
+    # Exactly the CLI's contract, then extraArgs; PARL settings are reserved for the orchestrator, never passed.
+    assert container["command"] == [*TRAINER_COMMANDS[mode], "--seed", "7"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SWARM_SPECIALIST_ENDPOINTS"] == "a=pool-a.swarm.svc:50051,b=pool-b.swarm.svc:50051"
+    assert env["SWARM_METRICS_ANNOTATION"] == "swarm.ai/metrics"
+    assert {"POD_NAME", "POD_NAMESPACE"} <= env.keys()
+    assert pod["spec"]["serviceAccountName"] == "swarm-trainer" and pod["spec"]["automountServiceAccountToken"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not mounts["/var/lib/swarm"].get("readOnly") and mounts["/models"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes[mounts["/var/lib/swarm"]["name"]] == {"name": "work", "emptyDir": {}}
+    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "swarm-models", "readOnly": True}
     assert pod["metadata"]["name"] == "job-primary" and pod["spec"]["restartPolicy"] == "Never"
     assert pod["metadata"]["ownerReferences"][0]["uid"] == "job-uid"
     assert pod["metadata"]["labels"]["swarm.ai/job"] == "job"

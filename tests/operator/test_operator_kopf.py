@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION
-from swarm.operator.builders import LABEL_MANAGED_BY, MANAGED_BY, METRICS_ANNOTATION
+from swarm.operator.builders import LABEL_MANAGED_BY, MANAGED_BY
+from swarm.operator.metrics_publisher import publish_metrics
 from swarm.operator.testing import (
     DEPLOYMENTS,
     JOBS,
@@ -40,7 +41,7 @@ def replicas(cluster: EmulatedCluster) -> dict[str, int]:
     return {d["metadata"]["name"]: d["spec"]["replicas"] for d in cluster.list(DEPLOYMENTS, NS)}
 
 
-def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any) -> None:
+def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     add_node()
     cluster.create(POOLS, pool_body())
     with OperatorProcess(cluster, NS) as op:
@@ -60,7 +61,10 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any) -> None
 
         cluster.create(JOBS, job_body())
         pod = wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what="trainer pod")
-        assert pod["spec"]["containers"][0]["command"][:2] == ["swarm", "train"]
+        assert pod["spec"]["containers"][0]["command"] == [
+            "swarm", "train", "--data", "/data/sotab", "--run-dir", "/var/lib/swarm/run",
+            "--fusion", "weighted_sum", "--max-specialists", "4",
+        ]  # fmt: skip
         assert pod["metadata"]["ownerReferences"][0]["uid"] == cluster.get(JOBS, NS, "job")["metadata"]["uid"]
         assert replicas(cluster)["pool-b"] == 1  # cold specialist scaled from zero for the job
         st = wait_for(lambda: status(cluster, JOBS, "job").get("pods") and status(cluster, JOBS, "job"))
@@ -68,8 +72,14 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any) -> None
 
         cluster.patch(PODS, NS, "job-primary", {"status": {"phase": "Running"}}, status=True)
         wait_for(lambda: status(cluster, JOBS, "job")["phase"] == "Running", what="Running")
+        # What the CLI does at the end of a run, with the trainer pod's environment.
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        monkeypatch.setenv("POD_NAME", pod["metadata"]["name"])
+        monkeypatch.setenv("POD_NAMESPACE", pod["metadata"]["namespace"])
+        monkeypatch.setenv("SWARM_METRICS_ANNOTATION", env["SWARM_METRICS_ANNOTATION"])
+        published = {"micro_f1": 0.81, "macro_f1": 0.62, "throughput": 950.5, "critical_steps": 7}
+        assert publish_metrics(published, api_base=cluster.url, token="trainer-token")
         metrics = {"microF1": 0.81, "macroF1": 0.62, "throughput": 950.5, "criticalSteps": 7}
-        cluster.patch(PODS, NS, "job-primary", {"metadata": {"annotations": {METRICS_ANNOTATION: json.dumps(metrics)}}})
         wait_for(lambda: status(cluster, JOBS, "job").get("metrics") == metrics, what="metrics")
         cluster.patch(PODS, NS, "job-primary", {"status": {"phase": "Succeeded"}}, status=True)
         wait_for(lambda: status(cluster, JOBS, "job")["phase"] == "Succeeded", what="Succeeded")
@@ -102,7 +112,12 @@ def test_unknown_specialist_and_invalid_pool_are_conditions(cluster: EmulatedClu
     cluster.create(POOLS, bad)
     cluster.create(POOLS, pool_body())
     cluster.create(JOBS, job_body(specialists=("nope",)))
+    # Also rejected by the CRD (CEL) on a real API server: evaluate needs a checkpoint. No pod is created.
+    cluster.create(JOBS, job_body("eval", mode="evaluate"))
     with OperatorProcess(cluster, NS) as op:
+        st = wait_for(lambda: status(cluster, JOBS, "eval").get("phase") == "Failed" and status(cluster, JOBS, "eval"))
+        assert cond(st, "SpecValid")["reason"] == "InvalidSpec" and "checkpoint" in st["message"]
+        assert cluster.get(PODS, NS, "eval-primary") is None
         st = wait_for(
             lambda: cond(status(cluster, POOLS, "bad"), "Ready") and status(cluster, POOLS, "bad"),
             what=f"invalid pool\n{op.log()}",
