@@ -22,14 +22,15 @@ from pydantic import BaseModel, Field
 from swarm.model_server.backbone import get_config
 from swarm.model_server.specialist import domains
 from swarm.model_server.text import ColumnTokenizer
-from swarm.trainer import checkpoint, reports
+from swarm.trainer import reports
 from swarm.trainer.columns import build_examples
-from swarm.trainer.metrics import Scores, score
-from swarm.trainer.pipeline import real_examples, synthetic_split
+from swarm.trainer.metrics import Scores
+from swarm.trainer.pipeline import encode_examples, real_examples, synthetic_split, train_and_score
 from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import load_labels
-from swarm.trainer.specialists import cache_states, cached_inputs, train_specialist
-from swarm.trainer.train import TrainConfig, encode, predict, train
+from swarm.trainer.specialists import train_specialist
+from swarm.trainer.state_sources import LocalSpecialists, cache_states
+from swarm.trainer.train import TrainConfig, train
 
 FUSION_MODES = ("weighted_sum", "gated", "concat_project")
 
@@ -66,7 +67,7 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
     torch.manual_seed(cfg.seed)
     generic = PrimaryModel(model_cfg, labels)
     generic_dir = cfg.run_dir / "generic"
-    train(generic, encode([e.text for e in synth_ex], [e.label for e in synth_ex], tokenizer),
+    train(generic, encode_examples(synth_ex, tokenizer),
           base_train.model_copy(update={"steps": cfg.pretrain_steps}), generic_dir, generic.meta(),
           desc="generic pre-training (synthetic)")
     init = generic.state_dict()
@@ -78,11 +79,11 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
                          cfg.run_dir / "specialists", backbone_init)
         for domain in domains().values()
     ]
-    train_data = encode([e.text for e in train_ex], [e.label for e in train_ex], tokenizer)
-    val_data = encode([e.text for e in val_ex], [e.label for e in val_ex], tokenizer)
-    train_cache = [cache_states(s, train_data) for s in specialists]
-    val_cache = [cache_states(s, val_data) for s in specialists]
-    gold = [labels[e.label] for e in val_ex]
+    train_data = encode_examples(train_ex, tokenizer)
+    val_data = encode_examples(val_ex, tokenizer)
+    source = LocalSpecialists(specialists)
+    train_cache = [cache_states(source, s.name, [e.text for e in train_ex]) for s in specialists]
+    val_cache = [cache_states(source, s.name, [e.text for e in val_ex]) for s in specialists]
     majority = Counter(labels[e.label] for e in train_ex).most_common(1)[0][0]
 
     def fit_and_score(n: int, mode: str | None) -> Scores:
@@ -91,16 +92,10 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
         model = PrimaryModel(model_cfg, labels, fusion_mode=mode, specialists=names)
         model.load_state_dict(init, strict=False)  # fusion parameters start fresh, the rest from `generic`
         tag = f"primary-{n}-{mode or 'alone'}"
-        extra_train = cached_inputs(train_cache[:n]) if n else None
-        extra_val = cached_inputs(val_cache[:n]) if n else None
         meta = model.meta() | {"majority_label": majority,
-                               "specialist_dirs": [f"../specialists/{name}" for name in names]}
-        train(model, train_data, base_train.model_copy(update={"steps": cfg.primary_steps}),
-              cfg.run_dir / tag, meta, extra_train, desc=tag)
-        checkpoint.save_weights(cfg.run_dir / tag / "model", model, meta | {
-            "specialist_dirs": [f"../../specialists/{name}" for name in names]})
-        pred = predict(model, val_data, extra_val).argmax(-1).tolist()
-        return score(gold, [labels[i] for i in pred], majority)
+                               "specialist_dirs": [f"../../specialists/{name}" for name in names]}
+        return train_and_score(model, train_data, val_data, base_train.model_copy(update={"steps": cfg.primary_steps}),
+                               cfg.run_dir / tag, meta, train_cache[:n], val_cache[:n], desc=tag)
 
     alone = fit_and_score(0, None)
     rows = [_row(0, None, alone, alone.hard_classes)]

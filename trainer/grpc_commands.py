@@ -11,21 +11,13 @@ from pathlib import Path
 
 import typer
 
+from swarm.trainer.train_commands import ENDPOINTS_ENV, parse_endpoints, publish
+
 DEFAULT_HOST = "127.0.0.1"
 
 
 def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def _parse_addresses(pairs: list[str]) -> dict[str, str]:
-    addresses = {}
-    for pair in pairs:
-        name, sep, address = pair.partition("=")
-        if not sep or not name or not address:
-            raise typer.BadParameter(f"{pair!r}: expected NAME=HOST:PORT", param_hint="--specialist")
-        addresses[name] = address
-    return addresses
 
 
 def serve_specialist(
@@ -94,7 +86,7 @@ def serve_annotation(
     from swarm.trainer.swarm_local import default_annotator, start_local_swarm
 
     limits = AnnotationLimits(max_cells=max_cells)
-    addresses = _parse_addresses(specialist)
+    addresses = parse_endpoints(specialist)
     if addresses:
         annotator = default_annotator(list(addresses), config, primary_dir)
         with SpecialistClient(addresses) as client:
@@ -118,9 +110,72 @@ def serve_annotation(
         swarm.annotation.serve_until_signalled(grace_s)
 
 
+def annotate(
+    data: Path = typer.Option(..., help="SOTAB-format directory: a split, or splits (see --split)."),
+    checkpoint: Path = typer.Option(..., help="Trained primary directory (model.safetensors + model.json)."),
+    split: str | None = typer.Option(None, help="Which split when DATA holds several (default: validation)."),
+    out: Path = typer.Option(Path("predictions.csv"), help="Predictions as table_name,column_index,label,confidence."),
+    json_out: Path | None = typer.Option(None, "--json", help="Summary (latency, critical steps, F1 if labelled)."),
+    specialist: list[str] = typer.Option(
+        [], help=f"Remote specialist NAME=HOST:PORT (repeat; default: ${ENDPOINTS_ENV}, else local processes)."),
+) -> None:
+    """Annotate every column of every table through the annotation API (gRPC), scoring it when labels exist."""
+    import csv
+    import json
+    import os
+
+    from swarm.trainer.evaluate import pick_split
+    from swarm.trainer.reports import write_json
+    from swarm.trainer.sotab import DataError
+    from swarm.trainer.swarm_annotate import annotate_split
+
+    endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
+    try:
+        target = pick_split(data, split)
+        result = annotate_split(target, checkpoint, endpoints or None)
+    except (DataError, FileNotFoundError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["table_name", "column_index", "label", "confidence"])
+        for a in result.annotations:
+            writer.writerows([a.table_name, c.column, c.label, f"{c.confidence:.4f}"] for c in a.columns)
+    summary = result.summary()
+    publish({k: summary[k] for k in ("micro_f1", "macro_f1") if k in summary}
+            | {"throughput": summary["columns"] / max(result.seconds, 1e-9),
+               "critical_steps": summary["critical_steps_max"]})
+    if json_out is not None:
+        write_json(json_out, summary)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def up(
+    run_dir: Path = typer.Option(Path("runs/demo"), help="A `swarm demo` run: specialists and the fused primary."),
+    port: int = typer.Option(50050, help="Annotation API port."),
+) -> None:
+    """Start the whole swarm locally (specialist processes + annotation API on loopback) from a demo run."""
+    import signal
+    import threading
+
+    from swarm.trainer.demo import served_primary
+    from swarm.trainer.swarm_annotate import annotation_endpoint
+
+    _logging()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with annotation_endpoint(served_primary(run_dir), port=port) as address:
+        typer.echo(f"swarm up: annotation API on {address} (Ctrl-C to stop)")
+        stop.wait()
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve-specialist")(serve_specialist)
     app.command("serve-annotation")(serve_annotation)
+    app.command()(annotate)
+    app.command()(up)
 
 
 if __name__ == "__main__":

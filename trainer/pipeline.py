@@ -1,45 +1,53 @@
-"""The primary-only baseline end to end: data → (synthetic pre-training) → training → evaluation → reports."""
+"""Training a primary end to end: data → (synthetic pre-training) → training, alone or with fused specialist
+states → evaluation on the real validation split → reports and a model directory."""
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, Field
+from torch import Tensor
 
 from swarm.model_server.backbone import count_parameters, get_config
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer import checkpoint, reports
 from swarm.trainer.columns import ColumnExample, build_examples
-from swarm.trainer.evaluate import evaluate_examples
-from swarm.trainer.metrics import Scores
+from swarm.trainer.metrics import Scores, score
 from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import Split, load_dataset, load_labels
-from swarm.trainer.train import TrainConfig, encode, train
+from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists, StateSource, cache_states, cached_inputs
+from swarm.trainer.train import Encoded, TrainConfig, encode, predict, train
 
 TRAIN_SPLITS = ("training", "training_columns")
 VALIDATION_SPLIT = "validation"
 
 
-class BaselineConfig(BaseModel):
+class RunConfig(BaseModel):
     data: Path
-    run_dir: Path = Path("runs/demo")
+    run_dir: Path = Path("runs/train")
     reports_dir: Path = Path("reports")
     model: str = "small"
     synthetic_tables: int = Field(0, ge=0)
     synthetic_steps: int = Field(0, ge=0)
     synthetic_seed: int = 7
     train: TrainConfig = TrainConfig()
+    fusion: str | None = None
+    max_specialists: int = Field(0, ge=0)
+    specialist_dirs: list[Path] = []
+    endpoints: dict[str, str] = {}
 
 
 def synthetic_split(run_dir: Path, n_tables: int, seed: int) -> Split:
     """Synthetic tables from the project's generator, cached in the run directory."""
     from swarm.trainer.sotab import load_split
-    from swarm.trainer.synth import write_synthetic
+    from swarm.trainer.synth import GT_NAME, write_synthetic
 
     target = run_dir / f"synthetic-{n_tables}-{seed}"
-    if not (target / "sotab_v2_cta_synthetic_set.csv").is_file():
+    if not (target / GT_NAME).is_file():
         write_synthetic(target, n_tables, seed)
     return load_split(target, load_labels())
 
@@ -53,37 +61,68 @@ def real_examples(data: Path, labels: list[str]) -> tuple[list[ColumnExample], l
     return build_examples(train_splits, labels), build_examples([splits[VALIDATION_SPLIT]], labels)
 
 
-def run_baseline(cfg: BaselineConfig) -> tuple[Scores, Path]:
-    """Train the primary alone and evaluate it on the real validation split; returns (scores, model dir)."""
+def encode_examples(examples: Sequence[ColumnExample], tokenizer: ColumnTokenizer) -> Encoded:
+    return encode([e.text for e in examples], [e.label for e in examples], tokenizer)
+
+
+def train_and_score(model: PrimaryModel, train_data: Encoded, val_data: Encoded, train_cfg: TrainConfig,
+                    run_dir: Path, meta: dict, train_caches: Sequence[Tensor] = (),
+                    val_caches: Sequence[Tensor] = (), desc: str = "primary") -> Scores:
+    """Train (resumable) in run_dir, save the model to run_dir/model, score it on the validation columns."""
+    train(model, train_data, train_cfg, run_dir, meta, cached_inputs(train_caches) if train_caches else None,
+          desc=desc)
+    checkpoint.save_weights(run_dir / "model", model, meta)
+    pred = predict(model, val_data, cached_inputs(val_caches) if val_caches else None).argmax(-1).tolist()
+    gold = [model.labels[i] for i in val_data.labels.tolist()]
+    return score(gold, [model.labels[i] for i in pred], meta.get("majority_label"))
+
+
+def state_source(cfg: RunConfig) -> StateSource | None:
+    if not cfg.fusion or cfg.max_specialists == 0:
+        return None
+    if cfg.specialist_dirs:
+        return LocalSpecialists.from_dirs(cfg.specialist_dirs[: cfg.max_specialists])
+    if cfg.endpoints:
+        return RemoteSpecialists(dict(list(cfg.endpoints.items())[: cfg.max_specialists]))
+    raise ValueError(f"fusion {cfg.fusion!r} needs specialists: --specialist-dir or --specialist NAME=HOST:PORT")
+
+
+def run_training(cfg: RunConfig) -> tuple[Scores, Path]:
+    """Train a primary (alone, or fused with specialists) and evaluate it on the real validation split."""
     labels = load_labels()
     started = time.time()
     train_ex, val_ex = real_examples(cfg.data, labels)
+    source = state_source(cfg)
+    names = source.names if source is not None else []
     torch.manual_seed(cfg.train.seed)  # weight init is part of the run's reproducibility
-    model = PrimaryModel(get_config(cfg.model), labels)
+    model = PrimaryModel(get_config(cfg.model), labels, fusion_mode=cfg.fusion if names else None, specialists=names)
     tokenizer = ColumnTokenizer(model.cfg.max_len)
     counts = Counter(labels[e.label] for e in train_ex)
-    meta = model.meta() | {"majority_label": counts.most_common(1)[0][0], "train_columns": len(train_ex)}
+    model_dir = cfg.run_dir / "model"
+    meta = model.meta() | {"majority_label": counts.most_common(1)[0][0], "train_columns": len(train_ex),
+                           "specialist_dirs": [os.path.relpath(d, model_dir) for d in cfg.specialist_dirs[:len(names)]]}
     print(f"primary '{cfg.model}': {count_parameters(model):,} parameters "
-          f"({count_parameters(model, trainable_only=True):,} trainable); "
+          f"({count_parameters(model, trainable_only=True):,} trainable); specialists: {names or 'none'}; "
           f"{len(train_ex)} real training columns, {len(val_ex)} validation columns")
 
     if cfg.synthetic_tables and cfg.synthetic_steps:
         synth = build_examples([synthetic_split(cfg.run_dir, cfg.synthetic_tables, cfg.synthetic_seed)], labels)
         pre = cfg.train.model_copy(update={"steps": cfg.synthetic_steps})
-        train(model, encode([e.text for e in synth], [e.label for e in synth], tokenizer), pre,
-              cfg.run_dir / "pretrain", meta, desc="synthetic pre-training")
+        train(model, encode_examples(synth, tokenizer), pre, cfg.run_dir / "pretrain", meta,
+              desc="synthetic pre-training")
 
-    data = encode([e.text for e in train_ex], [e.label for e in train_ex], tokenizer)
-    train(model, data, cfg.train, cfg.run_dir / "primary", meta, desc="primary (real data)")
-    model_dir = cfg.run_dir / "model"
-    checkpoint.save_weights(model_dir, model, meta)
-
-    scores = evaluate_examples(model, val_ex, labels, majority_label=meta["majority_label"])
-    elapsed = time.time() - started
-    payload = scores.to_dict() | {"model": cfg.model, "split": VALIDATION_SPLIT, "seconds": round(elapsed, 1),
+    train_caches: list[Tensor] = []
+    val_caches: list[Tensor] = []
+    if source is not None:
+        train_caches = [cache_states(source, n, [e.text for e in train_ex]) for n in names]
+        val_caches = [cache_states(source, n, [e.text for e in val_ex]) for n in names]
+    scores = train_and_score(model, encode_examples(train_ex, tokenizer), encode_examples(val_ex, tokenizer),
+                             cfg.train, cfg.run_dir, meta, train_caches, val_caches, desc="primary (real data)")
+    payload = scores.to_dict() | {"model": cfg.model, "split": VALIDATION_SPLIT, "fusion": model.fusion_mode,
+                                  "specialists": names, "seconds": round(time.time() - started, 1),
                                   "checkpoint": str(model_dir)}
     reports.write_json(cfg.reports_dir / "metrics.json", payload)
-    reports.per_class_report(scores, f"Primary alone ({cfg.model}) on real SOTAB validation",
-                             cfg.reports_dir / "baseline.md", cfg.reports_dir / "baseline_per_class_f1.png",
-                             dict(counts))
+    reports.per_class_report(scores, f"Primary ({cfg.model}, specialists: {', '.join(names) or 'none'}) "
+                             "on real SOTAB validation", cfg.reports_dir / "baseline.md",
+                             cfg.reports_dir / "baseline_per_class_f1.png", dict(counts))
     return scores, model_dir

@@ -1,8 +1,7 @@
 """Specialists on the training side: fine-tune the shared backbone per label domain, freeze, cache their states.
 
 A specialist is trained as a classifier over its domain's labels plus `[other]` (columns of other domains,
-down-sampled so they do not swamp the domain), starting from the shared pre-trained backbone. Once frozen its
-states on a fixed set of columns never change, so training the primary reads them from a cache.
+down-sampled so they do not swamp the domain), starting from the shared pre-trained backbone, then frozen.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from swarm.model_server.backbone import BackboneConfig
 from swarm.model_server.specialist import Domain, DomainModel, Specialist, save_dir
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.columns import ColumnExample
-from swarm.trainer.train import Encoded, ExtraInputs, TrainConfig, encode, train
+from swarm.trainer.train import TrainConfig, encode, train
 
 
 def domain_examples(examples: Sequence[ColumnExample], labels: Sequence[str], domain: Domain,
@@ -48,30 +47,3 @@ def train_specialist(domain: Domain, cfg: BackboneConfig, examples: Sequence[Col
           desc=f"specialist {domain.name}")
     save_dir(out, domain.name, model)
     return Specialist(domain.name, model)
-
-
-def cache_states(specialist: Specialist, data: Encoded, batch_size: int = 128) -> Tensor:
-    """Per-column states of a frozen specialist, (n_columns, L, H, K, V), in `data` order."""
-    from swarm.trainer.train import collate
-
-    model = specialist.model.backbone
-    out = None
-    with torch.inference_mode():
-        for start in range(0, len(data), batch_size):
-            index = list(range(start, min(start + batch_size, len(data))))
-            ids, mask, _ = collate(data, index)
-            states = torch.stack(model(ids, mask).states, dim=1)  # (B, L, H, K, V)
-            if out is None:
-                out = torch.empty((len(data), *states.shape[1:]), dtype=states.dtype)
-            out[start:start + len(index)] = states
-    assert out is not None
-    return out
-
-
-def cached_inputs(caches: Sequence[Tensor]) -> ExtraInputs:
-    """Primary inputs that read the agents' cached states: agent_states[l] is (N, B, H, K, V)."""
-    def extra(index: Sequence[int]) -> dict:
-        rows = torch.stack([cache[list(index)] for cache in caches])  # (N, B, L, H, K, V)
-        return {"agent_states": list(rows.unbind(dim=2)), "agent_ids": list(range(len(caches)))}
-
-    return extra

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,18 @@ def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
 ExtraInputs = Callable[[Sequence[int]], dict[str, Any]]
 
 
+class TrainingInterrupted(SystemExit):
+    """Training stopped on SIGTERM/SIGINT after saving a checkpoint; the same command resumes it.
+
+    A SystemExit with status 143 (128 + SIGTERM): it unwinds whatever pipeline runs the training, and a pod
+    interrupted this way does not count as having succeeded.
+    """
+
+    def __init__(self, step: int) -> None:
+        super().__init__(128 + signal.SIGTERM)
+        self.step = step
+
+
 class _StopFlag:
     def __init__(self) -> None:
         self.requested = False
@@ -107,7 +120,8 @@ def train(model: nn.Module, data: Encoded, cfg: TrainConfig, run_dir: Path, meta
           extra: ExtraInputs | None = None, desc: str = "train") -> int:
     """Train `model(ids, mask, **extra(index)) -> logits` for cfg.steps steps; returns the step reached.
 
-    Resumes from `run_dir/checkpoints` when a checkpoint exists. Returns early (at a checkpoint) on SIGTERM.
+    Resumes from `run_dir/checkpoints` when a checkpoint exists. On SIGTERM/SIGINT it checkpoints and raises
+    TrainingInterrupted, so whatever pipeline runs it stops there too.
     """
     ckpt_root = run_dir / "checkpoints"
     torch.manual_seed(cfg.seed)
@@ -145,8 +159,9 @@ def train(model: nn.Module, data: Encoded, cfg: TrainConfig, run_dir: Path, meta
                 if step % cfg.ckpt_every == 0 or step == cfg.steps or stop.requested:
                     checkpoint.save_training(ckpt_root, step, model, optimizer, scheduler, meta)
                 if stop.requested:
-                    bar.write(f"stopping at step {step} on signal; checkpoint saved, resume with the same command")
-                    return step
+                    bar.write(f"stopped at step {step} on signal; checkpoint saved, resume with the same command",
+                              file=sys.stderr)
+                    raise TrainingInterrupted(step)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -2,12 +2,32 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import typer
 
 DEFAULT_DATA = Path("../shared/data/sotab-v2-sample")
+ENDPOINTS_ENV = "SWARM_SPECIALIST_ENDPOINTS"
+
+
+def parse_endpoints(pairs: list[str]) -> dict[str, str]:
+    """`NAME=HOST:PORT` pairs (empty strings ignored) as a name -> address map."""
+    endpoints = {}
+    for pair in filter(None, (p.strip() for p in pairs)):
+        name, sep, address = pair.partition("=")
+        if not sep or not name or not address:
+            raise typer.BadParameter(f"{pair!r}: expected NAME=HOST:PORT", param_hint="--specialist")
+        endpoints[name] = address
+    return endpoints
+
+
+def publish(metrics: dict[str, float | int]) -> None:
+    """Hand the metrics to the SwarmJob status when running in a trainer pod (a no-op elsewhere)."""
+    from swarm.operator.metrics_publisher import publish_metrics
+
+    publish_metrics(metrics)
 
 
 def register(app: typer.Typer) -> None:
@@ -16,6 +36,7 @@ def register(app: typer.Typer) -> None:
     app.command()(synth)
     app.command()(demo)
     app.command()(memory)
+    app.command("fusion-report")(fusion_report)
 
 
 def _fail(message: str) -> None:
@@ -25,33 +46,43 @@ def _fail(message: str) -> None:
 
 def train(
     data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset directory (training + validation splits)."),
-    run_dir: Path = typer.Option(Path("runs/train"), help="Where checkpoints and the final model go."),
+    run_dir: Path = typer.Option(Path("runs/train"), help="Checkpoints; the final model goes to RUN_DIR/model."),
     model: str = typer.Option("small", help="Backbone config: tiny, small or base."),
     steps: int = typer.Option(1500, help="Optimizer steps on the real training columns."),
     batch_size: int = typer.Option(32),
     lr: float = typer.Option(2e-3),
     synthetic_tables: int = typer.Option(0, help="Synthetic tables generated for pre-training (0: none)."),
     synthetic_steps: int = typer.Option(0, help="Pre-training steps on synthetic tables."),
+    fusion: str | None = typer.Option(None, help="Fuse specialist states: weighted_sum, gated or concat_project."),
+    max_specialists: int = typer.Option(5, help="Use at most this many of the given specialists (0: none)."),
+    specialist_dir: list[Path] = typer.Option([], help="A trained specialist directory (repeat)."),
+    specialist: list[str] = typer.Option(
+        [], help=f"A specialist server NAME=HOST:PORT (repeat; default: ${ENDPOINTS_ENV})."),
     seed: int = typer.Option(0),
     ckpt_every: int = typer.Option(100, help="Checkpoint every N steps (and on SIGTERM/SIGINT)."),
     reports_dir: Path = typer.Option(Path("reports"), help="Where metrics.json and the per-class report go."),
     stop_after: int | None = typer.Option(None, hidden=True),
 ) -> None:
-    """Train the primary alone (resumes from RUN_DIR's checkpoints) and evaluate it on validation."""
-    from swarm.trainer.pipeline import BaselineConfig, run_baseline
+    """Train a primary, alone or fused with specialists (resumes from RUN_DIR's checkpoints); evaluate on
+    validation."""
+    from swarm.trainer.pipeline import RunConfig, run_training
     from swarm.trainer.reports import print_scores
     from swarm.trainer.sotab import DataError
     from swarm.trainer.train import TrainConfig
 
-    cfg = BaselineConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model,
-                         synthetic_tables=synthetic_tables, synthetic_steps=synthetic_steps,
-                         train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                           ckpt_every=ckpt_every, stop_after=stop_after))
+    endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
     try:
-        scores, model_dir = run_baseline(cfg)
-    except (DataError, ValueError) as exc:
+        cfg = RunConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model,
+                        synthetic_tables=synthetic_tables, synthetic_steps=synthetic_steps,
+                        train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                          ckpt_every=ckpt_every, stop_after=stop_after),
+                        fusion=fusion, max_specialists=max_specialists, specialist_dirs=specialist_dir,
+                        endpoints=endpoints)
+        scores, model_dir = run_training(cfg)
+    except (DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc))
-    print_scores(scores, f"primary alone, validation ({model_dir})")
+    print_scores(scores, f"primary, validation ({model_dir})")
+    publish({"micro_f1": scores.micro_f1, "macro_f1": scores.macro_f1})
 
 
 def evaluate(
@@ -70,6 +101,7 @@ def evaluate(
     except (DataError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     payload = scores.to_dict()
+    publish({"micro_f1": scores.micro_f1, "macro_f1": scores.macro_f1})
     if json_out is not None:
         write_json(json_out, payload)
     print_scores(scores, f"{checkpoint} on {data}")
@@ -93,18 +125,57 @@ def synth(
     typer.echo(json.dumps(table_stats(list(split.tables.values())), indent=2))
 
 
+def _experiment_config(data: Path, run_dir: Path, model: str, synthetic_tables: int, pretrain_steps: int,
+                       specialist_steps: int, primary_steps: int):
+    from swarm.trainer.fusion_experiment import FusionExperimentConfig
+
+    return FusionExperimentConfig(data=data, run_dir=run_dir, model=model, synthetic_tables=synthetic_tables,
+                                  pretrain_steps=pretrain_steps, specialist_steps=specialist_steps,
+                                  primary_steps=primary_steps)
+
+
 def demo(
     data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset directory."),
-    run_dir: Path = typer.Option(Path("runs/demo"), help="Checkpoints and models; the primary ends in RUN_DIR/model."),
-    model: str = typer.Option("small", help="Backbone config."),
-    steps: int = typer.Option(1200, help="Primary training steps on real data."),
-    synthetic_tables: int = typer.Option(1500),
-    synthetic_steps: int = typer.Option(300),
+    run_dir: Path = typer.Option(Path("runs/demo"), help="Models; the baseline primary ends in RUN_DIR/model."),
+    model: str = typer.Option("tiny", help="Backbone config of specialists and primaries."),
+    synthetic_tables: int = typer.Option(1500, help="Synthetic tables for pre-training."),
+    pretrain_steps: int = typer.Option(800),
+    specialist_steps: int = typer.Option(300),
+    primary_steps: int = typer.Option(600),
+    readme: Path = typer.Option(Path("README.md"), help="README whose results table is regenerated."),
 ) -> None:
-    """The main job on the bundled data: train and evaluate the baseline, print and write the results."""
-    train(data=data, run_dir=run_dir, model=model, steps=steps, batch_size=32, lr=2e-3,
-          synthetic_tables=synthetic_tables, synthetic_steps=synthetic_steps, seed=0, ckpt_every=100,
-          reports_dir=Path("reports"), stop_after=None)
+    """The main job on the bundled data: baseline, specialists, every fusion mode, then the swarm over gRPC."""
+    from swarm.trainer.demo import results_markdown, run_demo
+    from swarm.trainer.sotab import DataError
+
+    cfg = _experiment_config(data, run_dir, model, synthetic_tables, pretrain_steps, specialist_steps, primary_steps)
+    try:
+        summary = run_demo(cfg, readme)
+    except (DataError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(results_markdown(summary))
+
+
+def fusion_report(
+    data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset directory."),
+    run_dir: Path = typer.Option(Path("runs/fusion"), help="Specialists and primaries of the experiment."),
+    model: str = typer.Option("tiny", help="Backbone config."),
+    synthetic_tables: int = typer.Option(1500),
+    pretrain_steps: int = typer.Option(800),
+    specialist_steps: int = typer.Option(300),
+    primary_steps: int = typer.Option(600),
+) -> None:
+    """Primary alone vs + 1, 3, all specialists for every fusion mode: reports/fusion.{json,md,png}."""
+    from swarm.trainer.fusion_experiment import run_fusion_experiment
+    from swarm.trainer.sotab import DataError
+
+    cfg = _experiment_config(data, run_dir, model, synthetic_tables, pretrain_steps, specialist_steps, primary_steps)
+    try:
+        result = run_fusion_experiment(cfg)
+    except (DataError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo((cfg.reports_dir / "fusion.md").read_text(encoding="utf-8"))
+    typer.echo(f"({result['seconds']:.0f} s)")
 
 
 def memory(

@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
 from swarm.trainer.sotab import ColumnRef, Table, load_labels, load_split
 from swarm.trainer.synth import GT_NAME, generate, table_stats, write_synthetic
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from swarm.trainer.fusion import reference as ref
 
 F64 = torch.float64

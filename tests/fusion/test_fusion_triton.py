@@ -4,10 +4,11 @@ import os
 
 import pytest
 import torch
+from triton.runtime.interpreter import InterpretedFunction
+
 from swarm.trainer.fusion import fuse
 from swarm.trainer.fusion import reference as ref
 from swarm.trainer.fusion import triton_kernels as tk
-from triton.runtime.interpreter import InterpretedFunction
 
 MODES = {
     "weighted_sum": (tk.weighted_sum_triton, ref.weighted_sum),

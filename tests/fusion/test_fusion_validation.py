@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from swarm.trainer.fusion import StateFusion, fuse
 from swarm.trainer.fusion import reference as ref
 

@@ -1,0 +1,81 @@
+"""Where a primary's specialist states come from while training or evaluating: frozen specialists loaded in this
+process, or specialist servers reached over gRPC (e.g. a SpecialistPool's Services in a trainer pod).
+
+Frozen specialists give the same states for the same column every time, so both sources are read once per column
+into a cache (n_columns, L, H, K, V) that the training loop indexes.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from swarm.model_server.specialist import Specialist
+from swarm.trainer.train import ExtraInputs
+
+
+class StateSource(Protocol):
+    names: list[str]
+
+    def states(self, name: str, texts: Sequence[str]) -> list[Tensor]:
+        """Per-layer (B, H, K, V) states of specialist `name` for the serialized columns."""
+        ...
+
+
+class LocalSpecialists:
+    def __init__(self, specialists: Sequence[Specialist]) -> None:
+        self._by_name = {s.name: s for s in specialists}
+        self.names = list(self._by_name)
+
+    @classmethod
+    def from_dirs(cls, dirs: Sequence[Path]) -> LocalSpecialists:
+        return cls([Specialist.load(Path(d)) for d in dirs])
+
+    def states(self, name: str, texts: Sequence[str]) -> list[Tensor]:
+        return self._by_name[name].extract_states(texts)
+
+
+class RemoteSpecialists:
+    """Specialist servers by address; a specialist that delivers nothing is an error here (unlike serving, a
+    training set cannot silently lose one agent's states)."""
+
+    def __init__(self, endpoints: Mapping[str, str]) -> None:
+        from swarm.trainer.specialist_client import SpecialistClient
+
+        self.names = list(endpoints)
+        self._client = SpecialistClient(dict(endpoints))
+
+    def states(self, name: str, texts: Sequence[str]) -> list[Tensor]:
+        result = self._client.fetch({name: list(texts)})
+        if name not in result.states:
+            raise RuntimeError(f"specialist {name!r} delivered no states: {result.missing.get(name, 'unknown')}")
+        return result.states[name]
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def cache_states(source: StateSource, name: str, texts: Sequence[str], batch_size: int = 128) -> Tensor:
+    """States of one specialist for every column, (n_columns, L, H, K, V) float32, in `texts` order."""
+    out: Tensor | None = None
+    for start in tqdm(range(0, len(texts), batch_size), desc=f"states {name}", unit="batch", leave=False):
+        stacked = torch.stack(source.states(name, texts[start:start + batch_size]), dim=1).float()
+        if out is None:
+            out = torch.empty((len(texts), *stacked.shape[1:]))
+        out[start:start + len(stacked)] = stacked
+    if out is None:
+        raise ValueError("no columns to read states for")
+    return out
+
+
+def cached_inputs(caches: Sequence[Tensor]) -> ExtraInputs:
+    """Primary inputs that read the agents' cached states: agent_states[l] is (N, B, H, K, V)."""
+    def extra(index: Sequence[int]) -> dict:
+        rows = torch.stack([cache[list(index)] for cache in caches])  # (N, B, L, H, K, V)
+        return {"agent_states": list(rows.unbind(dim=2)), "agent_ids": list(range(len(caches)))}
+
+    return extra

@@ -1,0 +1,103 @@
+"""Annotating SOTAB tables through the real serving path: the annotation API over gRPC, with the primary's
+specialists as processes (local loopback swarm) or remote endpoints (e.g. a SpecialistPool's Services).
+
+Used by `swarm annotate` (and the operator's annotate jobs) and by `swarm demo`, which checks that the swarm
+served over gRPC scores what the in-process evaluation scored.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from swarm.trainer.metrics import Scores, score
+from swarm.trainer.sotab import Split, Table
+from swarm.v1 import annotation_pb2 as apb
+from swarm.v1 import annotation_pb2_grpc as apb_grpc
+
+
+def table_to_proto(table: Table) -> apb.Table:
+    rows = [apb.Row(cells=[col[i] for col in table.columns]) for i in range(table.n_rows)]
+    return apb.Table(name=table.name, rows=rows)
+
+
+def annotate_over_grpc(address: str, tables: Sequence[Table], timeout_s: float = 600.0) -> list[apb.Annotation]:
+    """One Annotation per table, in order, through the AnnotateStream batch RPC."""
+    with grpc.insecure_channel(address) as channel:
+        stub = apb_grpc.AnnotationServiceStub(channel)
+        return list(stub.AnnotateStream(iter([table_to_proto(t) for t in tables]), timeout=timeout_s))
+
+
+@dataclass
+class SwarmAnnotation:
+    annotations: list[apb.Annotation]
+    seconds: float
+    scores: Scores | None = None
+    missing: dict[str, int] = field(default_factory=dict)  # specialist -> tables it was missing from
+
+    def summary(self) -> dict:
+        latencies = sorted(a.latency_ms for a in self.annotations)
+        out = {
+            "tables": len(self.annotations),
+            "columns": sum(len(a.columns) for a in self.annotations),
+            "seconds": round(self.seconds, 2),
+            "tables_per_s": len(self.annotations) / self.seconds if self.seconds else None,
+            "latency_p50_ms": statistics.median(latencies) if latencies else None,
+            "latency_p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,
+            "critical_steps_max": max((a.critical_steps for a in self.annotations), default=0),
+            "specialists_used": sorted({s for a in self.annotations for s in a.specialists_used}),
+            "specialists_missing": self.missing,
+        }
+        if self.scores is not None:
+            out |= {"micro_f1": self.scores.micro_f1, "macro_f1": self.scores.macro_f1}
+        return out
+
+
+def score_annotations(split: Split, annotations: Sequence[apb.Annotation]) -> Scores:
+    predicted = {(a.table_name, c.column): c.label for a in annotations for c in a.columns}
+    refs = [r for r in split.columns if r.label is not None]
+    return score([r.label for r in refs], [predicted[(r.table, r.column)] for r in refs])
+
+
+@contextlib.contextmanager
+def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None, port: int = 0) -> Iterator[str]:
+    """The address of an annotation API for this primary: remote specialists when `endpoints` is given, else
+    the primary's own specialists started as local processes on loopback."""
+    from swarm.trainer.annotation_server import build_server
+    from swarm.trainer.evaluate import load_primary
+    from swarm.trainer.primary_annotator import PrimaryAnnotator
+    from swarm.trainer.specialist_client import SpecialistClient
+    from swarm.trainer.swarm_local import start_local_swarm
+
+    model, meta = load_primary(model_dir)
+    annotator = PrimaryAnnotator(model)
+    if endpoints is not None or not annotator.specialist_names:
+        with SpecialistClient(endpoints or {}) as client:
+            server = build_server(annotator, client, "127.0.0.1", port).start()
+            try:
+                yield server.address
+            finally:
+                server.stop(5.0)
+        return
+    dirs = [(Path(model_dir) / rel).resolve() for rel in meta.get("specialist_dirs", [])]
+    with start_local_swarm(dirs, annotator=annotator, config=model.cfg.name, annotation_port=port) as swarm:
+        yield swarm.annotation_address
+
+
+def annotate_split(split: Split, model_dir: Path, endpoints: dict[str, str] | None = None) -> SwarmAnnotation:
+    tables = list(split.tables.values())
+    with annotation_endpoint(model_dir, endpoints) as address:
+        start = time.perf_counter()
+        annotations = annotate_over_grpc(address, tables)
+        seconds = time.perf_counter() - start
+    missing: dict[str, int] = {}
+    for a in annotations:
+        for m in a.specialists_missing:
+            missing[m.name] = missing.get(m.name, 0) + 1
+    scores = score_annotations(split, annotations) if split.columns else None
+    return SwarmAnnotation(annotations, seconds, scores, missing)
