@@ -20,7 +20,12 @@ class PrimaryModel(nn.Module):
         self.backbone = Backbone(cfg)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(cfg.d_model, len(self.labels)))
         self.fusion: nn.Module | None = None
+        # Per-(layer, head) scale of the injected states, zero at the start: a fused primary begins exactly as the
+        # primary alone (its pre-trained features undisturbed) and learns how much of each specialist memory to
+        # let in.
+        self.state_scale: nn.Parameter | None = None
         if self.fusion_mode:
+            self.state_scale = nn.Parameter(torch.zeros(cfg.n_layers, cfg.n_heads))
             from swarm.trainer.fusion.module import StateFusion
 
             self.fusion = StateFusion(self.fusion_mode, n_agents=len(self.specialists), n_layers=cfg.n_layers,
@@ -46,7 +51,8 @@ class PrimaryModel(nn.Module):
             return None
         weights = mask.to(torch.float32)[..., None]
         query = (self.backbone.embed(ids) * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return self.fusion(agent_states, query, agent_ids=list(agent_ids))
+        fused = self.fusion(agent_states, query, agent_ids=list(agent_ids))
+        return [state * scale[None, :, None, None] for state, scale in zip(fused, self.state_scale, strict=True)]
 
     def forward(self, ids: Tensor, mask: Tensor, agent_states: list[Tensor] | None = None,
                 agent_ids: Sequence[int] | None = None) -> Tensor:
