@@ -2,7 +2,7 @@
 
 Encoding never loops over elements: each tensor is made contiguous once, viewed as bytes through numpy
 (bf16/f16 through int16, since numpy has no bfloat16) and sliced with memoryviews. Decoding writes every chunk
-into one preallocated buffer per layer and wraps it with `torch.frombuffer`. Every inconsistency in the
+straight into the bytes of one freshly allocated (not zero-filled) tensor per layer. Every inconsistency in the
 received metadata (dtype, shape, sizes, order, missing layers or trailer) raises `StateCodecError` with what
 was wrong.
 """
@@ -206,17 +206,17 @@ class _Layer:
             raise StateCodecError(
                 f"{where}: layer of {expected} bytes exceeds the {MAX_LAYER_BYTES} byte limit"
             )
-        self.buffer = bytearray(expected)
+        # The tensor itself is the reassembly buffer: torch.empty does not zero-fill (every byte is written by
+        # a chunk before result() hands it out), and each chunk is copied into it exactly once.
+        self.flat = torch.empty(expected // itemsize, dtype=self.dtype)
+        self.view = memoryview(self.flat.view(torch.uint8).numpy())
+        self.nbytes = expected
         self.received = 0
 
     def tensor(self) -> Tensor:
-        if not self.buffer:
-            return torch.empty(self.shape, dtype=self.dtype)
-        flat = torch.frombuffer(self.buffer, dtype=self.dtype)
+        flat = self.flat
         if sys.byteorder != "little":
-            flat = (
-                flat.view(_DTYPES[wire_dtype(self.dtype)][1]).byteswap().view(self.dtype)
-            )  # pragma: no cover
+            flat = flat.view(_DTYPES[wire_dtype(self.dtype)][1]).byteswap().view(self.dtype)  # pragma: no cover
         return flat.view(self.shape)
 
 
@@ -243,11 +243,11 @@ class StateAssembler:
         elif chunk.num_layers != self.num_layers:
             raise StateCodecError(f"{where}: num_layers changed from {self.num_layers} to {chunk.num_layers}")
         current = len(self.layers) - 1
-        if current >= 0 and self.layers[current].received < len(self.layers[current].buffer):
+        if current >= 0 and self.layers[current].received < self.layers[current].nbytes:
             if chunk.layer != current:
                 raise StateCodecError(
                     f"{where}: layer {current} is incomplete "
-                    f"({self.layers[current].received}/{len(self.layers[current].buffer)} bytes)"
+                    f"({self.layers[current].received}/{self.layers[current].nbytes} bytes)"
                 )
         elif chunk.layer != current + 1 or chunk.layer >= self.num_layers:
             raise StateCodecError(f"{where}: expected layer {current + 1} of {self.num_layers}")
@@ -259,16 +259,14 @@ class StateAssembler:
                 f"{where}: dtype/shape {pb.Dtype.Name(chunk.dtype)} {list(chunk.shape)} differ "
                 f"from the layer's first chunk ({layer.dtype} {list(layer.shape)})"
             )
-        if chunk.layer_nbytes != len(layer.buffer):
-            raise StateCodecError(
-                f"{where}: layer_nbytes {chunk.layer_nbytes} differs from {len(layer.buffer)}"
-            )
+        if chunk.layer_nbytes != layer.nbytes:
+            raise StateCodecError(f"{where}: layer_nbytes {chunk.layer_nbytes} differs from {layer.nbytes}")
         if chunk.offset != layer.received:
             raise StateCodecError(f"{where}: expected offset {layer.received} (chunks must arrive in order)")
         end = chunk.offset + len(data)
-        if end > len(layer.buffer):
-            raise StateCodecError(f"{where}: {len(data)} bytes overrun the layer's {len(layer.buffer)} bytes")
-        layer.buffer[chunk.offset : end] = data
+        if end > layer.nbytes:
+            raise StateCodecError(f"{where}: {len(data)} bytes overrun the layer's {layer.nbytes} bytes")
+        layer.view[chunk.offset : end] = data
         layer.received = end
         self.bytes_received += len(data)
         if chunk.HasField("stats"):
@@ -278,7 +276,7 @@ class StateAssembler:
         """The layer tensors; raises StateCodecError if the stream ended early."""
         if self.num_layers is None:
             raise StateCodecError(f"{self.source}: the stream carried no chunks")
-        complete = sum(layer.received == len(layer.buffer) for layer in self.layers)
+        complete = sum(layer.received == layer.nbytes for layer in self.layers)
         if complete != self.num_layers or self.stats is None:
             raise StateCodecError(
                 f"{self.source}: stream ended early ({complete}/{self.num_layers} layers complete, "

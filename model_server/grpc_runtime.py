@@ -31,12 +31,19 @@ log = logging.getLogger(__name__)
 MiB = 1 << 20
 
 
+# HTTP/2 SETTINGS_MAX_FRAME_SIZE each side advertises (the default is 16 KiB): a multi-MB state chunk then
+# travels as one DATA frame instead of hundreds, which cut ~20% of the CPU per 38 MB state stream here.
+MAX_FRAME_BYTES = 4 * MiB
+
+
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Message limits both ways; no SO_REUSEPORT (two servers must never share a port); quick reconnects, so
-    a client's own UNAVAILABLE retries reach a restarted server instead of waiting out gRPC's 1 s+ backoff."""
+    """Message limits both ways; large HTTP/2 frames; no SO_REUSEPORT (two servers must never share a port);
+    quick reconnects, so a client's own UNAVAILABLE retries reach a restarted server instead of waiting out
+    gRPC's 1 s+ backoff."""
     return [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.http2.max_frame_size", MAX_FRAME_BYTES),
         ("grpc.so_reuseport", 0),
         ("grpc.initial_reconnect_backoff_ms", 50),
         ("grpc.min_reconnect_backoff_ms", 50),

@@ -123,3 +123,26 @@ def test_copy_saving_parser_reads_any_field_order() -> None:
     assert parse_chunk(message.SerializeToString()).message.stats.compute_ms == 1.5
     with pytest.raises(DecodeError):
         parse_chunk(message.SerializeToString()[:-3])
+
+
+@pytest.mark.parametrize("delta", [-1, 0, 1])
+def test_bf16_round_trip_with_chunks_around_the_layer_size(delta: int) -> None:
+    states = _states(torch.bfloat16, batch=4)
+    layer_nbytes = states[0].numel() * 2
+    chunks = list(codec.encode_states(states, layer_nbytes + delta))
+    assert len(chunks) == 3 * (2 if delta < 0 else 1)
+    back = codec.decode_states(_with_stats(chunks))
+    for a, b in zip(states, back, strict=True):
+        assert b.dtype == torch.bfloat16 and torch.equal(a.view(torch.int16), b.view(torch.int16))
+
+
+def test_reassembled_tensors_own_their_memory() -> None:
+    """Decoded layers are fresh writable tensors, not views of the received message bytes."""
+    states = _states(torch.bfloat16)
+    wires = [serialize_chunk(WireChunk(codec.to_message(h, b""), d)) for h, d in codec.iter_chunks(states, 50)]
+    parsed = [parse_chunk(w) for w in wires]
+    parsed[-1].message.stats.steps = 1
+    back = codec.decode_states(parsed)
+    snapshot = [w[:] for w in wires]
+    back[0].fill_(0)
+    assert wires == snapshot and torch.equal(back[1].view(torch.int16), states[1].view(torch.int16))

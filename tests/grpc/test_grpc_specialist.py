@@ -206,3 +206,30 @@ def test_sigterm_drains_in_flight_streams(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(("headroom", "delivered"), [(1024, True), (0, False)])
+def test_chunks_just_under_the_message_limit_stream_and_over_it_fail_cleanly(
+    source: object, headroom: int, delivered: bool
+) -> None:
+    """A chunk whose bytes plus header fit the message limit streams; one the size of the limit itself (no room
+    for the header fields) is refused by gRPC as RESOURCE_EXHAUSTED, reported as a missing specialist."""
+    limit = 64 * 1024
+    options = ServerOptions(max_message_bytes=limit, chunk_bytes=limit - headroom)
+    server = build_server(source, options=options).start()
+    try:
+        with SpecialistClient({"temporal": server.address}, max_message_bytes=limit) as client:
+            result = client.fetch({"temporal": COLUMNS * 8}, request_id="limit")
+    finally:
+        server.stop(0)
+    if delivered:
+        assert not result.missing and len(result.states["temporal"][0]) == len(COLUMNS) * 8
+    else:
+        assert "RESOURCE_EXHAUSTED" in result.missing["temporal"]
+
+
+def test_malloc_tuning_is_idempotent() -> None:
+    from swarm.trainer.specialist_client import keep_freed_memory_for_reuse
+
+    first = keep_freed_memory_for_reuse()
+    assert isinstance(first, bool) and keep_freed_memory_for_reuse() is first
