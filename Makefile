@@ -7,7 +7,7 @@ PROTOS := $(wildcard proto/swarm/v1/*.proto)
 STUBS := $(PROTOS:.proto=_pb2.py)
 DATA ?= ../shared/data/sotab-v2-sample
 
-.PHONY: install proto demo test test-fast lint bench crds kind-e2e clean
+.PHONY: install proto demo test lint bench fusion-report crds kind-e2e clean
 
 install: $(STAMP) $(STUBS)
 
@@ -35,8 +35,13 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 
+# Each benchmark writes reports/bench_*.json and .md; without a GPU the fusion benchmark checks the Triton
+# kernels under the interpreter and says so.
 bench: install
 	$(BIN)/swarm bench
+
+fusion-report: install
+	$(BIN)/swarm fusion-report --data $(DATA)
 
 crds: install
 	$(BIN)/python -m swarm.operator.crdgen crds

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from swarm.model_server.backbone import Backbone, BackboneConfig
+from swarm.model_server.backbone import BackboneConfig
 
 
 def dtype_bytes(dtype: torch.dtype) -> int:
@@ -50,12 +50,12 @@ class ResidentEstimate:
         return asdict(self) | {"total": self.total}
 
 
-def specialist_resident_bytes(backbone: Backbone, dtype: torch.dtype, batch: int, seq_len: int | None = None,
-                              head: nn.Module | None = None) -> ResidentEstimate:
-    """A frozen specialist: weights in `dtype` (no grads, no optimizer state) plus activations for one batch."""
-    weights = tensor_bytes(backbone, dtype) + (tensor_bytes(head, dtype) if head is not None else 0)
-    acts = inference_activation_bytes(backbone.cfg, batch, seq_len or backbone.cfg.max_len, dtype)
-    return ResidentEstimate(weights=weights, activations=acts)
+def specialist_resident_bytes(model: nn.Module, cfg: BackboneConfig, dtype: torch.dtype, batch: int,
+                              seq_len: int | None = None) -> ResidentEstimate:
+    """A frozen specialist (its whole model: backbone, readout, head): weights in `dtype`, no grads, no
+    optimizer state, plus activations for one batch."""
+    return ResidentEstimate(weights=tensor_bytes(model, dtype),
+                            activations=inference_activation_bytes(cfg, batch, seq_len or cfg.max_len, dtype))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from swarm.model_server.backbone import Backbone, BackboneConfig, get_config
+from swarm.model_server.readout import StateReadout
 from swarm.model_server.text import ColumnTokenizer
 
 OTHER = "[other]"
@@ -44,10 +45,13 @@ class DomainModel(nn.Module):
         super().__init__()
         self.labels = [*labels, OTHER]
         self.backbone = Backbone(cfg)
+        # The domain head also reads the final states, so fine-tuning makes them carry the domain's labels.
+        self.readout = StateReadout(cfg)
         self.head = nn.Linear(cfg.d_model, len(self.labels))
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
-        return self.head(self.backbone(ids, mask).pooled)
+        out = self.backbone(ids, mask)
+        return self.head(out.pooled + self.readout(out.states, out.pooled))
 
 
 class Specialist:

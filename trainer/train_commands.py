@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
     app.command()(demo)
     app.command()(memory)
     app.command("fusion-report")(fusion_report)
+    app.command()(bench)
 
 
 def _fail(message: str) -> None:
@@ -194,6 +195,31 @@ def memory(
     if torch_dtype is None:
         _fail(f"unknown dtype {dtype!r}")
     spec = Specialist.load(specialist) if specialist else untrained(next(iter(domains())), config)
-    estimate = specialist_resident_bytes(spec.model.backbone, torch_dtype, batch, head=spec.model.head)
+    estimate = specialist_resident_bytes(spec.model, spec.config, torch_dtype, batch)
     typer.echo(json.dumps({"specialist": spec.name, "config": spec.config.name, "dtype": dtype, "batch": batch}
                           | estimate.to_dict(), indent=2))
+
+
+BENCHMARKS = ("training", "fusion", "grpc_states", "operator")
+
+
+def bench(
+    only: list[str] = typer.Option([], help=f"Run only these benchmarks (of {', '.join(BENCHMARKS)})."),
+    quick: bool = typer.Option(False, help="Smaller runs, where a benchmark supports it."),
+) -> None:
+    """Run the benchmark scripts under bench/ (a source checkout); each writes reports/bench_*.json and .md."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    unknown = sorted(set(only) - set(BENCHMARKS))
+    if unknown:
+        _fail(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+    if not (root / "bench").is_dir():
+        _fail(f"{root / 'bench'} not found: benchmarks run from a source checkout")
+    for name in only or BENCHMARKS:
+        args = [sys.executable, str(root / "bench" / f"{name}.py")]
+        if quick and name != "training":
+            args.append("--quick")
+        typer.secho(f"== bench/{name}.py", bold=True)
+        if subprocess.run(args, cwd=root).returncode != 0:
+            _fail(f"bench/{name}.py failed")

@@ -16,7 +16,7 @@ from swarm.trainer.sotab import load_labels
 def test_specialist_resident_weights_and_states(dtype: torch.dtype) -> None:
     spec = untrained("temporal")
     model = spec.model.to(dtype)
-    estimate = specialist_resident_bytes(model.backbone, dtype, batch=3, head=model.head)
+    estimate = specialist_resident_bytes(model, model.backbone.cfg, dtype, batch=3)
     real = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     assert estimate.weights == real
     states = model.backbone(*ColumnTokenizer(32)(["a | b", "2020", "Berlin"])).states
