@@ -83,13 +83,19 @@ def results_markdown(summary: dict) -> str:
             ["majority class", "-", b["majority_macro_f1"]],
             ["primary alone (baseline)", b["micro_f1"], b["macro_f1"]],
         ]),
-        "Primary + specialists (fused states as each layer's initial state):",
+        "Primary + specialists (fused states as each layer's initial state, and read by a state readout):",
         "",
         reports.markdown_table(
             ["specialists", "fusion", "micro-F1", "macro-F1", "hard-class F1"],
             [[r["specialists"], r["fusion"] or "none (primary alone)", r["micro_f1"], r["macro_f1"],
               r["hard_class_f1"] if r["hard_class_f1"] is not None else "-"] for r in f["rows"]]),
-        f"Served over gRPC (`{s['served']}`, {len(s['specialists_used'])} specialist processes on loopback): "
+        "What the specialists know beyond the primary (accuracy among each domain's own labels, on that domain's "
+        "validation columns):",
+        "",
+        reports.markdown_table(
+            ["domain", "columns", "specialist", "primary alone"],
+            [[d["domain"], d["columns"], d["specialist_accuracy"], d["primary_accuracy"]] for d in f["in_domain"]]),
+        f"Served over gRPC (`{s['served']}`, specialist processes on loopback: {', '.join(s['specialists_used'])}): "
         f"micro-F1 {s.get('micro_f1', float('nan')):.3f}, macro-F1 {s.get('macro_f1', float('nan')):.3f} "
         f"(in process: {s['in_process_micro_f1']:.3f} / {s['in_process_macro_f1']:.3f}), "
         f"{s['tables_per_s']:.1f} tables/s, p50 {s['latency_p50_ms']:.0f} ms, "

@@ -20,17 +20,18 @@ import torch
 from pydantic import BaseModel, Field
 
 from swarm.model_server.backbone import get_config
-from swarm.model_server.specialist import domains
+from swarm.model_server.specialist import Specialist, domains
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer import reports
-from swarm.trainer.columns import build_examples
+from swarm.trainer.columns import ColumnExample, build_examples
+from swarm.trainer.evaluate import load_primary
 from swarm.trainer.metrics import Scores
 from swarm.trainer.pipeline import encode_examples, real_examples, synthetic_split, train_and_score
 from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import load_labels
 from swarm.trainer.specialists import train_specialist
 from swarm.trainer.state_sources import LocalSpecialists, cache_states
-from swarm.trainer.train import TrainConfig, train
+from swarm.trainer.train import Encoded, TrainConfig, predict, train
 
 FUSION_MODES = ("weighted_sum", "gated", "concat_project")
 
@@ -42,8 +43,8 @@ class FusionExperimentConfig(BaseModel):
     model: str = "tiny"
     synthetic_tables: int = Field(1500, ge=1)
     pretrain_steps: int = Field(600, ge=1)
-    specialist_steps: int = Field(300, ge=1)
-    primary_steps: int = Field(500, ge=1)
+    specialist_steps: int = Field(400, ge=1)
+    primary_steps: int = Field(400, ge=1)
     modes: tuple[str, ...] = FUSION_MODES
     sizes: tuple[int, ...] = (1, 3, 0)  # 0 means all specialists
     seed: int = 0
@@ -99,6 +100,8 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
 
     alone = fit_and_score(0, None)
     rows = [_row(0, None, alone, alone.hard_classes)]
+    alone_model, _ = load_primary(cfg.run_dir / "primary-0-alone" / "model")
+    diagnosis = in_domain_accuracy(specialists, alone_model, val_ex, val_data, labels)
     for mode in cfg.modes:
         for size in cfg.sizes:
             n = size or len(specialists)
@@ -110,12 +113,35 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
         "primary": {"micro_f1": alone.micro_f1, "macro_f1": alone.macro_f1,
                     "hard_classes": alone.hard_classes},
         "rows": rows,
+        "in_domain": diagnosis,
         "budget": {"synthetic_tables": cfg.synthetic_tables, "pretrain_steps": cfg.pretrain_steps,
                    "specialist_steps": cfg.specialist_steps, "primary_steps": cfg.primary_steps},
         "seconds": round(time.time() - started, 1),
     }
     write_fusion_reports(result, cfg.reports_dir)
     return result
+
+
+def in_domain_accuracy(specialists: Sequence[Specialist], primary: PrimaryModel, examples: Sequence[ColumnExample],
+                       data: Encoded, labels: Sequence[str]) -> list[dict]:
+    """Do the specialists know more than the primary where they specialise? Per domain, on the validation
+    columns whose label is in the domain: the specialist's accuracy among its domain's labels vs the primary
+    alone's accuracy restricted to the same labels. Fusion can only add what the specialists know beyond this."""
+    primary_probs = predict(primary, data)
+    rows = []
+    for specialist in specialists:
+        domain = specialist.labels
+        index = [i for i, e in enumerate(examples) if labels[e.label] in domain]
+        if not index:
+            continue
+        gold = torch.tensor([domain.index(labels[examples[i].label]) for i in index])
+        texts = [examples[i].text for i in index]
+        spec_probs = torch.cat([specialist.predict(texts[j:j + 128]) for j in range(0, len(texts), 128)])
+        restricted = primary_probs[index][:, [labels.index(label) for label in domain]]
+        rows.append({"domain": specialist.name, "columns": len(index),
+                     "specialist_accuracy": (spec_probs[:, :-1].argmax(-1) == gold).float().mean().item(),
+                     "primary_accuracy": (restricted.argmax(-1) == gold).float().mean().item()})
+    return rows
 
 
 def write_fusion_reports(result: dict, reports_dir: Path) -> None:
@@ -125,10 +151,14 @@ def write_fusion_reports(result: dict, reports_dir: Path) -> None:
         [[r["specialists"], r["fusion"] or "— (primary alone)", r["micro_f1"], r["macro_f1"],
           r["hard_class_f1"] if r["hard_class_f1"] is not None else "-"] for r in result["rows"]])
     order = ", ".join(result["specialists_order"])
+    diagnosis = reports.markdown_table(
+        ["domain", "validation columns", "specialist accuracy", "primary-alone accuracy"],
+        [[d["domain"], d["columns"], d["specialist_accuracy"], d["primary_accuracy"]] for d in result["in_domain"]])
     (reports_dir / "fusion.md").write_text(
         f"# Fusion: primary alone vs primary + specialists ({result['model']}, real validation, "
-        f"{result['n_columns']} columns)\n\nSpecialists are added in this order: {order}.\n\n{table}",
-        encoding="utf-8")
+        f"{result['n_columns']} columns)\n\nSpecialists are added in this order: {order}.\n\n{table}\n"
+        "## What the specialists know beyond the primary\n\nAccuracy among each domain's own labels, on the "
+        f"validation columns of that domain:\n\n{diagnosis}", encoding="utf-8")
     _plot(result, reports_dir / "fusion.png")
 
 

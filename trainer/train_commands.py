@@ -141,8 +141,8 @@ def demo(
     model: str = typer.Option("tiny", help="Backbone config of specialists and primaries."),
     synthetic_tables: int = typer.Option(1500, help="Synthetic tables for pre-training."),
     pretrain_steps: int = typer.Option(800),
-    specialist_steps: int = typer.Option(300),
-    primary_steps: int = typer.Option(600),
+    specialist_steps: int = typer.Option(400),
+    primary_steps: int = typer.Option(400),
     readme: Path = typer.Option(Path("README.md"), help="README whose results table is regenerated."),
 ) -> None:
     """The main job on the bundled data: baseline, specialists, every fusion mode, then the swarm over gRPC."""
@@ -163,8 +163,8 @@ def fusion_report(
     model: str = typer.Option("tiny", help="Backbone config."),
     synthetic_tables: int = typer.Option(1500),
     pretrain_steps: int = typer.Option(800),
-    specialist_steps: int = typer.Option(300),
-    primary_steps: int = typer.Option(600),
+    specialist_steps: int = typer.Option(400),
+    primary_steps: int = typer.Option(400),
 ) -> None:
     """Primary alone vs + 1, 3, all specialists for every fusion mode: reports/fusion.{json,md,png}."""
     from swarm.trainer.fusion_experiment import run_fusion_experiment
