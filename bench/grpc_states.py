@@ -342,7 +342,30 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_grpc.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (args.out / "bench_grpc.md").write_text(_markdown(report), encoding="utf-8")
-    print(f"wrote {args.out / 'bench_grpc.json'} and {args.out / 'bench_grpc.md'}")
+    _plot(report["annotation"], args.out / "bench_grpc_specialists.png")
+    print(f"wrote {args.out / 'bench_grpc.json'}, bench_grpc.md and bench_grpc_specialists.png")
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    """Annotation throughput and latency against the number of specialist processes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["specialists"] for r in rows]
+    fig, left = plt.subplots(figsize=(6, 4))
+    left.plot(n, [r["tables_per_s"] for r in rows], marker="o", color="tab:blue", label="tables/s")
+    left.set_xlabel("specialist processes (gRPC, loopback)")
+    left.set_ylabel("tables/s", color="tab:blue")
+    right = left.twinx()
+    right.plot(n, [r["p50_ms"] for r in rows], marker="s", color="tab:red", label="p50 ms")
+    right.plot(n, [r["p99_ms"] for r in rows], marker="^", linestyle="--", color="tab:red", label="p99 ms")
+    right.set_ylabel("latency per table (ms)", color="tab:red")
+    fig.legend(loc="upper center", ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _markdown(r: dict) -> str:

@@ -1,19 +1,17 @@
 """Evaluation of a trained primary on any SOTAB-format directory, and loading of trained primaries."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import torch
-
-from swarm.model_server.specialist import Specialist
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer import checkpoint
 from swarm.trainer.columns import ColumnExample, build_examples
 from swarm.trainer.metrics import Scores, score
 from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import DataError, Split, load_dataset
-from swarm.trainer.train import ExtraInputs, encode, predict
+from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists, StateSource, cache_states, cached_inputs
+from swarm.trainer.train import encode, predict
 
 
 def load_primary(model_dir: Path) -> tuple[PrimaryModel, dict]:
@@ -25,20 +23,18 @@ def load_primary(model_dir: Path) -> tuple[PrimaryModel, dict]:
     return model.eval(), meta
 
 
-def load_specialists(model_dir: Path, meta: dict) -> list[Specialist]:
-    """The frozen specialists a fused primary was trained with (paths in model.json are relative to it)."""
-    return [Specialist.load((Path(model_dir) / rel).resolve()) for rel in meta.get("specialist_dirs", [])]
-
-
-def specialist_inputs(specialists: Sequence[Specialist], texts: Sequence[str]) -> ExtraInputs:
-    """Model inputs that run every specialist on the batch's columns and stack their states per layer."""
-    def extra(index: Sequence[int]) -> dict:
-        batch = [texts[i] for i in index]
-        per_agent = [s.extract_states(batch) for s in specialists]
-        states = [torch.stack([agent[layer] for agent in per_agent]) for layer in range(len(per_agent[0]))]
-        return {"agent_states": states, "agent_ids": list(range(len(specialists)))}
-
-    return extra
+def specialist_source(model_dir: Path, meta: dict, endpoints: Mapping[str, str] | None = None) -> StateSource | None:
+    """The specialists a fused primary was trained with: their directories (paths in model.json are relative to
+    it) or, for a primary trained against remote specialists, their servers."""
+    names = meta.get("specialists") or []
+    if not names or not meta.get("fusion_mode"):
+        return None
+    if meta.get("specialist_dirs"):
+        return LocalSpecialists.from_dirs([(Path(model_dir) / rel).resolve() for rel in meta["specialist_dirs"]])
+    if endpoints and all(name in endpoints for name in names):
+        return RemoteSpecialists({name: endpoints[name] for name in names})
+    raise ValueError(f"{model_dir}: this primary fuses the states of {names}; name their servers with "
+                     "--specialist NAME=HOST:PORT (or SWARM_SPECIALIST_ENDPOINTS)")
 
 
 def pick_split(data: Path, split: str | None) -> Split:
@@ -54,22 +50,21 @@ def pick_split(data: Path, split: str | None) -> Split:
     raise DataError(f"{data}: several splits {sorted(splits)}; choose one with --split")
 
 
-def evaluate_examples(model: PrimaryModel, examples: Sequence[ColumnExample], labels: Sequence[str],
-                      specialists: Sequence[Specialist] = (), majority_label: str | None = None) -> Scores:
-    tokenizer = ColumnTokenizer(model.cfg.max_len)
+def evaluate_examples(model: PrimaryModel, examples: Sequence[ColumnExample], source: StateSource | None = None,
+                      majority_label: str | None = None) -> Scores:
     texts = [e.text for e in examples]
-    data = encode(texts, [e.label for e in examples], tokenizer)
-    extra = specialist_inputs(specialists, texts) if specialists else None
-    pred = predict(model, data, extra).argmax(-1).tolist()
-    return score([labels[e.label] for e in examples], [model.labels[i] for i in pred], majority_label)
+    data = encode(texts, [e.label for e in examples], ColumnTokenizer(model.cfg.max_len))
+    caches = [cache_states(source, name, texts) for name in model.specialists] if source is not None else []
+    pred = predict(model, data, cached_inputs(caches) if caches else None).argmax(-1).tolist()
+    return score([model.labels[e.label] for e in examples], [model.labels[i] for i in pred], majority_label)
 
 
-def evaluate_dir(model_dir: Path, data: Path, split: str | None = None) -> Scores:
+def evaluate_dir(model_dir: Path, data: Path, split: str | None = None,
+                 endpoints: Mapping[str, str] | None = None) -> Scores:
     model, meta = load_primary(model_dir)
     target = pick_split(data, split)
     unknown = sorted({ref.label for ref in target.columns if ref.label not in set(model.labels)})
     if unknown:
         raise DataError(f"{data}: labels the model does not know: {unknown}")
-    examples = build_examples([target], model.labels)
-    return evaluate_examples(model, examples, model.labels, load_specialists(model_dir, meta),
-                             meta.get("majority_label"))
+    return evaluate_examples(model, build_examples([target], model.labels),
+                             specialist_source(model_dir, meta, endpoints), meta.get("majority_label"))

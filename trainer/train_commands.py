@@ -91,6 +91,9 @@ def evaluate(
     checkpoint: Path = typer.Option(..., help="A trained model directory (model.safetensors + model.json)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the metrics as JSON here."),
     split: str | None = typer.Option(None, help="Which split when DATA holds several (default: validation)."),
+    specialist: list[str] = typer.Option(
+        [], help=f"Server of a specialist the primary fuses, NAME=HOST:PORT (repeat; default: ${ENDPOINTS_ENV}); "
+        "not needed when its model.json names specialist directories."),
 ) -> None:
     """Evaluate a trained primary: micro/macro-F1, per-class F1, hard classes."""
     from swarm.trainer.evaluate import evaluate_dir
@@ -98,8 +101,9 @@ def evaluate(
     from swarm.trainer.sotab import DataError
 
     try:
-        scores = evaluate_dir(checkpoint, data, split)
-    except (DataError, FileNotFoundError, ValueError) as exc:
+        endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
+        scores = evaluate_dir(checkpoint, data, split, endpoints)
+    except (DataError, FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(str(exc))
     payload = scores.to_dict()
     publish({"micro_f1": scores.micro_f1, "macro_f1": scores.macro_f1})

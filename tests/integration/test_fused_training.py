@@ -78,19 +78,30 @@ def test_train_eval_annotate_with_local_specialists(tiny_dataset: Path, tmp_path
 
 
 @pytest.mark.timeout(600)
-def test_train_with_remote_specialists_over_grpc(tiny_dataset: Path, tmp_path: Path,
-                                                 specialist_dirs: list[Path]) -> None:
+def test_train_and_eval_with_remote_specialists_over_grpc(tiny_dataset: Path, tmp_path: Path,
+                                                          specialist_dirs: list[Path]) -> None:
+    model_dir = tmp_path / "run" / "model"
     with start_local_swarm(specialist_dirs, with_annotation=False, torch_threads=1) as swarm:
-        endpoints = ",".join(f"{name}={address}" for name, address in swarm.addresses.items())
-        proc = subprocess.run(
+        env = {**os.environ,
+               "SWARM_SPECIALIST_ENDPOINTS": ",".join(f"{n}={a}" for n, a in swarm.addresses.items())}
+        trained = subprocess.run(
             [sys.executable, "-m", "swarm.trainer.cli", "train", "--data", str(tiny_dataset), "--run-dir",
              str(tmp_path / "run"), "--model", "tiny", "--steps", "4", "--batch-size", "8", "--fusion", "gated",
              "--max-specialists", "1", "--reports-dir", str(tmp_path / "rep")],
-            capture_output=True, text=True, timeout=600,
-            env={**os.environ, "SWARM_SPECIALIST_ENDPOINTS": endpoints})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
+            capture_output=True, text=True, timeout=600, env=env)
+        assert trained.returncode == 0, trained.stderr[-3000:]
+        evaluated = subprocess.run(
+            [sys.executable, "-m", "swarm.trainer.cli", "eval", "--data", str(tiny_dataset), "--checkpoint",
+             str(model_dir), "--json", str(tmp_path / "eval.json")],
+            capture_output=True, text=True, timeout=600, env=env)
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    meta = json.loads((model_dir / "model.json").read_text())
     assert meta["specialists"] == [SPECIALISTS[0]] and meta["fusion_mode"] == "gated"
+    training = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "eval.json").read_text())["micro_f1"] == pytest.approx(training["micro_f1"])
+    # Without the specialists' servers a fused primary cannot be evaluated: a clear error, not a silent fallback.
+    orphan = _swarm("eval", "--data", str(tiny_dataset), "--checkpoint", str(model_dir))
+    assert orphan.returncode == 2 and "name their servers" in orphan.stderr
 
 
 def test_fusion_without_specialists_is_a_clear_error(tiny_dataset: Path, tmp_path: Path) -> None:
