@@ -49,6 +49,7 @@ def run_demo(cfg: FusionExperimentConfig, readme: Path | None) -> dict:
     shutil.rmtree(baseline_dir, ignore_errors=True)
     shutil.copytree(run_dir / "primary-0-alone" / "model", baseline_dir)
     validation = pick_split(cfg.data, "validation")
+    # Re-scored from the saved checkpoint (what `swarm eval` would load), not from the model in memory.
     baseline = evaluate_dir(baseline_dir, cfg.data, "validation")
     reports.write_json(reports_dir / "metrics.json", baseline.to_dict() | {
         "model": cfg.model, "split": "validation", "checkpoint": str(baseline_dir)})
