@@ -42,10 +42,22 @@ Row = dict[str, str]
 CellFn = Callable[[Row], str]
 
 
+def _sort_set_built_lists(fake: Faker) -> None:
+    """Some Faker providers build their word lists from sets (it_IT's `cities = list({...})`), so their order,
+    and hence what a seeded Faker draws, changes with PYTHONHASHSEED from one process to the next. Shadow every
+    list-of-strings class attribute with a sorted copy on the instance so seeded draws are reproducible."""
+    for provider in fake.get_providers():
+        for name in dir(type(provider)):
+            value = getattr(type(provider), name, None)
+            if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                setattr(provider, name, sorted(value))
+
+
 @functools.cache
 def _pool(locale: str, kind: str) -> tuple[str, ...]:
     """`_POOL_SIZE` Faker values of one kind, fixed per (locale, kind) so tables stay reproducible."""
     fake = Faker(locale)
+    _sort_set_built_lists(fake)
     fake.seed_instance(zlib.crc32(f"{locale}/{kind}".encode()))
     method = getattr(fake, next(a for a in _REGION_ATTRS if hasattr(fake, a)) if kind == "region" else kind)
     return tuple(str(method()) for _ in range(_POOL_SIZE))

@@ -94,3 +94,19 @@ def test_table_stats_on_a_small_table() -> None:
     assert stats["median_rows"] == 3 and stats["mean_columns"] == 3
     assert stats["empty_cell_share"] == pytest.approx(1 / 9)
     assert stats["non_numeric_column_share"] == pytest.approx(1 / 3)
+
+
+def test_output_does_not_depend_on_the_process_hash_seed() -> None:
+    """Same seed, separate processes with different PYTHONHASHSEED: identical tables (set order must not leak)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib; from swarm.trainer.synth import generate; t, r = generate(150, 3); "
+            "print(hashlib.md5(repr(([x.columns for x in t], r)).encode()).hexdigest())")
+    digests = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert len(digests) == 1, digests
