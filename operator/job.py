@@ -16,7 +16,14 @@ from pydantic import ValidationError
 from swarm.operator import builders, pool
 from swarm.operator.kube import JOBS, PODS, Api
 from swarm.operator.models import Phase, SwarmJobSpec
-from swarm.operator.status import condition, merge_conditions, metrics_from_pod, now_iso, phase_from_pod
+from swarm.operator.status import (
+    condition,
+    merge_conditions,
+    metrics_from_pod,
+    now_iso,
+    phase_from_pod,
+    spec_errors,
+)
 
 TERMINAL = {Phase.Succeeded.value, Phase.Failed.value}
 
@@ -67,7 +74,7 @@ async def reconcile(
     try:
         spec = SwarmJobSpec.model_validate(job.get("spec") or {})
     except ValidationError as exc:
-        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        message = spec_errors(exc)
         await write_status(
             api,
             job,

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from swarm.operator import budget, builders
 from swarm.operator.kube import DEPLOYMENTS, POOLS, SERVICES, Api, converge
 from swarm.operator.models import SpecialistPoolSpec, SpecialistState
-from swarm.operator.status import condition, merge_conditions, now_iso
+from swarm.operator.status import condition, merge_conditions, now_iso, spec_errors
 
 NodeReading = tuple[str, Mapping[str, str], str | None]  # name, labels, gpu-memory annotation
 
@@ -141,7 +141,7 @@ async def _reconcile(
     try:
         spec = SpecialistPoolSpec.model_validate(pool.get("spec") or {})
     except ValidationError as exc:
-        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        message = spec_errors(exc)
         await _patch_status(
             api,
             pool,

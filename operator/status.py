@@ -21,6 +21,11 @@ def now_iso(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def spec_errors(exc: ValidationError) -> str:
+    """A CR spec's validation errors as one readable line: `field.path: message; ...`."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
 def condition(type_: str, ok: bool, reason: str, message: str = "") -> dict[str, Any]:
     return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message}
 

@@ -23,6 +23,11 @@ def load_primary(model_dir: Path) -> tuple[PrimaryModel, dict]:
     return model.eval(), meta
 
 
+def specialist_dirs(model_dir: Path, meta: dict) -> list[Path]:
+    """The specialist directories a fused primary names in its model.json (stored relative to the model)."""
+    return [(Path(model_dir) / rel).resolve() for rel in meta.get("specialist_dirs", [])]
+
+
 def specialist_source(model_dir: Path, meta: dict, endpoints: Mapping[str, str] | None = None) -> StateSource | None:
     """The specialists a fused primary was trained with: their directories (paths in model.json are relative to
     it) or, for a primary trained against remote specialists, their servers."""
@@ -30,7 +35,7 @@ def specialist_source(model_dir: Path, meta: dict, endpoints: Mapping[str, str] 
     if not names or not meta.get("fusion_mode"):
         return None
     if meta.get("specialist_dirs"):
-        return LocalSpecialists.from_dirs([(Path(model_dir) / rel).resolve() for rel in meta["specialist_dirs"]])
+        return LocalSpecialists.from_dirs(specialist_dirs(model_dir, meta))
     if endpoints and all(name in endpoints for name in names):
         return RemoteSpecialists({name: endpoints[name] for name in names})
     raise ValueError(f"{model_dir}: this primary fuses the states of {names}; name their servers with "

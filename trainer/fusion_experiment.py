@@ -11,6 +11,7 @@ Writes reports/fusion.json, reports/fusion.md and reports/fusion.png.
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -93,8 +94,9 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
         model = PrimaryModel(model_cfg, labels, fusion_mode=mode, specialists=names)
         model.load_state_dict(init, strict=False)  # fusion parameters start fresh, the rest from `generic`
         tag = f"primary-{n}-{mode or 'alone'}"
-        meta = model.meta() | {"majority_label": majority,
-                               "specialist_dirs": [f"../../specialists/{name}" for name in names]}
+        model_dir = cfg.run_dir / tag / "model"
+        meta = model.meta() | {"majority_label": majority, "specialist_dirs": [
+            os.path.relpath(cfg.run_dir / "specialists" / name, model_dir) for name in names]}
         return train_and_score(model, train_data, val_data, base_train.model_copy(update={"steps": cfg.primary_steps}),
                                cfg.run_dir / tag, meta, train_cache[:n], val_cache[:n], desc=tag)
 

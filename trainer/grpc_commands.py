@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from swarm.trainer.train_commands import ENDPOINTS_ENV, parse_endpoints, publish
+from swarm.trainer.train_commands import ENDPOINTS_ENV, fail, parse_endpoints, publish
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -134,8 +134,7 @@ def annotate(
         target = pick_split(data, split)
         result = annotate_split(target, checkpoint, endpoints or None)
     except (DataError, FileNotFoundError, ValueError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)

@@ -69,7 +69,7 @@ def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None
     """The address of an annotation API for this primary: remote specialists when `endpoints` is given, else
     the primary's own specialists started as local processes on loopback."""
     from swarm.trainer.annotation_server import build_server
-    from swarm.trainer.evaluate import load_primary
+    from swarm.trainer.evaluate import load_primary, specialist_dirs
     from swarm.trainer.primary_annotator import PrimaryAnnotator
     from swarm.trainer.specialist_client import SpecialistClient
     from swarm.trainer.swarm_local import start_local_swarm
@@ -84,7 +84,7 @@ def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None
             finally:
                 server.stop(5.0)
         return
-    dirs = [(Path(model_dir) / rel).resolve() for rel in meta.get("specialist_dirs", [])]
+    dirs = specialist_dirs(model_dir, meta)
     with start_local_swarm(dirs, annotator=annotator, config=model.cfg.name, annotation_port=port) as swarm:
         yield swarm.annotation_address
 

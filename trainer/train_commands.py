@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
     app.command()(bench)
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
@@ -81,7 +81,7 @@ def train(
                         endpoints=endpoints)
         scores, model_dir = run_training(cfg)
     except (DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     print_scores(scores, f"primary, validation ({model_dir})")
     publish({"micro_f1": scores.micro_f1, "macro_f1": scores.macro_f1})
 
@@ -104,7 +104,7 @@ def evaluate(
         endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
         scores = evaluate_dir(checkpoint, data, split, endpoints)
     except (DataError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     payload = scores.to_dict()
     publish({"micro_f1": scores.micro_f1, "macro_f1": scores.macro_f1})
     if json_out is not None:
@@ -157,7 +157,7 @@ def demo(
     try:
         summary = run_demo(cfg, readme)
     except (DataError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(results_markdown(summary))
 
 
@@ -178,7 +178,7 @@ def fusion_report(
     try:
         result = run_fusion_experiment(cfg)
     except (DataError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo((cfg.reports_dir / "fusion.md").read_text(encoding="utf-8"))
     typer.echo(f"({result['seconds']:.0f} s)")
 
@@ -197,7 +197,7 @@ def memory(
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     if torch_dtype is None:
-        _fail(f"unknown dtype {dtype!r}")
+        fail(f"unknown dtype {dtype!r}")
     spec = Specialist.load(specialist) if specialist else untrained(next(iter(domains())), config)
     estimate = specialist_resident_bytes(spec.model, spec.config, torch_dtype, batch)
     typer.echo(json.dumps({"specialist": spec.name, "config": spec.config.name, "dtype": dtype, "batch": batch}
@@ -217,13 +217,13 @@ def bench(
     root = Path(__file__).resolve().parents[1]
     unknown = sorted(set(only) - set(BENCHMARKS))
     if unknown:
-        _fail(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+        fail(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
     if not (root / "bench").is_dir():
-        _fail(f"{root / 'bench'} not found: benchmarks run from a source checkout")
+        fail(f"{root / 'bench'} not found: benchmarks run from a source checkout")
     for name in only or BENCHMARKS:
         args = [sys.executable, str(root / "bench" / f"{name}.py")]
         if quick and name != "training":
             args.append("--quick")
         typer.secho(f"== bench/{name}.py", bold=True)
         if subprocess.run(args, cwd=root).returncode != 0:
-            _fail(f"bench/{name}.py failed")
+            fail(f"bench/{name}.py failed")
