@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/swarm/v1/*.proto)
 STUBS := $(PROTOS:.proto=_pb2.py)
 DATA ?= ../shared/data/sotab-v2-sample
+# Primaries trained per fusion row (seeds 0..SEEDS-1); the committed tables used SEEDS=4.
+SEEDS ?= 2
 
 .PHONY: install proto demo test lint bench fusion-report crds kind-e2e clean
 
@@ -26,7 +28,7 @@ proto/swarm/v1/%_pb2.py: proto/swarm/v1/%.proto $(STAMP)
 proto: $(STUBS)
 
 demo: install
-	$(BIN)/swarm demo --data $(DATA)
+	$(BIN)/swarm demo --data $(DATA) --seeds $(SEEDS)
 
 test: install
 	$(BIN)/ruff check .
@@ -41,7 +43,7 @@ bench: install
 	$(BIN)/swarm bench
 
 fusion-report: install
-	$(BIN)/swarm fusion-report --data $(DATA)
+	$(BIN)/swarm fusion-report --data $(DATA) --seeds $(SEEDS)
 
 crds: install
 	$(BIN)/python -m swarm.operator.crdgen crds

@@ -1,9 +1,9 @@
 """`swarm demo`: the main job on the bundled data, end to end.
 
 1. the fusion experiment (trainer/fusion_experiment.py): synthetic pre-training, five frozen specialists, the
-   primary alone and fused with 1, 3 and all specialists in every fusion mode, scored on the real validation
-   split (reports/fusion.json, fusion.md, fusion.png);
-2. the primary-alone row is the baseline: reports/metrics.json, baseline.md and the per-class chart, checkpoint
+   primary alone and fused with 1, 3 and all specialists in every fusion mode (each over several seeds), scored
+   on the real validation split (reports/fusion.json, fusion.md, fusion.png);
+2. the primary alone (first seed) is the baseline: reports/metrics.json, baseline.md and the per-class chart, checkpoint
    at RUN_DIR/model;
 3. the best fused primary is served the way users reach it: specialists as processes streaming states over gRPC
    on loopback, the annotation API in front; every validation table goes through AnnotateStream and the
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from swarm.trainer import reports
 from swarm.trainer.evaluate import evaluate_dir, pick_split
-from swarm.trainer.fusion_experiment import FusionExperimentConfig, run_fusion_experiment
+from swarm.trainer.fusion_experiment import FusionExperimentConfig, in_domain_table, rows_table, run_fusion_experiment
 from swarm.trainer.swarm_annotate import annotate_split
 
 SERVED = "served.json"
@@ -36,10 +36,6 @@ def served_primary(run_dir: Path) -> Path:
     raise FileNotFoundError(f"{run_dir}: no trained primary; run `swarm demo` (or `make demo`) first")
 
 
-def _tag(row: dict) -> str:
-    return f"primary-{row['specialists']}-{row['fusion'] or 'alone'}"
-
-
 def run_demo(cfg: FusionExperimentConfig, readme: Path | None) -> dict:
     result = run_fusion_experiment(cfg)
     run_dir, reports_dir = cfg.run_dir, cfg.reports_dir
@@ -47,7 +43,7 @@ def run_demo(cfg: FusionExperimentConfig, readme: Path | None) -> dict:
     # The baseline (issue: primary alone) at its documented path, with its own report files.
     baseline_dir = run_dir / "model"
     shutil.rmtree(baseline_dir, ignore_errors=True)
-    shutil.copytree(run_dir / "primary-0-alone" / "model", baseline_dir)
+    shutil.copytree(run_dir / result["rows"][0]["seeds"][0]["model_dir"], baseline_dir)
     validation = pick_split(cfg.data, "validation")
     # Re-scored from the saved checkpoint (what `swarm eval` would load), not from the model in memory.
     baseline = evaluate_dir(baseline_dir, cfg.data, "validation")
@@ -57,12 +53,13 @@ def run_demo(cfg: FusionExperimentConfig, readme: Path | None) -> dict:
                              reports_dir / "baseline.md", reports_dir / "baseline_per_class_f1.png")
 
     best = max((r for r in result["rows"] if r["fusion"]), key=lambda r: r["macro_f1"])
-    served_dir = Path(_tag(best)) / "model"
-    (run_dir / SERVED).write_text(json.dumps({"model_dir": str(served_dir), "row": best}, indent=2),
+    # Served: the best row's first-seed model, compared with that same model's in-process scores.
+    run = best["seeds"][0]
+    (run_dir / SERVED).write_text(json.dumps({"model_dir": run["model_dir"], "row": best}, indent=2),
                                   encoding="utf-8")
-    served = annotate_split(validation, run_dir / served_dir)
-    swarm = served.summary() | {"served": _tag(best), "in_process_macro_f1": best["macro_f1"],
-                                "in_process_micro_f1": best["micro_f1"]}
+    served = annotate_split(validation, run_dir / run["model_dir"])
+    swarm = served.summary() | {"served": run["model_dir"].removesuffix("/model"),
+                                "in_process_macro_f1": run["macro_f1"], "in_process_micro_f1": run["micro_f1"]}
     reports.write_json(reports_dir / "swarm_demo.json", swarm)
 
     summary = {"baseline": {"micro_f1": baseline.micro_f1, "macro_f1": baseline.macro_f1,
@@ -82,20 +79,17 @@ def results_markdown(summary: dict) -> str:
         "",
         reports.markdown_table(["model", "micro-F1", "macro-F1"], [
             ["majority class", "-", b["majority_macro_f1"]],
-            ["primary alone (baseline)", b["micro_f1"], b["macro_f1"]],
+            ["primary alone (baseline checkpoint: first seed)", b["micro_f1"], b["macro_f1"]],
         ]),
-        "Primary + specialists (fused states as each layer's initial state, and read by a state readout):",
+        "Primary (trained on the real columns only) + frozen specialists (pre-trained on synthetic tables, then "
+        "fine-tuned on their domain); fused states are each layer's initial state and are read by a state readout. "
+        f"Mean ± std over primary seeds {', '.join(map(str, f['primary_seeds']))}:",
         "",
-        reports.markdown_table(
-            ["specialists", "fusion", "micro-F1", "macro-F1", "hard-class F1"],
-            [[r["specialists"], r["fusion"] or "none (primary alone)", r["micro_f1"], r["macro_f1"],
-              r["hard_class_f1"] if r["hard_class_f1"] is not None else "-"] for r in f["rows"]]),
+        rows_table(f),
         "What the specialists know beyond the primary (accuracy among each domain's own labels, on that domain's "
         "validation columns):",
         "",
-        reports.markdown_table(
-            ["domain", "columns", "specialist", "primary alone"],
-            [[d["domain"], d["columns"], d["specialist_accuracy"], d["primary_accuracy"]] for d in f["in_domain"]]),
+        in_domain_table(f),
         f"Served over gRPC (`{s['served']}`, specialist processes on loopback: {', '.join(s['specialists_used'])}): "
         f"micro-F1 {s.get('micro_f1', float('nan')):.3f}, macro-F1 {s.get('macro_f1', float('nan')):.3f} "
         f"(in process: {s['in_process_micro_f1']:.3f} / {s['in_process_macro_f1']:.3f}), "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import closing, nullcontext
 from pathlib import Path
 
 from swarm.model_server.text import ColumnTokenizer
@@ -71,5 +72,6 @@ def evaluate_dir(model_dir: Path, data: Path, split: str | None = None,
     unknown = sorted({ref.label for ref in target.columns if ref.label not in set(model.labels)})
     if unknown:
         raise DataError(f"{data}: labels the model does not know: {unknown}")
-    return evaluate_examples(model, build_examples([target], model.labels),
-                             specialist_source(model_dir, meta, endpoints), meta.get("majority_label"))
+    source = specialist_source(model_dir, meta, endpoints)
+    with closing(source) if source is not None else nullcontext():
+        return evaluate_examples(model, build_examples([target], model.labels), source, meta.get("majority_label"))

@@ -1,17 +1,22 @@
 """Do specialists add accuracy? Primary alone vs primary + 1, 3 and all specialists, for every fusion mode.
 
-Protocol (one shared budget for every row, so rows differ only in the specialists and the fusion):
-1. pre-train one generic model on synthetic tables (all labels): the shared starting point;
-2. fine-tune one specialist per domain from it, then freeze it (model_server/domains.yaml);
-3. fine-tune the primary from the same starting point on the real training columns: alone, and with the states
-   of the first 1, 3 and all specialists fused into its initial states (each fusion mode);
-4. evaluate each on the real validation split; `hard_class_f1` is the mean F1, under each row, of the classes that
-   are hard (F1 < 0.5) for the primary alone.
-Writes reports/fusion.json, reports/fusion.md and reports/fusion.png.
+Protocol. Specialists are frozen experts that know something the primary was not trained on; here that knowledge
+is what they learnt from synthetic tables:
+1. pre-train one generic model on synthetic tables (all labels);
+2. fine-tune one specialist per domain from it (model_server/domains.yaml), then freeze it;
+3. train the primary on the real training columns only, from scratch: alone, and with the states of the first
+   1, 3 and all specialists fused (each fusion mode). Every row is the mean over `primary_seeds` (its spread is
+   reported: one seed swings macro-F1 by several points on 753 validation columns);
+4. references: a primary pre-trained exactly like the specialists, alone and fused with all of them (the best
+   mode of step 3). It tells how much of the synthetic knowledge the fused states carry over, and whether
+   specialists add anything to a primary that already has their knowledge.
+Scores are on the real validation split; `hard_class_f1` is the mean F1 of the classes that are hard (mean F1
+< 0.5) for the primary alone. Writes reports/fusion.json, reports/fusion.md and reports/fusion.png.
 """
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -26,7 +31,7 @@ from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer import reports
 from swarm.trainer.columns import ColumnExample, build_examples
 from swarm.trainer.evaluate import load_primary
-from swarm.trainer.metrics import Scores
+from swarm.trainer.metrics import HARD_CLASS_F1, Scores
 from swarm.trainer.pipeline import encode_examples, real_examples, synthetic_split, train_and_score
 from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import load_labels
@@ -35,6 +40,7 @@ from swarm.trainer.state_sources import LocalSpecialists, cache_states
 from swarm.trainer.train import Encoded, TrainConfig, predict, train
 
 FUSION_MODES = ("weighted_sum", "gated", "concat_project")
+SCRATCH, PRETRAINED = "scratch", "pre-trained"
 
 
 class FusionExperimentConfig(BaseModel):
@@ -48,13 +54,45 @@ class FusionExperimentConfig(BaseModel):
     primary_steps: int = Field(400, ge=1)
     modes: tuple[str, ...] = FUSION_MODES
     sizes: tuple[int, ...] = (1, 3, 0)  # 0 means all specialists
-    seed: int = 0
+    seed: int = 0  # synthetic tables, pre-training and specialists
+    primary_seeds: tuple[int, ...] = Field((0, 1), min_length=1)
 
 
-def _row(specialists: int, mode: str | None, scores: Scores, hard: Sequence[str]) -> dict:
-    hard_f1 = sum(scores.per_class[c] for c in hard) / len(hard) if hard else None
-    return {"specialists": specialists, "fusion": mode, "micro_f1": scores.micro_f1, "macro_f1": scores.macro_f1,
-            "hard_class_f1": hard_f1}
+def run_tag(specialists: int, mode: str | None, init: str, seed: int) -> str:
+    """Run directory name of one trained primary, under the experiment's run_dir."""
+    prefix = "primary" if init == SCRATCH else "pretrained"
+    return f"{prefix}-{specialists}-{mode or 'alone'}-s{seed}"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values)
+
+
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(specialists: int, mode: str | None, init: str, runs: dict[int, Scores], hard: Sequence[str]) -> dict:
+    """One table row: mean and spread over the seeds' runs, and each seed's scores and model directory."""
+    def hard_f1(s: Scores) -> float | None:
+        return _mean([s.per_class[c] for c in hard]) if hard else None
+
+    micro = [s.micro_f1 for s in runs.values()]
+    macro = [s.macro_f1 for s in runs.values()]
+    hard_scores = [hard_f1(s) for s in runs.values()]
+    return {
+        "specialists": specialists, "fusion": mode, "primary_init": init,
+        "micro_f1": _mean(micro), "macro_f1": _mean(macro),
+        "hard_class_f1": None if None in hard_scores else _mean(hard_scores),
+        "micro_f1_std": _std(micro), "macro_f1_std": _std(macro),
+        "seeds": [{"seed": seed, "micro_f1": s.micro_f1, "macro_f1": s.macro_f1,
+                   "model_dir": f"{run_tag(specialists, mode, init, seed)}/model"} for seed, s in runs.items()],
+    }
+
+
+def hard_classes(runs: Sequence[Scores]) -> list[str]:
+    """Classes whose F1, averaged over the runs, is below HARD_CLASS_F1."""
+    return sorted(c for c in runs[0].per_class if _mean([s.per_class[c] for s in runs]) < HARD_CLASS_F1)
 
 
 def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
@@ -68,17 +106,15 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
 
     torch.manual_seed(cfg.seed)
     generic = PrimaryModel(model_cfg, labels)
-    generic_dir = cfg.run_dir / "generic"
     train(generic, encode_examples(synth_ex, tokenizer),
-          base_train.model_copy(update={"steps": cfg.pretrain_steps}), generic_dir, generic.meta(),
+          base_train.model_copy(update={"steps": cfg.pretrain_steps}), cfg.run_dir / "generic", generic.meta(),
           desc="generic pre-training (synthetic)")
-    init = generic.state_dict()
-    backbone_init = generic.backbone.state_dict()
+    pretrained = generic.state_dict()
 
     specialists = [
         train_specialist(domain, model_cfg, [*train_ex, *synth_ex], labels,
                          base_train.model_copy(update={"steps": cfg.specialist_steps}),
-                         cfg.run_dir / "specialists", backbone_init)
+                         cfg.run_dir / "specialists", generic.backbone.state_dict())
         for domain in domains().values()
     ]
     train_data = encode_examples(train_ex, tokenizer)
@@ -88,34 +124,47 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
     val_cache = [cache_states(source, s.name, [e.text for e in val_ex]) for s in specialists]
     majority = Counter(labels[e.label] for e in train_ex).most_common(1)[0][0]
 
-    def fit_and_score(n: int, mode: str | None) -> Scores:
-        names = [s.name for s in specialists[:n]]
-        torch.manual_seed(cfg.seed)
-        model = PrimaryModel(model_cfg, labels, fusion_mode=mode, specialists=names)
-        model.load_state_dict(init, strict=False)  # fusion parameters start fresh, the rest from `generic`
-        tag = f"primary-{n}-{mode or 'alone'}"
-        model_dir = cfg.run_dir / tag / "model"
-        meta = model.meta() | {"majority_label": majority, "specialist_dirs": [
-            os.path.relpath(cfg.run_dir / "specialists" / name, model_dir) for name in names]}
-        return train_and_score(model, train_data, val_data, base_train.model_copy(update={"steps": cfg.primary_steps}),
-                               cfg.run_dir / tag, meta, train_cache[:n], val_cache[:n], desc=tag)
+    def fit(n: int, mode: str | None, init: str) -> dict[int, Scores]:
+        runs = {}
+        for seed in cfg.primary_seeds:
+            names = [s.name for s in specialists[:n]]
+            torch.manual_seed(seed)
+            model = PrimaryModel(model_cfg, labels, fusion_mode=mode, specialists=names)
+            if init == PRETRAINED:
+                model.load_state_dict(pretrained, strict=False)  # fusion parameters start fresh
+            tag = run_tag(n, mode, init, seed)
+            model_dir = cfg.run_dir / tag / "model"
+            meta = model.meta() | {"majority_label": majority, "specialist_dirs": [
+                os.path.relpath(cfg.run_dir / "specialists" / name, model_dir) for name in names]}
+            train_cfg = base_train.model_copy(update={"steps": cfg.primary_steps, "seed": seed})
+            runs[seed] = train_and_score(model, train_data, val_data, train_cfg, cfg.run_dir / tag, meta,
+                                         train_cache[:n], val_cache[:n], desc=tag)
+        return runs
 
-    alone = fit_and_score(0, None)
-    rows = [_row(0, None, alone, alone.hard_classes)]
-    alone_model, _ = load_primary(cfg.run_dir / "primary-0-alone" / "model")
-    diagnosis = in_domain_accuracy(specialists, alone_model, val_ex, val_data, labels)
+    alone = fit(0, None, SCRATCH)
+    hard = hard_classes(list(alone.values()))
+    rows = [summarize(0, None, SCRATCH, alone, hard)]
     for mode in cfg.modes:
         for size in cfg.sizes:
             n = size or len(specialists)
-            rows.append(_row(n, mode, fit_and_score(n, mode), alone.hard_classes))
+            rows.append(summarize(n, mode, SCRATCH, fit(n, mode, SCRATCH), hard))
+    every = len(specialists)
+    best_mode = max((r for r in rows if r["specialists"] == every and r["fusion"]), key=lambda r: r["macro_f1"],
+                    default=None)
+    references = [summarize(0, None, PRETRAINED, fit(0, None, PRETRAINED), hard)]
+    if best_mode is not None:
+        mode = best_mode["fusion"]
+        references.append(summarize(every, mode, PRETRAINED, fit(every, mode, PRETRAINED), hard))
 
+    first_alone, _ = load_primary(cfg.run_dir / rows[0]["seeds"][0]["model_dir"])
     result = {
-        "split": "validation", "model": cfg.model, "n_columns": alone.n_columns,
+        "split": "validation", "model": cfg.model, "n_columns": len(val_ex),
         "specialists_order": [s.name for s in specialists],
-        "primary": {"micro_f1": alone.micro_f1, "macro_f1": alone.macro_f1,
-                    "hard_classes": alone.hard_classes},
+        "primary_seeds": list(cfg.primary_seeds),
+        "primary": {"micro_f1": rows[0]["micro_f1"], "macro_f1": rows[0]["macro_f1"], "hard_classes": hard},
         "rows": rows,
-        "in_domain": diagnosis,
+        "references": references,
+        "in_domain": in_domain_accuracy(specialists, first_alone, val_ex, val_data, labels),
         "budget": {"synthetic_tables": cfg.synthetic_tables, "pretrain_steps": cfg.pretrain_steps,
                    "specialist_steps": cfg.specialist_steps, "primary_steps": cfg.primary_steps},
         "seconds": round(time.time() - started, 1),
@@ -146,21 +195,44 @@ def in_domain_accuracy(specialists: Sequence[Specialist], primary: PrimaryModel,
     return rows
 
 
-def write_fusion_reports(result: dict, reports_dir: Path) -> None:
-    reports.write_json(reports_dir / "fusion.json", result)
-    table = reports.markdown_table(
-        ["specialists", "fusion", "micro-F1", "macro-F1", "hard-class F1"],
-        [[r["specialists"], r["fusion"] or "— (primary alone)", r["micro_f1"], r["macro_f1"],
-          r["hard_class_f1"] if r["hard_class_f1"] is not None else "-"] for r in result["rows"]])
-    order = ", ".join(result["specialists_order"])
-    diagnosis = reports.markdown_table(
+def _cell(row: dict, key: str) -> str:
+    value = row[key]
+    if value is None:
+        return "-"
+    std = row.get(f"{key}_std")
+    return f"{value:.3f} ± {std:.3f}" if std else f"{value:.3f}"
+
+
+def rows_table(result: dict) -> str:
+    """Markdown table of every row and reference: mean ± standard deviation over the primary seeds."""
+    def label(row: dict) -> str:
+        return row["fusion"] or "none (primary alone)"
+
+    body = [[r["specialists"], label(r), _cell(r, "micro_f1"), _cell(r, "macro_f1"), _cell(r, "hard_class_f1")]
+            for r in result["rows"]]
+    body += [[r["specialists"], f"{label(r)}, primary pre-trained like the specialists", _cell(r, "micro_f1"),
+              _cell(r, "macro_f1"), _cell(r, "hard_class_f1")] for r in result.get("references", [])]
+    return reports.markdown_table(["specialists", "fusion", "micro-F1", "macro-F1", "hard-class F1"], body)
+
+
+def in_domain_table(result: dict) -> str:
+    return reports.markdown_table(
         ["domain", "validation columns", "specialist accuracy", "primary-alone accuracy"],
         [[d["domain"], d["columns"], d["specialist_accuracy"], d["primary_accuracy"]] for d in result["in_domain"]])
+
+
+def write_fusion_reports(result: dict, reports_dir: Path) -> None:
+    reports.write_json(reports_dir / "fusion.json", result)
+    order = ", ".join(result["specialists_order"])
+    seeds = ", ".join(str(s) for s in result["primary_seeds"])
     (reports_dir / "fusion.md").write_text(
         f"# Fusion: primary alone vs primary + specialists ({result['model']}, real validation, "
-        f"{result['n_columns']} columns)\n\nSpecialists are added in this order: {order}.\n\n{table}\n"
+        f"{result['n_columns']} columns)\n\nThe primary is trained on the real training columns only; the frozen "
+        "specialists were pre-trained on synthetic tables and fine-tuned on their domain. Specialists are added in "
+        f"this order: {order}. Mean ± standard deviation over primary seeds {seeds}.\n\n{rows_table(result)}\n"
         "## What the specialists know beyond the primary\n\nAccuracy among each domain's own labels, on the "
-        f"validation columns of that domain:\n\n{diagnosis}", encoding="utf-8")
+        f"validation columns of that domain (primary alone, seed {result['primary_seeds'][0]}):\n\n"
+        f"{in_domain_table(result)}", encoding="utf-8")
     _plot(result, reports_dir / "fusion.png")
 
 
@@ -170,15 +242,21 @@ def _plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    base = result["primary"]["macro_f1"]
-    ax.axhline(base, color="black", linestyle="--", label="primary alone")
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    alone = result["rows"][0]
+    ax.axhline(alone["macro_f1"], color="black", linestyle="--", label="primary alone")
+    ax.axhspan(alone["macro_f1"] - alone["macro_f1_std"], alone["macro_f1"] + alone["macro_f1_std"],
+               color="black", alpha=0.08)
+    for ref in result.get("references", [])[:1]:
+        ax.axhline(ref["macro_f1"], color="grey", linestyle=":", label="primary pre-trained like the specialists")
     for mode in sorted({r["fusion"] for r in result["rows"] if r["fusion"]}):
-        pts = sorted((r["specialists"], r["macro_f1"]) for r in result["rows"] if r["fusion"] == mode)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=mode)
+        pts = sorted((r["specialists"], r["macro_f1"], r["macro_f1_std"]) for r in result["rows"]
+                     if r["fusion"] == mode)
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
+                    label=mode)
     ax.set_xlabel("specialists fused")
-    ax.set_ylabel("macro-F1 (real validation)")
-    ax.legend()
+    ax.set_ylabel("macro-F1 (real validation), mean ± std over seeds")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -6,6 +6,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import torch
@@ -114,8 +115,9 @@ def run_training(cfg: RunConfig) -> tuple[Scores, Path]:
     train_caches: list[Tensor] = []
     val_caches: list[Tensor] = []
     if source is not None:
-        train_caches = [cache_states(source, n, [e.text for e in train_ex]) for n in names]
-        val_caches = [cache_states(source, n, [e.text for e in val_ex]) for n in names]
+        with closing(source):
+            train_caches = [cache_states(source, n, [e.text for e in train_ex]) for n in names]
+            val_caches = [cache_states(source, n, [e.text for e in val_ex]) for n in names]
     scores = train_and_score(model, encode_examples(train_ex, tokenizer), encode_examples(val_ex, tokenizer),
                              cfg.train, cfg.run_dir, meta, train_caches, val_caches, desc="primary (real data)")
     payload = scores.to_dict() | {"model": cfg.model, "split": VALIDATION_SPLIT, "fusion": model.fusion_mode,

@@ -25,6 +25,10 @@ class StateSource(Protocol):
         """Per-layer (B, H, K, V) states of specialist `name` for the serialized columns."""
         ...
 
+    def close(self) -> None:
+        """Release connections (remote sources); the cached states stay valid."""
+        ...
+
 
 class LocalSpecialists:
     def __init__(self, specialists: Sequence[Specialist]) -> None:
@@ -37,6 +41,9 @@ class LocalSpecialists:
 
     def states(self, name: str, texts: Sequence[str]) -> list[Tensor]:
         return self._by_name[name].extract_states(texts)
+
+    def close(self) -> None:
+        pass  # in-process models: nothing to release
 
 
 class RemoteSpecialists:

@@ -1,0 +1,46 @@
+"""`swarm demo`'s pipeline at toy scale: the fusion experiment's rows over seeds, the baseline, the served swarm."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from swarm.trainer.demo import README_END, README_START, run_demo
+from swarm.trainer.evaluate import evaluate_dir
+from swarm.trainer.fusion_experiment import FusionExperimentConfig
+
+
+@pytest.mark.timeout(900)
+def test_demo_reports_every_row_over_seeds_and_serves_the_best(tiny_dataset: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nrest\n")
+    cfg = FusionExperimentConfig(data=tiny_dataset, run_dir=tmp_path / "run", reports_dir=tmp_path / "reports",
+                                 synthetic_tables=30, pretrain_steps=3, specialist_steps=2, primary_steps=3,
+                                 modes=("gated", "weighted_sum"), sizes=(1, 0), primary_seeds=(0, 1))
+    summary = run_demo(cfg, readme)
+
+    fusion = json.loads((cfg.reports_dir / "fusion.json").read_text())
+    assert [(r["specialists"], r["fusion"]) for r in fusion["rows"]] == [
+        (0, None), (1, "gated"), (5, "gated"), (1, "weighted_sum"), (5, "weighted_sum")]
+    assert fusion["primary"]["macro_f1"] == fusion["rows"][0]["macro_f1"]
+    for row in fusion["rows"] + fusion["references"]:
+        assert set(row) >= {"specialists", "fusion", "micro_f1", "macro_f1", "hard_class_f1"}
+        assert [s["seed"] for s in row["seeds"]] == [0, 1]
+        assert row["macro_f1"] == pytest.approx(statistics.fmean(s["macro_f1"] for s in row["seeds"]))
+    # Every seed's saved model re-scores to what the table says (here: the fused rows, through their specialists).
+    for row in fusion["rows"][1:3]:
+        for run in row["seeds"]:
+            rescored = evaluate_dir(cfg.run_dir / run["model_dir"], tiny_dataset, "validation")
+            assert rescored.micro_f1 == pytest.approx(run["micro_f1"])
+    assert [r["primary_init"] for r in fusion["references"]] == ["pre-trained", "pre-trained"]
+    assert fusion["references"][1]["specialists"] == 5
+    assert len(fusion["in_domain"]) >= 1 and (cfg.reports_dir / "fusion.png").stat().st_size > 0
+
+    # The served swarm (specialist processes over gRPC) predicts what the same model did in process.
+    swarm = json.loads((cfg.reports_dir / "swarm_demo.json").read_text())
+    assert swarm["micro_f1"] == pytest.approx(swarm["in_process_micro_f1"])
+    assert (cfg.run_dir / "model" / "model.json").is_file() and summary["baseline"]["n_columns"] == 8 * 3
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text and "± " in text
