@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/swarm/v1/*.proto)
 STUBS := $(PROTOS:.proto=_pb2.py)
 DATA ?= ../shared/data/sotab-v2-sample
-# Primaries trained per fusion row (seeds 0..SEEDS-1); the committed tables used SEEDS=4.
+# Primaries trained per fusion row (seeds 0..SEEDS-1); the committed tables used SEEDS=3.
 SEEDS ?= 2
 
 .PHONY: install proto demo test lint bench fusion-report crds kind-e2e clean

@@ -105,6 +105,8 @@ class SpecialistServicer:
         self.config = config
         self.labels = list(labels)
         self.untrained = untrained
+        encode_decoder = getattr(source, "decoder_bytes", None)  # synthetic sources have none
+        self._decoder = encode_decoder() if encode_decoder is not None else b""
         self._streams = threading.Semaphore(options.max_streams)
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
@@ -123,6 +125,7 @@ class SpecialistServicer:
             labels=self.labels,
             max_columns=self.options.max_columns,
             untrained=self.untrained,
+            decoder=self._decoder,
         )
 
     def _validate(self, request: pb.ColumnsRequest, context: grpc.ServicerContext) -> None:

@@ -1,6 +1,6 @@
 """Specialists: a backbone fine-tuned on one label domain, then frozen, that hands out its recurrent states.
 
-A specialist directory holds `model.safetensors` (the backbone and its domain head) and `specialist.json`
+A specialist directory holds `model.safetensors` (the backbone and its state decoder) and `specialist.json`
 (name, config, domain labels). At use time it is frozen: no gradients, no optimizer state, inference mode.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -38,20 +39,42 @@ def domains() -> dict[str, Domain]:
     return {name: Domain(name, spec["description"], tuple(spec["labels"])) for name, spec in raw.items()}
 
 
+class StateDecoder(nn.Module):
+    """What a specialist believes about a column, from its final states alone: static learnt queries read the
+    states, and a head turns the reads into logits over the domain's labels and `[other]`.
+
+    A specialist is trained through this decoder, so everything it knows about a column is in the states it hands
+    over; the primary holds a frozen copy of each specialist's decoder to read the states it receives.
+    """
+
+    # Reads per layer and head: enough for ~512 read values on small configs (tiny: 4), one on large ones, where
+    # L*H*V reads are already plenty and the projection to d_model dominates the decoder's size.
+    READ_VALUES = 512
+
+    def __init__(self, cfg: BackboneConfig, n_outputs: int) -> None:
+        super().__init__()
+        self.summary = nn.Parameter(0.1 * torch.randn(cfg.d_model))
+        queries = max(1, self.READ_VALUES // (cfg.n_layers * cfg.n_heads * cfg.head_v))
+        self.readout = StateReadout(cfg, queries=queries)
+        self.head = nn.Linear(cfg.d_model, n_outputs)
+
+    def forward(self, states: list[Tensor]) -> Tensor:
+        """`states[l]` (B, H, K, V) -> logits (B, n_outputs)."""
+        summary = self.summary.expand(states[0].shape[0], -1)
+        return self.head(F.gelu(self.readout(states, summary)))
+
+
 class DomainModel(nn.Module):
-    """Backbone plus a classifier over the domain's labels and `[other]`: what a specialist is trained as."""
+    """Backbone plus a state decoder over the domain's labels and `[other]`: what a specialist is trained as."""
 
     def __init__(self, cfg: BackboneConfig, labels: Sequence[str]) -> None:
         super().__init__()
         self.labels = [*labels, OTHER]
         self.backbone = Backbone(cfg)
-        # The domain head also reads the final states, so fine-tuning makes them carry the domain's labels.
-        self.readout = StateReadout(cfg)
-        self.head = nn.Linear(cfg.d_model, len(self.labels))
+        self.decoder = StateDecoder(cfg, len(self.labels))
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
-        out = self.backbone(ids, mask)
-        return self.head(out.pooled + self.readout(out.states, out.pooled))
+        return self.decoder(self.backbone(ids, mask).states)
 
 
 class Specialist:
@@ -82,6 +105,12 @@ class Specialist:
     def predict(self, columns: Sequence[str]) -> Tensor:
         ids, mask = self.tokenizer(columns)
         return self.model(ids, mask).softmax(-1)
+
+    def decoder_bytes(self) -> bytes:
+        """The state decoder's weights as safetensors (float32): what a primary needs to read these states."""
+        from safetensors.torch import save
+
+        return save({k: v.detach().float().contiguous() for k, v in self.model.decoder.state_dict().items()})
 
     def save(self, directory: Path) -> None:
         save_dir(directory, self.name, self.model)

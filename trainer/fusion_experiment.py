@@ -132,6 +132,8 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
             model = PrimaryModel(model_cfg, labels, fusion_mode=mode, specialists=names)
             if init == PRETRAINED:
                 model.load_state_dict(pretrained, strict=False)  # fusion parameters start fresh
+            if n:
+                model.load_decoders(source.decoders())
             tag = run_tag(n, mode, init, seed)
             model_dir = cfg.run_dir / tag / "model"
             meta = model.meta() | {"majority_label": majority, "specialist_dirs": [

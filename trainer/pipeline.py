@@ -97,6 +97,8 @@ def run_training(cfg: RunConfig) -> tuple[Scores, Path]:
     names = source.names if source is not None else []
     torch.manual_seed(cfg.train.seed)  # weight init is part of the run's reproducibility
     model = PrimaryModel(get_config(cfg.model), labels, fusion_mode=cfg.fusion if names else None, specialists=names)
+    if source is not None:
+        model.load_decoders(source.decoders())
     tokenizer = ColumnTokenizer(model.cfg.max_len)
     counts = Counter(labels[e.label] for e in train_ex)
     model_dir = cfg.run_dir / "model"

@@ -1,18 +1,29 @@
 """The primary: the trainable annotator that reads a column and classifies it into one of the SOTAB labels.
 
-Specialist states reach it two ways, both zero-initialised so that a fused primary starts exactly as the primary
-alone: fused into each layer's initial state (scaled per layer and head), and read directly by a state readout
-beside the readout of its own final states.
+Specialist states reach it three ways, all zero-initialised so that a fused primary starts exactly as the primary
+alone:
+1. beliefs: each specialist's states are read by a frozen copy of that specialist's own state decoder (loaded with
+   `load_decoders`), giving its log-probabilities over its domain's labels; they are added to the primary's logits
+   with learnt per-(agent, label) weights. This is the path that carries most of what specialists know beyond the
+   primary (see reports/fusion.md);
+2. fused (StateFusion: weighted_sum, gated, concat_project) into each layer's initial state, scaled per layer and head;
+3. the fused states are also read by a state readout beside the readout of the primary's own final states.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from swarm.model_server.backbone import Backbone, BackboneConfig, get_config
 from swarm.model_server.readout import StateReadout
+from swarm.model_server.specialist import StateDecoder, domains
+
+# The belief weights start at zero; this gain is their learning-rate multiplier under Adam (whose steps are ~lr in
+# parameter units), so that they reach weights of order 1 within a few hundred steps.
+BELIEF_GAIN = 5.0
 
 
 class PrimaryModel(nn.Module):
@@ -27,9 +38,12 @@ class PrimaryModel(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(cfg.d_model, len(self.labels)))
         self.fusion: nn.Module | None = None
         self.fused_readout: StateReadout | None = None
+        self.decoders = nn.ModuleList()
+        self._belief_index: list[Tensor] = []
         # Zero at the start: a fused primary begins as the primary alone, its pre-trained features undisturbed,
         # and learns per layer and head how much of the specialists' memory to let in.
         self.state_scale: nn.Parameter | None = None
+        self.belief_weight: nn.Parameter | None = None
         if self.fusion_mode:
             self.state_scale = nn.Parameter(torch.zeros(cfg.n_layers, cfg.n_heads))
             self.fused_readout = StateReadout(cfg)
@@ -38,6 +52,19 @@ class PrimaryModel(nn.Module):
             self.fusion = StateFusion(self.fusion_mode, n_agents=len(self.specialists), n_layers=cfg.n_layers,
                                       n_heads=cfg.n_heads, head_k=cfg.head_k, head_v=cfg.head_v,
                                       query_dim=cfg.d_model)
+            self._init_beliefs(cfg)
+
+    def _init_beliefs(self, cfg: BackboneConfig) -> None:
+        known = domains()
+        unknown = [name for name in self.specialists if name not in known]
+        if unknown:
+            raise ValueError(f"specialists {unknown} are not domains of model_server/domains.yaml: {sorted(known)}")
+        index = {label: i for i, label in enumerate(self.labels)}
+        for name in self.specialists:
+            domain_labels = known[name].labels
+            self.decoders.append(StateDecoder(cfg, len(domain_labels) + 1).requires_grad_(False))
+            self._belief_index.append(torch.tensor([index[label] for label in domain_labels]))
+        self.belief_weight = nn.Parameter(torch.zeros(len(self.specialists), len(self.labels)))
 
     @property
     def cfg(self) -> BackboneConfig:
@@ -50,6 +77,25 @@ class PrimaryModel(nn.Module):
     @classmethod
     def from_meta(cls, meta: dict) -> PrimaryModel:
         return cls(get_config(meta["config"]), meta["labels"], meta.get("fusion_mode"), meta.get("specialists", ()))
+
+    def load_decoders(self, decoders: Mapping[str, Mapping[str, Tensor]]) -> None:
+        """Copy (frozen) the state decoder weights of the specialists this primary fuses, by specialist name
+        (a StateSource's `decoders()`)."""
+        missing = [name for name in self.specialists if name not in decoders]
+        if missing:
+            raise ValueError(f"no state decoder given for specialists {missing}")
+        for decoder, name in zip(self.decoders, self.specialists, strict=True):
+            decoder.load_state_dict(decoders[name])
+
+    def beliefs(self, agent: int, states: list[Tensor]) -> Tensor:
+        """Specialist `agent`'s log-probabilities spread over all labels (B, labels): its domain's labels get theirs,
+        the others share its `[other]` probability evenly."""
+        log_probs = self.decoders[agent]([s.float() for s in states]).log_softmax(-1)
+        index = self._belief_index[agent].to(log_probs.device)
+        outside = log_probs[:, -1:] - math.log(max(1, len(self.labels) - len(index)))
+        spread = outside.expand(-1, len(self.labels)).clone()
+        spread[:, index] = log_probs[:, :-1]
+        return spread
 
     def fuse(self, ids: Tensor, mask: Tensor, agent_states: list[Tensor] | None,
              agent_ids: Sequence[int] | None) -> list[Tensor] | None:
@@ -70,4 +116,9 @@ class PrimaryModel(nn.Module):
         features = out.pooled + self.readout(out.states, out.pooled)
         if fused is not None:
             features = features + self.fused_readout(fused, out.pooled)
-        return self.head(features)
+        logits = self.head(features)
+        if fused is not None:
+            for slot, agent in enumerate(agent_ids):
+                belief = self.beliefs(agent, [layer[slot] for layer in agent_states])
+                logits = logits + BELIEF_GAIN * self.belief_weight[agent] * belief.to(logits.dtype)
+        return logits

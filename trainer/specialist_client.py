@@ -23,6 +23,7 @@ from torch import Tensor
 from swarm.model_server.codec import StateAssembler, StateCodecError, WireChunk, parse_chunk
 from swarm.model_server.grpc_runtime import MiB, channel_options
 from swarm.v1 import specialist_pb2 as pb
+from swarm.v1 import specialist_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,13 @@ class SpecialistClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def describe(self) -> dict[str, pb.DescribeResponse]:
+        """Each specialist server's Describe: geometry, labels and state decoder."""
+        return {
+            name: pb_grpc.SpecialistServiceStub(channel).Describe(pb.DescribeRequest(), timeout=self.timeout_s)
+            for name, channel in self._channels.items()
+        }
 
     def fetch(
         self, columns: Mapping[str, Sequence[str]], request_id: str = "", timeout_s: float | None = None

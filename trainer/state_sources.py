@@ -25,6 +25,10 @@ class StateSource(Protocol):
         """Per-layer (B, H, K, V) states of specialist `name` for the serialized columns."""
         ...
 
+    def decoders(self) -> dict[str, dict[str, Tensor]]:
+        """Each specialist's state decoder weights (see PrimaryModel.load_decoders)."""
+        ...
+
     def close(self) -> None:
         """Release connections (remote sources); the cached states stay valid."""
         ...
@@ -41,6 +45,9 @@ class LocalSpecialists:
 
     def states(self, name: str, texts: Sequence[str]) -> list[Tensor]:
         return self._by_name[name].extract_states(texts)
+
+    def decoders(self) -> dict[str, dict[str, Tensor]]:
+        return {name: s.model.decoder.state_dict() for name, s in self._by_name.items()}
 
     def close(self) -> None:
         pass  # in-process models: nothing to release
@@ -61,6 +68,16 @@ class RemoteSpecialists:
         if name not in result.states:
             raise RuntimeError(f"specialist {name!r} delivered no states: {result.missing.get(name, 'unknown')}")
         return result.states[name]
+
+    def decoders(self) -> dict[str, dict[str, Tensor]]:
+        """Fetched with Describe; a server of synthetic states has no decoder, which is an error here."""
+        from safetensors.torch import load
+
+        described = self._client.describe()
+        empty = sorted(name for name, info in described.items() if not info.decoder)
+        if empty:
+            raise RuntimeError(f"specialist servers {empty} sent no state decoder (synthetic states?)")
+        return {name: load(info.decoder) for name, info in described.items()}
 
     def close(self) -> None:
         self._client.close()

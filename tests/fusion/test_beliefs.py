@@ -1,0 +1,89 @@
+"""Specialists' beliefs travel in their states: a specialist predicts from its final states alone, and a primary
+holding its state decoder reads the same beliefs out of the states it receives (locally or over gRPC)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from swarm.model_server.backbone import get_config
+from swarm.model_server.server import build_server
+from swarm.model_server.specialist import untrained
+from swarm.trainer.primary import PrimaryModel
+from swarm.trainer.sotab import load_labels
+from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists
+
+COLUMNS = ["Paris | Berlin | Rome", "2021-03-04 | 1999-12-31", "12.5 | 3 | 7.25", "Alice Smith | Bob Jones"]
+NAMES = ["geographic", "temporal"]
+
+
+@pytest.fixture(scope="module")
+def specialists() -> LocalSpecialists:
+    return LocalSpecialists([untrained(name, seed=i) for i, name in enumerate(NAMES)])
+
+
+def _primary() -> PrimaryModel:
+    torch.manual_seed(0)
+    return PrimaryModel(get_config("tiny"), load_labels(), "gated", NAMES).eval()
+
+
+def test_a_specialists_prediction_is_a_function_of_its_states_alone(specialists: LocalSpecialists) -> None:
+    spec = untrained("numeric", seed=3)
+    states = spec.extract_states(COLUMNS)
+    torch.testing.assert_close(spec.predict(COLUMNS), spec.model.decoder(states).softmax(-1))
+
+
+def test_the_primary_reads_each_specialists_beliefs_from_its_states(specialists: LocalSpecialists) -> None:
+    primary = _primary()
+    primary.load_decoders(specialists.decoders())
+    labels = primary.labels
+    for agent, name in enumerate(NAMES):
+        spec = specialists._by_name[name]
+        expected = spec.predict(COLUMNS).log()
+        beliefs = primary.beliefs(agent, specialists.states(name, COLUMNS))
+        index = [labels.index(label) for label in spec.labels]
+        torch.testing.assert_close(beliefs[:, index], expected[:, :-1], rtol=1e-5, atol=1e-5)
+        outside = [i for i in range(len(labels)) if i not in index]
+        torch.testing.assert_close(beliefs[:, outside],
+                                   (expected[:, -1:] - math.log(len(outside))).expand(-1, len(outside)),
+                                   rtol=1e-5, atol=1e-5)
+        # Spread over all labels it is still one distribution.
+        torch.testing.assert_close(beliefs.logsumexp(-1), torch.zeros(len(COLUMNS)), rtol=0, atol=1e-5)
+
+
+def test_belief_weights_start_at_zero_and_learn(specialists: LocalSpecialists) -> None:
+    primary = _primary().train()
+    primary.load_decoders(specialists.decoders())
+    ids, mask = specialists._by_name["geographic"].tokenizer(COLUMNS)
+    states = [torch.stack(layer) for layer in zip(*(specialists.states(n, COLUMNS) for n in NAMES), strict=True)]
+    torch.nn.functional.cross_entropy(primary(ids, mask, states, [0, 1]), torch.tensor([0, 1, 2, 3])).backward()
+    assert primary.belief_weight.grad is not None and primary.belief_weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in primary.decoders.parameters())  # the decoders stay frozen
+
+
+def test_a_primary_refuses_decoders_of_other_specialists(specialists: LocalSpecialists) -> None:
+    with pytest.raises(ValueError, match="temporal"):
+        _primary().load_decoders({"geographic": specialists.decoders()["geographic"]})
+    with pytest.raises(ValueError, match="not domains"):
+        PrimaryModel(get_config("tiny"), load_labels(), "gated", ["astrology"])
+
+
+@pytest.mark.timeout(90)
+def test_remote_specialists_hand_over_their_decoders_with_describe(specialists: LocalSpecialists) -> None:
+    servers = {name: build_server(specialists._by_name[name]).start() for name in NAMES}
+    try:
+        remote = RemoteSpecialists({name: server.address for name, server in servers.items()})
+        try:
+            fetched = remote.decoders()
+        finally:
+            remote.close()
+    finally:
+        for server in servers.values():
+            server.stop(0)
+    local = specialists.decoders()
+    assert sorted(fetched) == sorted(NAMES)
+    for name in NAMES:
+        assert fetched[name].keys() == local[name].keys()
+        for key, value in local[name].items():
+            torch.testing.assert_close(fetched[name][key], value, rtol=0, atol=0)
