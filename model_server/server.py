@@ -218,13 +218,10 @@ def load_source(
     synthetic: str | None = None,
 ) -> tuple[StateSource, str, list[str], bool]:
     """(source, config name, labels, untrained?) for a specialist; warns loudly when weights are untrained."""
-    from swarm.model_server.specialist import Specialist, domains, untrained
+    from swarm.model_server.specialist import Specialist, domain_of, untrained
 
-    # "<domain>@<k>" names replica k of a domain's specialist (scale tests and benchmarks run more
-    # specialists than there are domains); an untrained replica gets its own seed.
-    domain, _, replica = name.partition("@")
-    if domain not in domains() or (replica and not replica.isdigit()):
-        raise ValueError(f"unknown specialist {name!r}; known: {sorted(domains())} (or DOMAIN@K replicas)")
+    domain = domain_of(name).name
+    replica = name.partition("@")[2]  # an untrained replica gets its own seed
     if synthetic is not None:
         log.warning(
             "BENCHMARK MODE: specialist %r serves synthetic random %s states (no model run)", name, synthetic
@@ -232,7 +229,7 @@ def load_source(
         return (
             SyntheticStates(name, synthetic, DTYPES[dtype]),
             synthetic,
-            list(domains()[domain].labels),
+            list(domain_of(name).labels),
             True,
         )
     if checkpoint_dir is not None:

@@ -39,6 +39,15 @@ def domains() -> dict[str, Domain]:
     return {name: Domain(name, spec["description"], tuple(spec["labels"])) for name, spec in raw.items()}
 
 
+def domain_of(name: str) -> Domain:
+    """The domain of specialist `name`: a domain's name, or "<domain>@<k>" for replica k of it (scale tests and
+    benchmarks run more specialists than there are domains)."""
+    domain, _, replica = name.partition("@")
+    if domain not in domains() or (replica and not replica.isdigit()):
+        raise ValueError(f"unknown specialist {name!r}; known: {sorted(domains())} (or DOMAIN@K replicas)")
+    return domains()[domain]
+
+
 class StateDecoder(nn.Module):
     """What a specialist believes about a column, from its final states alone: static learnt queries read the
     states, and a head turns the reads into logits over the domain's labels and `[other]`.

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from swarm.model_server.backbone import Backbone, BackboneConfig, get_config
 from swarm.model_server.readout import StateReadout
-from swarm.model_server.specialist import StateDecoder, domains
+from swarm.model_server.specialist import StateDecoder, domain_of
 
 # The belief weights start at zero; this gain is their learning-rate multiplier under Adam (whose steps are ~lr in
 # parameter units), so that they reach weights of order 1 within a few hundred steps.
@@ -55,13 +55,9 @@ class PrimaryModel(nn.Module):
             self._init_beliefs(cfg)
 
     def _init_beliefs(self, cfg: BackboneConfig) -> None:
-        known = domains()
-        unknown = [name for name in self.specialists if name not in known]
-        if unknown:
-            raise ValueError(f"specialists {unknown} are not domains of model_server/domains.yaml: {sorted(known)}")
         index = {label: i for i, label in enumerate(self.labels)}
         for name in self.specialists:
-            domain_labels = known[name].labels
+            domain_labels = domain_of(name).labels
             self.decoders.append(StateDecoder(cfg, len(domain_labels) + 1).requires_grad_(False))
             self._belief_index.append(torch.tensor([index[label] for label in domain_labels]))
         self.belief_weight = nn.Parameter(torch.zeros(len(self.specialists), len(self.labels)))

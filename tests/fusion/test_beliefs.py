@@ -65,8 +65,10 @@ def test_belief_weights_start_at_zero_and_learn(specialists: LocalSpecialists) -
 def test_a_primary_refuses_decoders_of_other_specialists(specialists: LocalSpecialists) -> None:
     with pytest.raises(ValueError, match="temporal"):
         _primary().load_decoders({"geographic": specialists.decoders()["geographic"]})
-    with pytest.raises(ValueError, match="not domains"):
+    with pytest.raises(ValueError, match="unknown specialist 'astrology'"):
         PrimaryModel(get_config("tiny"), load_labels(), "gated", ["astrology"])
+    replicas = PrimaryModel(get_config("tiny"), load_labels(), "gated", ["temporal", "temporal@1"])
+    assert len(replicas.decoders) == 2
 
 
 @pytest.mark.timeout(90)
