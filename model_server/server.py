@@ -220,7 +220,7 @@ def load_source(
     """(source, config name, labels, untrained?) for a specialist; warns loudly when weights are untrained."""
     from swarm.model_server.specialist import Specialist, domain_of, untrained
 
-    domain = domain_of(name).name
+    domain = domain_of(name)
     replica = name.partition("@")[2]  # an untrained replica gets its own seed
     if synthetic is not None:
         log.warning(
@@ -229,7 +229,7 @@ def load_source(
         return (
             SyntheticStates(name, synthetic, DTYPES[dtype]),
             synthetic,
-            list(domain_of(name).labels),
+            list(domain.labels),
             True,
         )
     if checkpoint_dir is not None:
@@ -246,7 +246,7 @@ def load_source(
         name,
         config,
     )
-    base = untrained(domain, config, seed=int(replica or 0))
+    base = untrained(domain.name, config, seed=int(replica or 0))
     spec = Specialist(name, base.model, DTYPES[dtype])
     return spec, config, spec.labels, True
 

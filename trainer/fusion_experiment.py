@@ -64,10 +64,6 @@ def run_tag(specialists: int, mode: str | None, init: str, seed: int) -> str:
     return f"{prefix}-{specialists}-{mode or 'alone'}-s{seed}"
 
 
-def _mean(values: Sequence[float]) -> float:
-    return statistics.fmean(values)
-
-
 def _std(values: Sequence[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -75,15 +71,15 @@ def _std(values: Sequence[float]) -> float:
 def summarize(specialists: int, mode: str | None, init: str, runs: dict[int, Scores], hard: Sequence[str]) -> dict:
     """One table row: mean and spread over the seeds' runs, and each seed's scores and model directory."""
     def hard_f1(s: Scores) -> float | None:
-        return _mean([s.per_class[c] for c in hard]) if hard else None
+        return statistics.fmean([s.per_class[c] for c in hard]) if hard else None
 
     micro = [s.micro_f1 for s in runs.values()]
     macro = [s.macro_f1 for s in runs.values()]
     hard_scores = [hard_f1(s) for s in runs.values()]
     return {
         "specialists": specialists, "fusion": mode, "primary_init": init,
-        "micro_f1": _mean(micro), "macro_f1": _mean(macro),
-        "hard_class_f1": None if None in hard_scores else _mean(hard_scores),
+        "micro_f1": statistics.fmean(micro), "macro_f1": statistics.fmean(macro),
+        "hard_class_f1": None if None in hard_scores else statistics.fmean(hard_scores),
         "micro_f1_std": _std(micro), "macro_f1_std": _std(macro),
         "seeds": [{"seed": seed, "micro_f1": s.micro_f1, "macro_f1": s.macro_f1,
                    "model_dir": f"{run_tag(specialists, mode, init, seed)}/model"} for seed, s in runs.items()],
@@ -92,7 +88,7 @@ def summarize(specialists: int, mode: str | None, init: str, runs: dict[int, Sco
 
 def hard_classes(runs: Sequence[Scores]) -> list[str]:
     """Classes whose F1, averaged over the runs, is below HARD_CLASS_F1."""
-    return sorted(c for c in runs[0].per_class if _mean([s.per_class[c] for s in runs]) < HARD_CLASS_F1)
+    return sorted(c for c in runs[0].per_class if statistics.fmean([s.per_class[c] for s in runs]) < HARD_CLASS_F1)
 
 
 def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:

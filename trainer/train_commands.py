@@ -134,8 +134,6 @@ def _experiment_config(data: Path, run_dir: Path, model: str, synthetic_tables: 
                        specialist_steps: int, primary_steps: int, seeds: int):
     from swarm.trainer.fusion_experiment import FusionExperimentConfig
 
-    if seeds < 1:
-        fail(f"--seeds must be at least 1, got {seeds}")
     return FusionExperimentConfig(data=data, run_dir=run_dir, model=model, synthetic_tables=synthetic_tables,
                                   pretrain_steps=pretrain_steps, specialist_steps=specialist_steps,
                                   primary_steps=primary_steps, primary_seeds=tuple(range(seeds)))
@@ -152,7 +150,7 @@ def demo(
     pretrain_steps: int = typer.Option(800),
     specialist_steps: int = typer.Option(400),
     primary_steps: int = typer.Option(400),
-    seeds: int = typer.Option(2, help=SEEDS_HELP),
+    seeds: int = typer.Option(2, min=1, help=SEEDS_HELP),
     readme: Path = typer.Option(Path("README.md"), help="README whose results table is regenerated."),
 ) -> None:
     """The main job on the bundled data: baseline, specialists, every fusion mode, then the swarm over gRPC."""
@@ -176,7 +174,7 @@ def fusion_report(
     pretrain_steps: int = typer.Option(800),
     specialist_steps: int = typer.Option(400),
     primary_steps: int = typer.Option(400),
-    seeds: int = typer.Option(2, help=SEEDS_HELP),
+    seeds: int = typer.Option(2, min=1, help=SEEDS_HELP),
 ) -> None:
     """Primary alone vs + 1, 3, all specialists for every fusion mode: reports/fusion.{json,md,png}."""
     from swarm.trainer.fusion_experiment import run_fusion_experiment

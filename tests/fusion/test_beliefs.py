@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from swarm.model_server.backbone import get_config
-from swarm.model_server.server import build_server
-from swarm.model_server.specialist import untrained
+from swarm.model_server.server import SyntheticStates, build_server
+from swarm.model_server.specialist import Specialist, untrained
 from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import load_labels
 from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists
@@ -19,8 +19,13 @@ NAMES = ["geographic", "temporal"]
 
 
 @pytest.fixture(scope="module")
-def specialists() -> LocalSpecialists:
-    return LocalSpecialists([untrained(name, seed=i) for i, name in enumerate(NAMES)])
+def by_name() -> dict[str, Specialist]:
+    return {name: untrained(name, seed=i) for i, name in enumerate(NAMES)}
+
+
+@pytest.fixture(scope="module")
+def specialists(by_name: dict[str, Specialist]) -> LocalSpecialists:
+    return LocalSpecialists(list(by_name.values()))
 
 
 def _primary() -> PrimaryModel:
@@ -34,12 +39,13 @@ def test_a_specialists_prediction_is_a_function_of_its_states_alone(specialists:
     torch.testing.assert_close(spec.predict(COLUMNS), spec.model.decoder(states).softmax(-1))
 
 
-def test_the_primary_reads_each_specialists_beliefs_from_its_states(specialists: LocalSpecialists) -> None:
+def test_the_primary_reads_each_specialists_beliefs_from_its_states(specialists: LocalSpecialists,
+                                                                    by_name: dict[str, Specialist]) -> None:
     primary = _primary()
     primary.load_decoders(specialists.decoders())
     labels = primary.labels
     for agent, name in enumerate(NAMES):
-        spec = specialists._by_name[name]
+        spec = by_name[name]
         expected = spec.predict(COLUMNS).log()
         beliefs = primary.beliefs(agent, specialists.states(name, COLUMNS))
         index = [labels.index(label) for label in spec.labels]
@@ -52,10 +58,11 @@ def test_the_primary_reads_each_specialists_beliefs_from_its_states(specialists:
         torch.testing.assert_close(beliefs.logsumexp(-1), torch.zeros(len(COLUMNS)), rtol=0, atol=1e-5)
 
 
-def test_belief_weights_start_at_zero_and_learn(specialists: LocalSpecialists) -> None:
+def test_belief_weights_start_at_zero_and_learn(specialists: LocalSpecialists,
+                                                by_name: dict[str, Specialist]) -> None:
     primary = _primary().train()
     primary.load_decoders(specialists.decoders())
-    ids, mask = specialists._by_name["geographic"].tokenizer(COLUMNS)
+    ids, mask = by_name["geographic"].tokenizer(COLUMNS)
     states = [torch.stack(layer) for layer in zip(*(specialists.states(n, COLUMNS) for n in NAMES), strict=True)]
     torch.nn.functional.cross_entropy(primary(ids, mask, states, [0, 1]), torch.tensor([0, 1, 2, 3])).backward()
     assert primary.belief_weight.grad is not None and primary.belief_weight.grad.abs().sum() > 0
@@ -72,8 +79,9 @@ def test_a_primary_refuses_decoders_of_other_specialists(specialists: LocalSpeci
 
 
 @pytest.mark.timeout(90)
-def test_remote_specialists_hand_over_their_decoders_with_describe(specialists: LocalSpecialists) -> None:
-    servers = {name: build_server(specialists._by_name[name]).start() for name in NAMES}
+def test_remote_specialists_hand_over_their_decoders_with_describe(specialists: LocalSpecialists,
+                                                                   by_name: dict[str, Specialist]) -> None:
+    servers = {name: build_server(by_name[name]).start() for name in NAMES}
     try:
         remote = RemoteSpecialists({name: server.address for name, server in servers.items()})
         try:
@@ -89,3 +97,15 @@ def test_remote_specialists_hand_over_their_decoders_with_describe(specialists: 
         assert fetched[name].keys() == local[name].keys()
         for key, value in local[name].items():
             torch.testing.assert_close(fetched[name][key], value, rtol=0, atol=0)
+
+
+@pytest.mark.timeout(90)
+def test_a_server_of_synthetic_states_has_no_decoder_to_train_with() -> None:
+    server = build_server(SyntheticStates("temporal", "tiny")).start()
+    remote = RemoteSpecialists({"temporal": server.address})
+    try:
+        with pytest.raises(RuntimeError, match=r"\['temporal'\] sent no state decoder"):
+            remote.decoders()
+    finally:
+        remote.close()
+        server.stop(0)

@@ -109,3 +109,10 @@ def test_fusion_without_specialists_is_a_clear_error(tiny_dataset: Path, tmp_pat
                   "--steps", "2", "--fusion", "gated", "--reports-dir", str(tmp_path / "rep"))
     assert proc.returncode == 2
     assert "needs specialists" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["demo", "fusion-report"])
+def test_fusion_experiment_needs_at_least_one_seed(tiny_dataset: Path, tmp_path: Path, command: str) -> None:
+    proc = _swarm(command, "--data", str(tiny_dataset), "--run-dir", str(tmp_path / "r"), "--seeds", "0")
+    assert proc.returncode == 2
+    assert "--seeds" in proc.stderr and not (tmp_path / "r").exists()
