@@ -123,7 +123,7 @@ def _raw_server() -> None:
 
 class RawSocketPeer:
     """The same bytes over one raw loopback TCP connection to another process, received like the gRPC client
-    receives them: every layer into a freshly allocated tensor (`recv_into` its bytes: one copy, the kernel's)."""
+    receives them: every layer as a tensor of its own (fresh, `recv_into` its bytes: one copy, the kernel's)."""
 
     name = "raw"
 
@@ -391,7 +391,7 @@ def _markdown(r: dict) -> str:
         "",
         "Both paths run in the same benchmark run, interleaved (alternating which goes first) over "
         f"{r['repeats']} repetitions, each with a server process of its own serving the same cached states "
-        "to the same client process, which materialises every layer into a freshly allocated tensor: gRPC "
+        "to the same client process, which materialises every layer as a tensor of its own: gRPC "
         "through SpecialistClient (HTTP/2, protobuf chunk headers, per-chunk validation, the copies gRPC "
         "Python makes), the raw socket with one small header per layer and `recv_into` the tensor's bytes. "
         f"Load average (1 min) {r['load_average_1min'][0]:.1f} -> {r['load_average_1min'][1]:.1f} on "
@@ -413,14 +413,16 @@ def _markdown(r: dict) -> str:
         f"By CPU time per request, which depends less on the machine's load, the raw socket needs "
         f"{100 * r['grpc_vs_raw_cpu']:.0f}% of what gRPC needs.",
         "",
-        "What the gap is made of (perf profiles of both paths): gRPC copies every byte five times in user "
-        "space, the raw socket not once. The server joins the chunk header and the tensor's "
-        "bytes into the one `bytes` object a gRPC Python serializer must return, and gRPC copies that into its "
-        "own slice (`grpc_slice_from_copied_buffer`); the client gets each message as one `bytes` object that "
-        "gRPC Python builds from the transport's 64 KiB read slices (a copy per slice, then their join), and "
-        "reassembly copies it into the layer's tensor. None of gRPC's three copies can be avoided from Python; "
-        "skipping reassembly would mean tensors aliasing immutable `bytes`. The rest is gRPC's per-message "
-        "thread hand-offs and Python-level call machinery.",
+        "What the gap is made of (perf profiles of both paths): gRPC copies every byte four times in user "
+        "space, the raw socket not once. The server joins the chunk header and the tensor's bytes into the one "
+        "`bytes` object a gRPC Python serializer must return, and gRPC copies that into its own slice "
+        "(`grpc_slice_from_copied_buffer`); the client gets each message as one `bytes` object that gRPC Python "
+        "builds from the transport's read slices (a copy per slice, then their join). None of these can be "
+        "avoided from Python. Reassembly adds no copy here: each layer (3 MiB) arrives whole in one message, "
+        "which the server pads so that the layer's bytes start aligned, and the client decodes it as a tensor "
+        "over the received message (`WireChunk.owned`); a layer split over several messages is copied once "
+        "into its tensor. The rest is gRPC's per-message thread hand-offs, HTTP/2 flow control and Python-level "
+        "call machinery.",
         "",
         "## Annotation latency",
         "",

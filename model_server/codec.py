@@ -2,14 +2,17 @@
 
 Encoding never loops over elements: each tensor is made contiguous once, viewed as bytes through numpy
 (bf16/f16 through int16, since numpy has no bfloat16) and sliced with memoryviews. Decoding writes every chunk
-straight into the bytes of one freshly allocated (not zero-filled) tensor per layer. Every inconsistency in the
-received metadata (dtype, shape, sizes, order, missing layers or trailer) raises `StateCodecError` with what
-was wrong.
+straight into the bytes of one freshly allocated (not zero-filled) tensor per layer, except that a layer which
+arrives whole in one freshly received message becomes a tensor over that message's bytes, without any copy
+(see `WireChunk.owned`; the sender pads so that those bytes are aligned). Every inconsistency in the received
+metadata (dtype, shape, sizes, order, missing layers or trailer) raises `StateCodecError` with what was wrong.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +26,15 @@ from swarm.v1 import specialist_pb2 as pb
 DEFAULT_CHUNK_BYTES = 3 << 20  # stays under gRPC's default 4 MiB message limit with the header fields
 MAX_LAYERS = 1024
 MAX_LAYER_BYTES = 1 << 34
+# `data`'s offset in a serialized chunk is a multiple of this: CPython's bytes payloads start 16-byte aligned
+# (malloc alignment + a 32-byte object header), so a received layer's bytes are aligned for any element type.
+DATA_ALIGNMENT = 16
+
+# torch warns once per process that a tensor over read-only bytes can be written to; for the owned chunks this
+# module adopts, that is the intent (see WireChunk.owned).
+warnings.filterwarnings(
+    "ignore", message="The given buffer is not writable", category=UserWarning, module=re.escape(__name__)
+)
 
 # wire dtype -> (torch dtype, same-size integer dtype used to view the bytes through numpy)
 _DTYPES: dict[int, tuple[torch.dtype, torch.dtype]] = {
@@ -116,14 +128,22 @@ def encode_states(
 @dataclass
 class WireChunk:
     """A StateChunk's other fields plus its `data` as a view: what the server sends (a view of the state
-    tensor) and what the client receives (a view of the received message), each without an extra copy."""
+    tensor) and what the client receives (a view of the received message), each without an extra copy.
+
+    `owned` says that nothing else will read or write the buffer behind `data` (a message gRPC has just
+    materialised for this chunk alone). A layer that arrives whole in an owned chunk is then decoded as a tensor
+    over that buffer instead of a copy of it, even though the buffer is an immutable `bytes` object: the tensor
+    becomes its only user, so writing to the tensor in place is safe.
+    """
 
     message: pb.StateChunk  # every field but data
     data: memoryview
+    owned: bool = False
 
 
 _DATA_FIELD = pb.StateChunk.DATA_FIELD_NUMBER
 _DATA_TAG = bytes([(_DATA_FIELD << 3) | 2])  # wire type LEN
+_PADDING_TAG = bytes([(pb.StateChunk.PADDING_FIELD_NUMBER << 3) | 2])
 
 
 def _varint(value: int) -> bytes:
@@ -152,15 +172,20 @@ def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
 
 
 def serialize_chunk(chunk: WireChunk | pb.StateChunk) -> bytes:
-    """Protobuf wire bytes of the chunk: fields may come in any order, so `data` goes after the rest."""
+    """Protobuf wire bytes of the chunk: fields may come in any order, so `data` goes after the rest, preceded
+    by `padding` that puts its first byte at a multiple of DATA_ALIGNMENT."""
     if isinstance(chunk, pb.StateChunk):
         return chunk.SerializeToString()
-    return b"".join((chunk.message.SerializeToString(), _DATA_TAG, _varint(len(chunk.data)), chunk.data))
+    header = chunk.message.SerializeToString()
+    length = _varint(len(chunk.data))
+    # padding's tag, its one-byte length and the filler, then data's tag and length, end on the alignment
+    fill = -(len(header) + len(_PADDING_TAG) + 1 + len(_DATA_TAG) + len(length)) % DATA_ALIGNMENT
+    return b"".join((header, _PADDING_TAG, bytes([fill]), bytes(fill), _DATA_TAG, length, chunk.data))
 
 
-def parse_chunk(wire: bytes) -> WireChunk:
+def parse_chunk(wire: bytes, owned: bool = False) -> WireChunk:
     """Inverse of serialize_chunk for any valid StateChunk encoding: protobuf parses the small fields, while
-    `data` stays a view into `wire` (the generic parser would copy it twice)."""
+    `data` stays a view into `wire` (the generic parser would copy it twice). `owned`: see WireChunk."""
     view = memoryview(wire)
     pos, span = 0, None
     while pos < len(view):
@@ -183,10 +208,15 @@ def parse_chunk(wire: bytes) -> WireChunk:
     if pos != len(view):
         raise DecodeError("truncated StateChunk")
     if span is None:
-        return WireChunk(pb.StateChunk.FromString(wire), memoryview(b""))
+        return WireChunk(pb.StateChunk.FromString(wire), memoryview(b""), owned)
     field_start, data_start, data_end = span
     message = pb.StateChunk.FromString(bytes(view[:field_start]) + bytes(view[data_end:]))
-    return WireChunk(message, view[data_start:data_end])
+    return WireChunk(message, view[data_start:data_end], owned)
+
+
+def parse_received_chunk(wire: bytes) -> WireChunk:
+    """gRPC response deserializer: `wire` is a message gRPC just received, referenced by nothing else."""
+    return parse_chunk(wire, owned=True)
 
 
 class _Layer:
@@ -195,7 +225,7 @@ class _Layer:
         self.shape = tuple(chunk.shape)
         if len(self.shape) != 4:
             raise StateCodecError(f"{where}: shape {list(self.shape)} is not (B, H, K, V)")
-        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        self.itemsize = itemsize = torch.empty((), dtype=self.dtype).element_size()
         expected = int(np.prod(self.shape, dtype=np.int64)) * itemsize
         if chunk.layer_nbytes != expected:
             raise StateCodecError(
@@ -206,14 +236,33 @@ class _Layer:
             raise StateCodecError(
                 f"{where}: layer of {expected} bytes exceeds the {MAX_LAYER_BYTES} byte limit"
             )
-        # The tensor itself is the reassembly buffer: torch.empty does not zero-fill (every byte is written by
-        # a chunk before result() hands it out), and each chunk is copied into it exactly once.
-        self.flat = torch.empty(expected // itemsize, dtype=self.dtype)
-        self.view = memoryview(self.flat.view(torch.uint8).numpy())
         self.nbytes = expected
         self.received = 0
+        self.flat: Tensor | None = None
+
+    def adopt(self, data: memoryview) -> None:
+        """Take an owned buffer holding the whole layer as the tensor's memory (unless it is misaligned for the
+        element type: then copy it)."""
+        flat = torch.frombuffer(data, dtype=self.dtype)
+        if flat.data_ptr() % flat.element_size():
+            self.write(0, data)
+        else:
+            self.flat = flat
+            self.received = self.nbytes
+
+    def write(self, offset: int, data: memoryview | bytes) -> None:
+        if self.flat is None:
+            # The tensor itself is the reassembly buffer: torch.empty does not zero-fill (every byte is written
+            # by a chunk before result() hands it out), and each chunk is copied into it exactly once.
+            self.flat = torch.empty(self.nbytes // self.itemsize, dtype=self.dtype)
+            self.view = memoryview(self.flat.view(torch.uint8).numpy())
+        self.view[offset : offset + len(data)] = data
+        self.received = offset + len(data)
 
     def tensor(self) -> Tensor:
+        if self.flat is None:  # an empty layer: no chunk wrote to it
+            self.write(0, b"")
+        assert self.flat is not None
         flat = self.flat
         if sys.byteorder != "little":
             flat = flat.view(_DTYPES[wire_dtype(self.dtype)][1]).byteswap().view(self.dtype)  # pragma: no cover
@@ -233,6 +282,7 @@ class StateAssembler:
     def add(self, received: pb.StateChunk | WireChunk) -> None:
         chunk = received.message if isinstance(received, WireChunk) else received
         data = received.data
+        owned = isinstance(received, WireChunk) and received.owned
         where = f"{self.source}: layer {chunk.layer} chunk at offset {chunk.offset}"
         if self.stats is not None:
             raise StateCodecError(f"{where}: chunk after the final chunk of the stream")
@@ -266,8 +316,10 @@ class StateAssembler:
         end = chunk.offset + len(data)
         if end > layer.nbytes:
             raise StateCodecError(f"{where}: {len(data)} bytes overrun the layer's {layer.nbytes} bytes")
-        layer.view[chunk.offset : end] = data
-        layer.received = end
+        if owned and chunk.offset == 0 and 0 < len(data) == layer.nbytes:
+            layer.adopt(data)
+        else:
+            layer.write(chunk.offset, data)
         self.bytes_received += len(data)
         if chunk.HasField("stats"):
             self.stats = chunk.stats

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import grpc
 from torch import Tensor
 
-from swarm.model_server.codec import StateAssembler, StateCodecError, WireChunk, parse_chunk
+from swarm.model_server.codec import StateAssembler, StateCodecError, WireChunk, parse_received_chunk
 from swarm.model_server.grpc_runtime import MiB, channel_options
 from swarm.v1 import specialist_pb2 as pb
 from swarm.v1 import specialist_pb2_grpc as pb_grpc
@@ -120,7 +120,7 @@ class SpecialistClient:
             name: ch.unary_stream(
                 _STREAM_STATES,
                 request_serializer=pb.ColumnsRequest.SerializeToString,
-                response_deserializer=parse_chunk,
+                response_deserializer=parse_received_chunk,
             )
             for name, ch in self._channels.items()
         }

@@ -53,7 +53,22 @@ def test_copy_saving_serializer_matches_protobuf() -> None:
     wire = serialize_chunk(WireChunk(message, data))
     expected = codec.to_message(header, data, request_id="r", specialist="s")
     expected.stats.steps = 1
-    assert pb.StateChunk.FromString(wire) == expected
+    parsed = pb.StateChunk.FromString(wire)
+    assert set(parsed.padding) <= {0}
+    parsed.ClearField("padding")
+    assert parsed == expected
+
+
+@pytest.mark.parametrize("request_id", ["", "r", "x" * 7, "y" * 200])
+@pytest.mark.parametrize("chunk_bytes", [1, 100, 1 << 16])
+def test_serialized_data_starts_aligned(request_id: str, chunk_bytes: int) -> None:
+    """Whatever the header's length, the padding puts data's first byte at an aligned offset of the message."""
+    header, data = next(codec.iter_chunks(_states(torch.float32, batch=1024), chunk_bytes))
+    wire = serialize_chunk(WireChunk(codec.to_message(header, b"", request_id=request_id), data))
+    parsed = parse_chunk(wire)
+    offset = wire.index(bytes(data), len(wire) - len(data))
+    assert offset % codec.DATA_ALIGNMENT == 0 and bytes(parsed.data) == bytes(data)
+    assert (parsed.data.obj is wire) and len(parsed.message.padding) < codec.DATA_ALIGNMENT
 
 
 def _with_stats(chunks: list[pb.StateChunk]) -> list[pb.StateChunk]:
@@ -146,3 +161,47 @@ def test_reassembled_tensors_own_their_memory() -> None:
     snapshot = [w[:] for w in wires]
     back[0].fill_(0)
     assert wires == snapshot and torch.equal(back[1].view(torch.int16), states[1].view(torch.int16))
+
+
+def _wires(states: list[torch.Tensor], chunk_bytes: int) -> list[bytes]:
+    return [serialize_chunk(WireChunk(codec.to_message(h, b""), d)) for h, d in codec.iter_chunks(states, chunk_bytes)]
+
+
+def _buffer_range(wire: bytes) -> range:
+    start = torch.frombuffer(wire, dtype=torch.uint8).data_ptr()
+    return range(start, start + len(wire))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_whole_layers_in_owned_chunks_are_adopted_without_a_copy(dtype: torch.dtype) -> None:
+    """A layer that arrives in one received message becomes a tensor over that message's bytes; a layer split
+    over several messages is reassembled into memory of its own."""
+    states = _states(dtype)
+    layer_nbytes = states[0].numel() * states[0].element_size()
+    for chunk_bytes, adopted in ((layer_nbytes, True), (layer_nbytes - 1, False)):
+        wires = _wires(states, chunk_bytes)
+        parsed = [codec.parse_received_chunk(w) for w in wires]
+        parsed[-1].message.stats.steps = 1
+        back = codec.decode_states(parsed)
+        for a, b in zip(states, back, strict=True):
+            assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+        inside = [any(t.data_ptr() in _buffer_range(w) for w in wires) for t in back]
+        assert inside == [adopted] * 3
+        back[0].add_(1)  # adopted or not, the decoded states are writable
+        assert not torch.equal(back[0], states[0])
+
+
+def test_misaligned_owned_data_is_copied() -> None:
+    """A sender that does not pad (plain protobuf serialization) may leave data misaligned: decoding then copies
+    instead of making a misaligned tensor."""
+    states = [torch.randn(1, 1, 2, 2)]
+    for pad in range(4):
+        message = codec.to_message(next(codec.iter_chunks(states))[0], codec.tensor_bytes(states[0]))
+        message.request_id = "r" * pad
+        message.stats.steps = 1
+        wire = message.SerializeToString()
+        (back,) = codec.decode_states([codec.parse_received_chunk(wire)])
+        assert torch.equal(back, states[0]) and back.data_ptr() % 4 == 0
+        assert (back.data_ptr() in _buffer_range(wire)) == (
+            (_buffer_range(wire).start + wire.index(bytes(codec.tensor_bytes(states[0])))) % 4 == 0
+        )
