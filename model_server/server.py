@@ -1,5 +1,6 @@
 """The specialist gRPC server (swarm.v1.SpecialistService): a frozen specialist streaming its layer states.
 
+Serves its states and its state decoder (each streamed in chunks under the message limit) and describes itself.
 Owns request validation, bounded concurrency (RESOURCE_EXHAUSTED beyond `max_streams` concurrent streams),
 deadline/cancellation checks between chunks, the copy-saving chunk serializer and graceful SIGTERM shutdown.
 `python -m swarm.model_server.server --specialist NAME --port P` runs it (so does `swarm serve-specialist`).
@@ -125,8 +126,22 @@ class SpecialistServicer:
             labels=self.labels,
             max_columns=self.options.max_columns,
             untrained=self.untrained,
-            decoder=self._decoder,
+            decoder_bytes=len(self._decoder),
         )
+
+    def StreamDecoder(
+        self, request: pb.DecoderRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.DecoderChunk]:
+        if not self._decoder:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"specialist {self.source.name!r} serves synthetic states: there is no decoder for them",
+            )
+        step = self.options.chunk_bytes
+        for offset in range(0, len(self._decoder), step):
+            yield pb.DecoderChunk(
+                offset=offset, total_bytes=len(self._decoder), data=self._decoder[offset : offset + step]
+            )
 
     def _validate(self, request: pb.ColumnsRequest, context: grpc.ServicerContext) -> None:
         if request.specialist and request.specialist != self.source.name:

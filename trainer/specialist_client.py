@@ -140,11 +140,32 @@ class SpecialistClient:
         self.close()
 
     def describe(self) -> dict[str, pb.DescribeResponse]:
-        """Each specialist server's Describe: geometry, labels and state decoder."""
+        """Each specialist server's Describe: geometry, labels and the size of its state decoder."""
         return {
             name: pb_grpc.SpecialistServiceStub(channel).Describe(pb.DescribeRequest(), timeout=self.timeout_s)
             for name, channel in self._channels.items()
         }
+
+    def decoder(self, name: str) -> bytes:
+        """The specialist's state decoder (safetensors), streamed in chunks under the message limit. Raises
+        SpecialistFailure when the server has none (synthetic states) or its chunks do not add up."""
+        stub = pb_grpc.SpecialistServiceStub(self._channels[name])
+        received = bytearray()
+        total: int | None = None
+        try:
+            for chunk in stub.StreamDecoder(pb.DecoderRequest(), timeout=self.timeout_s):
+                if chunk.offset != len(received) or total not in (None, chunk.total_bytes):
+                    raise SpecialistFailure(
+                        f"specialist {name}: decoder chunk at offset {chunk.offset} (of {chunk.total_bytes} bytes) "
+                        f"after {len(received)} bytes (of {total})"
+                    )
+                total = chunk.total_bytes
+                received += chunk.data
+        except grpc.RpcError as exc:
+            raise SpecialistFailure(f"specialist {name}: {exc.code().name}: {exc.details()}") from None
+        if total is None or len(received) != total:
+            raise SpecialistFailure(f"specialist {name}: decoder stream ended at {len(received)} of {total} bytes")
+        return bytes(received)
 
     def fetch(
         self, columns: Mapping[str, Sequence[str]], request_id: str = "", timeout_s: float | None = None

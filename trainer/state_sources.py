@@ -70,14 +70,14 @@ class RemoteSpecialists:
         return result.states[name]
 
     def decoders(self) -> dict[str, dict[str, Tensor]]:
-        """Fetched with Describe; a server of synthetic states has no decoder, which is an error here."""
+        """Streamed from each server; a server of synthetic states has no decoder, which is an error here."""
         from safetensors.torch import load
 
         described = self._client.describe()
-        empty = sorted(name for name, info in described.items() if not info.decoder)
+        empty = sorted(name for name, info in described.items() if not info.decoder_bytes)
         if empty:
-            raise RuntimeError(f"specialist servers {empty} sent no state decoder (synthetic states?)")
-        return {name: load(info.decoder) for name, info in described.items()}
+            raise RuntimeError(f"specialist servers {empty} have no state decoder (synthetic states?)")
+        return {name: load(self._client.decoder(name)) for name in described}
 
     def close(self) -> None:
         self._client.close()

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from swarm.model_server.backbone import get_config
-from swarm.model_server.server import SyntheticStates, build_server
+from swarm.model_server.grpc_runtime import MiB
+from swarm.model_server.server import ServerOptions, SyntheticStates, build_server
 from swarm.model_server.specialist import Specialist, untrained
 from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import load_labels
+from swarm.trainer.specialist_client import SpecialistClient, SpecialistFailure
 from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists
 
 COLUMNS = ["Paris | Berlin | Rome", "2021-03-04 | 1999-12-31", "12.5 | 3 | 7.25", "Alice Smith | Bob Jones"]
@@ -79,9 +81,13 @@ def test_a_primary_refuses_decoders_of_other_specialists(specialists: LocalSpeci
 
 
 @pytest.mark.timeout(90)
-def test_remote_specialists_hand_over_their_decoders_with_describe(specialists: LocalSpecialists,
-                                                                   by_name: dict[str, Specialist]) -> None:
-    servers = {name: build_server(by_name[name]).start() for name in NAMES}
+def test_remote_specialists_stream_their_decoders_in_chunks(specialists: LocalSpecialists,
+                                                            by_name: dict[str, Specialist]) -> None:
+    """Decoders larger than the servers' message limit arrive whole, in chunks under it."""
+    limit = MiB // 4
+    assert all(len(by_name[name].decoder_bytes()) > limit for name in NAMES)
+    options = ServerOptions(max_message_bytes=limit, chunk_bytes=limit // 3)
+    servers = {name: build_server(by_name[name], options=options).start() for name in NAMES}
     try:
         remote = RemoteSpecialists({name: server.address for name, server in servers.items()})
         try:
@@ -103,9 +109,14 @@ def test_remote_specialists_hand_over_their_decoders_with_describe(specialists: 
 def test_a_server_of_synthetic_states_has_no_decoder_to_train_with() -> None:
     server = build_server(SyntheticStates("temporal", "tiny")).start()
     remote = RemoteSpecialists({"temporal": server.address})
+    client = SpecialistClient({"temporal": server.address})
     try:
-        with pytest.raises(RuntimeError, match=r"\['temporal'\] sent no state decoder"):
+        with pytest.raises(RuntimeError, match=r"\['temporal'\] have no state decoder"):
             remote.decoders()
+        with pytest.raises(SpecialistFailure, match=r"FAILED_PRECONDITION: .* serves synthetic states"):
+            client.decoder("temporal")
     finally:
+        client.close()
         remote.close()
+        server.stop(0)
         server.stop(0)

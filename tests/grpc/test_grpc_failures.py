@@ -57,7 +57,8 @@ def test_specialist_killed_mid_stream_is_reported_missing(slow_swarm: LocalSwarm
 
 
 class _MalformedSpecialist:
-    """Answers with a float32 layer whose shape claims more elements than its bytes hold."""
+    """Answers with a float32 layer whose shape claims more elements than its bytes hold, and with decoder chunks
+    that skip bytes."""
 
     def StreamStates(
         self, request: pb.ColumnsRequest, context: grpc.ServicerContext
@@ -68,19 +69,41 @@ class _MalformedSpecialist:
             yield chunk
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
-        return pb.DescribeResponse(specialist="numeric")
+        return pb.DescribeResponse(specialist="numeric", decoder_bytes=30)
+
+    def StreamDecoder(
+        self, request: pb.DecoderRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.DecoderChunk]:
+        yield pb.DecoderChunk(offset=0, total_bytes=30, data=b"x" * 10)
+        yield pb.DecoderChunk(offset=20, total_bytes=30, data=b"x" * 10)
+
+
+@pytest.fixture
+def malformed() -> Iterator[ManagedServer]:
+    fake = ManagedServer(
+        [(SERVICE, service_handler(SERVICE, _MalformedSpecialist()))], "127.0.0.1", 0, 4, 4 << 20
+    ).start()
+    yield fake
+    fake.stop(0)
+
+
+def test_decoder_chunks_that_do_not_add_up_are_refused(malformed: ManagedServer) -> None:
+    from swarm.trainer.specialist_client import SpecialistClient, SpecialistFailure
+
+    with (
+        SpecialistClient({"numeric": malformed.address}) as client,
+        pytest.raises(SpecialistFailure, match=r"decoder chunk at offset 20 .* after 10 bytes"),
+    ):
+        client.decoder("numeric")
 
 
 def test_malformed_stream_is_reported_missing_with_the_codec_error(
-    slow_swarm: LocalSwarm, annotator_factory: AnnotatorFactory
+    slow_swarm: LocalSwarm, annotator_factory: AnnotatorFactory, malformed: ManagedServer
 ) -> None:
     from swarm.trainer.annotation_server import build_server
     from swarm.trainer.specialist_client import SpecialistClient
 
-    fake = ManagedServer(
-        [(SERVICE, service_handler(SERVICE, _MalformedSpecialist()))], "127.0.0.1", 0, 4, 4 << 20
-    ).start()
-    client = SpecialistClient({"temporal": slow_swarm.addresses["temporal"], "numeric": fake.address})
+    client = SpecialistClient({"temporal": slow_swarm.addresses["temporal"], "numeric": malformed.address})
     annotator = annotator_factory(["temporal", "numeric"])
     server = build_server(annotator, client).start()
     try:
@@ -90,7 +113,6 @@ def test_malformed_stream_is_reported_missing_with_the_codec_error(
     finally:
         server.stop(0)
         client.close()
-        fake.stop(0)
     assert list(reply.specialists_used) == ["temporal"]
     (missing,) = reply.specialists_missing
     assert (
