@@ -1,8 +1,9 @@
 """GPU memory budget: resident bytes of a specialist, GPU capacity from Node annotations, and placement.
 
-Pure functions only; the handlers feed them Node annotations and pool specs. The budget counts a GPU's *total*
-memory minus the pool's reserve: the agent's `free` figure already excludes the specialists we placed there, so
-using it would count them twice (it is published for observability).
+Pure functions only; the handlers feed them Node annotations, pool specs and pool statuses. The budget counts a
+GPU's *total* memory minus the pool's reserve and minus what other pools' admitted specialists hold on it (each
+pool publishes its placement per GPU in status.gpuUsage): the agent's `free` figure already excludes the
+specialists we placed there, so using it would count them twice (it is published for observability).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 GPU_MEMORY_ANNOTATION = "swarm.ai/gpu-memory"
 MIB = 1024**2
@@ -104,8 +106,13 @@ def pool_gpus(
     return gpus
 
 
-def usable(gpus: Sequence[Gpu], reserve: int) -> list[int]:
-    return [max(0, g.total - reserve) for g in gpus]
+GpuKey = tuple[str, int]  # node name, GPU index
+
+
+def usable(gpus: Sequence[Gpu], reserve: int, taken: Mapping[GpuKey, int] | None = None) -> list[int]:
+    """Bytes a pool may place per GPU: total minus its reserve minus what other pools hold there (`taken`)."""
+    taken = taken or {}
+    return [max(0, g.total - reserve - taken.get((g.node, g.index), 0)) for g in gpus]
 
 
 @dataclass(frozen=True)
@@ -134,3 +141,27 @@ def spawn_budget(capacities: Sequence[int], sizes: Iterable[int]) -> int:
     """How many of these specialists fit at once (first-fit, smallest first: a close bound on the maximum)."""
     ordered = sorted(sizes)
     return len(place(capacities, [(str(i), s) for i, s in enumerate(ordered)]).admitted)
+
+
+def gpu_usage(gpus: Sequence[Gpu], placement: Placement) -> list[dict[str, int | str]]:
+    """A placement's bytes per GPU it uses, as published in the pool's status.gpuUsage."""
+    return [
+        {"node": g.node, "index": g.index, "bytes": used}
+        for g, used in zip(gpus, placement.used, strict=True)
+        if used
+    ]
+
+
+def taken_by_others(pools: Iterable[Mapping[str, Any]], name: str) -> dict[GpuKey, int]:
+    """Bytes per GPU held by the admitted specialists of the pools (objects) other than `name`."""
+    taken: dict[GpuKey, int] = {}
+    for pool in pools:
+        if pool.get("metadata", {}).get("name") == name:
+            continue
+        for entry in (pool.get("status") or {}).get("gpuUsage") or []:
+            try:
+                key = (str(entry["node"]), int(entry["index"]))
+                taken[key] = taken.get(key, 0) + max(0, int(entry["bytes"]))
+            except (KeyError, TypeError, ValueError):
+                continue  # status is ours, but a hand-edited one must not stop every pool's reconcile
+    return taken

@@ -190,11 +190,31 @@ class SpecialistStatus(_Model):
     requested_by: list[str] = Field(default=[])
 
 
+class GpuUsage(_Model):
+    node: str
+    index: int = Field(ge=0)
+    bytes: int = Field(ge=0, json_schema_extra={"format": "int64"})
+
+
 class SpecialistPoolStatus(_Model):
     observed_generation: int | None = None
     spawn_budget: int = Field(default=0, ge=0, description="How many of the pool's specialists fit at once.")
-    capacity_bytes: int = Field(default=0, ge=0, json_schema_extra={"format": "int64"})
+    capacity_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="GPU memory this pool may use: totals minus its reserve minus what other pools hold.",
+        json_schema_extra={"format": "int64"},
+    )
+    other_pools_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="GPU memory other pools' specialists hold on this pool's GPUs (not in capacityBytes).",
+        json_schema_extra={"format": "int64"},
+    )
     resident_bytes: int = Field(default=0, ge=0, json_schema_extra={"format": "int64"})
+    gpu_usage: list[GpuUsage] = Field(
+        default=[], description="Bytes this pool's admitted specialists hold per GPU (other pools budget around it)."
+    )
     gpus: int = Field(default=0, ge=0)
     capacity_source: str = ""
     warm_count: int = Field(default=0, ge=0)

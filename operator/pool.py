@@ -2,8 +2,13 @@
 
 Priority when the budget is short: the warm set (in spec order), then specialists requested by active SwarmJobs
 (oldest job first), then cold specialists still inside their idle timeout. Each specialist always has a Deployment
-(replicas 0 or 1) and a Service, so scaling a cold one from zero is a replica patch. One asyncio lock per pool
-serialises the handlers that reconcile it (pool events, the resync timer, jobs asking for specialists).
+(replicas 0 or 1) and a Service, so scaling a cold one from zero is a replica patch.
+
+Pools whose node selectors share GPUs share their memory: a pool plans with what the other pools' admitted
+specialists leave (their status.gpuUsage), first come, first served; memory a pool releases reaches the others at
+their next reconcile (the resync timer at the latest). One asyncio lock per namespace serialises every pool
+reconcile there (pool events, the resync timer, jobs asking for specialists), so that two pools never plan with
+the same free bytes.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ class PoolResult:
     specialists: set[str] = field(default_factory=set)
 
 
-_locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -56,8 +61,10 @@ def plan(
     claims: Iterable[Claim],
     previous: Mapping[str, Mapping[str, Any]],
     now: datetime,
+    taken: Mapping[budget.GpuKey, int] | None = None,
 ) -> tuple[list[dict[str, Any]], budget.Placement]:
-    """Pure planning step: per-specialist status rows and the placement (what runs)."""
+    """Pure planning step: per-specialist status rows and the placement (what runs); `taken`: bytes other pools
+    hold per GPU."""
     sizes = {
         s.name: budget.resident_bytes(
             dtype=s.dtype, params=s.params, resident=s.resident_bytes, activation=s.activation_bytes
@@ -82,7 +89,9 @@ def plan(
     order = list(spec.warm)
     order += [n for n in requested_by if n not in order]
     order += [s.name for s in spec.specialists if s.name not in order and within_idle(s.name)]
-    placement = budget.place(budget.usable(gpus, spec.memory_reserve_per_gpu), [(n, sizes[n]) for n in order])
+    placement = budget.place(
+        budget.usable(gpus, spec.memory_reserve_per_gpu, taken), [(n, sizes[n]) for n in order]
+    )
 
     rows = []
     for s in spec.specialists:
@@ -120,7 +129,7 @@ async def reconcile(
     templates: dict[str, dict[str, Any]],
     now: datetime | None = None,
 ) -> PoolResult:
-    async with _locks[(namespace, name)]:
+    async with _locks[namespace]:
         return await _reconcile(api, namespace, name, list(nodes), list(claims), templates, now or datetime.now(UTC))
 
 
@@ -157,8 +166,9 @@ async def _reconcile(
         else None
     )
     gpus = budget.pool_gpus(nodes, spec.node_selector, fallback, now=now)
+    taken = budget.taken_by_others(await api.list(POOLS, namespace), name)
     previous = {row["name"]: row for row in status.get("specialists", [])}
-    rows, placement = plan(spec, gpus, claims, previous, now)
+    rows, placement = plan(spec, gpus, claims, previous, now, taken)
 
     selector = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_POOL: name}
     await converge(
@@ -173,14 +183,17 @@ async def _reconcile(
     )
     await converge(api, SERVICES, namespace, selector, [builders.specialist_service(pool, s) for s in spec.specialists])
 
-    capacities = budget.usable(gpus, spec.memory_reserve_per_gpu)
+    capacities = budget.usable(gpus, spec.memory_reserve_per_gpu, taken)
+    other_pools = sum(taken.get((g.node, g.index), 0) for g in gpus)
     over = [r["name"] for r in rows if r["state"] == SpecialistState.OverBudget]
     warm_missing = [w for w in spec.warm if w not in placement.admitted]
     body = {
         "observedGeneration": generation,
         "spawnBudget": budget.spawn_budget(capacities, [r["residentBytes"] for r in rows]),
         "capacityBytes": sum(capacities),
+        "otherPoolsBytes": other_pools,
         "residentBytes": sum(r["residentBytes"] for r in rows if r["replicas"]),
+        "gpuUsage": budget.gpu_usage(gpus, placement),
         "gpus": len(gpus),
         "capacitySource": _capacity_source(gpus),
         "warmCount": sum(r["state"] == SpecialistState.Warm for r in rows),
@@ -202,7 +215,8 @@ async def _reconcile(
             "BudgetExceeded",
             bool(over),
             "OverBudget" if over else "WithinBudget",
-            f"not admitted: {', '.join(over)}" if over else "",
+            (f"not admitted: {', '.join(over)}" if over else "")
+            + (f" (other pools hold {other_pools / budget.MIB:.0f} MiB on these GPUs)" if over and other_pools else ""),
         ),
     ]
     await _patch_status(api, pool, body, conditions, now)

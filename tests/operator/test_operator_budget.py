@@ -94,3 +94,19 @@ def test_plan_orders_warm_then_requested_then_idle() -> None:
     assert [r["state"] for r in rows] == ["Warm", "Active", "Cold", "Cold"]
     rows, _ = plan(spec, gpus, [], previous, now + timedelta(seconds=61))
     assert [r["state"] for r in rows] == ["Warm", "Cold", "Cold", "Cold"]
+
+
+def test_pools_sharing_a_gpu_budget_around_each_other() -> None:
+    gpus = [budget.Gpu("n1", 0, 10 * GIB, 0, "nvml"), budget.Gpu("n1", 1, 10 * GIB, 0, "nvml")]
+    placement = budget.place(budget.usable(gpus, GIB), [("a", 6 * GIB), ("b", 2 * GIB)])
+    usage = budget.gpu_usage(gpus, placement)
+    assert usage == [{"node": "n1", "index": 0, "bytes": 8 * GIB}]  # the unused GPU is left out
+    pools = [
+        {"metadata": {"name": "first"}, "status": {"gpuUsage": usage}},
+        {"metadata": {"name": "second"}, "status": {"gpuUsage": [{"node": "n1", "index": 1, "bytes": GIB}]}},
+        {"metadata": {"name": "third"}},  # not reconciled yet: holds nothing
+    ]
+    assert budget.taken_by_others(pools, "second") == {("n1", 0): 8 * GIB}
+    taken = budget.taken_by_others(pools, "third")
+    assert taken == {("n1", 0): 8 * GIB, ("n1", 1): GIB}
+    assert budget.usable(gpus, GIB, taken) == [GIB, 8 * GIB]

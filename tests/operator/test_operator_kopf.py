@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
-from swarm.operator.budget import GPU_MEMORY_ANNOTATION
+from swarm.operator.budget import GPU_MEMORY_ANNOTATION, resident_bytes
 from swarm.operator.builders import LABEL_MANAGED_BY, MANAGED_BY
 from swarm.operator.metrics_publisher import publish_metrics
 from swarm.operator.testing import (
     DEPLOYMENTS,
     JOBS,
     NODES,
+    PARAMS_120M,
     PODS,
     POOLS,
     RTX_4090_TOTAL,
@@ -215,3 +216,32 @@ def test_conflicts_are_retried(cluster: EmulatedCluster, add_node: Any) -> None:
         st = wait_for(lambda: status(cluster, POOLS, "pool").get("gpus"), what=f"status despite 409s\n{op.log()}")
         assert st == 2
         assert len(cluster.requests(lambda r: r.method == "PATCH" and r.subresource == "status")) >= 4
+
+
+def test_pools_on_the_same_gpu_share_its_memory(cluster: EmulatedCluster, add_node: Any) -> None:
+    """Two pools selecting the same GPU never admit more than it holds together; when one pool goes, the other
+    takes the memory it released."""
+    one = resident_bytes(dtype="bfloat16", params=PARAMS_120M)
+    room = 3 * one + one // 2
+    add_node(total=(1 << 30) + room)  # the 1 GiB reserve and three specialists: both pools want two
+    cluster.create(POOLS, pool_body("first", names=("a", "b"), warm=("a", "b")))
+    cluster.create(POOLS, pool_body("second", names=("x", "y"), warm=("x", "y")))
+    with OperatorProcess(cluster, NS) as op:
+
+        def settled() -> tuple[dict[str, Any], dict[str, Any]] | None:
+            first, second = status(cluster, POOLS, "first"), status(cluster, POOLS, "second")
+            counts = (first.get("warmCount"), second.get("warmCount"))
+            seen = (first.get("otherPoolsBytes"), second.get("otherPoolsBytes"))
+            held = (second.get("residentBytes"), first.get("residentBytes"))
+            return (first, second) if counts in {(2, 1), (1, 2)} and seen == held else None
+
+        first, second = wait_for(settled, what=f"three of four warm specialists admitted\n{op.log()}")
+        assert sum(replicas(cluster).values()) == 3
+        for mine, theirs in ((first, second), (second, first)):
+            assert sum(u["bytes"] for u in theirs["gpuUsage"]) == theirs["residentBytes"]
+            assert mine["residentBytes"] + mine["otherPoolsBytes"] <= room
+        starved, full = ("first", "second") if first["warmCount"] == 1 else ("second", "first")
+        assert "other pools hold" in cond(status(cluster, POOLS, starved), "BudgetExceeded")["message"]
+        cluster.delete(POOLS, NS, full)
+        wait_for(lambda: status(cluster, POOLS, starved).get("warmCount") == 2, what=f"memory released\n{op.log()}")
+        assert status(cluster, POOLS, starved)["otherPoolsBytes"] == 0
