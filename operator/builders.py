@@ -35,7 +35,8 @@ TRAINER_SERVICE_ACCOUNT = "swarm-trainer"  # manifests/rbac.yaml: get/patch pods
 
 MODE_COMMANDS = {Mode.train: "train", Mode.evaluate: "eval", Mode.annotate: "annotate"}
 SPECIALIST_HOST = "0.0.0.0"  # all interfaces: the CLI's default (127.0.0.1) would make the Service unreachable
-WORK_DIR = "/var/lib/swarm"  # writable emptyDir in trainer pods (the root filesystem is read-only)
+WORK_DIR = "/var/lib/swarm"  # writable: emptyDir, or the SwarmJob's output claim (the root filesystem is read-only)
+WORK_VOLUME = "work"
 RUN_DIR = f"{WORK_DIR}/run"
 METRICS_JSON = f"{WORK_DIR}/metrics.json"
 PREDICTIONS_CSV = f"{WORK_DIR}/predictions.csv"
@@ -126,12 +127,12 @@ def default_templates() -> dict[str, dict[str, Any]]:
             },
             automount=True,
             mounts=[
-                {"name": "work", "mountPath": WORK_DIR},
+                {"name": WORK_VOLUME, "mountPath": WORK_DIR},
                 models_mount,
                 {"name": "data", "mountPath": DATA_DIR, "readOnly": True},
             ],
             volumes=[
-                {"name": "work", "emptyDir": {}},
+                {"name": WORK_VOLUME, "emptyDir": {}},
                 models,
                 {"name": "data", "persistentVolumeClaim": {"claimName": DATA_CLAIM, "readOnly": True}},
             ],
@@ -359,11 +360,32 @@ def trainer_pod(
     meta = _metadata(trainer_pod_name(job_name), job, pod_meta["labels"])
     if pod_meta.get("annotations"):
         meta["annotations"] = pod_meta["annotations"]
+    if spec.output is not None:
+        _work_on_claim(pod["spec"], spec.output.claim_name, output_sub_path(job_name, spec))
     pod["spec"]["restartPolicy"] = "Never"
     # The trainer patches its own metrics annotation (operator/metrics_publisher.py): it needs its token.
     pod["spec"].setdefault("serviceAccountName", TRAINER_SERVICE_ACCOUNT)
     pod["spec"]["automountServiceAccountToken"] = True
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod["spec"]}
+
+
+def output_sub_path(job_name: str, spec: SwarmJobSpec) -> str:
+    return (spec.output.sub_path if spec.output else None) or job_name
+
+
+def _work_on_claim(pod_spec: dict[str, Any], claim: str, sub_path: str) -> None:
+    """Back the work directory with the job's claim (its own directory in it) instead of the template's volume."""
+    pod_spec["volumes"] = [
+        *(v for v in pod_spec.get("volumes", []) if v["name"] != WORK_VOLUME),
+        {"name": WORK_VOLUME, "persistentVolumeClaim": {"claimName": claim}},
+    ]
+    mounts = pod_spec["containers"][0].setdefault("volumeMounts", [])
+    work = [m for m in mounts if m["name"] == WORK_VOLUME]
+    if not work:
+        work = [{"name": WORK_VOLUME, "mountPath": WORK_DIR}]
+        mounts.append(work[0])
+    for mount in work:
+        mount["subPath"] = sub_path
 
 
 def custom_resource(kind: str, name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:

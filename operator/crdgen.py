@@ -34,7 +34,8 @@ def _structural(node: Any, defs: dict[str, Any], *, keep_defaults: bool) -> Any:
     if any_of and any(branch.get("type") == "null" for branch in any_of):
         (branch,) = [b for b in any_of if b.get("type") != "null"]
         node.pop("anyOf")
-        node = {**node, **_structural(branch, defs, keep_defaults=keep_defaults)}
+        own = {k: node[k] for k in ("description", "default") if k in node}  # as for $ref: the field's own win
+        node = {**node, **_structural(branch, defs, keep_defaults=keep_defaults), **own}
     if node.get("default", 0) is None or not keep_defaults:
         node.pop("default", None)
     additional = node.get("additionalProperties")

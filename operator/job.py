@@ -105,6 +105,7 @@ async def reconcile(
             "specialists": sorted(endpoints),
             "specialistCount": len(endpoints),
             "pods": [pod["metadata"]["name"]],
+            "output": f"{spec.output.claim_name}/{builders.output_sub_path(name, spec)}" if spec.output else "",
         },
         [
             condition("PoolReady", True, "PoolFound", f"SpecialistPool {spec.pool_ref!r} reconciled"),

@@ -238,6 +238,25 @@ class ParlSettings(_Model):
 _CHECKPOINT_MODES = ("evaluate", "annotate")
 
 
+class OutputVolume(_Model):
+    """A PersistentVolumeClaim (it must exist in the job's namespace) for everything the trainer pod writes."""
+
+    claim_name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="Name of the PersistentVolumeClaim (ReadWriteOnce is enough: one trainer pod uses it at a time).",
+    )
+    sub_path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        # relative, no `.` or `..` segments: the job stays inside its claim
+        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$",
+        description="Directory in the claim for this job's files; default: the job's name.",
+    )
+
+
 class SwarmJobSpec(_Model):
     mode: Mode = Field(description="train: `swarm train`; evaluate: `swarm eval`; annotate: `swarm annotate`.")
     pool_ref: DnsLabel = Field(description="Name of a SpecialistPool in the job's namespace.")
@@ -259,6 +278,13 @@ class SwarmJobSpec(_Model):
         default=[], max_length=64, description="Specialists to scale up for this job (besides warm ones)."
     )
     extra_args: list[str] = Field(default=[], description="Appended to the trainer command.")
+    output: OutputVolume | None = Field(
+        default=None,
+        description="Where the trainer pod writes: run/ (checkpoints; for train, the trained primary in run/model), "
+        "metrics.json, predictions.csv, summary.json. A train job re-created with the same output resumes from its "
+        "last checkpoint. Without it the pod writes to an emptyDir: the metrics still reach the status, the files "
+        "go with the pod.",
+    )
 
     __cel_rules__ = (
         CelRule(
@@ -302,6 +328,9 @@ class SwarmJobStatus(_Model):
     pods: list[str] = Field(default=[])
     specialists: list[str] = Field(default=[], description="Specialists granted by the pool.")
     specialist_count: int = Field(default=0, ge=0)
+    output: str = Field(
+        default="", description="CLAIM/SUBPATH holding the trainer's files; empty when they live in an emptyDir."
+    )
     metrics: JobMetrics = JobMetrics()
     conditions: list[Condition] = Field(default=[])
 

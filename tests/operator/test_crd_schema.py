@@ -95,6 +95,10 @@ BAD = [
     (job_body(), "spec.maxSpecialists", -1, "spec.maxSpecialists: -1 is less than the minimum of 0"),
     (job_body(), "spec.poolRef", _DELETE, "spec: 'poolRef' is a required property"),
     (job_body(), "spec.parl", {"lambda1": -0.5}, "spec.parl.lambda1: -0.5 is less than the minimum of 0"),
+    (job_body(), "spec.output", {"subPath": "x"}, "spec.output: 'claimName' is a required property"),
+    (job_body(), "spec.output", {"claimName": "Runs_1"}, "spec.output.claimName: 'Runs_1' does not match"),
+    (job_body(), "spec.output", {"claimName": "runs", "subPath": "../other"}, "spec.output.subPath: '../other'"),
+    (job_body(), "spec.output", {"claimName": "runs", "subPath": "/abs"}, "spec.output.subPath: '/abs' does not"),
 ]
 
 

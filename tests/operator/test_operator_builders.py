@@ -126,6 +126,20 @@ def test_trainer_pod_per_mode(mode: str) -> None:
     assert pod["metadata"]["labels"]["swarm.ai/job"] == "job"
 
 
+@pytest.mark.parametrize(("sub_path", "expected"), [(None, "job"), ("team/sotab-1", "team/sotab-1")])
+def test_trainer_pod_writes_to_the_output_claim(sub_path: str | None, expected: str) -> None:
+    output = {"claimName": "swarm-runs"} | ({"subPath": sub_path} if sub_path else {})
+    job = _with_meta(job_body(output=output), "job-uid")
+    spec = SwarmJobSpec.model_validate(job["spec"])
+    pod = builders.trainer_pod(job, spec, {}, builders.default_templates()["trainer"])
+    (mount,) = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["mountPath"] == "/var/lib/swarm"]
+    assert mount["subPath"] == expected
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume == {"name": "work", "persistentVolumeClaim": {"claimName": "swarm-runs"}}
+    assert "--run-dir" in (command := pod["spec"]["containers"][0]["command"])
+    assert command[command.index("--run-dir") + 1].startswith("/var/lib/swarm/")
+
+
 def test_manifest_templates_equal_builtin_defaults() -> None:
     for name, template in builders.default_templates().items():
         path = ROOT / "manifests" / "templates" / f"{name}.yaml"

@@ -60,8 +60,9 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
             assert obj["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGED_BY
             assert obj["metadata"]["ownerReferences"][0]["uid"] == pool_uid
 
-        cluster.create(JOBS, job_body())
+        cluster.create(JOBS, job_body(output={"claimName": "swarm-runs"}))
         pod = wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what="trainer pod")
+        assert {"name": "work", "persistentVolumeClaim": {"claimName": "swarm-runs"}} in pod["spec"]["volumes"]
         assert pod["spec"]["containers"][0]["command"] == [
             "swarm", "train", "--data", "/data/sotab", "--run-dir", "/var/lib/swarm/run",
             "--fusion", "weighted_sum", "--max-specialists", "4",
@@ -69,7 +70,7 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
         assert pod["metadata"]["ownerReferences"][0]["uid"] == cluster.get(JOBS, NS, "job")["metadata"]["uid"]
         assert replicas(cluster)["pool-b"] == 1  # cold specialist scaled from zero for the job
         st = wait_for(lambda: status(cluster, JOBS, "job").get("pods") and status(cluster, JOBS, "job"))
-        assert st["phase"] == "Pending" and st["specialists"] == ["a", "b"]
+        assert st["phase"] == "Pending" and st["specialists"] == ["a", "b"] and st["output"] == "swarm-runs/job"
 
         cluster.patch(PODS, NS, "job-primary", {"status": {"phase": "Running"}}, status=True)
         wait_for(lambda: status(cluster, JOBS, "job")["phase"] == "Running", what="Running")
