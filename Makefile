@@ -9,7 +9,7 @@ DATA ?= ../shared/data/sotab-v2-sample
 # Primaries trained per fusion row (seeds 0..SEEDS-1); the committed tables used SEEDS=3.
 SEEDS ?= 2
 
-.PHONY: install proto demo test lint bench fusion-report crds kind-e2e clean
+.PHONY: install proto demo test lint bench fusion-report adapt crds kind-e2e clean
 
 install: $(STAMP) $(STUBS)
 
@@ -44,6 +44,14 @@ bench: install
 
 fusion-report: install
 	$(BIN)/swarm fusion-report --data $(DATA) --seeds $(SEEDS)
+
+# Model Swarms, after `make demo`: the demo's geographic, temporal, numeric and people specialists searched for a
+# commerce specialist, scored beside the demo's own commerce specialist; writes reports/adapt_commerce.*.
+EXPERTS := runs/demo/specialists
+adapt: install
+	@test -d $(EXPERTS)/commerce || { echo "no specialists in $(EXPERTS): run make demo first" >&2; exit 2; }
+	$(BIN)/swarm adapt --data $(DATA) --domain commerce --reference $(EXPERTS)/commerce --out runs/adapt/commerce \
+		$(foreach name,geographic temporal numeric people,--expert $(EXPERTS)/$(name))
 
 crds: install
 	$(BIN)/python -m swarm.operator.crdgen crds

@@ -67,10 +67,14 @@ class StateDecoder(nn.Module):
         self.readout = StateReadout(cfg, queries=queries)
         self.head = nn.Linear(cfg.d_model, n_outputs)
 
+    def features(self, states: list[Tensor]) -> Tensor:
+        """What the head reads: the static queries' reads of `states[l]` (B, H, K, V), as (B, d_model)."""
+        summary = self.summary.expand(states[0].shape[0], -1)
+        return F.gelu(self.readout(states, summary))
+
     def forward(self, states: list[Tensor]) -> Tensor:
         """`states[l]` (B, H, K, V) -> logits (B, n_outputs)."""
-        summary = self.summary.expand(states[0].shape[0], -1)
-        return self.head(F.gelu(self.readout(states, summary)))
+        return self.head(self.features(states))
 
 
 class DomainModel(nn.Module):

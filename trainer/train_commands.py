@@ -1,4 +1,4 @@
-"""CLI commands for data, training and evaluation: `swarm demo|train|eval|synth`."""
+"""CLI commands for data, training, evaluation and adaptation: `swarm demo|train|eval|synth|adapt|...`."""
 from __future__ import annotations
 
 import json
@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
     app.command()(demo)
     app.command()(memory)
     app.command("fusion-report")(fusion_report)
+    app.command()(adapt)
     app.command()(bench)
 
 
@@ -209,6 +210,33 @@ def memory(
     estimate = specialist_resident_bytes(spec.model, spec.config, torch_dtype, batch)
     typer.echo(json.dumps({"specialist": spec.name, "config": spec.config.name, "dtype": dtype, "batch": batch}
                           | estimate.to_dict(), indent=2))
+
+
+def adapt(
+    domain: str = typer.Option(..., help="Target domain (model_server/domains.yaml): its labels plus \\[other]."),
+    expert: list[Path] = typer.Option(..., help="A trained specialist directory (repeat; two or more)."),
+    data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset; the domain's validation columns are used."),
+    out: Path = typer.Option(Path("runs/adapt"), help="Where the adapted specialist directory is written."),
+    reference: Path | None = typer.Option(None, help="A specialist fine-tuned on the domain, scored for comparison."),
+    reports_dir: Path = typer.Option(Path("reports")),
+    utility_columns: int = typer.Option(200, min=2, help="Labelled columns the swarm's utility is measured on."),
+    particles: int = typer.Option(8, min=1),
+    iterations: int = typer.Option(20, min=0),
+    seed: int = typer.Option(0),
+) -> None:
+    """Model Swarms: search the experts' weight space for a specialist of DOMAIN; reports/adapt_DOMAIN.{json,md,png}."""
+    from swarm.trainer.adapt import AdaptConfig
+    from swarm.trainer.adapt import adapt as run_adapt
+    from swarm.trainer.model_swarms import SwarmConfig
+    from swarm.trainer.sotab import DataError
+
+    try:
+        cfg = AdaptConfig(data=data, experts=tuple(expert), domain=domain, out=out, reports_dir=reports_dir,
+                          utility_columns=utility_columns, reference=reference,
+                          swarm=SwarmConfig(particles=particles, iterations=iterations, seed=seed))
+        run_adapt(cfg)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
 
 
 BENCHMARKS = ("training", "fusion", "grpc_states", "operator")
