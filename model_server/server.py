@@ -233,7 +233,7 @@ def load_source(
     synthetic: str | None = None,
 ) -> tuple[StateSource, str, list[str], bool]:
     """(source, config name, labels, untrained?) for a specialist; warns loudly when weights are untrained."""
-    from swarm.model_server.specialist import Specialist, domain_of, untrained
+    from swarm.model_server.specialist import Specialist, domain_of, specialist_dir, untrained
 
     domain = domain_of(name)
     replica = name.partition("@")[2]  # an untrained replica gets its own seed
@@ -248,9 +248,7 @@ def load_source(
             True,
         )
     if checkpoint_dir is not None:
-        # Either a specialist directory itself or a folder of them named by specialist.
-        path = Path(checkpoint_dir)
-        path = path if (path / "specialist.json").is_file() else path / name
+        path = specialist_dir(checkpoint_dir, name)
         spec = Specialist.load(path, DTYPES[dtype])
         if spec.name != name:
             raise ValueError(f"{path} holds specialist {spec.name!r}, not {name!r}")

@@ -134,6 +134,13 @@ class Specialist:
         return cls(name, model, dtype)
 
 
+def specialist_dir(path: Path, name: str) -> Path:
+    """`path` when it is a specialist directory, else the one named `name` in it (a folder of specialists, as a
+    SpecialistPool's `model` may be)."""
+    path = Path(path)
+    return path if (path / "specialist.json").is_file() else path / name
+
+
 def save_dir(directory: Path, name: str, model: DomainModel) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,13 @@ TEMPLATES_ENV = "SWARM_POD_TEMPLATES"
 IMAGE_ENV = "SWARM_IMAGE"
 TRAINER_SERVICE_ACCOUNT = "swarm-trainer"  # manifests/rbac.yaml: get/patch pods in its namespace
 
-MODE_COMMANDS = {Mode.train: "train", Mode.evaluate: "eval", Mode.annotate: "annotate"}
+MODE_COMMANDS = {Mode.train: "train", Mode.evaluate: "eval", Mode.annotate: "annotate", Mode.adapt: "adapt"}
 SPECIALIST_HOST = "0.0.0.0"  # all interfaces: the CLI's default (127.0.0.1) would make the Service unreachable
 WORK_DIR = "/var/lib/swarm"  # writable: emptyDir, or the SwarmJob's output claim (the root filesystem is read-only)
 WORK_VOLUME = "work"
 RUN_DIR = f"{WORK_DIR}/run"
+ADAPTED_DIR = f"{RUN_DIR}/adapted"  # mode adapt: the adapted specialist
+REPORTS_DIR = f"{WORK_DIR}/reports"
 METRICS_JSON = f"{WORK_DIR}/metrics.json"
 PREDICTIONS_CSV = f"{WORK_DIR}/predictions.csv"
 SUMMARY_JSON = f"{WORK_DIR}/summary.json"
@@ -312,12 +315,17 @@ def specialist_endpoint(namespace: str, pool: str, specialist: str) -> str:
     return f"{specialist_object_name(pool, specialist)}.{namespace}.svc:{SPECIALIST_PORT}"
 
 
-def trainer_command(spec: SwarmJobSpec) -> list[str]:
+def trainer_command(spec: SwarmJobSpec, experts: Mapping[str, str] | None = None) -> list[str]:
     """The primary's command per mode, then the job's extraArgs. Specialist endpoints come in the environment
-    (SWARM_SPECIALIST_ENDPOINTS); the PARL settings are reserved for the orchestrator and not passed."""
+    (SWARM_SPECIALIST_ENDPOINTS); the PARL settings are reserved for the orchestrator and not passed. `experts`
+    (mode adapt): the model path of each of the job's specialists in its pool."""
     mode = Mode(spec.mode)
     command = ["swarm", MODE_COMMANDS[mode], "--data", spec.data]
-    if mode == Mode.train:
+    if mode == Mode.adapt:
+        command += ["--domain", str(spec.domain), "--out", ADAPTED_DIR, "--reports-dir", REPORTS_DIR]
+        for name in spec.specialists:
+            command += ["--expert", f"{name}={(experts or {})[name]}"]
+    elif mode == Mode.train:
         command += ["--run-dir", RUN_DIR, "--fusion", str(spec.fusion), "--max-specialists", str(spec.max_specialists)]
     elif mode == Mode.evaluate:
         command += ["--checkpoint", _checkpoint(spec), "--json", METRICS_JSON]
@@ -338,6 +346,7 @@ def trainer_pod(
     endpoints: dict[str, str],
     template: dict[str, Any],
     image: str | None = None,
+    experts: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     job_name = job["metadata"]["name"]
     labels = trainer_labels(job_name, spec.pool_ref)
@@ -345,7 +354,7 @@ def trainer_pod(
         template,
         labels,
         image,
-        trainer_command(spec),
+        trainer_command(spec, experts),
         [
             {
                 "name": "SWARM_SPECIALIST_ENDPOINTS",

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from swarm.operator import builders, pool
 from swarm.operator.kube import JOBS, PODS, Api
-from swarm.operator.models import Phase, SwarmJobSpec
+from swarm.operator.models import Mode, Phase, SwarmJobSpec
 from swarm.operator.status import (
     condition,
     merge_conditions,
@@ -42,10 +42,11 @@ def is_active(body: dict[str, Any]) -> bool:
 
 
 def claim_of(body: dict[str, Any]) -> pool.Claim:
+    """The specialists a job needs running; an adapt job reads its experts' weights from disk and needs none."""
     spec = body.get("spec") or {}
     return pool.Claim(
         job=body["metadata"]["name"],
-        specialists=tuple(spec.get("specialists") or ()),
+        specialists=() if spec.get("mode") == Mode.adapt else tuple(spec.get("specialists") or ()),
         created=body["metadata"].get("creationTimestamp") or "",
     )
 
@@ -95,8 +96,9 @@ async def reconcile(
         )
         return Outcome(Phase.Pending.value, retry=message)
 
-    endpoints = _granted(spec, result, namespace)
-    pod_body = builders.trainer_pod(job, spec, endpoints, templates["trainer"])
+    endpoints = {} if spec.mode == Mode.adapt else _granted(spec, result, namespace)
+    experts = {name: result.models[name] for name in spec.specialists} if spec.mode == Mode.adapt else None
+    pod_body = builders.trainer_pod(job, spec, endpoints, templates["trainer"], experts=experts)
     pod = await api.apply(PODS, pod_body, patch_existing=False)
     await write_status(
         api,
@@ -128,7 +130,7 @@ def _pool_problem(spec: SwarmJobSpec, result: pool.PoolResult) -> tuple[str, str
             f"not in SpecialistPool {spec.pool_ref!r}: {', '.join(unknown)}",
         )
     denied = [s for s in spec.specialists if s not in result.admitted]
-    if denied:
+    if denied and spec.mode != Mode.adapt:
         return "SpecialistsGranted", "BudgetExceeded", f"waiting for GPU memory budget: {', '.join(denied)}"
     return None
 

@@ -55,10 +55,10 @@ class DType(StrEnum):
 
 
 class Mode(StrEnum):
-    # `adapt` (Model Swarms) is not implemented in this release: the CRD rejects it rather than start a pod that fails.
     train = "train"
     evaluate = "evaluate"
     annotate = "annotate"
+    adapt = "adapt"  # Model Swarms: the job's specialists are the experts, read from the pool's model paths
 
 
 class FusionMode(StrEnum):
@@ -236,6 +236,7 @@ class ParlSettings(_Model):
 
 
 _CHECKPOINT_MODES = ("evaluate", "annotate")
+_ADAPT_MESSAGE = "mode adapt needs a domain and at least two specialists (the experts)"
 
 
 class OutputVolume(_Model):
@@ -258,7 +259,10 @@ class OutputVolume(_Model):
 
 
 class SwarmJobSpec(_Model):
-    mode: Mode = Field(description="train: `swarm train`; evaluate: `swarm eval`; annotate: `swarm annotate`.")
+    mode: Mode = Field(
+        description="train: `swarm train`; evaluate: `swarm eval`; annotate: `swarm annotate`; adapt: `swarm adapt` "
+        "(Model Swarms over the weights of the job's specialists, which are read from disk, not scaled up)."
+    )
     pool_ref: DnsLabel = Field(description="Name of a SpecialistPool in the job's namespace.")
     data: str = Field(min_length=1, description="Local data path in the trainer pod (SOTAB v2 CTA layout).")
     checkpoint: str | None = Field(
@@ -278,6 +282,10 @@ class SwarmJobSpec(_Model):
         default=[], max_length=64, description="Specialists to scale up for this job (besides warm ones)."
     )
     extra_args: list[str] = Field(default=[], description="Appended to the trainer command.")
+    domain: DnsLabel | None = Field(
+        default=None,
+        description="Target domain (model_server/domains.yaml) of mode adapt; required there, not used otherwise.",
+    )
     output: OutputVolume | None = Field(
         default=None,
         description="Where the trainer pod writes: run/ (checkpoints; for train, the trained primary in run/model), "
@@ -297,6 +305,11 @@ class SwarmJobSpec(_Model):
             "checkpoint (the path of a trained primary directory) is required when mode is evaluate or annotate",
             lambda spec: spec.get("mode") not in _CHECKPOINT_MODES or "checkpoint" in spec,
         ),
+        CelRule(
+            "self.mode != 'adapt' || (has(self.domain) && size(self.specialists) >= 2)",
+            _ADAPT_MESSAGE,
+            lambda spec: spec.get("mode") != "adapt" or ("domain" in spec and len(spec.get("specialists", [])) >= 2),
+        ),
     )
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [r.schema() for r in __cel_rules__]})
 
@@ -306,6 +319,8 @@ class SwarmJobSpec(_Model):
             raise ValueError(
                 f"{len(self.specialists)} specialists requested but maxSpecialists is {self.max_specialists}"
             )
+        if self.mode == Mode.adapt and (not self.domain or len(self.specialists) < 2):
+            raise ValueError(f"{_ADAPT_MESSAGE}; got domain {self.domain!r} and {len(self.specialists)} specialists")
         if self.mode in _CHECKPOINT_MODES and not self.checkpoint:
             raise ValueError(
                 "checkpoint (the path of a trained primary directory) is required when mode is "

@@ -46,6 +46,7 @@ class PoolResult:
     message: str = ""
     admitted: set[str] = field(default_factory=set)
     specialists: set[str] = field(default_factory=set)
+    models: dict[str, str] = field(default_factory=dict)  # specialist -> model path (for mode adapt)
 
 
 _locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -220,7 +221,12 @@ async def _reconcile(
         ),
     ]
     await _patch_status(api, pool, body, conditions, now)
-    return PoolResult(found=True, admitted=set(placement.admitted), specialists={s.name for s in spec.specialists})
+    return PoolResult(
+        found=True,
+        admitted=set(placement.admitted),
+        specialists={s.name for s in spec.specialists},
+        models={s.name: s.model for s in spec.specialists},
+    )
 
 
 async def _patch_status(

@@ -214,7 +214,9 @@ def memory(
 
 def adapt(
     domain: str = typer.Option(..., help="Target domain (model_server/domains.yaml): its labels plus \\[other]."),
-    expert: list[Path] = typer.Option(..., help="A trained specialist directory (repeat; two or more)."),
+    expert: list[str] = typer.Option(
+        ..., help="A trained specialist: its directory, or NAME=FOLDER of specialists (repeat; two or more)."
+    ),
     data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset; the domain's validation columns are used."),
     out: Path = typer.Option(Path("runs/adapt"), help="Where the adapted specialist directory is written."),
     reference: Path | None = typer.Option(None, help="A specialist fine-tuned on the domain, scored for comparison."),
@@ -225,18 +227,25 @@ def adapt(
     seed: int = typer.Option(0),
 ) -> None:
     """Model Swarms: search the experts' weight space for a specialist of DOMAIN; reports/adapt_DOMAIN.{json,md,png}."""
+    from swarm.model_server.specialist import specialist_dir
     from swarm.trainer.adapt import AdaptConfig
     from swarm.trainer.adapt import adapt as run_adapt
     from swarm.trainer.model_swarms import SwarmConfig
     from swarm.trainer.sotab import DataError
 
+    def expert_path(value: str) -> Path:  # PATH, or NAME=FOLDER: specialist NAME in a folder of them
+        name, sep, folder = value.partition("=")
+        return specialist_dir(Path(folder), name) if sep else Path(value)
+
     try:
-        cfg = AdaptConfig(data=data, experts=tuple(expert), domain=domain, out=out, reports_dir=reports_dir,
-                          utility_columns=utility_columns, reference=reference,
+        cfg = AdaptConfig(data=data, experts=tuple(map(expert_path, expert)), domain=domain, out=out,
+                          reports_dir=reports_dir, utility_columns=utility_columns, reference=reference,
                           swarm=SwarmConfig(particles=particles, iterations=iterations, seed=seed))
-        run_adapt(cfg)
+        report = run_adapt(cfg)
     except (DataError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
+    swarm = next(m for m in report["models"] if m["name"] == "Model Swarms")
+    publish({"micro_f1": swarm["micro_f1"], "macro_f1": swarm["macro_f1"]})
 
 
 BENCHMARKS = ("training", "fusion", "grpc_states", "operator")

@@ -72,6 +72,8 @@ def _with(body: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 
 _DELETE = object()
+ADAPT_JOB = job_body(mode="adapt", specialists=("a", "b"), domain="commerce")
+ADAPT_MESSAGE = "mode adapt needs a domain and at least two specialists (the experts)"
 CHECKPOINT_MESSAGE = (
     "checkpoint (the path of a trained primary directory) is required when mode is evaluate or annotate"
 )
@@ -84,9 +86,10 @@ BAD = [
     (pool_body(), "spec.idleTimeoutSeconds", -5, "spec.idleTimeoutSeconds: -5 is less than the minimum of 0"),
     (pool_body(), "spec.memoryReservePerGpu", "1Gi", "spec.memoryReservePerGpu: '1Gi' is not of type 'integer'"),
     (pool_body(), "spec.warmSet", ["a"], "spec: Additional properties are not allowed ('warmSet' was unexpected)"),
-    (job_body(), "spec.mode", "serve", "spec.mode: 'serve' is not one of ['train', 'evaluate', 'annotate']"),
-    # Model Swarms is not in this release: rejected up front rather than a pod that fails.
-    (job_body(), "spec.mode", "adapt", "spec.mode: 'adapt' is not one of ['train', 'evaluate', 'annotate']"),
+    (job_body(), "spec.mode", "serve", "spec.mode: 'serve' is not one of ['train', 'evaluate', 'annotate', 'adapt']"),
+    (job_body(), "spec.mode", "adapt", f"spec: {ADAPT_MESSAGE}"),  # no domain, one specialist
+    (ADAPT_JOB, "spec.domain", _DELETE, f"spec: {ADAPT_MESSAGE}"),
+    (ADAPT_JOB, "spec.domain", "Commerce", "spec.domain: 'Commerce' does not"),
     (job_body(), "spec.mode", "evaluate", f"spec: {CHECKPOINT_MESSAGE}"),
     (job_body(), "spec.mode", "annotate", f"spec: {CHECKPOINT_MESSAGE}"),
     (job_body(mode="evaluate"), "spec.checkpoint", "", "spec.checkpoint: '' should be non-empty"),
@@ -136,7 +139,11 @@ def test_cross_field_rules_in_models_and_cel() -> None:
         "rule": "!(self.mode in ['evaluate', 'annotate']) || has(self.checkpoint)",
         "message": CHECKPOINT_MESSAGE,
     }
-    assert job_spec["spec"]["properties"]["mode"]["enum"] == ["train", "evaluate", "annotate"]
+    assert job_spec["spec"]["properties"]["mode"]["enum"] == ["train", "evaluate", "annotate", "adapt"]
+    with pytest.raises(ValidationError, match="mode adapt needs a domain .* got domain None and 2 specialists"):
+        SwarmJobSpec.model_validate(job_body(mode="adapt", specialists=("a", "b"))["spec"])
+    adapt = job_body(mode="adapt", specialists=("a", "b"), domain="commerce")
+    assert crdgen.validate_resource(adapt) == [] and SwarmJobSpec.model_validate(adapt["spec"]).domain == "commerce"
     # The CEL rules' Python twins (used by validate_resource) see the API server's defaults: maxSpecialists 4.
     assert crdgen.validate_resource(job_body(specialists=("a", "b", "c", "d"))) == []
     assert crdgen.validate_resource(job_body(specialists=("a", "b", "c", "d", "e"))) == [

@@ -126,6 +126,17 @@ def test_trainer_pod_per_mode(mode: str) -> None:
     assert pod["metadata"]["labels"]["swarm.ai/job"] == "job"
 
 
+def test_adapt_pod_reads_its_experts_from_the_pools_model_paths() -> None:
+    job = _with_meta(job_body(mode="adapt", specialists=("b", "a"), domain="commerce"), "job-uid")
+    spec = SwarmJobSpec.model_validate(job["spec"])
+    experts = {"a": "/models/specialists", "b": "/models/b-v2"}
+    pod = builders.trainer_pod(job, spec, {}, builders.default_templates()["trainer"], experts=experts)
+    assert pod["spec"]["containers"][0]["command"] == [
+        "swarm", "adapt", "--data", "/data/sotab", "--domain", "commerce", "--out", "/var/lib/swarm/run/adapted",
+        "--reports-dir", "/var/lib/swarm/reports", "--expert", "b=/models/b-v2", "--expert", "a=/models/specialists",
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(("sub_path", "expected"), [(None, "job"), ("team/sotab-1", "team/sotab-1")])
 def test_trainer_pod_writes_to_the_output_claim(sub_path: str | None, expected: str) -> None:
     output = {"claimName": "swarm-runs"} | ({"subPath": sub_path} if sub_path else {})

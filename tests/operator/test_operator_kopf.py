@@ -219,6 +219,21 @@ def test_conflicts_are_retried(cluster: EmulatedCluster, add_node: Any) -> None:
         assert len(cluster.requests(lambda r: r.method == "PATCH" and r.subresource == "status")) >= 4
 
 
+def test_adapt_job_reads_experts_from_disk_and_scales_nothing_up(cluster: EmulatedCluster, add_node: Any) -> None:
+    add_node()
+    cluster.create(POOLS, pool_body())
+    cluster.create(JOBS, job_body(mode="adapt", specialists=("b", "c"), domain="commerce"))
+    with OperatorProcess(cluster, NS) as op:
+        pod = wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what=f"adapt pod\n{op.log()}")
+        command = pod["spec"]["containers"][0]["command"]
+        assert command[:2] == ["swarm", "adapt"] and command[-4:] == [
+            "--expert", "b=/models/specialists", "--expert", "c=/models/specialists"
+        ]
+        st = wait_for(lambda: status(cluster, JOBS, "job").get("pods") and status(cluster, JOBS, "job"))
+        assert st["specialists"] == [] and cond(st, "SpecialistsGranted")["status"] == "True"
+        assert replicas(cluster) == {"pool-a": 1, "pool-b": 0, "pool-c": 0}  # only the warm one runs
+
+
 def test_pools_on_the_same_gpu_share_its_memory(cluster: EmulatedCluster, add_node: Any) -> None:
     """Two pools selecting the same GPU never admit more than it holds together; when one pool goes, the other
     takes the memory it released."""
