@@ -113,3 +113,19 @@ def test_leave_one_out_never_uses_a_column_to_predict_itself() -> None:
     targets = torch.tensor([0, 0, 1, 1])
     assert leave_one_out_f1(features, targets, ["a", OTHER]) == 0.0
     assert leave_one_out_f1(features, torch.tensor([0, 1, 0, 1]), ["a", OTHER]) == 1.0
+
+
+def test_the_cli_takes_experts_by_name_in_a_folder_of_specialists(dataset: Path, experts: list[Path],
+                                                                  tmp_path: Path) -> None:
+    """As a SwarmJob of mode adapt passes them: NAME=FOLDER, the pool's model path."""
+    _register_all()
+    folder = experts[0].parent
+    result = CliRunner().invoke(app, [
+        "adapt", "--data", str(dataset), "--domain", "temporal", "--utility-columns", "20", "--iterations", "1",
+        "--expert", f"geographic={folder}", "--expert", f"numeric={folder}", "--out", str(tmp_path / "adapted"),
+        "--reports-dir", str(tmp_path),
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "adapt_temporal.json").read_text())
+    assert report["experts"] == [str(folder / "geographic"), str(folder / "numeric")]
+    assert Specialist.load(tmp_path / "adapted").name == "temporal"
