@@ -168,19 +168,10 @@ def adapt(cfg: AdaptConfig) -> dict:
     configs = {e.config.name for e in experts}
     if len(configs) != 1:
         raise ValueError(f"experts of one backbone config only; got {sorted(configs)}")
-    labels = load_labels()
-    _, val_ex = real_examples(cfg.data, labels)
-    texts, targets = domain_examples(val_ex, labels, domain, seed=cfg.swarm.seed)
-    columns = list(zip(texts, targets, strict=True))
-    random.Random(cfg.swarm.seed).shuffle(columns)
-    if len(columns) < cfg.utility_columns + MIN_HELD_OUT:
-        raise ValueError(
-            f"domain {domain.name!r} has {len(columns)} validation columns (with as many {OTHER}): not enough for "
-            f"{cfg.utility_columns} utility columns and {MIN_HELD_OUT} held out; lower --utility-columns"
-        )
-    tokenizer = ColumnTokenizer(experts[0].config.max_len)
-    utility_set = _columns(*zip(*columns[: cfg.utility_columns], strict=True), tokenizer)
-    held_out = _columns(*zip(*columns[cfg.utility_columns :], strict=True), tokenizer)
+    reference = Specialist.load(cfg.reference) if cfg.reference is not None else None
+    if reference is not None and reference.labels != list(domain.labels):
+        raise ValueError(f"reference {cfg.reference} is a specialist of other labels than domain {domain.name!r}")
+    utility_set, held_out = _split_columns(cfg, ColumnTokenizer(experts[0].config.max_len))
 
     names = searched_names([e.model for e in experts])
     if not names:
@@ -207,18 +198,8 @@ def adapt(cfg: AdaptConfig) -> dict:
                               result.start_utilities[i]))
     rows.append(_evaluate("Model Swarms", work, names, result.best, utility_set, held_out, class_names,
                           result.best_utility))
-    assign(work, names, result.best)
-    protos = prototypes(column_features(work, utility_set), utility_set.targets, len(class_names))
-    with torch.no_grad():
-        work.decoder.head.weight.copy_(HEAD_SCALE * F.normalize(protos, dim=-1))
-        # a class without utility columns has no prototype: a logit below any cosine's keeps it from winning
-        work.decoder.head.bias.copy_(torch.where(protos.norm(dim=-1) > 0, 0.0, -2 * HEAD_SCALE))
-    adapted = Specialist(domain.name, work)
-    adapted.save(cfg.out)
-    if cfg.reference is not None:
-        reference = Specialist.load(cfg.reference)
-        if reference.labels != list(domain.labels):
-            raise ValueError(f"reference {cfg.reference} is a specialist of other labels than domain {domain.name!r}")
+    _save_adapted(work, names, result.best, utility_set, domain.name, cfg.out)
+    if reference is not None:
         predicted = torch.cat([reference.predict(held_out.texts[i : i + BATCH]).argmax(-1)
                                for i in range(0, len(held_out.texts), BATCH)])
         rows.append(_scores(f"reference: {reference.name} fine-tuned on all its training columns", predicted,
@@ -227,6 +208,34 @@ def adapt(cfg: AdaptConfig) -> dict:
                      len(held_out.targets))
     print(report["markdown"])
     return report
+
+
+def _split_columns(cfg: AdaptConfig, tokenizer: ColumnTokenizer) -> tuple[_Columns, _Columns]:
+    """The domain's validation columns (and as many [other]) shuffled: the utility set, and the rest held out."""
+    labels = load_labels()
+    _, val_ex = real_examples(cfg.data, labels)
+    domain = domains()[cfg.domain]
+    columns = list(zip(*domain_examples(val_ex, labels, domain, seed=cfg.swarm.seed), strict=True))
+    random.Random(cfg.swarm.seed).shuffle(columns)
+    if len(columns) < cfg.utility_columns + MIN_HELD_OUT:
+        raise ValueError(
+            f"domain {domain.name!r} has {len(columns)} validation columns (with as many {OTHER}): not enough for "
+            f"{cfg.utility_columns} utility columns and {MIN_HELD_OUT} held out; lower --utility-columns"
+        )
+    return (_columns(*zip(*columns[: cfg.utility_columns], strict=True), tokenizer),
+            _columns(*zip(*columns[cfg.utility_columns :], strict=True), tokenizer))
+
+
+def _save_adapted(work: DomainModel, names: Sequence[str], best: Tensor, utility_set: _Columns, domain: str,
+                  out: Path) -> None:
+    """The best particle with a head of scaled prototypes from the whole utility set, as a specialist directory."""
+    assign(work, names, best)
+    protos = prototypes(column_features(work, utility_set), utility_set.targets, work.decoder.head.out_features)
+    with torch.no_grad():
+        work.decoder.head.weight.copy_(HEAD_SCALE * F.normalize(protos, dim=-1))
+        # a class without utility columns has no prototype: a logit below any cosine's keeps it from winning
+        work.decoder.head.bias.copy_(torch.where(protos.norm(dim=-1) > 0, 0.0, -2 * HEAD_SCALE))
+    Specialist(domain, work).save(out)
 
 
 def _evaluate(name: str, work: DomainModel, names: Sequence[str], vector: Tensor, utility_set: _Columns,
