@@ -41,12 +41,17 @@ def is_active(body: dict[str, Any]) -> bool:
     )
 
 
+def served_specialists(mode: str, specialists: Iterable[str]) -> tuple[str, ...]:
+    """The specialists a job needs running: its own, except for an adapt job, which reads its experts' weights from
+    disk and needs none."""
+    return () if mode == Mode.adapt else tuple(specialists)
+
+
 def claim_of(body: dict[str, Any]) -> pool.Claim:
-    """The specialists a job needs running; an adapt job reads its experts' weights from disk and needs none."""
     spec = body.get("spec") or {}
     return pool.Claim(
         job=body["metadata"]["name"],
-        specialists=() if spec.get("mode") == Mode.adapt else tuple(spec.get("specialists") or ()),
+        specialists=served_specialists(spec.get("mode", ""), spec.get("specialists") or ()),
         created=body["metadata"].get("creationTimestamp") or "",
     )
 
@@ -129,8 +134,8 @@ def _pool_problem(spec: SwarmJobSpec, result: pool.PoolResult) -> tuple[str, str
             "UnknownSpecialist",
             f"not in SpecialistPool {spec.pool_ref!r}: {', '.join(unknown)}",
         )
-    denied = [s for s in spec.specialists if s not in result.admitted]
-    if denied and spec.mode != Mode.adapt:
+    denied = [s for s in served_specialists(spec.mode, spec.specialists) if s not in result.admitted]
+    if denied:
         return "SpecialistsGranted", "BudgetExceeded", f"waiting for GPU memory budget: {', '.join(denied)}"
     return None
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from swarm.model_server.specialist import OTHER, DomainModel, Specialist, domains
 from swarm.model_server.text import ColumnTokenizer
-from swarm.trainer.metrics import score
+from swarm.trainer.metrics import Scores, score
 from swarm.trainer.model_swarms import SwarmConfig, SwarmResult, search
 from swarm.trainer.pipeline import real_examples
 from swarm.trainer.sotab import load_labels
@@ -135,11 +135,11 @@ def leave_one_out_f1(features: Tensor, targets: Tensor, class_names: Sequence[st
     own_sim = (unit * F.normalize(own, dim=-1)).sum(-1)
     own_sim = own_sim.masked_fill(counts[targets] <= 1, float("-inf"))
     sims[torch.arange(len(targets)), targets] = own_sim
-    return _macro_f1(targets, sims.argmax(-1), class_names)
+    return _score(targets, sims.argmax(-1), class_names).macro_f1
 
 
-def _macro_f1(targets: Tensor, pred: Tensor, class_names: Sequence[str]) -> float:
-    return score([class_names[int(t)] for t in targets], [class_names[int(p)] for p in pred]).macro_f1
+def _score(targets: Tensor, pred: Tensor, class_names: Sequence[str]) -> Scores:
+    return score([class_names[int(t)] for t in targets], [class_names[int(p)] for p in pred])
 
 
 @dataclass
@@ -152,7 +152,7 @@ class ModelScores:
 
 def _scores(name: str, predicted: Tensor, held_out: _Columns, class_names: Sequence[str],
             utility: float | None) -> ModelScores:
-    result = score([class_names[int(t)] for t in held_out.targets], [class_names[int(p)] for p in predicted])
+    result = _score(held_out.targets, predicted, class_names)
     return ModelScores(name, utility, result.macro_f1, result.micro_f1)
 
 

@@ -110,3 +110,12 @@ def test_pools_sharing_a_gpu_budget_around_each_other() -> None:
     taken = budget.taken_by_others(pools, "third")
     assert taken == {("n1", 0): 8 * GIB, ("n1", 1): GIB}
     assert budget.usable(gpus, GIB, taken) == [GIB, 8 * GIB]
+
+
+def test_a_malformed_usage_entry_of_another_pool_is_skipped() -> None:
+    pools = [{"metadata": {"name": "other"}, "status": {"gpuUsage": [
+        {"node": "n1", "index": 0},  # no bytes
+        {"node": "n1", "index": "x", "bytes": 5},
+        {"node": "n1", "index": 1, "bytes": GIB},
+    ]}}]
+    assert budget.taken_by_others(pools, "mine") == {("n1", 1): GIB}
