@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/swarm/v1/*.proto)
 STUBS := $(PROTOS:.proto=_pb2.py)
-DATA ?= ../shared/data/sotab-v2-sample
+DATA ?= data/sotab-v2-sample
 # Primaries trained per fusion row (seeds 0..SEEDS-1); the committed tables used SEEDS=3.
 SEEDS ?= 2
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from swarm.trainer.sotab import ColumnRef, Table, write_split
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sotab-v2-sample"
+REAL_DATA = Path(__file__).resolve().parents[1] / "data" / "sotab-v2-sample"
 
 _CITIES = ["Berlin", "Paris", "Springfield", "Madrid", "Rome", "Lisbon", "Vienna", "Oslo"]
 _DATES = ["2020-07-10", "2019-01-02", "2021-12-31", "2018-05-05", "2022-03-14"]

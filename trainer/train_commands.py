@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-DEFAULT_DATA = Path("../shared/data/sotab-v2-sample")
+DEFAULT_DATA = Path("data/sotab-v2-sample")
 ENDPOINTS_ENV = "SWARM_SPECIALIST_ENDPOINTS"
 
 

@@ -101,7 +101,6 @@ def test_packaged_labels_are_the_82_sotab_labels() -> None:
     assert len(labels) == 82 and "addressLocality" in labels and "Person/name" in labels
 
 
-@pytest.mark.skipif(not REAL_DATA.is_dir(), reason="../shared/data is not beside this checkout")
 def test_real_sample_loads() -> None:
     splits = load_dataset(REAL_DATA)
     assert {"training", "training_columns", "validation"} <= set(splits)
