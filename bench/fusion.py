@@ -99,8 +99,8 @@ def make_inputs(shape: Shape, n: int, mode: str, device: str, dtype: torch.dtype
 
 
 def implementations(mode: str, compiled: bool) -> dict[str, dict[str, Callable]]:
-    from swarm.trainer.fusion import reference as ref
-    from swarm.trainer.fusion import triton_kernels as tk
+    from swarm.model_server.fusion import reference as ref
+    from swarm.model_server.fusion import triton_kernels as tk
 
     layout = tk.WEIGHTED if mode == "weighted_sum" else tk.GATED
     fwd_ref = ref.weighted_sum if mode == "weighted_sum" else ref.gated
@@ -171,7 +171,7 @@ def bench_cuda(shape: Shape, quick: bool, peak: float | None) -> list[Row]:
 
 def bench_cpu(shape: Shape, quick: bool) -> list[Row]:
     """Correctness of the Triton kernels under the interpreter (one layer) plus torch eager CPU timings."""
-    from swarm.trainer.fusion import triton_kernels as tk
+    from swarm.model_server.fusion import triton_kernels as tk
 
     if not tk.INTERPRETED:
         raise RuntimeError("CPU check needs TRITON_INTERPRET=1 set before triton kernels are imported")

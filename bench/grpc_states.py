@@ -29,7 +29,7 @@ import grpc
 import torch
 
 from swarm.model_server.grpc_runtime import MiB, read_ready_file, wait_serving
-from swarm.trainer.specialist_client import SpecialistClient
+from swarm.model_server.specialist_client import SpecialistClient
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 
@@ -42,7 +42,7 @@ MESSAGE_LIMIT = 64 * MiB
 def _spawn_server(workdir: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
     ready = workdir / f"ready-{time.monotonic_ns()}.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "swarm.model_server.server", "--ready-file", str(ready), *args],
+        [sys.executable, str(ROOT / "bench" / "synthetic_states.py"), "--ready-file", str(ready), *args],
         stderr=subprocess.DEVNULL,
     )
     while (address := read_ready_file(ready)) is None:
@@ -72,7 +72,7 @@ class GrpcPeer:
             workdir,
             "--specialist",
             "temporal",
-            "--synthetic",
+            "--config",
             "base",
             "--dtype",
             "bfloat16",
@@ -104,8 +104,9 @@ def _raw_server() -> None:
     """Child process: the raw-socket twin of the specialist server in benchmark mode. Per request (a 4-byte
     column count) it takes the same cached synthetic states and sends every layer as a small header plus the
     tensor's own bytes (`codec.tensor_bytes`, a view: no copy before the kernel's)."""
+    from synthetic_states import SyntheticStates  # bench/ is on sys.path when a bench script runs
+
     from swarm.model_server import codec
-    from swarm.model_server.server import SyntheticStates
 
     source = SyntheticStates("temporal", "base", torch.bfloat16)
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -209,7 +210,7 @@ def throughput(workdir: Path, repeats: int, chunk_kb: int) -> dict[str, object]:
 
 def _annotator_factory() -> tuple[Callable[[list[str]], object], str]:
     try:
-        from swarm.trainer.primary_annotator import PrimaryAnnotator
+        from swarm.model_server.primary_annotator import PrimaryAnnotator
     except ImportError:
         # Until the primary annotator lands, the tests' mean-state annotator (a real tiny model) stands in.
         import importlib.util
@@ -243,8 +244,8 @@ def _bench_table(i: int) -> apb.Table:
 def annotation_latency(
     n_specialists: int, tables: int, factory: Callable[[list[str]], object]
 ) -> dict[str, float]:
+    from swarm.model_server.launcher import start_local_swarm
     from swarm.model_server.specialist import domains
-    from swarm.trainer.swarm_local import start_local_swarm
 
     names = [*domains()][:n_specialists]
     names += [f"{d}@{k}" for k in range(1, 4) for d in domains()][: n_specialists - len(names)]

@@ -18,9 +18,9 @@ import torch
 
 from swarm.model_server.backbone import get_config
 from swarm.model_server.delta_rule import fla_available
+from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.columns import build_examples
-from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.reports import markdown_table, write_json
 from swarm.trainer.sotab import load_dataset, load_labels
 

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from swarm.model_server.backbone import Backbone, BackboneConfig, get_config
+from swarm.model_server.devices import autocast, resolve_device
 from swarm.model_server.readout import StateReadout
 from swarm.model_server.text import ColumnTokenizer
 
@@ -93,9 +94,11 @@ class DomainModel(nn.Module):
 class Specialist:
     """A frozen domain model. `extract_states(columns)` returns the per-layer (B, H, K, V) final states."""
 
-    def __init__(self, name: str, model: DomainModel, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, name: str, model: DomainModel, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu") -> None:
         self.name = name
-        self.model = model.eval().requires_grad_(False).to(dtype)
+        self.device = resolve_device(device)
+        self.model = model.eval().requires_grad_(False).to(device=self.device, dtype=dtype)
         self.dtype = dtype
         self.tokenizer = ColumnTokenizer(model.backbone.cfg.max_len)
 
@@ -111,27 +114,29 @@ class Specialist:
     def extract_states(self, columns: Sequence[str]) -> list[Tensor]:
         """States that this specialist's recurrence produced on the serialized columns, one (B,H,K,V) per layer."""
         ids, mask = self.tokenizer(columns)
-        device = next(self.model.parameters()).device
-        return self.model.backbone(ids.to(device), mask.to(device)).states
+        with autocast(self.device):
+            return self.model.backbone(ids.to(self.device), mask.to(self.device)).states
 
     @torch.inference_mode()
     def predict(self, columns: Sequence[str]) -> Tensor:
         ids, mask = self.tokenizer(columns)
-        return self.model(ids, mask).softmax(-1)
+        with autocast(self.device):
+            return self.model(ids.to(self.device), mask.to(self.device)).float().softmax(-1)
 
     def decoder_bytes(self) -> bytes:
         """The state decoder's weights as safetensors (float32): what a primary needs to read these states."""
         from safetensors.torch import save
 
-        return save({k: v.detach().float().contiguous() for k, v in self.model.decoder.state_dict().items()})
+        return save({k: v.detach().float().cpu().contiguous() for k, v in self.model.decoder.state_dict().items()})
 
     def save(self, directory: Path) -> None:
         save_dir(directory, self.name, self.model)
 
     @classmethod
-    def load(cls, directory: Path, dtype: torch.dtype = torch.float32) -> Specialist:
+    def load(cls, directory: Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+             ) -> Specialist:
         name, model = load_dir(Path(directory))
-        return cls(name, model, dtype)
+        return cls(name, model, dtype, device)
 
 
 def specialist_dir(path: Path, name: str) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from swarm.operator.models import API_VERSION, JOB, POOL, Mode, Specialist, SwarmJobSpec
+from swarm.operator.models import API_VERSION, JOB, POOL, Mode, PoolSpecialist, SwarmJobSpec
 
 SPECIALIST_PORT = 50051
 DEFAULT_IMAGE = "ghcr.io/swarm-cta/swarm:0.1.0"
@@ -231,7 +231,7 @@ def _fill_template(
     return pod
 
 
-def specialist_command(specialist: Specialist) -> list[str]:
+def specialist_command(specialist: PoolSpecialist) -> list[str]:
     """`swarm serve-specialist` for one specialist; `model` is a local path (image or mounted volume)."""
     return [
         "swarm",
@@ -251,7 +251,7 @@ def specialist_command(specialist: Specialist) -> list[str]:
 
 def specialist_deployment(
     pool: dict[str, Any],
-    specialist: Specialist,
+    specialist: PoolSpecialist,
     replicas: int,
     node_selector: dict[str, str],
     template: dict[str, Any],
@@ -289,7 +289,7 @@ def specialist_deployment(
     }
 
 
-def specialist_service(pool: dict[str, Any], specialist: Specialist) -> dict[str, Any]:
+def specialist_service(pool: dict[str, Any], specialist: PoolSpecialist) -> dict[str, Any]:
     pool_name = pool["metadata"]["name"]
     name = specialist_object_name(pool_name, specialist.name)
     return {

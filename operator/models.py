@@ -91,7 +91,7 @@ class Condition(_Model):
 
 
 # ---------------------------------------------------------------------------------------------- SpecialistPool
-class Specialist(_Model):
+class PoolSpecialist(_Model):
     """One frozen specialist model; its resident size is `resident_bytes` if given, else derived from params."""
 
     name: DnsLabel = Field(
@@ -125,7 +125,7 @@ class Specialist(_Model):
     model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["params"]}, {"required": ["residentBytes"]}]})
 
     @model_validator(mode="after")
-    def _size_known(self) -> Specialist:
+    def _size_known(self) -> PoolSpecialist:
         if self.params is None and self.resident_bytes is None:
             raise ValueError(f"specialist {self.name!r}: set params or residentBytes")
         return self
@@ -139,7 +139,7 @@ class FallbackCapacity(_Model):
 
 
 class SpecialistPoolSpec(_Model):
-    specialists: list[Specialist] = Field(min_length=1, max_length=64)
+    specialists: list[PoolSpecialist] = Field(min_length=1, max_length=64)
     warm: list[DnsLabel] = Field(default=[], max_length=64, description="Specialists kept running at all times.")
     node_selector: dict[str, str] = Field(
         default={GPU_PRODUCT_LABEL: RTX_4090_PRODUCT},

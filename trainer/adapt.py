@@ -33,7 +33,7 @@ from swarm.trainer.metrics import Scores, score
 from swarm.trainer.model_swarms import SwarmConfig, SwarmResult, search
 from swarm.trainer.pipeline import real_examples
 from swarm.trainer.sotab import load_labels
-from swarm.trainer.specialists import domain_examples
+from swarm.trainer.specialist_training import domain_examples
 
 HEAD_PREFIX = "decoder.head."
 HEAD_SCALE = 10.0  # logits = scale x cosine(features, prototype): a confident softmax for the primary's beliefs

@@ -44,23 +44,6 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_weights(directory: Path, model: nn.Module, meta: dict[str, Any]) -> None:
-    """A standalone model: `model.safetensors` + `model.json` (what evaluation and serving load)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "model.safetensors.tmp"
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp)
-    os.replace(tmp, directory / "model.safetensors")
-    (directory / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-
-
-def load_weights(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    directory = Path(directory)
-    if not (directory / "model.json").is_file():
-        raise FileNotFoundError(f"{directory}: not a model directory (no model.json)")
-    meta = json.loads((directory / "model.json").read_text(encoding="utf-8"))
-    return load_file(directory / "model.safetensors"), meta
-
-
 def save_training(root: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                   scheduler: torch.optim.lr_scheduler.LRScheduler, meta: dict[str, Any]) -> Path:
     root.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ app = typer.Typer(help="Swarm: a specialist swarm for column type annotation (SO
 
 COMMAND_MODULES = (
     "swarm.trainer.train_commands",
-    "swarm.trainer.grpc_commands",
+    "swarm.trainer.serving_commands",
     "swarm.operator.commands",
 )
 

@@ -17,9 +17,14 @@ import shutil
 from pathlib import Path
 
 from swarm.trainer import reports
+from swarm.trainer.annotation_run import annotate_split
 from swarm.trainer.evaluate import evaluate_dir, pick_split
-from swarm.trainer.fusion_experiment import FusionExperimentConfig, in_domain_table, rows_table, run_fusion_experiment
-from swarm.trainer.swarm_annotate import annotate_split
+from swarm.trainer.fusion_experiment import (
+    FusionExperimentConfig,
+    in_domain_table,
+    rows_table,
+    run_fusion_experiment,
+)
 
 SERVED = "served.json"
 README_START = "<!-- results:start -->"

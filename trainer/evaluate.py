@@ -5,23 +5,13 @@ from collections.abc import Mapping, Sequence
 from contextlib import closing, nullcontext
 from pathlib import Path
 
+from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.text import ColumnTokenizer
-from swarm.trainer import checkpoint
 from swarm.trainer.columns import ColumnExample, build_examples
 from swarm.trainer.metrics import Scores, score
-from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import DataError, Split, load_dataset
 from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists, StateSource, cache_states, cached_inputs
 from swarm.trainer.train import encode, predict
-
-
-def load_primary(model_dir: Path) -> tuple[PrimaryModel, dict]:
-    state, meta = checkpoint.load_weights(Path(model_dir))
-    if meta.get("kind") != "primary":
-        raise ValueError(f"{model_dir}: not a primary model (kind={meta.get('kind')!r})")
-    model = PrimaryModel.from_meta(meta)
-    model.load_state_dict(state)
-    return model.eval(), meta
 
 
 def specialist_dirs(model_dir: Path, meta: dict) -> list[Path]:
@@ -67,7 +57,7 @@ def evaluate_examples(model: PrimaryModel, examples: Sequence[ColumnExample], so
 
 def evaluate_dir(model_dir: Path, data: Path, split: str | None = None,
                  endpoints: Mapping[str, str] | None = None) -> Scores:
-    model, meta = load_primary(model_dir)
+    model, meta = PrimaryModel.load(model_dir)
     target = pick_split(data, split)
     unknown = sorted({ref.label for ref in target.columns if ref.label not in set(model.labels)})
     if unknown:

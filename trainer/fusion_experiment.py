@@ -26,16 +26,15 @@ import torch
 from pydantic import BaseModel, Field
 
 from swarm.model_server.backbone import get_config
+from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist, domains
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer import reports
 from swarm.trainer.columns import ColumnExample, build_examples
-from swarm.trainer.evaluate import load_primary
 from swarm.trainer.metrics import HARD_CLASS_F1, Scores
 from swarm.trainer.pipeline import encode_examples, real_examples, synthetic_split, train_and_score
-from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import load_labels
-from swarm.trainer.specialists import train_specialist
+from swarm.trainer.specialist_training import train_specialist
 from swarm.trainer.state_sources import LocalSpecialists, cache_states
 from swarm.trainer.train import Encoded, TrainConfig, predict, train
 
@@ -154,7 +153,7 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
         mode = best_mode["fusion"]
         references.append(summarize(every, mode, PRETRAINED, fit(every, mode, PRETRAINED), hard))
 
-    first_alone, _ = load_primary(cfg.run_dir / rows[0]["seeds"][0]["model_dir"])
+    first_alone, _ = PrimaryModel.load(cfg.run_dir / rows[0]["seeds"][0]["model_dir"])
     result = {
         "split": "validation", "model": cfg.model, "n_columns": len(val_ex),
         "specialists_order": [s.name for s in specialists],

@@ -14,11 +14,12 @@ from pydantic import BaseModel, Field
 from torch import Tensor
 
 from swarm.model_server.backbone import count_parameters, get_config
+from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.text import ColumnTokenizer
-from swarm.trainer import checkpoint, reports
+from swarm.model_server.weights import save_weights
+from swarm.trainer import reports
 from swarm.trainer.columns import ColumnExample, build_examples
 from swarm.trainer.metrics import Scores, score
-from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import Split, load_dataset, load_labels
 from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists, StateSource, cache_states, cached_inputs
 from swarm.trainer.train import Encoded, TrainConfig, encode, predict, train
@@ -72,7 +73,7 @@ def train_and_score(model: PrimaryModel, train_data: Encoded, val_data: Encoded,
     """Train (resumable) in run_dir, save the model to run_dir/model, score it on the validation columns."""
     train(model, train_data, train_cfg, run_dir, meta, cached_inputs(train_caches) if train_caches else None,
           desc=desc)
-    checkpoint.save_weights(run_dir / "model", model, meta)
+    save_weights(run_dir / "model", model, meta)
     pred = predict(model, val_data, cached_inputs(val_caches) if val_caches else None).argmax(-1).tolist()
     gold = [model.labels[i] for i in val_data.labels.tolist()]
     return score(gold, [model.labels[i] for i in pred], meta.get("majority_label"))

@@ -15,24 +15,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swarm.model_server.tables import DataError, Table, load_labels
+
 GT_HEADER = ["table_name", "column_index", "label"]
-_PACKAGED_LABELS = Path(__file__).with_name("sotab_labels.txt")
-
-
-class DataError(ValueError):
-    """A table or ground-truth file that is not valid SOTAB CTA data."""
-
-
-@dataclass(frozen=True)
-class Table:
-    """A web table, column-major: `columns[j][i]` is the cell of row i in column j ("" when missing)."""
-
-    name: str
-    columns: tuple[tuple[str, ...], ...]
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.columns[0]) if self.columns else 0
 
 
 @dataclass(frozen=True)
@@ -60,15 +45,6 @@ class Split:
             if ref.label is not None:
                 counts[ref.label] = counts.get(ref.label, 0) + 1
         return counts
-
-
-def load_labels(path: Path | None = None) -> list[str]:
-    """The label vocabulary: `path` if given, else the 82 SOTAB v2 CTA labels shipped with the package."""
-    source = path or _PACKAGED_LABELS
-    labels = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if len(set(labels)) != len(labels):
-        raise DataError(f"{source}: duplicate labels")
-    return labels
 
 
 def _cell_text(value: object) -> str:

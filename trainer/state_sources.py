@@ -58,7 +58,7 @@ class RemoteSpecialists:
     training set cannot silently lose one agent's states)."""
 
     def __init__(self, endpoints: Mapping[str, str]) -> None:
-        from swarm.trainer.specialist_client import SpecialistClient
+        from swarm.model_server.specialist_client import SpecialistClient
 
         self.names = list(endpoints)
         self._client = SpecialistClient(dict(endpoints))

@@ -200,7 +200,7 @@ def memory(
     """Resident bytes of a frozen specialist (weights + one batch of activations): a SpecialistPool's residentBytes."""
     import torch
 
-    from swarm.model_server.memory import specialist_resident_bytes
+    from swarm.model_server.resident_bytes import specialist_resident_bytes
     from swarm.model_server.specialist import Specialist, domains, untrained
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)

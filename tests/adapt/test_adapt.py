@@ -17,7 +17,7 @@ from swarm.trainer.cli import _register_all, app
 from swarm.trainer.model_swarms import SwarmConfig
 from swarm.trainer.pipeline import real_examples
 from swarm.trainer.sotab import load_labels
-from swarm.trainer.specialists import domain_examples
+from swarm.trainer.specialist_training import domain_examples
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from swarm.model_server.backbone import get_config
+from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.checkpoint import latest_checkpoint
 from swarm.trainer.columns import build_examples
-from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import load_dataset, load_labels
 from swarm.trainer.train import TrainConfig, encode, train
 

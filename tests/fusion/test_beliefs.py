@@ -9,11 +9,11 @@ import torch
 
 from swarm.model_server.backbone import get_config
 from swarm.model_server.grpc_runtime import MiB
-from swarm.model_server.server import ServerOptions, SyntheticStates, build_server
+from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist, untrained
-from swarm.trainer.primary import PrimaryModel
+from swarm.model_server.specialist_client import SpecialistClient, SpecialistFailure
+from swarm.model_server.specialist_server import ServerOptions, build_specialist_server
 from swarm.trainer.sotab import load_labels
-from swarm.trainer.specialist_client import SpecialistClient, SpecialistFailure
 from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists
 
 COLUMNS = ["Paris | Berlin | Rome", "2021-03-04 | 1999-12-31", "12.5 | 3 | 7.25", "Alice Smith | Bob Jones"]
@@ -87,7 +87,7 @@ def test_remote_specialists_stream_their_decoders_in_chunks(specialists: LocalSp
     limit = MiB // 4
     assert all(len(by_name[name].decoder_bytes()) > limit for name in NAMES)
     options = ServerOptions(max_message_bytes=limit, chunk_bytes=limit // 3)
-    servers = {name: build_server(by_name[name], options=options).start() for name in NAMES}
+    servers = {name: build_specialist_server(by_name[name], options=options).start() for name in NAMES}
     try:
         remote = RemoteSpecialists({name: server.address for name, server in servers.items()})
         try:
@@ -105,9 +105,20 @@ def test_remote_specialists_stream_their_decoders_in_chunks(specialists: LocalSp
             torch.testing.assert_close(fetched[name][key], value, rtol=0, atol=0)
 
 
+class _StatesWithoutDecoder:
+    """A state producer without a decoder, as the benchmark's synthetic-states server is."""
+
+    name = "temporal"
+    dtype = torch.float32
+
+    def extract_states(self, columns: list[str]) -> list[torch.Tensor]:
+        cfg = get_config("tiny")
+        return [torch.zeros(len(columns), cfg.n_heads, cfg.head_k, cfg.head_v) for _ in range(cfg.n_layers)]
+
+
 @pytest.mark.timeout(90)
 def test_a_server_of_synthetic_states_has_no_decoder_to_train_with() -> None:
-    server = build_server(SyntheticStates("temporal", "tiny")).start()
+    server = build_specialist_server(_StatesWithoutDecoder()).start()
     remote = RemoteSpecialists({"temporal": server.address})
     client = SpecialistClient({"temporal": server.address})
     try:

@@ -1,6 +1,6 @@
 """Shared gRPC test fixtures: a real local swarm (specialist processes on 127.0.0.1) and an annotator.
 
-`annotator_factory` is the project's PrimaryAnnotator (untrained, tiny) when `swarm.trainer.primary_annotator`
+`annotator_factory` is the project's PrimaryAnnotator (untrained, tiny) when `swarm.model_server.primary_annotator`
 exists, else `MeanStateAnnotator`: a small real model (untrained tiny backbone + head) that starts every layer
 from the mean of the specialist states delivered for that column. Neither hard-codes outputs.
 """
@@ -14,12 +14,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from swarm.model_server.annotator import AnnotationResult, SpecialistStates, TableAnnotator
 from swarm.model_server.backbone import Backbone, get_config
+from swarm.model_server.launcher import LocalSwarm, start_local_swarm
+from swarm.model_server.tables import Table, load_labels, serialize_table
 from swarm.model_server.text import ColumnTokenizer
-from swarm.trainer.annotator import AnnotationResult, Annotator, SpecialistStates
-from swarm.trainer.columns import serialize_table
-from swarm.trainer.sotab import Table, load_labels
-from swarm.trainer.swarm_local import LocalSwarm, start_local_swarm
 
 SPECIALISTS = ["temporal", "geographic", "numeric"]
 
@@ -73,22 +72,22 @@ class MeanStateAnnotator:
         )
 
 
-def _annotator_factory() -> Callable[[list[str]], Annotator]:
-    if importlib.util.find_spec("swarm.trainer.primary_annotator") is not None:
-        from swarm.trainer.primary_annotator import PrimaryAnnotator
+def _annotator_factory() -> Callable[[list[str]], TableAnnotator]:
+    if importlib.util.find_spec("swarm.model_server.primary_annotator") is not None:
+        from swarm.model_server.primary_annotator import PrimaryAnnotator
 
         return lambda names: PrimaryAnnotator.untrained(names, config="tiny")
     return MeanStateAnnotator
 
 
 @pytest.fixture(scope="session")
-def annotator_factory() -> Callable[[list[str]], Annotator]:
+def annotator_factory() -> Callable[[list[str]], TableAnnotator]:
     """Specialist names -> annotator (PrimaryAnnotator once it exists, else MeanStateAnnotator)."""
     return _annotator_factory()
 
 
 @pytest.fixture(scope="session")
-def swarm(annotator_factory: Callable[[list[str]], Annotator]) -> Iterator[LocalSwarm]:
+def swarm(annotator_factory: Callable[[list[str]], TableAnnotator]) -> Iterator[LocalSwarm]:
     """Three real specialist processes plus the annotation server, shared by every gRPC test module."""
     with start_local_swarm(SPECIALISTS, annotator=annotator_factory, torch_threads=1) as local:
         yield local

@@ -9,8 +9,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from swarm.trainer.annotation_server import AnnotationLimits, build_server
-from swarm.trainer.swarm_local import LocalSwarm
+from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
+from swarm.model_server.launcher import LocalSwarm
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 
@@ -120,7 +120,7 @@ def test_unreachable_specialists_are_reported_missing(swarm: LocalSwarm) -> None
         def route(self, table: object) -> dict[str, list[int]]:
             return {**self.inner.route(table), "commerce": [0]}  # type: ignore[attr-defined]
 
-    server = build_server(
+    server = build_annotation_server(
         RoutesToAnAbsentSpecialist(swarm.annotator),
         swarm.client,  # type: ignore[arg-type]
         limits=AnnotationLimits(max_concurrent=2),

@@ -1,9 +1,8 @@
-"""`swarm serve-specialist` / `swarm serve-annotation` (through `python -m swarm.trainer.grpc_commands`) start
+"""`swarm serve-specialist` / `swarm serve-annotation` (through `python -m swarm.trainer.cli`) start
 real servers that answer on loopback and exit cleanly on SIGTERM."""
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import grpc
 import pytest
 
 from swarm.model_server.grpc_runtime import read_ready_file, wait_serving
-from swarm.trainer.swarm_local import LocalSwarm
+from swarm.model_server.launcher import LocalSwarm
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 from swarm.v1 import specialist_pb2 as pb
@@ -32,7 +31,7 @@ def _command(tmp_path: Path, *args: str) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "swarm.trainer.grpc_commands",
+            "swarm.trainer.cli",
             *args,
             "--port",
             "0",
@@ -65,10 +64,6 @@ def test_serve_specialist(tmp_path: Path) -> None:
     assert info.specialist == "commerce" and info.untrained
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("swarm.trainer.primary_annotator") is None,
-    reason="serve-annotation drives swarm.trainer.primary_annotator, not written yet",
-)
 def test_serve_annotation_against_running_specialists(tmp_path: Path, swarm: LocalSwarm) -> None:
     remote = [arg for name, addr in swarm.addresses.items() for arg in ("--specialist", f"{name}={addr}")]
     with _command(tmp_path, "serve-annotation", *remote) as address:

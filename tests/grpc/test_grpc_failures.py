@@ -11,9 +11,9 @@ import pytest
 
 from swarm.model_server import codec
 from swarm.model_server.grpc_runtime import ManagedServer, service_handler
-from swarm.model_server.server import SERVICE
+from swarm.model_server.launcher import AnnotatorFactory, LocalSwarm, start_local_swarm
 from swarm.model_server.specialist import untrained
-from swarm.trainer.swarm_local import AnnotatorFactory, LocalSwarm, start_local_swarm
+from swarm.model_server.specialist_server import SERVICE
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 from swarm.v1 import specialist_pb2 as pb
@@ -88,7 +88,7 @@ def malformed() -> Iterator[ManagedServer]:
 
 
 def test_decoder_chunks_that_do_not_add_up_are_refused(malformed: ManagedServer) -> None:
-    from swarm.trainer.specialist_client import SpecialistClient, SpecialistFailure
+    from swarm.model_server.specialist_client import SpecialistClient, SpecialistFailure
 
     with (
         SpecialistClient({"numeric": malformed.address}) as client,
@@ -100,12 +100,12 @@ def test_decoder_chunks_that_do_not_add_up_are_refused(malformed: ManagedServer)
 def test_malformed_stream_is_reported_missing_with_the_codec_error(
     slow_swarm: LocalSwarm, annotator_factory: AnnotatorFactory, malformed: ManagedServer
 ) -> None:
-    from swarm.trainer.annotation_server import build_server
-    from swarm.trainer.specialist_client import SpecialistClient
+    from swarm.model_server.annotation_server import build_annotation_server
+    from swarm.model_server.specialist_client import SpecialistClient
 
     client = SpecialistClient({"temporal": slow_swarm.addresses["temporal"], "numeric": malformed.address})
     annotator = annotator_factory(["temporal", "numeric"])
-    server = build_server(annotator, client).start()
+    server = build_annotation_server(annotator, client).start()
     try:
         reply = apb_grpc.AnnotationServiceStub(grpc.insecure_channel(server.address)).Annotate(
             TABLE, timeout=60

@@ -19,10 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from swarm.model_server.grpc_runtime import ManagedServer, read_ready_file, wait_serving
-from swarm.model_server.server import ServerOptions, build_server, load_source
+from swarm.model_server.launcher import LocalSwarm
 from swarm.model_server.specialist import untrained
-from swarm.trainer.specialist_client import RetryPolicy, SpecialistClient
-from swarm.trainer.swarm_local import LocalSwarm
+from swarm.model_server.specialist_client import RetryPolicy, SpecialistClient
+from swarm.model_server.specialist_server import ServerOptions, build_specialist_server, load_source
 from swarm.v1 import specialist_pb2 as pb
 from swarm.v1 import specialist_pb2_grpc as pb_grpc
 
@@ -39,7 +39,7 @@ def source() -> object:
 @pytest.fixture(scope="module")
 def slow_server(source: object) -> Iterator[ManagedServer]:
     """In-process server allowing one stream at a time, with a pause between its small chunks."""
-    server = build_server(
+    server = build_specialist_server(
         source, options=ServerOptions(max_streams=1, chunk_bytes=1024, chunk_delay_s=0.05)
     ).start()
     yield server
@@ -125,7 +125,7 @@ def test_invalid_utf8_is_invalid_argument(swarm: LocalSwarm) -> None:
 
 
 def test_bfloat16_wire_states_travel_exactly(source: object) -> None:
-    server = build_server(source, options=ServerOptions(wire_dtype="bfloat16")).start()
+    server = build_specialist_server(source, options=ServerOptions(wire_dtype="bfloat16")).start()
     try:
         with SpecialistClient({"temporal": server.address}) as client:
             got = client.fetch({"temporal": COLUMNS}).states["temporal"]
@@ -158,7 +158,7 @@ def test_unavailable_is_retried_until_the_server_comes_up(source: object) -> Non
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server: list[ManagedServer] = []
-    starter = threading.Timer(0.3, lambda: server.append(build_server(source, port=port).start()))
+    starter = threading.Timer(0.3, lambda: server.append(build_specialist_server(source, port=port).start()))
     starter.start()
     try:
         retry = RetryPolicy(attempts=8, initial_s=0.05, multiplier=2.0, max_s=0.4)
@@ -177,7 +177,8 @@ def test_sigterm_drains_in_flight_streams(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "swarm.model_server.server",
+            "swarm.trainer.cli",
+            "serve-specialist",
             "--specialist",
             "temporal",
             "--ready-file",
@@ -216,7 +217,7 @@ def test_chunks_just_under_the_message_limit_stream_and_over_it_fail_cleanly(
     for the header fields) is refused by gRPC as RESOURCE_EXHAUSTED, reported as a missing specialist."""
     limit = 64 * 1024
     options = ServerOptions(max_message_bytes=limit, chunk_bytes=limit - headroom)
-    server = build_server(source, options=options).start()
+    server = build_specialist_server(source, options=options).start()
     try:
         with SpecialistClient({"temporal": server.address}, max_message_bytes=limit) as client:
             result = client.fetch({"temporal": COLUMNS * 8}, request_id="limit")
@@ -229,7 +230,7 @@ def test_chunks_just_under_the_message_limit_stream_and_over_it_fail_cleanly(
 
 
 def test_malloc_tuning_is_idempotent() -> None:
-    from swarm.trainer.specialist_client import keep_freed_memory_for_reuse
+    from swarm.model_server.specialist_client import keep_freed_memory_for_reuse
 
     first = keep_freed_memory_for_reuse()
     assert isinstance(first, bool) and keep_freed_memory_for_reuse() is first

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from swarm.model_server.backbone import get_config
+from swarm.model_server.launcher import start_local_swarm
+from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import untrained
 from swarm.model_server.text import ColumnTokenizer
-from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import load_labels
-from swarm.trainer.swarm_local import start_local_swarm
 
 SPECIALISTS = ["temporal", "geographic"]
 

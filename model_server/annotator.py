@@ -1,6 +1,6 @@
 """What annotates a table: the contract between the primary model and whoever delivers specialist states.
 
-The annotation server (gRPC) and the embedded swarm both drive an `Annotator` in two steps: `route` says which
+The annotation server (gRPC) and the embedded swarm both drive an `TableAnnotator` in two steps: `route` says which
 columns each specialist should read (wide search), the caller fetches those states however it can (in process or
 over gRPC, possibly losing a specialist on the way), then `annotate` fuses what arrived and decides.
 """
@@ -12,7 +12,7 @@ from typing import Protocol
 
 from torch import Tensor
 
-from swarm.trainer.sotab import Table
+from swarm.model_server.tables import Table
 
 # specialist name -> per-layer states (B_routed, H, K, V), rows in the order of the routed column indices.
 SpecialistStates = dict[str, list[Tensor]]
@@ -27,7 +27,7 @@ class AnnotationResult:
     critical_steps: int = 1
 
 
-class Annotator(Protocol):
+class TableAnnotator(Protocol):
     specialist_names: Sequence[str]
 
     def serialize(self, table: Table) -> list[str]:

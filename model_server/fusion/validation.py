@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import torch
 
-MODES: tuple[str, ...] = ("weighted_sum", "gated", "concat_project")
+from swarm.model_server.choices import FUSION_MODES
+
+MODES: tuple[str, ...] = FUSION_MODES
 BACKENDS: tuple[str, ...] = ("auto", "triton", "torch")
 
 

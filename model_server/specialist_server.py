@@ -3,12 +3,11 @@
 Serves its states and its state decoder (each streamed in chunks under the message limit) and describes itself.
 Owns request validation, bounded concurrency (RESOURCE_EXHAUSTED beyond `max_streams` concurrent streams),
 deadline/cancellation checks between chunks, the copy-saving chunk serializer and graceful SIGTERM shutdown.
-`python -m swarm.model_server.server --specialist NAME --port P` runs it (so does `swarm serve-specialist`).
+`python -m swarm.model_server.specialist_server --specialist NAME --port P` runs it (so does `swarm serve-specialist`).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import threading
@@ -23,47 +22,22 @@ import torch
 from torch import Tensor
 
 from swarm.model_server import codec
+from swarm.model_server.devices import DTYPES
 from swarm.model_server.grpc_runtime import ManagedServer, MiB, service_handler
 from swarm.v1 import specialist_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SpecialistService"]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class StateSource(Protocol):
-    """What the server serves: a Specialist, or synthetic states for benchmarks."""
+class StateProducer(Protocol):
+    """What the server serves: a frozen Specialist (or, in benchmarks, synthetic states: bench/synthetic_states.py)."""
 
     name: str
     dtype: torch.dtype
 
     def extract_states(self, columns: Sequence[str]) -> list[Tensor]: ...
-
-
-@dataclass
-class SyntheticStates:
-    """Benchmark-only source: random states of a config's geometry, no model run (Describe says untrained)."""
-
-    name: str
-    config: str = "base"
-    dtype: torch.dtype = torch.bfloat16
-
-    def __post_init__(self) -> None:
-        from swarm.model_server.backbone import get_config
-
-        self.cfg = get_config(self.config)
-        self._cache: dict[int, list[Tensor]] = {}
-
-    def extract_states(self, columns: Sequence[str]) -> list[Tensor]:
-        batch = len(columns)
-        if batch not in self._cache:
-            gen = torch.Generator().manual_seed(batch)
-            shape = (batch, self.cfg.n_heads, self.cfg.head_k, self.cfg.head_v)
-            self._cache[batch] = [
-                torch.randn(shape, generator=gen).to(self.dtype) for _ in range(self.cfg.n_layers)
-            ]
-        return self._cache[batch]
 
 
 @dataclass(frozen=True)
@@ -94,7 +68,7 @@ class _Lease:
 class SpecialistServicer:
     def __init__(
         self,
-        source: StateSource,
+        source: StateProducer,
         options: ServerOptions,
         *,
         config: str = "",
@@ -187,6 +161,8 @@ class SpecialistServicer:
             context.abort(grpc.StatusCode.INTERNAL, f"specialist {self.source.name!r} failed: {exc}")
         if self.options.wire_dtype is not None:
             states = [s.to(DTYPES[self.options.wire_dtype]) for s in states]
+        # Cast first (on the GPU: fewer bytes to copy), then one device-to-host copy per layer for the wire.
+        states = [s.cpu() for s in states]
         computed = time.perf_counter()
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
@@ -230,26 +206,16 @@ def load_source(
     checkpoint_dir: Path | None = None,
     config: str = "tiny",
     dtype: str = "float32",
-    synthetic: str | None = None,
-) -> tuple[StateSource, str, list[str], bool]:
+    device: str = "cpu",
+) -> tuple[StateProducer, str, list[str], bool]:
     """(source, config name, labels, untrained?) for a specialist; warns loudly when weights are untrained."""
     from swarm.model_server.specialist import Specialist, domain_of, specialist_dir, untrained
 
     domain = domain_of(name)
     replica = name.partition("@")[2]  # an untrained replica gets its own seed
-    if synthetic is not None:
-        log.warning(
-            "BENCHMARK MODE: specialist %r serves synthetic random %s states (no model run)", name, synthetic
-        )
-        return (
-            SyntheticStates(name, synthetic, DTYPES[dtype]),
-            synthetic,
-            list(domain.labels),
-            True,
-        )
     if checkpoint_dir is not None:
         path = specialist_dir(checkpoint_dir, name)
-        spec = Specialist.load(path, DTYPES[dtype])
+        spec = Specialist.load(path, DTYPES[dtype], device)
         if spec.name != name:
             raise ValueError(f"{path} holds specialist {spec.name!r}, not {name!r}")
         return spec, spec.config.name, spec.labels, False
@@ -260,12 +226,12 @@ def load_source(
         config,
     )
     base = untrained(domain.name, config, seed=int(replica or 0))
-    spec = Specialist(name, base.model, DTYPES[dtype])
+    spec = Specialist(name, base.model, DTYPES[dtype], device)
     return spec, config, spec.labels, True
 
 
-def build_server(
-    source: StateSource,
+def build_specialist_server(
+    source: StateProducer,
     host: str = "127.0.0.1",
     port: int = 0,
     options: ServerOptions | None = None,
@@ -291,7 +257,7 @@ def serve(
     checkpoint_dir: Path | None = None,
     config: str = "tiny",
     dtype: str = "float32",
-    synthetic: str | None = None,
+    device: str = "cpu",
     options: ServerOptions | None = None,
     grace_s: float = 10.0,
     ready_file: Path | None = None,
@@ -300,60 +266,15 @@ def serve(
     """Load the specialist and serve it until SIGTERM/SIGINT (then drain in-flight streams for `grace_s`)."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    source, config_name, labels, is_untrained = load_source(name, checkpoint_dir, config, dtype, synthetic)
-    server = build_server(
+    source, config_name, labels, is_untrained = load_source(name, checkpoint_dir, config, dtype, device)
+    server = build_specialist_server(
         source, host, port, options, config=config_name, labels=labels, untrained=is_untrained
     )
     server.start()
-    log.info("specialist %r (%s, %s) serving on %s", name, config_name, dtype, server.address)
+    log.info("specialist %r (%s, %s on %s) serving on %s", name, config_name, dtype, device, server.address)
     server.serve_until_signalled(grace_s, ready_file)
     # Drained and stopped: skip interpreter teardown, which took seconds here (native thread pools of grpc,
     # torch and tokenizers), so that SIGTERM shutdowns finish well inside a pod's grace period.
     logging.shutdown()
     os._exit(0)
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Subprocess entry point (`python -m swarm.model_server.server`); options as `swarm serve-specialist`."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--specialist", required=True)
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--checkpoint-dir", type=Path)
-    p.add_argument("--config", default="tiny")
-    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="model dtype")
-    p.add_argument("--wire-dtype", choices=sorted(DTYPES), help="cast states to this dtype before sending")
-    p.add_argument("--synthetic", help="benchmark only: serve random states of this config's geometry")
-    p.add_argument("--max-streams", type=int, default=ServerOptions.max_streams)
-    p.add_argument("--max-message-mb", type=float, default=ServerOptions.max_message_bytes / MiB)
-    p.add_argument("--chunk-kb", type=int, default=ServerOptions.chunk_bytes >> 10)
-    p.add_argument("--chunk-delay-s", type=float, default=0.0, help=argparse.SUPPRESS)
-    p.add_argument("--grace-s", type=float, default=10.0)
-    p.add_argument("--ready-file", type=Path)
-    p.add_argument("--torch-threads", type=int)
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = ServerOptions(
-        max_streams=a.max_streams,
-        max_message_bytes=int(a.max_message_mb * MiB),
-        chunk_bytes=a.chunk_kb << 10,
-        chunk_delay_s=a.chunk_delay_s,
-        wire_dtype=a.wire_dtype,
-    )
-    serve(
-        a.specialist,
-        a.port,
-        a.host,
-        a.checkpoint_dir,
-        a.config,
-        a.dtype,
-        a.synthetic,
-        options,
-        a.grace_s,
-        a.ready_file,
-        a.torch_threads,
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,6 @@
 """`swarm serve-specialist` and `swarm serve-annotation`: the gRPC servers' command-line front ends.
 
 Heavy imports (torch, grpc, the models) happen inside the commands so `swarm --help` stays fast.
-`python -m swarm.trainer.grpc_commands ...` runs these commands without the rest of the CLI.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from swarm.trainer.cli_options import DEVICE_OPTION, DType
 from swarm.trainer.train_commands import ENDPOINTS_ENV, fail, parse_endpoints, publish
 
 DEFAULT_HOST = "127.0.0.1"
@@ -30,29 +30,34 @@ def serve_specialist(
         "Without it an UNTRAINED specialist is served, for tests and smoke runs.",
     ),
     config: str = typer.Option("tiny", help="Model config of an untrained specialist."),
-    dtype: str = typer.Option("float32", help="Model dtype."),
-    wire_dtype: str | None = typer.Option(
-        None, help="Send states in this dtype (bfloat16 halves the bytes)."
-    ),
+    device: str = DEVICE_OPTION,
+    dtype: DType = typer.Option(DType.float32, help="Model dtype."),
+    wire_dtype: DType | None = typer.Option(None, help="Send states in this dtype (bfloat16 halves the bytes)."),
     max_streams: int = typer.Option(8, help="Concurrent streams; more get RESOURCE_EXHAUSTED."),
+    max_message_mb: float = typer.Option(4.0, help="Largest gRPC message accepted or sent, MiB."),
+    chunk_kb: int = typer.Option(4096, help="State bytes per streamed message, KiB (below the message limit)."),
+    chunk_delay_s: float = typer.Option(0.0, hidden=True, help="Tests only: sleep between chunks."),
+    torch_threads: int | None = typer.Option(None, help="CPU threads for torch (local swarms share the cores)."),
     grace_s: float = typer.Option(10.0, help="On SIGTERM, let in-flight streams finish for this long."),
     ready_file: Path | None = typer.Option(None, help="Write the bound address here as JSON once serving."),
 ) -> None:
     """Serve one frozen specialist's per-layer states over gRPC (swarm.v1.SpecialistService)."""
     _logging()
-    from swarm.model_server.server import ServerOptions, serve
+    from swarm.model_server.grpc_runtime import MiB
+    from swarm.model_server.specialist_server import ServerOptions, serve
 
-    serve(
-        specialist,
-        port,
-        host,
-        checkpoint_dir,
-        config,
-        dtype,
-        options=ServerOptions(max_streams=max_streams, wire_dtype=wire_dtype),
-        grace_s=grace_s,
-        ready_file=ready_file,
+    options = ServerOptions(
+        max_streams=max_streams,
+        max_message_bytes=int(max_message_mb * MiB),
+        chunk_bytes=chunk_kb << 10,
+        chunk_delay_s=chunk_delay_s,
+        wire_dtype=wire_dtype.value if wire_dtype else None,
     )
+    try:
+        serve(specialist, port, host, checkpoint_dir, config, dtype.value, device, options=options, grace_s=grace_s,
+              ready_file=ready_file, torch_threads=torch_threads)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
 
 
 def serve_annotation(
@@ -79,18 +84,18 @@ def serve_annotation(
 ) -> None:
     """Serve the annotation API (swarm.v1.AnnotationService): route, fan out to specialists, fuse, label."""
     _logging()
+    from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
     from swarm.model_server.grpc_runtime import write_ready_file
+    from swarm.model_server.launcher import default_annotator, start_local_swarm
     from swarm.model_server.specialist import domains
-    from swarm.trainer.annotation_server import AnnotationLimits, build_server
-    from swarm.trainer.specialist_client import SpecialistClient
-    from swarm.trainer.swarm_local import default_annotator, start_local_swarm
+    from swarm.model_server.specialist_client import SpecialistClient
 
     limits = AnnotationLimits(max_cells=max_cells)
     addresses = parse_endpoints(specialist)
     if addresses:
         annotator = default_annotator(list(addresses), config, primary_dir)
         with SpecialistClient(addresses) as client:
-            server = build_server(annotator, client, host, port, limits).start()
+            server = build_annotation_server(annotator, client, host, port, limits).start()
             server.serve_until_signalled(grace_s, ready_file)
         return
     names = [n.strip() for n in local.split(",") if n.strip()] if local else list(domains())
@@ -124,10 +129,10 @@ def annotate(
     import json
     import os
 
+    from swarm.trainer.annotation_run import annotate_split
     from swarm.trainer.evaluate import pick_split
     from swarm.trainer.reports import write_json
     from swarm.trainer.sotab import DataError
-    from swarm.trainer.swarm_annotate import annotate_split
 
     endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
     try:
@@ -158,8 +163,8 @@ def up(
     import signal
     import threading
 
+    from swarm.trainer.annotation_run import annotation_endpoint
     from swarm.trainer.demo import served_primary
-    from swarm.trainer.swarm_annotate import annotation_endpoint
 
     _logging()
     stop = threading.Event()
@@ -176,8 +181,3 @@ def register(app: typer.Typer) -> None:
     app.command()(annotate)
     app.command()(up)
 
-
-if __name__ == "__main__":
-    _app = typer.Typer(no_args_is_help=True)
-    register(_app)
-    _app()

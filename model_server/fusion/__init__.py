@@ -2,7 +2,7 @@
 
 Public API: :class:`StateFusion` (the learnt module), :func:`fuse` (functional dispatch between
 backends) and the torch reference functions. The Triton kernels live in
-``swarm.trainer.fusion.triton_kernels`` and are imported lazily, so ``TRITON_INTERPRET`` can still be set
+``swarm.model_server.fusion.triton_kernels`` and are imported lazily, so ``TRITON_INTERPRET`` can still be set
 after importing this package.
 """
 

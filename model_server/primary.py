@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from swarm.model_server.backbone import Backbone, BackboneConfig, get_config
 from swarm.model_server.readout import StateReadout
 from swarm.model_server.specialist import StateDecoder, domain_of
+from swarm.model_server.weights import load_weights
 
 # The belief weights start at zero; this gain is their learning-rate multiplier under Adam (whose steps are ~lr in
 # parameter units), so that they reach weights of order 1 within a few hundred steps.
@@ -47,7 +49,7 @@ class PrimaryModel(nn.Module):
         if self.fusion_mode:
             self.state_scale = nn.Parameter(torch.zeros(cfg.n_layers, cfg.n_heads))
             self.fused_readout = StateReadout(cfg)
-            from swarm.trainer.fusion.module import StateFusion
+            from swarm.model_server.fusion.module import StateFusion
 
             self.fusion = StateFusion(self.fusion_mode, n_agents=len(self.specialists), n_layers=cfg.n_layers,
                                       n_heads=cfg.n_heads, head_k=cfg.head_k, head_v=cfg.head_v,
@@ -73,6 +75,16 @@ class PrimaryModel(nn.Module):
     @classmethod
     def from_meta(cls, meta: dict) -> PrimaryModel:
         return cls(get_config(meta["config"]), meta["labels"], meta.get("fusion_mode"), meta.get("specialists", ()))
+
+    @classmethod
+    def load(cls, model_dir: Path) -> tuple[PrimaryModel, dict]:
+        """A trained primary (model.safetensors + model.json) in eval mode, with its meta."""
+        state, meta = load_weights(Path(model_dir))
+        if meta.get("kind") != "primary":
+            raise ValueError(f"{model_dir}: not a primary model (kind={meta.get('kind')!r})")
+        model = cls.from_meta(meta)
+        model.load_state_dict(state)
+        return model.eval(), meta
 
     def load_decoders(self, decoders: Mapping[str, Mapping[str, Tensor]]) -> None:
         """Copy (frozen) the state decoder weights of the specialists this primary fuses, by specialist name

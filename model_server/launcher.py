@@ -1,7 +1,7 @@
 """The embedded local swarm: N specialist server processes on loopback plus an in-process annotation server.
 
 `start_local_swarm(["temporal", "geographic"])` (names → untrained tiny specialists, or specialist directories
-/ `checkpoint_dir` for trained ones) starts one `python -m swarm.model_server.server` process per specialist
+/ `checkpoint_dir` for trained ones) starts one `swarm serve-specialist` process per specialist
 on a free port (each binds port 0 and publishes its address in a ready file: no port races), waits for health
 SERVING, serves the annotation API in this process, and tears everything down (SIGTERM, then SIGKILL) on exit.
 Used by `swarm up`, `swarm demo` and the integration tests.
@@ -23,14 +23,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
+from swarm.model_server.annotator import TableAnnotator
 from swarm.model_server.grpc_runtime import ManagedServer, read_ready_file, wait_serving
-from swarm.trainer.annotation_server import AnnotationLimits, build_server
-from swarm.trainer.annotator import Annotator
-from swarm.trainer.specialist_client import RetryPolicy, SpecialistClient
+from swarm.model_server.specialist_client import RetryPolicy, SpecialistClient
 
 log = logging.getLogger(__name__)
 
-AnnotatorFactory = Callable[[list[str]], Annotator]
+# The one command line of the specialist server (`swarm serve-specialist`), as this interpreter runs it.
+SWARM_CLI = (sys.executable, "-m", "swarm.trainer.cli")
+
+AnnotatorFactory = Callable[[list[str]], TableAnnotator]
 
 
 @dataclass
@@ -53,7 +56,7 @@ class SpecialistProcess:
 class LocalSwarm:
     specialists: dict[str, SpecialistProcess]
     client: SpecialistClient
-    annotator: Annotator | None = None
+    annotator: TableAnnotator | None = None
     annotation: ManagedServer | None = None
     workdir: Path = field(default_factory=Path)
 
@@ -82,8 +85,8 @@ def _resolve(spec: str | Path, checkpoint_dir: Path | None) -> tuple[str, list[s
     return name, ([] if checkpoint_dir is None else ["--checkpoint-dir", str(checkpoint_dir)])
 
 
-def default_annotator(names: list[str], config: str, primary_dir: Path | None) -> Annotator:
-    from swarm.trainer.primary_annotator import PrimaryAnnotator
+def default_annotator(names: list[str], config: str, primary_dir: Path | None) -> TableAnnotator:
+    from swarm.model_server.primary_annotator import PrimaryAnnotator
 
     if primary_dir is not None:
         return PrimaryAnnotator.load(primary_dir)
@@ -95,9 +98,8 @@ def _start(name: str, args: list[str], workdir: Path, host: str) -> SpecialistPr
     ready = workdir / f"{name}.ready.json"
     log_path = workdir / f"{name}.log"
     cmd = [
-        sys.executable,
-        "-m",
-        "swarm.model_server.server",
+        *SWARM_CLI,
+        "serve-specialist",
         "--specialist",
         name,
         "--host",
@@ -147,7 +149,7 @@ def _stop(procs: Sequence[SpecialistProcess], grace_s: float) -> None:
 def start_local_swarm(
     specialists: Sequence[str | Path],
     *,
-    annotator: Annotator | AnnotatorFactory | None = None,
+    annotator: TableAnnotator | AnnotatorFactory | None = None,
     config: str = "tiny",
     checkpoint_dir: Path | None = None,
     primary_dir: Path | None = None,
@@ -164,9 +166,9 @@ def start_local_swarm(
 ) -> Iterator[LocalSwarm]:
     """Start the specialists (names or directories) and, unless `with_annotation=False`, the annotation API.
 
-    `annotator` is an Annotator, a factory taking the specialist names, or None for the PrimaryAnnotator
+    `annotator` is an TableAnnotator, a factory taking the specialist names, or None for the PrimaryAnnotator
     (loaded from `primary_dir`, else untrained). `server_args`/`per_specialist_args` are extra
-    `swarm.model_server.server` options (e.g. `--dtype bfloat16`).
+    `swarm serve-specialist` options (e.g. `--dtype bfloat16`).
     """
     if not specialists:
         raise ValueError("a local swarm needs at least one specialist")
@@ -196,10 +198,10 @@ def start_local_swarm(
             if annotator is None:
                 swarm.annotator = default_annotator(names, config, primary_dir)
             else:
-                # An Annotator may itself be callable (an nn.Module); a class or function is a factory.
+                # An TableAnnotator may itself be callable (an nn.Module); a class or function is a factory.
                 is_factory = isinstance(annotator, type) or not hasattr(annotator, "annotate")
                 swarm.annotator = annotator(names) if is_factory else annotator
-            server = build_server(swarm.annotator, client, host, annotation_port, limits).start()
+            server = build_annotation_server(swarm.annotator, client, host, annotation_port, limits).start()
             swarm.annotation = server
         log.info(
             "local swarm up: %s%s",

@@ -1,4 +1,4 @@
-"""The real `Annotator`: a trained (or, for smoke tests, untrained) primary that fuses whatever states arrived.
+"""The real `TableAnnotator`: a trained (or, for smoke tests, untrained) primary that fuses whatever states arrived.
 
 Wide search: every specialist the primary was trained with reads every column (the routing an orchestrator would
 prune). Columns are grouped by the set of specialists whose states actually arrived for them, so a specialist
@@ -13,13 +13,11 @@ from pathlib import Path
 
 import torch
 
+from swarm.model_server.annotator import AnnotationResult, SpecialistStates
 from swarm.model_server.backbone import get_config
+from swarm.model_server.primary import PrimaryModel
+from swarm.model_server.tables import Table, load_labels, serialize_table
 from swarm.model_server.text import ColumnTokenizer
-from swarm.trainer.annotator import AnnotationResult, SpecialistStates
-from swarm.trainer.columns import serialize_table
-from swarm.trainer.evaluate import load_primary
-from swarm.trainer.primary import PrimaryModel
-from swarm.trainer.sotab import Table, load_labels
 
 
 class PrimaryAnnotator:
@@ -30,7 +28,7 @@ class PrimaryAnnotator:
 
     @classmethod
     def load(cls, model_dir: Path) -> PrimaryAnnotator:
-        model, _ = load_primary(Path(model_dir))
+        model, _ = PrimaryModel.load(Path(model_dir))
         return cls(model)
 
     @classmethod

@@ -68,17 +68,18 @@ def score_annotations(split: Split, annotations: Sequence[apb.Annotation]) -> Sc
 def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None, port: int = 0) -> Iterator[str]:
     """The address of an annotation API for this primary: remote specialists when `endpoints` is given, else
     the primary's own specialists started as local processes on loopback."""
-    from swarm.trainer.annotation_server import build_server
-    from swarm.trainer.evaluate import load_primary, specialist_dirs
-    from swarm.trainer.primary_annotator import PrimaryAnnotator
-    from swarm.trainer.specialist_client import SpecialistClient
-    from swarm.trainer.swarm_local import start_local_swarm
+    from swarm.model_server.annotation_server import build_annotation_server
+    from swarm.model_server.launcher import start_local_swarm
+    from swarm.model_server.primary import PrimaryModel
+    from swarm.model_server.primary_annotator import PrimaryAnnotator
+    from swarm.model_server.specialist_client import SpecialistClient
+    from swarm.trainer.evaluate import specialist_dirs
 
-    model, meta = load_primary(model_dir)
+    model, meta = PrimaryModel.load(model_dir)
     annotator = PrimaryAnnotator(model)
     if endpoints is not None or not annotator.specialist_names:
         with SpecialistClient(endpoints or {}) as client:
-            server = build_server(annotator, client, "127.0.0.1", port).start()
+            server = build_annotation_server(annotator, client, "127.0.0.1", port).start()
             try:
                 yield server.address
             finally:

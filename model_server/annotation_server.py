@@ -1,4 +1,4 @@
-"""The annotation gRPC server (`swarm.v1.AnnotationService`): validates tables and drives an `Annotator`.
+"""The annotation gRPC server (`swarm.v1.AnnotationService`): validates tables and drives an `TableAnnotator`.
 
 Per table: proto Table → validated `sotab.Table` → `annotator.route` → states fetched from the specialist
 servers through `SpecialistClient` (concurrently; lost specialists are reported, not fatal) →
@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import grpc
 
+from swarm.model_server.annotator import AnnotationResult, TableAnnotator
 from swarm.model_server.grpc_runtime import ManagedServer, MiB, service_handler
-from swarm.trainer.annotator import AnnotationResult, Annotator
-from swarm.trainer.sotab import Table
-from swarm.trainer.specialist_client import SpecialistClient
+from swarm.model_server.specialist_client import SpecialistClient
+from swarm.model_server.tables import Table
 from swarm.v1 import annotation_pb2 as apb
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def table_from_proto(msg: apb.Table, limits: AnnotationLimits) -> Table:
 
 
 class AnnotationServicer:
-    def __init__(self, annotator: Annotator, client: SpecialistClient, limits: AnnotationLimits) -> None:
+    def __init__(self, annotator: TableAnnotator, client: SpecialistClient, limits: AnnotationLimits) -> None:
         self.annotator = annotator
         self.client = client
         self.limits = limits
@@ -169,8 +169,8 @@ def _check_result(result: AnnotationResult, table: Table) -> None:
         )
 
 
-def build_server(
-    annotator: Annotator,
+def build_annotation_server(
+    annotator: TableAnnotator,
     client: SpecialistClient,
     host: str = "127.0.0.1",
     port: int = 0,

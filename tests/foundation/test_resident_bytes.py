@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from swarm.model_server.backbone import get_config
-from swarm.model_server.memory import specialist_resident_bytes, state_bytes, training_bytes
+from swarm.model_server.primary import PrimaryModel
+from swarm.model_server.resident_bytes import specialist_resident_bytes, state_bytes, training_bytes
 from swarm.model_server.specialist import untrained
 from swarm.model_server.text import ColumnTokenizer
-from swarm.trainer.primary import PrimaryModel
 from swarm.trainer.sotab import load_labels
 
 

@@ -150,7 +150,7 @@ def _check_runnable(states: torch.Tensor) -> None:
     if states.device.type == "cpu" and not INTERPRETED:
         raise RuntimeError(
             "Triton fusion on CPU tensors needs the interpreter: set TRITON_INTERPRET=1 before importing "
-            "triton / swarm.trainer.fusion.triton_kernels, or use backend='torch'"
+            "triton / swarm.model_server.fusion.triton_kernels, or use backend='torch'"
         )
 
 
