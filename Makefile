@@ -9,7 +9,7 @@ DATA ?= data/sotab-v2-sample
 # Primaries trained per fusion row (seeds 0..SEEDS-1); the committed tables used SEEDS=3.
 SEEDS ?= 2
 
-.PHONY: install proto demo test lint bench fusion-report adapt crds kind-e2e clean
+.PHONY: install proto demo test test-fast gpu-check lint bench fusion-report adapt crds kind-e2e clean
 
 install: $(STAMP) $(STUBS)
 
@@ -33,6 +33,16 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
+
+# The edit loop: everything but the tests marked slow.
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# On a machine with a CUDA GPU: CUDA tests (compiled kernels), fusion kernel timings, GPU training throughput;
+# prints and writes reports/gpu_check.* (see bench/gpu_check.sh).
+gpu-check:
+	bash bench/gpu_check.sh
 
 lint: install
 	$(BIN)/ruff check .
