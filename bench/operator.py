@@ -14,12 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from swarm.operator.testing import (
+ROOT = Path(__file__).resolve().parents[1]
+# The emulated API is test code (tests/operator/emulator.py), not part of the installed package.
+sys.path.insert(0, str(ROOT / "tests" / "operator"))
+
+from emulator import (  # noqa: E402
     DEPLOYMENTS,
     JOBS,
     NODES,
@@ -35,7 +40,6 @@ from swarm.operator.testing import (
 )
 
 NS = "bench"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def node(index: int, gpu: bool) -> dict[str, Any]:

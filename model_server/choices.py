@@ -7,3 +7,5 @@ FUSION_MODES: tuple[str, ...] = ("weighted_sum", "gated", "concat_project")
 DTYPE_NAMES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 # `auto`: CUDA when this process sees a GPU, else the CPU. Any torch device string (cuda:1) is accepted too.
 DEVICE_AUTO = "auto"
+# The most specialists a primary consults unless told otherwise (a SwarmJob's maxSpecialists default).
+DEFAULT_MAX_SPECIALISTS = 4

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-GPU_MEMORY_ANNOTATION = "swarm.ai/gpu-memory"
+from swarm.operator.models import PREFIX
+
+GPU_MEMORY_ANNOTATION = f"{PREFIX}gpu-memory"
 MIB = 1024**2
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # one per choices.DTYPE_NAMES (a test checks)
 # Every specialist is its own process: CUDA context + cuBLAS workspace + allocator slack on an RTX 4090.
 RUNTIME_OVERHEAD_BYTES = 384 * MIB
 MIN_ACTIVATION_BYTES = 64 * MIB

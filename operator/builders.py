@@ -3,6 +3,8 @@ Deployment + Service, and the primary trainer Pod. Everything returns plain dict
 
 Pod templates (securityContext, resources, volumes) come from the `swarm-pod-templates` ConfigMap mounted into the
 operator (manifests/templates/), or from the built-in defaults below; builders only fill in what is per-object.
+The device a pod's command runs on follows its template: `--device cuda` where the container requests
+`nvidia.com/gpu`, else `--device cpu`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from swarm.operator.models import API_VERSION, JOB, POOL, Mode, PoolSpecialist, SwarmJobSpec
+from swarm.operator.models import API_VERSION, JOB, POOL, PREFIX, Mode, PoolSpecialist, SwarmJobSpec
 
 SPECIALIST_PORT = 50051
 DEFAULT_IMAGE = "ghcr.io/swarm-cta/swarm:0.1.0"
@@ -26,10 +28,10 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_NAME = "app.kubernetes.io/name"
-LABEL_POOL = "swarm.ai/pool"
-LABEL_SPECIALIST = "swarm.ai/specialist"
-LABEL_JOB = "swarm.ai/job"
-METRICS_ANNOTATION = "swarm.ai/metrics"
+LABEL_POOL = f"{PREFIX}pool"
+LABEL_SPECIALIST = f"{PREFIX}specialist"
+LABEL_JOB = f"{PREFIX}job"
+METRICS_ANNOTATION = f"{PREFIX}metrics"
 TEMPLATES_ENV = "SWARM_POD_TEMPLATES"
 IMAGE_ENV = "SWARM_IMAGE"
 TRAINER_SERVICE_ACCOUNT = "swarm-trainer"  # manifests/rbac.yaml: get/patch pods in its namespace
@@ -48,6 +50,9 @@ MODELS_DIR = "/models"  # read-only PVC with specialist and primary checkpoints
 MODELS_CLAIM = "swarm-models"
 DATA_DIR = "/data"  # read-only PVC with the data sets (trainer pods)
 DATA_CLAIM = "swarm-data"
+GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource
+DEVICE_CUDA = "cuda"  # `--device` of a pod whose container requests a GPU (the one it is given)
+DEVICE_CPU = "cpu"
 
 _RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
@@ -62,7 +67,7 @@ _RESTRICTED_POD = {
     "fsGroup": 10001,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-_GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+_GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
 
 def _pod_template(
@@ -106,7 +111,7 @@ def _pod_template(
 
 def default_templates() -> dict[str, dict[str, Any]]:
     """The built-in pod templates; manifests/templates/*.yaml must equal these (a test checks)."""
-    gpu = {"nvidia.com/gpu": "1"}
+    gpu = {GPU_RESOURCE: "1"}
     models_mount = {"name": "models", "mountPath": MODELS_DIR, "readOnly": True}
     models = {"name": "models", "persistentVolumeClaim": {"claimName": MODELS_CLAIM, "readOnly": True}}
     return {
@@ -213,6 +218,18 @@ def _metadata(name: str, owner: dict[str, Any], labels: dict[str, str]) -> dict[
     }
 
 
+def pod_device(template: dict[str, Any]) -> str:
+    """`cuda` when the template's (first) container requests or is limited to at least one GPU, else `cpu`."""
+    resources = template.get("spec", {}).get("containers", [{}])[0].get("resources") or {}
+    for kind in ("limits", "requests"):
+        try:
+            if float((resources.get(kind) or {}).get(GPU_RESOURCE, 0)) > 0:
+                return DEVICE_CUDA
+        except (TypeError, ValueError):  # not a number: the API server would reject the pod anyway
+            continue
+    return DEVICE_CPU
+
+
 def _fill_template(
     template: dict[str, Any],
     labels: dict[str, str],
@@ -231,7 +248,7 @@ def _fill_template(
     return pod
 
 
-def specialist_command(specialist: PoolSpecialist) -> list[str]:
+def specialist_command(specialist: PoolSpecialist, device: str = DEVICE_CUDA) -> list[str]:
     """`swarm serve-specialist` for one specialist; `model` is a local path (image or mounted volume)."""
     return [
         "swarm",
@@ -246,6 +263,8 @@ def specialist_command(specialist: PoolSpecialist) -> list[str]:
         specialist.model,
         "--dtype",
         str(specialist.dtype),
+        "--device",
+        device,
     ]
 
 
@@ -264,7 +283,7 @@ def specialist_deployment(
         template,
         labels,
         image,
-        specialist_command(specialist),
+        specialist_command(specialist, pod_device(template)),
         [
             {"name": "SWARM_SPECIALIST_MODEL", "value": specialist.model},
             {"name": "SWARM_SPECIALIST_DOMAIN", "value": specialist.domain},
@@ -315,10 +334,13 @@ def specialist_endpoint(namespace: str, pool: str, specialist: str) -> str:
     return f"{specialist_object_name(pool, specialist)}.{namespace}.svc:{SPECIALIST_PORT}"
 
 
-def trainer_command(spec: SwarmJobSpec, experts: Mapping[str, str] | None = None) -> list[str]:
-    """The primary's command per mode, then the job's extraArgs. Specialist endpoints come in the environment
-    (SWARM_SPECIALIST_ENDPOINTS); the PARL settings are reserved for the orchestrator and not passed. `experts`
-    (mode adapt): the model path of each of the job's specialists in its pool."""
+def trainer_command(
+    spec: SwarmJobSpec, experts: Mapping[str, str] | None = None, device: str = DEVICE_CUDA
+) -> list[str]:
+    """The primary's command per mode and `--device`, then the job's extraArgs (a `--device` there wins).
+    Specialist endpoints come in the environment (SWARM_SPECIALIST_ENDPOINTS); the PARL settings are reserved for
+    the orchestrator and not passed. `experts` (mode adapt): the model path of each of the job's specialists in its
+    pool."""
     mode = Mode(spec.mode)
     command = ["swarm", MODE_COMMANDS[mode], "--data", spec.data]
     if mode == Mode.adapt:
@@ -331,7 +353,7 @@ def trainer_command(spec: SwarmJobSpec, experts: Mapping[str, str] | None = None
         command += ["--checkpoint", _checkpoint(spec), "--json", METRICS_JSON]
     else:
         command += ["--checkpoint", _checkpoint(spec), "--out", PREDICTIONS_CSV, "--json", SUMMARY_JSON]
-    return command + list(spec.extra_args)
+    return [*command, "--device", device, *spec.extra_args]
 
 
 def _checkpoint(spec: SwarmJobSpec) -> str:
@@ -354,7 +376,7 @@ def trainer_pod(
         template,
         labels,
         image,
-        trainer_command(spec, experts),
+        trainer_command(spec, experts, pod_device(template)),
         [
             {
                 "name": "SWARM_SPECIALIST_ENDPOINTS",

@@ -16,7 +16,7 @@ import kopf
 from swarm.operator import builders, job, pool
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION
 from swarm.operator.kube import PODS, Api, load_connection
-from swarm.operator.models import GROUP, JOB, POOL, VERSION
+from swarm.operator.models import GROUP, JOB, POOL, PREFIX, VERSION
 
 RESYNC_SECONDS = float(os.environ.get("SWARM_RESYNC_SECONDS", "30"))
 RETRY_SECONDS = float(os.environ.get("SWARM_RETRY_SECONDS", "15"))
@@ -29,7 +29,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Handler progress lives in annotations, so the CRDs' status schemas stay strict (no status.kopf field).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = f"{PREFIX}finalizer"
     # No CRD/namespace scanning: RBAC stays least-privilege (the namespaces are given explicitly).
     settings.scanning.disabled = True
     settings.posting.level = logging.WARNING

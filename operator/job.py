@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from swarm.operator import builders, pool
 from swarm.operator.kube import JOBS, PODS, Api
-from swarm.operator.models import Mode, Phase, SwarmJobSpec
+from swarm.operator.models import ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec
 from swarm.operator.status import (
     condition,
     merge_conditions,
@@ -85,7 +85,7 @@ async def reconcile(
             api,
             job,
             {"phase": Phase.Failed.value, "message": message},
-            [condition("SpecValid", False, "InvalidSpec", message)],
+            [condition(ConditionType.SpecValid, False, ConditionReason.InvalidSpec, message)],
         )
         return Outcome(Phase.Failed.value)
 
@@ -115,28 +115,43 @@ async def reconcile(
             "output": f"{spec.output.claim_name}/{builders.output_sub_path(name, spec)}" if spec.output else "",
         },
         [
-            condition("PoolReady", True, "PoolFound", f"SpecialistPool {spec.pool_ref!r} reconciled"),
-            condition("SpecialistsGranted", True, "Granted", ", ".join(sorted(endpoints)) or "none requested"),
+            condition(
+                ConditionType.PoolReady, True, ConditionReason.PoolFound, f"SpecialistPool {spec.pool_ref!r} reconciled"
+            ),
+            condition(
+                ConditionType.SpecialistsGranted,
+                True,
+                ConditionReason.Granted,
+                ", ".join(sorted(endpoints)) or "none requested",
+            ),
         ],
     )
     return await sync_from_pod(api, pod, job=await api.get(JOBS, namespace, name))
 
 
-def _pool_problem(spec: SwarmJobSpec, result: pool.PoolResult) -> tuple[str, str, str] | None:
+def _pool_problem(spec: SwarmJobSpec, result: pool.PoolResult) -> tuple[ConditionType, ConditionReason, str] | None:
     if not result.found:
-        return "PoolReady", "PoolNotFound", result.message
+        return ConditionType.PoolReady, ConditionReason.PoolNotFound, result.message
     if not result.valid:
-        return "PoolReady", "PoolInvalid", f"SpecialistPool {spec.pool_ref!r} is invalid: {result.message}"
+        return (
+            ConditionType.PoolReady,
+            ConditionReason.PoolInvalid,
+            f"SpecialistPool {spec.pool_ref!r} is invalid: {result.message}",
+        )
     unknown = [s for s in spec.specialists if s not in result.specialists]
     if unknown:
         return (
-            "SpecialistsGranted",
-            "UnknownSpecialist",
+            ConditionType.SpecialistsGranted,
+            ConditionReason.UnknownSpecialist,
             f"not in SpecialistPool {spec.pool_ref!r}: {', '.join(unknown)}",
         )
     denied = [s for s in served_specialists(spec.mode, spec.specialists) if s not in result.admitted]
     if denied:
-        return "SpecialistsGranted", "BudgetExceeded", f"waiting for GPU memory budget: {', '.join(denied)}"
+        return (
+            ConditionType.SpecialistsGranted,
+            ConditionReason.BudgetExceeded,
+            f"waiting for GPU memory budget: {', '.join(denied)}",
+        )
     return None
 
 
@@ -160,18 +175,18 @@ async def sync_from_pod(api: Api, pod: dict[str, Any], job: dict[str, Any] | Non
         body["metrics"] = metrics
     conditions = [
         condition(
-            "MetricsValid",
+            ConditionType.MetricsValid,
             metrics_error is None,
-            "Ignored" if metrics_error else "Parsed",
+            ConditionReason.Ignored if metrics_error else ConditionReason.Parsed,
             metrics_error or "",
         )
     ]
     if phase.value in TERMINAL:
         conditions.append(
             condition(
-                "Complete",
+                ConditionType.Complete,
                 phase == Phase.Succeeded,
-                phase.value,
+                ConditionReason(phase.value),
                 f"trainer pod finished at {now_iso(datetime.now(UTC))}",
             )
         )

@@ -18,6 +18,8 @@ from typing import Any
 import aiohttp
 import kopf
 
+from swarm.operator.models import GROUP, JOB, POOL, PREFIX, VERSION
+
 log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 RETRIED_STATUSES = {409, 429, 500, 502, 503, 504}
@@ -46,8 +48,8 @@ PODS = Resource("", "v1", "pods")
 SERVICES = Resource("", "v1", "services")
 NODES = Resource("", "v1", "nodes", namespaced=False)
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
-POOLS = Resource("swarm.ai", "v1alpha1", "specialistpools")
-JOBS = Resource("swarm.ai", "v1alpha1", "swarmjobs")
+POOLS = Resource(GROUP, VERSION, POOL.plural)
+JOBS = Resource(GROUP, VERSION, JOB.plural)
 
 
 class ApiError(Exception):
@@ -174,7 +176,7 @@ class Api:
         return await self.patch(res, meta.get("namespace"), meta["name"], body)
 
 
-SPEC_HASH_ANNOTATION = "swarm.ai/spec-hash"
+SPEC_HASH_ANNOTATION = f"{PREFIX}spec-hash"
 
 
 def with_spec_hash(body: dict[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from swarm.model_server.choices import DEFAULT_MAX_SPECIALISTS, DTYPE_NAMES, FUSION_MODES
+
 GROUP = "swarm.ai"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+PREFIX = f"{GROUP}/"  # of the operator's labels, annotations and finalizer (swarm.ai/pool, swarm.ai/metrics, ...)
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 RTX_4090_PRODUCT = "NVIDIA-GeForce-RTX-4090"
@@ -48,10 +51,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=True)
 
 
-class DType(StrEnum):
-    float32 = "float32"
-    bfloat16 = "bfloat16"
-    float16 = "float16"
+# The CLI's choices (swarm.model_server.choices), so the CRDs accept exactly what the commands do.
+DType = StrEnum("DType", {name: name for name in DTYPE_NAMES}, module=__name__)
+FusionMode = StrEnum("FusionMode", {name: name for name in FUSION_MODES}, module=__name__)
 
 
 class Mode(StrEnum):
@@ -59,12 +61,6 @@ class Mode(StrEnum):
     evaluate = "evaluate"
     annotate = "annotate"
     adapt = "adapt"  # Model Swarms: the job's specialists are the experts, read from the pool's model paths
-
-
-class FusionMode(StrEnum):
-    weighted_sum = "weighted_sum"
-    gated = "gated"
-    concat_project = "concat_project"
 
 
 class Phase(StrEnum):
@@ -79,6 +75,45 @@ class SpecialistState(StrEnum):
     Active = "Active"  # cold, scaled up because a job requested it (or still within its idle timeout)
     Cold = "Cold"  # scaled to zero
     OverBudget = "OverBudget"  # wanted (warm or requested) but does not fit the GPU memory budget
+
+
+class ConditionType(StrEnum):
+    """Every condition type the operator writes: pools (Ready, BudgetExceeded), jobs (the others)."""
+
+    Ready = "Ready"  # pool: spec valid, capacity known, the warm set admitted
+    BudgetExceeded = "BudgetExceeded"  # pool: some wanted specialist does not fit the GPU memory budget
+    SpecValid = "SpecValid"  # job
+    PoolReady = "PoolReady"  # job: its SpecialistPool exists and is valid
+    SpecialistsGranted = "SpecialistsGranted"  # job: its specialists are known and admitted
+    MetricsValid = "MetricsValid"  # job: the trainer pod's metrics annotation parsed
+    Complete = "Complete"  # job: the trainer pod finished (True: Succeeded)
+
+
+class ConditionReason(StrEnum):
+    """Every condition reason the operator writes."""
+
+    InvalidSpec = "InvalidSpec"
+    # pool Ready
+    NoCapacity = "NoCapacity"
+    WarmSetOverBudget = "WarmSetOverBudget"
+    Reconciled = "Reconciled"
+    # pool BudgetExceeded
+    OverBudget = "OverBudget"
+    WithinBudget = "WithinBudget"
+    # job PoolReady
+    PoolFound = "PoolFound"
+    PoolNotFound = "PoolNotFound"
+    PoolInvalid = "PoolInvalid"
+    # job SpecialistsGranted
+    Granted = "Granted"
+    UnknownSpecialist = "UnknownSpecialist"
+    BudgetExceeded = "BudgetExceeded"
+    # job MetricsValid
+    Parsed = "Parsed"
+    Ignored = "Ignored"
+    # job Complete: the trainer pod's terminal phase
+    Succeeded = Phase.Succeeded.value
+    Failed = Phase.Failed.value
 
 
 class Condition(_Model):
@@ -276,7 +311,9 @@ class SwarmJobSpec(_Model):
     )
     parl: ParlSettings = Field(default=ParlSettings(), description=_PARL_RESERVED)
     max_specialists: int = Field(
-        default=4, ge=0, description="Most specialists the primary consults (`swarm train --max-specialists`)."
+        default=DEFAULT_MAX_SPECIALISTS,
+        ge=0,
+        description="Most specialists the primary consults (`swarm train --max-specialists`).",
     )
     specialists: list[DnsLabel] = Field(
         default=[], max_length=64, description="Specialists to scale up for this job (besides warm ones)."
@@ -298,7 +335,7 @@ class SwarmJobSpec(_Model):
         CelRule(
             "size(self.specialists) <= self.maxSpecialists",
             "more specialists requested than maxSpecialists",
-            lambda spec: len(spec.get("specialists", [])) <= spec.get("maxSpecialists", 4),
+            lambda spec: len(spec.get("specialists", [])) <= spec.get("maxSpecialists", DEFAULT_MAX_SPECIALISTS),
         ),
         CelRule(
             "!(self.mode in ['evaluate', 'annotate']) || has(self.checkpoint)",
@@ -369,7 +406,11 @@ POOL = KindInfo(
         {"name": "Budget", "type": "integer", "jsonPath": ".status.spawnBudget"},
         {"name": "Warm", "type": "integer", "jsonPath": ".status.warmCount"},
         {"name": "Active", "type": "integer", "jsonPath": ".status.activeCount"},
-        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": f'.status.conditions[?(@.type=="{ConditionType.Ready.value}")].status',
+        },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
 )

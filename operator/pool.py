@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from swarm.operator import budget, builders
 from swarm.operator.kube import DEPLOYMENTS, POOLS, SERVICES, Api, converge
-from swarm.operator.models import SpecialistPoolSpec, SpecialistState
+from swarm.operator.models import ConditionReason, ConditionType, SpecialistPoolSpec, SpecialistState
 from swarm.operator.status import condition, merge_conditions, now_iso, spec_errors
 
 NodeReading = tuple[str, Mapping[str, str], str | None]  # name, labels, gpu-memory annotation
@@ -156,7 +156,7 @@ async def _reconcile(
             api,
             pool,
             {"observedGeneration": generation},
-            [condition("Ready", False, "InvalidSpec", message)],
+            [condition(ConditionType.Ready, False, ConditionReason.InvalidSpec, message)],
             now,
         )
         return PoolResult(found=True, valid=False, message=message)
@@ -203,9 +203,13 @@ async def _reconcile(
     }
     conditions = [
         condition(
-            "Ready",
+            ConditionType.Ready,
             not warm_missing and bool(gpus),
-            "NoCapacity" if not gpus else "WarmSetOverBudget" if warm_missing else "Reconciled",
+            ConditionReason.NoCapacity
+            if not gpus
+            else ConditionReason.WarmSetOverBudget
+            if warm_missing
+            else ConditionReason.Reconciled,
             "no matching GPU nodes report memory and no fallbackCapacity is declared"
             if not gpus
             else f"warm specialists over budget: {', '.join(warm_missing)}"
@@ -213,9 +217,9 @@ async def _reconcile(
             else f"{len(placement.admitted)} specialist(s) running on {len(gpus)} GPU(s)",
         ),
         condition(
-            "BudgetExceeded",
+            ConditionType.BudgetExceeded,
             bool(over),
-            "OverBudget" if over else "WithinBudget",
+            ConditionReason.OverBudget if over else ConditionReason.WithinBudget,
             (f"not admitted: {', '.join(over)}" if over else "")
             + (f" (other pools hold {other_pools / budget.MIB:.0f} MiB on these GPUs)" if over and other_pools else ""),
         ),

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from swarm.operator.builders import METRICS_ANNOTATION
-from swarm.operator.models import JobMetrics, Phase
+from swarm.operator.models import ConditionReason, ConditionType, JobMetrics, Phase
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -26,8 +26,19 @@ def spec_errors(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
-def condition(type_: str, ok: bool, reason: str, message: str = "") -> dict[str, Any]:
-    return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message}
+def condition(type_: ConditionType, ok: bool, reason: ConditionReason, message: str = "") -> dict[str, Any]:
+    """A condition as written to a status; only the operator's own types and reasons (a ValueError otherwise)."""
+    return {
+        "type": ConditionType(type_).value,
+        "status": "True" if ok else "False",
+        "reason": ConditionReason(reason).value,
+        "message": message,
+    }
+
+
+def find_condition(status: dict[str, Any] | None, type_: ConditionType) -> dict[str, Any]:
+    """The condition of `type_` in a status (as written by `merge_conditions`), or {} when there is none."""
+    return next((c for c in (status or {}).get("conditions") or [] if c.get("type") == type_), {})
 
 
 def merge_conditions(

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from swarm.operator.testing import NODES, EmulatedCluster, gpu_node
+from emulator import NODES, EmulatedCluster, gpu_node
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from swarm.operator import crdgen
+from swarm.operator.models import GROUP, JOB
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
@@ -88,13 +89,13 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
     assert flat["swarm-trainer/Role"] == [("", "pods", "get"), ("", "pods", "patch")]
     operator = flat["swarm-operator/Role"]
     assert ("", "pods", "watch") in operator and ("", "pods", "patch") not in operator
-    assert ("swarm.ai", "swarmjobs", "delete") not in operator and ("apps", "deployments", "watch") not in operator
+    assert (GROUP, JOB.plural, "delete") not in operator and ("apps", "deployments", "watch") not in operator
 
 
 def test_samples_validate_against_crds() -> None:
     crds = {
         doc["spec"]["names"]["kind"]: doc
-        for doc in (yaml.safe_load(p.read_text()) for p in (ROOT / "crds").glob("swarm.ai_*.yaml"))
+        for doc in (yaml.safe_load(p.read_text()) for p in (ROOT / "crds").glob(f"{GROUP}_*.yaml"))
     }
     samples = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "manifests" / "samples").glob("*.yaml"))]
     assert {s["kind"] for s in samples} == {"SpecialistPool", "SwarmJob"}

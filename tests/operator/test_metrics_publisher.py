@@ -9,11 +9,11 @@ import math
 from typing import Any
 
 import pytest
+from emulator import PODS, EmulatedCluster
 
 from swarm.operator import metrics_publisher
 from swarm.operator.builders import METRICS_ANNOTATION
 from swarm.operator.metrics_publisher import publish_metrics
-from swarm.operator.testing import PODS, EmulatedCluster
 
 NS = "swarm"
 pytestmark = pytest.mark.timeout(30)

@@ -6,11 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from emulator import RTX_4090_TOTAL, pool_body
 
 from swarm.operator import budget
 from swarm.operator.models import SpecialistPoolSpec
 from swarm.operator.pool import Claim, plan
-from swarm.operator.testing import RTX_4090_TOTAL, pool_body
 
 MIB, GIB = 1 << 20, 1 << 30
 pytestmark = pytest.mark.timeout(30)

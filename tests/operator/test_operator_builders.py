@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from emulator import job_body, pool_body
 
 from swarm.operator import builders, status
-from swarm.operator.models import SpecialistPoolSpec, SwarmJobSpec
-from swarm.operator.testing import job_body, pool_body
+from swarm.operator.models import ConditionReason, ConditionType, SpecialistPoolSpec, SwarmJobSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(30)
@@ -62,6 +64,8 @@ def test_specialist_deployment_and_service() -> None:
         "/models/specialists",
         "--dtype",
         "bfloat16",
+        "--device",
+        "cuda",  # the template requests nvidia.com/gpu
     ]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["SWARM_SPECIALIST_MODEL"] == "/models/specialists" and env["SWARM_SPECIALIST_DTYPE"] == "bfloat16"
@@ -82,15 +86,15 @@ def test_specialist_deployment_and_service() -> None:
 TRAINER_COMMANDS = {
     "train": [
         "swarm", "train", "--data", "/data/sotab", "--run-dir", "/var/lib/swarm/run",
-        "--fusion", "gated", "--max-specialists", "3",
+        "--fusion", "gated", "--max-specialists", "3", "--device", "cuda",
     ],
     "evaluate": [
         "swarm", "eval", "--data", "/data/sotab", "--checkpoint", "/models/primary/sotab",
-        "--json", "/var/lib/swarm/metrics.json",
+        "--json", "/var/lib/swarm/metrics.json", "--device", "cuda",
     ],
     "annotate": [
         "swarm", "annotate", "--data", "/data/sotab", "--checkpoint", "/models/primary/sotab",
-        "--out", "/var/lib/swarm/predictions.csv", "--json", "/var/lib/swarm/summary.json",
+        "--out", "/var/lib/swarm/predictions.csv", "--json", "/var/lib/swarm/summary.json", "--device", "cuda",
     ],
 }  # fmt: skip
 
@@ -134,7 +138,36 @@ def test_adapt_pod_reads_its_experts_from_the_pools_model_paths() -> None:
     assert pod["spec"]["containers"][0]["command"] == [
         "swarm", "adapt", "--data", "/data/sotab", "--domain", "commerce", "--out", "/var/lib/swarm/run/adapted",
         "--reports-dir", "/var/lib/swarm/reports", "--expert", "b=/models/b-v2", "--expert", "a=/models/specialists",
+        "--device", "cuda",
     ]  # fmt: skip
+
+
+def _without_gpu(template: dict[str, Any]) -> dict[str, Any]:
+    template = copy.deepcopy(template)
+    resources = template["spec"]["containers"][0]["resources"]
+    for kind in ("requests", "limits"):
+        resources[kind].pop(builders.GPU_RESOURCE)
+    return template
+
+
+def test_device_follows_the_templates_gpu_request() -> None:
+    """Pods whose template requests nvidia.com/gpu run on `cuda`; a CPU-only template (a custom ConfigMap) on
+    `cpu`; a `--device` in extraArgs comes last and wins."""
+    templates = builders.default_templates()
+    assert builders.pod_device(templates["specialist"]) == builders.pod_device(templates["trainer"]) == "cuda"
+    pool = _with_meta(pool_body())
+    spec = SpecialistPoolSpec.model_validate(pool["spec"])
+    cpu = _without_gpu(templates["specialist"])
+    assert builders.pod_device(cpu) == "cpu"
+    dep = builders.specialist_deployment(pool, spec.specialists[0], 1, {}, cpu)
+    assert dep["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["--device", "cpu"]
+    job = _with_meta(job_body(extraArgs=["--device", "cuda:1"]))
+    pod = builders.trainer_pod(job, SwarmJobSpec.model_validate(job["spec"]), {}, _without_gpu(templates["trainer"]))
+    assert pod["spec"]["containers"][0]["command"][-4:] == ["--device", "cpu", "--device", "cuda:1"]
+    zero = copy.deepcopy(templates["trainer"])
+    zero["spec"]["containers"][0]["resources"]["limits"][builders.GPU_RESOURCE] = "0"
+    zero["spec"]["containers"][0]["resources"]["requests"][builders.GPU_RESOURCE] = 0
+    assert builders.pod_device(zero) == "cpu"
 
 
 @pytest.mark.parametrize(("sub_path", "expected"), [(None, "job"), ("team/sotab-1", "team/sotab-1")])
@@ -168,11 +201,20 @@ def test_image_override(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_conditions_keep_transition_time_unless_flipped() -> None:
-    first = status.merge_conditions([], [status.condition("Ready", True, "Ok")], now="t1", generation=1)
-    same = status.merge_conditions(first, [status.condition("Ready", True, "Ok", "again")], now="t2", generation=2)
-    flipped = status.merge_conditions(same, [status.condition("Ready", False, "Bad")], now="t3", generation=2)
+    ready, ok, bad = ConditionType.Ready, ConditionReason.Reconciled, ConditionReason.NoCapacity
+    first = status.merge_conditions([], [status.condition(ready, True, ok)], now="t1", generation=1)
+    same = status.merge_conditions(first, [status.condition(ready, True, ok, "again")], now="t2", generation=2)
+    flipped = status.merge_conditions(same, [status.condition(ready, False, bad)], now="t3", generation=2)
     assert [c["lastTransitionTime"] for c in (first[0], same[0], flipped[0])] == ["t1", "t1", "t3"]
     assert same[0]["message"] == "again" and same[0]["observedGeneration"] == 2
+    assert status.find_condition({"conditions": flipped}, ready)["reason"] == "NoCapacity"
+    assert status.find_condition({}, ConditionType.Complete) == {}
+    # Written as plain strings (they go into JSON), and only the operator's own types and reasons.
+    assert type(flipped[0]["type"]) is str and type(flipped[0]["reason"]) is str
+    with pytest.raises(ValueError):
+        status.condition("Rdy", True, ok)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        status.condition(ready, True, "Ok")  # type: ignore[arg-type]
 
 
 def test_phase_and_metrics_from_pod() -> None:

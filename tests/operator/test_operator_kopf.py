@@ -6,11 +6,7 @@ import json
 from typing import Any
 
 import pytest
-
-from swarm.operator.budget import GPU_MEMORY_ANNOTATION, resident_bytes
-from swarm.operator.builders import LABEL_MANAGED_BY, MANAGED_BY
-from swarm.operator.metrics_publisher import publish_metrics
-from swarm.operator.testing import (
+from emulator import (
     DEPLOYMENTS,
     JOBS,
     NODES,
@@ -26,6 +22,12 @@ from swarm.operator.testing import (
     wait_for,
 )
 
+from swarm.operator.budget import GPU_MEMORY_ANNOTATION, resident_bytes
+from swarm.operator.builders import LABEL_MANAGED_BY, MANAGED_BY
+from swarm.operator.metrics_publisher import publish_metrics
+from swarm.operator.models import GROUP, PREFIX, ConditionReason, ConditionType
+from swarm.operator.status import find_condition
+
 NS = "swarm"
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,8 +36,8 @@ def status(cluster: EmulatedCluster, res: Any, name: str) -> dict[str, Any]:
     return (cluster.get(res, NS, name) or {}).get("status") or {}
 
 
-def cond(obj_status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in obj_status.get("conditions", []) if c["type"] == type_), {})
+def cond(obj_status: dict[str, Any], type_: ConditionType) -> dict[str, Any]:
+    return find_condition(obj_status, type_)
 
 
 def replicas(cluster: EmulatedCluster) -> dict[str, int]:
@@ -54,7 +56,10 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
         assert sorted(s["metadata"]["name"] for s in cluster.list(SERVICES, NS)) == ["pool-a", "pool-b", "pool-c"]
         assert [(s["name"], s["state"]) for s in st["specialists"]] == [("a", "Warm"), ("b", "Cold"), ("c", "Cold")]
         assert st["spawnBudget"] == 3 and st["gpus"] == 1 and st["capacitySource"] == "nvml"
-        assert cond(st, "Ready")["status"] == "True" and cond(st, "BudgetExceeded")["status"] == "False"
+        assert (
+            cond(st, ConditionType.Ready)["status"] == "True"
+            and cond(st, ConditionType.BudgetExceeded)["status"] == "False"
+        )
         pool_uid = cluster.get(POOLS, NS, "pool")["metadata"]["uid"]
         for obj in cluster.list(DEPLOYMENTS, NS) + cluster.list(SERVICES, NS):
             assert obj["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGED_BY
@@ -65,7 +70,7 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
         assert {"name": "work", "persistentVolumeClaim": {"claimName": "swarm-runs"}} in pod["spec"]["volumes"]
         assert pod["spec"]["containers"][0]["command"] == [
             "swarm", "train", "--data", "/data/sotab", "--run-dir", "/var/lib/swarm/run",
-            "--fusion", "weighted_sum", "--max-specialists", "4",
+            "--fusion", "weighted_sum", "--max-specialists", "4", "--device", "cuda",
         ]  # fmt: skip
         assert pod["metadata"]["ownerReferences"][0]["uid"] == cluster.get(JOBS, NS, "job")["metadata"]["uid"]
         assert replicas(cluster)["pool-b"] == 1  # cold specialist scaled from zero for the job
@@ -95,16 +100,16 @@ def test_missing_pool_sets_condition_then_recovers(cluster: EmulatedCluster, add
     cluster.create(JOBS, job_body(pool="later"))
     with OperatorProcess(cluster, NS) as op:
         st = wait_for(
-            lambda: cond(status(cluster, JOBS, "job"), "PoolReady") and status(cluster, JOBS, "job"),
+            lambda: cond(status(cluster, JOBS, "job"), ConditionType.PoolReady) and status(cluster, JOBS, "job"),
             what=f"PoolReady condition\n{op.log()}",
         )
         assert st["phase"] == "Pending"
-        assert cond(st, "PoolReady")["reason"] == "PoolNotFound"
-        assert "SpecialistPool 'later' not found in namespace 'swarm'" in cond(st, "PoolReady")["message"]
+        assert cond(st, ConditionType.PoolReady)["reason"] == ConditionReason.PoolNotFound
+        assert "SpecialistPool 'later' not found in namespace 'swarm'" in cond(st, ConditionType.PoolReady)["message"]
         assert cluster.get(PODS, NS, "job-primary") is None
         cluster.create(POOLS, pool_body("later"))
         wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what=f"pod after pool appears\n{op.log()}")
-        wait_for(lambda: cond(status(cluster, JOBS, "job"), "PoolReady").get("status") == "True")
+        wait_for(lambda: cond(status(cluster, JOBS, "job"), ConditionType.PoolReady).get("status") == "True")
         assert op.proc is not None and op.proc.poll() is None  # handled, not crashed
 
 
@@ -118,16 +123,25 @@ def test_unknown_specialist_and_invalid_pool_are_conditions(cluster: EmulatedClu
     cluster.create(JOBS, job_body("eval", mode="evaluate"))
     with OperatorProcess(cluster, NS) as op:
         st = wait_for(lambda: status(cluster, JOBS, "eval").get("phase") == "Failed" and status(cluster, JOBS, "eval"))
-        assert cond(st, "SpecValid")["reason"] == "InvalidSpec" and "checkpoint" in st["message"]
+        assert (
+            cond(st, ConditionType.SpecValid)["reason"] == ConditionReason.InvalidSpec and "checkpoint" in st["message"]
+        )
         assert cluster.get(PODS, NS, "eval-primary") is None
         st = wait_for(
-            lambda: cond(status(cluster, POOLS, "bad"), "Ready") and status(cluster, POOLS, "bad"),
+            lambda: cond(status(cluster, POOLS, "bad"), ConditionType.Ready) and status(cluster, POOLS, "bad"),
             what=f"invalid pool\n{op.log()}",
         )
-        assert cond(st, "Ready")["reason"] == "InvalidSpec" and "zz" in cond(st, "Ready")["message"]
-        st = wait_for(lambda: cond(status(cluster, JOBS, "job"), "SpecialistsGranted") and status(cluster, JOBS, "job"))
-        assert cond(st, "SpecialistsGranted")["reason"] == "UnknownSpecialist"
-        assert "nope" in cond(st, "SpecialistsGranted")["message"]
+        assert (
+            cond(st, ConditionType.Ready)["reason"] == ConditionReason.InvalidSpec
+            and "zz" in cond(st, ConditionType.Ready)["message"]
+        )
+        st = wait_for(
+            lambda: (
+                cond(status(cluster, JOBS, "job"), ConditionType.SpecialistsGranted) and status(cluster, JOBS, "job")
+            )
+        )
+        assert cond(st, ConditionType.SpecialistsGranted)["reason"] == ConditionReason.UnknownSpecialist
+        assert "nope" in cond(st, ConditionType.SpecialistsGranted)["message"]
         assert cluster.list(DEPLOYMENTS, NS) and all(
             d["metadata"]["name"].startswith("pool-") for d in cluster.list(DEPLOYMENTS, NS)
         )
@@ -178,7 +192,7 @@ def test_delete_job_runs_finalizer_and_cleans_up(cluster: EmulatedCluster, add_n
     cluster.create(JOBS, job_body(specialists=("c",)))
     with OperatorProcess(cluster, NS) as op:
         wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what=f"pod\n{op.log()}")
-        assert "swarm.ai/finalizer" in cluster.get(JOBS, NS, "job")["metadata"]["finalizers"]
+        assert f"{PREFIX}finalizer" in cluster.get(JOBS, NS, "job")["metadata"]["finalizers"]
         assert replicas(cluster)["pool-c"] == 1
         cluster.delete(JOBS, NS, "job")
         wait_for(lambda: cluster.get(JOBS, NS, "job") is None, what=f"job gone\n{op.log()}")
@@ -201,15 +215,18 @@ def test_shrinking_budget_scales_warm_set_down(cluster: EmulatedCluster, add_nod
             what="warm set shrunk",
         )
         assert replicas(cluster) == {"pool-a": 1, "pool-b": 1, "pool-c": 0}
-        assert cond(st, "BudgetExceeded")["status"] == "True" and "c" in cond(st, "BudgetExceeded")["message"]
-        assert cond(st, "Ready")["reason"] == "WarmSetOverBudget" and st["spawnBudget"] == 2
+        assert (
+            cond(st, ConditionType.BudgetExceeded)["status"] == "True"
+            and "c" in cond(st, ConditionType.BudgetExceeded)["message"]
+        )
+        assert cond(st, ConditionType.Ready)["reason"] == ConditionReason.WarmSetOverBudget and st["spawnBudget"] == 2
         assert st["residentBytes"] <= st["capacityBytes"]
 
 
 def test_conflicts_are_retried(cluster: EmulatedCluster, add_node: Any) -> None:
     add_node(total=RTX_4090_TOTAL, gpus=2)
     cluster.conflict(
-        lambda r: r.method == "PATCH" and r.subresource == "status" and str(r.url.path).startswith("/apis/swarm.ai"),
+        lambda r: r.method == "PATCH" and r.subresource == "status" and str(r.url.path).startswith(f"/apis/{GROUP}/"),
         times=3,
     )
     cluster.create(POOLS, pool_body())
@@ -226,11 +243,16 @@ def test_adapt_job_reads_experts_from_disk_and_scales_nothing_up(cluster: Emulat
     with OperatorProcess(cluster, NS) as op:
         pod = wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what=f"adapt pod\n{op.log()}")
         command = pod["spec"]["containers"][0]["command"]
-        assert command[:2] == ["swarm", "adapt"] and command[-4:] == [
-            "--expert", "b=/models/specialists", "--expert", "c=/models/specialists"
+        assert command[:2] == ["swarm", "adapt"] and command[-6:] == [
+            "--expert",
+            "b=/models/specialists",
+            "--expert",
+            "c=/models/specialists",
+            "--device",
+            "cuda",
         ]
         st = wait_for(lambda: status(cluster, JOBS, "job").get("pods") and status(cluster, JOBS, "job"))
-        assert st["specialists"] == [] and cond(st, "SpecialistsGranted")["status"] == "True"
+        assert st["specialists"] == [] and cond(st, ConditionType.SpecialistsGranted)["status"] == "True"
         assert replicas(cluster) == {"pool-a": 1, "pool-b": 0, "pool-c": 0}  # only the warm one runs
 
 
@@ -257,7 +279,7 @@ def test_pools_on_the_same_gpu_share_its_memory(cluster: EmulatedCluster, add_no
             assert sum(u["bytes"] for u in theirs["gpuUsage"]) == theirs["residentBytes"]
             assert mine["residentBytes"] + mine["otherPoolsBytes"] <= room
         starved, full = ("first", "second") if first["warmCount"] == 1 else ("second", "first")
-        assert "other pools hold" in cond(status(cluster, POOLS, starved), "BudgetExceeded")["message"]
+        assert "other pools hold" in cond(status(cluster, POOLS, starved), ConditionType.BudgetExceeded)["message"]
         cluster.delete(POOLS, NS, full)
         wait_for(lambda: status(cluster, POOLS, starved).get("warmCount") == 2, what=f"memory released\n{op.log()}")
         assert status(cluster, POOLS, starved)["otherPoolsBytes"] == 0

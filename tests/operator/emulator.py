@@ -1,6 +1,6 @@
-"""An in-process Kubernetes API for tests and the benchmark: kmock's KubernetesEmulator plus the server-side
-behaviour kopf and the operator rely on, a background thread to serve it, a runner for the operator process,
-and factories for the objects tests and the benchmark create.
+"""An in-process Kubernetes API for the operator tests and bench/operator.py (test code, not part of the product
+package): kmock's KubernetesEmulator plus the server-side behaviour kopf and the operator rely on, a background
+thread to serve it, a runner for the operator process, and factories for the objects tests and the benchmark create.
 
 Added on top of kmock (which stores objects as plain JSON and merge-patches them):
 metadata.uid / creationTimestamp / resourceVersion / generation (bumped on spec changes), generateName, the
@@ -36,7 +36,7 @@ import yaml
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION
 from swarm.operator.builders import custom_resource
 from swarm.operator.kube import DEPLOYMENTS, JOBS, NODES, PODS, POOLS, SERVICES, Resource
-from swarm.operator.models import GPU_PRODUCT_LABEL, JOB, POOL, RTX_4090_PRODUCT
+from swarm.operator.models import API_VERSION, GPU_PRODUCT_LABEL, JOB, POOL, RTX_4090_PRODUCT
 
 Predicate = Callable[[kmock.Request], bool]
 RTX_4090_TOTAL = 25757220864  # bytes, as NVML reports an RTX 4090
@@ -91,8 +91,8 @@ _RESOURCES = {
     "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True),
     "v1/namespaces": kmock.ResourceInfo(kind="Namespace", namespaced=False),
     "apps/v1/deployments": kmock.ResourceInfo(kind="Deployment", namespaced=True, subresources={"status", "scale"}),
-    f"swarm.ai/v1alpha1/{POOL.plural}": kmock.ResourceInfo(kind=POOL.kind, namespaced=True, subresources={"status"}),
-    f"swarm.ai/v1alpha1/{JOB.plural}": kmock.ResourceInfo(kind=JOB.kind, namespaced=True, subresources={"status"}),
+    f"{API_VERSION}/{POOL.plural}": kmock.ResourceInfo(kind=POOL.kind, namespaced=True, subresources={"status"}),
+    f"{API_VERSION}/{JOB.plural}": kmock.ResourceInfo(kind=JOB.kind, namespaced=True, subresources={"status"}),
 }
 _VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
 
