@@ -1,20 +1,10 @@
-"""Word lists for the synthetic SOTAB table generator (`synth.py`).
+"""Word lists of the synthetic SOTAB table generator.
 
 Plain data only: name parts, enumerations and phrase fragments that Faker does not provide, chosen to resemble
 the values seen in real SOTAB v2 columns. Locale-dependent values (people, cities, streets, phones) come from
-Faker instead.
+Faker instead (`context.py`); the deliberately ambiguous values live with their injection (`ambiguity.py`).
 """
 from __future__ import annotations
-
-# Surface values that are genuinely ambiguous between place, region, country and person labels.
-AMBIGUOUS_LOCALITIES = ("Springfield", "Washington", "Paris", "Jordan", "Victoria", "Florence", "Georgia",
-                        "Lincoln", "Madison", "Austin", "Charlotte", "Orlando", "Sydney", "Jackson",
-                        "Chelsea")
-AMBIGUOUS_REGIONS = ("Georgia", "Washington", "Victoria", "Jordan", "Paris", "Madison")
-AMBIGUOUS_COUNTRIES = ("Georgia", "Jordan", "Chad", "Niger", "Washington", "Paris")
-AMBIGUOUS_PERSONS = ("Jordan", "Paris", "Georgia", "Madison", "Austin", "Charlotte", "Washington", "Victoria",
-                     "Lincoln", "Jackson", "Sydney", "Florence")
-AMBIGUOUS_TEAMS = ("Washington", "Georgia", "Jordan", "Paris", "Victoria", "Jackson", "Orlando", "Charlotte")
 
 US_STATES = (("AL", "Alabama"), ("AK", "Alaska"), ("AZ", "Arizona"), ("CA", "California"), ("CO", "Colorado"),
              ("CT", "Connecticut"), ("FL", "Florida"), ("GA", "Georgia"), ("HI", "Hawaii"),
