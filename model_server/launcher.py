@@ -25,6 +25,7 @@ from pathlib import Path
 
 from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
 from swarm.model_server.annotator import TableAnnotator
+from swarm.model_server.choices import DEVICE_AUTO
 from swarm.model_server.grpc_runtime import ManagedServer, read_ready_file, wait_serving
 from swarm.model_server.specialist_client import RetryPolicy, SpecialistClient
 
@@ -85,13 +86,15 @@ def _resolve(spec: str | Path, checkpoint_dir: Path | None) -> tuple[str, list[s
     return name, ([] if checkpoint_dir is None else ["--checkpoint-dir", str(checkpoint_dir)])
 
 
-def default_annotator(names: list[str], config: str, primary_dir: Path | None) -> TableAnnotator:
+def default_annotator(names: list[str], config: str, primary_dir: Path | None, device: str = DEVICE_AUTO
+                      ) -> TableAnnotator:
+    from swarm.model_server.devices import resolve_device
     from swarm.model_server.primary_annotator import PrimaryAnnotator
 
     if primary_dir is not None:
-        return PrimaryAnnotator.load(primary_dir)
+        return PrimaryAnnotator.load(primary_dir, resolve_device(device))
     log.warning("no primary checkpoint: the local swarm annotates with an UNTRAINED %s primary", config)
-    return PrimaryAnnotator.untrained(names, config=config)
+    return PrimaryAnnotator.untrained(names, config=config, device=resolve_device(device))
 
 
 def _start(name: str, args: list[str], workdir: Path, host: str) -> SpecialistProcess:
@@ -154,11 +157,13 @@ def start_local_swarm(
     checkpoint_dir: Path | None = None,
     primary_dir: Path | None = None,
     host: str = "127.0.0.1",
+    annotation_host: str | None = None,
     annotation_port: int = 0,
     with_annotation: bool = True,
     server_args: Sequence[str] = (),
     per_specialist_args: Mapping[str, Sequence[str]] | None = None,
     torch_threads: int | None = None,
+    device: str = DEVICE_AUTO,
     limits: AnnotationLimits | None = None,
     retry: RetryPolicy | None = None,
     startup_timeout_s: float = 120.0,
@@ -186,7 +191,8 @@ def start_local_swarm(
                 raise ValueError(f"specialist {name!r} given twice")
             extra = [*server_args, *(per_specialist_args or {}).get(name, ())]
             procs[name] = _start(
-                name, [*args, "--config", config, "--torch-threads", str(threads), *extra], workdir, host
+                name, [*args, "--config", config, "--torch-threads", str(threads), "--device", device, *extra],
+                workdir, host
             )
         deadline = time.monotonic() + startup_timeout_s
         for proc in procs.values():
@@ -196,12 +202,13 @@ def start_local_swarm(
         if with_annotation:
             names = list(procs)
             if annotator is None:
-                swarm.annotator = default_annotator(names, config, primary_dir)
+                swarm.annotator = default_annotator(names, config, primary_dir, device)
             else:
                 # An TableAnnotator may itself be callable (an nn.Module); a class or function is a factory.
                 is_factory = isinstance(annotator, type) or not hasattr(annotator, "annotate")
                 swarm.annotator = annotator(names) if is_factory else annotator
-            server = build_annotation_server(swarm.annotator, client, host, annotation_port, limits).start()
+            server = build_annotation_server(swarm.annotator, client, annotation_host or host, annotation_port,
+                                             limits).start()
             swarm.annotation = server
         log.info(
             "local swarm up: %s%s",

@@ -15,28 +15,30 @@ import torch
 
 from swarm.model_server.annotator import AnnotationResult, SpecialistStates
 from swarm.model_server.backbone import get_config
+from swarm.model_server.devices import autocast, resolve_device
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.tables import Table, load_labels, serialize_table
 from swarm.model_server.text import ColumnTokenizer
 
 
 class PrimaryAnnotator:
-    def __init__(self, model: PrimaryModel) -> None:
-        self.model = model.eval()
+    def __init__(self, model: PrimaryModel, device: str | torch.device = "cpu") -> None:
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
         self.specialist_names = list(model.specialists) if model.fusion is not None else []
         self.tokenizer = ColumnTokenizer(model.cfg.max_len)
 
     @classmethod
-    def load(cls, model_dir: Path) -> PrimaryAnnotator:
+    def load(cls, model_dir: Path, device: str | torch.device = "cpu") -> PrimaryAnnotator:
         model, _ = PrimaryModel.load(Path(model_dir))
-        return cls(model)
+        return cls(model, device)
 
     @classmethod
     def untrained(cls, specialist_names: Sequence[str], config: str = "tiny",
-                  fusion_mode: str = "weighted_sum") -> PrimaryAnnotator:
+                  fusion_mode: str = "weighted_sum", device: str | torch.device = "cpu") -> PrimaryAnnotator:
         """Fresh weights: for tests and smoke runs of the serving path, never for real annotation."""
         torch.manual_seed(0)
-        return cls(PrimaryModel(get_config(config), load_labels(), fusion_mode, specialist_names))
+        return cls(PrimaryModel(get_config(config), load_labels(), fusion_mode, specialist_names), device)
 
     def serialize(self, table: Table) -> list[str]:
         return serialize_table(table)
@@ -49,7 +51,7 @@ class PrimaryAnnotator:
     def annotate(self, table: Table, states: SpecialistStates, routing: dict[str, list[int]],
                  specialist_steps: dict[str, int] | None = None) -> AnnotationResult:
         texts = self.serialize(table)
-        ids, mask = self.tokenizer(texts)
+        ids, mask = (t.to(self.device) for t in self.tokenizer(texts))
         agent_index = {name: i for i, name in enumerate(self.specialist_names)}
         arrived = [n for n in states if n in agent_index]
         # agent -> {column: row of that agent's state tensors}
@@ -60,12 +62,15 @@ class PrimaryAnnotator:
 
         probs = torch.empty(len(texts), len(self.model.labels))
         for agents, columns in groups.items():
+            # Received states live in the gRPC messages' host memory; one host-to-device copy per layer.
             agent_states = [
-                torch.stack([states[a][layer][[position[a][c] for c in columns]].float() for a in agents])
+                torch.stack([states[a][layer][[position[a][c] for c in columns]] for a in agents])
+                .to(self.device, torch.float32, non_blocking=True)
                 for layer in range(self.model.cfg.n_layers)
             ] if agents else None
-            logits = self.model(ids[columns], mask[columns], agent_states, [agent_index[a] for a in agents])
-            probs[columns] = logits.float().softmax(-1)
+            with autocast(self.device):
+                logits = self.model(ids[columns], mask[columns], agent_states, [agent_index[a] for a in agents])
+            probs[columns] = logits.float().softmax(-1).cpu()
 
         confidence, best = probs.max(-1)
         steps = [(specialist_steps or {}).get(name, 1) for name in arrived]

@@ -121,7 +121,7 @@ class Specialist:
     def predict(self, columns: Sequence[str]) -> Tensor:
         ids, mask = self.tokenizer(columns)
         with autocast(self.device):
-            return self.model(ids.to(self.device), mask.to(self.device)).float().softmax(-1)
+            return self.model(ids.to(self.device), mask.to(self.device)).float().softmax(-1).cpu()
 
     def decoder_bytes(self) -> bytes:
         """The state decoder's weights as safetensors (float32): what a primary needs to read these states."""

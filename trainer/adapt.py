@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from swarm.model_server.choices import DEVICE_AUTO
+from swarm.model_server.devices import autocast, resolve_device
 from swarm.model_server.specialist import OTHER, DomainModel, Specialist, domains
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.metrics import Scores, score
@@ -51,6 +53,7 @@ class AdaptConfig:
     utility_columns: int = 200
     reference: Path | None = None
     swarm: SwarmConfig = field(default_factory=SwarmConfig)
+    device: str = DEVICE_AUTO  # where the candidate specialist runs; the particles stay on the host
 
 
 @dataclass
@@ -100,12 +103,14 @@ def assign(model: DomainModel, names: Sequence[str], vector: Tensor) -> None:
 
 @torch.inference_mode()
 def column_features(model: DomainModel, columns: _Columns) -> Tensor:
-    """The decoder's features (what its head reads) for every column, (N, d_model)."""
+    """The decoder's features (what its head reads) for every column, (N, d_model), on the host."""
+    device = next(model.parameters()).device
     out = []
     for start in range(0, len(columns.targets), BATCH):
         part = slice(start, start + BATCH)
-        states = model.backbone(columns.ids[part], columns.mask[part]).states
-        out.append(model.decoder.features(states))
+        with autocast(device):
+            states = model.backbone(columns.ids[part].to(device), columns.mask[part].to(device)).states
+            out.append(model.decoder.features(states).float().cpu())
     return torch.cat(out)
 
 
@@ -168,7 +173,8 @@ def adapt(cfg: AdaptConfig) -> dict:
     configs = {e.config.name for e in experts}
     if len(configs) != 1:
         raise ValueError(f"experts of one backbone config only; got {sorted(configs)}")
-    reference = Specialist.load(cfg.reference) if cfg.reference is not None else None
+    device = resolve_device(cfg.device)
+    reference = Specialist.load(cfg.reference, device=device) if cfg.reference is not None else None
     if reference is not None and reference.labels != list(domain.labels):
         raise ValueError(f"reference {cfg.reference} is a specialist of other labels than domain {domain.name!r}")
     utility_set, held_out = _split_columns(cfg, ColumnTokenizer(experts[0].config.max_len))
@@ -176,7 +182,7 @@ def adapt(cfg: AdaptConfig) -> dict:
     names = searched_names([e.model for e in experts])
     if not names:
         raise ValueError("the experts do not differ in any searchable weight")
-    work = DomainModel(experts[0].config, domain.labels).eval()
+    work = DomainModel(experts[0].config, domain.labels).eval().to(device)
     work.load_state_dict({k: v for k, v in experts[0].model.state_dict().items() if not k.startswith(HEAD_PREFIX)},
                          strict=False)
     vectors = [flatten(e.model, names) for e in experts]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 
+from swarm.model_server.choices import DEVICE_AUTO
 from swarm.trainer.metrics import Scores, score
 from swarm.trainer.sotab import Split, Table
 from swarm.v1 import annotation_pb2 as apb
@@ -65,10 +66,12 @@ def score_annotations(split: Split, annotations: Sequence[apb.Annotation]) -> Sc
 
 
 @contextlib.contextmanager
-def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None, port: int = 0) -> Iterator[str]:
+def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None, port: int = 0,
+                        device: str = DEVICE_AUTO, host: str = "127.0.0.1") -> Iterator[str]:
     """The address of an annotation API for this primary: remote specialists when `endpoints` is given, else
     the primary's own specialists started as local processes on loopback."""
     from swarm.model_server.annotation_server import build_annotation_server
+    from swarm.model_server.devices import resolve_device
     from swarm.model_server.launcher import start_local_swarm
     from swarm.model_server.primary import PrimaryModel
     from swarm.model_server.primary_annotator import PrimaryAnnotator
@@ -76,23 +79,25 @@ def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None
     from swarm.trainer.evaluate import specialist_dirs
 
     model, meta = PrimaryModel.load(model_dir)
-    annotator = PrimaryAnnotator(model)
+    annotator = PrimaryAnnotator(model, resolve_device(device))
     if endpoints is not None or not annotator.specialist_names:
         with SpecialistClient(endpoints or {}) as client:
-            server = build_annotation_server(annotator, client, "127.0.0.1", port).start()
+            server = build_annotation_server(annotator, client, host, port).start()
             try:
                 yield server.address
             finally:
                 server.stop(5.0)
         return
     dirs = specialist_dirs(model_dir, meta)
-    with start_local_swarm(dirs, annotator=annotator, config=model.cfg.name, annotation_port=port) as swarm:
+    with start_local_swarm(dirs, annotator=annotator, config=model.cfg.name, annotation_port=port,
+                           device=device, annotation_host=host) as swarm:
         yield swarm.annotation_address
 
 
-def annotate_split(split: Split, model_dir: Path, endpoints: dict[str, str] | None = None) -> SwarmAnnotation:
+def annotate_split(split: Split, model_dir: Path, endpoints: dict[str, str] | None = None,
+                   device: str = DEVICE_AUTO) -> SwarmAnnotation:
     tables = list(split.tables.values())
-    with annotation_endpoint(model_dir, endpoints) as address:
+    with annotation_endpoint(model_dir, endpoints, device=device) as address:
         start = time.perf_counter()
         annotations = annotate_over_grpc(address, tables)
         seconds = time.perf_counter() - start

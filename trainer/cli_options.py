@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import NoReturn
 
 import typer
 
@@ -12,3 +13,26 @@ FusionMode = StrEnum("FusionMode", {name: name for name in FUSION_MODES})
 
 DEVICE_OPTION = typer.Option(
     DEVICE_AUTO, help="Where the models run: auto (cuda when this machine has a GPU, else cpu), cpu, cuda, cuda:N.")
+
+Precision = StrEnum("Precision", {"auto": "auto"} | {name: name for name in DTYPE_NAMES})
+PRECISION_OPTION = typer.Option(
+    Precision.auto, "--dtype", help="Compute precision: auto (bf16 autocast on CUDA, float32 on the CPU) or a dtype.")
+
+
+def fail(message: str) -> NoReturn:
+    """The CLI's one error exit: the message in red on stderr, status 2, no traceback."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def use_devices(device: str, precision: Precision) -> str:
+    """Check a command's --device before any work (an unusable one fails here, clearly) and apply its --dtype to
+    this process; returns the resolved device for whatever builds the models."""
+    from swarm.model_server.devices import resolve_device, set_compute_dtype
+
+    try:
+        resolved = str(resolve_device(device))
+    except ValueError as exc:
+        fail(str(exc))
+    set_compute_dtype(precision.value)
+    return resolved

@@ -51,7 +51,7 @@ def run_demo(cfg: FusionExperimentConfig, readme: Path | None) -> dict:
     shutil.copytree(run_dir / result["rows"][0]["seeds"][0]["model_dir"], baseline_dir)
     validation = pick_split(cfg.data, "validation")
     # Re-scored from the saved checkpoint (what `swarm eval` would load), not from the model in memory.
-    baseline = evaluate_dir(baseline_dir, cfg.data, "validation")
+    baseline = evaluate_dir(baseline_dir, cfg.data, "validation", device=cfg.device)
     reports.write_json(reports_dir / "metrics.json", baseline.to_dict() | {
         "model": cfg.model, "split": "validation", "checkpoint": str(baseline_dir)})
     reports.per_class_report(baseline, f"Primary alone ({cfg.model}) on real SOTAB validation",
@@ -62,7 +62,7 @@ def run_demo(cfg: FusionExperimentConfig, readme: Path | None) -> dict:
     run = best["seeds"][0]
     (run_dir / SERVED).write_text(json.dumps({"model_dir": run["model_dir"], "row": best}, indent=2),
                                   encoding="utf-8")
-    served = annotate_split(validation, run_dir / run["model_dir"])
+    served = annotate_split(validation, run_dir / run["model_dir"], device=cfg.device)
     swarm = served.summary() | {"served": run["model_dir"].removesuffix("/model"),
                                 "in_process_macro_f1": run["macro_f1"], "in_process_micro_f1": run["micro_f1"]}
     reports.write_json(reports_dir / "swarm_demo.json", swarm)

@@ -5,6 +5,8 @@ from collections.abc import Mapping, Sequence
 from contextlib import closing, nullcontext
 from pathlib import Path
 
+from swarm.model_server.choices import DEVICE_AUTO
+from swarm.model_server.devices import resolve_device
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.columns import ColumnExample, build_examples
@@ -19,14 +21,15 @@ def specialist_dirs(model_dir: Path, meta: dict) -> list[Path]:
     return [(Path(model_dir) / rel).resolve() for rel in meta.get("specialist_dirs", [])]
 
 
-def specialist_source(model_dir: Path, meta: dict, endpoints: Mapping[str, str] | None = None) -> StateSource | None:
+def specialist_source(model_dir: Path, meta: dict, endpoints: Mapping[str, str] | None = None,
+                      device: str = DEVICE_AUTO) -> StateSource | None:
     """The specialists a fused primary was trained with: their directories (paths in model.json are relative to
     it) or, for a primary trained against remote specialists, their servers."""
     names = meta.get("specialists") or []
     if not names or not meta.get("fusion_mode"):
         return None
     if meta.get("specialist_dirs"):
-        return LocalSpecialists.from_dirs(specialist_dirs(model_dir, meta))
+        return LocalSpecialists.from_dirs(specialist_dirs(model_dir, meta), device)
     if endpoints and all(name in endpoints for name in names):
         return RemoteSpecialists({name: endpoints[name] for name in names})
     raise ValueError(f"{model_dir}: this primary fuses the states of {names}; name their servers with "
@@ -56,12 +59,13 @@ def evaluate_examples(model: PrimaryModel, examples: Sequence[ColumnExample], so
 
 
 def evaluate_dir(model_dir: Path, data: Path, split: str | None = None,
-                 endpoints: Mapping[str, str] | None = None) -> Scores:
+                 endpoints: Mapping[str, str] | None = None, device: str = DEVICE_AUTO) -> Scores:
     model, meta = PrimaryModel.load(model_dir)
+    model.to(resolve_device(device))
     target = pick_split(data, split)
     unknown = sorted({ref.label for ref in target.columns if ref.label not in set(model.labels)})
     if unknown:
         raise DataError(f"{data}: labels the model does not know: {unknown}")
-    source = specialist_source(model_dir, meta, endpoints)
+    source = specialist_source(model_dir, meta, endpoints, device)
     with closing(source) if source is not None else nullcontext():
         return evaluate_examples(model, build_examples([target], model.labels), source, meta.get("majority_label"))

@@ -26,6 +26,8 @@ import torch
 from pydantic import BaseModel, Field
 
 from swarm.model_server.backbone import get_config
+from swarm.model_server.choices import DEVICE_AUTO, FUSION_MODES
+from swarm.model_server.devices import resolve_device
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist, domains
 from swarm.model_server.text import ColumnTokenizer
@@ -38,7 +40,6 @@ from swarm.trainer.specialist_training import train_specialist
 from swarm.trainer.state_sources import LocalSpecialists, cache_states
 from swarm.trainer.train import Encoded, TrainConfig, predict, train
 
-FUSION_MODES = ("weighted_sum", "gated", "concat_project")
 SCRATCH, PRETRAINED = "scratch", "pre-trained"
 
 
@@ -55,6 +56,7 @@ class FusionExperimentConfig(BaseModel):
     sizes: tuple[int, ...] = (1, 3, 0)  # 0 means all specialists
     seed: int = 0  # synthetic tables, pre-training and specialists
     primary_seeds: tuple[int, ...] = Field((0, 1), min_length=1)
+    device: str = DEVICE_AUTO
 
 
 def run_tag(specialists: int, mode: str | None, init: str, seed: int) -> str:
@@ -97,7 +99,7 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
     tokenizer = ColumnTokenizer(model_cfg.max_len)
     train_ex, val_ex = real_examples(cfg.data, labels)
     synth_ex = build_examples([synthetic_split(cfg.run_dir, cfg.synthetic_tables, cfg.seed + 7)], labels)
-    base_train = TrainConfig(seed=cfg.seed)
+    base_train = TrainConfig(seed=cfg.seed, device=cfg.device)
 
     torch.manual_seed(cfg.seed)
     generic = PrimaryModel(model_cfg, labels)
@@ -154,6 +156,7 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
         references.append(summarize(every, mode, PRETRAINED, fit(every, mode, PRETRAINED), hard))
 
     first_alone, _ = PrimaryModel.load(cfg.run_dir / rows[0]["seeds"][0]["model_dir"])
+    first_alone.to(resolve_device(cfg.device))
     result = {
         "split": "validation", "model": cfg.model, "n_columns": len(val_ex),
         "specialists_order": [s.name for s in specialists],

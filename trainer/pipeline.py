@@ -83,7 +83,7 @@ def state_source(cfg: RunConfig) -> StateSource | None:
     if not cfg.fusion or cfg.max_specialists == 0:
         return None
     if cfg.specialist_dirs:
-        return LocalSpecialists.from_dirs(cfg.specialist_dirs[: cfg.max_specialists])
+        return LocalSpecialists.from_dirs(cfg.specialist_dirs[: cfg.max_specialists], cfg.train.device)
     if cfg.endpoints:
         return RemoteSpecialists(dict(list(cfg.endpoints.items())[: cfg.max_specialists]))
     raise ValueError(f"fusion {cfg.fusion!r} needs specialists: --specialist-dir or --specialist NAME=HOST:PORT")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import typer
 
-from swarm.trainer.cli_options import DEVICE_OPTION, DType
-from swarm.trainer.train_commands import ENDPOINTS_ENV, fail, parse_endpoints, publish
+from swarm.trainer.cli_options import DEVICE_OPTION, PRECISION_OPTION, DType, Precision, fail, use_devices
+from swarm.trainer.train_commands import ENDPOINTS_ENV, parse_endpoints, publish
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -43,6 +43,7 @@ def serve_specialist(
 ) -> None:
     """Serve one frozen specialist's per-layer states over gRPC (swarm.v1.SpecialistService)."""
     _logging()
+    device = use_devices(device, Precision.auto)
     from swarm.model_server.grpc_runtime import MiB
     from swarm.model_server.specialist_server import ServerOptions, serve
 
@@ -78,12 +79,15 @@ def serve_annotation(
         None, help="Primary checkpoint; without it the primary is untrained."
     ),
     config: str = typer.Option("tiny", help="Model config of untrained models."),
+    device: str = DEVICE_OPTION,
+    dtype: Precision = PRECISION_OPTION,
     max_cells: int = typer.Option(200_000, help="Largest table accepted, in cells."),
     grace_s: float = typer.Option(10.0, help="On SIGTERM, let in-flight requests finish for this long."),
     ready_file: Path | None = typer.Option(None, help="Write the bound address here as JSON once serving."),
 ) -> None:
     """Serve the annotation API (swarm.v1.AnnotationService): route, fan out to specialists, fuse, label."""
     _logging()
+    device = use_devices(device, dtype)
     from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
     from swarm.model_server.grpc_runtime import write_ready_file
     from swarm.model_server.launcher import default_annotator, start_local_swarm
@@ -93,7 +97,7 @@ def serve_annotation(
     limits = AnnotationLimits(max_cells=max_cells)
     addresses = parse_endpoints(specialist)
     if addresses:
-        annotator = default_annotator(list(addresses), config, primary_dir)
+        annotator = default_annotator(list(addresses), config, primary_dir, device)
         with SpecialistClient(addresses) as client:
             server = build_annotation_server(annotator, client, host, port, limits).start()
             server.serve_until_signalled(grace_s, ready_file)
@@ -106,6 +110,7 @@ def serve_annotation(
         primary_dir=primary_dir,
         host=host,
         annotation_port=port,
+        device=device,
         limits=limits,
     ) as swarm:
         typer.echo(f"specialists: {swarm.addresses}; annotation API on {swarm.annotation_address}")
@@ -123,6 +128,8 @@ def annotate(
     json_out: Path | None = typer.Option(None, "--json", help="Summary (latency, critical steps, F1 if labelled)."),
     specialist: list[str] = typer.Option(
         [], help=f"Remote specialist NAME=HOST:PORT (repeat; default: ${ENDPOINTS_ENV}, else local processes)."),
+    device: str = DEVICE_OPTION,
+    dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Annotate every column of every table through the annotation API (gRPC), scoring it when labels exist."""
     import csv
@@ -134,10 +141,11 @@ def annotate(
     from swarm.trainer.reports import write_json
     from swarm.trainer.sotab import DataError
 
+    device = use_devices(device, dtype)
     endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
     try:
         target = pick_split(data, split)
-        result = annotate_split(target, checkpoint, endpoints or None)
+        result = annotate_split(target, checkpoint, endpoints or None, device)
     except (DataError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +166,10 @@ def annotate(
 def up(
     run_dir: Path = typer.Option(Path("runs/demo"), help="A `swarm demo` run: specialists and the fused primary."),
     port: int = typer.Option(50050, help="Annotation API port."),
+    host: str = typer.Option(DEFAULT_HOST, help="Interface of the annotation API; 0.0.0.0 for all: it has no TLS or "
+                             "authentication, so only on a network you trust."),
+    device: str = DEVICE_OPTION,
+    dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Start the whole swarm locally (specialist processes + annotation API on loopback) from a demo run."""
     import signal
@@ -167,10 +179,11 @@ def up(
     from swarm.trainer.demo import served_primary
 
     _logging()
+    device = use_devices(device, dtype)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with annotation_endpoint(served_primary(run_dir), port=port) as address:
+    with annotation_endpoint(served_primary(run_dir), port=port, device=device, host=host) as address:
         typer.echo(f"swarm up: annotation API on {address} (Ctrl-C to stop)")
         stop.wait()
 

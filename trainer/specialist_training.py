@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from swarm.model_server.backbone import BackboneConfig
+from swarm.model_server.devices import resolve_device
 from swarm.model_server.specialist import Domain, DomainModel, Specialist, save_dir
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.columns import ColumnExample
@@ -46,4 +47,4 @@ def train_specialist(domain: Domain, cfg: BackboneConfig, examples: Sequence[Col
     train(model, data, train_cfg, out / "training", {"kind": "specialist", "domain": domain.name},
           desc=f"specialist {domain.name}")
     save_dir(out, domain.name, model)
-    return Specialist(domain.name, model)
+    return Specialist(domain.name, model, device=resolve_device(train_cfg.device))

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from swarm.model_server.choices import DEVICE_AUTO
+from swarm.model_server.devices import resolve_device
 from swarm.model_server.specialist import Specialist
 from swarm.trainer.train import ExtraInputs
 
@@ -40,8 +42,8 @@ class LocalSpecialists:
         self.names = list(self._by_name)
 
     @classmethod
-    def from_dirs(cls, dirs: Sequence[Path]) -> LocalSpecialists:
-        return cls([Specialist.load(Path(d)) for d in dirs])
+    def from_dirs(cls, dirs: Sequence[Path], device: str = DEVICE_AUTO) -> LocalSpecialists:
+        return cls([Specialist.load(Path(d), device=resolve_device(device)) for d in dirs])
 
     def states(self, name: str, texts: Sequence[str]) -> list[Tensor]:
         return self._by_name[name].extract_states(texts)
@@ -87,7 +89,8 @@ def cache_states(source: StateSource, name: str, texts: Sequence[str], batch_siz
     """States of one specialist for every column, (n_columns, L, H, K, V) float32, in `texts` order."""
     out: Tensor | None = None
     for start in tqdm(range(0, len(texts), batch_size), desc=f"states {name}", unit="batch", leave=False):
-        stacked = torch.stack(source.states(name, texts[start:start + batch_size]), dim=1).float()
+        # Kept on the host: the training loop moves each batch's rows to its device.
+        stacked = torch.stack(source.states(name, texts[start:start + batch_size]), dim=1).float().cpu()
         if out is None:
             out = torch.empty((len(texts), *stacked.shape[1:]))
         out[start:start + len(stacked)] = stacked

@@ -21,6 +21,8 @@ from pydantic import BaseModel, Field
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from swarm.model_server.choices import DEVICE_AUTO
+from swarm.model_server.devices import autocast, resolve_device
 from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer import checkpoint
 
@@ -34,6 +36,8 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     ckpt_every: int = Field(100, ge=1)
     seed: int = 0
+    # auto: CUDA when this machine has a GPU, else the CPU (swarm.model_server.devices.resolve_device).
+    device: str = DEVICE_AUTO
     # Test hook: stop (as if killed) right after this step, without a final checkpoint.
     stop_after: int | None = None
 
@@ -96,6 +100,21 @@ def _schedule(cfg: TrainConfig) -> Callable[[int], float]:
 ExtraInputs = Callable[[Sequence[int]], dict[str, Any]]
 
 
+def to_device(value: Any, device: torch.device) -> Any:
+    """Tensors (also inside lists and dicts, as extra inputs hold them) moved to `device`; anything else as is."""
+    if isinstance(value, Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, list | tuple):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 class TrainingInterrupted(SystemExit):
     """Training stopped on SIGTERM/SIGINT after saving a checkpoint; the same command resumes it.
 
@@ -120,10 +139,13 @@ def train(model: nn.Module, data: Encoded, cfg: TrainConfig, run_dir: Path, meta
           extra: ExtraInputs | None = None, desc: str = "train") -> int:
     """Train `model(ids, mask, **extra(index)) -> logits` for cfg.steps steps; returns the step reached.
 
+    The model moves to `cfg.device` (and stays there); batches follow it, under bf16 autocast on CUDA.
     Resumes from `run_dir/checkpoints` when a checkpoint exists. On SIGTERM/SIGINT it checkpoints and raises
     TrainingInterrupted, so whatever pipeline runs it stops there too.
     """
     ckpt_root = run_dir / "checkpoints"
+    device = resolve_device(cfg.device)
+    model.to(device)
     torch.manual_seed(cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -143,9 +165,10 @@ def train(model: nn.Module, data: Encoded, cfg: TrainConfig, run_dir: Path, meta
             while step < cfg.steps:
                 epoch, pos = divmod(step, per_epoch)
                 index = epoch_batches(data, cfg.batch_size, cfg.seed, epoch)[pos]
-                ids, mask, labels = collate(data, index)
-                logits = model(ids, mask, **(extra(index) if extra else {}))
-                loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+                ids, mask, labels = to_device(collate(data, index), device)
+                with autocast(device):
+                    logits = model(ids, mask, **to_device(extra(index) if extra else {}, device))
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -177,14 +200,17 @@ def _in_main_thread() -> bool:
 
 @torch.inference_mode()
 def predict(model: nn.Module, data: Encoded, extra: ExtraInputs | None = None, batch_size: int = 64) -> Tensor:
-    """Class probabilities (N, labels) in the original example order."""
+    """Class probabilities (N, labels) on the CPU, in the original example order; computed on the model's device."""
     model.eval()
+    device = model_device(model)
     order = sorted(range(len(data)), key=lambda i: len(data.ids[i]))
     probs: list[Tensor] = [torch.empty(0)] * len(data)
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
-        ids, mask, _ = collate(data, index)
-        out = model(ids, mask, **(extra(index) if extra else {})).float().softmax(-1)
+        ids, mask, _ = to_device(collate(data, index), device)
+        with autocast(device):
+            logits = model(ids, mask, **to_device(extra(index) if extra else {}, device))
+        out = logits.float().softmax(-1).cpu()
         for i, row in zip(index, out, strict=True):
             probs[i] = row
     return torch.stack(probs)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import typer
 
+from swarm.model_server.choices import DEFAULT_MAX_SPECIALISTS
+from swarm.trainer.cli_options import DEVICE_OPTION, PRECISION_OPTION, DType, FusionMode, Precision, fail, use_devices
+
 DEFAULT_DATA = Path("data/sotab-v2-sample")
 ENDPOINTS_ENV = "SWARM_SPECIALIST_ENDPOINTS"
 
@@ -41,10 +44,6 @@ def register(app: typer.Typer) -> None:
     app.command()(bench)
 
 
-def fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
-
 
 def train(
     data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset directory (training + validation splits)."),
@@ -55,14 +54,17 @@ def train(
     lr: float = typer.Option(2e-3),
     synthetic_tables: int = typer.Option(0, help="Synthetic tables generated for pre-training (0: none)."),
     synthetic_steps: int = typer.Option(0, help="Pre-training steps on synthetic tables."),
-    fusion: str | None = typer.Option(None, help="Fuse specialist states: weighted_sum, gated or concat_project."),
-    max_specialists: int = typer.Option(5, help="Use at most this many of the given specialists (0: none)."),
+    fusion: FusionMode | None = typer.Option(None, help="Fuse specialist states with this mode."),
+    max_specialists: int = typer.Option(DEFAULT_MAX_SPECIALISTS,
+                                        help="Use at most this many of the given specialists (0: none)."),
     specialist_dir: list[Path] = typer.Option([], help="A trained specialist directory (repeat)."),
     specialist: list[str] = typer.Option(
         [], help=f"A specialist server NAME=HOST:PORT (repeat; default: ${ENDPOINTS_ENV})."),
     seed: int = typer.Option(0),
     ckpt_every: int = typer.Option(100, help="Checkpoint every N steps (and on SIGTERM/SIGINT)."),
     reports_dir: Path = typer.Option(Path("reports"), help="Where metrics.json and the per-class report go."),
+    device: str = DEVICE_OPTION,
+    dtype: Precision = PRECISION_OPTION,
     stop_after: int | None = typer.Option(None, hidden=True),
 ) -> None:
     """Train a primary, alone or fused with specialists (resumes from RUN_DIR's checkpoints); evaluate on
@@ -72,13 +74,15 @@ def train(
     from swarm.trainer.sotab import DataError
     from swarm.trainer.train import TrainConfig
 
+    device = use_devices(device, dtype)
     endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
     try:
         cfg = RunConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model,
                         synthetic_tables=synthetic_tables, synthetic_steps=synthetic_steps,
                         train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                          ckpt_every=ckpt_every, stop_after=stop_after),
-                        fusion=fusion, max_specialists=max_specialists, specialist_dirs=specialist_dir,
+                                          ckpt_every=ckpt_every, stop_after=stop_after, device=device),
+                        fusion=fusion.value if fusion else None, max_specialists=max_specialists,
+                        specialist_dirs=specialist_dir,
                         endpoints=endpoints)
         scores, model_dir = run_training(cfg)
     except (DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -95,15 +99,18 @@ def evaluate(
     specialist: list[str] = typer.Option(
         [], help=f"Server of a specialist the primary fuses, NAME=HOST:PORT (repeat; default: ${ENDPOINTS_ENV}); "
         "not needed when its model.json names specialist directories."),
+    device: str = DEVICE_OPTION,
+    dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Evaluate a trained primary: micro/macro-F1, per-class F1, hard classes."""
     from swarm.trainer.evaluate import evaluate_dir
     from swarm.trainer.reports import print_scores, write_json
     from swarm.trainer.sotab import DataError
 
+    device = use_devices(device, dtype)
     try:
         endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
-        scores = evaluate_dir(checkpoint, data, split, endpoints)
+        scores = evaluate_dir(checkpoint, data, split, endpoints, device)
     except (DataError, FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(str(exc))
     payload = scores.to_dict()
@@ -132,12 +139,12 @@ def synth(
 
 
 def _experiment_config(data: Path, run_dir: Path, model: str, synthetic_tables: int, pretrain_steps: int,
-                       specialist_steps: int, primary_steps: int, seeds: int):
+                       specialist_steps: int, primary_steps: int, seeds: int, device: str):
     from swarm.trainer.fusion_experiment import FusionExperimentConfig
 
     return FusionExperimentConfig(data=data, run_dir=run_dir, model=model, synthetic_tables=synthetic_tables,
                                   pretrain_steps=pretrain_steps, specialist_steps=specialist_steps,
-                                  primary_steps=primary_steps, primary_seeds=tuple(range(seeds)))
+                                  primary_steps=primary_steps, primary_seeds=tuple(range(seeds)), device=device)
 
 
 SEEDS_HELP = "Primaries trained per row (seeds 0..N-1); rows report the mean and standard deviation."
@@ -153,13 +160,16 @@ def demo(
     primary_steps: int = typer.Option(400),
     seeds: int = typer.Option(2, min=1, help=SEEDS_HELP),
     readme: Path = typer.Option(Path("README.md"), help="README whose results table is regenerated."),
+    device: str = DEVICE_OPTION,
+    dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """The main job on the bundled data: baseline, specialists, every fusion mode, then the swarm over gRPC."""
     from swarm.trainer.demo import results_markdown, run_demo
     from swarm.trainer.sotab import DataError
 
+    device = use_devices(device, dtype)
     cfg = _experiment_config(data, run_dir, model, synthetic_tables, pretrain_steps, specialist_steps, primary_steps,
-                             seeds)
+                             seeds, device)
     try:
         summary = run_demo(cfg, readme)
     except (DataError, ValueError) as exc:
@@ -176,13 +186,16 @@ def fusion_report(
     specialist_steps: int = typer.Option(400),
     primary_steps: int = typer.Option(400),
     seeds: int = typer.Option(2, min=1, help=SEEDS_HELP),
+    device: str = DEVICE_OPTION,
+    dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Primary alone vs + 1, 3, all specialists for every fusion mode: reports/fusion.{json,md,png}."""
     from swarm.trainer.fusion_experiment import run_fusion_experiment
     from swarm.trainer.sotab import DataError
 
+    device = use_devices(device, dtype)
     cfg = _experiment_config(data, run_dir, model, synthetic_tables, pretrain_steps, specialist_steps, primary_steps,
-                             seeds)
+                             seeds, device)
     try:
         result = run_fusion_experiment(cfg)
     except (DataError, ValueError) as exc:
@@ -194,21 +207,18 @@ def fusion_report(
 def memory(
     specialist: Path | None = typer.Option(None, help="A trained specialist directory (default: an untrained one)."),
     config: str = typer.Option("small", help="Config of the untrained specialist when no directory is given."),
-    dtype: str = typer.Option("bfloat16", help="Serving dtype: float32, bfloat16 or float16."),
+    dtype: DType = typer.Option(DType.bfloat16, help="Serving dtype."),
     batch: int = typer.Option(32, help="Columns per request."),
 ) -> None:
     """Resident bytes of a frozen specialist (weights + one batch of activations): a SpecialistPool's residentBytes."""
-    import torch
-
+    from swarm.model_server.devices import DTYPES
     from swarm.model_server.resident_bytes import specialist_resident_bytes
     from swarm.model_server.specialist import Specialist, domains, untrained
 
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
-    if torch_dtype is None:
-        fail(f"unknown dtype {dtype!r}")
+    torch_dtype = DTYPES[dtype.value]
     spec = Specialist.load(specialist) if specialist else untrained(next(iter(domains())), config)
     estimate = specialist_resident_bytes(spec.model, spec.config, torch_dtype, batch)
-    typer.echo(json.dumps({"specialist": spec.name, "config": spec.config.name, "dtype": dtype, "batch": batch}
+    typer.echo(json.dumps({"specialist": spec.name, "config": spec.config.name, "dtype": dtype.value, "batch": batch}
                           | estimate.to_dict(), indent=2))
 
 
@@ -225,6 +235,8 @@ def adapt(
     particles: int = typer.Option(8, min=1),
     iterations: int = typer.Option(20, min=0),
     seed: int = typer.Option(0),
+    device: str = DEVICE_OPTION,
+    dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Model Swarms: search the experts' weight space for a specialist of DOMAIN; reports/adapt_DOMAIN.{json,md,png}."""
     from swarm.model_server.specialist import specialist_dir
@@ -237,10 +249,11 @@ def adapt(
         name, sep, folder = value.partition("=")
         return specialist_dir(Path(folder), name) if sep else Path(value)
 
+    device = use_devices(device, dtype)
     try:
         cfg = AdaptConfig(data=data, experts=tuple(map(expert_path, expert)), domain=domain, out=out,
                           reports_dir=reports_dir, utility_columns=utility_columns, reference=reference,
-                          swarm=SwarmConfig(particles=particles, iterations=iterations, seed=seed))
+                          swarm=SwarmConfig(particles=particles, iterations=iterations, seed=seed), device=device)
         report = run_adapt(cfg)
     except (DataError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
