@@ -47,6 +47,7 @@ def _config(dataset: Path, experts: list[Path], tmp_path: Path, **extra: object)
                        swarm=SwarmConfig(particles=4, iterations=3, seed=0), **extra)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_adapt_saves_a_specialist_of_the_domain_and_reports(dataset: Path, experts: list[Path],
                                                             tmp_path: Path) -> None:
     report = adapt(_config(dataset, experts, tmp_path))
@@ -71,6 +72,7 @@ def test_adapt_saves_a_specialist_of_the_domain_and_reports(dataset: Path, exper
     assert json.loads((tmp_path / "reports" / "adapt_temporal.json").read_text())["domain"] == "temporal"
 
 
+@pytest.mark.slow
 def test_a_reference_of_the_domain_is_scored_and_one_of_another_refused(dataset: Path, experts: list[Path],
                                                                         tmp_path: Path) -> None:
     untrained("temporal", seed=5).save(tmp_path / "temporal")
@@ -115,6 +117,7 @@ def test_leave_one_out_never_uses_a_column_to_predict_itself() -> None:
     assert leave_one_out_f1(features, torch.tensor([0, 1, 0, 1]), ["a", OTHER]) == 1.0
 
 
+@pytest.mark.slow
 def test_the_cli_takes_experts_by_name_in_a_folder_of_specialists(dataset: Path, experts: list[Path],
                                                                   tmp_path: Path) -> None:
     """As a SwarmJob of mode adapt passes them: NAME=FOLDER, the pool's model path."""

@@ -96,6 +96,7 @@ def test_table_stats_on_a_small_table() -> None:
     assert stats["non_numeric_column_share"] == pytest.approx(1 / 3)
 
 
+@pytest.mark.slow
 def test_output_does_not_depend_on_the_process_hash_seed() -> None:
     """Same seed, separate processes with different PYTHONHASHSEED: identical tables (set order must not leak)."""
     import os

@@ -62,6 +62,7 @@ def _wait_for_checkpoint(root: Path, proc: subprocess.Popen, after: int, timeout
     raise TimeoutError("no checkpoint appeared")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_cli_sigterm_then_sigkill_then_resume(tiny_dataset: Path, tmp_path: Path) -> None:
     env = os.environ | {"PYTHONUNBUFFERED": "1"}

@@ -35,12 +35,6 @@ def _primary() -> PrimaryModel:
     return PrimaryModel(get_config("tiny"), load_labels(), "gated", NAMES).eval()
 
 
-def test_a_specialists_prediction_is_a_function_of_its_states_alone(specialists: LocalSpecialists) -> None:
-    spec = untrained("numeric", seed=3)
-    states = spec.extract_states(COLUMNS)
-    torch.testing.assert_close(spec.predict(COLUMNS), spec.model.decoder(states).softmax(-1))
-
-
 def test_the_primary_reads_each_specialists_beliefs_from_its_states(specialists: LocalSpecialists,
                                                                     by_name: dict[str, Specialist]) -> None:
     primary = _primary()

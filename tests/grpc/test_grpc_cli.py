@@ -64,6 +64,7 @@ def test_serve_specialist(tmp_path: Path) -> None:
     assert info.specialist == "commerce" and info.untrained
 
 
+@pytest.mark.slow
 def test_serve_annotation_against_running_specialists(tmp_path: Path, swarm: LocalSwarm) -> None:
     remote = [arg for name, addr in swarm.addresses.items() for arg in ("--specialist", f"{name}={addr}")]
     with _command(tmp_path, "serve-annotation", *remote) as address:

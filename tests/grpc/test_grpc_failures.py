@@ -37,6 +37,7 @@ def slow_swarm(annotator_factory: AnnotatorFactory) -> Iterator[LocalSwarm]:
         yield local
 
 
+@pytest.mark.slow
 def test_specialist_killed_mid_stream_is_reported_missing(slow_swarm: LocalSwarm) -> None:
     streaming = threading.Event()
     slow_swarm.client.on_chunk = lambda name, _chunk: name == "geographic" and streaming.set()

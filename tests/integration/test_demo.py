@@ -12,6 +12,7 @@ from swarm.trainer.evaluate import evaluate_dir
 from swarm.trainer.fusion_experiment import FusionExperimentConfig
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_demo_reports_every_row_over_seeds_and_serves_the_best(tiny_dataset: Path, tmp_path: Path) -> None:
     readme = tmp_path / "README.md"

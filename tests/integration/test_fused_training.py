@@ -46,6 +46,7 @@ def test_fused_primary_starts_as_the_primary_alone() -> None:
     assert not torch.allclose(fused(ids, mask, states, [0, 1]), alone(ids, mask))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_train_eval_annotate_with_local_specialists(tiny_dataset: Path, tmp_path: Path,
                                                     specialist_dirs: list[Path]) -> None:
@@ -77,6 +78,7 @@ def test_train_eval_annotate_with_local_specialists(tiny_dataset: Path, tmp_path
     assert summary["micro_f1"] == pytest.approx(metrics["micro_f1"])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_train_and_eval_with_remote_specialists_over_grpc(tiny_dataset: Path, tmp_path: Path,
                                                           specialist_dirs: list[Path]) -> None:
