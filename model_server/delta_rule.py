@@ -77,6 +77,7 @@ def chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
 
 
 def fla_available() -> bool:
+    """flash-linear-attention (fla-core) importable and a CUDA device present."""
     try:
         import fla.ops.gated_delta_rule  # noqa: F401
     except Exception:
@@ -84,27 +85,79 @@ def fla_available() -> bool:
     return torch.cuda.is_available()
 
 
+def fla_dtype(q: Tensor, k: Tensor, v: Tensor) -> torch.dtype:
+    """The one dtype fla's kernels get q, k and v in (their tl.dot takes operands of one dtype): the autocast dtype
+    under autocast (the backbone's q and k leave F.normalize in float32 while v is bf16), else the widest of the
+    three."""
+    if torch.is_autocast_enabled(q.device.type):
+        return torch.get_autocast_dtype(q.device.type)
+    return torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+
+
 def fla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
         initial_state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """flash-linear-attention 0.6's `chunk_gated_delta_rule` (Triton kernels, CUDA), same contract as `chunked`.
+
+    fla takes (B, T, H, D) tensors (no head-first layout), log-space g of shape (B, T, H) and post-sigmoid beta;
+    q, k, v in one dtype (`fla_dtype`), g in float32 and beta in that dtype, as fla's own GatedDeltaNet layer passes
+    them, and a float32 initial state (its state is float32 throughout). Our q is already L2-normalised and scaled,
+    so scale=1 and no in-kernel L2 norm. Outputs and final state come back in q's dtype, like the torch paths.
+    """
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
-    # fla takes (B, T, H, D); our q is already scaled, so scale=1.
+    dtype, work = q.dtype, fla_dtype(q, k, v)
     o, state = chunk_gated_delta_rule(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), g.transpose(1, 2), beta.transpose(1, 2),
-        scale=1.0, initial_state=initial_state, output_final_state=True,
+        *(x.transpose(1, 2).to(work) for x in (q, k, v)),
+        g.transpose(1, 2).float(), beta.transpose(1, 2).to(work),
+        scale=1.0, initial_state=None if initial_state is None else initial_state.float(),
+        output_final_state=True, use_qk_l2norm_in_kernel=False,
     )
-    return o.transpose(1, 2), state
+    return o.transpose(1, 2).to(dtype), state.to(dtype)
+
+
+def lean_fla_autotune() -> None:
+    """Cut fla's Triton autotuning down to a few configs per kernel, for runs on a time budget (bench/gpu_check.sh).
+
+    fla autotunes every kernel over up to 48 configs (warps x stages x block sizes), compiling each, and again for
+    every new batch size, head count, head size and dtype: minutes on a fresh machine. This keeps, for each block-size
+    choice of a kernel, the one config with num_warps nearest 4 and num_stages nearest 2 (the cheapest to compile
+    and never short of shared memory), so block sizes are still tuned. Only kernels defined in fla's modules are
+    affected; idempotent; nothing calls it by default.
+    """
+    import math
+
+    from triton.runtime.autotuner import Autotuner
+
+    if getattr(Autotuner.prune_configs, "_swarm_lean", False):
+        return
+    original = Autotuner.prune_configs
+
+    def prune_configs(self, kwargs):
+        configs = original(self, kwargs)
+        if not getattr(self.base_fn, "__module__", "").startswith("fla."):
+            return configs
+        best: dict = {}
+        for cfg in configs:
+            group = tuple(sorted((k, repr(v)) for k, v in cfg.kwargs.items()))
+            cost = (abs(math.log2(max(cfg.num_warps, 1)) - 2), abs(cfg.num_stages - 2))
+            if group not in best or cost < best[group][0]:
+                best[group] = (cost, cfg)
+        return [cfg for _, cfg in best.values()]
+
+    prune_configs._swarm_lean = True
+    Autotuner.prune_configs = prune_configs
 
 
 def gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
                      initial_state: Tensor | None = None, impl: str = "auto") -> tuple[Tensor, Tensor]:
-    """Dispatch: `auto` uses fla on CUDA when installed, else the chunked torch path.
+    """Dispatch: `auto` uses fla on CUDA when installed (and the inputs are not float64, which fla has no kernels
+    for), else the chunked torch path; so a machine without fla trains on the torch path, never an import error.
 
     The torch paths compute in float32 at least (the triangular solve has no half-precision CPU kernel, and the
     recurrence accumulates), then return outputs and state in the input dtype.
     """
     if impl == "auto":
-        impl = "fla" if q.is_cuda and fla_available() else "chunked"
+        impl = "fla" if q.is_cuda and q.dtype != torch.float64 and fla_available() else "chunked"
     if impl == "fla":
         return fla(q, k, v, g, beta, initial_state)
     paths = {"chunked": chunked, "recurrent": recurrent}

