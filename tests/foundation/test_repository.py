@@ -1,4 +1,4 @@
-"""The repository stands alone: no tracked file points outside it at the team's `../shared` folder."""
+"""The repository stands alone: no tracked file points outside it at the team's shared folder beside it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Built from parts so that this file does not match itself.
-OUTSIDE = re.compile(re.escape(".." + "/" + "shared") + r"\b")
+SHARED = ".." + "/" + "shared"
+OUTSIDE = re.compile(re.escape(SHARED) + r"\b")
 
 
 def _tracked_files() -> list[str]:
@@ -56,4 +57,4 @@ def test_no_tracked_file_refers_to_the_shared_folder() -> None:
             for number, line in enumerate(text.splitlines(), 1)
             if OUTSIDE.search(line)
         ]
-    assert not offending, "files refer to ../shared; the repository must stand alone:\n" + "\n".join(offending)
+    assert not offending, f"files refer to {SHARED}; the repository must stand alone:\n" + "\n".join(offending)
