@@ -1,18 +1,24 @@
 """Benchmark of the state-fusion kernels: Triton vs torch eager vs torch.compile, forward and backward.
 
-Shape: N in {1, 3, 8} agents, B=32, H=12, K=V=64, L=12 layers (a loop over layers), bf16 states and fp32
-coefficients (what StateFusion passes). Achieved bandwidth counts the bytes a fused implementation must move:
-forward reads N states and writes one output; backward reads dO and N states and writes N state gradients
-(coefficients and their gradients are < 3% and not counted). The same byte count is used for every
-implementation, so the GB/s column is an effective bandwidth.
+Shape: N agents (``--agents``, default 1, 3, 8), H=12, K=V=64, L=12 layers (a loop over layers, one timed call),
+fp32 coefficients (what StateFusion passes); B=32 bf16 states on CPU, B=64 (base) bf16 and fp32 states on CUDA.
+Achieved bandwidth counts the bytes a fused implementation must move: forward reads N states and writes one
+output; backward reads dO and N states and writes N state gradients; ``fwd+bwd`` is both. On CUDA the coefficients
+are counted too (read once per direction, their gradient written once: < 3% of the total); the kernel's fp32
+per-row partial of the coefficient gradient is not. The same byte count is used for every implementation, so the
+GB/s column is an effective bandwidth.
 
-On CUDA: CUDA-event timing via ``triton.testing.do_bench`` and % of the card's peak memory bandwidth
-(looked up from the device name, or ``--peak-tbps``). Without a GPU: says so, checks the Triton kernels
-against the reference under ``TRITON_INTERPRET=1`` (correctness only; interpreter timings mean nothing)
-and times torch eager on CPU for reference. Errors are max-norm relative: max|got - want| / max|want|;
-any above ``MAX_REL_ERR`` makes the run exit 1. Writes ``reports/bench_fusion.json`` and ``.md``.
+On CUDA: CUDA-event timing via ``triton.testing.do_bench`` (L2 flushed between runs), % of the card's peak memory
+bandwidth (``--peak-tbps``, else derived from torch's device properties: 2 x memory clock x bus width, else
+looked up by device name; the report says which), speedup over torch eager, and the goals (Triton at the largest
+N: >= 80% of peak, >= 2x eager) printed PASS/FAIL (informational: only correctness sets the exit status).
+Without a GPU: says so, checks the Triton kernels against the reference under ``TRITON_INTERPRET=1`` (correctness
+only; interpreter timings mean nothing) and times torch eager on CPU for reference. Errors are max-norm relative
+to the float64 reference on the same inputs: max|got - want| / max|want|; any above ``MAX_REL_ERR`` makes the run
+exit 1. Writes ``bench_fusion.json`` and ``.md`` to ``--out-dir`` (default reports/).
 
-    .venv/bin/python bench/fusion.py [--device cuda|cpu] [--quick] [--peak-tbps 3.35]
+    .venv/bin/python bench/fusion.py [--device cuda|cpu] [--quick] [--agents 1,3,8] [--dtypes bf16,fp32]
+        [--peak-tbps 3.35] [--out-dir reports]
 """
 
 from __future__ import annotations
@@ -33,8 +39,13 @@ import torch
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 AGENTS = (1, 3, 8)
 MODES = ("weighted_sum", "gated")
+DIRECTIONS = ("forward", "backward", "fwd+bwd")
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 # bf16 output rounding is <= 2**-8 relative (2**-7 for the interpreter, which truncates); more means a bug.
 MAX_REL_ERR = 2**-6
+# Goals for the Triton kernels on a GPU, at the largest N measured.
+GOAL_PCT_PEAK = 80.0
+GOAL_SPEEDUP = 2.0
 # Peak HBM/GDDR bandwidth in TB/s, matched as substrings of torch.cuda.get_device_name (first match wins).
 PEAK_TBPS: tuple[tuple[str, float], ...] = (
     ("H200", 4.8),
@@ -72,6 +83,8 @@ class Row:
     pct_peak: float | None = None
     rel_err: float | None = None
     notes: list[str] = field(default_factory=list)
+    dtype: str = "bf16"  # the states' dtype
+    speedup_vs_eager: float | None = None
 
 
 def peak_tbps(device_name: str) -> float | None:
@@ -79,8 +92,37 @@ def peak_tbps(device_name: str) -> float | None:
 
 
 def useful_bytes(shape: Shape, n: int, direction: str, dtype: torch.dtype) -> int:
-    planes = n + 1 if direction == "forward" else 2 * n + 1
+    """State bytes: forward N + 1 planes, backward 2N + 1, fwd+bwd both; per layer."""
+    planes = {"forward": n + 1, "backward": 2 * n + 1, "fwd+bwd": 3 * n + 2}[direction]
     return shape.n_layers * planes * shape.plane_bytes(dtype)
+
+
+def coef_bytes(shape: Shape, n: int, mode: str, direction: str) -> int:
+    """fp32 coefficient bytes: read once per direction, their gradient written once in the backward; per layer."""
+    per_layer = 4 * (shape.batch * shape.heads * n if mode == "weighted_sum" else n * shape.heads * shape.head_k)
+    times = {"forward": 1, "backward": 2, "fwd+bwd": 3}[direction]
+    return shape.n_layers * times * per_layer
+
+
+def peak_bandwidth(override: float | None = None) -> tuple[float | None, str]:
+    """(TB/s, where it came from) for CUDA device 0: --peak-tbps, else torch's device properties (memory clock x
+    bus width, double data rate; torch >= 2.8 exposes them), else the PEAK_TBPS table by device name."""
+    name = torch.cuda.get_device_name()
+    table = peak_tbps(name)
+    if override:
+        return override, f"--peak-tbps {override}"
+    props = torch.cuda.get_device_properties(0)
+    clock_khz, bus_bits = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
+    if clock_khz and bus_bits:
+        derived = 2 * clock_khz * 1e3 * bus_bits / 8 / 1e12
+        source = (f"derived from torch.cuda.get_device_properties: 2 x {clock_khz / 1e3:.0f} MHz x {bus_bits}-bit "
+                  f"bus = {derived:.2f} TB/s")
+        if table:
+            source += f" (name table for {name!r}: {table} TB/s)"
+        return derived, source
+    if table:
+        return table, f"table entry for {name!r} (torch exposes no memory clock / bus width here)"
+    return None, f"unknown for {name!r}: pass --peak-tbps"
 
 
 def make_inputs(shape: Shape, n: int, mode: str, device: str, dtype: torch.dtype):
@@ -142,34 +184,80 @@ def cpu_median_ms(fn: Callable[[], object], reps: int) -> float:
     return statistics.median(times)
 
 
-def bench_cuda(shape: Shape, quick: bool, peak: float | None) -> list[Row]:
+def _flat(value) -> tuple:
+    if isinstance(value, (tuple, list)):
+        return tuple(x for item in value for x in _flat(item))
+    return (value,)
+
+
+def cuda_functions(impls: dict[str, dict[str, Callable]]) -> dict[str, dict[str, Callable]]:
+    """Adds ``fwd+bwd`` (forward, then the backward of the same layer) to each implementation."""
+    for fns in impls.values():
+        fwd, bwd = fns["forward"], fns["backward"]
+        fns["fwd+bwd"] = lambda s, c, d, fwd=fwd, bwd=bwd: (fwd(s, c, d), *bwd(s, c, d))
+    return impls
+
+
+def bench_cuda(shape: Shape, quick: bool, peak: float | None, agents=AGENTS, dtypes=("bf16", "fp32"),
+               rows: list[Row] | None = None) -> list[Row]:
+    """Rows are appended to `rows` as they are measured (an interrupted run keeps what it measured)."""
     from triton.testing import do_bench
 
-    rows = []
+    rows = [] if rows is None else rows
     for mode in MODES:
-        impls = implementations(mode, compiled=True)
-        for n in AGENTS:
-            layers = make_inputs(shape, n, mode, "cuda", torch.bfloat16)
-            for direction in ("forward", "backward"):
-                reference = run_layers(impls["eager"][direction], layers[:1])[0]
-                for impl, fns in impls.items():
-                    fn = fns[direction]
-                    err = rel_err(run_layers(fn, layers[:1])[0], reference)
-                    ms = do_bench(
-                        partial(run_layers, fn, layers),
-                        warmup=10 if quick else 25,
-                        rep=30 if quick else 100,
-                        return_mode="median",
-                    )
-                    gbps = useful_bytes(shape, n, direction, torch.bfloat16) / (ms * 1e-3) / 1e9
-                    pct = 100 * gbps / (peak * 1e3) if peak else None
-                    rows.append(Row(mode, n, direction, impl, ms, gbps, pct, err))
-                    print(f"{mode:13s} N={n} {direction:8s} {impl:8s} {ms:8.3f} ms {gbps:8.1f} GB/s"
-                          + (f" {pct:5.1f}% peak" if pct is not None else "") + f"  rel err {err:.2e}")  # fmt: skip
+        impls = cuda_functions(implementations(mode, compiled=True))
+        for dtype_name in dtypes:
+            dtype = DTYPES[dtype_name]
+            for n in agents:
+                layers = make_inputs(shape, n, mode, "cuda", dtype)
+                # Truth: the reference in float64 on the same (rounded) inputs, first layer.
+                exact = [tuple(x.double() for x in layers[0])]
+                for direction in DIRECTIONS:
+                    want = _flat(run_layers(impls["eager"][direction], exact)[0])
+                    moved = useful_bytes(shape, n, direction, dtype) + coef_bytes(shape, n, mode, direction)
+                    timed = []
+                    for impl, fns in impls.items():
+                        fn = fns[direction]
+                        err = rel_err(_flat(run_layers(fn, layers[:1])[0]), want)
+                        ms = do_bench(
+                            partial(run_layers, fn, layers),
+                            warmup=10 if quick else 25,
+                            rep=30 if quick else 100,
+                            return_mode="median",
+                        )
+                        gbps = moved / (ms * 1e-3) / 1e9
+                        pct = 100 * gbps / (peak * 1e3) if peak else None
+                        timed.append(Row(mode, n, direction, impl, ms, gbps, pct, err, dtype=dtype_name))
+                    eager_ms = next(r.ms for r in timed if r.impl == "eager")
+                    for r in timed:
+                        r.speedup_vs_eager = eager_ms / r.ms
+                        line = f"{mode:13s} {dtype_name} N={n} {direction:8s} {r.impl:8s} {r.ms:8.3f} ms "
+                        line += f"{r.gbps:8.1f} GB/s" + (f" {r.pct_peak:5.1f}% peak" if r.pct_peak is not None else "")
+                        print(f"{line} {r.speedup_vs_eager:5.2f}x eager  rel err {r.rel_err:.2e}", flush=True)
+                    rows += timed
     return rows
 
 
-def bench_cpu(shape: Shape, quick: bool) -> list[Row]:
+def goals(rows: list[Row]) -> list[str]:
+    """PASS/FAIL lines for the Triton rows at the largest N: % of peak and speedup over eager."""
+    triton_rows = [r for r in rows if r.impl == "triton" and r.ms is not None]
+    if not triton_rows:
+        return []
+    top = max(r.n_agents for r in triton_rows)
+    lines = []
+    for r in (r for r in triton_rows if r.n_agents == top):
+        ok_peak = r.pct_peak is not None and r.pct_peak >= GOAL_PCT_PEAK
+        ok_speed = r.speedup_vs_eager is not None and r.speedup_vs_eager >= GOAL_SPEEDUP
+        peak_text = f"{r.pct_peak:.1f}% of peak" if r.pct_peak is not None else "% of peak unknown"
+        lines.append(
+            f"{'PASS' if ok_peak and ok_speed else 'FAIL'} triton {r.mode} {r.dtype} N={r.n_agents} {r.direction}: "
+            f"{peak_text} (goal >= {GOAL_PCT_PEAK:.0f}%: {'ok' if ok_peak else 'missed'}), "
+            f"{r.speedup_vs_eager or 0:.2f}x eager (goal >= {GOAL_SPEEDUP:.0f}x: {'ok' if ok_speed else 'missed'})"
+        )
+    return lines
+
+
+def bench_cpu(shape: Shape, quick: bool, agents=AGENTS) -> list[Row]:
     """Correctness of the Triton kernels under the interpreter (one layer) plus torch eager CPU timings."""
     from swarm.model_server.fusion import triton_kernels as tk
 
@@ -179,7 +267,7 @@ def bench_cpu(shape: Shape, quick: bool) -> list[Row]:
     rows = []
     for mode in MODES:
         impls = implementations(mode, compiled=False)
-        for n in AGENTS:
+        for n in agents:
             one_layer = make_inputs(check_shape, n, mode, "cpu", torch.bfloat16)
             layers = make_inputs(shape, n, mode, "cpu", torch.bfloat16)
             for direction in ("forward", "backward"):
@@ -207,7 +295,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def failures(rows: list[Row]) -> list[str]:
     return [
-        f"{r.impl} {r.mode} N={r.n_agents} {r.direction}: rel err {r.rel_err:.2e}"
+        f"{r.impl} {r.mode} N={r.n_agents} {r.direction}{'' if r.dtype == 'bf16' else ' ' + r.dtype}: "
+        f"rel err {r.rel_err:.2e}"
         for r in rows
         if r.rel_err is not None and r.rel_err > MAX_REL_ERR
     ]
@@ -222,14 +311,14 @@ def write_reports(report: dict, rows: list[Row], out_dir: Path) -> None:
         "",
         *(f"- {line}" for line in report["summary"]),
         "",
-        "| mode | N | direction | impl | ms (12 layers) | GB/s | % peak | rel err | notes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mode | N | direction | impl | ms (12 layers) | GB/s | % peak | rel err | dtype | x eager | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.mode} | {r.n_agents} | {r.direction} | {r.impl} | {_fmt(r.ms, '.3f')} "
             f"| {_fmt(r.gbps, '.1f')} | {_fmt(r.pct_peak, '.1f')} | {_fmt(r.rel_err, '.1e')} "
-            f"| {'; '.join(r.notes)} |"
+            f"| {r.dtype} | {_fmt(r.speedup_vs_eager, '.2f')} | {'; '.join(r.notes)} |"
         )
     (out_dir / "bench_fusion.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out_dir / 'bench_fusion.json'} and {out_dir / 'bench_fusion.md'}")
@@ -239,50 +328,78 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (and B=4 for the CPU check)")
+    parser.add_argument("--agents", default=",".join(map(str, AGENTS)), help="numbers of agents N, comma-separated")
+    parser.add_argument("--dtypes", default="bf16,fp32", help="state dtypes on CUDA (bf16, fp32); CPU: bf16")
+    parser.add_argument("--batch", type=int, default=None, help="batch B (default: 64 on CUDA, 32 on CPU)")
     parser.add_argument("--peak-tbps", type=float, default=None, help="override the card's peak bandwidth")
     parser.add_argument("--out-dir", type=Path, default=REPORTS)
     args = parser.parse_args(argv)
 
-    shape = Shape()
+    agents = tuple(int(n) for n in args.agents.split(","))
+    dtypes = tuple(args.dtypes.split(","))
+    if unknown := sorted(set(dtypes) - set(DTYPES)):
+        parser.error(f"unknown dtypes {unknown}; choose from {sorted(DTYPES)}")
     cuda = torch.cuda.is_available()
     summary = []
     if args.device == "cuda" and not cuda:
         summary.append("--device cuda requested but no CUDA device is available; falling back to the CPU check")
     if args.device != "cpu" and cuda:
+        os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels, before triton_kernels is first imported
         name = torch.cuda.get_device_name()
-        peak = args.peak_tbps or peak_tbps(name)
-        summary += [f"device: {name}", f"peak memory bandwidth: {peak} TB/s" if peak else
-                    "peak memory bandwidth unknown for this card (pass --peak-tbps)"]  # fmt: skip
-        device = "cuda"
+        peak, peak_source = peak_bandwidth(args.peak_tbps)
+        summary += [f"device: {name}", f"peak memory bandwidth: {peak:.2f} TB/s, {peak_source}" if peak else
+                    f"peak memory bandwidth {peak_source}"]  # fmt: skip
+        device, shape = "cuda", Shape(batch=args.batch or 64)
+        dtype_text = " and ".join(f"{d} states" for d in dtypes)
+        summary.append(f"goals for the Triton kernels at N={max(agents)}: >= {GOAL_PCT_PEAK:.0f}% of peak bandwidth, "
+                       f">= {GOAL_SPEEDUP:.0f}x torch eager")
     else:
         # Before the kernels module is first imported: TRITON_INTERPRET is read when kernels are decorated.
         os.environ.setdefault("TRITON_INTERPRET", "1")
-        name, peak, device = "cpu", None, "cpu"
+        name, peak, peak_source, device = "cpu", None, None, "cpu"
+        shape, dtype_text = Shape(batch=args.batch or 32), "bf16 states"
         summary += [
             "no GPU: Triton kernels checked for correctness under TRITON_INTERPRET=1 (no kernel timings); "
             "torch eager CPU timings for reference; torch.compile not run",
         ]
     summary.append(
-        f"shape: N in {list(AGENTS)}, B={shape.batch}, H={shape.heads}, K=V={shape.head_k}, "
-        f"L={shape.n_layers} layers (looped), bf16 states, fp32 coefficients; "
-        "errors vs the float64 reference (CPU) / torch eager (GPU)"
+        f"shape: N in {list(agents)}, B={shape.batch}, H={shape.heads}, K=V={shape.head_k}, "
+        f"L={shape.n_layers} layers (looped), {dtype_text}, fp32 coefficients; errors vs the float64 reference"
     )
     for line in summary:
-        print(line)
-    rows = bench_cuda(shape, args.quick, peak) if device == "cuda" else bench_cpu(shape, args.quick)
+        print(line, flush=True)
+    rows: list[Row] = []
+    interrupted = False
+    try:
+        if device == "cuda":
+            bench_cuda(shape, args.quick, peak, agents, dtypes, rows=rows)
+        else:
+            rows = bench_cpu(shape, args.quick, agents)
+    except KeyboardInterrupt:  # SIGINT, e.g. bench/gpu_check.sh's time budget: report what was measured
+        interrupted = True
+        summary.append(f"INTERRUPTED after {len(rows)} rows: partial results")
+        print(summary[-1], flush=True)
     failed = failures(rows)
     verdict = "FAILED: " + "; ".join(failed) if failed else "every result within"
     summary.append(f"correctness: {verdict} (max rel err {MAX_REL_ERR:.1e})")
     print(summary[-1])
+    goal_lines = goals(rows) if device == "cuda" else []
+    if goal_lines:
+        passed = sum(line.startswith("PASS") for line in goal_lines)
+        summary.append(f"goals: {passed}/{len(goal_lines)} Triton rows at N={max(agents)} pass")
+        summary += goal_lines
+        print("\n".join(summary[-len(goal_lines) - 1:]))
     report = {
         "device": name,
         "peak_tbps": peak,
+        "peak_source": peak_source,
         "quick": args.quick,
         "shape": asdict(shape),
         "summary": summary,
+        "goals": goal_lines,
     }
     write_reports(report, rows, args.out_dir)
-    return 1 if failed else 0
+    return 1 if failed or interrupted else 0
 
 
 if __name__ == "__main__":

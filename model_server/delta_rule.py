@@ -120,9 +120,10 @@ def lean_fla_autotune() -> None:
 
     fla autotunes every kernel over up to 48 configs (warps x stages x block sizes), compiling each, and again for
     every new batch size, head count, head size and dtype: minutes on a fresh machine. This keeps, for each block-size
-    choice of a kernel, the one config with num_warps nearest 4 and num_stages nearest 2 (the cheapest to compile
-    and never short of shared memory), so block sizes are still tuned. Only kernels defined in fla's modules are
-    affected; idempotent; nothing calls it by default.
+    choice of a kernel, the one config with num_warps nearest 4 and num_stages nearest 2 (cheap to compile, light on
+    shared memory), so block sizes are still tuned; a choice that does not fit the card is benchmarked as infinitely
+    slow by Triton, as before. Only kernels defined in fla's modules are affected; idempotent; nothing calls it by
+    default (tests/cuda and bench/training.py --fla-autotune lean do).
     """
     import math
 
@@ -134,7 +135,7 @@ def lean_fla_autotune() -> None:
 
     def prune_configs(self, kwargs):
         configs = original(self, kwargs)
-        if not getattr(self.base_fn, "__module__", "").startswith("fla."):
+        if not (getattr(getattr(self, "base_fn", None), "__module__", None) or "").startswith("fla."):
             return configs
         best: dict = {}
         for cfg in configs:

@@ -71,7 +71,10 @@ def test_kernel_matches_reference(kernels, mode: str, shape: tuple[int, ...], dt
     want = _run(_reference(mode), states.double(), coef.double(), grad_out.double())
     for name, g, w in zip(("out", "d_states", "d_coef"), got[:3], want[:3], strict=True):
         assert g.dtype == dtype and g.is_cuda, name
-        torch.testing.assert_close(g.double(), w, **TOL[dtype], msg=lambda m, name=name: f"{name}: {m}")
+        tol = dict(TOL[dtype])
+        if name == "d_coef" and dtype == torch.float32:
+            tol["atol"] = 2e-4  # sums of up to B*V or K*V = 4096 products in fp32 (|d_coef| ~ 64 at the base shape)
+        torch.testing.assert_close(g.double(), w, **tol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("mode", MODES)

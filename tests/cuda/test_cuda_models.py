@@ -1,5 +1,9 @@
 """The models on CUDA agree with the same weights on CPU: the backbone (fla on CUDA, the chunked torch path on CPU)
-and a fused primary, whose fusion must go through the Triton kernels on CUDA (the torch reference on CPU)."""
+and a fused primary, whose fusion must go through the Triton kernels on CUDA (the torch reference on CPU).
+
+The model modules are imported inside the tests: collecting this file on a CPU machine (where every test here is
+skipped) then never depends on them.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,6 @@ import torch.nn.functional as F
 from cuda_helpers import assert_close_rel
 
 from swarm.model_server import delta_rule as dr
-from swarm.model_server.backbone import Backbone, get_config
-from swarm.model_server.devices import autocast
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.tables import load_labels
-from swarm.model_server.text import ColumnTokenizer
 
 pytestmark = pytest.mark.cuda
 
@@ -33,6 +32,8 @@ BF16_TOL = (5e-2, 2.5e-1)  # bf16 autocast on CUDA against float32 on CPU
 
 
 def _tokens(max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from swarm.model_server.text import ColumnTokenizer
+
     ids, mask = ColumnTokenizer(max_len)(TEXTS)
     assert not mask.all(), "the batch should hold padding"
     return ids, mask
@@ -61,6 +62,8 @@ def _spy(monkeypatch: pytest.MonkeyPatch, module, name: str) -> list:
 @pytest.mark.parametrize("with_state", [False, True], ids=["zero-state", "initial-state"])
 @pytest.mark.parametrize("config", ["tiny", "small"])
 def test_backbone_cuda_matches_cpu(fla_ready, monkeypatch: pytest.MonkeyPatch, config: str, with_state: bool) -> None:
+    from swarm.model_server.backbone import Backbone, get_config
+
     cfg = get_config(config)
     cpu = Backbone(cfg).eval()
     gpu = copy.deepcopy(cpu).to(CUDA)
@@ -81,6 +84,9 @@ def test_backbone_cuda_matches_cpu(fla_ready, monkeypatch: pytest.MonkeyPatch, c
 
 def test_backbone_trains_under_bf16_autocast(fla_ready, monkeypatch: pytest.MonkeyPatch) -> None:
     """The training step's precision on CUDA: bf16 autocast, fla fed one bf16 dtype, gradients close to CPU's."""
+    from swarm.model_server.backbone import Backbone, get_config
+    from swarm.model_server.devices import autocast
+
     cfg = get_config("small")
     cpu = Backbone(cfg).train()
     gpu = copy.deepcopy(cpu).to(CUDA)
@@ -111,6 +117,10 @@ def test_backbone_trains_under_bf16_autocast(fla_ready, monkeypatch: pytest.Monk
 @pytest.mark.parametrize("mode", ["gated", "weighted_sum"])
 def test_fused_primary_runs_the_triton_kernels_on_cuda(fla_ready, kernels, monkeypatch: pytest.MonkeyPatch,
                                                       mode: str) -> None:
+    from swarm.model_server.backbone import get_config
+    from swarm.model_server.primary import PrimaryModel
+    from swarm.model_server.tables import load_labels
+
     cfg = get_config("tiny")
     cpu = PrimaryModel(cfg, load_labels(), mode, ["temporal", "numeric"]).eval()
     _randomize_zero_parameters(cpu)
@@ -141,6 +151,11 @@ def test_fused_primary_runs_the_triton_kernels_on_cuda(fla_ready, kernels, monke
 
 def test_fused_primary_under_autocast_with_bf16_states(fla_ready, kernels, monkeypatch: pytest.MonkeyPatch) -> None:
     """As served on a GPU: bf16 specialist states, bf16 autocast; the kernels still run and agree with CPU fp32."""
+    from swarm.model_server.backbone import get_config
+    from swarm.model_server.devices import autocast
+    from swarm.model_server.primary import PrimaryModel
+    from swarm.model_server.tables import load_labels
+
     cfg = get_config("tiny")
     cpu = PrimaryModel(cfg, load_labels(), "gated", ["temporal", "numeric"]).eval()
     _randomize_zero_parameters(cpu)
