@@ -126,16 +126,18 @@ def peak_bandwidth(override: float | None = None) -> tuple[float | None, str]:
 
 
 def make_inputs(shape: Shape, n: int, mode: str, device: str, dtype: torch.dtype):
-    """Per layer: states (N,B,H,K,V), coefficient (fp32), grad of the output."""
-    g = torch.Generator(device="cpu").manual_seed(n)
+    """Per layer: states (N,B,H,K,V), coefficient (fp32), grad of the output; drawn on `device` (on CPU a GPU run
+    would spend seconds drawing its gigabyte of fp32 states)."""
+    g = torch.Generator(device=device).manual_seed(n)
+    kw = dict(generator=g, device=device)
     layers = []
     for _ in range(shape.n_layers):
-        s = torch.randn(n, shape.batch, shape.heads, shape.head_k, shape.head_v, generator=g)
+        s = torch.randn(n, shape.batch, shape.heads, shape.head_k, shape.head_v, **kw)
         if mode == "weighted_sum":
-            c = torch.softmax(torch.randn(shape.batch, shape.heads, n, generator=g), dim=-1)
+            c = torch.softmax(torch.randn(shape.batch, shape.heads, n, **kw), dim=-1)
         else:
-            c = torch.rand(n, shape.heads, shape.head_k, generator=g)
-        d_out = torch.randn(shape.batch, shape.heads, shape.head_k, shape.head_v, generator=g)
+            c = torch.rand(n, shape.heads, shape.head_k, **kw)
+        d_out = torch.randn(shape.batch, shape.heads, shape.head_k, shape.head_v, **kw)
         layers.append((s.to(device, dtype), c.to(device), d_out.to(device, dtype)))
     return layers
 
