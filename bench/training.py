@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = committed_cpu_rows(args.compare) if device.type == "cuda" else None  # read before it is rewritten
     if args.fla_autotune == "lean":
         delta_rule.lean_fla_autotune()
-    fla = device.type == "cuda" and delta_rule.fla_available()
+    fla = device.type == "cuda" and delta_rule.fla_available() and delta_rule.fla_backward_ok()
     impls = args.impls.split(",") if args.impls else ["chunked"] + (["fla"] if fla else [])
     fusions = [None] + ([args.fusion] if args.fusion else [])
     rows: list[dict] = []
@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     notes = [f"INTERRUPTED after {len(rows)} rows: partial results"] if interrupted else []
     if device.type == "cuda":
         notes.append("bf16 autocast on CUDA (model_server.devices.autocast); weights and AdamW state float32")
-        notes.append(f"fla autotuning: {args.fla_autotune}" if fla else "flash-linear-attention not installed")
+        notes.append(f"fla autotuning: {args.fla_autotune}" if fla else
+                     "fla not timed: not installed, or its backward refused on this GPU/Triton (fla #640)")
     if fusion_rows := [r for r in rows if r["fusion"] != "none"]:
         notes.append(f"fused rows: {fusion_rows[0]['specialists']} untrained specialists' states cached on the "
                      f"device, fused with {args.fusion} every step")

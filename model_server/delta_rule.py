@@ -85,6 +85,19 @@ def fla_available() -> bool:
     return torch.cuda.is_available()
 
 
+def fla_backward_ok() -> bool:
+    """Whether fla's backward can run here. fla refuses its gated backward on Hopper (sm_90) with Triton 3.4 to 3.7.0,
+    which compute wrong gradients there (fla issue #640): training then takes the chunked path, inference keeps fla."""
+    if not torch.cuda.is_available():
+        return False
+    if torch.cuda.get_device_capability()[0] != 9:
+        return True
+    import triton
+
+    version = tuple(int(part) for part in triton.__version__.split("+")[0].split(".")[:3] if part.isdigit())
+    return not (3, 4, 0) <= version < (3, 7, 1)
+
+
 def fla_dtype(q: Tensor, k: Tensor, v: Tensor) -> torch.dtype:
     """The one dtype fla's kernels get q, k and v in (their tl.dot takes operands of one dtype): the autocast dtype
     under autocast (the backbone's q and k leave F.normalize in float32 while v is bf16), else the widest of the
@@ -158,7 +171,10 @@ def gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
     recurrence accumulates), then return outputs and state in the input dtype.
     """
     if impl == "auto":
-        impl = "fla" if q.is_cuda and q.dtype != torch.float64 and fla_available() else "chunked"
+        needs_backward = torch.is_grad_enabled() and any(
+            x is not None and x.requires_grad for x in (q, k, v, g, beta, initial_state))
+        usable = q.is_cuda and q.dtype != torch.float64 and fla_available()
+        impl = "fla" if usable and (not needs_backward or fla_backward_ok()) else "chunked"
     if impl == "fla":
         return fla(q, k, v, g, beta, initial_state)
     paths = {"chunked": chunked, "recurrent": recurrent}

@@ -48,3 +48,15 @@ def fla_ready() -> None:
         pytest.skip(message)
     if os.environ.get("SWARM_FLA_AUTOTUNE", "lean") != "full":
         delta_rule.lean_fla_autotune()
+
+
+@pytest.fixture
+def fla_backward_ready(fla_ready) -> None:
+    """fla's backward runs on this GPU and Triton (not on Hopper with Triton 3.4-3.7.0: fla refuses, issue #640)."""
+    from swarm.model_server import delta_rule
+
+    if not delta_rule.fla_backward_ok():
+        import triton
+
+        pytest.skip(f"fla refuses its backward on this GPU with Triton {triton.__version__} (fla #640); "
+                    "training uses the chunked path here")

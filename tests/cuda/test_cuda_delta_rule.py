@@ -64,7 +64,7 @@ def test_fla_matches_chunked(fla_ready, shape, with_state: bool, dtype: torch.dt
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_fla_gradients_match_chunked(fla_ready, dtype: torch.dtype) -> None:
+def test_fla_gradients_match_chunked(fla_backward_ready, dtype: torch.dtype) -> None:
     """Training runs fla's backward: gradients for q, k, v, g, beta and the initial state (the fused specialist
     states' path into the primary)."""
     inputs = make_inputs(2, 4, 100, 64, 64, dtype, pad=30)
@@ -129,3 +129,18 @@ def test_auto_falls_back_to_chunked_without_fla(monkeypatch: pytest.MonkeyPatch)
     want_o, want_state = dr.gated_delta_rule(q, k, v, g, beta, h0, impl="chunked")
     torch.testing.assert_close(o, want_o)
     torch.testing.assert_close(state, want_state)
+
+
+def test_auto_trains_through_a_path_whose_backward_runs(fla_ready) -> None:
+    """`auto` with gradients picks fla only where fla's backward runs, and the chunked path elsewhere."""
+    inputs = [x.detach().requires_grad_() for x in make_inputs(2, 4, 40, 64, 64, torch.float32, pad=5)]
+    picked = []
+    real = dr.fla
+    try:
+        dr.fla = lambda *a, **kw: picked.append("fla") or real(*a, **kw)
+        o, state = dr.gated_delta_rule(*inputs[:5], inputs[5], impl="auto")
+    finally:
+        dr.fla = real
+    (o.sum() + state.sum()).backward()
+    assert picked == (["fla"] if dr.fla_backward_ok() else [])
+    assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in inputs)

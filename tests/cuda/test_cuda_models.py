@@ -82,7 +82,7 @@ def test_backbone_cuda_matches_cpu(fla_ready, monkeypatch: pytest.MonkeyPatch, c
         assert_close_rel(f"state {layer}", s_got, s_want, *FP32_TOL)
 
 
-def test_backbone_trains_under_bf16_autocast(fla_ready, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backbone_trains_under_bf16_autocast(fla_backward_ready, monkeypatch: pytest.MonkeyPatch) -> None:
     """The training step's precision on CUDA: bf16 autocast, fla fed one bf16 dtype, gradients close to CPU's."""
     from swarm.model_server.backbone import Backbone, get_config
     from swarm.model_server.devices import autocast
