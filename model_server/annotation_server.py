@@ -1,23 +1,43 @@
 """The annotation gRPC server (`swarm.v1.AnnotationService`): validates tables and drives an `TableAnnotator`.
 
-Per table: proto Table → validated `sotab.Table` → `annotator.route` → states fetched from the specialist
-servers through `SpecialistClient` (concurrently; lost specialists are reported, not fatal) →
-`annotator.annotate`.
+Per table: proto Table → validated `sotab.Table` → `annotator.route` → priced and admitted (admission.py) →
+states fetched from the specialist servers through `SpecialistClient` (concurrently; lost specialists are
+reported, not fatal) → `annotator.annotate`.
 
-Input policy (every violation is a status code, never a crash):
+Input policy (every violation is a status code, never a crash; limits are checked before the data is walked,
+and messages never echo unbounded input):
+- a name over `max_name_chars`, a request_id over `max_request_id_chars` or with characters outside printable
+  ASCII: INVALID_ARGUMENT (messages quote at most the first 64 characters of a name, and never a request_id);
 - no rows, or no cells at all: INVALID_ARGUMENT;
+- more than `max_rows` rows, `max_cells` cells or `max_columns` columns: RESOURCE_EXHAUSTED naming the limit;
 - ragged rows (rows with different cell counts): INVALID_ARGUMENT naming the first offending row, unless the
   table sets `pad_ragged_rows`, which pads short rows with "" like SOTAB records with missing keys;
-- more than `max_cells` cells or `max_columns` columns: RESOURCE_EXHAUSTED naming the limit;
 - a message over `max_message_bytes`: RESOURCE_EXHAUSTED (enforced by gRPC itself);
-- strings that are not valid UTF-8: INVALID_ARGUMENT (see grpc_runtime).
+- strings that are not valid UTF-8: INVALID_ARGUMENT (see grpc_runtime);
+- a table whose estimated memory or compute is over the per-request cap: RESOURCE_EXHAUSTED saying how many
+  columns per table would fit; one that cannot be admitted under the global memory budget within the queue
+  wait: RESOURCE_EXHAUSTED (retry with backoff);
+- cells longer than `max_cell_chars` are clipped (serialization reads the first 64 characters of a cell).
 
+Deadlines: each table runs under the earlier of the client's deadline and `max_request_s`; the context is checked
+before every stage (admission, fan-out, the primary), so work whose caller has gone or whose deadline has passed
+is not started, and the specialist fan-out is cancelled when the client goes away. AnnotateStream is limited to
+`max_streams` concurrent streams, each closed (DEADLINE_EXCEEDED) after `stream_idle_s` without a table or
+`stream_max_s` in all. Health runs on threads of its own (grpc_runtime), and the worker pool is larger than all
+the calls admission lets in, so idle streams cannot starve anything.
+
+Health: "" is SERVING while the server runs (liveness); `swarm.v1.AnnotationService` is SERVING only while every
+specialist answers its own health check (NOT_SERVING: answers are degraded), and `specialist/<name>` reports each
+one (checked every `health_interval_s`).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import queue
+import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,24 +45,68 @@ from dataclasses import dataclass
 
 import grpc
 
+from swarm.model_server.admission import (
+    Admission,
+    AdmissionLimits,
+    AdmissionRejected,
+    ComputeThreads,
+    GiB,
+    annotation_cost,
+    machine_memory_bytes,
+    state_bytes_per_column,
+)
 from swarm.model_server.annotator import AnnotationResult, TableAnnotator
-from swarm.model_server.grpc_runtime import ManagedServer, MiB, service_handler
-from swarm.model_server.specialist_client import SpecialistClient
+from swarm.model_server.backbone import BackboneConfig, get_config
+from swarm.model_server.grpc_runtime import ManagedServer, MiB, ServerSecurity, service_handler
+from swarm.model_server.specialist_client import Cancellation, SpecialistClient
 from swarm.model_server.tables import Table
 from swarm.v1 import annotation_pb2 as apb
 
 log = logging.getLogger(__name__)
 
 SERVICE = apb.DESCRIPTOR.services_by_name["AnnotationService"]
+SPECIALIST_HEALTH_PREFIX = "specialist/"
+_REQUEST_ID = re.compile(r"[\x21-\x7e]*")  # printable ASCII, no spaces or control characters
+DEFAULT_BUDGET_FRACTION = 0.25  # of the machine's (or the pod's) memory, when no budget is given
 
 
 @dataclass(frozen=True)
 class AnnotationLimits:
     max_cells: int = 200_000
+    max_rows: int = 200_000
     max_columns: int = 1024
     max_message_bytes: int = 16 * MiB
-    max_concurrent: int = 8
+    max_concurrent: int = 4  # tables admitted at once (fetching states or computing)
+    compute_threads: int = 2  # threads that run the primary (at most this many forward passes at once)
+    max_queued: int = 8  # tables waiting for admission
+    max_streams: int = 4  # concurrent AnnotateStream calls
+    memory_budget_bytes: int | None = None  # all tables being served together; None: a quarter of the memory
+    max_request_bytes: int = 2 * GiB  # one table's estimate
+    max_request_token_passes: int = 1024 * 256 * 6  # one table's columns x tokens x models
+    max_queue_wait_s: float = 10.0
+    max_request_s: float = 300.0  # server-side deadline of one table, whatever the client asked for
+    stream_idle_s: float = 30.0  # AnnotateStream: longest wait for the next table
+    stream_max_s: float = 3600.0  # AnnotateStream: longest stream
     specialist_timeout_s: float = 30.0
+    max_name_chars: int = 256
+    max_request_id_chars: int = 128
+    max_cell_chars: int = 4096
+    health_interval_s: float = 2.0
+
+    def admission_limits(self) -> AdmissionLimits:
+        return AdmissionLimits(
+            budget_bytes=self.memory_budget_bytes or int(machine_memory_bytes() * DEFAULT_BUDGET_FRACTION),
+            max_request_bytes=self.max_request_bytes,
+            max_request_token_passes=self.max_request_token_passes,
+            max_active=self.max_concurrent,
+            max_queued=self.max_queued,
+            max_wait_s=self.max_queue_wait_s,
+        )
+
+    @property
+    def workers(self) -> int:
+        """Worker threads: every call admission may hold (running, queued, streams) plus room to refuse more."""
+        return self.max_concurrent + self.max_queued + self.max_streams + 4
 
 
 class TableRejected(Exception):
@@ -51,33 +115,56 @@ class TableRejected(Exception):
         self.code = code
 
 
+def _invalid(message: str) -> TableRejected:
+    return TableRejected(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _too_large(message: str) -> TableRejected:
+    return TableRejected(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+
+def _excerpt(text: str, limit: int = 64) -> str:
+    """A client-supplied string fit for a status message: repr'd and cut to `limit` characters."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def request_id_of(msg: apb.Table, limits: AnnotationLimits) -> str:
+    """The table's request_id (validated) or a fresh one."""
+    rid = msg.request_id
+    if len(rid) > limits.max_request_id_chars:
+        raise _invalid(f"request_id has {len(rid)} characters; the limit is {limits.max_request_id_chars}")
+    if not _REQUEST_ID.fullmatch(rid):
+        raise _invalid("request_id must be printable ASCII without spaces")
+    return rid or uuid.uuid4().hex[:12]
+
+
 def table_from_proto(msg: apb.Table, limits: AnnotationLimits) -> Table:
-    """The column-major table of a proto Table, or TableRejected with the status code and what was wrong."""
-    name = msg.name or "table"
-    if not msg.rows:
-        raise TableRejected(grpc.StatusCode.INVALID_ARGUMENT, f"table {name!r} has no rows")
+    """The column-major table of a proto Table, or TableRejected with the status code and what was wrong.
+
+    The O(1) bounds (name, rows) come first, so a huge message of empty rows is refused without walking it."""
+    if len(msg.name) > limits.max_name_chars:
+        raise _invalid(f"the table name has {len(msg.name)} characters; the limit is {limits.max_name_chars}")
+    name = f"table {_excerpt(msg.name or 'table')}"  # bounded: names longer than 64 characters are cut
+    n_rows = len(msg.rows)
+    if not n_rows:
+        raise _invalid(f"{name} has no rows")
+    if n_rows > limits.max_rows:
+        raise _too_large(f"{name} has {n_rows} rows; the limit is {limits.max_rows} rows per table")
     lengths = [len(row.cells) for row in msg.rows]
     cells = sum(lengths)
     if cells > limits.max_cells:
-        raise TableRejected(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"table {name!r} has {cells} cells; the limit is {limits.max_cells} cells per table",
-        )
+        raise _too_large(f"{name} has {cells} cells; the limit is {limits.max_cells} cells per table")
     width = max(lengths)
     if width == 0:
-        raise TableRejected(grpc.StatusCode.INVALID_ARGUMENT, f"table {name!r} has no cells")
+        raise _invalid(f"{name} has no cells")
     if width > limits.max_columns:
-        raise TableRejected(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"table {name!r} has {width} columns; the limit is {limits.max_columns} columns per table",
-        )
+        raise _too_large(f"{name} has {width} columns; the limit is {limits.max_columns} columns per table")
     if not msg.pad_ragged_rows:
         for i, n in enumerate(lengths):
             if n != lengths[0]:
-                raise TableRejected(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"table {name!r} has ragged rows: row {i} has {n} cells, row 0 has {lengths[0]} "
-                    "(set pad_ragged_rows to pad short rows with empty cells)",
+                raise _invalid(
+                    f"{name} has ragged rows: row {i} has {n} cells, row 0 has {lengths[0]} "
+                    "(set pad_ragged_rows to pad short rows with empty cells)"
                 )
     columns = tuple(
         zip(
@@ -88,7 +175,24 @@ def table_from_proto(msg: apb.Table, limits: AnnotationLimits) -> Table:
             strict=True,
         )
     )
-    return Table(name=name, columns=columns)
+    clip = limits.max_cell_chars
+    if msg.ByteSize() > clip:  # else no cell can be longer than the clip
+        columns = tuple(tuple(c if len(c) <= clip else c[:clip] for c in column) for column in columns)
+    return Table(name=msg.name or "table", columns=columns)
+
+
+def primary_config(annotator: TableAnnotator) -> BackboneConfig:
+    """The backbone config the annotator's primary runs (what a table's memory is priced with)."""
+    for owner in (getattr(annotator, "model", None), getattr(annotator, "backbone", None), annotator):
+        cfg = getattr(owner, "cfg", None)
+        if isinstance(cfg, BackboneConfig):
+            return cfg
+    log.warning("cannot tell the annotator's model config; pricing tables as the base config (pessimistic)")
+    return get_config("base")
+
+
+class _Gone(Exception):
+    """The client cancelled or went away: nothing to answer."""
 
 
 class AnnotationServicer:
@@ -96,18 +200,50 @@ class AnnotationServicer:
         self.annotator = annotator
         self.client = client
         self.limits = limits
+        self.primary_cfg = primary_config(annotator)
+        self.state_bytes = state_bytes_per_column(self.primary_cfg)
+        self.admission = Admission(limits.admission_limits(), what="table")
+        self.compute = ComputeThreads(limits.compute_threads, "primary")
+        self._streams = threading.BoundedSemaphore(limits.max_streams)
 
-    def annotate_table(self, table: Table, request_id: str, timeout_s: float | None = None) -> apb.Annotation:
-        """Route, fetch states over gRPC, fuse and label; specialists lost on the way are reported missing."""
+    # -- stages ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _alive(context: grpc.ServicerContext, deadline: float, stage: str) -> None:
+        if not context.is_active():
+            raise _Gone(stage)
+        if time.monotonic() >= deadline:
+            raise AdmissionRejected(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline passed {stage}")
+
+    def annotate_table(
+        self,
+        table: Table,
+        request_id: str,
+        context: grpc.ServicerContext,
+        deadline: float,
+        cancellation: Cancellation,
+        request_bytes: int = 0,
+    ) -> apb.Annotation:
+        """Price and admit, route, fetch states over gRPC, fuse and label; specialists lost on the way are
+        reported missing. The context is checked before every stage."""
         start = time.perf_counter()
+        self._alive(context, deadline, "before the table was routed")
         texts = self.annotator.serialize(table)
         routing = {name: cols for name, cols in self.annotator.route(table).items() if cols}
-        fetched = self.client.fetch(
-            {name: [texts[i] for i in cols] for name, cols in routing.items()},
-            request_id=request_id,
-            timeout_s=timeout_s,
+        cost = annotation_cost(
+            self.primary_cfg, texts, sum(len(c) for c in routing.values()), self.state_bytes, request_bytes
         )
-        result = self.annotator.annotate(table, fetched.states, routing, fetched.steps)
+        with self.admission.admit(cost, deadline, lambda: not context.is_active()):
+            self._alive(context, deadline, "while the table waited for admission")
+            fetched = self.client.fetch(
+                {name: [texts[i] for i in cols] for name, cols in routing.items()},
+                request_id=request_id,
+                timeout_s=min(deadline - time.monotonic(), self.limits.specialist_timeout_s),
+                cancellation=cancellation,
+            )
+            self._alive(context, deadline, "while the specialists' states were fetched")
+            result = self.compute.run(self.annotator.annotate, table, fetched.states, routing, fetched.steps)
+            assert isinstance(result, AnnotationResult)
         _check_result(result, table)
         reasons = dict(fetched.missing)
         for name in result.specialists_missing:
@@ -126,38 +262,133 @@ class AnnotationServicer:
         )
 
     def _annotate_message(
-        self, msg: apb.Table, context: grpc.ServicerContext, position: str = ""
+        self,
+        msg: apb.Table,
+        context: grpc.ServicerContext,
+        deadline: float,
+        cancellation: Cancellation,
+        position: str = "",
     ) -> apb.Annotation:
+        """One table, every failure turned into its status code (aborting the call)."""
+        code, message = grpc.StatusCode.INTERNAL, ""
+        request_id = ""
         try:
+            request_id = request_id_of(msg, self.limits)
             table = table_from_proto(msg, self.limits)
-        except TableRejected as exc:
-            context.abort(exc.code, f"{exc}{position}")
-        request_id = msg.request_id or uuid.uuid4().hex[:12]
+            return self.annotate_table(table, request_id, context, deadline, cancellation, msg.ByteSize())
+        except (TableRejected, AdmissionRejected) as exc:
+            code, message = exc.code, f"{exc}{position}"
+        except _Gone as exc:
+            log.info("request %s: the client went away (%s); the table was not finished", request_id, exc)
+            code, message = grpc.StatusCode.CANCELLED, f"cancelled{position}"
+        except Exception:
+            log.exception("request %s: annotating the table failed", request_id)
+            code = grpc.StatusCode.INTERNAL
+            message = f"annotating the table failed{position} (request id {request_id}; details in the server log)"
+        context.abort(code, message)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    def _deadline(self, context: grpc.ServicerContext, server_limit_s: float) -> float:
         remaining = context.time_remaining()
-        timeout = (
-            self.limits.specialist_timeout_s
-            if remaining is None
-            else min(remaining, self.limits.specialist_timeout_s)
-        )
-        try:
-            return self.annotate_table(table, request_id, timeout)
-        except Exception as exc:
-            log.exception("request %s: annotating table %r failed", request_id, table.name)
-            context.abort(
-                grpc.StatusCode.INTERNAL,
-                f"annotating table {table.name!r} failed: {type(exc).__name__}: {exc}",
-            )
+        limit = server_limit_s if remaining is None else min(remaining, server_limit_s)
+        return time.monotonic() + limit
+
+    @staticmethod
+    def _cancellation(context: grpc.ServicerContext) -> Cancellation:
+        cancellation = Cancellation()
+        if not context.add_callback(cancellation.cancel):  # the call has already ended
+            cancellation.cancel()
+        return cancellation
+
+    # -- RPCs --------------------------------------------------------------------------------------------------
 
     def Annotate(self, request: apb.Table, context: grpc.ServicerContext) -> apb.Annotation:
-        return self._annotate_message(request, context)
+        deadline = self._deadline(context, self.limits.max_request_s)
+        return self._annotate_message(request, context, deadline, self._cancellation(context))
 
     def AnnotateStream(
         self, requests: Iterator[apb.Table], context: grpc.ServicerContext
     ) -> Iterator[apb.Annotation]:
-        for i, msg in enumerate(requests):
-            if not context.is_active():
-                return
-            yield self._annotate_message(msg, context, f" (table {i} of the stream)")
+        if not self._streams.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server is serving its limit of {self.limits.max_streams} concurrent AnnotateStream calls; "
+                "retry with backoff, or use Annotate",
+            )
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                self._streams.release()
+
+        context.add_callback(release)
+        try:
+            yield from self._stream(requests, context)
+        finally:
+            release()
+
+    def _stream(self, requests: Iterator[apb.Table], context: grpc.ServicerContext) -> Iterator[apb.Annotation]:
+        stream_deadline = self._deadline(context, self.limits.stream_max_s)
+        cancellation = self._cancellation(context)
+        inbox: queue.Queue[object] = queue.Queue(maxsize=1)
+        finished = threading.Event()
+        end = object()
+
+        def read() -> None:
+            """Pull the client's tables on a thread of its own, so the handler can time out an idle stream."""
+            item: object = end
+            try:
+                for msg in requests:
+                    while not finished.is_set():
+                        try:
+                            inbox.put(msg, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if finished.is_set():
+                        return
+            except Exception as exc:  # the client cancelled, or a message failed to parse (already aborted)
+                item = exc
+            while not finished.is_set():
+                try:
+                    inbox.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        reader = threading.Thread(target=read, name="stream-reader", daemon=True)
+        reader.start()
+        try:
+            for i in itertools.count():
+                now = time.monotonic()
+                wait = min(self.limits.stream_idle_s, stream_deadline - now)
+                try:
+                    item = inbox.get(timeout=max(0.0, wait))
+                except queue.Empty:
+                    if stream_deadline - time.monotonic() <= 0:
+                        context.abort(
+                            grpc.StatusCode.DEADLINE_EXCEEDED,
+                            f"the stream reached its deadline (at most {self.limits.stream_max_s:g}s per stream)",
+                        )
+                    context.abort(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"no table for {self.limits.stream_idle_s:g}s: idle streams are closed",
+                    )
+                if item is end:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, grpc.RpcError) or not context.is_active():
+                        return  # the client cancelled: nobody to answer
+                    if context.code() is None:  # not a message the reader already refused (bad UTF-8)
+                        log.error("reading an AnnotateStream failed: %r", item)
+                        context.abort(grpc.StatusCode.INTERNAL, "reading the stream failed (see the server log)")
+                    raise item
+                assert isinstance(item, apb.Table)
+                deadline = min(stream_deadline, time.monotonic() + self.limits.max_request_s)
+                yield self._annotate_message(item, context, deadline, cancellation, f" (table {i} of the stream)")
+        finally:
+            finished.set()
 
 
 def _check_result(result: AnnotationResult, table: Table) -> None:
@@ -169,19 +400,87 @@ def _check_result(result: AnnotationResult, table: Table) -> None:
         )
 
 
+class SpecialistHealthMonitor:
+    """Checks every specialist's health on a timer and publishes it in the annotation server's health."""
+
+    def __init__(self, server: ManagedServer, client: SpecialistClient, interval_s: float) -> None:
+        self.server = server
+        self.client = client
+        self.interval_s = interval_s
+        self.status: dict[str, bool] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="specialist-health", daemon=True)
+
+    def check_now(self) -> dict[str, bool]:
+        names = list(self.client.addresses)
+        timeout = max(0.2, min(1.0, self.interval_s))
+        status = {name: self.client.check_health(name, timeout) for name in names}
+        for name, ok in status.items():
+            self.server.set_health(SPECIALIST_HEALTH_PREFIX + name, ok)
+            if self.status.get(name, True) != ok:
+                (log.info if ok else log.warning)("specialist %s is %s", name, "back" if ok else "not answering")
+        self.server.set_health(SERVICE.full_name, all(status.values()))
+        self.status = status
+        return status
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check_now()
+            except Exception:  # never let the monitor die
+                log.exception("checking the specialists' health failed")
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class AnnotationServer(ManagedServer):
+    """The annotation API's ManagedServer plus the specialist health monitor and the servicer (for stats)."""
+
+    servicer: AnnotationServicer
+    monitor: SpecialistHealthMonitor | None = None
+
+    def start(self) -> AnnotationServer:
+        super().start()
+        if self.monitor is not None:
+            self.monitor.check_now()
+            self.monitor.start()
+        return self
+
+    def stop(self, grace_s: float) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        super().stop(grace_s)
+        self.servicer.compute.shutdown()
+
+
 def build_annotation_server(
     annotator: TableAnnotator,
     client: SpecialistClient,
     host: str = "127.0.0.1",
     port: int = 0,
     limits: AnnotationLimits | None = None,
-) -> ManagedServer:
+    security: ServerSecurity | None = None,
+    health_port: int | None = None,
+) -> AnnotationServer:
     limits = limits or AnnotationLimits()
-    handler = service_handler(SERVICE, AnnotationServicer(annotator, client, limits))
-    return ManagedServer(
+    servicer = AnnotationServicer(annotator, client, limits)
+    handler = service_handler(SERVICE, servicer)
+    server = AnnotationServer(
         [(SERVICE, handler)],
         host,
         port,
-        max_workers=limits.max_concurrent,
+        max_workers=limits.workers,
         max_message_bytes=limits.max_message_bytes,
+        security=security,
+        health_port=health_port,
+        max_rpcs=4 * limits.workers,
     )
+    server.servicer = servicer
+    if client.addresses and limits.health_interval_s > 0:
+        server.monitor = SpecialistHealthMonitor(server, client, limits.health_interval_s)
+    return server

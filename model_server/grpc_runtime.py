@@ -1,20 +1,31 @@
 """Plumbing every swarm gRPC server shares: handlers built from the proto descriptors, health, reflection,
-loopback-friendly channel options, readiness reporting and graceful SIGTERM shutdown.
+loopback-friendly channel options, transport security, readiness reporting and graceful SIGTERM shutdown.
 
 Handlers are built here rather than with the generated `add_*_to_server` so that a request that fails to parse
 (proto3 rejects strings that are not valid UTF-8) becomes INVALID_ARGUMENT instead of gRPC's generic INTERNAL
 "Exception deserializing request!", and so a service can pass its own response serializer.
+
+Health is served by its own two threads, never by the worker pool: however many long calls occupy the workers,
+`grpc.health.v1.Health/Check` answers at once (a Kubernetes probe must not time out because the server is busy).
+It can also be served on a second, plaintext port (`health_port`) that carries nothing but health: kubelet gRPC
+probes cannot speak TLS.
+
+Transport security (`ServerSecurity`): without it a server listens in plaintext, which is the loopback default (a
+local swarm on 127.0.0.1). With `tls` it serves TLS from PEM files (cert-manager's Secret layout: `tls.crt`,
+`tls.key`, `ca.crt`); with `client_ca` it also requires client certificates signed by that CA (mTLS); with `token`
+every call but health must carry `authorization: Bearer <token>` (UNAUTHENTICATED otherwise).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +133,174 @@ def service_handler(
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Transport security
+
+TLS_DIR_ENV = "SWARM_TLS_DIR"  # this process's certificate, key and the CA of its peers (specialists, primaries)
+TLS_SERVER_NAME_ENV = "SWARM_TLS_SERVER_NAME"  # optional: the name to verify in the specialists' certificates
+CERT_FILE, KEY_FILE, CA_FILE = "tls.crt", "tls.key", "ca.crt"  # cert-manager's Secret layout
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files: a certificate chain and its key, and optionally a CA bundle (to verify the peer)."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+    @classmethod
+    def from_dir(cls, directory: str | os.PathLike[str]) -> TlsFiles:
+        """`tls.crt`, `tls.key` and (when present) `ca.crt` of a folder, e.g. a mounted kubernetes.io/tls Secret.
+        A folder without the certificate or key is an error, never a silent fallback to plaintext."""
+        folder = Path(directory)
+        missing = [name for name in (CERT_FILE, KEY_FILE) if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"TLS folder {folder} lacks {', '.join(missing)}")
+        ca = folder / CA_FILE
+        return cls(folder / CERT_FILE, folder / KEY_FILE, ca if ca.is_file() else None)
+
+    def read(self) -> tuple[bytes, bytes, bytes | None]:
+        return self.cert.read_bytes(), self.key.read_bytes(), self.ca.read_bytes() if self.ca else None
+
+
+@dataclass(frozen=True)
+class ServerSecurity:
+    """How a server authenticates itself and its callers. All None: plaintext, anyone may call (loopback)."""
+
+    tls: TlsFiles | None = None
+    client_ca: Path | None = None  # require client certificates signed by this CA (mTLS)
+    token: str | None = None  # require `authorization: Bearer <token>` on every call but health
+
+    def __post_init__(self) -> None:
+        if self.client_ca is not None and self.tls is None:
+            raise ValueError("client certificates (mTLS) need the server's own TLS certificate and key")
+        if self.token is not None and not self.token.strip():
+            raise ValueError("an empty authentication token")
+
+    @property
+    def insecure(self) -> bool:
+        return self.tls is None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        assert self.tls is not None
+        cert, key, _ = self.tls.read()
+        ca = self.client_ca.read_bytes() if self.client_ca is not None else None
+        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def read_token(path: str | os.PathLike[str]) -> str:
+    """A bearer token from a file (a mounted Secret): its content without surrounding whitespace."""
+    token = Path(path).read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError(f"{path}: the token file is empty")
+    return token
+
+
+def mtls_server_security(tls_dir: str | os.PathLike[str]) -> ServerSecurity:
+    """A server of the swarm's internal traffic (a specialist): its certificate, and client certificates required,
+    signed by the folder's CA."""
+    files = TlsFiles.from_dir(tls_dir)
+    if files.ca is None:
+        raise FileNotFoundError(f"TLS folder {tls_dir} lacks {CA_FILE}: mTLS needs the CA of the callers")
+    return ServerSecurity(tls=files, client_ca=files.ca)
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """How a client reaches TLS servers: the CA that signed them, optionally its own certificate (mTLS) and the
+    name to expect in their certificates (when it differs from the host it dials)."""
+
+    ca: Path | None = None
+    identity: TlsFiles | None = None
+    server_name: str | None = None
+
+    @classmethod
+    def from_dir(cls, directory: str | os.PathLike[str], server_name: str | None = None) -> ClientTls:
+        files = TlsFiles.from_dir(directory)
+        return cls(ca=files.ca, identity=files, server_name=server_name)
+
+    @classmethod
+    def from_env(cls) -> ClientTls | None:
+        """`$SWARM_TLS_DIR` (and `$SWARM_TLS_SERVER_NAME`) when set, else None (plaintext)."""
+        directory = os.environ.get(TLS_DIR_ENV)
+        if not directory:
+            return None
+        return cls.from_dir(directory, os.environ.get(TLS_SERVER_NAME_ENV) or None)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        cert = key = None
+        if self.identity is not None:
+            cert, key, _ = self.identity.read()
+        ca = self.ca.read_bytes() if self.ca is not None else None
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+    def options(self) -> list[tuple[str, str]]:
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+
+def open_channel(address: str, options: Sequence[tuple[str, Any]] = (), tls: ClientTls | None = None) -> grpc.Channel:
+    """A channel to `address`: TLS when `tls` is given, else plaintext."""
+    if tls is None:
+        return grpc.insecure_channel(address, options=list(options))
+    return grpc.secure_channel(address, tls.credentials(), options=[*options, *tls.options()])
+
+
+class _TokenAuth(grpc.ServerInterceptor):
+    """UNAUTHENTICATED for every call but health that lacks `authorization: Bearer <token>`."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None or details.method.startswith(HEALTH_PREFIX):
+            return handler
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(str(given).encode(), self._expected):
+            return handler
+        return _refusing(handler)
+
+
+def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)")
+
+    kind = _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)]
+    return kind(refuse, request_deserializer=None, response_serializer=None)
+
+
+def _health_handler(servicer: health.HealthServicer, pool: futures.ThreadPoolExecutor) -> grpc.GenericRpcHandler:
+    """Health's Check and Watch, run on `pool` (gRPC's per-method thread pool) instead of the worker pool."""
+
+    def check(request: Any, context: grpc.ServicerContext) -> Any:
+        return servicer.Check(request, context)
+
+    def watch(request: Any, context: grpc.ServicerContext, send_response_callback: Any = None) -> Any:
+        return servicer.Watch(request, context, send_response_callback)
+
+    check.experimental_thread_pool = pool  # type: ignore[attr-defined]
+    watch.experimental_thread_pool = pool  # type: ignore[attr-defined]
+    watch.experimental_non_blocking = True  # type: ignore[attr-defined]
+    request = health_pb2.HealthCheckRequest.FromString
+    response = health_pb2.HealthCheckResponse.SerializeToString
+    return grpc.method_handlers_generic_handler(
+        "grpc.health.v1.Health",
+        {
+            "Check": grpc.unary_unary_rpc_method_handler(check, request, response),
+            "Watch": grpc.unary_stream_rpc_method_handler(watch, request, response),
+        },
+    )
+
+
 class ManagedServer:
-    """A grpc.Server with health checking and reflection, bound to host:port (0 picks a free port)."""
+    """A grpc.Server with health checking and reflection, bound to host:port (0 picks a free port).
+
+    `max_workers` threads run the services' calls; health runs on two threads of its own. `max_rpcs` bounds the
+    calls gRPC accepts at once (queued or running; more get RESOURCE_EXHAUSTED from gRPC itself)."""
+
+    HEALTH_THREADS = 2
 
     def __init__(
         self,
@@ -132,12 +309,22 @@ class ManagedServer:
         port: int,
         max_workers: int,
         max_message_bytes: int,
+        security: ServerSecurity | None = None,
+        health_port: int | None = None,
+        max_rpcs: int | None = None,
     ) -> None:
+        security = security or ServerSecurity()
+        self.security = security
+        self._health_pool = futures.ThreadPoolExecutor(self.HEALTH_THREADS, thread_name_prefix="health")
+        interceptors = [_TokenAuth(security.token)] if security.token else []
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers), options=channel_options(max_message_bytes)
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-worker"),
+            options=channel_options(max_message_bytes),
+            interceptors=interceptors,
+            maximum_concurrent_rpcs=max_rpcs,
         )
         self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.server.add_generic_rpc_handlers((_health_handler(self.health, self._health_pool),))
         for _, handler in services:
             self.server.add_generic_rpc_handlers((handler,))
         self.service_names = [desc.full_name for desc, _ in services]
@@ -149,18 +336,46 @@ class ManagedServer:
             ),
             self.server,
         )
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        if security.insecure:
+            if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
+                log.warning(
+                    "serving %s on %s WITHOUT TLS or authentication: anyone who can reach this address may call it",
+                    ", ".join(self.service_names),
+                    host,
+                )
+            self.port = self.server.add_insecure_port(f"{host}:{port}")
+        else:
+            self.port = self.server.add_secure_port(f"{host}:{port}", security.credentials())
         if self.port == 0:
             raise OSError(f"cannot bind {host}:{port}")
         self.address = f"{host}:{self.port}"
+        # Health alone, in plaintext, on a port of its own (kubelet gRPC probes speak no TLS).
+        self.health_server: grpc.Server | None = None
+        self.health_address: str | None = None
+        if health_port is not None:
+            self.health_server = grpc.server(self._health_pool, options=channel_options(64 << 10))
+            self.health_server.add_generic_rpc_handlers((_health_handler(self.health, self._health_pool),))
+            bound = self.health_server.add_insecure_port(f"{host}:{health_port}")
+            if bound == 0:
+                raise OSError(f"cannot bind the health port {host}:{health_port}")
+            self.health_address = f"{host}:{bound}"
         self._stopped = threading.Event()
 
     def _set_health(self, status: int) -> None:
         for name in ("", *self.service_names):
             self.health.set(name, status)
 
+    def set_health(self, service: str, serving: bool) -> None:
+        """Report one service (or any other name a probe may ask for) SERVING or NOT_SERVING."""
+        self.health.set(
+            service,
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+
     def start(self) -> ManagedServer:
         self.server.start()
+        if self.health_server is not None:
+            self.health_server.start()
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return self
 
@@ -170,6 +385,9 @@ class ManagedServer:
             return
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(grace_s).wait()
+        if self.health_server is not None:
+            self.health_server.stop(0).wait()
+        self._health_pool.shutdown(wait=False, cancel_futures=True)
         self._stopped.set()
 
     def serve_until_signalled(self, grace_s: float, ready_file: Path | None = None) -> None:
@@ -184,17 +402,17 @@ class ManagedServer:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         if ready_file is not None:
-            write_ready_file(ready_file, self.address)
+            write_ready_file(ready_file, self.address, health_address=self.health_address)
         # Wake regularly: a blocking wait can keep CPython from running the signal handler for a long time.
         while not self._stopped.wait(0.2):
             pass
         log.info("server on %s stopped", self.address)
 
 
-def write_ready_file(path: Path, address: str) -> None:
+def write_ready_file(path: Path, address: str, **extra: object) -> None:
     """Atomically publish the bound address, so a parent that asked for port 0 learns the real port."""
     tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}), encoding="utf-8")
+    tmp.write_text(json.dumps({"address": address, "pid": os.getpid(), **extra}), encoding="utf-8")
     tmp.replace(path)
 
 
@@ -205,9 +423,9 @@ def read_ready_file(path: Path) -> str | None:
         return None
 
 
-def wait_serving(address: str, timeout_s: float, service: str = "") -> None:
+def wait_serving(address: str, timeout_s: float, service: str = "", tls: ClientTls | None = None) -> None:
     """Block until the server's health check says SERVING; raises TimeoutError otherwise."""
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, tls=tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         end = time.monotonic() + timeout_s
         last = "no answer"

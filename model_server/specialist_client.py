@@ -3,7 +3,13 @@
 One thread per specialist per call (the work is I/O-bound; gRPC releases the GIL while waiting). UNAVAILABLE
 is retried with bounded exponential backoff inside the call's deadline; any other failure (a specialist dying
 mid-stream, a deadline, a malformed stream) drops that specialist only: the result lists it as missing with
-the reason, and the caller annotates with whatever arrived.
+the reason, and the caller annotates with whatever arrived. A `Cancellation` passed to `fetch` cancels every
+stream still in flight (the annotation server fires it when its own client goes away), so specialists stop
+working for a caller that is gone.
+
+Missing reasons are meant for the caller's client: a status code name and a short fixed phrase, never the
+transport's details (they name internal addresses); the details go to the log. TLS: `tls` (default:
+`$SWARM_TLS_DIR`, see grpc_runtime.ClientTls) makes every channel TLS, with this process's certificate for mTLS.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from torch import Tensor
 
 from swarm.model_server.codec import StateAssembler, StateCodecError, WireChunk, parse_received_chunk
-from swarm.model_server.grpc_runtime import MiB, channel_options
+from swarm.model_server.grpc_runtime import ClientTls, MiB, channel_options, open_channel
 from swarm.v1 import specialist_pb2 as pb
 from swarm.v1 import specialist_pb2_grpc as pb_grpc
 
@@ -92,6 +99,56 @@ class SpecialistFailure(Exception):
     """Why one specialist delivered no states (kept as the 'missing' reason)."""
 
 
+MAX_REASON_CHARS = 200
+
+# What a caller is told about a failed stream, per status code (the details stay in the log).
+_REASONS = {
+    grpc.StatusCode.UNAVAILABLE: "specialist unreachable or stopped mid-stream",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "no complete answer within the deadline",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "specialist over its limits (busy, or the request too large for it)",
+    grpc.StatusCode.CANCELLED: "the request was cancelled",
+    grpc.StatusCode.UNAUTHENTICATED: "specialist refused the credentials",
+    grpc.StatusCode.PERMISSION_DENIED: "specialist refused the credentials",
+}
+
+
+def _reason(code: grpc.StatusCode, attempt: int) -> str:
+    return f"{code.name}: {_REASONS.get(code, 'specialist failed')} (attempt {attempt})"
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
+
+
+class Cancellation:
+    """Cancels the fan-out's in-flight streams, at once and for any stream that starts afterwards."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: set[grpc.Future] = set()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled = True
+            calls, self._calls = self._calls, set()
+        for call in calls:
+            call.cancel()
+
+    def track(self, call: grpc.Future) -> bool:
+        """Track a call until `untrack`; False (and the call cancelled) when already cancelled."""
+        with self._lock:
+            if not self.cancelled:
+                self._calls.add(call)
+                return True
+        call.cancel()
+        return False
+
+    def untrack(self, call: grpc.Future) -> None:
+        with self._lock:
+            self._calls.discard(call)
+
+
 class SpecialistClient:
     """Persistent channels to named specialist servers; `fetch` fans one request out to several of them."""
 
@@ -104,33 +161,64 @@ class SpecialistClient:
         on_chunk: ChunkHook | None = None,
         max_concurrent_fetches: int = 4,
         reuse_freed_memory: bool = True,
+        tls: ClientTls | None | bool = True,
     ) -> None:
+        """`tls`: a ClientTls, False/None for plaintext, True (default) for `$SWARM_TLS_DIR` when set."""
         if reuse_freed_memory:
             keep_freed_memory_for_reuse()
-        self.addresses = dict(addresses)
+        self.tls = ClientTls.from_env() if tls is True else (tls or None)
+        self.addresses: dict[str, str] = {}
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self.on_chunk = on_chunk  # observability/test hook, called for every chunk received
-        self._channels = {
-            name: grpc.insecure_channel(addr, options=channel_options(max_message_bytes))
-            for name, addr in self.addresses.items()
-        }
-        # StreamStates with the copy-saving chunk parser instead of the generated stub's generic one.
-        self._stubs = {
-            name: ch.unary_stream(
-                _STREAM_STATES,
-                request_serializer=pb.ColumnsRequest.SerializeToString,
-                response_deserializer=parse_received_chunk,
-            )
-            for name, ch in self._channels.items()
-        }
+        self._max_message_bytes = max_message_bytes
+        self._lock = threading.Lock()
+        self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[str, grpc.UnaryStreamMultiCallable] = {}
+        for name, address in addresses.items():
+            self.set_address(name, address)
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, len(self.addresses)) * max_concurrent_fetches, thread_name_prefix="fanout"
         )
 
+    def set_address(self, name: str, address: str) -> None:
+        """(Re)point specialist `name` at `address` (a restarted local specialist may come back on a new port)."""
+        with self._lock:
+            if self.addresses.get(name) == address and name in self._channels:
+                return
+        channel = open_channel(address, channel_options(self._max_message_bytes), self.tls)
+        # StreamStates with the copy-saving chunk parser instead of the generated stub's generic one.
+        stub = channel.unary_stream(
+            _STREAM_STATES,
+            request_serializer=pb.ColumnsRequest.SerializeToString,
+            response_deserializer=parse_received_chunk,
+        )
+        with self._lock:
+            old = self._channels.get(name)
+            self.addresses[name] = address
+            self._channels[name], self._stubs[name] = channel, stub
+        if old is not None:
+            old.close()
+
+    def check_health(self, name: str, timeout_s: float = 1.0) -> bool:
+        """Whether specialist `name` answers its health check with SERVING within `timeout_s`."""
+        with self._lock:
+            channel = self._channels.get(name)
+        if channel is None:
+            return False
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="swarm.v1.SpecialistService"), timeout=timeout_s
+            )
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for channel in self._channels.values():
+        with self._lock:
+            channels = list(self._channels.values())
+        for channel in channels:
             channel.close()
 
     def __enter__(self) -> SpecialistClient:
@@ -168,9 +256,14 @@ class SpecialistClient:
         return bytes(received)
 
     def fetch(
-        self, columns: Mapping[str, Sequence[str]], request_id: str = "", timeout_s: float | None = None
+        self,
+        columns: Mapping[str, Sequence[str]],
+        request_id: str = "",
+        timeout_s: float | None = None,
+        cancellation: Cancellation | None = None,
     ) -> FanOutResult:
-        """States of each named specialist for its column texts, fetched concurrently within one deadline."""
+        """States of each named specialist for its column texts, fetched concurrently within one deadline;
+        `cancellation` ends every stream still in flight when fired."""
         start = time.perf_counter()
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.timeout_s)
         result = FanOutResult()
@@ -181,13 +274,12 @@ class SpecialistClient:
             if name not in self._stubs:
                 result.missing[name] = "no address configured for this specialist"
                 continue
-            jobs[name] = self._pool.submit(self._fetch_one, name, list(texts), request_id, deadline)
+            jobs[name] = self._pool.submit(self._fetch_one, name, list(texts), request_id, deadline, cancellation)
         for name, job in jobs.items():
             try:
                 states, steps, nbytes = job.result()
             except SpecialistFailure as exc:
-                log.warning("request %s: specialist %s missing: %s", request_id, name, exc)
-                result.missing[name] = str(exc)
+                result.missing[name] = _bounded(str(exc))
                 continue
             result.states[name], result.steps[name] = states, steps
             result.bytes_received += nbytes
@@ -195,32 +287,41 @@ class SpecialistClient:
         return result
 
     def _fetch_one(
-        self, name: str, texts: list[str], request_id: str, deadline: float
+        self, name: str, texts: list[str], request_id: str, deadline: float, cancellation: Cancellation | None
     ) -> tuple[list[Tensor], int, int]:
         request = pb.ColumnsRequest(request_id=request_id, columns=texts, specialist=name)
         delays = self.retry.delays()
         for attempt in range(self.retry.attempts):
             remaining = deadline - time.monotonic()
+            if cancellation is not None and cancellation.cancelled:
+                raise SpecialistFailure(_reason(grpc.StatusCode.CANCELLED, attempt + 1))
             if remaining <= 0:
-                raise SpecialistFailure(f"deadline passed before attempt {attempt + 1}")
+                raise SpecialistFailure(f"DEADLINE_EXCEEDED: deadline passed before attempt {attempt + 1}")
             try:
-                return self._stream_once(name, request, remaining)
+                return self._stream_once(name, request, remaining, cancellation)
             except grpc.RpcError as exc:
                 code, details = exc.code(), exc.details()
+                log.warning(
+                    "request %s: specialist %s: %s: %s (attempt %d)", request_id, name, code.name, details, attempt + 1
+                )
                 if code != grpc.StatusCode.UNAVAILABLE or attempt == len(delays):
-                    raise SpecialistFailure(f"{code.name}: {details} (attempt {attempt + 1})") from None
+                    raise SpecialistFailure(_reason(code, attempt + 1)) from None
                 pause = min(delays[attempt], max(0.0, deadline - time.monotonic()))
-                log.info("specialist %s UNAVAILABLE (%s); retrying in %.2fs", name, details, pause)
                 time.sleep(pause)
             except StateCodecError as exc:
+                log.warning("request %s: specialist %s: malformed state stream: %s", request_id, name, exc)
                 raise SpecialistFailure(f"malformed state stream: {exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _stream_once(
-        self, name: str, request: pb.ColumnsRequest, timeout_s: float
+        self, name: str, request: pb.ColumnsRequest, timeout_s: float, cancellation: Cancellation | None
     ) -> tuple[list[Tensor], int, int]:
         assembler = StateAssembler(f"specialist {name}")
-        call = self._stubs[name](request, timeout=timeout_s)
+        with self._lock:
+            stub = self._stubs[name]
+        call = stub(request, timeout=timeout_s)
+        if cancellation is not None and not cancellation.track(call):
+            raise SpecialistFailure(_reason(grpc.StatusCode.CANCELLED, 1))
         try:
             for chunk in call:
                 assembler.add(chunk)
@@ -230,6 +331,9 @@ class SpecialistClient:
         except StateCodecError:
             call.cancel()
             raise
+        finally:
+            if cancellation is not None:
+                cancellation.untrack(call)
         if len(states[0]) != len(request.columns):
             raise StateCodecError(
                 f"specialist {name}: {len(states[0])} state rows for {len(request.columns)} columns"

@@ -2,8 +2,15 @@
 
 Serves its states and its state decoder (each streamed in chunks under the message limit) and describes itself.
 Owns request validation, bounded concurrency (RESOURCE_EXHAUSTED beyond `max_streams` concurrent streams),
-deadline/cancellation checks between chunks, the copy-saving chunk serializer and graceful SIGTERM shutdown.
-`python -m swarm.model_server.specialist_server --specialist NAME --port P` runs it (so does `swarm serve-specialist`).
+memory admission (swarm.model_server.admission: each request priced as columns x tokens x states before it runs,
+a per-request cap, a global budget and a bounded wait), micro-batched computation (`batch_columns` columns per
+forward pass, so activations stay bounded however wide the request), deadline/cancellation checks before and
+between batches and chunks (abandoned work stops), the copy-saving chunk serializer and graceful SIGTERM shutdown.
+`swarm serve-specialist` runs it.
+
+Every text is clipped to `max_len x CHARS_PER_TOKEN` characters before it is tokenized: the tokenizer keeps only
+the first `max_len` tokens anyway, so only texts averaging more than CHARS_PER_TOKEN characters per token (long
+runs of whitespace) could read differently, while a multi-MB column no longer costs seconds of tokenizing.
 """
 
 from __future__ import annotations
@@ -22,8 +29,17 @@ import torch
 from torch import Tensor
 
 from swarm.model_server import codec
+from swarm.model_server.admission import (
+    Admission,
+    AdmissionLimits,
+    AdmissionRejected,
+    ComputeThreads,
+    GiB,
+    machine_memory_bytes,
+    specialist_cost,
+)
 from swarm.model_server.devices import DTYPES
-from swarm.model_server.grpc_runtime import ManagedServer, MiB, service_handler
+from swarm.model_server.grpc_runtime import ManagedServer, MiB, ServerSecurity, service_handler
 from swarm.v1 import specialist_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -40,6 +56,15 @@ class StateProducer(Protocol):
     def extract_states(self, columns: Sequence[str]) -> list[Tensor]: ...
 
 
+CHARS_PER_TOKEN = 128  # texts are clipped to max_len * this many characters before tokenizing
+MAX_REQUEST_ID_CHARS = 128
+DEFAULT_BUDGET_FRACTION = 0.25  # of the machine's (or the pod's) memory, when no budget is given
+
+
+def default_memory_budget(fraction: float = DEFAULT_BUDGET_FRACTION) -> int:
+    return int(machine_memory_bytes() * fraction)
+
+
 @dataclass(frozen=True)
 class ServerOptions:
     max_streams: int = 8
@@ -48,6 +73,29 @@ class ServerOptions:
     chunk_bytes: int = codec.DEFAULT_CHUNK_BYTES
     chunk_delay_s: float = 0.0  # test-only: sleep between chunks so a test can kill the server mid-stream
     wire_dtype: str | None = None  # cast states to this dtype before sending (e.g. bfloat16 halves the bytes)
+    batch_columns: int = 64  # columns per forward pass
+    compute_threads: int = 2  # threads that run the model (at most this many forward passes at once)
+    memory_budget_bytes: int | None = None  # all running requests together; None: a quarter of the memory
+    max_request_bytes: int = 1 * GiB  # one request's estimate
+    max_queue_wait_s: float = 10.0  # longest wait for memory before RESOURCE_EXHAUSTED
+    max_request_s: float = 300.0  # server-side deadline of one stream, whatever the client asked for
+    security: ServerSecurity | None = None
+    health_port: int | None = None  # also serve health alone, in plaintext, on this port (kubelet probes)
+
+    def admission_limits(self, max_len: int) -> AdmissionLimits:
+        return AdmissionLimits(
+            budget_bytes=self.memory_budget_bytes or default_memory_budget(),
+            max_request_bytes=self.max_request_bytes,
+            max_request_token_passes=self.max_columns * max_len,
+            max_active=self.max_streams,
+            max_queued=self.max_streams,
+            max_wait_s=self.max_queue_wait_s,
+        )
+
+
+def _excerpt(text: str, limit: int = 64) -> str:
+    """A client-supplied string safe to put in a status message: bounded, with its length when cut."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 class _Lease:
@@ -83,9 +131,19 @@ class SpecialistServicer:
         encode_decoder = getattr(source, "decoder_bytes", None)  # synthetic sources have none
         self._decoder = encode_decoder() if encode_decoder is not None else b""
         self._streams = threading.Semaphore(options.max_streams)
+        # The model config (Specialist.config; synthetic sources: .cfg), for the clip and the activation estimate.
+        self.model_config = getattr(source, "config", None) or getattr(source, "cfg", None)
+        self.max_len = int(getattr(self.model_config, "max_len", 128))
+        self.max_text_chars = self.max_len * CHARS_PER_TOKEN
+        self._probe = [t.detach() for t in source.extract_states(["describe"])]
+        wire = DTYPES[options.wire_dtype] if options.wire_dtype else self._probe[0].dtype
+        itemsize = max(torch.empty((), dtype=wire).element_size(), self._probe[0].element_size())
+        self.state_bytes = sum(t[0].numel() for t in self._probe) * itemsize
+        self.admission = Admission(options.admission_limits(self.max_len), what="request")
+        self.compute = ComputeThreads(options.compute_threads, "specialist")
 
     def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
-        probe = self.source.extract_states(["describe"])
+        probe = self._probe
         _, heads, head_k, head_v = probe[0].shape
         return pb.DescribeResponse(
             specialist=self.source.name,
@@ -118,10 +176,16 @@ class SpecialistServicer:
             )
 
     def _validate(self, request: pb.ColumnsRequest, context: grpc.ServicerContext) -> None:
+        """Bounds first (O(1) each), before anything walks the columns."""
+        if len(request.request_id) > MAX_REQUEST_ID_CHARS:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request_id has {len(request.request_id)} characters; the limit is {MAX_REQUEST_ID_CHARS}",
+            )
         if request.specialist and request.specialist != self.source.name:
             context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"this server serves specialist {self.source.name!r}, not {request.specialist!r}",
+                f"this server serves specialist {self.source.name!r}, not {_excerpt(request.specialist)}",
             )
         if not request.columns:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ColumnsRequest.columns is empty")
@@ -150,55 +214,108 @@ class SpecialistServicer:
         finally:
             lease.release()
 
+    def _deadline(self, context: grpc.ServicerContext) -> float:
+        """The earlier of the client's deadline and the server's own limit, as a time.monotonic() instant."""
+        remaining = context.time_remaining()
+        limit = self.options.max_request_s if remaining is None else min(remaining, self.options.max_request_s)
+        return time.monotonic() + limit
+
+    @staticmethod
+    def _check_alive(context: grpc.ServicerContext, deadline: float, stage: str) -> bool:
+        """False when the client has gone (cancelled, or its deadline passed); aborts past the server's deadline."""
+        if not context.is_active():
+            return False
+        if time.monotonic() >= deadline:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline passed {stage}")
+        return True
+
+    def _compute(self, texts: list[str], context: grpc.ServicerContext, deadline: float) -> list[Tensor] | None:
+        """Per-layer states of every column, `batch_columns` at a time, in wire dtype on the host; None when the
+        client went away between batches (the rest is not computed)."""
+        out: list[Tensor] = []
+        wire = DTYPES[self.options.wire_dtype] if self.options.wire_dtype is not None else None
+        step = max(1, self.options.batch_columns)
+        for start in range(0, len(texts), step):
+            if not self._check_alive(context, deadline, "while computing the states"):
+                return None
+            states = self.compute.run(self.source.extract_states, texts[start : start + step])
+            assert isinstance(states, list)
+            for layer, state in enumerate(states):
+                # Cast first (on the GPU: fewer bytes to copy), then one device-to-host copy per layer and batch.
+                state = state.to(wire) if wire is not None else state
+                if start == 0:
+                    if len(texts) <= step:
+                        out.append(state.cpu())
+                        continue
+                    out.append(torch.empty((len(texts), *state.shape[1:]), dtype=state.dtype))
+                out[layer][start : start + len(state)].copy_(state)
+            del states
+        return out
+
     def _stream(
         self, request: pb.ColumnsRequest, context: grpc.ServicerContext, done: threading.Event
     ) -> Iterator[codec.WireChunk]:
         start = time.perf_counter()
+        deadline = self._deadline(context)
+        limit = self.max_text_chars
+        texts = [t if len(t) <= limit else t[:limit] for t in request.columns]
+        cost = specialist_cost(
+            self.model_config, texts, self.state_bytes, self.options.batch_columns, self.max_len
+        )
         try:
-            states = self.source.extract_states(list(request.columns))
-        except Exception as exc:
-            log.exception("request %s: computing states failed", request.request_id)
-            context.abort(grpc.StatusCode.INTERNAL, f"specialist {self.source.name!r} failed: {exc}")
-        if self.options.wire_dtype is not None:
-            states = [s.to(DTYPES[self.options.wire_dtype]) for s in states]
-        # Cast first (on the GPU: fewer bytes to copy), then one device-to-host copy per layer for the wire.
-        states = [s.cpu() for s in states]
-        computed = time.perf_counter()
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while computing the states")
-        pieces = list(codec.iter_chunks(states, self.options.chunk_bytes))
-        for i, (header, data) in enumerate(pieces):
-            if not context.is_active():  # cancelled by the client, or its deadline passed
-                log.info(
-                    "request %s: stream ended by the client after %d/%d chunks",
-                    request.request_id,
-                    i,
-                    len(pieces),
-                )
+            lease = self.admission.admit(cost, deadline, lambda: not context.is_active())
+        except AdmissionRejected as exc:
+            if exc.code == grpc.StatusCode.CANCELLED:
                 return
-            message = pb.StateChunk(
-                request_id=request.request_id,
-                specialist=self.source.name,
-                layer=header.layer,
-                num_layers=header.num_layers,
-                dtype=header.dtype,
-                shape=header.shape,
-                offset=header.offset,
-                layer_nbytes=header.layer_nbytes,
-            )
-            if i == len(pieces) - 1:
-                message.stats.CopyFrom(
-                    pb.StreamStats(
-                        steps=1,
-                        compute_ms=(computed - start) * 1e3,
-                        stream_ms=(time.perf_counter() - computed) * 1e3,
-                        total_bytes=sum(len(d) for _, d in pieces),
+            context.abort(exc.code, f"specialist {self.source.name!r}: {exc}")
+        with lease:
+            try:
+                states = self._compute(texts, context, deadline)
+            except Exception:
+                log.exception("request %s: computing states failed", request.request_id)
+                context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"specialist {self.source.name!r} failed to compute the states (see its log)",
+                )
+            if states is None:
+                log.info("request %s: abandoned by the client; the rest was not computed", request.request_id)
+                return
+            computed = time.perf_counter()
+            if not self._check_alive(context, deadline, "while computing the states"):
+                return
+            pieces = list(codec.iter_chunks(states, self.options.chunk_bytes))
+            total_bytes = sum(len(d) for _, d in pieces)
+            for i, (header, data) in enumerate(pieces):
+                if not self._check_alive(context, deadline, "while streaming the states"):
+                    log.info(
+                        "request %s: stream ended by the client after %d/%d chunks",
+                        request.request_id,
+                        i,
+                        len(pieces),
                     )
+                    return
+                message = pb.StateChunk(
+                    request_id=request.request_id,
+                    specialist=self.source.name,
+                    layer=header.layer,
+                    num_layers=header.num_layers,
+                    dtype=header.dtype,
+                    shape=header.shape,
+                    offset=header.offset,
+                    layer_nbytes=header.layer_nbytes,
                 )
-            yield codec.WireChunk(message, data)
-            if self.options.chunk_delay_s and done.wait(self.options.chunk_delay_s):
-                return
+                if i == len(pieces) - 1:
+                    message.stats.CopyFrom(
+                        pb.StreamStats(
+                            steps=1,
+                            compute_ms=(computed - start) * 1e3,
+                            stream_ms=(time.perf_counter() - computed) * 1e3,
+                            total_bytes=total_bytes,
+                        )
+                    )
+                yield codec.WireChunk(message, data)
+                if self.options.chunk_delay_s and done.wait(self.options.chunk_delay_s):
+                    return
 
 
 def load_source(
@@ -240,14 +357,21 @@ def build_specialist_server(
     options = options or ServerOptions()
     servicer = SpecialistServicer(source, options, **describe)
     handler = service_handler(SERVICE, servicer, serializers={"StreamStates": codec.serialize_chunk})
-    # Extra workers beyond the stream budget keep health checks and over-limit rejections answerable.
-    return ManagedServer(
+    # Workers beyond the stream budget keep Describe, the decoder and over-limit rejections answerable (health
+    # has threads of its own); gRPC itself refuses calls beyond a few times that.
+    workers = options.max_streams + 4
+    server = ManagedServer(
         [(SERVICE, handler)],
         host,
         port,
-        max_workers=options.max_streams + 4,
+        max_workers=workers,
         max_message_bytes=options.max_message_bytes,
+        security=options.security,
+        health_port=options.health_port,
+        max_rpcs=4 * workers,
     )
+    server.servicer = servicer  # type: ignore[attr-defined]
+    return server
 
 
 def serve(

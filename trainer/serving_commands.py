@@ -1,19 +1,136 @@
-"""`swarm serve-specialist` and `swarm serve-annotation`: the gRPC servers' command-line front ends.
+"""`swarm serve-specialist`, `swarm serve-annotation` and `swarm up`: the gRPC servers' command-line front ends.
 
 Heavy imports (torch, grpc, the models) happen inside the commands so `swarm --help` stays fast.
+
+Limits (see README, "Annotation API"): memory admission (`--memory-budget-mb`, `--max-request-mb`), compute slots
+(`--max-concurrent`), queueing (`--max-queued`, `--max-queue-wait-s`), deadlines (`--request-timeout-s`,
+`--stream-idle-s`), streams (`--max-streams`) and transport security (`--tls-dir`, `--client-ca`,
+`--auth-token-file` for the annotation API; `--specialist-tls-dir` / `$SWARM_TLS_DIR` for mTLS with specialists).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from swarm.trainer.cli_options import DEVICE_OPTION, PRECISION_OPTION, DType, Precision, fail, use_devices
 from swarm.trainer.train_commands import ENDPOINTS_ENV, parse_endpoints, publish
 
+if TYPE_CHECKING:
+    from swarm.model_server.annotation_server import AnnotationLimits, AnnotationServer
+    from swarm.model_server.grpc_runtime import ServerSecurity
+
 DEFAULT_HOST = "127.0.0.1"
+MIB = 1 << 20
+# A swarm started by one command (annotation server + local specialists) shares one memory budget: the annotation
+# server gets this share, the local specialists split the rest evenly.
+ANNOTATION_SHARE = 0.6
+DEFAULT_SWARM_BUDGET_FRACTION = 0.5  # of the machine's (or the pod's) memory, when --memory-budget-mb is not given
+
+# Options shared by serve-annotation and up.
+MEMORY_BUDGET_OPTION = typer.Option(
+    None, help="Memory budget in MiB of the tables being served at once (estimated: columns x tokens x states); with "
+    "local specialists, of the whole swarm (60% for the annotation server, the rest split among the specialists). "
+    "Default: half of the machine's (or the container's) memory.")
+MAX_REQUEST_MB_OPTION = typer.Option(2048.0, help="Largest estimated memory of one table, MiB (RESOURCE_EXHAUSTED "
+                                     "over it, saying how many columns per table fit).")
+MAX_CELLS_OPTION = typer.Option(200_000, help="Largest table accepted, in cells.")
+MAX_COLUMNS_OPTION = typer.Option(1024, help="Widest table accepted, in columns.")
+MAX_CONCURRENT_OPTION = typer.Option(4, help="Tables computed at once.")
+MAX_QUEUED_OPTION = typer.Option(8, help="Tables waiting for admission; more get RESOURCE_EXHAUSTED at once.")
+MAX_QUEUE_WAIT_OPTION = typer.Option(10.0, help="Longest wait for admission, seconds (then RESOURCE_EXHAUSTED).")
+MAX_STREAMS_OPTION = typer.Option(4, help="Concurrent AnnotateStream calls; more get RESOURCE_EXHAUSTED.")
+REQUEST_TIMEOUT_OPTION = typer.Option(300.0, help="Server-side deadline of one table, seconds (the client's own "
+                                      "deadline applies when earlier).")
+STREAM_IDLE_OPTION = typer.Option(30.0, help="Close an AnnotateStream that sends no table for this long, seconds.")
+TLS_DIR_OPTION = typer.Option(
+    None, envvar="SWARM_ANNOTATION_TLS_DIR", help="Serve the annotation API over TLS with DIR/tls.crt and "
+    "DIR/tls.key. Default: plaintext, which is only safe on loopback.")
+CLIENT_CA_OPTION = typer.Option(None, help="Require annotation clients to present certificates signed by this CA "
+                                "(mTLS; needs --tls-dir).")
+AUTH_TOKEN_OPTION = typer.Option(
+    None, envvar="SWARM_AUTH_TOKEN_FILE", help="Require `authorization: Bearer <token>` (the file's content) on "
+    "every annotation call (health excepted).")
+SPECIALIST_TLS_OPTION = typer.Option(
+    None, envvar="SWARM_TLS_DIR", help="mTLS with the specialists: DIR/tls.crt and tls.key identify this server, "
+    "DIR/ca.crt verifies them (local specialists serve with the same folder).")
+HEALTH_PORT_OPTION = typer.Option(None, envvar="SWARM_HEALTH_PORT", help="Also serve gRPC health alone, in "
+                                  "plaintext, on this port (for kubelet probes when the main port has TLS).")
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """What serve-annotation and up turn their options into."""
+
+    memory_budget_mb: float | None
+    max_request_mb: float
+    max_cells: int
+    max_columns: int
+    max_concurrent: int
+    max_queued: int
+    max_queue_wait_s: float
+    max_streams: int
+    request_timeout_s: float
+    stream_idle_s: float
+    tls_dir: Path | None
+    client_ca: Path | None
+    auth_token_file: Path | None
+    specialist_tls_dir: Path | None
+
+    def budgets(self, local_specialists: int) -> tuple[int, int]:
+        """(annotation server bytes, bytes per local specialist)."""
+        from swarm.model_server.admission import machine_memory_bytes
+
+        total = (int(self.memory_budget_mb * MIB) if self.memory_budget_mb
+                 else int(machine_memory_bytes() * DEFAULT_SWARM_BUDGET_FRACTION))
+        if local_specialists == 0:
+            return total, 0
+        return int(total * ANNOTATION_SHARE), int(total * (1 - ANNOTATION_SHARE) / local_specialists)
+
+    def limits(self, local_specialists: int) -> AnnotationLimits:
+        from swarm.model_server.annotation_server import AnnotationLimits
+
+        return AnnotationLimits(
+            max_cells=self.max_cells,
+            max_columns=self.max_columns,
+            max_concurrent=self.max_concurrent,
+            max_queued=self.max_queued,
+            max_streams=self.max_streams,
+            memory_budget_bytes=self.budgets(local_specialists)[0],
+            max_request_bytes=int(self.max_request_mb * MIB),
+            max_queue_wait_s=self.max_queue_wait_s,
+            max_request_s=self.request_timeout_s,
+            stream_idle_s=self.stream_idle_s,
+        )
+
+    def specialist_args(self, local_specialists: int) -> list[str]:
+        each = self.budgets(local_specialists)[1]
+        return ["--memory-budget-mb", f"{each / MIB:.0f}"] if each else []
+
+    def security(self) -> ServerSecurity:
+        """The annotation API's security; also exports --specialist-tls-dir as $SWARM_TLS_DIR for the specialist
+        client and local specialists."""
+        from swarm.model_server.grpc_runtime import TLS_DIR_ENV, ServerSecurity, TlsFiles, read_token
+
+        if self.specialist_tls_dir is not None:
+            os.environ[TLS_DIR_ENV] = str(self.specialist_tls_dir)
+        if self.client_ca is not None and self.tls_dir is None:
+            fail("--client-ca needs --tls-dir (the server's own certificate)")
+        try:
+            return ServerSecurity(
+                tls=TlsFiles.from_dir(self.tls_dir) if self.tls_dir is not None else None,
+                client_ca=self.client_ca,
+                token=read_token(self.auth_token_file) if self.auth_token_file is not None else None,
+            )
+        except (OSError, ValueError) as exc:
+            fail(str(exc))
 
 
 def _logging() -> None:
@@ -35,24 +152,50 @@ def serve_specialist(
     wire_dtype: DType | None = typer.Option(None, help="Send states in this dtype (bfloat16 halves the bytes)."),
     max_streams: int = typer.Option(8, help="Concurrent streams; more get RESOURCE_EXHAUSTED."),
     max_message_mb: float = typer.Option(4.0, help="Largest gRPC message accepted or sent, MiB."),
-    chunk_kb: int = typer.Option(4096, help="State bytes per streamed message, KiB (below the message limit)."),
+    chunk_kb: int = typer.Option(3072, help="State bytes per streamed message, KiB (below the message limit, with "
+                                 "room for the chunk's other fields)."),
     chunk_delay_s: float = typer.Option(0.0, hidden=True, help="Tests only: sleep between chunks."),
     torch_threads: int | None = typer.Option(None, help="CPU threads for torch (local swarms share the cores)."),
     grace_s: float = typer.Option(10.0, help="On SIGTERM, let in-flight streams finish for this long."),
     ready_file: Path | None = typer.Option(None, help="Write the bound address here as JSON once serving."),
+    batch_columns: int = typer.Option(64, help="Columns per forward pass (bounds activation memory)."),
+    memory_budget_mb: float | None = typer.Option(
+        None, help="Memory budget of the requests served at once, MiB (estimated: columns x tokens x states). "
+        "Default: a quarter of the machine's (or the container's) memory."),
+    max_request_mb: float = typer.Option(1024.0, help="Largest estimated memory of one request, MiB."),
+    max_queue_wait_s: float = typer.Option(10.0, help="Longest wait for memory, seconds (then RESOURCE_EXHAUSTED)."),
+    request_timeout_s: float = typer.Option(300.0, help="Server-side deadline of one stream, seconds."),
+    tls_dir: Path | None = typer.Option(
+        None, envvar="SWARM_TLS_DIR", help="Serve mTLS: DIR/tls.crt and tls.key, and callers must present "
+        "certificates signed by DIR/ca.crt. Default: plaintext, which is only safe on loopback."),
+    health_port: int | None = HEALTH_PORT_OPTION,
 ) -> None:
     """Serve one frozen specialist's per-layer states over gRPC (swarm.v1.SpecialistService)."""
     _logging()
     device = use_devices(device, Precision.auto)
-    from swarm.model_server.grpc_runtime import MiB
+    from swarm.model_server.grpc_runtime import MiB, mtls_server_security
     from swarm.model_server.specialist_server import ServerOptions, serve
 
+    if (chunk_kb << 10) + (64 << 10) > max_message_mb * MiB:
+        fail(f"--chunk-kb {chunk_kb} leaves no room under --max-message-mb {max_message_mb:g} for the chunk's other "
+             "fields (keep it 64 KiB below)")
+    try:
+        security = mtls_server_security(tls_dir) if tls_dir is not None else None
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
     options = ServerOptions(
         max_streams=max_streams,
         max_message_bytes=int(max_message_mb * MiB),
         chunk_bytes=chunk_kb << 10,
         chunk_delay_s=chunk_delay_s,
         wire_dtype=wire_dtype.value if wire_dtype else None,
+        batch_columns=batch_columns,
+        memory_budget_bytes=int(memory_budget_mb * MiB) if memory_budget_mb else None,
+        max_request_bytes=int(max_request_mb * MiB),
+        max_queue_wait_s=max_queue_wait_s,
+        max_request_s=request_timeout_s,
+        security=security,
+        health_port=health_port,
     )
     try:
         serve(specialist, port, host, checkpoint_dir, config, dtype.value, device, options=options, grace_s=grace_s,
@@ -63,7 +206,8 @@ def serve_specialist(
 
 def serve_annotation(
     port: int = typer.Option(50050, help="Port to listen on (0: any free port; see --ready-file)."),
-    host: str = typer.Option(DEFAULT_HOST, help="Interface to bind; 0.0.0.0 for all (mind the network)."),
+    host: str = typer.Option(DEFAULT_HOST, help="Interface to bind; 0.0.0.0 for all (then use --tls-dir and "
+                             "--auth-token-file or --client-ca)."),
     specialist: list[str] = typer.Option(
         [],
         help="A running specialist server, NAME=HOST:PORT (repeat). Without any, local specialist "
@@ -81,25 +225,43 @@ def serve_annotation(
     config: str = typer.Option("tiny", help="Model config of untrained models."),
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
-    max_cells: int = typer.Option(200_000, help="Largest table accepted, in cells."),
     grace_s: float = typer.Option(10.0, help="On SIGTERM, let in-flight requests finish for this long."),
     ready_file: Path | None = typer.Option(None, help="Write the bound address here as JSON once serving."),
+    memory_budget_mb: float | None = MEMORY_BUDGET_OPTION,
+    max_request_mb: float = MAX_REQUEST_MB_OPTION,
+    max_cells: int = MAX_CELLS_OPTION,
+    max_columns: int = MAX_COLUMNS_OPTION,
+    max_concurrent: int = MAX_CONCURRENT_OPTION,
+    max_queued: int = MAX_QUEUED_OPTION,
+    max_queue_wait_s: float = MAX_QUEUE_WAIT_OPTION,
+    max_streams: int = MAX_STREAMS_OPTION,
+    request_timeout_s: float = REQUEST_TIMEOUT_OPTION,
+    stream_idle_s: float = STREAM_IDLE_OPTION,
+    tls_dir: Path | None = TLS_DIR_OPTION,
+    client_ca: Path | None = CLIENT_CA_OPTION,
+    auth_token_file: Path | None = AUTH_TOKEN_OPTION,
+    specialist_tls_dir: Path | None = SPECIALIST_TLS_OPTION,
+    health_port: int | None = HEALTH_PORT_OPTION,
 ) -> None:
     """Serve the annotation API (swarm.v1.AnnotationService): route, fan out to specialists, fuse, label."""
     _logging()
     device = use_devices(device, dtype)
-    from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
+    from swarm.model_server.annotation_server import build_annotation_server
     from swarm.model_server.grpc_runtime import write_ready_file
     from swarm.model_server.launcher import default_annotator, start_local_swarm
     from swarm.model_server.specialist import domains
     from swarm.model_server.specialist_client import SpecialistClient
 
-    limits = AnnotationLimits(max_cells=max_cells)
+    settings = ServingSettings(memory_budget_mb, max_request_mb, max_cells, max_columns, max_concurrent, max_queued,
+                               max_queue_wait_s, max_streams, request_timeout_s, stream_idle_s, tls_dir, client_ca,
+                               auth_token_file, specialist_tls_dir)
+    security = settings.security()
     addresses = parse_endpoints(specialist)
     if addresses:
         annotator = default_annotator(list(addresses), config, primary_dir, device)
         with SpecialistClient(addresses) as client:
-            server = build_annotation_server(annotator, client, host, port, limits).start()
+            server = build_annotation_server(annotator, client, host, port, settings.limits(0), security,
+                                             health_port).start()
             server.serve_until_signalled(grace_s, ready_file)
         return
     names = [n.strip() for n in local.split(",") if n.strip()] if local else list(domains())
@@ -108,15 +270,19 @@ def serve_annotation(
         config=config,
         checkpoint_dir=checkpoint_dir,
         primary_dir=primary_dir,
-        host=host,
+        annotation_host=host,
         annotation_port=port,
         device=device,
-        limits=limits,
+        limits=settings.limits(len(names)),
+        server_args=settings.specialist_args(len(names)),
+        security=security,
+        health_port=health_port,
     ) as swarm:
         typer.echo(f"specialists: {swarm.addresses}; annotation API on {swarm.annotation_address}")
         assert swarm.annotation is not None
         if ready_file is not None:
-            write_ready_file(ready_file, swarm.annotation_address)
+            write_ready_file(ready_file, swarm.annotation_address, specialists=swarm.addresses,
+                             health_address=swarm.annotation.health_address)
         swarm.annotation.serve_until_signalled(grace_s)
 
 
@@ -166,26 +332,86 @@ def annotate(
 def up(
     run_dir: Path = typer.Option(Path("runs/demo"), help="A `swarm demo` run: specialists and the fused primary."),
     port: int = typer.Option(50050, help="Annotation API port."),
-    host: str = typer.Option(DEFAULT_HOST, help="Interface of the annotation API; 0.0.0.0 for all: it has no TLS or "
-                             "authentication, so only on a network you trust."),
+    host: str = typer.Option(DEFAULT_HOST, help="Interface of the annotation API (the specialists stay on loopback); "
+                             "0.0.0.0 for all: then use --tls-dir and --auth-token-file or --client-ca, since "
+                             "without them it has no TLS or authentication."),
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
+    ready_file: Path | None = typer.Option(None, help="Write the bound address here as JSON once serving."),
+    memory_budget_mb: float | None = MEMORY_BUDGET_OPTION,
+    max_request_mb: float = MAX_REQUEST_MB_OPTION,
+    max_cells: int = MAX_CELLS_OPTION,
+    max_columns: int = MAX_COLUMNS_OPTION,
+    max_concurrent: int = MAX_CONCURRENT_OPTION,
+    max_queued: int = MAX_QUEUED_OPTION,
+    max_queue_wait_s: float = MAX_QUEUE_WAIT_OPTION,
+    max_streams: int = MAX_STREAMS_OPTION,
+    request_timeout_s: float = REQUEST_TIMEOUT_OPTION,
+    stream_idle_s: float = STREAM_IDLE_OPTION,
+    tls_dir: Path | None = TLS_DIR_OPTION,
+    client_ca: Path | None = CLIENT_CA_OPTION,
+    auth_token_file: Path | None = AUTH_TOKEN_OPTION,
+    specialist_tls_dir: Path | None = SPECIALIST_TLS_OPTION,
+    health_port: int | None = HEALTH_PORT_OPTION,
 ) -> None:
-    """Start the whole swarm locally (specialist processes + annotation API on loopback) from a demo run."""
+    """Start the whole swarm locally (supervised specialist processes + annotation API) from a demo run."""
     import signal
     import threading
 
-    from swarm.trainer.annotation_run import annotation_endpoint
     from swarm.trainer.demo import served_primary
 
     _logging()
     device = use_devices(device, dtype)
+    settings = ServingSettings(memory_budget_mb, max_request_mb, max_cells, max_columns, max_concurrent, max_queued,
+                               max_queue_wait_s, max_streams, request_timeout_s, stream_idle_s, tls_dir, client_ca,
+                               auth_token_file, specialist_tls_dir)
+    security = settings.security()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    with annotation_endpoint(served_primary(run_dir), port=port, device=device, host=host) as address:
-        typer.echo(f"swarm up: annotation API on {address} (Ctrl-C to stop)")
+    try:
+        model_dir = served_primary(run_dir)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    with _served_swarm(model_dir, device, host, port, settings, security, health_port) as server:
+        from swarm.model_server.grpc_runtime import write_ready_file
+
+        if ready_file is not None:
+            write_ready_file(ready_file, server.address, health_address=server.health_address)
+        typer.echo(f"swarm up: annotation API on {server.address} (Ctrl-C to stop)")
         stop.wait()
+
+
+@contextlib.contextmanager
+def _served_swarm(model_dir: Path, device: str, host: str, port: int, settings: ServingSettings,
+                  security: ServerSecurity, health_port: int | None) -> Iterator[AnnotationServer]:
+    """The annotation API of a trained primary with its own specialists as supervised local processes."""
+    from swarm.model_server.annotation_server import build_annotation_server
+    from swarm.model_server.devices import resolve_device
+    from swarm.model_server.launcher import start_local_swarm
+    from swarm.model_server.primary import PrimaryModel
+    from swarm.model_server.primary_annotator import PrimaryAnnotator
+    from swarm.model_server.specialist_client import SpecialistClient
+    from swarm.trainer.evaluate import specialist_dirs
+
+    model, meta = PrimaryModel.load(model_dir)
+    annotator = PrimaryAnnotator(model, resolve_device(device))
+    if not annotator.specialist_names:
+        with SpecialistClient({}) as client:
+            server = build_annotation_server(annotator, client, host, port, settings.limits(0), security,
+                                             health_port).start()
+            try:
+                yield server
+            finally:
+                server.stop(5.0)
+        return
+    dirs = specialist_dirs(model_dir, meta)
+    with start_local_swarm(dirs, annotator=annotator, config=model.cfg.name, annotation_host=host,
+                           annotation_port=port, device=device, limits=settings.limits(len(dirs)),
+                           server_args=settings.specialist_args(len(dirs)), security=security,
+                           health_port=health_port) as swarm:
+        assert swarm.annotation is not None
+        yield swarm.annotation
 
 
 def register(app: typer.Typer) -> None:

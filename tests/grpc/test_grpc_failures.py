@@ -46,11 +46,12 @@ def test_specialist_killed_mid_stream_is_reported_missing(slow_swarm: LocalSwarm
             grpc.insecure_channel(slow_swarm.annotation_address)
         ).Annotate.future(TABLE, timeout=60)
         assert streaming.wait(30), "geographic never started streaming"
+        killed = slow_swarm.specialists["geographic"].process  # the supervisor restarts it with a new process
         slow_swarm.kill("geographic")
         reply = pending.result()
     finally:
         slow_swarm.client.on_chunk = None
-    assert slow_swarm.specialists["geographic"].process.wait(timeout=10) < 0  # killed by the signal
+    assert killed.wait(timeout=10) < 0  # killed by the signal
     assert list(reply.specialists_used) == ["temporal"]
     assert [m.name for m in reply.specialists_missing] == ["geographic"]
     assert "UNAVAILABLE" in reply.specialists_missing[0].reason
