@@ -5,6 +5,13 @@ Pod templates (securityContext, resources, volumes) come from the `swarm-pod-tem
 operator (manifests/templates/), or from the built-in defaults below; builders only fill in what is per-object.
 The device a pod's command runs on follows its template: `--device cuda` where the container requests
 `nvidia.com/gpu`, else `--device cpu`.
+
+Transport security: the default templates mount a TLS Secret (cert-manager layout: tls.crt, tls.key, ca.crt) at
+TLS_MOUNT and point `SWARM_TLS_DIR` at it, so specialists serve mTLS and trainer (primary) pods present their client
+certificate: `swarm-specialist-tls` for specialists, `swarm-primary-tls` for trainers (manifests/tls/ issues both
+with cert-manager). A specialist also serves plaintext gRPC health, alone, on HEALTH_PORT (kubelet gRPC probes speak
+no TLS); its readiness probe asks there. manifests/networkpolicy.yaml lets only trainer and annotation pods reach
+the specialists' gRPC port.
 """
 
 from __future__ import annotations
@@ -22,6 +29,13 @@ import yaml
 from swarm.operator.models import API_VERSION, JOB, POOL, PREFIX, Mode, PoolSpecialist, SwarmJobSpec
 
 SPECIALIST_PORT = 50051
+HEALTH_PORT = 50052  # plaintext gRPC health alone, for kubelet probes (the main port serves mTLS)
+TLS_MOUNT = "/etc/swarm/tls"
+TLS_VOLUME = "tls"
+TLS_DIR_ENV = "SWARM_TLS_DIR"  # = swarm.model_server.grpc_runtime.TLS_DIR_ENV (not imported: that pulls in grpc)
+HEALTH_PORT_ENV = "SWARM_HEALTH_PORT"
+SPECIALIST_TLS_SECRET = "swarm-specialist-tls"  # server (and client) certificate of the specialists
+PRIMARY_TLS_SECRET = "swarm-primary-tls"  # client certificate of the primaries (trainer pods)
 DEFAULT_IMAGE = "ghcr.io/swarm-cta/swarm:0.1.0"
 MANAGED_BY = "swarm-operator"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -70,6 +84,16 @@ _RESTRICTED_POD = {
 _GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
 
+def _tls(secret: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(mount, volume, env) of a TLS Secret: required (a pod without its certificate does not start, rather than
+    serving or calling in plaintext)."""
+    return (
+        {"name": TLS_VOLUME, "mountPath": TLS_MOUNT, "readOnly": True},
+        {"name": TLS_VOLUME, "secret": {"secretName": secret, "defaultMode": 0o440}},
+        {"name": TLS_DIR_ENV, "value": TLS_MOUNT},
+    )
+
+
 def _pod_template(
     container: str,
     service_account: str,
@@ -77,6 +101,7 @@ def _pod_template(
     automount: bool,
     mounts: list[dict[str, Any]],
     volumes: list[dict[str, Any]],
+    env: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     return {
         "metadata": {"labels": {LABEL_PART_OF: "swarm"}},
@@ -92,7 +117,11 @@ def _pod_template(
                     "imagePullPolicy": "IfNotPresent",
                     "securityContext": _RESTRICTED_CONTAINER,
                     "resources": resources,
-                    "env": [{"name": "HOME", "value": "/tmp"}, {"name": "XDG_CACHE_HOME", "value": "/cache"}],
+                    "env": [
+                        {"name": "HOME", "value": "/tmp"},
+                        {"name": "XDG_CACHE_HOME", "value": "/cache"},
+                        *(env or []),
+                    ],
                     "volumeMounts": [
                         {"name": "tmp", "mountPath": "/tmp"},
                         {"name": "cache", "mountPath": "/cache"},
@@ -114,6 +143,8 @@ def default_templates() -> dict[str, dict[str, Any]]:
     gpu = {GPU_RESOURCE: "1"}
     models_mount = {"name": "models", "mountPath": MODELS_DIR, "readOnly": True}
     models = {"name": "models", "persistentVolumeClaim": {"claimName": MODELS_CLAIM, "readOnly": True}}
+    specialist_tls_mount, specialist_tls, specialist_tls_env = _tls(SPECIALIST_TLS_SECRET)
+    primary_tls_mount, primary_tls, primary_tls_env = _tls(PRIMARY_TLS_SECRET)
     return {
         "specialist": _pod_template(
             "specialist",
@@ -123,8 +154,9 @@ def default_templates() -> dict[str, dict[str, Any]]:
                 "limits": {"memory": "8Gi", **gpu},
             },
             automount=False,
-            mounts=[models_mount],
-            volumes=[models],
+            mounts=[models_mount, specialist_tls_mount],
+            volumes=[models, specialist_tls],
+            env=[specialist_tls_env],
         ),
         "trainer": _pod_template(
             "trainer",
@@ -138,12 +170,15 @@ def default_templates() -> dict[str, dict[str, Any]]:
                 {"name": WORK_VOLUME, "mountPath": WORK_DIR},
                 models_mount,
                 {"name": "data", "mountPath": DATA_DIR, "readOnly": True},
+                primary_tls_mount,
             ],
             volumes=[
                 {"name": WORK_VOLUME, "emptyDir": {}},
                 models,
                 {"name": "data", "persistentVolumeClaim": {"claimName": DATA_CLAIM, "readOnly": True}},
+                primary_tls,
             ],
+            env=[primary_tls_env],
         ),
     }
 
@@ -288,12 +323,20 @@ def specialist_deployment(
             {"name": "SWARM_SPECIALIST_MODEL", "value": specialist.model},
             {"name": "SWARM_SPECIALIST_DOMAIN", "value": specialist.domain},
             {"name": "SWARM_SPECIALIST_DTYPE", "value": specialist.dtype},
+            {"name": HEALTH_PORT_ENV, "value": str(HEALTH_PORT)},
         ],
     )
     pod["spec"]["nodeSelector"] = {**pod["spec"].get("nodeSelector", {}), **node_selector}
     container = pod["spec"]["containers"][0]
-    container["ports"] = [{"name": "grpc", "containerPort": SPECIALIST_PORT, "protocol": "TCP"}]
-    container.setdefault("readinessProbe", {"grpc": {"port": SPECIALIST_PORT}, "periodSeconds": 10})
+    container["ports"] = [
+        {"name": "grpc", "containerPort": SPECIALIST_PORT, "protocol": "TCP"},
+        {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
+    ]
+    # On the plaintext health port: the main port may serve mTLS, which kubelet's gRPC probe cannot speak.
+    container.setdefault(
+        "readinessProbe",
+        {"grpc": {"port": HEALTH_PORT, "service": "swarm.v1.SpecialistService"}, "periodSeconds": 10},
+    )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

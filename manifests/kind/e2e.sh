@@ -45,6 +45,7 @@ fi
 
 command -v docker >/dev/null || { echo "e2e: docker not found" >&2; exit 2; }
 command -v kind >/dev/null || { echo "e2e: kind not found" >&2; exit 2; }
+command -v openssl >/dev/null || { echo "e2e: openssl not found" >&2; exit 2; }
 command -v "$KUBECTL" >/dev/null || KUBECTL=.venv/bin/kubectl
 
 cleanup() { [[ "${KEEP_CLUSTER:-0}" == 1 ]] || kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true; }
@@ -62,6 +63,28 @@ render_overlay | "$KUBECTL" apply -f -
 "$KUBECTL" -n "$NS" rollout status deployment/swarm-operator --timeout=180s
 "$KUBECTL" -n "$NS" rollout status daemonset/swarm-node-agent --timeout=180s
 
+# The TLS Secrets the specialist and trainer pod templates mount (mTLS between them). A cluster with cert-manager
+# would `kubectl apply -k manifests/tls/`; here a throwaway CA from openssl does.
+create_tls_secrets() {
+  local dir
+  dir="$(mktemp -d)"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=swarm-e2e-ca" \
+    -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+  for who in specialist primary; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=swarm-$who" \
+      -keyout "$dir/$who.key" -out "$dir/$who.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:*.%s.svc,DNS:*.%s.svc.cluster.local\nextendedKeyUsage=serverAuth,clientAuth\n' \
+      "$NS" "$NS" >"$dir/$who.ext"
+    openssl x509 -req -in "$dir/$who.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+      -extfile "$dir/$who.ext" -out "$dir/$who.crt" 2>/dev/null
+    "$KUBECTL" -n "$NS" create secret generic "swarm-$who-tls" --from-file=tls.crt="$dir/$who.crt" \
+      --from-file=tls.key="$dir/$who.key" --from-file=ca.crt="$dir/ca.crt" --dry-run=client -o yaml \
+      | "$KUBECTL" apply -f -
+  done
+  rm -rf "$dir"
+}
+create_tls_secrets
+
 "$KUBECTL" -n "$NS" apply -f manifests/samples/specialistpool.yaml
 "$KUBECTL" -n "$NS" apply -f manifests/samples/swarmjob.yaml
 
@@ -71,6 +94,7 @@ render_overlay | "$KUBECTL" apply -f -
 "$KUBECTL" -n "$NS" wait specialistpool/sotab --for=condition=Ready --timeout=60s
 "$KUBECTL" -n "$NS" wait swarmjob/sotab-train --for=jsonpath='{.status.pods[0]}'=sotab-train-primary --timeout=120s
 "$KUBECTL" -n "$NS" get deployment/sotab-geographic deployment/sotab-temporal deployment/sotab-people service/sotab-people
+"$KUBECTL" -n "$NS" get networkpolicy/swarm-specialists networkpolicy/swarm-trainers secret/swarm-specialist-tls
 "$KUBECTL" -n "$NS" get pod/sotab-train-primary
 "$KUBECTL" -n "$NS" get specialistpools,swarmjobs
 "$KUBECTL" -n "$NS" delete swarmjob/sotab-train --wait --timeout=60s

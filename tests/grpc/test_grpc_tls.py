@@ -4,6 +4,12 @@ health on a port of its own for kubelet probes. Test certificates come from `cry
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -156,3 +162,32 @@ def test_a_local_swarm_uses_mtls_when_the_folder_is_set(
         assert list(reply.specialists_used) == ["temporal"]
         with SpecialistClient(swarm.addresses, tls=False, timeout_s=5) as plaintext:
             assert plaintext.fetch({"temporal": COLUMNS}).missing["temporal"].startswith("UNAVAILABLE")
+
+
+def test_the_pod_environment_turns_on_mtls_and_the_health_port(pki: Pki, tmp_path: Path) -> None:
+    """What a specialist pod gets from its template: SWARM_TLS_DIR (the mounted Secret) and SWARM_HEALTH_PORT."""
+    ready = tmp_path / "ready.json"
+    env = {**os.environ, TLS_DIR_ENV: str(pki.server), "SWARM_HEALTH_PORT": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swarm.trainer.cli", "serve-specialist", "--specialist", "temporal", "--port", "0",
+         "--ready-file", str(ready), "--torch-threads", "1"],
+        env=env, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "serve-specialist did not start"
+            time.sleep(0.05)
+        info = json.loads(ready.read_text())
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(info["health_address"]))
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING
+        with SpecialistClient({"temporal": info["address"]}, tls=ClientTls.from_dir(pki.client)) as client:
+            assert not client.fetch({"temporal": COLUMNS}).missing
+        with SpecialistClient({"temporal": info["address"]}, tls=False, timeout_s=5) as client:
+            assert client.fetch({"temporal": COLUMNS}).missing["temporal"].startswith("UNAVAILABLE")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
