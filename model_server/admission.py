@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 MiB = 1 << 20
 GiB = 1 << 30
 
-# Requests whose estimate is at least this large hand their freed memory back to the OS when they finish.
+# Requests whose estimate (beyond REQUEST_OVERHEAD) is at least this large hand their freed memory back to the OS
+# when they finish.
 TRIM_AFTER_BYTES = 32 * MiB
 # Calibration (see the module doc): analytic activations x ACTIVATION_SAFETY, plus REQUEST_OVERHEAD per request.
 ACTIVATION_SAFETY = 1.6
@@ -367,7 +368,8 @@ class Admission:
         now = time.monotonic()
         # After a large request at once; after small ones when the server falls idle, at most every few seconds
         # (a trim walks every arena: cheap, but not free at tens of requests per second).
-        if lease.cost.bytes >= TRIM_AFTER_BYTES or (idle and now - self._last_trim >= self.IDLE_TRIM_EVERY_S):
+        large = lease.cost.bytes - REQUEST_OVERHEAD >= TRIM_AFTER_BYTES
+        if large or (idle and now - self._last_trim >= self.IDLE_TRIM_EVERY_S):
             self._last_trim = now
             with contextlib.suppress(Exception):
                 release_freed_memory()
