@@ -147,6 +147,7 @@ class Outcome:
     errors: dict[str, int] = field(default_factory=dict)
     refused_over_cap: int = 0
     degraded: int = 0
+    missing_reasons: dict[str, int] = field(default_factory=dict)  # status code of a missing specialist -> count
     wide_latencies_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -165,6 +166,7 @@ class Outcome:
             "seconds": round(self.seconds, 1),
             "error_codes": self.errors,
             "degraded_tables": self.degraded,
+            "missing_specialist_codes": self.missing_reasons,
         }
         if self.wide_latencies_ms or self.refused_over_cap:
             wide = sorted(self.wide_latencies_ms)
@@ -207,6 +209,9 @@ def drive(address: str, next_table: Callable[[int], tuple[apb.Table, str]], clie
                     outcome.wide_latencies_ms.append(ms)
                 if reply.specialists_missing:
                     outcome.degraded += 1
+                    for missing in reply.specialists_missing:
+                        code = missing.reason.split(":", 1)[0]
+                        outcome.missing_reasons[code] = outcome.missing_reasons.get(code, 0) + 1
         channel.close()
 
     started = time.monotonic()
@@ -238,7 +243,9 @@ def markdown(result: dict) -> str:
         "",
         f"- wide tables served: {w.get('wide_tables', 0)} (p50 {w.get('wide_p50_ms')} ms); over-cap tables refused "
         f"with RESOURCE_EXHAUSTED: {w.get('refused_over_cap', 0)}; tables answered degraded (a specialist missing): "
-        f"{s['degraded_tables']} sustained, {w['degraded_tables']} wide_mix.",
+        f"{s['degraded_tables']} sustained, {w['degraded_tables']} wide_mix (missing specialists by status: "
+        f"{s['missing_specialist_codes'] or 'none'} / {w['missing_specialist_codes'] or 'none'}; a specialist that "
+        "cannot answer within the 30 s specialist timeout is left out, not waited for).",
         f"- peak RSS of the swarm's processes: {result['peak_rss_bytes'] / 2**30:.2f} GiB (idle before the load: "
         f"{result['idle_rss_bytes'] / 2**30:.2f} GiB; machine memory {result['machine_memory_bytes'] / 2**30:.1f} "
         "GiB).",
@@ -255,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="small", help="Model config of the untrained swarm (without runs/demo).")
     p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--seconds", type=float, default=45.0, help="Length of each workload.")
+    p.add_argument("--seconds", type=float, default=60.0, help="Length of the sustained workload (the mix: 4/3 of it).")
     p.add_argument("--wide-columns", type=int, default=128)
     p.add_argument("--wide-every", type=int, default=10)
     p.add_argument("--huge-every", type=int, default=25)
@@ -298,7 +305,9 @@ def main(argv: list[str] | None = None) -> None:
             log = swarm.log.read_text(errors="replace")
         finally:
             stop_swarm(swarm)
-    lost = len(set(swarm.pids) - set(survivors)) + log.count("restarting it in")
+    # A process of the swarm that is gone, or a specialist the supervisor had to restart (its new process would
+    # otherwise hide the loss).
+    lost = max(len(set(swarm.pids) - set(survivors)), log.count("restarting it in"))
     swarm_kind = ("`swarm up` on runs/demo" if (ROOT / "runs" / "demo").is_dir()
                   else f"`swarm serve-annotation --local` (5 untrained `{a.config}` specialists + primary)")
     result = {

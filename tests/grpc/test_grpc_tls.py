@@ -45,6 +45,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    pytest.importorskip("cryptography", reason="test certificates need the `cryptography` package (dev extra)")
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
