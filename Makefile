@@ -9,7 +9,7 @@ DATA ?= data/sotab-v2-sample
 # Primaries trained per fusion row (seeds 0..SEEDS-1); the committed tables used SEEDS=3.
 SEEDS ?= 2
 
-.PHONY: install proto demo test test-fast gpu-check lint bench fusion-report adapt crds kind-e2e clean
+.PHONY: install proto demo test test-fast gpu-check lint bench fusion-report accuracy adapt crds kind-e2e clean
 
 install: $(STAMP) $(STUBS)
 
@@ -51,6 +51,10 @@ lint: install
 # kernels under the interpreter and says so.
 bench: install
 	$(BIN)/swarm bench
+
+# Grouped 5-fold CV of the primary alone and with its specialists, and the ablation ladder: reports/accuracy.*
+accuracy: install
+	$(BIN)/swarm accuracy-report --data $(DATA)
 
 fusion-report: install
 	$(BIN)/swarm fusion-report --data $(DATA) --seeds $(SEEDS)

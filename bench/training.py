@@ -32,10 +32,10 @@ from swarm.model_server import backbone as backbone_module
 from swarm.model_server import delta_rule
 from swarm.model_server.backbone import get_config
 from swarm.model_server.choices import DEVICE_AUTO, FUSION_MODES
+from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import autocast, resolve_device
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import DomainModel, Specialist, domain_of, domains
-from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.columns import build_examples
 from swarm.trainer.reports import markdown_table, write_json
 from swarm.trainer.sotab import load_dataset, load_labels
@@ -118,7 +118,7 @@ def measure(config: str, impl: str, device: torch.device, steps: int, batch: int
         model.load_decoders(decoders)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
-    ids, mask = ColumnTokenizer(cfg.max_len)(texts)
+    ids, mask = ColumnEncoder(cfg.max_len)(texts)
     ids, mask = ids.to(device), mask.to(device)
     labels = (torch.arange(batch) % len(model.labels)).to(device)
 

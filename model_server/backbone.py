@@ -1,8 +1,9 @@
 """The recurrent-state backbone: a Gated-DeltaNet-style linear-attention stack whose per-layer state is (B, H, K, V).
 
 Each layer reads an optional initial state and returns its final state; this is how specialists' states are
-injected into the primary. Token embeddings start from the packaged MiniLM table (frozen) through a learnt
-projection, so training does not begin from random lexical knowledge.
+injected into the primary. The input is a short sequence per column (model_server/column_encoder.py): frozen MiniLM
+sentence vectors of the column's cells and of its neighbours, markers, and surface features, each kind through its
+own learnt projection, so training starts from MiniLM's knowledge of what the cells say.
 """
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from swarm.model_server.cell_vectors import store
+from swarm.model_server.column_encoder import N_SPECIAL, feature_rows
+from swarm.model_server.column_features import FEATURES
 from swarm.model_server.delta_rule import gated_delta_rule
-from swarm.model_server.text import minilm_word_embeddings
 
 
 @dataclass(frozen=True)
@@ -26,9 +29,8 @@ class BackboneConfig:
     head_k: int
     head_v: int
     mlp_hidden: int
-    max_len: int
-    vocab_size: int = 30522
-    embed_dim: int = 384
+    max_len: int  # input positions per column (see column_encoder: ~20 are used)
+    embed_dim: int = 384  # MiniLM's sentence-vector width
 
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
@@ -37,13 +39,13 @@ class BackboneConfig:
 CONFIGS: dict[str, BackboneConfig] = {
     # CI: CPU seconds.
     "tiny": BackboneConfig("tiny", d_model=128, n_layers=2, n_heads=2, head_k=32, head_v=32, mlp_hidden=256,
-                           max_len=96),
+                           max_len=32),
     # Demo: CPU minutes.
     "small": BackboneConfig("small", d_model=256, n_layers=4, n_heads=4, head_k=64, head_v=64, mlp_hidden=512,
-                            max_len=128),
+                            max_len=32),
     # GPU: ~120M parameters (the frozen MiniLM table included), 12 heads of 64x64 per layer.
     "base": BackboneConfig("base", d_model=768, n_layers=12, n_heads=12, head_k=64, head_v=64, mlp_hidden=2560,
-                           max_len=256),
+                           max_len=64),
 }
 
 
@@ -113,15 +115,14 @@ class BackboneOutput:
 
 
 class Backbone(nn.Module):
-    """Embeddings (frozen MiniLM table + learnt projection), gated-delta layers, final norm and mean pooling."""
+    """Input projections (cell vectors, features, markers), gated-delta layers, final norm and mean pooling."""
 
-    def __init__(self, cfg: BackboneConfig, pretrained_embeddings: bool = True) -> None:
+    def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        table = minilm_word_embeddings() if pretrained_embeddings else torch.randn(cfg.vocab_size, cfg.embed_dim)
-        # Frozen and not saved in checkpoints: it is re-read from the installed MiniLM package.
-        self.register_buffer("word_embeddings", table, persistent=False)
         self.embed_proj = nn.Linear(cfg.embed_dim, cfg.d_model)
+        self.feature_proj = nn.Linear(len(FEATURES), cfg.d_model)
+        self.markers = nn.Embedding(N_SPECIAL, cfg.d_model)
         self.layers = nn.ModuleList(GatedDeltaLayer(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model)
 
@@ -130,7 +131,21 @@ class Backbone(nn.Module):
         return self.cfg.n_heads, self.cfg.head_k, self.cfg.head_v
 
     def embed(self, input_ids: Tensor) -> Tensor:
-        return self.embed_proj(F.embedding(input_ids, self.word_embeddings))
+        """(B, T) ids of column_encoder → (B, T, d_model): each kind of id through its own projection."""
+        device = input_ids.device
+        is_cell = input_ids >= N_SPECIAL
+        is_feature = input_ids < 0
+        cells = store().table(device)
+        features = feature_rows().table(device)
+        x = self.markers(input_ids.clamp(0, N_SPECIAL - 1)) * (~is_cell & ~is_feature)[..., None]
+        dtype = self.embed_proj.weight.dtype
+        if is_cell.any():
+            vectors = cells[(input_ids - N_SPECIAL).clamp(min=0)].to(dtype)
+            x = x + self.embed_proj(vectors) * is_cell[..., None]
+        if is_feature.any():
+            values = features[(-input_ids - 1).clamp(min=0)].to(dtype)
+            x = x + self.feature_proj(values) * is_feature[..., None]
+        return x
 
     def forward(self, input_ids: Tensor, mask: Tensor, initial_states: list[Tensor | None] | None = None,
                 impl: str = "auto") -> BackboneOutput:
@@ -148,7 +163,5 @@ class Backbone(nn.Module):
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
-    params = sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-    if not trainable_only:
-        params += sum(b.numel() for name, b in module.named_buffers() if name.endswith("word_embeddings"))
-    return params
+    """Parameters of the module (the frozen MiniLM encoder that makes the cell vectors is not counted)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -19,10 +19,10 @@ import torch
 
 from swarm.model_server.annotator import AnnotationResult, SpecialistStates
 from swarm.model_server.backbone import get_config
+from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import autocast, resolve_device
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.tables import Table, load_labels, serialize_table
-from swarm.model_server.text import ColumnTokenizer
 
 UNKNOWN = "unknown"  # the label of a column with no non-empty cell (confidence 0)
 
@@ -36,7 +36,7 @@ class PrimaryAnnotator:
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.specialist_names = list(model.specialists) if model.fusion is not None else []
-        self.tokenizer = ColumnTokenizer(model.cfg.max_len)
+        self.tokenizer = ColumnEncoder(model.cfg.max_len)
 
     @classmethod
     def load(cls, model_dir: Path, device: str | torch.device = "cpu") -> PrimaryAnnotator:

@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from swarm.model_server.backbone import Backbone, BackboneConfig, get_config
+from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import autocast, resolve_device
 from swarm.model_server.readout import StateReadout
-from swarm.model_server.text import ColumnTokenizer
 
 OTHER = "[other]"
 _DOMAINS_FILE = Path(__file__).with_name("domains.yaml")
@@ -100,7 +100,7 @@ class Specialist:
         self.device = resolve_device(device)
         self.model = model.eval().requires_grad_(False).to(device=self.device, dtype=dtype)
         self.dtype = dtype
-        self.tokenizer = ColumnTokenizer(model.backbone.cfg.max_len)
+        self.tokenizer = ColumnEncoder(model.backbone.cfg.max_len)
 
     @property
     def config(self) -> BackboneConfig:

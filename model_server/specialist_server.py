@@ -8,9 +8,9 @@ forward pass, so activations stay bounded however wide the request), deadline/ca
 between batches and chunks (abandoned work stops), the copy-saving chunk serializer and graceful SIGTERM shutdown.
 `swarm serve-specialist` runs it.
 
-Every text is clipped to `max_len x CHARS_PER_TOKEN` characters before it is tokenized: the tokenizer keeps only
-the first `max_len` tokens anyway, so only texts averaging more than CHARS_PER_TOKEN characters per token (long
-runs of whitespace) could read differently, while a multi-MB column no longer costs seconds of tokenizing.
+Every text is clipped to `text.MAX_SERIALIZED_CHARS` before it is parsed: no serialized column is longer (cells are
+clipped and counted when serialized), so only a hand-written or hostile text is cut, and a multi-MB column no
+longer costs seconds before it is refused or read.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from swarm.model_server.admission import (
 )
 from swarm.model_server.devices import DTYPES
 from swarm.model_server.grpc_runtime import ManagedServer, MiB, ServerSecurity, service_handler
+from swarm.model_server.text import MAX_SERIALIZED_CHARS
 from swarm.v1 import specialist_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,6 @@ class StateProducer(Protocol):
     def extract_states(self, columns: Sequence[str]) -> list[Tensor]: ...
 
 
-CHARS_PER_TOKEN = 128  # texts are clipped to max_len * this many characters before tokenizing
 MAX_REQUEST_ID_CHARS = 128
 DEFAULT_BUDGET_FRACTION = 0.25  # of the machine's (or the pod's) memory, when no budget is given
 
@@ -134,7 +134,7 @@ class SpecialistServicer:
         # The model config (Specialist.config; synthetic sources: .cfg), for the clip and the activation estimate.
         self.model_config = getattr(source, "config", None) or getattr(source, "cfg", None)
         self.max_len = int(getattr(self.model_config, "max_len", 128))
-        self.max_text_chars = self.max_len * CHARS_PER_TOKEN
+        self.max_text_chars = MAX_SERIALIZED_CHARS
         self._probe = [t.detach() for t in source.extract_states(["describe"])]
         wire = DTYPES[options.wire_dtype] if options.wire_dtype else self._probe[0].dtype
         itemsize = max(torch.empty((), dtype=wire).element_size(), self._probe[0].element_size())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarm.model_server.text import serialize_column
+from swarm.model_server.text import CONTEXT_VALUES, MAX_CONTEXT_COLUMNS, serialize_column
 
 _PACKAGED_LABELS = Path(__file__).with_name("sotab_labels.txt")
 
@@ -26,6 +26,10 @@ class Table:
     columns: tuple[tuple[str, ...], ...]
 
     @property
+    def n_columns(self) -> int:
+        return len(self.columns)
+
+    @property
     def n_rows(self) -> int:
         return len(self.columns[0]) if self.columns else 0
 
@@ -39,22 +43,22 @@ def load_labels(path: Path | None = None) -> list[str]:
     return labels
 
 
-CONTEXT_COLUMNS = 4
 
 
 def _neighbours(j: int, width: int) -> list[int]:
     order = []
     for d in range(1, width):
         order += [i for i in (j - d, j + d) if 0 <= i < width]
-        if len(order) >= CONTEXT_COLUMNS:
+        if len(order) >= MAX_CONTEXT_COLUMNS:
             break
-    return order[:CONTEXT_COLUMNS]
+    return order[:MAX_CONTEXT_COLUMNS]
 
 
 def serialize_table(table: Table) -> list[str]:
-    """One text per column: its own values, then the first non-empty value of up to 4 nearest columns."""
+    """One text per column: its own values, then up to 3 non-empty values of each of its 4 nearest columns."""
     texts = []
     for j, values in enumerate(table.columns):
-        context = [next((v for v in table.columns[i] if v.strip()), "") for i in _neighbours(j, len(table.columns))]
+        context = [[v for v in table.columns[i] if v.strip()][:CONTEXT_VALUES]
+                   for i in _neighbours(j, len(table.columns))]
         texts.append(serialize_column(values, context))
     return texts

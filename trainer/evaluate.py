@@ -6,9 +6,9 @@ from contextlib import closing, nullcontext
 from pathlib import Path
 
 from swarm.model_server.choices import DEVICE_AUTO
+from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import resolve_device
 from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.columns import ColumnExample, build_examples
 from swarm.trainer.metrics import Scores, score
 from swarm.trainer.sotab import DataError, Split, load_dataset
@@ -52,7 +52,7 @@ def pick_split(data: Path, split: str | None) -> Split:
 def evaluate_examples(model: PrimaryModel, examples: Sequence[ColumnExample], source: StateSource | None = None,
                       majority_label: str | None = None) -> Scores:
     texts = [e.text for e in examples]
-    data = encode(texts, [e.label for e in examples], ColumnTokenizer(model.cfg.max_len))
+    data = encode(texts, [e.label for e in examples], ColumnEncoder(model.cfg.max_len))
     caches = [cache_states(source, name, texts) for name in model.specialists] if source is not None else []
     pred = predict(model, data, cached_inputs(caches) if caches else None).argmax(-1).tolist()
     return score([model.labels[e.label] for e in examples], [model.labels[i] for i in pred], majority_label)

@@ -27,10 +27,10 @@ from pydantic import BaseModel, Field
 
 from swarm.model_server.backbone import get_config
 from swarm.model_server.choices import DEVICE_AUTO, FUSION_MODES
+from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import resolve_device
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist, domains
-from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer import reports
 from swarm.trainer.columns import ColumnExample, build_examples
 from swarm.trainer.metrics import HARD_CLASS_F1, Scores
@@ -96,7 +96,7 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
     started = time.time()
     labels = load_labels()
     model_cfg = get_config(cfg.model)
-    tokenizer = ColumnTokenizer(model_cfg.max_len)
+    tokenizer = ColumnEncoder(model_cfg.max_len)
     train_ex, val_ex = real_examples(cfg.data, labels)
     synth_ex = build_examples([synthetic_split(cfg.run_dir, cfg.synthetic_tables, cfg.seed + 7)], labels)
     base_train = TrainConfig(seed=cfg.seed, device=cfg.device)

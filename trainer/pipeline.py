@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 from torch import Tensor
 
 from swarm.model_server.backbone import count_parameters, get_config
+from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.text import ColumnTokenizer
 from swarm.model_server.weights import save_weights
 from swarm.trainer import reports
 from swarm.trainer.columns import ColumnExample, build_examples
@@ -63,7 +63,7 @@ def real_examples(data: Path, labels: list[str]) -> tuple[list[ColumnExample], l
     return build_examples(train_splits, labels), build_examples([splits[VALIDATION_SPLIT]], labels)
 
 
-def encode_examples(examples: Sequence[ColumnExample], tokenizer: ColumnTokenizer) -> Encoded:
+def encode_examples(examples: Sequence[ColumnExample], tokenizer: ColumnEncoder) -> Encoded:
     return encode([e.text for e in examples], [e.label for e in examples], tokenizer)
 
 
@@ -100,7 +100,7 @@ def run_training(cfg: RunConfig) -> tuple[Scores, Path]:
     model = PrimaryModel(get_config(cfg.model), labels, fusion_mode=cfg.fusion if names else None, specialists=names)
     if source is not None:
         model.load_decoders(source.decoders())
-    tokenizer = ColumnTokenizer(model.cfg.max_len)
+    tokenizer = ColumnEncoder(model.cfg.max_len)
     counts = Counter(labels[e.label] for e in train_ex)
     model_dir = cfg.run_dir / "model"
     meta = model.meta() | {"majority_label": counts.most_common(1)[0][0], "train_columns": len(train_ex),

@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 from swarm.model_server.backbone import BackboneConfig
+from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import resolve_device
 from swarm.model_server.specialist import Domain, DomainModel, Specialist, save_dir
-from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.columns import ColumnExample
 from swarm.trainer.train import TrainConfig, encode, train
 
@@ -42,7 +42,7 @@ def train_specialist(domain: Domain, cfg: BackboneConfig, examples: Sequence[Col
     if backbone_init is not None:
         model.backbone.load_state_dict(backbone_init)
     texts, targets = domain_examples(examples, labels, domain, seed=train_cfg.seed)
-    data = encode(texts, targets, ColumnTokenizer(cfg.max_len))
+    data = encode(texts, targets, ColumnEncoder(cfg.max_len))
     out = run_dir / domain.name
     train(model, data, train_cfg, out / "training", {"kind": "specialist", "domain": domain.name},
           desc=f"specialist {domain.name}")

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from swarm.model_server.choices import DEVICE_AUTO
+from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import autocast, resolve_device
-from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer import checkpoint
 
 
@@ -53,7 +53,7 @@ class Encoded:
         return len(self.ids)
 
 
-def encode(texts: Sequence[str], labels: Sequence[int], tokenizer: ColumnTokenizer, chunk: int = 512) -> Encoded:
+def encode(texts: Sequence[str], labels: Sequence[int], tokenizer: ColumnEncoder, chunk: int = 512) -> Encoded:
     ids: list[Tensor] = []
     for start in range(0, len(texts), chunk):
         batch_ids, mask = tokenizer(texts[start:start + chunk])

@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
     app.command()(demo)
     app.command()(memory)
     app.command("fusion-report")(fusion_report)
+    app.command("accuracy-report")(accuracy_report)
     app.command()(adapt)
     app.command()(bench)
 
@@ -201,6 +202,34 @@ def fusion_report(
     except (DataError, ValueError) as exc:
         fail(str(exc))
     typer.echo((cfg.reports_dir / "fusion.md").read_text(encoding="utf-8"))
+    typer.echo(f"({result['seconds']:.0f} s)")
+
+
+def accuracy_report(
+    data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset directory (training splits + validation)."),
+    run_dir: Path = typer.Option(Path("runs/accuracy"), help="Specialists, fold models and the released swarm."),
+    reports_dir: Path = typer.Option(Path("reports")),
+    model: str = typer.Option("tiny", help="Backbone config of primaries and specialists."),
+    steps: int = typer.Option(800, min=1, help="Optimizer steps per primary."),
+    specialist_steps: int = typer.Option(400, min=1),
+    folds: int = typer.Option(5, min=2, help="Grouped folds over the validation tables."),
+    ablation: bool = typer.Option(True, help="Also run the ablation ladder (holdout protocol)."),
+    device: str = DEVICE_OPTION,
+    dtype: Precision = PRECISION_OPTION,
+) -> None:
+    """Grouped K-fold CV of the primary alone and with its specialists, plus the ablation ladder:
+    reports/accuracy.{json,md,png}; the released swarm (all labelled data) in RUN_DIR/released/model."""
+    from swarm.trainer.accuracy_experiment import AccuracyConfig, accuracy_markdown, run_accuracy
+    from swarm.trainer.sotab import DataError
+
+    device = use_devices(device, dtype)
+    cfg = AccuracyConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model, steps=steps,
+                         specialist_steps=specialist_steps, folds=folds, ablation=ablation, device=device)
+    try:
+        result = run_accuracy(cfg)
+    except (DataError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(accuracy_markdown(result))
     typer.echo(f"({result['seconds']:.0f} s)")
 
 

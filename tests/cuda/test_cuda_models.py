@@ -32,9 +32,9 @@ BF16_TOL = (5e-2, 2.5e-1)  # bf16 autocast on CUDA against float32 on CPU
 
 
 def _tokens(max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from swarm.model_server.text import ColumnTokenizer
+    from swarm.model_server.column_encoder import ColumnEncoder
 
-    ids, mask = ColumnTokenizer(max_len)(TEXTS)
+    ids, mask = ColumnEncoder(max_len)(TEXTS)
     assert not mask.all(), "the batch should hold padding"
     return ids, mask
 

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from swarm.model_server.backbone import CONFIGS, Backbone, count_parameters, get_config
+from swarm.model_server.column_encoder import COL, CTX, EMPTY, N_SPECIAL, ColumnEncoder
 from swarm.model_server.delta_rule import chunked, gated_delta_rule, recurrent
-from swarm.model_server.text import ColumnTokenizer, serialize_column
+from swarm.model_server.text import MAX_CELL_CHARS, parse_column, serialize_column
 
 
 def _inputs(b: int, h: int, t: int, k: int, v: int, dtype=torch.float64, seed: int = 0):
@@ -53,10 +54,10 @@ def test_unknown_impl() -> None:
 
 
 def test_configs_and_base_size() -> None:
-    base = Backbone(get_config("base"), pretrained_embeddings=False)
+    base = Backbone(get_config("base"))
     n = count_parameters(base)
     print(f"base parameters: {n:,}")
-    assert 100e6 < n < 140e6
+    assert 90e6 < n < 140e6
     with pytest.raises(ValueError, match="unknown model config"):
         get_config("huge")
     assert set(CONFIGS) == {"tiny", "small", "base"}
@@ -65,8 +66,8 @@ def test_configs_and_base_size() -> None:
 def test_states_shape_padding_invariance_and_initial_state() -> None:
     torch.manual_seed(0)
     model = Backbone(get_config("tiny")).eval()
-    tok = ColumnTokenizer(64)
-    texts = [serialize_column(["Berlin", "Paris", ""], ["2020-01-01"]), serialize_column(["+49 30 123"] * 3)]
+    tok = ColumnEncoder(64)
+    texts = [serialize_column(["Berlin", "Paris", ""], [["2020-01-01"]]), serialize_column(["+49 30 123"] * 3)]
     ids, mask = tok(texts)
     out = model(ids, mask)
     cfg = model.cfg
@@ -83,18 +84,46 @@ def test_states_shape_padding_invariance_and_initial_state() -> None:
         model(ids, mask, initial_states=[out.states[0]])
 
 
-def test_tokenizer_and_serialization() -> None:
-    text = serialize_column(["  Berlin ", "Berlin", "", "x" * 500], ["ctx"])
-    assert text.startswith("Berlin | " + "x" * 64) and text.endswith("[SEP] ctx")
-    assert serialize_column(["", " "]) == "[empty]"
+def test_serialization_round_trip() -> None:
+    text = serialize_column(["  Berlin ", "Berlin", "", "x" * 500], [["ctx", "", "a", "b", "c"], ["", " "]])
+    cells, context = parse_column(text)
+    assert cells == ["Berlin", "x" * MAX_CELL_CHARS]  # de-duplicated, empties dropped, clipped
+    assert context == [["ctx", "a", "b"]]  # at most CONTEXT_VALUES per neighbour, empty neighbours dropped
+    assert parse_column(serialize_column(["", " "])) == ([], [])
+    assert parse_column("Hotel Adlon") == (["Hotel Adlon"], [])  # a hand-written request: one cell
+
+
+def test_encoder_layout() -> None:
+    """[CTX] neighbours [COL] cells joined features; an empty column reads [COL] [EMPTY]; padding on the right."""
+    ids, mask = ColumnEncoder(64)([serialize_column(["Berlin", "Paris"], [["2020-01-01"], ["EUR 12"]]),
+                                   serialize_column([""], [["x"]])])
+    first = ids[0][mask[0]].tolist()
+    assert first[0] == CTX and first[3] == COL and first[-1] < 0
+    assert all(i >= N_SPECIAL for i in first[1:3] + first[4:7])  # 2 neighbours, 2 cells, the joined column
+    assert len(first) == 8
+    second = ids[1][mask[1]].tolist()
+    assert second[:4] == [CTX, second[1], COL, EMPTY] and second[-1] < 0
+    assert ColumnEncoder(64, features=False)([serialize_column(["a"])])[0].min() >= 0
     with pytest.raises(ValueError, match="empty batch"):
-        ColumnTokenizer(16)([])
+        ColumnEncoder(16)([])
+
+
+def test_equal_cells_share_one_cached_vector(tmp_path) -> None:
+    from swarm.model_server.cell_vectors import CellVectorStore
+
+    first = CellVectorStore(tmp_path)
+    ids = first.ids(["Berlin", " Berlin  ", "Paris"])
+    assert ids[0] == ids[1] != ids[2]
+    again = CellVectorStore(tmp_path)  # a new process: read from the disk cache, nothing encoded
+    assert again.ids(["Paris", "Berlin"]) == [ids[2], ids[0]] and again._encoder is None
+    torch.testing.assert_close(again.table(torch.device("cpu"))[ids[2]], first.table(torch.device("cpu"))[ids[2]],
+                               atol=1e-3, rtol=0)  # float16 on disk
 
 
 def test_bfloat16_model_runs_on_cpu_close_to_float32() -> None:
     torch.manual_seed(0)
     model = Backbone(get_config("tiny")).eval()
-    ids, mask = ColumnTokenizer(32)(["Berlin | Paris", "2020-01-01 | 2021-02-03"])
+    ids, mask = ColumnEncoder(32)(["Berlin | Paris", "2020-01-01 | 2021-02-03"])
     ref = model(ids, mask).states[-1]
     half = model.to(torch.bfloat16)(ids, mask).states[-1]
     assert half.dtype == torch.bfloat16

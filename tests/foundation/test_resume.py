@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from swarm.model_server.backbone import get_config
+from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.checkpoint import latest_checkpoint
 from swarm.trainer.columns import build_examples
 from swarm.trainer.sotab import load_dataset, load_labels
@@ -26,7 +26,7 @@ def _setup(data: Path) -> tuple[PrimaryModel, object]:
     examples = build_examples([load_dataset(data)["training"]], labels)
     torch.manual_seed(0)
     model = PrimaryModel(get_config("tiny"), labels)
-    encoded = encode([e.text for e in examples], [e.label for e in examples], ColumnTokenizer(64))
+    encoded = encode([e.text for e in examples], [e.label for e in examples], ColumnEncoder(64))
     return model, encoded
 
 

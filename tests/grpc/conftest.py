@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 from swarm.model_server.annotator import AnnotationResult, SpecialistStates, TableAnnotator
 from swarm.model_server.backbone import Backbone, get_config
+from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.launcher import LocalSwarm, start_local_swarm
 from swarm.model_server.tables import Table, load_labels, serialize_table
-from swarm.model_server.text import ColumnTokenizer
 
 SPECIALISTS = ["temporal", "geographic", "numeric"]
 
@@ -32,7 +32,7 @@ class MeanStateAnnotator:
         self.labels = load_labels()
         self.backbone = Backbone(get_config(config)).eval()
         self.head = nn.Linear(self.backbone.cfg.d_model, len(self.labels)).eval()
-        self.tokenizer = ColumnTokenizer(self.backbone.cfg.max_len)
+        self.tokenizer = ColumnEncoder(self.backbone.cfg.max_len)
 
     def serialize(self, table: Table) -> list[str]:
         return serialize_table(table)

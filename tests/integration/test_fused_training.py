@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from swarm.model_server.backbone import get_config
+from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.launcher import start_local_swarm
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import untrained
-from swarm.model_server.text import ColumnTokenizer
 from swarm.trainer.sotab import load_labels
 
 SPECIALISTS = ["temporal", "geographic"]
@@ -39,7 +39,7 @@ def test_fused_primary_starts_as_the_primary_alone() -> None:
     alone = PrimaryModel(get_config("tiny"), load_labels()).eval()
     fused = PrimaryModel(get_config("tiny"), load_labels(), "gated", SPECIALISTS).eval()
     fused.load_state_dict(alone.state_dict(), strict=False)
-    ids, mask = ColumnTokenizer(32)(["Berlin | Paris", "2020-01-01"])
+    ids, mask = ColumnEncoder(32)(["Berlin | Paris", "2020-01-01"])
     states = [torch.randn(2, 2, *fused.backbone.state_shape) for _ in range(fused.cfg.n_layers)]
     torch.testing.assert_close(fused(ids, mask, states, [0, 1]), alone(ids, mask))
     fused.state_scale.data.fill_(1.0)

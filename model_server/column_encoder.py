@@ -1,0 +1,111 @@
+"""From serialized columns to the recurrent backbone's input: a short sequence of ids per column.
+
+A serialized column (model_server/text.py) holds its own cells and a few values of each neighbouring column. The
+backbone reads, in this order:
+
+    [CTX] ctx_1 … ctx_m  [COL] cell_1 … cell_k  joined  features
+
+`ctx_i` is the MiniLM vector of neighbour column i's values joined, `cell_j` of one distinct non-empty cell,
+`joined` of the column's cells joined, `features` the column's surface features (model_server/column_features.py);
+an all-empty column reads `[CTX] … [COL] [EMPTY]`. Context comes first so that the recurrence ends on the column
+it labels. Ids: 0 is padding, 1–3 the markers, positive ids above them index the process's cell-vector store,
+negative ids its feature rows. The backbone maps each kind through its own projection.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from swarm.model_server.cell_vectors import CellVectorStore, store
+from swarm.model_server.column_features import column_features
+from swarm.model_server.text import parse_column
+
+PAD, CTX, COL, EMPTY = 0, 1, 2, 3
+N_SPECIAL = 4
+JOIN = " | "
+
+
+class FeatureRows:
+    """Feature vectors of the columns seen by this process, by content (ids are -(row + 1))."""
+
+    def __init__(self) -> None:
+        self._index: dict[tuple[str, ...], int] = {}
+        self._rows: list[Tensor] = []
+        self._tables: dict[torch.device, Tensor] = {}
+        self._lock = threading.Lock()
+
+    def ids(self, columns: Sequence[Sequence[str]]) -> list[int]:
+        with self._lock:
+            out = []
+            for cells in columns:
+                key = tuple(cells)
+                if key not in self._index:
+                    self._index[key] = len(self._rows)
+                    self._rows.append(column_features(cells))
+                    self._tables.clear()
+                out.append(-(self._index[key] + 1))
+            return out
+
+    def table(self, device: torch.device) -> Tensor:
+        with self._lock:
+            if device not in self._tables:
+                from swarm.model_server.column_features import FEATURES
+
+                rows = torch.stack(self._rows) if self._rows else torch.zeros(0, len(FEATURES))
+                self._tables[device] = rows.to(device)
+            return self._tables[device]
+
+
+_features = FeatureRows()
+
+
+def feature_rows() -> FeatureRows:
+    return _features
+
+
+class ColumnEncoder:
+    """Serialized columns → (ids (B, T), mask (B, T)), padded on the right to the longest column."""
+
+    def __init__(self, max_len: int = 64, cells: CellVectorStore | None = None, features: bool = True) -> None:
+        self.max_len = max_len
+        self._cells = cells
+        self.features = features  # False only for the accuracy experiment's ablation
+
+    @property
+    def cells(self) -> CellVectorStore:
+        return self._cells if self._cells is not None else store()
+
+    def __call__(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        if not texts:
+            raise ValueError("cannot encode an empty batch of columns")
+        parsed = [parse_column(t) for t in texts]
+        segments: list[str] = []  # every text to look up in the cell store, in order of use
+        layouts: list[list[int | str]] = []  # per column: marker ids, or "" where the next segment goes
+        for cells, context in parsed:
+            layout: list[int | str] = [CTX]
+            for values in context:
+                layout.append("")
+                segments.append(JOIN.join(values))
+            layout.append(COL)
+            if cells:
+                layout += [""] * (len(cells) + 1)
+                segments += [*cells, JOIN.join(cells)]
+            else:
+                layout.append(EMPTY)
+            layouts.append(layout)
+        cell_ids = iter(self.cells.ids(segments))
+        feature_ids = _features.ids([cells for cells, _ in parsed])
+        rows = []
+        for layout, feature_id in zip(layouts, feature_ids, strict=True):
+            row = [item if isinstance(item, int) else next(cell_ids) + N_SPECIAL for item in layout]
+            rows.append([*row[: self.max_len - 1], feature_id] if self.features else row[: self.max_len])
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), PAD, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = True
+        return ids, mask
