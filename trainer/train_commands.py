@@ -290,7 +290,7 @@ def adapt(
     publish({"micro_f1": swarm["micro_f1"], "macro_f1": swarm["macro_f1"]})
 
 
-BENCHMARKS = ("training", "fusion", "grpc_states", "operator")
+BENCHMARKS = ("training", "fusion", "grpc_states", "operator", "serving_load")
 
 
 def bench(
