@@ -29,16 +29,17 @@ from swarm.model_server.choices import DEVICE_AUTO
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist, domains
+from swarm.model_server.weights import save_weights
 from swarm.trainer import reports
 from swarm.trainer.columns import ColumnExample, build_examples
+from swarm.trainer.fusion_experiment import spread
 from swarm.trainer.metrics import HARD_CLASS_F1, Scores, score
-from swarm.trainer.pipeline import encode_examples
-from swarm.trainer.sotab import load_dataset, load_labels
+from swarm.trainer.pipeline import encode_examples, labelled_splits
+from swarm.trainer.sotab import load_labels
 from swarm.trainer.specialist_training import train_specialist
 from swarm.trainer.state_sources import LocalSpecialists, cache_states, cached_inputs
 from swarm.trainer.train import TrainConfig, predict, train
 
-TRAIN_SPLITS = ("training", "training_columns")
 FUSION = "gated"
 
 
@@ -79,9 +80,8 @@ def _summary(runs: Sequence[Scores], hard: Sequence[str]) -> dict:
     micro = [s.micro_f1 for s in runs]
     macro = [s.macro_f1 for s in runs]
     hard_scores = [h for s in runs if (h := _hard_f1(s, hard)) is not None]
-    std = statistics.stdev if len(runs) > 1 else (lambda _: 0.0)
-    return {"micro_f1": statistics.fmean(micro), "micro_f1_std": std(micro),
-            "macro_f1": statistics.fmean(macro), "macro_f1_std": std(macro),
+    return {"micro_f1": statistics.fmean(micro), "micro_f1_std": spread(micro),
+            "macro_f1": statistics.fmean(macro), "macro_f1_std": spread(macro),
             "hard_class_f1": statistics.fmean(hard_scores) if hard_scores else None,
             "per_run": [{"micro_f1": s.micro_f1, "macro_f1": s.macro_f1} for s in runs]}
 
@@ -137,15 +137,14 @@ class _Runner:
 def run_accuracy(cfg: AccuracyConfig) -> dict:
     started = time.time()
     labels = load_labels()
-    splits = load_dataset(cfg.data)
-    train_splits = [splits[n] for n in TRAIN_SPLITS if n in splits]
-    validation = splits["validation"]
+    train_splits, validation = labelled_splits(cfg.data)
     runner = _Runner(cfg, labels)
     base = build_examples(train_splits, labels, thinned_copies=cfg.thinned_copies, seed=cfg.seed)
     val = build_examples([validation], labels)
 
+    plain_context = build_examples(train_splits, labels)
     runner.specialists = [
-        train_specialist(domain, runner.model_cfg, build_examples(train_splits, labels), labels,
+        train_specialist(domain, runner.model_cfg, plain_context, labels,
                          TrainConfig(steps=cfg.specialist_steps, batch_size=cfg.batch_size, seed=cfg.seed,
                                      device=cfg.device), cfg.run_dir / "specialists")
         for domain in domains().values()]
@@ -158,7 +157,7 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
         no_features = ColumnEncoder(runner.model_cfg.max_len, features=False)
         steps = [
             ("cell vectors of the column alone", plain, val_plain, no_features),
-            ("+ neighbour columns as context", build_examples(train_splits, labels), val, no_features),
+            ("+ neighbour columns as context", plain_context, val, no_features),
             ("+ thinned-table copies in training", base, val, no_features),
         ]
         for step, train_ex, val_ex, encoder in steps:
@@ -185,8 +184,6 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
     # The released swarm: every labelled split, the swarm's recipe.
     released = runner.fit("released", [*base, *val], cfg.seed, fused=True)
     model_dir = cfg.run_dir / "released" / "model"
-    from swarm.model_server.weights import save_weights
-
     save_weights(model_dir, released, released.meta() | {"specialist_dirs": [
         os.path.relpath(cfg.run_dir / "specialists" / s.name, model_dir) for s in runner.specialists]})
 

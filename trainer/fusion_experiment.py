@@ -65,7 +65,8 @@ def run_tag(specialists: int, mode: str | None, init: str, seed: int) -> str:
     return f"{prefix}-{specialists}-{mode or 'alone'}-s{seed}"
 
 
-def _std(values: Sequence[float]) -> float:
+def spread(values: Sequence[float]) -> float:
+    """Sample standard deviation over seeds or folds (0 for a single run)."""
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -81,7 +82,7 @@ def summarize(specialists: int, mode: str | None, init: str, runs: dict[int, Sco
         "specialists": specialists, "fusion": mode, "primary_init": init,
         "micro_f1": statistics.fmean(micro), "macro_f1": statistics.fmean(macro),
         "hard_class_f1": None if None in hard_scores else statistics.fmean(hard_scores),
-        "micro_f1_std": _std(micro), "macro_f1_std": _std(macro),
+        "micro_f1_std": spread(micro), "macro_f1_std": spread(macro),
         "seeds": [{"seed": seed, "micro_f1": s.micro_f1, "macro_f1": s.macro_f1,
                    "model_dir": f"{run_tag(specialists, mode, init, seed)}/model"} for seed, s in runs.items()],
     }

@@ -54,13 +54,19 @@ def synthetic_split(run_dir: Path, n_tables: int, seed: int) -> Split:
     return load_split(target, load_labels())
 
 
-def real_examples(data: Path, labels: list[str]) -> tuple[list[ColumnExample], list[ColumnExample]]:
+def labelled_splits(data: Path) -> tuple[list[Split], Split]:
+    """The training splits present and the validation split of a dataset; a clear error when either is missing."""
     splits = load_dataset(data)
     train_splits = [splits[name] for name in TRAIN_SPLITS if name in splits]
     if not train_splits or VALIDATION_SPLIT not in splits:
         raise ValueError(f"{data}: need {VALIDATION_SPLIT!r} and at least one of {TRAIN_SPLITS}; "
                          f"found {sorted(splits)}")
-    return build_examples(train_splits, labels), build_examples([splits[VALIDATION_SPLIT]], labels)
+    return train_splits, splits[VALIDATION_SPLIT]
+
+
+def real_examples(data: Path, labels: list[str]) -> tuple[list[ColumnExample], list[ColumnExample]]:
+    train_splits, validation = labelled_splits(data)
+    return build_examples(train_splits, labels), build_examples([validation], labels)
 
 
 def encode_examples(examples: Sequence[ColumnExample], tokenizer: ColumnEncoder) -> Encoded:
