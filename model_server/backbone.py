@@ -161,6 +161,13 @@ class Backbone(nn.Module):
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         return BackboneOutput(hidden=hidden, pooled=pooled, states=states)
 
+    def first_layer(self, input_ids: Tensor, mask: Tensor, impl: str = "auto") -> Tensor:
+        """(B, d): the first layer's output, normalised and mean-pooled over real tokens. What the orchestrator's
+        complexity and routing heads read before any specialist is asked (1/L of a full pass)."""
+        x, _ = self.layers[0](self.embed(input_ids), mask, None, impl)
+        weights = mask.to(x.dtype)[..., None]
+        return (self.norm(x) * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Parameters of the module (the frozen MiniLM encoder that makes the cell vectors is not counted)."""

@@ -86,7 +86,7 @@ def _summary(runs: Sequence[Scores], hard: Sequence[str]) -> dict:
             "per_run": [{"micro_f1": s.micro_f1, "macro_f1": s.macro_f1} for s in runs]}
 
 
-class _Runner:
+class ExperimentRunner:
     """Trains and scores primaries of one experiment, with the frozen specialists' states cached per column text."""
 
     def __init__(self, cfg: AccuracyConfig, labels: list[str]) -> None:
@@ -99,11 +99,12 @@ class _Runner:
         return TrainConfig(steps=steps or self.cfg.steps, batch_size=self.cfg.batch_size, seed=seed,
                            device=self.cfg.device)
 
-    def states(self, texts: Sequence[str]) -> list[torch.Tensor]:
-        """(n, L, H, K, V) per specialist for these texts, each text's states computed once per experiment."""
-        source = LocalSpecialists(self.specialists)
+    def states(self, texts: Sequence[str], specialists: Sequence[Specialist] | None = None) -> list[torch.Tensor]:
+        """(n, L, H, K, V) per specialist (default: all) for these texts, each text's states computed once."""
+        chosen = self.specialists if specialists is None else specialists
+        source = LocalSpecialists(chosen)
         out = []
-        for s in self.specialists:
+        for s in chosen:
             known = self._states.setdefault(s.name, {})
             missing = list(dict.fromkeys(t for t in texts if t not in known))
             if missing:
@@ -113,32 +114,42 @@ class _Runner:
         return out
 
     def fit(self, name: str, train_ex: Sequence[ColumnExample], seed: int, fused: bool,
-            encoder: ColumnEncoder | None = None) -> PrimaryModel:
+            encoder: ColumnEncoder | None = None, names: Sequence[str] | None = None,
+            agent_dropout: bool = False) -> PrimaryModel:
+        """A primary trained on `train_ex`: alone, or fused with the specialists `names` (default: all of them);
+        `agent_dropout` fuses a random subset per batch (a primary for the orchestrator's subsets)."""
         encoder = encoder or ColumnEncoder(self.model_cfg.max_len)
-        names = [s.name for s in self.specialists] if fused else []
+        chosen = [s for s in self.specialists if names is None or s.name in names] if fused else []
         torch.manual_seed(seed)
-        model = PrimaryModel(self.model_cfg, self.labels, FUSION if names else None, names)
-        if names:
-            model.load_decoders(LocalSpecialists(self.specialists).decoders())
+        model = PrimaryModel(self.model_cfg, self.labels, FUSION if chosen else None, [s.name for s in chosen])
+        if chosen:
+            model.load_decoders(LocalSpecialists(chosen).decoders())
         data = encode_examples(train_ex, encoder)
-        extra = cached_inputs(self.states([e.text for e in train_ex])) if names else None
-        meta = model.meta() | {"trained_on": name}
+        extra = cached_inputs(self.states([e.text for e in train_ex], chosen),
+                              agent_dropout_seed=seed if agent_dropout else None) if chosen else None
+        meta = model.meta() | {"trained_on": name, "agent_dropout": agent_dropout}
         train(model, data, self.train_cfg(seed), self.cfg.run_dir / name, meta, extra, desc=name)
         return model
 
-    def score(self, model: PrimaryModel, examples: Sequence[ColumnExample], encoder: ColumnEncoder | None = None
-              ) -> Scores:
-        data = encode_examples(examples, encoder or ColumnEncoder(self.model_cfg.max_len))
-        extra = cached_inputs(self.states([e.text for e in examples])) if model.specialists else None
-        pred = predict(model, data, extra).argmax(-1).tolist()
+    def score(self, model: PrimaryModel, examples: Sequence[ColumnExample], encoder: ColumnEncoder | None = None,
+              agents: Sequence[int] | None = None) -> Scores:
+        """Scores on `examples`; a fused primary reads all its specialists, or only those indexed by `agents`."""
+        pred = self.probs(model, examples, encoder, agents).argmax(-1).tolist()
         return score([self.labels[e.label] for e in examples], [self.labels[i] for i in pred])
+
+    def probs(self, model: PrimaryModel, examples: Sequence[ColumnExample], encoder: ColumnEncoder | None = None,
+              agents: Sequence[int] | None = None) -> torch.Tensor:
+        data = encode_examples(examples, encoder or ColumnEncoder(self.model_cfg.max_len))
+        chosen = [s for s in self.specialists if s.name in model.specialists]
+        extra = cached_inputs(self.states([e.text for e in examples], chosen), agents) if chosen else None
+        return predict(model, data, extra)
 
 
 def run_accuracy(cfg: AccuracyConfig) -> dict:
     started = time.time()
     labels = load_labels()
     train_splits, validation = labelled_splits(cfg.data)
-    runner = _Runner(cfg, labels)
+    runner = ExperimentRunner(cfg, labels)
     base = build_examples(train_splits, labels, thinned_copies=cfg.thinned_copies, seed=cfg.seed)
     val = build_examples([validation], labels)
 

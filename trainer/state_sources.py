@@ -6,6 +6,7 @@ into a cache (n_columns, L, H, K, V) that the training loop indexes.
 """
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -99,10 +100,25 @@ def cache_states(source: StateSource, name: str, texts: Sequence[str], batch_siz
     return out
 
 
-def cached_inputs(caches: Sequence[Tensor]) -> ExtraInputs:
-    """Primary inputs that read the agents' cached states: agent_states[l] is (N, B, H, K, V)."""
+def cached_inputs(caches: Sequence[Tensor], agents: Sequence[int] | None = None,
+                  agent_dropout_seed: int | None = None) -> ExtraInputs:
+    """Primary inputs that read the agents' cached states: agent_states[l] is (N, B, H, K, V).
+
+    `agents` fuses only those agents (indices into `caches`; empty: the primary alone). With `agent_dropout_seed`
+    every batch fuses a random subset instead (its size uniform over 0..N, then its members uniform), reproducible
+    from the seed and the batch's rows: a primary trained this way annotates well with whatever subset the
+    orchestrator picks.
+    """
+    chosen = list(range(len(caches))) if agents is None else list(agents)
+
     def extra(index: Sequence[int]) -> dict:
-        rows = torch.stack([cache[list(index)] for cache in caches])  # (N, B, L, H, K, V)
-        return {"agent_states": list(rows.unbind(dim=2)), "agent_ids": list(range(len(caches)))}
+        present = chosen
+        if agent_dropout_seed is not None:
+            rng = random.Random(agent_dropout_seed * 1_000_003 + hash(tuple(index)))
+            present = sorted(rng.sample(chosen, rng.randint(0, len(chosen))))
+        if not present:
+            return {}
+        rows = torch.stack([caches[a][list(index)] for a in present])  # (N, B, L, H, K, V)
+        return {"agent_states": list(rows.unbind(dim=2)), "agent_ids": present}
 
     return extra

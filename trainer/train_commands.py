@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
     app.command()(memory)
     app.command("fusion-report")(fusion_report)
     app.command("accuracy-report")(accuracy_report)
+    app.command("orchestrator-report")(orchestrator_report)
     app.command()(adapt)
     app.command()(bench)
 
@@ -230,6 +231,40 @@ def accuracy_report(
     except (DataError, ValueError) as exc:
         fail(str(exc))
     typer.echo(accuracy_markdown(result))
+    typer.echo(f"({result['seconds']:.0f} s)")
+
+
+def orchestrator_report(
+    data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset directory (training splits + validation)."),
+    run_dir: Path = typer.Option(Path("runs/orchestrator"), help="Specialists, primaries and the released policy."),
+    reports_dir: Path = typer.Option(Path("reports")),
+    model: str = typer.Option("tiny", help="Backbone config of primaries and specialists."),
+    steps: int = typer.Option(600, min=1, help="Optimizer steps per primary."),
+    specialist_steps: int = typer.Option(400, min=1),
+    seeds: int = typer.Option(3, min=1),
+    folds: int = typer.Option(3, min=2, help="Grouped folds over the validation tables (policies fit on K-1)."),
+    iterations: int = typer.Option(150, min=1, help="PARL iterations per policy."),
+    robustness: bool = typer.Option(True, help="Also train primaries dedicated to one subset (robustness check)."),
+    ablations: bool = typer.Option(True, help="Also train the PARL ablations (no annealing, no r_parallel, ...)."),
+    device: str = DEVICE_OPTION,
+    dtype: Precision = PRECISION_OPTION,
+) -> None:
+    """Accuracy against cost of every routing policy (primary alone, all specialists, random k, threshold rule,
+    supervised complexity head, PARL) and the design's success criteria: reports/orchestrator.{json,md,png}; the
+    released primary + policy in RUN_DIR/released/model."""
+    from swarm.trainer.orchestrator_experiment import OrchestratorConfig, orchestrator_markdown, run_orchestrator
+    from swarm.trainer.parl import ParlConfig
+    from swarm.trainer.sotab import DataError
+
+    device = use_devices(device, dtype)
+    cfg = OrchestratorConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model, steps=steps,
+                             specialist_steps=specialist_steps, seeds=seeds, folds=folds, robustness=robustness,
+                             ablations=ablations, device=device, parl=ParlConfig(iterations=iterations))
+    try:
+        result = run_orchestrator(cfg)
+    except (DataError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(orchestrator_markdown(result))
     typer.echo(f"({result['seconds']:.0f} s)")
 
 

@@ -1,0 +1,433 @@
+"""The orchestrator experiment (`swarm orchestrator-report`, `make orchestrator`): accuracy against cost for every
+way of deciding which specialists read which columns, on real SOTAB validation columns, over seeds.
+
+Protocol, per seed:
+1. The five specialists are fine-tuned per domain on training + training_columns (once, frozen, shared by seeds).
+2. A robust primary is trained on training + training_columns with agents dropped at random per batch, so that it
+   annotates with any subset; for the robustness check, primaries dedicated to one subset (none, `numeric` alone,
+   all five) are trained the same way without dropout.
+3. The robust primary's answers for every validation column under all 2^5 subsets are cached (orchestrator_env).
+4. Grouped K-fold over the validation tables: every policy (threshold rule, supervised head, PARL and its
+   ablations) is fitted on the other folds' tables and played greedily on the held-out fold; a seed's row pools
+   the held-out predictions of all folds. No policy sees the labels of the tables it is scored on.
+Rows are mean ± std over seeds (paired: every policy plays the same primary and folds in a seed).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
+
+from swarm.model_server.choices import DEVICE_AUTO
+from swarm.model_server.column_encoder import ColumnEncoder
+from swarm.model_server.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
+from swarm.model_server.primary import PrimaryModel
+from swarm.model_server.specialist import domains
+from swarm.model_server.weights import save_weights
+from swarm.trainer import reports
+from swarm.trainer.accuracy_experiment import AccuracyConfig, ExperimentRunner, grouped_folds
+from swarm.trainer.columns import ColumnExample, build_examples
+from swarm.trainer.fusion_experiment import spread
+from swarm.trainer.metrics import HARD_CLASS_F1
+from swarm.trainer.orchestrator_baselines import (
+    domain_scores,
+    fit_loss_regressor,
+    fit_tiers,
+    predicted_complexity,
+    random_k,
+    standardise,
+    table_stats,
+)
+from swarm.trainer.orchestrator_env import Cost, Outcomes, plan_metrics, rollout, segment_mean, static_plan
+from swarm.trainer.parl import ParlConfig, train_parl
+from swarm.trainer.pipeline import encode_examples, labelled_splits
+from swarm.trainer.sotab import load_labels
+from swarm.trainer.specialist_training import train_specialist
+from swarm.trainer.train import TrainConfig, to_device
+
+POLICIES = ("primary_alone", "all_specialists", "random_k", "threshold_rule", "supervised_head", "parl")
+ABLATIONS = {"parl_wide_only": {"max_deep": 0}, "parl_no_anneal": {"anneal": 0.0},
+             "parl_no_r_parallel": {"lambda1": 0.0}, "parl_no_r_finish": {"lambda2": 0.0}}
+
+
+class OrchestratorConfig(BaseModel):
+    data: Path
+    run_dir: Path = Path("runs/orchestrator")
+    reports_dir: Path = Path("reports")
+    model: str = "tiny"
+    steps: int = Field(600, ge=1)
+    specialist_steps: int = Field(400, ge=1)
+    batch_size: int = Field(64, ge=1)
+    seeds: int = Field(3, ge=1)
+    folds: int = Field(3, ge=2)
+    thinned_copies: int = Field(1, ge=0)
+    device: str = DEVICE_AUTO
+    robustness: bool = True
+    ablations: bool = True
+    parl: ParlConfig = ParlConfig()
+
+
+@torch.inference_mode()
+def first_layer_features(model: PrimaryModel, examples: Sequence[ColumnExample], batch_size: int = 256
+                         ) -> torch.Tensor:
+    from swarm.trainer.train import collate, model_device
+
+    data = encode_examples(examples, ColumnEncoder(model.cfg.max_len))
+    rows = []
+    for start in range(0, len(data), batch_size):
+        ids, mask, _ = to_device(collate(data, range(start, min(start + batch_size, len(data)))),
+                                 model_device(model))
+        rows.append(model.backbone.first_layer(ids, mask).float().cpu())
+    return torch.cat(rows)
+
+
+def compute_outcomes(runner: ExperimentRunner, model: PrimaryModel, examples: Sequence[ColumnExample]) -> Outcomes:
+    """The primary's log-probabilities for every example under every subset of its specialists."""
+    n = len(model.specialists)
+    log_probs = torch.stack([
+        runner.probs(model, examples, agents=[j for j in range(n) if mask >> j & 1]).clamp_min(1e-12).log()
+        for mask in tqdm(range(2 ** n), desc="outcomes per subset", leave=False)], dim=1)
+    tables = {name: i for i, name in enumerate(dict.fromkeys(e.table for e in examples))}
+    return Outcomes(list(model.specialists), list(model.labels), first_layer_features(model, examples), log_probs,
+                    torch.tensor([e.label for e in examples]), torch.tensor([tables[e.table] for e in examples]),
+                    len(tables))
+
+
+class _Pooled:
+    """One policy's held-out plans of every fold, gathered into one plan over all tables of the seed."""
+
+    def __init__(self, out: Outcomes) -> None:
+        self.used = torch.zeros((len(out.table), out.n), dtype=torch.bool)
+        self.spawned = torch.zeros((out.n_tables, out.n), dtype=torch.bool)
+        self.critical = torch.zeros(out.n_tables)
+        self.deep = torch.zeros(len(out.table), dtype=torch.long)
+
+    def put(self, rows: torch.Tensor, tables: torch.Tensor, used: torch.Tensor, spawned: torch.Tensor,
+            critical: torch.Tensor, deep: torch.Tensor) -> None:
+        self.used[rows], self.spawned[tables], self.critical[tables], self.deep[rows] = used, spawned, critical, deep
+
+    def metrics(self, out: Outcomes, hard: Sequence[str]) -> dict:
+        return plan_metrics(out, self.used, self.spawned, self.critical, self.deep, hard)
+
+
+def _policy(out: Outcomes, primary: PrimaryModel, cfg: ParlConfig) -> OrchestratorPolicy:
+    torch.manual_seed(cfg.seed)
+    return OrchestratorPolicy(primary.specialists, domain_masks_for(primary), out.features.shape[1], cfg.hidden,
+                              cfg.max_deep)
+
+
+def run_policies(out: Outcomes, primary: PrimaryModel, folds: list[list[int]], cfg: OrchestratorConfig, seed: int,
+                 variants: dict[str, dict]) -> tuple[dict[str, _Pooled], list, dict]:
+    """Every policy fitted on the other folds and played on each held-out fold; also the PARL curves of fold 0
+    and the per-table complexity signals of the held-out tables."""
+    cost = Cost(budget=cfg.parl.budget, warm=torch.ones(out.n, dtype=torch.bool), spawn_steps=cfg.parl.spawn_steps)
+    names = [*POLICIES, *variants]
+    pooled = {name: _Pooled(out) for name in names}
+    masks = domain_masks_for(primary)
+    stats = table_stats(out)
+    signals = {"formula": torch.zeros(out.n_tables), "parl_specialists": torch.zeros(out.n_tables),
+               "alone_error": 1 - segment_mean(out.correct(torch.zeros((len(out.table), out.n), dtype=torch.bool)),
+                                                out.table, out.n_tables),
+               "head_complexity": torch.zeros(out.n_tables)}
+    curves: list = []
+    for k, held in enumerate(folds):
+        train_tables = sorted(set(range(out.n_tables)) - set(held))
+        fit, test = out.tables(train_tables), out.tables(held)
+        rows = torch.isin(out.table, torch.tensor(held)).nonzero().squeeze(-1)
+        tables = torch.tensor(held)  # sorted: out.tables(held) numbers them in this order, rows stay in order
+
+        def put(name: str, used: torch.Tensor, spawned: torch.Tensor, critical: torch.Tensor, deep: torch.Tensor,
+                rows: torch.Tensor = rows, tables: torch.Tensor = tables) -> None:
+            pooled[name].put(rows, tables, used, spawned, critical, deep)
+
+        put("primary_alone", *static_plan(test, torch.zeros((test.n_tables, out.n), dtype=torch.bool), cost))
+        put("all_specialists", *static_plan(test, torch.ones((test.n_tables, out.n), dtype=torch.bool), cost))
+        put("random_k", *static_plan(test, random_k(test, seed * 100 + k), cost))
+        formula_fit = standardise(table_stats(fit), table_stats(fit))
+        formula_test = standardise(stats[tables], table_stats(fit))
+        signals["formula"][tables] = formula_test
+        tiers = fit_tiers(fit, formula_fit, domain_scores(fit, masks), cost, cfg.parl.beta_calls, cfg.parl.beta_steps)
+        put("threshold_rule", *static_plan(test, tiers.per_table(formula_test, domain_scores(test, masks)),
+                                           cost))
+        regressor = fit_loss_regressor(fit, seed=seed)
+        head_fit, head_test = predicted_complexity(regressor, fit), predicted_complexity(regressor, test)
+        signals["head_complexity"][tables] = head_test
+        tiers = fit_tiers(fit, head_fit, domain_scores(fit, masks), cost, cfg.parl.beta_calls, cfg.parl.beta_steps)
+        put("supervised_head", *static_plan(test, tiers.per_table(head_test, domain_scores(test, masks)), cost))
+        for name, change in {"parl": {}, **variants}.items():
+            parl_cfg = cfg.parl.model_copy(update={"seed": seed * 100 + k, **change})
+            policy = _policy(fit, primary, parl_cfg)
+            history = train_parl(policy, fit, parl_cfg, desc=f"PARL {name} seed {seed} fold {k}")
+            if name == "parl" and k == 0:
+                curves = history
+            with torch.no_grad():
+                plan = rollout(policy, test, Cost(parl_cfg.budget, cost.warm, parl_cfg.spawn_steps),
+                               max_deep=parl_cfg.max_deep)
+            put(name, plan.used, plan.spawned, plan.critical, plan.deep_steps)
+            if name == "parl":
+                signals["parl_specialists"][tables] = plan.spawned.sum(-1).float()
+    return pooled, curves, signals
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    def ranks(x: torch.Tensor) -> torch.Tensor:
+        order = x.argsort()
+        r = torch.empty_like(x, dtype=torch.float)
+        r[order] = torch.arange(len(x), dtype=torch.float)
+        for value in x.unique():  # average ranks of ties
+            tie = x == value
+            r[tie] = r[tie].mean()
+        return r
+
+    ra, rb = ranks(a.float()), ranks(b.float())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = (ra.norm() * rb.norm()).item()
+    return float((ra * rb).sum() / denom) if denom else 0.0
+
+
+def subset_curve(out: Outcomes) -> dict:
+    """micro-F1 of the robust primary with every subset, averaged per subset size; single and full subsets."""
+    n = out.n
+    by_size: dict[int, list[float]] = {}
+    singles = {}
+    for mask in range(2 ** n):
+        used = torch.tensor([[bool(mask >> j & 1) for j in range(n)]]).expand(len(out.table), n)
+        acc = float(out.correct(used).mean())
+        size = bin(mask).count("1")
+        by_size.setdefault(size, []).append(acc)
+        if size == 1:
+            singles[out.specialists[mask.bit_length() - 1]] = acc
+    return {"by_size": {k: statistics.fmean(v) for k, v in sorted(by_size.items())}, "singles": singles,
+            "all": by_size[n][0], "none": by_size[0][0]}
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None, None
+    return statistics.fmean(present), spread(present)
+
+
+def run_orchestrator(cfg: OrchestratorConfig) -> dict:
+    started = time.time()
+    labels = load_labels()
+    train_splits, validation = labelled_splits(cfg.data)
+    acc_cfg = AccuracyConfig(data=cfg.data, run_dir=cfg.run_dir, model=cfg.model, steps=cfg.steps,
+                             specialist_steps=cfg.specialist_steps, batch_size=cfg.batch_size, device=cfg.device)
+    runner = ExperimentRunner(acc_cfg, labels)
+    base = build_examples(train_splits, labels, thinned_copies=cfg.thinned_copies)
+    plain = build_examples(train_splits, labels)
+    val = build_examples([validation], labels)
+    runner.specialists = [
+        train_specialist(domain, runner.model_cfg, plain, labels,
+                         TrainConfig(steps=cfg.specialist_steps, batch_size=cfg.batch_size, device=cfg.device),
+                         cfg.run_dir / "specialists")
+        for domain in domains().values()]
+    names = [s.name for s in runner.specialists]
+    table_folds = grouped_folds(val, cfg.folds, 0)
+    table_ids = {name: i for i, name in enumerate(dict.fromkeys(e.table for e in val))}
+    folds = [sorted({table_ids[val[i].table] for i in fold}) for fold in table_folds]
+    variants = ABLATIONS if cfg.ablations else {"parl_wide_only": ABLATIONS["parl_wide_only"]}
+
+    per_seed: dict[str, list[dict]] = {}
+    robustness: list[dict] = []
+    curves_by_seed, signals_by_seed, subsets = [], [], []
+    primary_alone_hard: list[str] = []
+    robust = None
+    for seed in range(cfg.seeds):
+        robust = runner.fit(f"seed{seed}-robust", base, seed, fused=True, agent_dropout=True)
+        out = compute_outcomes(runner, robust, val)
+        subsets.append(subset_curve(out))
+        if seed == 0:
+            alone = plan_metrics(out, torch.zeros((len(out.table), out.n), dtype=torch.bool),
+                                 torch.zeros((out.n_tables, out.n), dtype=torch.bool), torch.ones(out.n_tables),
+                                 torch.zeros(len(out.table), dtype=torch.long), [])
+            primary_alone_hard = sorted(c for c, f1 in alone["per_class"].items() if f1 < HARD_CLASS_F1)
+        pooled, curves, signals = run_policies(out, robust, folds, cfg, seed, variants)
+        for name, plan in pooled.items():
+            per_seed.setdefault(name, []).append(plan.metrics(out, primary_alone_hard))
+        curves_by_seed.append(curves)
+        signals_by_seed.append(signals)
+        if cfg.robustness:
+            robustness.append(_robustness(runner, robust, base, val, seed, names))
+
+    policies = []
+    for name, runs in per_seed.items():
+        row = {"name": name}
+        for key in ("micro_f1", "macro_f1", "hard_class_f1", "calls_per_column", "critical_steps",
+                    "specialists_per_table", "deep_columns"):
+            row[key], row[f"{key}_std"] = _mean_std([r[key] for r in runs])
+        row["per_seed_micro_f1"] = [r["micro_f1"] for r in runs]
+        policies.append(row)
+    by_name = {p["name"]: p for p in policies}
+    criteria = _criteria(by_name, subsets, signals_by_seed, per_seed)
+
+    # The released orchestrator: a robust primary on training + training_columns (the last seed's) and a policy
+    # trained on all validation tables; served by `swarm up --checkpoint runs/orchestrator/released/model`.
+    assert robust is not None
+    released = cfg.run_dir / "released" / "model"
+    save_weights(released, robust, robust.meta() | {"agent_dropout": True, "specialist_dirs": [
+        os.path.relpath(cfg.run_dir / "specialists" / n, released) for n in names]})
+    final_cfg = cfg.parl.model_copy(update={"seed": 0})
+    policy = _policy(out, robust, final_cfg)
+    train_parl(policy, out, final_cfg, desc="PARL released")
+    policy.save(released / "orchestrator", primary_fingerprint(robust),
+                {"trained_on": "validation (all tables)", "parl": final_cfg.model_dump()})
+
+    result = {
+        "model": cfg.model, "seeds": cfg.seeds, "folds": cfg.folds, "steps": cfg.steps,
+        "specialists": names, "parl": cfg.parl.model_dump(),
+        "trained_on": {
+            "specialists": "training + training_columns, per domain",
+            "primary": "training + training_columns, agents dropped at random per batch (robust primary)",
+            "policies": f"the validation tables of the other {cfg.folds - 1} folds; scored on the held-out fold",
+            "released": "primary as above; policy on all validation tables",
+        },
+        "policies": policies,
+        "criteria": criteria,
+        "robustness": robustness,
+        "subset_sizes": subsets,
+        "hard_classes": primary_alone_hard,
+        "parl_curves": [vars(step) for step in curves_by_seed[0]],
+        "checkpoint": str(released),
+        "seconds": round(time.time() - started, 1),
+    }
+    throughput = cfg.reports_dir / "bench_throughput.json"
+    if throughput.is_file():
+        import json
+
+        result["throughput"] = json.loads(throughput.read_text(encoding="utf-8")).get("throughput", [])
+    write_orchestrator_reports(result, cfg.reports_dir)
+    return result
+
+
+def _robustness(runner: ExperimentRunner, robust: PrimaryModel, base: list[ColumnExample],
+                val: list[ColumnExample], seed: int, names: list[str]) -> dict:
+    """The robust primary with a subset against a primary trained for exactly that subset (same seed)."""
+    rows = {}
+    for label, subset in (("none", []), ("numeric", ["numeric"]), ("all", names)):
+        dedicated = runner.fit(f"seed{seed}-only-{label}", base, seed, fused=bool(subset), names=subset)
+        agents = [names.index(n) for n in subset]
+        rows[label] = {"robust": runner.score(robust, val, agents=agents).micro_f1,
+                       "dedicated": runner.score(dedicated, val).micro_f1}
+    return rows
+
+
+def _criteria(by_name: dict, subsets: list[dict], signals: list[dict], per_seed: dict[str, list[dict]]) -> dict:
+    beyond_one = [s["all"] - max(s["singles"].values()) for s in subsets]
+    a_value, a_std = _mean_std(beyond_one)
+    parl, wide = per_seed["parl"], per_seed["parl_wide_only"]
+    deep_gain = [(p["hard_class_f1"] or 0) - (w["hard_class_f1"] or 0) for p, w in zip(parl, wide, strict=True)]
+    c_value, c_std = _mean_std(deep_gain)
+    rho_formula = [spearman(s["parl_specialists"], s["formula"]) for s in signals]
+    rho_error = [spearman(s["parl_specialists"], s["alone_error"]) for s in signals]
+    d_value, _ = _mean_std(rho_formula)
+    d_error, _ = _mean_std(rho_error)
+    easy = _easy_table_efficiency(signals)
+    return {
+        "a": {"value": a_value, "std": a_std, "pass": bool(a_value is not None and a_value > (a_std or 0)),
+              "how": "micro-F1 of the robust primary with all specialists minus with its best single one, over "
+                     "seeds; passes when above its seed spread"},
+        "b": easy,
+        "c": {"value": c_value, "std": c_std, "pass": bool(c_value is not None and c_value >= 0.05),
+              "how": "hard-class F1 (classes under 0.5 F1 for the primary alone) of PARL with deep search minus "
+                     "PARL trained without deep steps (wide only); passes at +0.05"},
+        "d": {"value": d_value, "value_error": d_error,
+              "pass": bool(d_value is not None and d_error is not None and d_value > 0.3 and d_error > 0.3),
+              "how": "Spearman rank correlation over held-out tables between specialists PARL spawned and the "
+                     "design's complexity formula (value) and the primary-alone error (value_error); passes when "
+                     "both exceed 0.3"},
+    }
+
+
+def _easy_table_efficiency(signals: list[dict]) -> dict:
+    """(b): wide search spends in proportion to the need: PARL gives easy tables (the design's formula at or below
+    its median) no more specialists than complex ones, so throughput is spent where it buys accuracy."""
+    easy_calls, hard_calls = [], []
+    for s in signals:
+        easy = s["formula"] <= s["formula"].median()
+        spawned = s["parl_specialists"]
+        easy_calls.append(float(spawned[easy].mean()))
+        hard_calls.append(float(spawned[~easy].mean()) if (~easy).any() else 0.0)
+    value = statistics.fmean(easy_calls) - statistics.fmean(hard_calls)
+    return {"value": value, "easy_specialists": statistics.fmean(easy_calls),
+            "complex_specialists": statistics.fmean(hard_calls), "pass": value <= 0,
+            "how": "specialists PARL spawns per easy table (design formula at or below its median) minus per "
+                   "complex table; passes when easy tables get no more help than complex ones"}
+
+
+def orchestrator_markdown(result: dict) -> str:
+    def cell(row: dict, key: str, digits: int = 3) -> str:
+        value, std = row.get(key), row.get(f"{key}_std")
+        if value is None:
+            return "-"
+        return f"{value:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{value:.{digits}f}"
+
+    rows = [[p["name"], cell(p, "micro_f1"), cell(p, "macro_f1"), cell(p, "hard_class_f1"),
+             cell(p, "calls_per_column", 2), cell(p, "critical_steps", 2), cell(p, "specialists_per_table", 2)]
+            for p in result["policies"]]
+    crit = [[key, f"{c['value']:.3f}" if c.get("value") is not None else "-", "pass" if c["pass"] else "FAIL",
+             c["how"]] for key, c in result["criteria"].items()]
+    text = (f"Real SOTAB validation columns; `{result['model']}` primary, {result['steps']} steps; "
+            f"mean ± std over {result['seeds']} seeds; policies fitted on {result['folds'] - 1} of "
+            f"{result['folds']} grouped folds and scored on the held-out one.\n\n"
+            + reports.markdown_table(["policy", "micro-F1", "macro-F1", "hard-class F1", "calls / column",
+                                      "critical steps", "specialists / table"], rows)
+            + "\nSuccess criteria of the design:\n\n"
+            + reports.markdown_table(["criterion", "value", "result", "how"], crit))
+    if result.get("robustness"):
+        rob = [[label, *(f"{statistics.fmean(r[label][k] for r in result['robustness']):.3f}"
+                         for k in ("robust", "dedicated"))] for label in result["robustness"][0]]
+        text += ("\nRobust primary (agents dropped in training) with a subset against a primary trained for exactly "
+                 "that subset, micro-F1, mean over seeds:\n\n"
+                 + reports.markdown_table(["subset", "robust primary", "dedicated primary"], rob))
+    if result.get("throughput"):
+        tp = [[t["specialists"], f"{t['tables_per_s']:.1f}", f"{t['ratio_to_primary_only']:.2f}",
+               f"{t['critical_path_ratio']:.2f}"] for t in result["throughput"]]
+        text += ("\nThroughput against primary-only (bench/orchestrator_throughput.py):\n\n"
+                 + reports.markdown_table(["specialists", "tables/s", "ratio", "critical-path ratio"], tp))
+    return text
+
+
+def write_orchestrator_reports(result: dict, reports_dir: Path) -> None:
+    reports.write_json(reports_dir / "orchestrator.json", result)
+    (reports_dir / "orchestrator.md").write_text("# The orchestrator: accuracy against cost\n\n"
+                                                 + orchestrator_markdown(result), encoding="utf-8")
+    _plot(result, reports_dir / "orchestrator.png")
+
+
+def _plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (pareto, curves) = plt.subplots(1, 2, figsize=(11, 4))
+    for p in result["policies"]:
+        pareto.errorbar(p["calls_per_column"], p["micro_f1"], yerr=p["micro_f1_std"] or 0, fmt="o", capsize=3,
+                        label=p["name"])
+    pareto.set_xlabel("specialist calls per column")
+    pareto.set_ylabel("micro-F1 (real validation columns)")
+    pareto.set_title("accuracy against cost")
+    pareto.legend(fontsize=7)
+    history = result["parl_curves"]
+    its = [h["iteration"] for h in history]
+    for key in ("reward", "r_perf", "r_parallel", "r_finish", "lambda1"):
+        curves.plot(its, [h[key] for h in history], label=key)
+    twin = curves.twinx()
+    twin.plot(its, [h["specialists_per_table"] for h in history], "k--", label="specialists / table")
+    twin.plot(its, [h["critical_steps"] for h in history], "k:", label="critical steps")
+    twin.legend(fontsize=7, loc="lower right")
+    curves.set_xlabel("PARL iteration (seed 0, fold 0)")
+    curves.set_title("PARL training")
+    curves.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
