@@ -45,6 +45,8 @@ class ColumnAnnotation:
     column: int
     label: str
     confidence: float
+    specialists: tuple[str, ...] = ()  # specialists fused into this column's answer
+    deep_steps: int = 0  # chained passes after the wide stage
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class TableAnnotation:
     specialists_missing: tuple[MissingSpecialist, ...]
     critical_steps: int
     latency_ms: float
+    complexity: float | None = None  # the orchestrator's estimate in [0, 1]; None without a learnt policy
+    deep_stages: int = 0
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -106,11 +110,14 @@ def _annotation(msg: _apb.Annotation) -> TableAnnotation:
     return TableAnnotation(
         table_name=msg.table_name,
         request_id=msg.request_id,
-        columns=tuple(ColumnAnnotation(c.column, c.label, c.confidence) for c in msg.columns),
+        columns=tuple(ColumnAnnotation(c.column, c.label, c.confidence, tuple(c.specialists), c.deep_steps)
+                      for c in msg.columns),
         specialists_used=tuple(msg.specialists_used),
         specialists_missing=tuple(MissingSpecialist(m.name, m.reason) for m in msg.specialists_missing),
         critical_steps=msg.critical_steps,
         latency_ms=msg.latency_ms,
+        complexity=msg.complexity if msg.HasField("complexity") else None,
+        deep_stages=msg.deep_stages,
     )
 
 

@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
+import torch
 
 from swarm.model_server.admission import (
     Admission,
@@ -55,7 +56,7 @@ from swarm.model_server.admission import (
     machine_memory_bytes,
     state_bytes_per_column,
 )
-from swarm.model_server.annotator import AnnotationResult, TableAnnotator
+from swarm.model_server.annotator import AnnotationResult, Routing, SpecialistStates, Stage, TableAnnotator
 from swarm.model_server.backbone import BackboneConfig, get_config
 from swarm.model_server.grpc_runtime import ManagedServer, MiB, ServerSecurity, service_handler
 from swarm.model_server.specialist_client import Cancellation, SpecialistClient
@@ -191,6 +192,26 @@ def primary_config(annotator: TableAnnotator) -> BackboneConfig:
     return get_config("base")
 
 
+def merge_stage(states: SpecialistStates, merged: Routing, reasons: dict[str, str], stage: Routing,
+                delivered: SpecialistStates, missing: dict[str, str]) -> None:
+    """Add one stage's delivered states to the table's: a specialist's new rows follow its earlier ones, and its
+    routing grows with them, so rows and columns stay aligned; one that delivered nothing keeps what it gave before
+    (its new columns simply go without it)."""
+    for name, layers in delivered.items():
+        if name in states:
+            states[name] = [torch.cat([old, new]) for old, new in zip(states[name], layers, strict=True)]
+            merged[name] = merged[name] + list(stage[name])
+        else:
+            states[name], merged[name] = layers, list(stage[name])
+    for name, reason in missing.items():
+        reasons.setdefault(name, reason)
+        merged.setdefault(name, list(stage.get(name, [])))
+
+
+def _at(values: list, index: int, default: object) -> object:
+    return values[index] if index < len(values) else default
+
+
 class _Gone(Exception):
     """The client cancelled or went away: nothing to answer."""
 
@@ -224,42 +245,61 @@ class AnnotationServicer:
         cancellation: Cancellation,
         request_bytes: int = 0,
     ) -> apb.Annotation:
-        """Price and admit, route, fetch states over gRPC, fuse and label; specialists lost on the way are
-        reported missing. The context is checked before every stage."""
+        """Price and admit, route, fetch states over gRPC (the wide stage, then any deep stages the annotator
+        asks for), fuse and label; specialists lost on the way are reported missing. The context is checked before
+        every stage."""
         start = time.perf_counter()
         self._alive(context, deadline, "before the table was routed")
         texts = self.annotator.serialize(table)
         routing = {name: cols for name, cols in self.annotator.route(table).items() if cols}
+        deep_bound = getattr(self.annotator, "deep_call_bound", lambda _: 0)(table)
         cost = annotation_cost(
-            self.primary_cfg, texts, sum(len(c) for c in routing.values()), self.state_bytes, request_bytes
+            self.primary_cfg, texts, sum(len(c) for c in routing.values()) + deep_bound, self.state_bytes,
+            request_bytes,
         )
         with self.admission.admit(cost, deadline, lambda: not context.is_active()):
-            self._alive(context, deadline, "while the table waited for admission")
-            fetched = self.client.fetch(
-                {name: [texts[i] for i in cols] for name, cols in routing.items()},
-                request_id=request_id,
-                timeout_s=min(deadline - time.monotonic(), self.limits.specialist_timeout_s),
-                cancellation=cancellation,
-            )
-            self._alive(context, deadline, "while the specialists' states were fetched")
-            result = self.compute.run(self.annotator.annotate, table, fetched.states, routing, fetched.steps)
+            states: SpecialistStates = {}
+            merged: Routing = {}
+            reasons: dict[str, str] = {}
+            stages: list[Stage] = []
+            stage = routing
+            while stage:
+                self._alive(context, deadline, f"before stage {len(stages) + 1}")
+                fetched = self.client.fetch(
+                    {name: [texts[i] for i in cols] for name, cols in stage.items()},
+                    request_id=request_id,
+                    timeout_s=min(deadline - time.monotonic(), self.limits.specialist_timeout_s),
+                    cancellation=cancellation,
+                )
+                merge_stage(states, merged, reasons, stage, fetched.states, fetched.missing)
+                stages.append(Stage(stage, dict(fetched.steps)))
+                self._alive(context, deadline, "while the specialists' states were fetched")
+                stage = {name: cols for name, cols in
+                         self.compute.run(self.annotator.next_stage, table, states, merged, stages).items() if cols}
+            result = self.compute.run(self.annotator.annotate, table, states, merged, stages)
             assert isinstance(result, AnnotationResult)
         _check_result(result, table)
-        reasons = dict(fetched.missing)
         for name in result.specialists_missing:
             reasons.setdefault(name, "not delivered")
-        return apb.Annotation(
+        reasons = {name: reason for name, reason in reasons.items() if name not in states}
+        annotation = apb.Annotation(
             request_id=request_id,
             table_name=table.name,
             columns=[
-                apb.ColumnAnnotation(column=i, label=label, confidence=conf)
+                apb.ColumnAnnotation(column=i, label=label, confidence=conf,
+                                     specialists=_at(result.column_specialists, i, []),
+                                     deep_steps=_at(result.deep_steps, i, 0))
                 for i, (label, conf) in enumerate(zip(result.labels, result.confidences, strict=True))
             ],
             specialists_used=result.specialists_used,
             specialists_missing=[apb.MissingSpecialist(name=n, reason=r) for n, r in sorted(reasons.items())],
             critical_steps=result.critical_steps,
             latency_ms=(time.perf_counter() - start) * 1e3,
+            deep_stages=max(0, len(stages) - 1),
         )
+        if result.complexity is not None:
+            annotation.complexity = result.complexity
+        return annotation
 
     def _annotate_message(
         self,

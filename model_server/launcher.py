@@ -179,13 +179,15 @@ def _resolve(spec: str | Path, checkpoint_dir: Path | None) -> tuple[str, list[s
     return name, ([] if checkpoint_dir is None else ["--checkpoint-dir", str(checkpoint_dir)])
 
 
-def default_annotator(names: list[str], config: str, primary_dir: Path | None, device: str = DEVICE_AUTO
-                      ) -> TableAnnotator:
+def default_annotator(names: list[str], config: str, primary_dir: Path | None, device: str = DEVICE_AUTO,
+                      policy: Path | str | None = None, spawn_budget: int | None = None) -> TableAnnotator:
+    """The trained primary in `primary_dir` (with its orchestrator policy, see PrimaryAnnotator.load), else an
+    untrained one that sends every column to every specialist."""
     from swarm.model_server.devices import resolve_device
     from swarm.model_server.primary_annotator import PrimaryAnnotator
 
     if primary_dir is not None:
-        return PrimaryAnnotator.load(primary_dir, resolve_device(device))
+        return PrimaryAnnotator.load(primary_dir, resolve_device(device), policy, spawn_budget)
     log.warning("no primary checkpoint: the local swarm annotates with an UNTRAINED %s primary", config)
     return PrimaryAnnotator.untrained(names, config=config, device=resolve_device(device))
 

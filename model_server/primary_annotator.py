@@ -1,9 +1,12 @@
-"""The real `TableAnnotator`: a trained (or, for smoke tests, untrained) primary that fuses whatever states arrived.
+"""The real `TableAnnotator`: a trained (or, for smoke tests, untrained) primary that fuses whatever states arrived,
+with the orchestrator's policy when the model directory has one.
 
-Wide search: every specialist the primary was trained with reads every column (the routing an orchestrator would
-prune). Columns are grouped by the set of specialists whose states actually arrived for them, so a specialist
-lost mid-stream only removes its own contribution. Latency is counted in critical steps: one stage of
-(slowest specialist's steps + one primary step).
+Routing: with a learnt policy (model_server/orchestrator.py, found in `<model>/orchestrator/`), the complexity head
+picks how many specialists the table gets within the spawn budget, the routing head which columns each reads (wide
+search), and after each stage the deep head may send ambiguous columns to one more specialist (deep search, greedy).
+Without one, every specialist the primary was trained with reads every column. Columns are grouped by the set of
+specialists whose states actually arrived for them, so a specialist lost mid-stream only removes its own
+contribution. Latency is counted in critical steps: Σ over stages of (one primary step + the slowest specialist's).
 
 A column without a single non-empty cell has nothing to classify: it is labelled `unknown` with confidence 0,
 routed to no specialist and not run through the model (which would otherwise give it a confident label learnt
@@ -17,14 +20,16 @@ from pathlib import Path
 
 import torch
 
-from swarm.model_server.annotator import AnnotationResult, SpecialistStates
+from swarm.model_server.annotator import AnnotationResult, Routing, SpecialistStates, Stage
 from swarm.model_server.backbone import get_config
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import autocast, resolve_device
+from swarm.model_server.orchestrator import POLICY_META, OrchestratorPolicy, critical_steps
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.tables import Table, load_labels, serialize_table
 
 UNKNOWN = "unknown"  # the label of a column with no non-empty cell (confidence 0)
+NO_POLICY = "none"  # `--policy none`: no orchestrator even when the model directory has one
 
 
 def is_empty_column(values: Sequence[str]) -> bool:
@@ -32,16 +37,30 @@ def is_empty_column(values: Sequence[str]) -> bool:
 
 
 class PrimaryAnnotator:
-    def __init__(self, model: PrimaryModel, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: PrimaryModel, device: str | torch.device = "cpu",
+                 policy: OrchestratorPolicy | None = None, budget: int | None = None) -> None:
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.specialist_names = list(model.specialists) if model.fusion is not None else []
         self.tokenizer = ColumnEncoder(model.cfg.max_len)
+        self.policy = policy.eval().to(self.device) if policy is not None and self.specialist_names else None
+        # Spawn budget: distinct specialists a table may use (wide and deep together).
+        self.budget = len(self.specialist_names) if budget is None else max(0, budget)
+        self.meta: dict = model.meta()
 
     @classmethod
-    def load(cls, model_dir: Path, device: str | torch.device = "cpu") -> PrimaryAnnotator:
-        model, _ = PrimaryModel.load(Path(model_dir))
-        return cls(model, device)
+    def load(cls, model_dir: Path, device: str | torch.device = "cpu", policy: Path | str | None = None,
+             budget: int | None = None) -> PrimaryAnnotator:
+        """The primary in `model_dir` with the orchestrator policy in `policy` (default: `model_dir/orchestrator`
+        when it exists; NO_POLICY: none, every specialist reads every column). A policy trained for another
+        primary is refused (ValueError). The model's meta is kept as `.meta`."""
+        model, meta = PrimaryModel.load(Path(model_dir))
+        if policy is None and (Path(model_dir) / "orchestrator" / POLICY_META).is_file():
+            policy = Path(model_dir) / "orchestrator"
+        loaded = None if policy in (None, NO_POLICY) else OrchestratorPolicy.load(Path(policy), model)
+        annotator = cls(model, device, loaded, budget)
+        annotator.meta = meta
+        return annotator
 
     @classmethod
     def untrained(cls, specialist_names: Sequence[str], config: str = "tiny",
@@ -53,24 +72,86 @@ class PrimaryAnnotator:
     def serialize(self, table: Table) -> list[str]:
         return serialize_table(table)
 
-    def route(self, table: Table) -> dict[str, list[int]]:
-        columns = [j for j, values in enumerate(table.columns) if not is_empty_column(values)]
-        return {name: columns for name in self.specialist_names}
+    @staticmethod
+    def _filled(table: Table) -> list[int]:
+        return [j for j, values in enumerate(table.columns) if not is_empty_column(values)]
 
     @torch.inference_mode()
-    def annotate(self, table: Table, states: SpecialistStates, routing: dict[str, list[int]],
-                 specialist_steps: dict[str, int] | None = None) -> AnnotationResult:
-        texts = self.serialize(table)
-        empty = {j for j, values in enumerate(table.columns) if is_empty_column(values)}
+    def _wide(self, table: Table, columns: list[int]) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+        """The policy's greedy first stage for the filled columns: column features, routed (C, N), complexity,
+        spawned (N,)."""
+        assert self.policy is not None
+        ids, mask = (t.to(self.device) for t in self.tokenizer([self.serialize(table)[j] for j in columns]))
+        with autocast(self.device):
+            h = self.policy.column_features(self.model.backbone.first_layer(ids, mask).float())
+        table_index = torch.zeros(len(columns), dtype=torch.long, device=self.device)
+        plan = self.policy.wide(h, table_index, 1, self.budget)
+        return h, plan.routed.cpu(), float(plan.complexity[0]), plan.spawned[0].cpu()
+
+    def route(self, table: Table) -> Routing:
+        columns = self._filled(table)
+        if self.policy is None or not columns:
+            return {name: columns for name in self.specialist_names}
+        _, routed, _, _ = self._wide(table, columns)
+        return {name: [c for c, r in zip(columns, routed[:, j].tolist(), strict=True) if r]
+                for j, name in enumerate(self.specialist_names)}
+
+    def deep_call_bound(self, table: Table) -> int:
+        """At most this many more column passes after the wide stage (what admission prices ahead)."""
+        return 0 if self.policy is None else self.policy.max_deep * len(self._filled(table))
+
+    @torch.inference_mode()
+    def next_stage(self, table: Table, states: SpecialistStates, routing: Routing, stages: Sequence[Stage]
+                   ) -> Routing:
+        columns = self._filled(table)
+        if self.policy is None or not columns or len(stages) > self.policy.max_deep:
+            return {}
+        # After the wide stage every column may go deeper; after a deep stage only the columns that took it.
+        active = columns if len(stages) <= 1 else sorted({c for cols in stages[-1].routing.values() for c in cols})
+        if not active:
+            return {}
+        probs, used_names = self._probs(table, states, routing)
+        h, _, _, spawned = self._wide(table, columns)
+        row = {c: i for i, c in enumerate(columns)}
+        index = {name: j for j, name in enumerate(self.specialist_names)}
+        used = torch.zeros((len(columns), len(index)), dtype=torch.bool)
+        for c in columns:
+            for name in used_names[c]:
+                used[row[c], index[name]] = True
+        started = spawned | used.any(0)
+        allowed = (started | (started.sum() < self.budget))[None, :].expand_as(used)
+        is_active = torch.tensor([c in set(active) for c in columns])
+        step = self.policy.deep(h, probs[columns].to(self.device), used.to(self.device), allowed.to(self.device),
+                                is_active.to(self.device))
+        chosen: Routing = {}
+        new_budget = int(started.sum())
+        for c, nxt in zip(columns, step.next.cpu().tolist(), strict=True):
+            if nxt < 0:
+                continue
+            if not started[nxt]:
+                if new_budget >= self.budget:
+                    continue  # clipped: the table is at its spawn budget
+                started[nxt] = True
+                new_budget += 1
+            chosen.setdefault(self.specialist_names[nxt], []).append(c)
+        return chosen
+
+    def _probs(self, table: Table, states: SpecialistStates, routing: Routing
+               ) -> tuple[torch.Tensor, dict[int, list[str]]]:
+        """Per column: the primary's probabilities with the specialists whose states arrived for it fused, and
+        their names (in routing order). Empty columns get zeros and no names."""
         agent_index = {name: i for i, name in enumerate(self.specialist_names)}
         arrived = [n for n in states if n in agent_index]
-        # agent -> {column: row of that agent's state tensors}
         position = {name: {c: r for r, c in enumerate(routing.get(name, []))} for name in arrived}
+        texts = self.serialize(table)
+        empty = set(range(len(texts))) - set(self._filled(table))
         groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        names: dict[int, list[str]] = {}
         for column in range(len(texts)):
             if column not in empty:
-                groups[tuple(name for name in arrived if column in position[name])].append(column)
-
+                agents = tuple(name for name in arrived if column in position[name])
+                groups[agents].append(column)
+                names[column] = list(agents)
         probs = torch.zeros(len(texts), len(self.model.labels))
         if groups:
             ids, mask = (t.to(self.device) for t in self.tokenizer(texts))
@@ -84,15 +165,33 @@ class PrimaryAnnotator:
             with autocast(self.device):
                 logits = self.model(ids[columns], mask[columns], agent_states, [agent_index[a] for a in agents])
             probs[columns] = logits.float().softmax(-1).cpu()
+        return probs, names
 
+    @torch.inference_mode()
+    def annotate(self, table: Table, states: SpecialistStates, routing: Routing,
+                 stages: Sequence[Stage] | None = None) -> AnnotationResult:
+        texts = self.serialize(table)
+        empty = set(range(len(texts))) - set(self._filled(table))
+        probs, names = self._probs(table, states, routing)
+        agent_index = {name: i for i, name in enumerate(self.specialist_names)}
+        arrived = [n for n in states if n in agent_index]
         confidence, best = probs.max(-1)
         labels = [UNKNOWN if j in empty else self.model.labels[i] for j, i in enumerate(best.tolist())]
         confidences = [0.0 if j in empty else c for j, c in enumerate(confidence.tolist())]
-        steps = [(specialist_steps or {}).get(name, 1) for name in arrived]
+        stages = list(stages) if stages else [Stage(routing, {name: 1 for name in arrived})]
+        delivered = [{n: s for n, s in stage.steps.items() if n in states} for stage in stages]
+        deep = [sum(1 for stage in stages[1:] if any(j in cols for cols in stage.routing.values()))
+                for j in range(len(texts))]
+        complexity = None
+        if self.policy is not None and self._filled(table):
+            complexity = self._wide(table, self._filled(table))[2]
         return AnnotationResult(
             labels=labels,
             confidences=confidences,
             specialists_used=arrived,
             specialists_missing=[n for n in routing if n not in states],
-            critical_steps=1 + (max(steps) if steps else 0),
+            critical_steps=critical_steps(delivered),
+            column_specialists=[names.get(j, []) for j in range(len(texts))],
+            deep_steps=deep,
+            complexity=complexity,
         )

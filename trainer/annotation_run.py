@@ -43,6 +43,7 @@ class SwarmAnnotation:
 
     def summary(self) -> dict:
         latencies = sorted(a.latency_ms for a in self.annotations)
+        complexities = [a.complexity for a in self.annotations if a.HasField("complexity")]
         out = {
             "tables": len(self.annotations),
             "columns": sum(len(a.columns) for a in self.annotations),
@@ -51,6 +52,12 @@ class SwarmAnnotation:
             "latency_p50_ms": statistics.median(latencies) if latencies else None,
             "latency_p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,
             "critical_steps_max": max((a.critical_steps for a in self.annotations), default=0),
+            "critical_steps_mean": statistics.fmean(a.critical_steps for a in self.annotations)
+            if self.annotations else None,
+            "specialist_calls_per_column": sum(len(c.specialists) for a in self.annotations for c in a.columns)
+            / max(1, sum(len(a.columns) for a in self.annotations)),
+            "deep_stages_max": max((a.deep_stages for a in self.annotations), default=0),
+            "complexity_mean": statistics.fmean(complexities) if complexities else None,
             "specialists_used": sorted({s for a in self.annotations for s in a.specialists_used}),
             "specialists_missing": self.missing,
         }
@@ -67,19 +74,19 @@ def score_annotations(split: Split, annotations: Sequence[apb.Annotation]) -> Sc
 
 @contextlib.contextmanager
 def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None, port: int = 0,
-                        device: str = DEVICE_AUTO, host: str = "127.0.0.1") -> Iterator[str]:
+                        device: str = DEVICE_AUTO, host: str = "127.0.0.1", policy: Path | str | None = None,
+                        spawn_budget: int | None = None) -> Iterator[str]:
     """The address of an annotation API for this primary: remote specialists when `endpoints` is given, else
     the primary's own specialists started as local processes on loopback."""
     from swarm.model_server.annotation_server import build_annotation_server
     from swarm.model_server.devices import resolve_device
     from swarm.model_server.launcher import start_local_swarm
-    from swarm.model_server.primary import PrimaryModel
     from swarm.model_server.primary_annotator import PrimaryAnnotator
     from swarm.model_server.specialist_client import SpecialistClient
     from swarm.trainer.evaluate import specialist_dirs
 
-    model, meta = PrimaryModel.load(model_dir)
-    annotator = PrimaryAnnotator(model, resolve_device(device))
+    annotator = PrimaryAnnotator.load(model_dir, resolve_device(device), policy, spawn_budget)
+    model, meta = annotator.model, annotator.meta
     if endpoints is not None or not annotator.specialist_names:
         with SpecialistClient(endpoints or {}) as client:
             server = build_annotation_server(annotator, client, host, port).start()
@@ -95,9 +102,11 @@ def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None
 
 
 def annotate_split(split: Split, model_dir: Path, endpoints: dict[str, str] | None = None,
-                   device: str = DEVICE_AUTO) -> SwarmAnnotation:
+                   device: str = DEVICE_AUTO, policy: Path | str | None = None, spawn_budget: int | None = None
+                   ) -> SwarmAnnotation:
     tables = list(split.tables.values())
-    with annotation_endpoint(model_dir, endpoints, device=device) as address:
+    with annotation_endpoint(model_dir, endpoints, device=device, policy=policy,
+                             spawn_budget=spawn_budget) as address:
         start = time.perf_counter()
         annotations = annotate_over_grpc(address, tables)
         seconds = time.perf_counter() - start

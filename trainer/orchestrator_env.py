@@ -141,6 +141,8 @@ def rollout(policy: OrchestratorPolicy, out: Outcomes, cost: Cost, sample: bool 
         nxt = step.next
         if actions is None:
             nxt, refused = _within_budget(nxt, spawned, table, cost.budget, out.n)
+            if refused.any():  # the plan records a stop for a refused pick: score that stop, as re-scoring will
+                step = policy.deep(h, out.subset_probs(used).detach(), used, allowed, active, action=nxt)
             clipped += refused
         go = nxt >= 0
         deep_actions.append(nxt)

@@ -26,6 +26,7 @@ from swarm.trainer.train_commands import ENDPOINTS_ENV, parse_endpoints, publish
 if TYPE_CHECKING:
     from swarm.model_server.annotation_server import AnnotationLimits, AnnotationServer
     from swarm.model_server.grpc_runtime import ServerSecurity
+    from swarm.model_server.primary_annotator import PrimaryAnnotator
 
 DEFAULT_HOST = "127.0.0.1"
 MIB = 1 << 20
@@ -61,6 +62,11 @@ AUTH_TOKEN_OPTION = typer.Option(
 SPECIALIST_TLS_OPTION = typer.Option(
     None, envvar="SWARM_TLS_DIR", help="mTLS with the specialists: DIR/tls.crt and tls.key identify this server, "
     "DIR/ca.crt verifies them (local specialists serve with the same folder).")
+POLICY_OPTION = typer.Option(
+    None, help="Orchestrator policy directory (`swarm train --mode parl`); default: the primary's orchestrator/ "
+    "folder when it has one; `none`: every specialist reads every column.")
+SPAWN_BUDGET_OPTION = typer.Option(None, min=0, help="Most distinct specialists one table may use (wide and deep "
+                                   "together); default: all the primary fuses.")
 HEALTH_PORT_OPTION = typer.Option(None, envvar="SWARM_HEALTH_PORT", help="Also serve gRPC health alone, in "
                                   "plaintext, on this port (for kubelet probes when the main port has TLS).")
 
@@ -242,8 +248,11 @@ def serve_annotation(
     auth_token_file: Path | None = AUTH_TOKEN_OPTION,
     specialist_tls_dir: Path | None = SPECIALIST_TLS_OPTION,
     health_port: int | None = HEALTH_PORT_OPTION,
+    policy: str | None = POLICY_OPTION,
+    spawn_budget: int | None = SPAWN_BUDGET_OPTION,
 ) -> None:
-    """Serve the annotation API (swarm.v1.AnnotationService): route, fan out to specialists, fuse, label."""
+    """Serve the annotation API (swarm.v1.AnnotationService): route (the primary's orchestrator policy when it has
+    one), fan out to specialists, deepen ambiguous columns, fuse, label."""
     _logging()
     device = use_devices(device, dtype)
     from swarm.model_server.annotation_server import build_annotation_server
@@ -258,15 +267,25 @@ def serve_annotation(
     security = settings.security()
     addresses = parse_endpoints(specialist)
     if addresses:
-        annotator = default_annotator(list(addresses), config, primary_dir, device)
+        try:
+            annotator = default_annotator(list(addresses), config, primary_dir, device, policy, spawn_budget)
+        except (FileNotFoundError, ValueError) as exc:
+            fail(str(exc))
         with SpecialistClient(addresses) as client:
             server = build_annotation_server(annotator, client, host, port, settings.limits(0), security,
                                              health_port).start()
             server.serve_until_signalled(grace_s, ready_file)
         return
     names = [n.strip() for n in local.split(",") if n.strip()] if local else list(domains())
+    annotator = None
+    if primary_dir is not None:
+        try:
+            annotator = default_annotator(names, config, primary_dir, device, policy, spawn_budget)
+        except (FileNotFoundError, ValueError) as exc:
+            fail(str(exc))
     with start_local_swarm(
         names,
+        annotator=annotator,
         config=config,
         checkpoint_dir=checkpoint_dir,
         primary_dir=primary_dir,
@@ -290,14 +309,19 @@ def annotate(
     data: Path = typer.Option(..., help="SOTAB-format directory: a split, or splits (see --split)."),
     checkpoint: Path = typer.Option(..., help="Trained primary directory (model.safetensors + model.json)."),
     split: str | None = typer.Option(None, help="Which split when DATA holds several (default: validation)."),
-    out: Path = typer.Option(Path("predictions.csv"), help="Predictions as table_name,column_index,label,confidence."),
+    out: Path = typer.Option(Path("predictions.csv"), help="Predictions as table_name,column_index,label,confidence,"
+                                                         "specialists,deep_steps; one row per column."),
     json_out: Path | None = typer.Option(None, "--json", help="Summary (latency, critical steps, F1 if labelled)."),
     specialist: list[str] = typer.Option(
         [], help=f"Remote specialist NAME=HOST:PORT (repeat; default: ${ENDPOINTS_ENV}, else local processes)."),
+    policy: str | None = POLICY_OPTION,
+    spawn_budget: int | None = SPAWN_BUDGET_OPTION,
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
-    """Annotate every column of every table through the annotation API (gRPC), scoring it when labels exist."""
+    """Annotate every column of every table through the annotation API (gRPC), scoring it when labels exist; the
+    CSV names the specialists each column used and its deep steps, the summary the mean critical steps, calls per
+    column and complexity."""
     import csv
     import json
     import os
@@ -311,15 +335,16 @@ def annotate(
     endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
     try:
         target = pick_split(data, split)
-        result = annotate_split(target, checkpoint, endpoints or None, device)
+        result = annotate_split(target, checkpoint, endpoints or None, device, policy, spawn_budget)
     except (DataError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["table_name", "column_index", "label", "confidence"])
+        writer.writerow(["table_name", "column_index", "label", "confidence", "specialists", "deep_steps"])
         for a in result.annotations:
-            writer.writerows([a.table_name, c.column, c.label, f"{c.confidence:.4f}"] for c in a.columns)
+            writer.writerows([a.table_name, c.column, c.label, f"{c.confidence:.4f}", " ".join(c.specialists),
+                              c.deep_steps] for c in a.columns)
     summary = result.summary()
     publish({k: summary[k] for k in ("micro_f1", "macro_f1") if k in summary}
             | {"throughput": summary["columns"] / max(result.seconds, 1e-9),
@@ -353,8 +378,11 @@ def up(
     auth_token_file: Path | None = AUTH_TOKEN_OPTION,
     specialist_tls_dir: Path | None = SPECIALIST_TLS_OPTION,
     health_port: int | None = HEALTH_PORT_OPTION,
+    policy: str | None = POLICY_OPTION,
+    spawn_budget: int | None = SPAWN_BUDGET_OPTION,
 ) -> None:
-    """Start the whole swarm locally (supervised specialist processes + annotation API) from a demo run."""
+    """Start the whole swarm locally (supervised specialist processes + annotation API) from a demo run (or any
+    run directory with a trained primary in RUN_DIR/model, e.g. runs/orchestrator/released)."""
     import signal
     import threading
 
@@ -369,11 +397,15 @@ def up(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    from swarm.model_server.devices import resolve_device
+    from swarm.model_server.primary_annotator import PrimaryAnnotator
+
     try:
         model_dir = served_primary(run_dir)
-    except FileNotFoundError as exc:
+        annotator = PrimaryAnnotator.load(model_dir, resolve_device(device), policy, spawn_budget)
+    except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    with _served_swarm(model_dir, device, host, port, settings, security, health_port) as server:
+    with _served_swarm(annotator, model_dir, device, host, port, settings, security, health_port) as server:
         from swarm.model_server.grpc_runtime import write_ready_file
 
         if ready_file is not None:
@@ -383,19 +415,16 @@ def up(
 
 
 @contextlib.contextmanager
-def _served_swarm(model_dir: Path, device: str, host: str, port: int, settings: ServingSettings,
-                  security: ServerSecurity, health_port: int | None) -> Iterator[AnnotationServer]:
+def _served_swarm(annotator: PrimaryAnnotator, model_dir: Path, device: str, host: str, port: int,
+                  settings: ServingSettings, security: ServerSecurity, health_port: int | None
+                  ) -> Iterator[AnnotationServer]:
     """The annotation API of a trained primary with its own specialists as supervised local processes."""
     from swarm.model_server.annotation_server import build_annotation_server
-    from swarm.model_server.devices import resolve_device
     from swarm.model_server.launcher import start_local_swarm
-    from swarm.model_server.primary import PrimaryModel
-    from swarm.model_server.primary_annotator import PrimaryAnnotator
     from swarm.model_server.specialist_client import SpecialistClient
     from swarm.trainer.evaluate import specialist_dirs
 
-    model, meta = PrimaryModel.load(model_dir)
-    annotator = PrimaryAnnotator(model, resolve_device(device))
+    model, meta = annotator.model, annotator.meta
     if not annotator.specialist_names:
         with SpecialistClient({}) as client:
             server = build_annotation_server(annotator, client, host, port, settings.limits(0), security,

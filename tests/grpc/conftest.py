@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from swarm.model_server.annotator import AnnotationResult, SpecialistStates, TableAnnotator
+from swarm.model_server.annotator import AnnotationResult, SpecialistStates, Stage, TableAnnotator
 from swarm.model_server.backbone import Backbone, get_config
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.launcher import LocalSwarm, start_local_swarm
@@ -40,13 +40,17 @@ class MeanStateAnnotator:
     def route(self, table: Table) -> dict[str, list[int]]:
         return {name: list(range(len(table.columns))) for name in self.specialist_names}
 
+    def next_stage(self, table: Table, states: SpecialistStates, routing: dict[str, list[int]],
+                   stages: Sequence[Stage]) -> dict[str, list[int]]:
+        return {}  # wide search only
+
     @torch.inference_mode()
     def annotate(
         self,
         table: Table,
         states: SpecialistStates,
         routing: dict[str, list[int]],
-        specialist_steps: dict[str, int] | None = None,
+        stages: Sequence[Stage] | None = None,
     ) -> AnnotationResult:
         ids, mask = self.tokenizer(self.serialize(table))
         initial: list[Tensor | None] | None = None
@@ -62,7 +66,7 @@ class MeanStateAnnotator:
                 initial.append(per_column / counts.clamp_min(1)[:, None, None, None])
         probs = self.head(self.backbone(ids, mask, initial).pooled).softmax(-1)
         conf, idx = probs.max(-1)
-        steps = specialist_steps or {}
+        steps = stages[0].steps if stages else {}
         return AnnotationResult(
             labels=[self.labels[i] for i in idx.tolist()],
             confidences=conf.tolist(),

@@ -40,6 +40,9 @@ class CountingAnnotator:
     def route(self, table: object) -> dict[str, list[int]]:
         return self.inner.route(table)  # type: ignore[attr-defined]
 
+    def next_stage(self, *args: object) -> dict[str, list[int]]:
+        return self.inner.next_stage(*args)  # type: ignore[attr-defined]
+
     def annotate(self, *args: object) -> object:
         self.calls += 1
         time.sleep(0.5)

@@ -128,7 +128,10 @@ def test_missing_reasons_and_internal_errors_keep_internals_in_the_log(
             return self.inner.serialize(table)  # type: ignore[attr-defined]
 
         def route(self, table: object) -> dict[str, list[int]]:
-            return self.inner.route(table)  # type: ignore[attr-defined]
+                return self.inner.route(table)  # type: ignore[attr-defined]
+
+        def next_stage(self, *args: object) -> dict[str, list[int]]:
+            return self.inner.next_stage(*args)  # type: ignore[attr-defined]
 
         def annotate(self, *args: object) -> object:
             raise RuntimeError("secret at /srv/models/primary.safetensors")
