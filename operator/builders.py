@@ -50,12 +50,14 @@ TEMPLATES_ENV = "SWARM_POD_TEMPLATES"
 IMAGE_ENV = "SWARM_IMAGE"
 TRAINER_SERVICE_ACCOUNT = "swarm-trainer"  # manifests/rbac.yaml: get/patch pods in its namespace
 
-MODE_COMMANDS = {Mode.train: "train", Mode.evaluate: "eval", Mode.annotate: "annotate", Mode.adapt: "adapt"}
+MODE_COMMANDS = {Mode.train: "train", Mode.evaluate: "eval", Mode.annotate: "annotate", Mode.adapt: "adapt",
+                 Mode.parl: "train"}
 SPECIALIST_HOST = "0.0.0.0"  # all interfaces: the CLI's default (127.0.0.1) would make the Service unreachable
 WORK_DIR = "/var/lib/swarm"  # writable: emptyDir, or the SwarmJob's output claim (the root filesystem is read-only)
 WORK_VOLUME = "work"
 RUN_DIR = f"{WORK_DIR}/run"
 ADAPTED_DIR = f"{RUN_DIR}/adapted"  # mode adapt: the adapted specialist
+POLICY_DIR = f"{RUN_DIR}/orchestrator"  # mode parl: the trained orchestrator policy
 REPORTS_DIR = f"{WORK_DIR}/reports"
 METRICS_JSON = f"{WORK_DIR}/metrics.json"
 PREDICTIONS_CSV = f"{WORK_DIR}/predictions.csv"
@@ -381,9 +383,9 @@ def trainer_command(
     spec: SwarmJobSpec, experts: Mapping[str, str] | None = None, device: str = DEVICE_CUDA
 ) -> list[str]:
     """The primary's command per mode and `--device`, then the job's extraArgs (a `--device` there wins).
-    Specialist endpoints come in the environment (SWARM_SPECIALIST_ENDPOINTS); the PARL settings are reserved for
-    the orchestrator and not passed. `experts` (mode adapt): the model path of each of the job's specialists in its
-    pool."""
+    Specialist endpoints come in the environment (SWARM_SPECIALIST_ENDPOINTS); mode parl passes the job's PARL
+    settings (annealSteps as a share of the iterations). `experts` (mode adapt): the model path of each of the job's
+    specialists in its pool."""
     mode = Mode(spec.mode)
     command = ["swarm", MODE_COMMANDS[mode], "--data", spec.data]
     if mode == Mode.adapt:
@@ -392,6 +394,16 @@ def trainer_command(
             command += ["--expert", f"{name}={(experts or {})[name]}"]
     elif mode == Mode.train:
         command += ["--run-dir", RUN_DIR, "--fusion", str(spec.fusion), "--max-specialists", str(spec.max_specialists)]
+    elif mode == Mode.parl:
+        parl = spec.parl
+        command += ["--mode", "parl", "--checkpoint", _checkpoint(spec), "--split", parl.split, "--run-dir", RUN_DIR,
+                    "--policy-out", POLICY_DIR, "--reports-dir", REPORTS_DIR, "--iterations", str(parl.iterations),
+                    "--lambda1", str(parl.lambda1), "--lambda2", str(parl.lambda2),
+                    "--anneal", str(min(1.0, parl.anneal_steps / parl.iterations)),
+                    "--beta-calls", str(parl.beta_calls), "--beta-steps", str(parl.beta_steps),
+                    "--max-deep", str(parl.max_deep)]
+        if parl.spawn_budget:
+            command += ["--spawn-budget", str(parl.spawn_budget)]
     elif mode == Mode.evaluate:
         command += ["--checkpoint", _checkpoint(spec), "--json", METRICS_JSON]
     else:

@@ -61,6 +61,7 @@ class Mode(StrEnum):
     evaluate = "evaluate"
     annotate = "annotate"
     adapt = "adapt"  # Model Swarms: the job's specialists are the experts, read from the pool's model paths
+    parl = "parl"  # the orchestrator of the primary `checkpoint`, trained by PARL
 
 
 class Phase(StrEnum):
@@ -259,18 +260,27 @@ class SpecialistPoolStatus(_Model):
 
 
 # ---------------------------------------------------------------------------------------------- SwarmJob
-_PARL_RESERVED = "Reserved for the PARL orchestrator; not used by this release's trainer."
-
-
 class ParlSettings(_Model):
-    """PARL reward settings, kept in the CR for the orchestrator; not passed to `swarm train` in this release."""
+    """The orchestrator's PARL training (mode parl: `swarm train --mode parl`, trainer/parl.py)."""
 
-    lambda1: float = Field(default=0.1, ge=0, description=f"Weight of r_parallel (annealed to 0). {_PARL_RESERVED}")
-    lambda2: float = Field(default=0.1, ge=0, description=f"Weight of r_finish (annealed to 0). {_PARL_RESERVED}")
-    anneal_steps: int = Field(default=10000, ge=0, description=f"Annealing steps of lambda1/lambda2. {_PARL_RESERVED}")
+    iterations: int = Field(default=150, ge=1, description="Policy-gradient iterations.")
+    lambda1: float = Field(default=0.2, ge=0, description="Initial weight of r_parallel (rewards instantiating "
+                           "specialists), annealed to 0.")
+    lambda2: float = Field(default=0.2, ge=0, description="Initial weight of r_finish (rewards using what was "
+                           "spawned), annealed to 0.")
+    anneal_steps: int = Field(default=90, ge=0, description="Iterations over which lambda1 and lambda2 fall to 0 "
+                              "(0: never annealed).")
+    beta_calls: float = Field(default=0.01, ge=0, description="Cost per specialist pass per column.")
+    beta_steps: float = Field(default=0.01, ge=0, description="Cost per critical step beyond the primary's.")
+    spawn_budget: int = Field(default=0, ge=0, description="Most specialists one table may use; 0: all the "
+                              "primary fuses.")
+    max_deep: int = Field(default=2, ge=0, description="Most deep steps per column.")
+    split: str = Field(default="validation", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                       description="Labelled split of `data` the policy learns from (one the primary did not train "
+                       "on).")
 
 
-_CHECKPOINT_MODES = ("evaluate", "annotate")
+_CHECKPOINT_MODES = ("evaluate", "annotate", "parl")
 _ADAPT_MESSAGE = "mode adapt needs a domain and at least two specialists (the experts)"
 
 
@@ -296,20 +306,22 @@ class OutputVolume(_Model):
 class SwarmJobSpec(_Model):
     mode: Mode = Field(
         description="train: `swarm train`; evaluate: `swarm eval`; annotate: `swarm annotate`; adapt: `swarm adapt` "
-        "(Model Swarms over the weights of the job's specialists, which are read from disk, not scaled up)."
+        "(Model Swarms over the weights of the job's specialists, which are read from disk, not scaled up); parl: "
+        "`swarm train --mode parl` (the orchestrator of the primary `checkpoint`; the policy goes to "
+        "run/orchestrator)."
     )
     pool_ref: DnsLabel = Field(description="Name of a SpecialistPool in the job's namespace.")
     data: str = Field(min_length=1, description="Local data path in the trainer pod (SOTAB v2 CTA layout).")
     checkpoint: str | None = Field(
         default=None,
         min_length=1,
-        description="Path (e.g. under /models) of a trained primary directory; required when mode is evaluate "
-        "or annotate, not used by train.",
+        description="Path (e.g. under /models) of a trained primary directory; required when mode is evaluate, "
+        "annotate or parl, not used by train.",
     )
     fusion: FusionMode = Field(
         default=FusionMode.weighted_sum, description="Fusion mode trained (`swarm train --fusion`); train only."
     )
-    parl: ParlSettings = Field(default=ParlSettings(), description=_PARL_RESERVED)
+    parl: ParlSettings = Field(default=ParlSettings(), description="PARL settings of mode parl; not used otherwise.")
     max_specialists: int = Field(
         default=DEFAULT_MAX_SPECIALISTS,
         ge=0,
@@ -338,8 +350,9 @@ class SwarmJobSpec(_Model):
             lambda spec: len(spec.get("specialists", [])) <= spec.get("maxSpecialists", DEFAULT_MAX_SPECIALISTS),
         ),
         CelRule(
-            "!(self.mode in ['evaluate', 'annotate']) || has(self.checkpoint)",
-            "checkpoint (the path of a trained primary directory) is required when mode is evaluate or annotate",
+            "!(self.mode in ['evaluate', 'annotate', 'parl']) || has(self.checkpoint)",
+            "checkpoint (the path of a trained primary directory) is required when mode is evaluate, annotate or "
+            "parl",
             lambda spec: spec.get("mode") not in _CHECKPOINT_MODES or "checkpoint" in spec,
         ),
         CelRule(
@@ -361,7 +374,7 @@ class SwarmJobSpec(_Model):
         if self.mode in _CHECKPOINT_MODES and not self.checkpoint:
             raise ValueError(
                 "checkpoint (the path of a trained primary directory) is required when mode is "
-                f"evaluate or annotate; mode is {self.mode}"
+                f"evaluate, annotate or parl; mode is {self.mode}"
             )
         return self
 

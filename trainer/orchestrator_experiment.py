@@ -22,10 +22,8 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, Field
-from tqdm.auto import tqdm
 
 from swarm.model_server.choices import DEVICE_AUTO
-from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import domains
@@ -45,11 +43,12 @@ from swarm.trainer.orchestrator_baselines import (
     table_stats,
 )
 from swarm.trainer.orchestrator_env import Cost, Outcomes, plan_metrics, rollout, segment_mean, static_plan
+from swarm.trainer.outcomes import outcomes_from_caches
 from swarm.trainer.parl import ParlConfig, train_parl
-from swarm.trainer.pipeline import encode_examples, labelled_splits
+from swarm.trainer.pipeline import labelled_splits
 from swarm.trainer.sotab import load_labels
 from swarm.trainer.specialist_training import train_specialist
-from swarm.trainer.train import TrainConfig, to_device
+from swarm.trainer.train import TrainConfig
 
 POLICIES = ("primary_alone", "all_specialists", "random_k", "threshold_rule", "supervised_head", "parl")
 ABLATIONS = {"parl_wide_only": {"max_deep": 0}, "parl_no_anneal": {"anneal": 0.0},
@@ -73,30 +72,10 @@ class OrchestratorConfig(BaseModel):
     parl: ParlConfig = ParlConfig()
 
 
-@torch.inference_mode()
-def first_layer_features(model: PrimaryModel, examples: Sequence[ColumnExample], batch_size: int = 256
-                         ) -> torch.Tensor:
-    from swarm.trainer.train import collate, model_device
-
-    data = encode_examples(examples, ColumnEncoder(model.cfg.max_len))
-    rows = []
-    for start in range(0, len(data), batch_size):
-        ids, mask, _ = to_device(collate(data, range(start, min(start + batch_size, len(data)))),
-                                 model_device(model))
-        rows.append(model.backbone.first_layer(ids, mask).float().cpu())
-    return torch.cat(rows)
-
-
 def compute_outcomes(runner: ExperimentRunner, model: PrimaryModel, examples: Sequence[ColumnExample]) -> Outcomes:
     """The primary's log-probabilities for every example under every subset of its specialists."""
-    n = len(model.specialists)
-    log_probs = torch.stack([
-        runner.probs(model, examples, agents=[j for j in range(n) if mask >> j & 1]).clamp_min(1e-12).log()
-        for mask in tqdm(range(2 ** n), desc="outcomes per subset", leave=False)], dim=1)
-    tables = {name: i for i, name in enumerate(dict.fromkeys(e.table for e in examples))}
-    return Outcomes(list(model.specialists), list(model.labels), first_layer_features(model, examples), log_probs,
-                    torch.tensor([e.label for e in examples]), torch.tensor([tables[e.table] for e in examples]),
-                    len(tables))
+    chosen = [s for s in runner.specialists if s.name in model.specialists]
+    return outcomes_from_caches(model, examples, runner.states([e.text for e in examples], chosen))
 
 
 class _Pooled:

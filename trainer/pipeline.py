@@ -41,6 +41,7 @@ class RunConfig(BaseModel):
     max_specialists: int = Field(0, ge=0)
     specialist_dirs: list[Path] = []
     endpoints: dict[str, str] = {}
+    agent_dropout: bool = False  # fuse a random subset of the specialists per batch (a primary for the orchestrator)
 
 
 def synthetic_split(run_dir: Path, n_tables: int, seed: int) -> Split:
@@ -75,10 +76,12 @@ def encode_examples(examples: Sequence[ColumnExample], tokenizer: ColumnEncoder)
 
 def train_and_score(model: PrimaryModel, train_data: Encoded, val_data: Encoded, train_cfg: TrainConfig,
                     run_dir: Path, meta: dict, train_caches: Sequence[Tensor] = (),
-                    val_caches: Sequence[Tensor] = (), desc: str = "primary") -> Scores:
-    """Train (resumable) in run_dir, save the model to run_dir/model, score it on the validation columns."""
-    train(model, train_data, train_cfg, run_dir, meta, cached_inputs(train_caches) if train_caches else None,
-          desc=desc)
+                    val_caches: Sequence[Tensor] = (), desc: str = "primary", agent_dropout: bool = False) -> Scores:
+    """Train (resumable) in run_dir, save the model to run_dir/model, score it on the validation columns (with all
+    its specialists)."""
+    extra = cached_inputs(train_caches, agent_dropout_seed=train_cfg.seed if agent_dropout else None) \
+        if train_caches else None
+    train(model, train_data, train_cfg, run_dir, meta, extra, desc=desc)
     save_weights(run_dir / "model", model, meta)
     pred = predict(model, val_data, cached_inputs(val_caches) if val_caches else None).argmax(-1).tolist()
     gold = [model.labels[i] for i in val_data.labels.tolist()]
@@ -110,6 +113,7 @@ def run_training(cfg: RunConfig) -> tuple[Scores, Path]:
     counts = Counter(labels[e.label] for e in train_ex)
     model_dir = cfg.run_dir / "model"
     meta = model.meta() | {"majority_label": counts.most_common(1)[0][0], "train_columns": len(train_ex),
+                           "agent_dropout": cfg.agent_dropout and bool(names),
                            "specialist_dirs": [os.path.relpath(d, model_dir) for d in cfg.specialist_dirs[:len(names)]]}
     print(f"primary '{cfg.model}': {count_parameters(model):,} parameters "
           f"({count_parameters(model, trainable_only=True):,} trainable); specialists: {names or 'none'}; "
@@ -128,7 +132,8 @@ def run_training(cfg: RunConfig) -> tuple[Scores, Path]:
             train_caches = [cache_states(source, n, [e.text for e in train_ex]) for n in names]
             val_caches = [cache_states(source, n, [e.text for e in val_ex]) for n in names]
     scores = train_and_score(model, encode_examples(train_ex, tokenizer), encode_examples(val_ex, tokenizer),
-                             cfg.train, cfg.run_dir, meta, train_caches, val_caches, desc="primary (real data)")
+                             cfg.train, cfg.run_dir, meta, train_caches, val_caches, desc="primary (real data)",
+                             agent_dropout=cfg.agent_dropout)
     payload = scores.to_dict() | {"model": cfg.model, "split": VALIDATION_SPLIT, "fusion": model.fusion_mode,
                                   "specialists": names, "seconds": round(time.time() - started, 1),
                                   "checkpoint": str(model_dir)}

@@ -4,15 +4,25 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from swarm.model_server.choices import DEFAULT_MAX_SPECIALISTS
 from swarm.trainer.cli_options import DEVICE_OPTION, PRECISION_OPTION, DType, FusionMode, Precision, fail, use_devices
 
+if TYPE_CHECKING:
+    from swarm.trainer.parl import ParlConfig
+
 DEFAULT_DATA = Path("data/sotab-v2-sample")
 ENDPOINTS_ENV = "SWARM_SPECIALIST_ENDPOINTS"
+
+
+class TrainMode(StrEnum):
+    supervised = "supervised"
+    parl = "parl"
 
 
 def parse_endpoints(pairs: list[str]) -> dict[str, str]:
@@ -68,9 +78,27 @@ def train(
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
     stop_after: int | None = typer.Option(None, hidden=True),
+    mode: TrainMode = typer.Option(TrainMode.supervised, help="supervised: train a primary; parl: train the "
+                                   "orchestrator of the trained primary --checkpoint (it and its specialists frozen)."),
+    agent_dropout: bool = typer.Option(False, help="supervised: fuse a random subset of the specialists per batch, "
+                                       "so the primary annotates well with whatever subset an orchestrator picks."),
+    checkpoint: Path | None = typer.Option(None, help="parl: the trained (fused) primary directory."),
+    split: str | None = typer.Option(None, help="parl: the labelled split to learn from, one the primary did not "
+                                     "train on (default: validation)."),
+    policy_out: Path | None = typer.Option(None, help="parl: where the policy goes (default: RUN_DIR/orchestrator; "
+                                           "serve it with --policy, or copy it to CHECKPOINT/orchestrator)."),
+    iterations: int = typer.Option(150, min=1, help="parl: policy-gradient iterations."),
+    lambda1: float = typer.Option(0.2, min=0, help="parl: initial weight of r_parallel (annealed to 0)."),
+    lambda2: float = typer.Option(0.2, min=0, help="parl: initial weight of r_finish (annealed to 0)."),
+    anneal: float = typer.Option(0.6, min=0, max=1, help="parl: share of the iterations over which λ1, λ2 fall "
+                                 "to 0 (0: never)."),
+    beta_calls: float = typer.Option(0.01, min=0, help="parl: cost per specialist pass per column."),
+    beta_steps: float = typer.Option(0.01, min=0, help="parl: cost per critical step beyond the primary's."),
+    spawn_budget: int | None = typer.Option(None, min=0, help="parl: most specialists per table (default: all)."),
+    max_deep: int = typer.Option(2, min=0, help="parl: most deep steps per column."),
 ) -> None:
-    """Train a primary, alone or fused with specialists (resumes from RUN_DIR's checkpoints); evaluate on
-    validation."""
+    """Train a primary, alone or fused with specialists (resumes from RUN_DIR's checkpoints), and evaluate it on
+    validation; or, with --mode parl, train the orchestrator policy of a trained primary."""
     from swarm.trainer.pipeline import RunConfig, run_training
     from swarm.trainer.reports import print_scores
     from swarm.trainer.sotab import DataError
@@ -78,6 +106,15 @@ def train(
 
     device = use_devices(device, dtype)
     endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
+    if mode == TrainMode.parl:
+        from swarm.trainer.parl import ParlConfig
+
+        parl = ParlConfig(iterations=iterations, lambda1=lambda1, lambda2=lambda2, anneal=anneal,
+                          beta_calls=beta_calls, beta_steps=beta_steps, max_deep=max_deep, seed=seed,
+                          **({"budget": spawn_budget} if spawn_budget is not None else {}))
+        _train_policy(checkpoint, data, split, policy_out or run_dir / "orchestrator", reports_dir, parl, endpoints,
+                      device)
+        return
     try:
         cfg = RunConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model,
                         synthetic_tables=synthetic_tables, synthetic_steps=synthetic_steps,
@@ -85,12 +122,32 @@ def train(
                                           ckpt_every=ckpt_every, stop_after=stop_after, device=device),
                         fusion=fusion.value if fusion else None, max_specialists=max_specialists,
                         specialist_dirs=specialist_dir,
-                        endpoints=endpoints)
+                        endpoints=endpoints, agent_dropout=agent_dropout)
         scores, model_dir = run_training(cfg)
     except (DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
     print_scores(scores, f"primary, validation ({model_dir})")
     publish({"micro_f1": scores.micro_f1, "macro_f1": scores.macro_f1})
+
+
+def _train_policy(checkpoint: Path | None, data: Path, split: str | None, out: Path, reports_dir: Path,
+                  parl: ParlConfig, endpoints: dict[str, str], device: str) -> None:
+    from swarm.trainer.parl_pipeline import PolicyRunConfig, run_parl
+    from swarm.trainer.sotab import DataError
+
+    if checkpoint is None:
+        fail("--mode parl needs --checkpoint, the trained primary whose orchestrator is trained")
+    try:
+        result = run_parl(PolicyRunConfig(checkpoint=checkpoint, data=data, split=split, out=out,
+                                          reports_dir=reports_dir, parl=parl, endpoints=endpoints, device=device))
+    except (DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        fail(str(exc))
+    typer.echo(f"policy saved to {result['policy']}: on the {result['columns']} columns it learnt from (in-sample) "
+               f"micro-F1 {result['micro_f1']:.3f}, {result['calls_per_column']:.2f} specialist calls per column, "
+               f"{result['critical_steps']:.2f} critical steps per table, {result['specialists_per_table']:.2f} "
+               f"specialists per table")
+    publish({"micro_f1": result["micro_f1"], "macro_f1": result["macro_f1"],
+             "critical_steps": round(result["critical_steps"])})
 
 
 def evaluate(

@@ -75,7 +75,7 @@ _DELETE = object()
 ADAPT_JOB = job_body(mode="adapt", specialists=("a", "b"), domain="commerce")
 ADAPT_MESSAGE = "mode adapt needs a domain and at least two specialists (the experts)"
 CHECKPOINT_MESSAGE = (
-    "checkpoint (the path of a trained primary directory) is required when mode is evaluate or annotate"
+    "checkpoint (the path of a trained primary directory) is required when mode is evaluate, annotate or parl"
 )
 BAD = [
     (pool_body(), "spec.specialists.0.dtype", "fp8", "spec.specialists[0].dtype: 'fp8' is not one of"),
@@ -86,12 +86,15 @@ BAD = [
     (pool_body(), "spec.idleTimeoutSeconds", -5, "spec.idleTimeoutSeconds: -5 is less than the minimum of 0"),
     (pool_body(), "spec.memoryReservePerGpu", "1Gi", "spec.memoryReservePerGpu: '1Gi' is not of type 'integer'"),
     (pool_body(), "spec.warmSet", ["a"], "spec: Additional properties are not allowed ('warmSet' was unexpected)"),
-    (job_body(), "spec.mode", "serve", "spec.mode: 'serve' is not one of ['train', 'evaluate', 'annotate', 'adapt']"),
+    (job_body(), "spec.mode", "serve", "spec.mode: 'serve' is not one of ['train', 'evaluate', 'annotate', 'adapt', 'parl']"),
     (job_body(), "spec.mode", "adapt", f"spec: {ADAPT_MESSAGE}"),  # no domain, one specialist
     (ADAPT_JOB, "spec.domain", _DELETE, f"spec: {ADAPT_MESSAGE}"),
     (ADAPT_JOB, "spec.domain", "Commerce", "spec.domain: 'Commerce' does not"),
     (job_body(), "spec.mode", "evaluate", f"spec: {CHECKPOINT_MESSAGE}"),
     (job_body(), "spec.mode", "annotate", f"spec: {CHECKPOINT_MESSAGE}"),
+    (job_body(), "spec.mode", "parl", f"spec: {CHECKPOINT_MESSAGE}"),
+    (job_body(), "spec.parl", {"iterations": 0}, "spec.parl.iterations: 0 is less than the minimum of 1"),
+    (job_body(), "spec.parl", {"split": "../x"}, "spec.parl.split: '../x' does not match"),
     (job_body(mode="evaluate"), "spec.checkpoint", "", "spec.checkpoint: '' should be non-empty"),
     (job_body(specialists=("a", "b", "c", "d", "e")), "spec.maxSpecialists", 4, "spec: more specialists requested"),
     (job_body(), "spec.fusion", "sum", "spec.fusion: 'sum' is not one of"),
@@ -129,17 +132,17 @@ def test_cross_field_rules_in_models_and_cel() -> None:
         SpecialistPoolSpec.model_validate(pool_body(names=("a", "a"))["spec"])
     with pytest.raises(ValidationError, match="3 specialists requested but maxSpecialists is 2"):
         SwarmJobSpec.model_validate(job_body(specialists=("a", "b", "c"), maxSpecialists=2)["spec"])
-    with pytest.raises(ValidationError, match="checkpoint .* is required when mode is evaluate or annotate"):
+    with pytest.raises(ValidationError, match="checkpoint .* is required when mode is evaluate, annotate or parl"):
         SwarmJobSpec.model_validate(job_body(mode="annotate")["spec"])
     assert SwarmJobSpec.model_validate(job_body(mode="evaluate", checkpoint="/models/primary")["spec"]).checkpoint
     pool_spec = crdgen.crd_for(crdgen.KINDS[0])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
     assert "self.warm.all" in pool_spec["spec"]["x-kubernetes-validations"][0]["rule"]
     job_spec = crdgen.crd_for(crdgen.KINDS[1])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
     assert job_spec["spec"]["x-kubernetes-validations"][1] == {
-        "rule": "!(self.mode in ['evaluate', 'annotate']) || has(self.checkpoint)",
+        "rule": "!(self.mode in ['evaluate', 'annotate', 'parl']) || has(self.checkpoint)",
         "message": CHECKPOINT_MESSAGE,
     }
-    assert job_spec["spec"]["properties"]["mode"]["enum"] == ["train", "evaluate", "annotate", "adapt"]
+    assert job_spec["spec"]["properties"]["mode"]["enum"] == ["train", "evaluate", "annotate", "adapt", "parl"]
     with pytest.raises(ValidationError, match="mode adapt needs a domain .* got domain None and 2 specialists"):
         SwarmJobSpec.model_validate(job_body(mode="adapt", specialists=("a", "b"))["spec"])
     adapt = job_body(mode="adapt", specialists=("a", "b"), domain="commerce")

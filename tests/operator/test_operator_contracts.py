@@ -98,6 +98,7 @@ def _jobs() -> list[dict[str, Any]]:
         job_body("evaluate", mode="evaluate", checkpoint="/models/primary/sotab"),
         job_body("annotate", mode="annotate", checkpoint="/models/primary/sotab"),
         job_body("adapt", mode="adapt", specialists=("a", "b"), domain="commerce"),
+        job_body("parl", mode="parl", checkpoint="/models/primary/sotab", parl={"spawnBudget": 2}),
     ]
     for path in sorted((ROOT / "manifests" / "samples").glob("swarmjob*.yaml")):
         sample = yaml.safe_load(path.read_text())
@@ -145,6 +146,11 @@ def test_every_trainer_command_parses(swarm_cli: TyperGroup, kind: str) -> None:
             assert params["fusion"] == spec.fusion and params["max_specialists"] == spec.max_specialists
         elif spec.mode == Mode.adapt:
             assert params["domain"] == spec.domain and len(params["expert"]) == len(spec.specialists)
+        elif spec.mode == Mode.parl:
+            assert str(params["mode"]) == "parl" and str(params["checkpoint"]) == spec.checkpoint
+            assert params["iterations"] == spec.parl.iterations and params["split"] == spec.parl.split
+            assert params["anneal"] == pytest.approx(spec.parl.anneal_steps / spec.parl.iterations)
+            assert str(params["policy_out"]) == builders.POLICY_DIR
         else:
             assert str(params["checkpoint"]) == spec.checkpoint
 

@@ -1,0 +1,82 @@
+"""`swarm train --mode parl`: train the orchestrator of a trained primary.
+
+The primary and its specialists are frozen (local specialist directories named in the primary's model.json, or
+specialist servers, e.g. a SpecialistPool's Services in a trainer pod). The labelled columns of one split are read
+once by every specialist; the primary's answer for each column under every subset is cached
+(trainer/outcomes.py); the policy is trained by PARL on that cache (trainer/parl.py) and saved with the primary's
+fingerprint, so it can only be served with that primary. Use a split the primary did not train on (validation, for
+a primary trained on the training splits): on its own training columns the primary is right with or without help,
+and the policy would learn that specialists are never needed.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+from swarm.model_server.choices import DEVICE_AUTO
+from swarm.model_server.devices import resolve_device
+from swarm.model_server.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
+from swarm.model_server.primary import PrimaryModel
+from swarm.trainer import reports
+from swarm.trainer.columns import build_examples
+from swarm.trainer.evaluate import pick_split, specialist_source
+from swarm.trainer.orchestrator_env import Cost, plan_metrics, rollout
+from swarm.trainer.outcomes import outcomes_from_caches
+from swarm.trainer.parl import ParlConfig, train_parl
+from swarm.trainer.sotab import DataError
+from swarm.trainer.state_sources import cache_states
+
+
+class PolicyRunConfig(BaseModel):
+    checkpoint: Path
+    data: Path
+    split: str | None = None
+    out: Path = Path("runs/parl/orchestrator")
+    reports_dir: Path = Path("reports")
+    parl: ParlConfig = ParlConfig()
+    endpoints: dict[str, str] = {}
+    device: str = DEVICE_AUTO
+
+
+def run_parl(cfg: PolicyRunConfig) -> dict:
+    """Train and save the policy; returns its greedy plan's metrics on the split it trained on (in-sample: the
+    unbiased estimate is the grouped cross-validation of `swarm orchestrator-report`)."""
+    started = time.time()
+    model, meta = PrimaryModel.load(cfg.checkpoint)
+    if model.fusion is None or not model.specialists:
+        raise ValueError(f"{cfg.checkpoint}: this primary fuses no specialists; there is nothing to orchestrate")
+    if not meta.get("agent_dropout"):
+        print(f"warning: {cfg.checkpoint} was not trained with agent dropout (swarm train --agent-dropout); "
+              "it may answer poorly with the subsets the policy picks")
+    model.to(resolve_device(cfg.device))
+    target = pick_split(cfg.data, cfg.split)
+    unknown = sorted({ref.label for ref in target.columns if ref.label not in set(model.labels)})
+    if unknown:
+        raise DataError(f"{cfg.data}: labels the model does not know: {unknown}")
+    examples = build_examples([target], model.labels)
+    source = specialist_source(cfg.checkpoint, meta, cfg.endpoints, cfg.device)
+    assert source is not None
+    with closing(source):
+        caches = [cache_states(source, name, [e.text for e in examples]) for name in model.specialists]
+    out = outcomes_from_caches(model, examples, caches)
+    budget = min(cfg.parl.budget, out.n)
+    parl_cfg = cfg.parl.model_copy(update={"budget": budget})
+    torch.manual_seed(parl_cfg.seed)
+    policy = OrchestratorPolicy(model.specialists, domain_masks_for(model), out.features.shape[1], parl_cfg.hidden,
+                                parl_cfg.max_deep)
+    history = train_parl(policy, out, parl_cfg)
+    policy.save(cfg.out, primary_fingerprint(model), {"trained_on": f"{cfg.data} ({target.name})",
+                                                       "parl": parl_cfg.model_dump()})
+    with torch.no_grad():
+        plan = rollout(policy, out, Cost(budget, torch.ones(out.n, dtype=torch.bool), parl_cfg.spawn_steps))
+    metrics = plan_metrics(out, plan.used, plan.spawned, plan.critical, plan.deep_steps, [])
+    metrics.pop("per_class")
+    result = metrics | {"policy": str(cfg.out), "primary": str(cfg.checkpoint), "columns": len(examples),
+                        "tables": out.n_tables, "in_sample": True, "seconds": round(time.time() - started, 1),
+                        "curves": [vars(step) for step in history]}
+    reports.write_json(cfg.reports_dir / "parl_training.json", result)
+    return result
