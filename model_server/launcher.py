@@ -9,7 +9,7 @@ the annotation API in this process, and tears everything down (SIGTERM, then SIG
 
 Supervision:
 - children die with the parent: each specialist runs in a process group of its own and asks the kernel for
-  SIGTERM when the thread that started it goes (prctl PR_SET_PDEATHSIG, set between fork and exec); all
+  SIGTERM when the thread that started it goes (prctl PR_SET_PDEATHSIG, set by the child as it starts); all
   specialists are started by one supervisor thread that lives as long as the swarm, so "the thread that started
   it" is the swarm. A SIGKILLed `swarm up` therefore takes its specialists with it, and they stop computing for
   the calls it abandoned (their streams are cancelled with its connections);
@@ -56,6 +56,7 @@ SWARM_CLI = (sys.executable, "-m", "swarm.trainer.cli")
 AnnotatorFactory = Callable[[list[str]], TableAnnotator]
 
 PR_SET_PDEATHSIG = 1
+PARENT_PID_ENV = "SWARM_PARENT_PID"
 _LOG_TAIL_BYTES = 64 << 10
 
 
@@ -67,19 +68,25 @@ def _resolve_prctl() -> Callable[..., int] | None:
         return None
 
 
-_PRCTL = _resolve_prctl()  # looked up before any fork: the child only calls it
+_PRCTL = _resolve_prctl()
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """preexec_fn for a child: SIGTERM when the parent (thread) dies; exit at once if it already has."""
+def die_with_parent() -> None:
+    """In a specialist started by a local swarm (the launcher names its pid in SWARM_PARENT_PID): ask the kernel
+    for SIGTERM when the thread that started it goes, and exit at once if it already has.
 
-    def preexec() -> None:
-        if _PRCTL is not None:
-            _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died between fork and prctl
-            os._exit(1)
-
-    return preexec
+    Set by the child after exec rather than between fork and exec: a preexec function would make Python fork
+    (not vfork) the multi-threaded parent, and gRPC's fork handlers then run in a child that has none of gRPC's
+    threads, which can abort it (seen: "epoll_wait error: Bad file descriptor" and SIGABRT under load). The death
+    signal still refers to the parent thread that spawned the child, so the semantics are the same.
+    """
+    parent = os.environ.pop(PARENT_PID_ENV, None)
+    if parent is None:
+        return
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(parent):  # the parent died before the prctl: nobody would stop this process
+        os._exit(1)
 
 
 def process_tree(pid: int) -> list[int]:
@@ -220,9 +227,8 @@ def _spawn(name: str, args: list[str], host: str, port: int, ready: Path, log_fd
         stdin=subprocess.DEVNULL,
         stdout=log_fd,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        process_group=0,
-        preexec_fn=_die_with_parent(os.getpid()),
+        env={**os.environ, "PYTHONUNBUFFERED": "1", PARENT_PID_ENV: str(os.getpid())},
+        process_group=0,  # no preexec_fn: the child is vfork-spawned and calls die_with_parent() itself
     )
 
 

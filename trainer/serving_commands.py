@@ -177,6 +177,9 @@ def serve_specialist(
     health_port: int | None = HEALTH_PORT_OPTION,
 ) -> None:
     """Serve one frozen specialist's per-layer states over gRPC (swarm.v1.SpecialistService)."""
+    from swarm.model_server.launcher import die_with_parent
+
+    die_with_parent()  # first: a local swarm's specialist must not outlive it
     _logging()
     device = use_devices(device, Precision.auto)
     from swarm.model_server.grpc_runtime import MiB, mtls_server_security
