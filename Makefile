@@ -9,7 +9,7 @@ DATA ?= data/sotab-v2-sample
 # Primaries trained per fusion row (seeds 0..SEEDS-1); the committed tables used SEEDS=3.
 SEEDS ?= 2
 
-.PHONY: install proto demo test test-fast gpu-check lint bench fusion-report accuracy adapt crds kind-e2e clean
+.PHONY: install proto demo test test-fast gpu-check lint bench fusion-report accuracy orchestrator adapt crds kind-e2e clean
 
 install: $(STAMP) $(STUBS)
 
@@ -27,8 +27,11 @@ proto/swarm/v1/%_pb2.py: proto/swarm/v1/%.proto $(STAMP)
 
 proto: $(STUBS)
 
+# The fusion demo, then the orchestrator's policies and success criteria (without the robustness check and the
+# PARL ablations, which `make orchestrator` adds).
 demo: install
 	$(BIN)/swarm demo --data $(DATA) --seeds $(SEEDS)
+	$(BIN)/swarm orchestrator-report --data $(DATA) --no-robustness --no-ablations
 
 test: install
 	$(BIN)/ruff check .
@@ -55,6 +58,12 @@ bench: install
 # Grouped 5-fold CV of the primary alone and with its specialists, and the ablation ladder: reports/accuracy.*
 accuracy: install
 	$(BIN)/swarm accuracy-report --data $(DATA)
+
+# Every routing policy (primary alone, all specialists, random k, threshold rule, supervised complexity head, PARL)
+# on grouped folds of the validation tables over 3 seeds, the design's four criteria, the robustness check and the
+# PARL ablations: reports/orchestrator.*; the released primary + policy in runs/orchestrator/released/model.
+orchestrator: install
+	$(BIN)/swarm orchestrator-report --data $(DATA)
 
 fusion-report: install
 	$(BIN)/swarm fusion-report --data $(DATA) --seeds $(SEEDS)

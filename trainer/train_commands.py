@@ -382,7 +382,7 @@ def adapt(
     publish({"micro_f1": swarm["micro_f1"], "macro_f1": swarm["macro_f1"]})
 
 
-BENCHMARKS = ("training", "fusion", "grpc_states", "operator", "serving_load")
+BENCHMARKS = ("training", "fusion", "grpc_states", "operator", "serving_load", "orchestrator_throughput")
 
 
 def bench(
