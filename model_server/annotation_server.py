@@ -58,6 +58,7 @@ from swarm.model_server.admission import (
 )
 from swarm.model_server.annotator import AnnotationResult, Routing, SpecialistStates, Stage, TableAnnotator
 from swarm.model_server.backbone import BackboneConfig, get_config
+from swarm.model_server.demand import DemandPublisher, annotate_requested
 from swarm.model_server.grpc_runtime import ManagedServer, MiB, ServerSecurity, service_handler
 from swarm.model_server.specialist_client import Cancellation, SpecialistClient
 from swarm.model_server.tables import Table
@@ -217,10 +218,13 @@ class _Gone(Exception):
 
 
 class AnnotationServicer:
-    def __init__(self, annotator: TableAnnotator, client: SpecialistClient, limits: AnnotationLimits) -> None:
+    def __init__(self, annotator: TableAnnotator, client: SpecialistClient, limits: AnnotationLimits,
+                 publisher: DemandPublisher | None = None) -> None:
         self.annotator = annotator
         self.client = client
         self.limits = limits
+        # Cold specialists a stage wanted are asked from their SpecialistPool (model_server/demand.py).
+        self.publisher = publisher if publisher is not None else DemandPublisher.from_env()
         self.primary_cfg = primary_config(annotator)
         self.state_bytes = state_bytes_per_column(self.primary_cfg)
         self.admission = Admission(limits.admission_limits(), what="table")
@@ -271,7 +275,8 @@ class AnnotationServicer:
                     timeout_s=min(deadline - time.monotonic(), self.limits.specialist_timeout_s),
                     cancellation=cancellation,
                 )
-                merge_stage(states, merged, reasons, stage, fetched.states, fetched.missing)
+                missing = annotate_requested(fetched.missing, self.publisher)  # cold ones: asked from the pool
+                merge_stage(states, merged, reasons, stage, fetched.states, missing)
                 stages.append(Stage(stage, dict(fetched.steps)))
                 self._alive(context, deadline, "while the specialists' states were fetched")
                 stage = {name: cols for name, cols in
@@ -496,6 +501,7 @@ class AnnotationServer(ManagedServer):
             self.monitor.stop()
         super().stop(grace_s)
         self.servicer.compute.shutdown()
+        self.servicer.publisher.close()
 
 
 def build_annotation_server(
@@ -506,9 +512,10 @@ def build_annotation_server(
     limits: AnnotationLimits | None = None,
     security: ServerSecurity | None = None,
     health_port: int | None = None,
+    publisher: DemandPublisher | None = None,
 ) -> AnnotationServer:
     limits = limits or AnnotationLimits()
-    servicer = AnnotationServicer(annotator, client, limits)
+    servicer = AnnotationServicer(annotator, client, limits, publisher)
     handler = service_handler(SERVICE, servicer)
     server = AnnotationServer(
         [(SERVICE, handler)],

@@ -1,8 +1,8 @@
 """kopf registrations: settings, login, in-memory indices of GPU nodes and job claims, and the thin handlers
 that call `pool.reconcile` / `job.reconcile`. Importing this module registers everything with kopf.
 
-Tunables (environment): SWARM_RESYNC_SECONDS (pool resync timer: node capacity changes, idle timeouts; 30),
-SWARM_RETRY_SECONDS (delay before a Pending job retries; 15), SWARM_POD_TEMPLATES, SWARM_IMAGE.
+Tunables (environment): SWARM_RESYNC_SECONDS (pool resync timer: node capacity changes, idle timeouts and expired
+demand; 30), SWARM_RETRY_SECONDS (delay before a Pending job retries; 15), SWARM_POD_TEMPLATES, SWARM_IMAGE.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import kopf
 from swarm.operator import builders, job, pool
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION
 from swarm.operator.kube import PODS, Api, load_connection
-from swarm.operator.models import GROUP, JOB, POOL, PREFIX, VERSION
+from swarm.operator.models import DEMAND_ANNOTATION, GROUP, JOB, POOL, PREFIX, VERSION
 
 RESYNC_SECONDS = float(os.environ.get("SWARM_RESYNC_SECONDS", "30"))
 RETRY_SECONDS = float(os.environ.get("SWARM_RETRY_SECONDS", "15"))
@@ -87,6 +87,36 @@ async def reconcile_pool(
     await pool.reconcile(
         memo.api, namespace, name, _nodes(gpu_nodes), _claims(pool_claims, namespace, name), memo.templates
     )
+
+
+# The annotation service's demand (the pool's swarm.ai/demand annotation, model_server/demand.py). kopf leaves every
+# annotation under its own storage prefix (swarm.ai/, progress and diff base) out of what its update handlers compare,
+# even as a handler field, so a change of the demand would wait for the resync timer: this handler sees every event
+# of a pool that has the annotation and reconciles when its value differs from the last one reconciled.
+_demand_seen: dict[tuple[str, str], str] = {}
+
+
+@kopf.on.event(GROUP, VERSION, POOL.plural, annotations={DEMAND_ANNOTATION: kopf.PRESENT}, id="pool-demand")
+async def pool_demand(
+    event: kopf.RawEvent,
+    name: str,
+    namespace: str,
+    annotations: kopf.Annotations,
+    memo: kopf.Memo,
+    gpu_nodes: kopf.Index,
+    pool_claims: kopf.Index,
+    **_: Any,
+) -> None:
+    key, value = (namespace, name), annotations.get(DEMAND_ANNOTATION, "")
+    if event.get("type") == "DELETED":
+        _demand_seen.pop(key, None)
+        return
+    if _demand_seen.get(key) == value:
+        return  # a status write, kopf's own annotations, ...: nothing new to reconcile
+    await pool.reconcile(
+        memo.api, namespace, name, _nodes(gpu_nodes), _claims(pool_claims, namespace, name), memo.templates
+    )
+    _demand_seen[key] = value  # only once reconciled: a failed reconcile is retried at the next event or resync
 
 
 # ---------------------------------------------------------------------------------------------- jobs

@@ -13,15 +13,14 @@ import json
 import logging
 import math
 import os
-import ssl
 import urllib.error
 import urllib.parse
-import urllib.request
-from pathlib import Path
+
+from swarm.operator import incluster
 
 log = logging.getLogger(__name__)
 
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+SERVICE_ACCOUNT_DIR = incluster.SERVICE_ACCOUNT_DIR
 ENV_POD_NAME = "POD_NAME"
 ENV_POD_NAMESPACE = "POD_NAMESPACE"
 ENV_ANNOTATION = "SWARM_METRICS_ANNOTATION"
@@ -50,13 +49,7 @@ def annotation_value(metrics: dict[str, float | int]) -> dict[str, float | int]:
     return out
 
 
-def _in_cluster_api_base() -> str | None:
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    if not host or not port:
-        return None
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"  # IPv6
-    return f"https://{host}:{port}"
+_in_cluster_api_base = incluster.api_base  # a module attribute: tests point it elsewhere
 
 
 def publish_metrics(
@@ -101,36 +94,29 @@ def _publish(
         log.info("metrics not published: not in a Kubernetes cluster (KUBERNETES_SERVICE_HOST/PORT unset)")
         return False
     if token is None:
-        token_path = SERVICE_ACCOUNT_DIR / "token"
-        if not token_path.is_file():
-            log.warning("metrics not published: no service-account token at %s", token_path)
+        token = incluster.read_token(SERVICE_ACCOUNT_DIR)
+        if token is None:
+            log.warning("metrics not published: no service-account token at %s", SERVICE_ACCOUNT_DIR / "token")
             return False
-        token = token_path.read_text().strip()
     value = annotation_value(metrics)
     if not value:
         log.warning("metrics not published: none of %s in %s", sorted(set(KEYS.values())), sorted(metrics))
         return False
 
-    context = None
-    if base.startswith("https://"):
-        ca = Path(ca_file) if ca_file is not None else SERVICE_ACCOUNT_DIR / "ca.crt"
-        context = ssl.create_default_context(cafile=str(ca)) if ca.is_file() else ssl.create_default_context()
     path = f"/api/v1/namespaces/{urllib.parse.quote(namespace)}/pods/{urllib.parse.quote(pod)}"
-    body = json.dumps({"metadata": {"annotations": {annotation: json.dumps(value, sort_keys=True)}}}).encode()
-    request = urllib.request.Request(
-        base.rstrip("/") + path,
-        data=body,
-        method="PATCH",
-        headers={
-            "Content-Type": "application/merge-patch+json",
-            "Accept": "application/json",
-            "Authorization": f"Bearer {token}",
-            "User-Agent": "swarm-trainer",
-        },
-    )
+    body = {"metadata": {"annotations": {annotation: json.dumps(value, sort_keys=True)}}}
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-            response.read()
+        incluster.request(
+            "PATCH",
+            base,
+            path,
+            token,
+            body,
+            ca_file=ca_file,
+            service_account_dir=SERVICE_ACCOUNT_DIR,
+            timeout=timeout,
+            user_agent="swarm-trainer",
+        )
     except urllib.error.HTTPError as exc:
         detail = exc.read()[:200].decode(errors="replace")
         log.warning("metrics not published: PATCH pod %s/%s: HTTP %s %s", namespace, pod, exc.code, detail)

@@ -20,6 +20,9 @@ GROUP = "swarm.ai"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 PREFIX = f"{GROUP}/"  # of the operator's labels, annotations and finalizer (swarm.ai/pool, swarm.ai/metrics, ...)
+# On a SpecialistPool: JSON {specialist: RFC3339 UTC time} of the annotation service's latest demand for each
+# (written by model_server/demand.py, read by operator/pool.py).
+DEMAND_ANNOTATION = f"{PREFIX}demand"
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 RTX_4090_PRODUCT = "NVIDIA-GeForce-RTX-4090"
@@ -73,16 +76,17 @@ class Phase(StrEnum):
 
 class SpecialistState(StrEnum):
     Warm = "Warm"  # in the warm set and admitted: always running
-    Active = "Active"  # cold, scaled up because a job requested it (or still within its idle timeout)
+    Active = "Active"  # cold, scaled up because a job or the annotation service requested it (or still idle-kept)
     Cold = "Cold"  # scaled to zero
     OverBudget = "OverBudget"  # wanted (warm or requested) but does not fit the GPU memory budget
 
 
 class ConditionType(StrEnum):
-    """Every condition type the operator writes: pools (Ready, BudgetExceeded), jobs (the others)."""
+    """Every condition type the operator writes: pools (Ready, BudgetExceeded, DemandValid), jobs (the others)."""
 
     Ready = "Ready"  # pool: spec valid, capacity known, the warm set admitted
     BudgetExceeded = "BudgetExceeded"  # pool: some wanted specialist does not fit the GPU memory budget
+    DemandValid = "DemandValid"  # pool: its swarm.ai/demand annotation parsed (False: entries ignored)
     SpecValid = "SpecValid"  # job
     PoolReady = "PoolReady"  # job: its SpecialistPool exists and is valid
     SpecialistsGranted = "SpecialistsGranted"  # job: its specialists are known and admitted
@@ -109,7 +113,7 @@ class ConditionReason(StrEnum):
     Granted = "Granted"
     UnknownSpecialist = "UnknownSpecialist"
     BudgetExceeded = "BudgetExceeded"
-    # job MetricsValid
+    # job MetricsValid, pool DemandValid
     Parsed = "Parsed"
     Ignored = "Ignored"
     # job Complete: the trainer pod's terminal phase

@@ -1,8 +1,11 @@
 """SpecialistPool reconciliation: budget from node GPU readings, which specialists run, their objects, status.
 
 Priority when the budget is short: the warm set (in spec order), then specialists requested by active SwarmJobs
-(oldest job first), then cold specialists still inside their idle timeout. Each specialist always has a Deployment
-(replicas 0 or 1) and a Service, so scaling a cold one from zero is a replica patch.
+(oldest job first), then those the annotation service demanded less than `idleTimeoutSeconds` ago (the pool's
+`swarm.ai/demand` annotation, see model_server/demand.py; oldest demand first), then cold specialists still inside
+their idle timeout. Each specialist always has a Deployment (replicas 0 or 1) and a Service, so scaling a cold one
+from zero is a replica patch. A demand entry that does not parse (not a JSON object, a bad time, an unknown name)
+is ignored and named in the pool's DemandValid condition.
 
 Pools whose node selectors share GPUs share their memory: a pool plans with what the other pools' admitted
 specialists leave (their status.gpuUsage), first come, first served; memory a pool releases reaches the others at
@@ -14,8 +17,9 @@ the same free bytes.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,19 +28,33 @@ from pydantic import ValidationError
 
 from swarm.operator import budget, builders
 from swarm.operator.kube import DEPLOYMENTS, POOLS, SERVICES, Api, converge
-from swarm.operator.models import ConditionReason, ConditionType, SpecialistPoolSpec, SpecialistState
+from swarm.operator.models import (
+    DEMAND_ANNOTATION,
+    ConditionReason,
+    ConditionType,
+    SpecialistPoolSpec,
+    SpecialistState,
+)
 from swarm.operator.status import condition, merge_conditions, now_iso, spec_errors
 
 NodeReading = tuple[str, Mapping[str, str], str | None]  # name, labels, gpu-memory annotation
 
 
+DEMAND_JOB = "annotation-demand"  # the claimant named in status rows (requestedBy) for the annotation service
+DEMAND_CLOCK_SKEW_S = 60  # a demand time at most this far in the future counts as now; further: ignored
+_SHOWN = 5  # problems named in the DemandValid message at most
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
 @dataclass(frozen=True)
 class Claim:
-    """A job's request for specialists of a pool (from the SwarmJob index)."""
+    """A request for specialists of a pool: a job's (from the SwarmJob index), or the annotation service's demand
+    (`demand`: after every job's claim; `created` is then the time of the demand, kept as lastRequested)."""
 
     job: str
     specialists: tuple[str, ...]
     created: str
+    demand: bool = False
 
 
 @dataclass
@@ -56,6 +74,72 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
+def _shown(text: str) -> str:
+    """A name from the annotation, fit for a message: repr'd, cut to 64 characters."""
+    return repr(text) if len(text) <= 64 else f"{text[:64]!r}..."
+
+
+def _shown_json(value: object) -> str:
+    """A value from the annotation, fit for a message: as JSON, cut to 64 characters."""
+    text = json.dumps(value)
+    return text if len(text) <= 64 else f"{text[:64]}..."
+
+
+def parse_demand(raw: str | None, names: Collection[str], now: datetime) -> tuple[dict[str, datetime], list[str]]:
+    """The pool's demand annotation as (specialist -> time of its latest demand, problems). Entries that do not
+    parse are left out and described in `problems` (bounded: never the whole annotation): a value that is not a JSON
+    object, a name not among `names`, a time that is not an RFC3339 string with an offset, or one more than
+    DEMAND_CLOCK_SKEW_S in the future (nearer future times count as `now`)."""
+    if raw is None or not raw.strip():
+        return {}, []
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        return {}, [f"not JSON ({exc.msg})"]
+    if not isinstance(doc, dict):
+        kind = _JSON_KINDS.get(type(doc), type(doc).__name__)
+        return {}, [f"not a JSON object of specialist -> time (a JSON {kind})"]
+    demand: dict[str, datetime] = {}
+    problems: list[str] = []
+    for name, value in doc.items():
+        if name not in names:
+            problems.append(f"{_shown(name)} is not a specialist of this pool")
+            continue
+        try:
+            stamp = _parse_time(value) if isinstance(value, str) else None
+        except ValueError:
+            stamp = None
+        if stamp is None or stamp.tzinfo is None:
+            problems.append(f"{_shown(name)}: {_shown_json(value)} is not an RFC3339 time with an offset")
+            continue
+        if (stamp - now).total_seconds() > DEMAND_CLOCK_SKEW_S:
+            problems.append(f"{_shown(name)}: {_shown_json(value)} is in the future")
+            continue
+        demand[name] = min(stamp.astimezone(UTC), now)
+    return demand, problems
+
+
+def demand_claims(demand: Mapping[str, datetime], now: datetime, idle_timeout_seconds: float) -> list[Claim]:
+    """One claim per specialist demanded less than `idle_timeout_seconds` before `now`."""
+    return [
+        Claim(DEMAND_JOB, (name,), now_iso(stamp), demand=True)
+        for name, stamp in sorted(demand.items())
+        if (now - stamp).total_seconds() < idle_timeout_seconds
+    ]
+
+
+def demand_condition(problems: list[str]) -> dict[str, Any]:
+    if not problems:
+        return condition(ConditionType.DemandValid, True, ConditionReason.Parsed)
+    more = f"; and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
+    return condition(
+        ConditionType.DemandValid,
+        False,
+        ConditionReason.Ignored,
+        f"ignored in {DEMAND_ANNOTATION}: {'; '.join(problems[:_SHOWN])}{more}",
+    )
+
+
 def plan(
     spec: SpecialistPoolSpec,
     gpus: list[budget.Gpu],
@@ -65,7 +149,8 @@ def plan(
     taken: Mapping[budget.GpuKey, int] | None = None,
 ) -> tuple[list[dict[str, Any]], budget.Placement]:
     """Pure planning step: per-specialist status rows and the placement (what runs); `taken`: bytes other pools
-    hold per GPU."""
+    hold per GPU. Jobs' claims come before demand claims (`Claim.demand`, see `demand_claims`); a specialist's
+    lastRequested is now for a job's claim, the time of the demand for the annotation service's."""
     sizes = {
         s.name: budget.resident_bytes(
             dtype=s.dtype, params=s.params, resident=s.resident_bytes, activation=s.activation_bytes
@@ -73,14 +158,25 @@ def plan(
         for s in spec.specialists
     }
     requested_by: dict[str, list[str]] = defaultdict(list)
-    for claim in sorted(claims, key=lambda c: (c.created, c.job)):
+    requested_at: dict[str, datetime] = {}  # a job's claim: now; a demand: when it was made
+    for claim in sorted(claims, key=lambda c: (c.demand, c.created, c.job)):
+        stamp = (_parse_time(claim.created) or now) if claim.demand else now
         for name in claim.specialists:
             if name in sizes:
                 requested_by[name].append(claim.job)
-    last_requested = {
-        n: (now_iso(now) if n in requested_by else prev.get("lastRequested"))
-        for n, prev in ((n, previous.get(n, {})) for n in sizes)
-    }
+                requested_at[name] = max(requested_at.get(name, stamp), stamp)
+    last_requested: dict[str, str | None] = {}
+    for n in sizes:
+        before = previous.get(n, {}).get("lastRequested")
+        if n in requested_at:
+            try:
+                earlier = _parse_time(before) if isinstance(before, str) else None
+            except ValueError:
+                earlier = None
+            stamp = requested_at[n] if earlier is None or earlier.tzinfo is None else max(requested_at[n], earlier)
+            last_requested[n] = now_iso(stamp)
+        else:
+            last_requested[n] = before
 
     def within_idle(name: str) -> bool:
         stamp = _parse_time(last_requested.get(name))
@@ -169,6 +265,12 @@ async def _reconcile(
     gpus = budget.pool_gpus(nodes, spec.node_selector, fallback, now=now)
     taken = budget.taken_by_others(await api.list(POOLS, namespace), name)
     previous = {row["name"]: row for row in status.get("specialists", [])}
+    demand, demand_problems = parse_demand(
+        (pool["metadata"].get("annotations") or {}).get(DEMAND_ANNOTATION),
+        {s.name for s in spec.specialists},
+        now,
+    )
+    claims = claims + demand_claims(demand, now, spec.idle_timeout_seconds)
     rows, placement = plan(spec, gpus, claims, previous, now, taken)
 
     selector = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_POOL: name}
@@ -223,6 +325,7 @@ async def _reconcile(
             (f"not admitted: {', '.join(over)}" if over else "")
             + (f" (other pools hold {other_pools / budget.MIB:.0f} MiB on these GPUs)" if over and other_pools else ""),
         ),
+        demand_condition(demand_problems),
     ]
     await _patch_status(api, pool, body, conditions, now)
     return PoolResult(

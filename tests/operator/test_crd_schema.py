@@ -86,7 +86,8 @@ BAD = [
     (pool_body(), "spec.idleTimeoutSeconds", -5, "spec.idleTimeoutSeconds: -5 is less than the minimum of 0"),
     (pool_body(), "spec.memoryReservePerGpu", "1Gi", "spec.memoryReservePerGpu: '1Gi' is not of type 'integer'"),
     (pool_body(), "spec.warmSet", ["a"], "spec: Additional properties are not allowed ('warmSet' was unexpected)"),
-    (job_body(), "spec.mode", "serve", "spec.mode: 'serve' is not one of ['train', 'evaluate', 'annotate', 'adapt', 'parl']"),
+    (job_body(), "spec.mode", "serve",
+     "spec.mode: 'serve' is not one of ['train', 'evaluate', 'annotate', 'adapt', 'parl']"),
     (job_body(), "spec.mode", "adapt", f"spec: {ADAPT_MESSAGE}"),  # no domain, one specialist
     (ADAPT_JOB, "spec.domain", _DELETE, f"spec: {ADAPT_MESSAGE}"),
     (ADAPT_JOB, "spec.domain", "Commerce", "spec.domain: 'Commerce' does not"),

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from swarm.operator import crdgen
-from swarm.operator.models import GROUP, JOB
+from swarm.operator.models import GROUP, JOB, POOL
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
@@ -87,6 +87,19 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
     assert flat["swarm-node-agent/ClusterRole"] == [("", "nodes", "patch")]
     assert flat["swarm-operator-nodes/ClusterRole"] == [("", "nodes", v) for v in ("get", "list", "watch")]
     assert flat["swarm-trainer/Role"] == [("", "pods", "get"), ("", "pods", "patch")]
+    # The annotation API only reads its pool and patches its demand annotation (not the status, no list/watch).
+    assert flat["swarm-annotation/Role"] == [(GROUP, POOL.plural, "get"), (GROUP, POOL.plural, "patch")]
+    bindings = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "RoleBinding"}
+    assert bindings["swarm-annotation"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "swarm-annotation", "namespace": "swarm"}
+    ]
+    assert set(flat) == {
+        "swarm-operator/Role",
+        "swarm-operator-nodes/ClusterRole",
+        "swarm-node-agent/ClusterRole",
+        "swarm-trainer/Role",
+        "swarm-annotation/Role",
+    }  # a new role gets its own assertion above
     operator = flat["swarm-operator/Role"]
     assert ("", "pods", "watch") in operator and ("", "pods", "patch") not in operator
     assert (GROUP, JOB.plural, "delete") not in operator and ("apps", "deployments", "watch") not in operator
