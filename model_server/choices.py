@@ -1,6 +1,6 @@
-"""The closed sets of choices that the CLI, the operator's CRDs and the modules share, in one place and without
-importing torch (the operator imports them too): fusion modes, model dtypes, devices. Tests tie each CRD enum and
-CLI choice to these."""
+"""The closed sets of choices and defaults that the CLI, the operator's CRDs and the modules share, in one place and
+without importing torch (the operator imports them too): fusion modes, model dtypes, devices, PARL defaults. Tests
+tie each CRD enum and CLI choice to these."""
 from __future__ import annotations
 
 FUSION_MODES: tuple[str, ...] = ("weighted_sum", "gated", "concat_project")
@@ -9,3 +9,14 @@ DTYPE_NAMES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 DEVICE_AUTO = "auto"
 # The most specialists a primary consults unless told otherwise (a SwarmJob's maxSpecialists default).
 DEFAULT_MAX_SPECIALISTS = 4
+
+# PARL defaults (trainer/parl.ParlConfig), shared with `swarm train --mode parl` and SwarmJob.spec.parl. Prices are
+# in units of one column labelled right: a specialist pass on a column, a critical step beyond the primary's own,
+# spawning every specialist for a table (pro rata).
+PARL_ITERATIONS = 300
+PARL_LAMBDA = 0.2  # initial λ1 (r_parallel) and λ2 (r_finish)
+PARL_ANNEAL = 0.6  # share of the iterations over which λ1, λ2 fall to 0
+PARL_BETA_CALLS = 0.001
+PARL_BETA_STEPS = 0.001
+PARL_BETA_SPAWN = 0.002
+PARL_MAX_DEEP = 2

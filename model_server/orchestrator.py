@@ -50,24 +50,50 @@ def primary_fingerprint(model: nn.Module) -> str:
 
 @dataclass
 class WidePlan:
-    """Stage one for a batch of tables: k (T,), spawned (T, N) and routed (C, N) masks, log-prob per table (T,)."""
+    """Stage one for a batch of tables: k (T,), spawned (T, N) and routed (C, N) masks; log-probs and entropies of
+    the table's decisions (spawn count and which: (T,)) and of each column's routing ((C,))."""
 
     k: Tensor
     order: Tensor  # (T, N) the ranking the first k of which were spawned
     spawned: Tensor
     routed: Tensor
-    log_prob: Tensor
-    entropy: Tensor
+    table_log_prob: Tensor
+    table_entropy: Tensor
+    column_log_prob: Tensor
+    column_entropy: Tensor
     complexity: Tensor  # (T,) expected share of the specialists the complexity head asks for, in [0, 1]
 
 
 @dataclass
 class DeepStep:
-    """One deep stage: the next specialist per column (-1: stop), log-prob per column (0 where nothing was chosen)."""
+    """One deep stage: the action per column (STOP, a specialist index, or `n` = every allowed specialist not yet
+    used), log-prob per column (0 where nothing could be chosen)."""
 
     next: Tensor
     log_prob: Tensor
     entropy: Tensor
+
+
+STOP = -1
+
+
+def realise_deep(action: Tensor, used: Tensor, allowed: Tensor, spawned: Tensor, table: Tensor, budget: int
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """What a deep stage's actions call, within the spawn budget: (chosen (C, N), actions with refused single
+    picks turned into STOP, specialists refused per table (T,)). Specialists new to a table are admitted in index
+    order while it has room; an "all" action keeps whatever of its specialists fit."""
+    n = used.shape[1]
+    want = torch.zeros_like(used)
+    single = (action >= 0) & (action < n)
+    want[single.nonzero().squeeze(-1), action[single]] = True
+    everyone = action == n
+    want[everyone] = (allowed & ~used)[everyone]
+    new = torch.zeros_like(spawned).index_put_((table,), want, accumulate=True) & ~spawned
+    room = (budget - spawned.sum(-1)).clamp_min(0)
+    refused = new & (new.long().cumsum(-1) > room[:, None])
+    chosen = want & ~refused[table]
+    action = torch.where(single & ~chosen.any(-1), torch.full_like(action, STOP), action)
+    return chosen, action, refused.sum(-1)
 
 
 def segment_mean(values: Tensor, table: Tensor, n_tables: int) -> Tensor:
@@ -99,9 +125,10 @@ class OrchestratorPolicy(nn.Module):
         self.column = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, hidden), nn.GELU())
         self.complexity_head = nn.Linear(2 * hidden + 1, n + 1)
         self.route_head = nn.Linear(hidden, n)
-        self.deep_head = nn.Sequential(nn.Linear(hidden + 2 + 2 * n, hidden), nn.GELU(), nn.Linear(hidden, n + 1))
-        # Start by asking: routing leans to "read it" and stop to "not yet", so early plans explore specialists.
-        nn.init.constant_(self.route_head.bias, 1.0)
+        # Deep actions: one specialist (0..n-1), every allowed specialist not yet used (n), or stop (n + 1).
+        # It reads the primary's beliefs only, not the column's features: rules over confidence and domain mass carry
+        # to unseen columns, where column features let it memorise which training columns happened to gain.
+        self.deep_head = nn.Sequential(nn.Linear(2 + 2 * n, hidden), nn.GELU(), nn.Linear(hidden, n + 2))
 
     @property
     def n(self) -> int:
@@ -114,18 +141,23 @@ class OrchestratorPolicy(nn.Module):
 
     # -- features -------------------------------------------------------------------------------------------------
 
-    def column_features(self, first_layer: Tensor) -> Tensor:
-        return self.column(first_layer.float())
+    def column_features(self, first_layer: Tensor, keep: Tensor | None = None) -> Tensor:
+        """(C, hidden) from the first layer's pooled output; `keep` (training): a dropout mask on the normalised
+        input, drawn once per PARL iteration so that re-scoring a plan sees the same features as sampling it."""
+        x = self.column[0](first_layer.float())
+        if keep is not None:
+            x = x * keep
+        return self.column[2](self.column[1](x))
 
     def table_features(self, h: Tensor, table: Tensor, n_tables: int) -> Tensor:
         count = torch.bincount(table, minlength=n_tables).float()
         return torch.cat([segment_mean(h, table, n_tables), segment_max(h, table, n_tables),
                           torch.log1p(count)[:, None]], dim=-1)
 
-    def belief_features(self, h: Tensor, probs: Tensor, used: Tensor) -> Tensor:
+    def belief_features(self, probs: Tensor, used: Tensor) -> Tensor:
         top = probs.max(-1).values[:, None]
         entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1, keepdim=True) / math.log(probs.shape[-1])
-        return torch.cat([h, top, entropy, probs.float() @ self.domain_masks.T, used.float()], dim=-1)
+        return torch.cat([top, entropy, probs.float() @ self.domain_masks.T, used.float()], dim=-1)
 
     # -- stage one: complexity and wide routing -------------------------------------------------------------------
 
@@ -172,24 +204,25 @@ class OrchestratorPolicy(nn.Module):
         bern = -F.binary_cross_entropy_with_logits(route_logits, routed.float(), reduction="none")
         bern_entropy = F.binary_cross_entropy_with_logits(route_logits, torch.sigmoid(route_logits),
                                                           reduction="none")
-        log_route = torch.zeros(n_tables, device=h.device).index_add(0, table, (bern * column_spawned).sum(-1))
-        ent_route = torch.zeros(n_tables, device=h.device).index_add(
-            0, table, (bern_entropy * column_spawned).sum(-1))
         expected = (dist_k.probs * torch.arange(self.n + 1, device=h.device)).sum(-1) / self.n
         return WidePlan(k=k, order=order, spawned=spawned, routed=routed,
-                        log_prob=dist_k.log_prob(k) + log_pl + log_route, entropy=dist_k.entropy() + ent_route,
-                        complexity=expected)
+                        table_log_prob=dist_k.log_prob(k) + log_pl, table_entropy=dist_k.entropy(),
+                        column_log_prob=(bern * column_spawned).sum(-1),
+                        column_entropy=(bern_entropy * column_spawned).sum(-1), complexity=expected)
 
     # -- deep steps -----------------------------------------------------------------------------------------------
 
     def deep(self, h: Tensor, probs: Tensor, used: Tensor, allowed: Tensor, active: Tensor, sample: bool = False,
              action: Tensor | None = None, generator: torch.Generator | None = None) -> DeepStep:
-        """For each active column: stop, or the next specialist among `allowed & ~used` (C, N masks)."""
-        logits = self.deep_head(self.belief_features(h, probs, used))
-        choice = torch.cat([allowed & ~used, torch.ones_like(used[:, :1])], dim=-1)
+        """For each active column: stop, one more specialist among `allowed & ~used` (C, N masks), or all of them
+        at once (action `n`: one stage, in parallel)."""
+        logits = self.deep_head(self.belief_features(probs, used))
+        open_ = allowed & ~used
+        choice = torch.cat([open_, open_.any(-1, keepdim=True), torch.ones_like(used[:, :1])], dim=-1)
         logits = logits.masked_fill(~choice, -torch.inf)
         dist = torch.distributions.Categorical(logits=logits)
-        can_go = active & (allowed & ~used).any(-1)
+        can_go = active & open_.any(-1)
+        stop = self.n + 1
         if action is None:
             if sample:
                 gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator, device=h.device)
@@ -197,8 +230,8 @@ class OrchestratorPolicy(nn.Module):
                 pick = (logits.detach() + gumbel).argmax(-1)
             else:
                 pick = logits.argmax(-1)
-            action = torch.where(can_go & (pick < self.n), pick, torch.full_like(pick, -1))
-        index = torch.where(action >= 0, action, torch.full_like(action, self.n))
+            action = torch.where(can_go & (pick < stop), pick, torch.full_like(pick, STOP))
+        index = torch.where(action >= 0, action, torch.full_like(action, stop))
         log_prob = torch.where(can_go, dist.log_prob(index), torch.zeros_like(index, dtype=logits.dtype))
         entropy = torch.where(can_go, dist.entropy(), torch.zeros_like(log_prob))
         return DeepStep(next=action, log_prob=log_prob, entropy=entropy)

@@ -24,7 +24,7 @@ from swarm.model_server.annotator import AnnotationResult, Routing, SpecialistSt
 from swarm.model_server.backbone import get_config
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import autocast, resolve_device
-from swarm.model_server.orchestrator import POLICY_META, OrchestratorPolicy, critical_steps
+from swarm.model_server.orchestrator import POLICY_META, OrchestratorPolicy, critical_steps, realise_deep
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.tables import Table, load_labels, serialize_table
 
@@ -97,8 +97,11 @@ class PrimaryAnnotator:
                 for j, name in enumerate(self.specialist_names)}
 
     def deep_call_bound(self, table: Table) -> int:
-        """At most this many more column passes after the wide stage (what admission prices ahead)."""
-        return 0 if self.policy is None else self.policy.max_deep * len(self._filled(table))
+        """At most this many more column passes after the wide stage (what admission prices ahead): every deep
+        stage may ask every specialist for every column."""
+        if self.policy is None:
+            return 0
+        return self.policy.max_deep * self.policy.n * len(self._filled(table))
 
     @torch.inference_mode()
     def next_stage(self, table: Table, states: SpecialistStates, routing: Routing, stages: Sequence[Stage]
@@ -118,23 +121,15 @@ class PrimaryAnnotator:
         for c in columns:
             for name in used_names[c]:
                 used[row[c], index[name]] = True
-        started = spawned | used.any(0)
-        allowed = (started | (started.sum() < self.budget))[None, :].expand_as(used)
+        started = (spawned | used.any(0))[None, :]
+        allowed = (started | (started.sum() < self.budget)).expand_as(used)
         is_active = torch.tensor([c in set(active) for c in columns])
         step = self.policy.deep(h, probs[columns].to(self.device), used.to(self.device), allowed.to(self.device),
                                 is_active.to(self.device))
-        chosen: Routing = {}
-        new_budget = int(started.sum())
-        for c, nxt in zip(columns, step.next.cpu().tolist(), strict=True):
-            if nxt < 0:
-                continue
-            if not started[nxt]:
-                if new_budget >= self.budget:
-                    continue  # clipped: the table is at its spawn budget
-                started[nxt] = True
-                new_budget += 1
-            chosen.setdefault(self.specialist_names[nxt], []).append(c)
-        return chosen
+        table = torch.zeros(len(columns), dtype=torch.long)
+        chosen, _, _ = realise_deep(step.next.cpu(), used, allowed, started, table, self.budget)
+        return {name: [c for c, r in zip(columns, chosen[:, j].tolist(), strict=True) if r]
+                for j, name in enumerate(self.specialist_names) if chosen[:, j].any()}
 
     def _probs(self, table: Table, states: SpecialistStates, routing: Routing
                ) -> tuple[torch.Tensor, dict[int, list[str]]]:

@@ -401,6 +401,7 @@ def trainer_command(
                     "--lambda1", str(parl.lambda1), "--lambda2", str(parl.lambda2),
                     "--anneal", str(min(1.0, parl.anneal_steps / parl.iterations)),
                     "--beta-calls", str(parl.beta_calls), "--beta-steps", str(parl.beta_steps),
+                    "--beta-spawn", str(parl.beta_spawn),
                     "--max-deep", str(parl.max_deep)]
         if parl.spawn_budget:
             command += ["--spawn-budget", str(parl.spawn_budget)]

@@ -14,7 +14,18 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from swarm.model_server.choices import DEFAULT_MAX_SPECIALISTS, DTYPE_NAMES, FUSION_MODES
+from swarm.model_server.choices import (
+    DEFAULT_MAX_SPECIALISTS,
+    DTYPE_NAMES,
+    FUSION_MODES,
+    PARL_ANNEAL,
+    PARL_BETA_CALLS,
+    PARL_BETA_SPAWN,
+    PARL_BETA_STEPS,
+    PARL_ITERATIONS,
+    PARL_LAMBDA,
+    PARL_MAX_DEEP,
+)
 
 GROUP = "swarm.ai"
 VERSION = "v1alpha1"
@@ -267,18 +278,22 @@ class SpecialistPoolStatus(_Model):
 class ParlSettings(_Model):
     """The orchestrator's PARL training (mode parl: `swarm train --mode parl`, trainer/parl.py)."""
 
-    iterations: int = Field(default=150, ge=1, description="Policy-gradient iterations.")
-    lambda1: float = Field(default=0.2, ge=0, description="Initial weight of r_parallel (rewards instantiating "
-                           "specialists), annealed to 0.")
-    lambda2: float = Field(default=0.2, ge=0, description="Initial weight of r_finish (rewards using what was "
-                           "spawned), annealed to 0.")
-    anneal_steps: int = Field(default=90, ge=0, description="Iterations over which lambda1 and lambda2 fall to 0 "
-                              "(0: never annealed).")
-    beta_calls: float = Field(default=0.01, ge=0, description="Cost per specialist pass per column.")
-    beta_steps: float = Field(default=0.01, ge=0, description="Cost per critical step beyond the primary's.")
+    iterations: int = Field(default=PARL_ITERATIONS, ge=1, description="Policy-gradient iterations.")
+    lambda1: float = Field(default=PARL_LAMBDA, ge=0, description="Initial weight of r_parallel (rewards "
+                           "instantiating specialists), annealed to 0.")
+    lambda2: float = Field(default=PARL_LAMBDA, ge=0, description="Initial weight of r_finish (rewards using what "
+                           "was spawned), annealed to 0.")
+    anneal_steps: int = Field(default=round(PARL_ANNEAL * PARL_ITERATIONS), ge=0, description="Iterations over "
+                              "which lambda1 and lambda2 fall to 0 (0: never annealed).")
+    beta_calls: float = Field(default=PARL_BETA_CALLS, ge=0, description="Price of a specialist pass on a column, "
+                              "in columns labelled right.")
+    beta_steps: float = Field(default=PARL_BETA_STEPS, ge=0, description="Price of a critical step beyond the "
+                              "primary's.")
+    beta_spawn: float = Field(default=PARL_BETA_SPAWN, ge=0, description="Price of spawning every specialist for "
+                              "a table (pro rata).")
     spawn_budget: int = Field(default=0, ge=0, description="Most specialists one table may use; 0: all the "
                               "primary fuses.")
-    max_deep: int = Field(default=2, ge=0, description="Most deep steps per column.")
+    max_deep: int = Field(default=PARL_MAX_DEEP, ge=0, description="Most deep steps per column.")
     split: str = Field(default="validation", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
                        description="Labelled split of `data` the policy learns from (one the primary did not train "
                        "on).")

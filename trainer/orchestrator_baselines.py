@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from swarm.model_server.orchestrator import segment_mean
-from swarm.trainer.orchestrator_env import Cost, Outcomes, segment_sum, static_plan
+from swarm.trainer.orchestrator_env import Cost, Outcomes, Rollout, rewards, static_plan
 
 
 def table_stats(out: Outcomes) -> Tensor:
@@ -55,16 +55,19 @@ class Tiers:
         return torch.zeros_like(taken).scatter(1, order, taken)
 
 
-def objective(out: Outcomes, per_table: Tensor, cost: Cost, beta_calls: float, beta_steps: float) -> float:
-    used, _, critical, _ = static_plan(out, per_table, cost)
-    perf = segment_mean(out.correct(used), out.table, out.n_tables)
-    columns = torch.bincount(out.table, minlength=out.n_tables).clamp_min(1)
-    calls = segment_sum(used.sum(-1).float(), out.table, out.n_tables) / columns
-    return float((perf - beta_calls * calls - beta_steps * (critical - 1)).mean())
+def objective(out: Outcomes, per_table: Tensor, cost: Cost, betas: tuple[float, float, float]) -> float:
+    """PARL's final objective (trainer/orchestrator_env.rewards without the annealed terms) of a one-stage plan;
+    `betas`: the costs per call, per critical step and of spawning."""
+    used, spawned, critical, deep = static_plan(out, per_table, cost)
+    none_t, none_c = torch.zeros(out.n_tables), torch.zeros(len(out.table))
+    plan = Rollout(used=used, spawned=spawned, critical=critical, deep_steps=deep, k=spawned.sum(-1),
+                   complexity=none_t, clipped=none_t.long(), table_log_prob=none_t, column_log_prob=none_c,
+                   table_entropy=none_t, column_entropy=none_c)
+    return float(rewards(out, plan, *betas).total(0.0, 0.0).mean())
 
 
-def fit_tiers(out: Outcomes, complexity: Tensor, ranks: Tensor, cost: Cost, beta_calls: float,
-              beta_steps: float) -> Tiers:
+def fit_tiers(out: Outcomes, complexity: Tensor, ranks: Tensor, cost: Cost, betas: tuple[float, float, float]
+              ) -> Tiers:
     """Thresholds at complexity quantiles and tier sizes (0–1, 2–3, N) that maximise the objective here."""
     qs = torch.quantile(complexity.float(), torch.linspace(0, 1, 9)).tolist()
     best, best_value = None, -float("inf")
@@ -72,7 +75,7 @@ def fit_tiers(out: Outcomes, complexity: Tensor, ranks: Tensor, cost: Cost, beta
     for low, high in itertools.combinations_with_replacement(qs + [float("inf")], 2):
         for ks in itertools.product((0, 1), (min(2, n), min(3, n)), (n,)):
             tiers = Tiers(low, high, ks)
-            value = objective(out, tiers.per_table(complexity, ranks), cost, beta_calls, beta_steps)
+            value = objective(out, tiers.per_table(complexity, ranks), cost, betas)
             if value > best_value:
                 best, best_value = tiers, value
     assert best is not None

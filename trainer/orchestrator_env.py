@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from swarm.model_server.orchestrator import OrchestratorPolicy, segment_mean
+from swarm.model_server.orchestrator import OrchestratorPolicy, realise_deep, segment_mean
 from swarm.trainer.metrics import score
 
 
@@ -98,9 +98,15 @@ class Rollout:
     k: Tensor  # (T,) spawn count chosen by the complexity head
     complexity: Tensor  # (T,) complexity estimate in [0, 1]
     clipped: Tensor  # (T,) deep spawns refused because the table was at its budget
-    log_prob: Tensor  # (T,)
-    entropy: Tensor  # (T,)
+    table_log_prob: Tensor  # (T,) of the table's own decisions: spawn count and which specialists
+    column_log_prob: Tensor  # (C,) of each column's decisions: wide routing and deep steps
+    table_entropy: Tensor
+    column_entropy: Tensor
     actions: tuple = field(default=())  # (wide actions, [deep next per step]) to re-score the same plan
+
+    def log_prob(self, table: Tensor, n_tables: int) -> Tensor:
+        """(T,) the whole plan's log-probability per table."""
+        return self.table_log_prob + segment_sum(self.column_log_prob, table, n_tables)
 
     def calls(self, table: Tensor, n_tables: int) -> Tensor:
         """(T,) specialist passes (one per column per specialist)."""
@@ -114,18 +120,18 @@ def _stage_cost(called: Tensor, steps: Tensor) -> Tensor:
 
 def rollout(policy: OrchestratorPolicy, out: Outcomes, cost: Cost, sample: bool = False,
             actions: tuple | None = None, max_deep: int | None = None,
-            generator: torch.Generator | None = None) -> Rollout:
+            generator: torch.Generator | None = None, keep: Tensor | None = None) -> Rollout:
     """Play the policy on every table of `out`: stage one (spawn count, routing), then up to `max_deep` deep stages
-    (default: the policy's own cap) for the columns it does not stop."""
+    (default: the policy's own cap) for the columns it does not stop. `keep`: a feature dropout mask (training)."""
     n_tables, table = out.n_tables, out.table
-    h = policy.column_features(out.features)
+    h = policy.column_features(out.features, keep)
     plan = policy.wide(h, table, n_tables, cost.budget, sample, None if actions is None else actions[0], generator)
     used = plan.routed.clone()
     spawned = plan.spawned.clone()
     called = segment_any(used, table, n_tables)
     critical = _stage_cost(called, cost.steps(torch.zeros_like(called))).float()
     started = called.clone()
-    log_prob, entropy = plan.log_prob, plan.entropy
+    column_log_prob, column_entropy = plan.column_log_prob, plan.column_entropy
     deep_steps = torch.zeros(len(table), dtype=torch.long)
     clipped = torch.zeros(n_tables, dtype=torch.long)
     active = torch.ones(len(table), dtype=torch.bool)
@@ -136,20 +142,18 @@ def rollout(policy: OrchestratorPolicy, out: Outcomes, cost: Cost, sample: bool 
     for d in range(depth):
         room = spawned.sum(-1) < cost.budget
         allowed = spawned[table] | room[table, None]
-        step = policy.deep(h, out.subset_probs(used).detach(), used, allowed, active, sample,
-                           None if actions is None else actions[1][d], generator)
-        nxt = step.next
-        if actions is None:
-            nxt, refused = _within_budget(nxt, spawned, table, cost.budget, out.n)
-            if refused.any():  # the plan records a stop for a refused pick: score that stop, as re-scoring will
-                step = policy.deep(h, out.subset_probs(used).detach(), used, allowed, active, action=nxt)
-            clipped += refused
-        go = nxt >= 0
+        probs = out.subset_probs(used).detach()
+        step = policy.deep(h, probs, used, allowed, active, sample, None if actions is None else actions[1][d],
+                           generator)
+        chosen, nxt, refused = realise_deep(step.next, used, allowed, spawned, table, cost.budget)
+        if actions is None and bool((nxt != step.next).any()):
+            # a refused pick is recorded as the stop it becomes: score that stop, as re-scoring will
+            step = policy.deep(h, probs, used, allowed, active, action=nxt)
+        clipped += refused
+        go = chosen.any(-1)
         deep_actions.append(nxt)
-        log_prob = log_prob + segment_sum(step.log_prob, table, n_tables)
-        entropy = entropy + segment_sum(step.entropy, table, n_tables)
-        chosen = torch.zeros_like(used)
-        chosen[go, nxt[go]] = True
+        column_log_prob = column_log_prob + step.log_prob
+        column_entropy = column_entropy + step.entropy
         used |= chosen
         now = segment_any(chosen, table, n_tables)
         critical += torch.where(now.any(-1), _stage_cost(now, cost.steps(started)).float(), 0.0)
@@ -160,21 +164,9 @@ def rollout(policy: OrchestratorPolicy, out: Outcomes, cost: Cost, sample: bool 
         if not go.any():
             break
     return Rollout(used=used, spawned=spawned, critical=critical, deep_steps=deep_steps, k=plan.k,
-                   complexity=plan.complexity, clipped=clipped, log_prob=log_prob, entropy=entropy,
+                   complexity=plan.complexity, clipped=clipped, table_log_prob=plan.table_log_prob,
+                   column_log_prob=column_log_prob, table_entropy=plan.table_entropy, column_entropy=column_entropy,
                    actions=((plan.k, plan.order, plan.routed), deep_actions))
-
-
-def _within_budget(nxt: Tensor, spawned: Tensor, table: Tensor, budget: int, n: int) -> tuple[Tensor, Tensor]:
-    """Deep choices that would spawn more specialists than a table's budget become stops (lowest indices kept)."""
-    go = nxt >= 0
-    new = torch.zeros_like(spawned)
-    new[table[go], nxt[go]] = True
-    new &= ~spawned
-    room = (budget - spawned.sum(-1)).clamp_min(0)
-    rank = new.long().cumsum(-1)  # 1-based rank among the table's new spawns, in index order
-    refused_spec = new & (rank > room[:, None])
-    refused = go & refused_spec[table, nxt.clamp_min(0)]
-    return torch.where(refused, torch.full_like(nxt, -1), nxt), refused_spec.sum(-1)
 
 
 @dataclass
@@ -188,18 +180,27 @@ class RewardTerms:
         return self.perf + lambda1 * self.parallel + lambda2 * self.finish - self.cost
 
 
-def rewards(out: Outcomes, plan: Rollout, beta_calls: float, beta_steps: float) -> RewardTerms:
+def rewards(out: Outcomes, plan: Rollout, beta_calls: float, beta_steps: float, beta_spawn: float = 0.0
+            ) -> RewardTerms:
     """Per table: r_perf (share of its columns labelled right), r_parallel (share of the specialists it spawned),
     r_finish (share of its spawned specialists whose states were fused into some column), and the cost
-    beta_calls·(specialist passes per column) + beta_steps·(critical steps beyond the primary's one)."""
+    beta_calls·(specialist passes per column) + beta_steps·(critical steps beyond the primary's one) +
+    beta_spawn·(share of the specialists spawned: each holds memory while it runs, used or not)."""
     n_tables, table = out.n_tables, out.table
     perf = segment_mean(out.correct(plan.used), table, n_tables)
     n_spawned = plan.spawned.sum(-1).float()
     used_by_table = segment_any(plan.used, table, n_tables)
     finish = torch.where(n_spawned > 0, (used_by_table & plan.spawned).sum(-1) / n_spawned.clamp_min(1), 0.0)
     columns = torch.bincount(table, minlength=n_tables).clamp_min(1)
-    cost = beta_calls * plan.calls(table, n_tables) / columns + beta_steps * (plan.critical - 1)
+    cost = (beta_calls * plan.calls(table, n_tables) / columns + beta_steps * (plan.critical - 1)
+            + beta_spawn * n_spawned / out.n)
     return RewardTerms(perf=perf, parallel=n_spawned / out.n, finish=finish, cost=cost)
+
+
+def column_rewards(out: Outcomes, plan: Rollout, beta_calls: float, beta_steps: float) -> Tensor:
+    """(C,) what each column's own decisions earned: its correctness, minus its specialist passes and deep steps at
+    the plan's prices (its share of the table reward, for per-column credit in the policy gradient)."""
+    return out.correct(plan.used) - beta_calls * plan.used.sum(-1) - beta_steps * plan.deep_steps
 
 
 def plan_metrics(out: Outcomes, used: Tensor, spawned: Tensor, critical: Tensor, deep_steps: Tensor,

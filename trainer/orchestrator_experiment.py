@@ -44,7 +44,7 @@ from swarm.trainer.orchestrator_baselines import (
 )
 from swarm.trainer.orchestrator_env import Cost, Outcomes, plan_metrics, rollout, segment_mean, static_plan
 from swarm.trainer.outcomes import outcomes_from_caches
-from swarm.trainer.parl import ParlConfig, train_parl
+from swarm.trainer.parl import ParlConfig, cost_of, train_parl
 from swarm.trainer.pipeline import labelled_splits
 from swarm.trainer.sotab import load_labels
 from swarm.trainer.specialist_training import train_specialist
@@ -52,7 +52,9 @@ from swarm.trainer.train import TrainConfig
 
 POLICIES = ("primary_alone", "all_specialists", "random_k", "threshold_rule", "supervised_head", "parl")
 ABLATIONS = {"parl_wide_only": {"max_deep": 0}, "parl_no_anneal": {"anneal": 0.0},
-             "parl_no_r_parallel": {"lambda1": 0.0}, "parl_no_r_finish": {"lambda2": 0.0}}
+             "parl_no_r_parallel": {"lambda1": 0.0}, "parl_no_r_finish": {"lambda2": 0.0},
+             # a spawn budget of 3 with two specialists cold (scaled to zero: +2 critical steps on first use)
+             "parl_budget3_two_cold": {"budget": 3, "cold": ["people", "commerce"], "spawn_steps": 2}}
 
 
 class OrchestratorConfig(BaseModel):
@@ -70,6 +72,9 @@ class OrchestratorConfig(BaseModel):
     robustness: bool = True
     ablations: bool = True
     parl: ParlConfig = ParlConfig()
+    # Other prices (β per call and per critical step, 2β for spawning) at which PARL and the threshold rule are
+    # also fitted: the accuracy-cost curve of each, compared at equal calls.
+    sweep: list[float] = [0.0, 0.003]
 
 
 def compute_outcomes(runner: ExperimentRunner, model: PrimaryModel, examples: Sequence[ColumnExample]) -> Outcomes:
@@ -106,7 +111,8 @@ def run_policies(out: Outcomes, primary: PrimaryModel, folds: list[list[int]], c
     """Every policy fitted on the other folds and played on each held-out fold; also the PARL curves of fold 0
     and the per-table complexity signals of the held-out tables."""
     cost = Cost(budget=cfg.parl.budget, warm=torch.ones(out.n, dtype=torch.bool), spawn_steps=cfg.parl.spawn_steps)
-    names = [*POLICIES, *variants]
+    sweep = {f"{rule} β={beta:g}": beta for beta in cfg.sweep for rule in ("parl", "threshold_rule")}
+    names = [*POLICIES, *variants, *sweep]
     pooled = {name: _Pooled(out) for name in names}
     masks = domain_masks_for(primary)
     stats = table_stats(out)
@@ -115,6 +121,7 @@ def run_policies(out: Outcomes, primary: PrimaryModel, folds: list[list[int]], c
                                                 out.table, out.n_tables),
                "head_complexity": torch.zeros(out.n_tables)}
     curves: list = []
+    betas = (cfg.parl.beta_calls, cfg.parl.beta_steps, cfg.parl.beta_spawn)
     for k, held in enumerate(folds):
         train_tables = sorted(set(range(out.n_tables)) - set(held))
         fit, test = out.tables(train_tables), out.tables(held)
@@ -131,27 +138,35 @@ def run_policies(out: Outcomes, primary: PrimaryModel, folds: list[list[int]], c
         formula_fit = standardise(table_stats(fit), table_stats(fit))
         formula_test = standardise(stats[tables], table_stats(fit))
         signals["formula"][tables] = formula_test
-        tiers = fit_tiers(fit, formula_fit, domain_scores(fit, masks), cost, cfg.parl.beta_calls, cfg.parl.beta_steps)
-        put("threshold_rule", *static_plan(test, tiers.per_table(formula_test, domain_scores(test, masks)),
-                                           cost))
+        for name, beta in {"threshold_rule": None, **sweep}.items():
+            if name.startswith("threshold_rule"):
+                tiers = fit_tiers(fit, formula_fit, domain_scores(fit, masks), cost,
+                                  betas if beta is None else sweep_betas(beta))
+                put(name, *static_plan(test, tiers.per_table(formula_test, domain_scores(test, masks)), cost))
         regressor = fit_loss_regressor(fit, seed=seed)
         head_fit, head_test = predicted_complexity(regressor, fit), predicted_complexity(regressor, test)
         signals["head_complexity"][tables] = head_test
-        tiers = fit_tiers(fit, head_fit, domain_scores(fit, masks), cost, cfg.parl.beta_calls, cfg.parl.beta_steps)
+        tiers = fit_tiers(fit, head_fit, domain_scores(fit, masks), cost, betas)
         put("supervised_head", *static_plan(test, tiers.per_table(head_test, domain_scores(test, masks)), cost))
-        for name, change in {"parl": {}, **variants}.items():
+        parl_sweep = {name: dict(zip(("beta_calls", "beta_steps", "beta_spawn"), sweep_betas(beta), strict=True))
+                      for name, beta in sweep.items() if name.startswith("parl")}
+        for name, change in {"parl": {}, **variants, **parl_sweep}.items():
             parl_cfg = cfg.parl.model_copy(update={"seed": seed * 100 + k, **change})
             policy = _policy(fit, primary, parl_cfg)
             history = train_parl(policy, fit, parl_cfg, desc=f"PARL {name} seed {seed} fold {k}")
             if name == "parl" and k == 0:
                 curves = history
             with torch.no_grad():
-                plan = rollout(policy, test, Cost(parl_cfg.budget, cost.warm, parl_cfg.spawn_steps),
-                               max_deep=parl_cfg.max_deep)
+                plan = rollout(policy, test, cost_of(parl_cfg, out.specialists), max_deep=parl_cfg.max_deep)
             put(name, plan.used, plan.spawned, plan.critical, plan.deep_steps)
             if name == "parl":
                 signals["parl_specialists"][tables] = plan.spawned.sum(-1).float()
     return pooled, curves, signals
+
+
+def sweep_betas(beta: float) -> tuple[float, float, float]:
+    """The prices of a point of the cost sweep: β per call and per critical step, 2β for spawning everyone."""
+    return beta, beta, 2 * beta
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -3,9 +3,16 @@
 Reward per table r = r_perf + λ1·r_parallel + λ2·r_finish − cost (trainer/orchestrator_env.rewards); λ1 and λ2
 fall linearly to zero over the first `anneal` share of the iterations, so the final policy optimises accuracy and
 cost alone, while early on instantiating specialists (against serial collapse: never asking) and using what was
-spawned (against spurious parallelism) are rewarded. Each iteration samples `group` plans per table; a plan's
-advantage is its reward minus its group's mean (GRPO style), normalised; the update is the clipped (PPO) surrogate
-over `epochs` passes that re-score the same plans, plus an entropy bonus that anneals with λ.
+spawned (against spurious parallelism) are rewarded. Each iteration samples `group` plans per table.
+
+Credit: the table's own decisions (how many specialists, which) are credited with the table's reward; each
+column's decisions (its wide routing, its deep steps) with that column's share of it — its correctness minus its
+own calls and deep steps at the same prices (`column_rewards`). The table reward is the mean of those shares plus
+the table-level terms, so both optimise the same objective; per-column credit only removes the other columns'
+noise from a column's gradient (with ~4 columns a table and a few percent of columns changed by specialists, the
+table-level signal alone left the policy at "ask nobody"). Advantages are rewards minus the group's mean (GRPO
+style), normalised; the update is the clipped (PPO) surrogate of both parts over `epochs` passes that re-score
+the same plans, plus an entropy bonus that anneals with λ.
 """
 from __future__ import annotations
 
@@ -15,26 +22,43 @@ import torch
 from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
+from swarm.model_server.choices import (
+    PARL_ANNEAL,
+    PARL_BETA_CALLS,
+    PARL_BETA_SPAWN,
+    PARL_BETA_STEPS,
+    PARL_ITERATIONS,
+    PARL_LAMBDA,
+    PARL_MAX_DEEP,
+)
 from swarm.model_server.orchestrator import OrchestratorPolicy
-from swarm.trainer.orchestrator_env import Cost, Outcomes, rewards, rollout
+from swarm.trainer.orchestrator_env import Cost, Outcomes, column_rewards, rewards, rollout
 
 
 class ParlConfig(BaseModel):
-    iterations: int = Field(150, ge=1)
+    iterations: int = Field(PARL_ITERATIONS, ge=1)
     group: int = Field(8, ge=2)
-    lr: float = Field(3e-3, gt=0)
-    lambda1: float = Field(0.2, ge=0)  # r_parallel weight at the start
-    lambda2: float = Field(0.2, ge=0)  # r_finish weight at the start
-    anneal: float = Field(0.6, ge=0, le=1)  # share of iterations over which λ1, λ2 fall to 0; 0: never annealed
-    beta_calls: float = Field(0.01, ge=0)  # cost per specialist pass per column
-    beta_steps: float = Field(0.01, ge=0)  # cost per critical step beyond the primary's one
+    lr: float = Field(1e-2, gt=0)
+    lambda1: float = Field(PARL_LAMBDA, ge=0)  # r_parallel weight at the start
+    lambda2: float = Field(PARL_LAMBDA, ge=0)  # r_finish weight at the start
+    anneal: float = Field(PARL_ANNEAL, ge=0, le=1)  # share of iterations over which λ1, λ2 fall to 0; 0: never
+    # Prices (see model_server/choices.py): set a priori (a pass is worth 0.1% of a right label), not tuned on
+    # held-out scores; `swarm orchestrator-report` also sweeps them.
+    beta_calls: float = Field(PARL_BETA_CALLS, ge=0)
+    beta_steps: float = Field(PARL_BETA_STEPS, ge=0)
+    beta_spawn: float = Field(PARL_BETA_SPAWN, ge=0)
     clip: float = Field(0.2, gt=0)
     epochs: int = Field(2, ge=1)
     entropy: float = Field(0.01, ge=0)
     budget: int = Field(5, ge=0)  # spawn budget: distinct specialists a table may have active
     spawn_steps: int = Field(0, ge=0)  # extra critical steps for a cold specialist's first call
-    max_deep: int = Field(2, ge=0)
+    cold: list[str] = []  # specialists scaled to zero (the rest are warm): their first call costs spawn_steps
+    max_deep: int = Field(PARL_MAX_DEEP, ge=0)
     hidden: int = Field(64, ge=4)
+    weight_decay: float = Field(0.01, ge=0)
+    # Dropout on the column features while training: with a few hundred labelled columns, the features alone let
+    # the policy memorise which training columns happened to gain from a specialist instead of what transfers.
+    feature_dropout: float = Field(0.5, ge=0, lt=1)
     seed: int = 0
 
 
@@ -60,32 +84,53 @@ class ParlStep:
     critical_steps: float
 
 
-def train_parl(policy: OrchestratorPolicy, out: Outcomes, cfg: ParlConfig, warm: torch.Tensor | None = None,
-               desc: str = "PARL") -> list[ParlStep]:
+def cost_of(cfg: ParlConfig, specialists: list[str]) -> Cost:
+    """The plan costs `cfg` sets for these specialists (warm unless named cold)."""
+    unknown = sorted(set(cfg.cold) - set(specialists))
+    if unknown:
+        raise ValueError(f"cold specialists {unknown} are not among {specialists}")
+    warm = torch.tensor([name not in cfg.cold for name in specialists], dtype=torch.bool)
+    return Cost(budget=cfg.budget, warm=warm, spawn_steps=cfg.spawn_steps)
+
+
+def _group_advantage(reward: torch.Tensor) -> torch.Tensor:
+    """(G, M) rewards of G plans for M tables (or columns) → advantages against each one's group mean, flat."""
+    advantage = reward - reward.mean(0, keepdim=True)
+    return (advantage / (advantage.std() + 1e-6)).flatten()
+
+
+def _clipped(log_ratio: torch.Tensor, advantage: torch.Tensor, clip: float) -> torch.Tensor:
+    ratio = log_ratio.clamp(-20, 20).exp()
+    return torch.min(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
+
+
+def train_parl(policy: OrchestratorPolicy, out: Outcomes, cfg: ParlConfig, desc: str = "PARL") -> list[ParlStep]:
     """Train `policy` in place on the tables of `out`; returns the per-iteration curves."""
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    cost = Cost(budget=cfg.budget, warm=torch.ones(out.n, dtype=torch.bool) if warm is None else warm,
-                spawn_steps=cfg.spawn_steps)
+    cost = cost_of(cfg, out.specialists)
     group = out.tiled(cfg.group)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[ParlStep] = []
     policy.train()
     for it in tqdm(range(cfg.iterations), desc=desc, unit="it", leave=False):
         lam1, lam2 = annealed(cfg.lambda1, it, cfg), annealed(cfg.lambda2, it, cfg)
+        keep = (torch.rand(group.features.shape, generator=generator) >= cfg.feature_dropout).float() \
+            / (1 - cfg.feature_dropout)
         with torch.no_grad():
-            plan = rollout(policy, group, cost, sample=True, max_deep=cfg.max_deep, generator=generator)
-            terms = rewards(group, plan, cfg.beta_calls, cfg.beta_steps)
+            plan = rollout(policy, group, cost, sample=True, max_deep=cfg.max_deep, generator=generator, keep=keep)
+            terms = rewards(group, plan, cfg.beta_calls, cfg.beta_steps, cfg.beta_spawn)
             reward = terms.total(lam1, lam2).view(cfg.group, out.n_tables)
-            advantage = reward - reward.mean(0, keepdim=True)
-            advantage = (advantage / (advantage.std() + 1e-6)).flatten()
-            old = plan.log_prob
+            table_advantage = _group_advantage(reward)
+            column_advantage = _group_advantage(
+                column_rewards(group, plan, cfg.beta_calls, cfg.beta_steps).view(cfg.group, -1))
+            old_table, old_column = plan.table_log_prob, plan.column_log_prob
         entropy_coef = annealed(cfg.entropy, it, cfg)
         for _ in range(cfg.epochs):
-            again = rollout(policy, group, cost, actions=plan.actions)
-            ratio = (again.log_prob - old).clamp(-20, 20).exp()
-            surrogate = torch.min(ratio * advantage, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * advantage)
-            loss = -surrogate.mean() - entropy_coef * again.entropy.mean()
+            again = rollout(policy, group, cost, actions=plan.actions, keep=keep)
+            loss = -(_clipped(again.table_log_prob - old_table, table_advantage, cfg.clip).mean()
+                     + _clipped(again.column_log_prob - old_column, column_advantage, cfg.clip).mean())
+            loss = loss - entropy_coef * (again.table_entropy.mean() + again.column_entropy.mean())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)

@@ -24,9 +24,9 @@ from swarm.model_server.primary import PrimaryModel
 from swarm.trainer import reports
 from swarm.trainer.columns import build_examples
 from swarm.trainer.evaluate import pick_split, specialist_source
-from swarm.trainer.orchestrator_env import Cost, plan_metrics, rollout
+from swarm.trainer.orchestrator_env import plan_metrics, rollout
 from swarm.trainer.outcomes import outcomes_from_caches
-from swarm.trainer.parl import ParlConfig, train_parl
+from swarm.trainer.parl import ParlConfig, cost_of, train_parl
 from swarm.trainer.sotab import DataError
 from swarm.trainer.state_sources import cache_states
 
@@ -72,7 +72,7 @@ def run_parl(cfg: PolicyRunConfig) -> dict:
     policy.save(cfg.out, primary_fingerprint(model), {"trained_on": f"{cfg.data} ({target.name})",
                                                        "parl": parl_cfg.model_dump()})
     with torch.no_grad():
-        plan = rollout(policy, out, Cost(budget, torch.ones(out.n, dtype=torch.bool), parl_cfg.spawn_steps))
+        plan = rollout(policy, out, cost_of(parl_cfg, out.specialists))
     metrics = plan_metrics(out, plan.used, plan.spawned, plan.critical, plan.deep_steps, [])
     metrics.pop("per_class")
     result = metrics | {"policy": str(cfg.out), "primary": str(cfg.checkpoint), "columns": len(examples),

@@ -69,8 +69,8 @@ def _policy_annotator() -> PrimaryAnnotator:
             module.weight.zero_()
         policy.complexity_head.bias.copy_(torch.tensor([0.0, 10.0] + [0.0] * (len(names) - 1)))  # k = 1
         policy.route_head.bias.copy_(torch.tensor([10.0 if n == WANTED else -10.0 for n in names]))
-        stop = torch.full((len(names) + 1,), -10.0)
-        stop[len(names)] = 0.0
+        stop = torch.full((len(names) + 2,), -10.0)
+        stop[len(names) + 1] = 0.0  # the stop action, after one per specialist and "all of them"
         policy.deep_head[-1].bias.copy_(stop)
     return PrimaryAnnotator(primary, policy=policy.eval())
 

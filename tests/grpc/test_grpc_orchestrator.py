@@ -51,8 +51,8 @@ def _policy(primary: PrimaryModel, deep: bool) -> OrchestratorPolicy:
             module.weight.zero_()
         policy.complexity_head.bias.copy_(torch.tensor([0.0, 10.0] + [0.0] * (len(names) - 1)))
         policy.route_head.bias.copy_(torch.tensor([10.0 if n == FIRST else -10.0 for n in names]))
-        stop = len(names)
-        bias = torch.full((len(names) + 1,), -10.0)
+        stop = len(names) + 1  # after one action per specialist and "all of them"
+        bias = torch.full((len(names) + 2,), -10.0)
         bias[stop] = 0.0
         if deep:
             bias[names.index(SECOND)] = 10.0

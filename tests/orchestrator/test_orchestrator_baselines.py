@@ -76,9 +76,9 @@ def test_objective_by_hand() -> None:
     per_table = torch.tensor([[False, True], [True, True]])
     # table 0: perf 1, calls/column 1, critical 2; table 1: perf 1, calls/column 2, critical 2
     want = ((1 - 0.1 * 1 - 0.05 * 1) + (1 - 0.1 * 2 - 0.05 * 1)) / 2
-    assert objective(out, per_table, cost, beta_calls=0.1, beta_steps=0.05) == pytest.approx(want)
+    assert objective(out, per_table, cost, (0.1, 0.05, 0.0)) == pytest.approx(want)
     nobody = torch.zeros(2, 2, dtype=torch.bool)
-    assert objective(out, nobody, cost, beta_calls=0.1, beta_steps=0.05) == pytest.approx((0 + 1) / 2)
+    assert objective(out, nobody, cost, (0.1, 0.05, 0.0)) == pytest.approx((0 + 1) / 2)
 
 
 def test_fit_tiers_spends_where_it_pays() -> None:
@@ -86,12 +86,12 @@ def test_fit_tiers_spends_where_it_pays() -> None:
     cost = Cost(2, torch.ones(2, dtype=torch.bool))
     complexity = torch.tensor([1.0, 0.0])  # table 0 is the complex one
     ranks = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # specialist 1 ranked first everywhere
-    tiers = fit_tiers(out, complexity, ranks, cost, beta_calls=0.1, beta_steps=0.05)
+    tiers = fit_tiers(out, complexity, ranks, cost, (0.1, 0.05, 0.0))
     # Tier sizes are 0–1 / 2–3 / N, so with N=2 the complex table gets both or shares the easy table's k:
     # both for table 0, none for table 1: 0.5·(1 − 0.1·2 − 0.05) + 0.5·1 = 0.875, better than
     # k=1 for both (0.5·0.85 + 0.5·0.85 = 0.85), none for both (0.5), both for both (0.75)
     assert tiers.per_table(complexity, ranks).tolist() == [[True, True], [False, False]]
-    assert objective(out, tiers.per_table(complexity, ranks), cost, 0.1, 0.05) == pytest.approx(0.875)
+    assert objective(out, tiers.per_table(complexity, ranks), cost, (0.1, 0.05, 0.0)) == pytest.approx(0.875)
 
 
 def test_random_k_never_exceeds_n_and_covers_every_k() -> None:

@@ -61,7 +61,8 @@ def test_forced_rollout_masks_steps_and_rewards_by_hand() -> None:
     # table 1: wide {1} warm (1 + 1) = 2 (specialists 0 and 2 spawned but never called cost nothing); no deep stage
     assert plan.critical.tolist() == [8.0, 2.0]
     assert plan.calls(TABLE, 2).tolist() == [3.0, 1.0]
-    assert torch.isfinite(plan.log_prob).all() and plan.log_prob.requires_grad
+    log_prob = plan.log_prob(TABLE, 2)
+    assert torch.isfinite(log_prob).all() and log_prob.requires_grad
 
     assert out.correct(plan.used).tolist() == [1.0, 0.0, 1.0]  # c1 fuses {0, 1}, not just its last specialist
     terms = rewards(out, plan, beta_calls=0.1, beta_steps=0.05)
@@ -152,7 +153,8 @@ def test_tiled_copies_and_table_selection() -> None:
         once = rollout(policy, out, Cost(2, torch.ones(2, dtype=torch.bool)))
         thrice = rollout(policy, tiled, Cost(2, torch.ones(2, dtype=torch.bool)))
     assert torch.equal(thrice.used, once.used.repeat(3, 1))  # greedy: every copy gets the same plan
-    assert torch.allclose(thrice.log_prob, once.log_prob.repeat(3))
+    once_lp = once.log_prob(out.table, out.n_tables)
+    assert torch.allclose(thrice.log_prob(tiled.table, tiled.n_tables), once_lp.repeat(3))
 
     picked = out.tables([1])
     assert picked.n_tables == 1 and picked.table.tolist() == [0, 0]
