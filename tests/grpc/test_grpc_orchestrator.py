@@ -42,8 +42,9 @@ def _primary(seed: int = 0, specialists: list[str] | None = None) -> PrimaryMode
     return PrimaryModel(get_config("tiny"), load_labels(), "gated", specialists or list(SPECIALISTS)).eval()
 
 
-def _policy(primary: PrimaryModel, deep: bool) -> OrchestratorPolicy:
-    """k = 1 (FIRST), every column routed to it; then SECOND for every column (if `deep`), then stop."""
+def _policy(primary: PrimaryModel, deep: bool, everyone: bool = False) -> OrchestratorPolicy:
+    """k = 1 (FIRST), every column routed to it; then SECOND for every column (if `deep`), or every remaining
+    specialist at once (if `everyone`), then stop."""
     policy = OrchestratorPolicy(primary.specialists, domain_masks_for(primary), primary.cfg.d_model, max_deep=2)
     names = primary.specialists
     with torch.no_grad():
@@ -56,6 +57,8 @@ def _policy(primary: PrimaryModel, deep: bool) -> OrchestratorPolicy:
         bias[stop] = 0.0
         if deep:
             bias[names.index(SECOND)] = 10.0
+        if everyone:
+            bias[len(names)] = 10.0
         policy.deep_head[-1].bias.copy_(bias)
     return policy.eval()
 
@@ -104,6 +107,16 @@ def test_deep_stage_chains_a_second_specialist(swarm: LocalSwarm, primary: Prima
     assert reply.deep_stages == 1  # the second deep step stops: SECOND is used and the stop beats the rest
     assert reply.critical_steps == 4  # two stages of (primary + one specialist)
     assert sorted(reply.specialists_used) == sorted([FIRST, SECOND])
+
+
+def test_a_deep_stage_can_ask_every_remaining_specialist_at_once(swarm: LocalSwarm, primary: PrimaryModel) -> None:
+    annotator = PrimaryAnnotator(primary, policy=_policy(primary, deep=False, everyone=True))
+    with _serve(swarm, annotator) as stub:
+        reply = stub.Annotate(_table(), timeout=60)
+    rest = [n for n in primary.specialists if n != FIRST]
+    assert [list(c.specialists) for c in reply.columns] == [[FIRST, *rest]] * 3
+    assert [c.deep_steps for c in reply.columns] == [1, 1, 1] and reply.deep_stages == 1
+    assert reply.critical_steps == 4  # the remaining specialists run in parallel: one stage
 
 
 def test_deep_search_respects_the_spawn_budget(swarm: LocalSwarm, primary: PrimaryModel) -> None:

@@ -7,7 +7,16 @@ import torch
 from orchestrator_fixtures import hand_log_probs, policy_for, random_outcomes
 
 from swarm.model_server.orchestrator import OrchestratorPolicy, critical_steps
-from swarm.trainer.orchestrator_env import Cost, Outcomes, mask_index, plan_metrics, rewards, rollout, static_plan
+from swarm.trainer.orchestrator_env import (
+    Cost,
+    Outcomes,
+    column_rewards,
+    mask_index,
+    plan_metrics,
+    rewards,
+    rollout,
+    static_plan,
+)
 
 
 def test_critical_steps_by_hand() -> None:
@@ -73,6 +82,11 @@ def test_forced_rollout_masks_steps_and_rewards_by_hand() -> None:
     assert terms.cost.tolist() == pytest.approx([0.1 * 3 / 2 + 0.05 * 7, 0.1 * 1 / 1 + 0.05 * 1])
     assert terms.total(0.2, 0.3).tolist() == pytest.approx([0.5 + 0.2 * 2 / 3 + 0.3 * 1 - 0.5,
                                                             1.0 + 0.2 * 1 + 0.3 / 3 - 0.15])
+    # the spawn price: β_spawn · (specialists spawned / N)
+    priced = rewards(out, plan, beta_calls=0.0, beta_steps=0.0, beta_spawn=0.3)
+    assert priced.cost.tolist() == pytest.approx([0.3 * 2 / 3, 0.3 * 3 / 3])
+    # each column's share: its correctness − 0.1 · its passes − 0.05 · its deep steps
+    assert column_rewards(out, plan, 0.1, 0.05).tolist() == pytest.approx([1 - 0.1, 0 - 0.2 - 0.1, 1 - 0.1])
 
 
 def test_plan_metrics_of_the_forced_plan_by_hand() -> None:
