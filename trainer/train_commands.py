@@ -10,16 +10,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from swarm.model_server.choices import (
-    DEFAULT_MAX_SPECIALISTS,
-    PARL_ANNEAL,
-    PARL_BETA_CALLS,
-    PARL_BETA_SPAWN,
-    PARL_BETA_STEPS,
-    PARL_ITERATIONS,
-    PARL_LAMBDA,
-    PARL_MAX_DEEP,
-)
+from swarm.model_server import choices
+from swarm.model_server.choices import DEFAULT_MAX_SPECIALISTS
 from swarm.trainer.cli_options import DEVICE_OPTION, PRECISION_OPTION, DType, FusionMode, Precision, fail, use_devices
 
 if TYPE_CHECKING:
@@ -96,19 +88,20 @@ def train(
                                      "train on (default: validation)."),
     policy_out: Path | None = typer.Option(None, help="parl: where the policy goes (default: RUN_DIR/orchestrator; "
                                            "serve it with --policy, or copy it to CHECKPOINT/orchestrator)."),
-    iterations: int = typer.Option(PARL_ITERATIONS, min=1, help="parl: policy-gradient iterations."),
-    lambda1: float = typer.Option(PARL_LAMBDA, min=0, help="parl: initial weight of r_parallel (annealed to 0)."),
-    lambda2: float = typer.Option(PARL_LAMBDA, min=0, help="parl: initial weight of r_finish (annealed to 0)."),
-    anneal: float = typer.Option(PARL_ANNEAL, min=0, max=1, help="parl: share of the iterations over which λ1, "
-                                 "λ2 fall to 0 (0: never)."),
-    beta_calls: float = typer.Option(PARL_BETA_CALLS, min=0, help="parl: price of a specialist pass on a column "
-                                     "(in columns labelled right)."),
-    beta_steps: float = typer.Option(PARL_BETA_STEPS, min=0, help="parl: price of a critical step beyond the "
-                                     "primary's."),
-    beta_spawn: float = typer.Option(PARL_BETA_SPAWN, min=0, help="parl: price of spawning every specialist for a "
-                                     "table (pro rata)."),
+    iterations: int = typer.Option(choices.PARL_ITERATIONS, min=1, help="parl: policy-gradient iterations."),
+    lambda1: float = typer.Option(choices.PARL_LAMBDA, min=0,
+                                  help="parl: initial weight of r_parallel (annealed to 0)."),
+    lambda2: float = typer.Option(choices.PARL_LAMBDA, min=0, help="parl: initial weight of r_finish (annealed to 0)."),
+    anneal: float = typer.Option(choices.PARL_ANNEAL, min=0, max=1,
+                                 help="parl: share of the iterations over which λ1, λ2 fall to 0 (0: never)."),
+    beta_calls: float = typer.Option(choices.PARL_BETA_CALLS, min=0,
+                                     help="parl: price of a specialist pass on a column (in columns labelled right)."),
+    beta_steps: float = typer.Option(choices.PARL_BETA_STEPS, min=0,
+                                     help="parl: price of a critical step beyond the primary's."),
+    beta_spawn: float = typer.Option(choices.PARL_BETA_SPAWN, min=0,
+                                     help="parl: price of spawning every specialist for a table (pro rata)."),
     spawn_budget: int | None = typer.Option(None, min=0, help="parl: most specialists per table (default: all)."),
-    max_deep: int = typer.Option(PARL_MAX_DEEP, min=0, help="parl: most deep steps per column."),
+    max_deep: int = typer.Option(choices.PARL_MAX_DEEP, min=0, help="parl: most deep steps per column."),
 ) -> None:
     """Train a primary, alone or fused with specialists (resumes from RUN_DIR's checkpoints), and evaluate it on
     validation; or, with --mode parl, train the orchestrator policy of a trained primary."""
@@ -314,7 +307,7 @@ def orchestrator_report(
     specialist_steps: int = typer.Option(400, min=1),
     seeds: int = typer.Option(3, min=1),
     folds: int = typer.Option(3, min=2, help="Grouped folds over the validation tables (policies fit on K-1)."),
-    iterations: int = typer.Option(PARL_ITERATIONS, min=1, help="PARL iterations per policy."),
+    iterations: int = typer.Option(choices.PARL_ITERATIONS, min=1, help="PARL iterations per policy."),
     robustness: bool = typer.Option(True, help="Also train primaries dedicated to one subset (robustness check)."),
     ablations: bool = typer.Option(True, help="Also train the PARL ablations (no annealing, no r_parallel, ...)."),
     device: str = DEVICE_OPTION,
