@@ -216,7 +216,9 @@ def plan_metrics(out: Outcomes, used: Tensor, spawned: Tensor, critical: Tensor,
         "per_class": s.per_class,
         "calls_per_column": float(used.sum()) / len(used),
         "critical_steps": float(critical.float().mean()),
-        "specialists_per_table": float(spawned.sum(-1).float().mean()),
+        # distinct specialists whose states reached some column of the table (what it really asked)
+        "specialists_per_table": float(segment_any(used, out.table, out.n_tables).sum(-1).float().mean()),
+        "spawned_per_table": float(spawned.sum(-1).float().mean()),
         "deep_columns": float((deep_steps > 0).float().mean()),
     }
 

@@ -103,7 +103,8 @@ def test_plan_metrics_of_the_forced_plan_by_hand() -> None:
     assert m["hard_class_f1"] == pytest.approx(1 / 3)  # mean over the hard classes present
     assert m["calls_per_column"] == pytest.approx(4 / 3)
     assert m["critical_steps"] == pytest.approx(5.0)
-    assert m["specialists_per_table"] == pytest.approx(2.5)
+    assert m["specialists_per_table"] == pytest.approx((2 + 1) / 2)  # table 0 asked {0, 1}, table 1 {1}
+    assert m["spawned_per_table"] == pytest.approx(2.5)
     assert m["deep_columns"] == pytest.approx(1 / 3)
     assert plan_metrics(out, plan.used, plan.spawned, plan.critical, plan.deep_steps, hard=[])["hard_class_f1"] \
         is None
