@@ -432,7 +432,7 @@ def _plot(result: dict, path: Path) -> None:
     for key in ("reward", "r_perf", "r_parallel", "r_finish", "lambda1"):
         curves.plot(its, [h[key] for h in history], label=key)
     twin = curves.twinx()
-    twin.plot(its, [h["specialists_per_table"] for h in history], "k--", label="specialists / table")
+    twin.plot(its, [h["specialists_per_table"] for h in history], "k--", label="spawned / table")
     twin.plot(its, [h["critical_steps"] for h in history], "k:", label="critical steps")
     twin.legend(fontsize=7, loc="lower right")
     curves.set_xlabel("PARL iteration (seed 0, fold 0)")
