@@ -102,8 +102,17 @@ def write_table(path: Path, table: Table) -> None:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def _has_gt_header(path: Path) -> bool:
+    """Whether the CSV's first line is exactly the ground-truth header (not, e.g., a predictions file beside it,
+    whose header only starts the same way)."""
+    with path.open(encoding="utf-8-sig", errors="replace") as fh:
+        return fh.readline().strip() == ",".join(GT_HEADER)
+
+
 def _find_gt_csv(split_dir: Path) -> Path:
     candidates = sorted(split_dir.glob("*.csv"))
+    if len(candidates) > 1:  # e.g. `swarm annotate --out` wrote predictions into the split: keep the ground truth
+        candidates = [p for p in candidates if _has_gt_header(p)]
     if len(candidates) != 1:
         raise DataError(f"{split_dir}: expected exactly one ground-truth CSV, found {len(candidates)}")
     return candidates[0]
@@ -164,9 +173,7 @@ def _labels_file_near(path: Path) -> Path | None:
 
 
 def is_split_dir(path: Path) -> bool:
-    return path.is_dir() and any(
-        p.read_text(encoding="utf-8", errors="replace").startswith(",".join(GT_HEADER)) for p in path.glob("*.csv")
-    )
+    return path.is_dir() and any(_has_gt_header(p) for p in path.glob("*.csv"))
 
 
 def load_dataset(root: Path, splits: Sequence[str] | None = None) -> dict[str, Split]:

@@ -106,3 +106,14 @@ def test_real_sample_loads() -> None:
     assert {"training", "training_columns", "validation"} <= set(splits)
     assert len(splits["validation"].columns) == 753
     assert len(splits["training_columns"].label_counts()) == 82
+
+
+def test_a_predictions_csv_beside_the_splits_or_the_ground_truth_is_not_data(tiny_dataset: Path) -> None:
+    """`swarm annotate --out` writes table_name,column_index,label,confidence,...: its header starts like the
+    ground truth's, and the loader must still find the dataset's splits and each split's own CSV."""
+    predictions = "table_name,column_index,label,confidence,specialists,deep_steps\nt,0,Date,0.9,,0\n"
+    (tiny_dataset / "pred.csv").write_text(predictions, encoding="utf-8")
+    (tiny_dataset / "validation" / "pred.csv").write_text(predictions, encoding="utf-8")
+    splits = load_dataset(tiny_dataset)
+    assert sorted(splits) == ["training", "validation"]
+    assert len(splits["validation"].columns) == len(load_dataset(tiny_dataset / "validation")["validation"].columns)
