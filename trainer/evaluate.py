@@ -62,10 +62,17 @@ def evaluate_dir(model_dir: Path, data: Path, split: str | None = None,
                  endpoints: Mapping[str, str] | None = None, device: str = DEVICE_AUTO) -> Scores:
     model, meta = PrimaryModel.load(model_dir)
     model.to(resolve_device(device))
+    _, examples = labelled_columns(model, data, split)
+    source = specialist_source(model_dir, meta, endpoints, device)
+    with closing(source) if source is not None else nullcontext():
+        return evaluate_examples(model, examples, source, meta.get("majority_label"))
+
+
+def labelled_columns(model: PrimaryModel, data: Path, split: str | None) -> tuple[Split, list[ColumnExample]]:
+    """The split of `data` to score or learn from and its labelled column examples; DataError when it carries a
+    label the model does not know."""
     target = pick_split(data, split)
     unknown = sorted({ref.label for ref in target.columns if ref.label not in set(model.labels)})
     if unknown:
         raise DataError(f"{data}: labels the model does not know: {unknown}")
-    source = specialist_source(model_dir, meta, endpoints, device)
-    with closing(source) if source is not None else nullcontext():
-        return evaluate_examples(model, build_examples([target], model.labels), source, meta.get("majority_label"))
+    return target, build_examples([target], model.labels)

@@ -22,12 +22,10 @@ from swarm.model_server.devices import resolve_device
 from swarm.model_server.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
 from swarm.model_server.primary import PrimaryModel
 from swarm.trainer import reports
-from swarm.trainer.columns import build_examples
-from swarm.trainer.evaluate import pick_split, specialist_source
+from swarm.trainer.evaluate import labelled_columns, specialist_source
 from swarm.trainer.orchestrator_env import plan_metrics, rollout
 from swarm.trainer.outcomes import outcomes_from_caches
 from swarm.trainer.parl import ParlConfig, cost_of, train_parl
-from swarm.trainer.sotab import DataError
 from swarm.trainer.state_sources import cache_states
 
 
@@ -53,11 +51,7 @@ def run_parl(cfg: PolicyRunConfig) -> dict:
         print(f"warning: {cfg.checkpoint} was not trained with agent dropout (swarm train --agent-dropout); "
               "it may answer poorly with the subsets the policy picks")
     model.to(resolve_device(cfg.device))
-    target = pick_split(cfg.data, cfg.split)
-    unknown = sorted({ref.label for ref in target.columns if ref.label not in set(model.labels)})
-    if unknown:
-        raise DataError(f"{cfg.data}: labels the model does not know: {unknown}")
-    examples = build_examples([target], model.labels)
+    target, examples = labelled_columns(model, cfg.data, cfg.split)
     source = specialist_source(cfg.checkpoint, meta, cfg.endpoints, cfg.device)
     assert source is not None
     with closing(source):
