@@ -1,5 +1,5 @@
 """Helpers of the serving tests (loopback only): a CLI swarm as a real process tree, resident-memory sampling,
-test certificates."""
+test certificates, an annotator wrapper to override one stage of."""
 
 from __future__ import annotations
 
@@ -20,6 +20,27 @@ from swarm.model_server.grpc_runtime import wait_serving
 from swarm.model_server.launcher import process_tree, rss_bytes
 
 MiB = 1 << 20
+
+
+class DelegatingAnnotator:
+    """A `TableAnnotator` that hands every stage to `inner`; tests subclass it to change one stage."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.specialist_names = inner.specialist_names  # type: ignore[attr-defined]
+        self.model = getattr(inner, "model", None)
+
+    def serialize(self, table: object) -> list[str]:
+        return self.inner.serialize(table)  # type: ignore[attr-defined]
+
+    def route(self, table: object) -> dict[str, list[int]]:
+        return self.inner.route(table)  # type: ignore[attr-defined]
+
+    def next_stage(self, *args: object) -> dict[str, list[int]]:
+        return self.inner.next_stage(*args)  # type: ignore[attr-defined]
+
+    def annotate(self, *args: object) -> object:
+        return self.inner.annotate(*args)  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from grpc_serving_tools import DelegatingAnnotator
 
 from swarm.model_server.annotation_server import AnnotationLimits, AnnotationServer, build_annotation_server
 from swarm.model_server.grpc_runtime import ManagedServer
@@ -25,28 +26,17 @@ TABLE = apb.Table(name="t", rows=[apb.Row(cells=["2021-03-04", "Paris", "3"]), a
                                                                                                 "4"])])
 
 
-class CountingAnnotator:
+class CountingAnnotator(DelegatingAnnotator):
     """The real annotator, counting its calls and made slow (0.5 s), like a heavy primary."""
 
     def __init__(self, inner: object) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.calls = 0
-        self.specialist_names = inner.specialist_names  # type: ignore[attr-defined]
-        self.model = getattr(inner, "model", None)
-
-    def serialize(self, table: object) -> list[str]:
-        return self.inner.serialize(table)  # type: ignore[attr-defined]
-
-    def route(self, table: object) -> dict[str, list[int]]:
-        return self.inner.route(table)  # type: ignore[attr-defined]
-
-    def next_stage(self, *args: object) -> dict[str, list[int]]:
-        return self.inner.next_stage(*args)  # type: ignore[attr-defined]
 
     def annotate(self, *args: object) -> object:
         self.calls += 1
         time.sleep(0.5)
-        return self.inner.annotate(*args)  # type: ignore[attr-defined]
+        return super().annotate(*args)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 import torch
+from grpc_serving_tools import DelegatingAnnotator
 
 from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
 from swarm.model_server.launcher import AnnotatorFactory, LocalSwarm
@@ -118,21 +119,7 @@ def test_missing_reasons_and_internal_errors_keep_internals_in_the_log(
         assert internal not in missing.reason, missing.reason
     assert str(dead_port) in caplog.text  # the details are in the server's log
 
-    class Broken:
-        def __init__(self, inner: object) -> None:
-            self.inner = inner
-            self.specialist_names = inner.specialist_names  # type: ignore[attr-defined]
-            self.model = inner.model  # type: ignore[attr-defined]
-
-        def serialize(self, table: object) -> list[str]:
-            return self.inner.serialize(table)  # type: ignore[attr-defined]
-
-        def route(self, table: object) -> dict[str, list[int]]:
-                return self.inner.route(table)  # type: ignore[attr-defined]
-
-        def next_stage(self, *args: object) -> dict[str, list[int]]:
-            return self.inner.next_stage(*args)  # type: ignore[attr-defined]
-
+    class Broken(DelegatingAnnotator):
         def annotate(self, *args: object) -> object:
             raise RuntimeError("secret at /srv/models/primary.safetensors")
 
