@@ -14,9 +14,11 @@ from nothing).
 """
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -28,6 +30,7 @@ from swarm.model_server.orchestrator import POLICY_META, OrchestratorPolicy, cri
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.tables import Table, load_labels, serialize_table
 
+T = TypeVar("T")
 UNKNOWN = "unknown"  # the label of a column with no non-empty cell (confidence 0)
 NO_POLICY = "none"  # `--policy none`: no orchestrator even when the model directory has one
 
@@ -47,6 +50,17 @@ class PrimaryAnnotator:
         # Spawn budget: distinct specialists a table may use (wide and deep together).
         self.budget = len(self.specialist_names) if budget is None else max(0, budget)
         self.meta: dict = model.meta()
+        # route, next_stage and annotate of one table run one after another in one compute thread, and ask for the
+        # same wide plan and (after the last stage) the same probabilities: each thread keeps its last of each.
+        self._last = threading.local()
+
+    def _memo(self, kind: str, key: object, compute: Callable[[], T]) -> T:
+        last = getattr(self._last, kind, None)
+        if last is not None and last[0] == key:
+            return last[1]
+        value = compute()
+        setattr(self._last, kind, (key, value))
+        return value
 
     @classmethod
     def load(cls, model_dir: Path, device: str | torch.device = "cpu", policy: Path | str | None = None,
@@ -76,10 +90,13 @@ class PrimaryAnnotator:
     def _filled(table: Table) -> list[int]:
         return [j for j, values in enumerate(table.columns) if not is_empty_column(values)]
 
-    @torch.inference_mode()
     def _wide(self, table: Table, columns: list[int]) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
         """The policy's greedy first stage for the filled columns: column features, routed (C, N), complexity,
         spawned (N,)."""
+        return self._memo("wide", table, lambda: self._plan_wide(table, columns))
+
+    @torch.inference_mode()
+    def _plan_wide(self, table: Table, columns: list[int]) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
         assert self.policy is not None
         ids, mask = (t.to(self.device) for t in self.tokenizer([self.serialize(table)[j] for j in columns]))
         with autocast(self.device):
@@ -134,7 +151,17 @@ class PrimaryAnnotator:
     def _probs(self, table: Table, states: SpecialistStates, routing: Routing
                ) -> tuple[torch.Tensor, dict[int, list[str]]]:
         """Per column: the primary's probabilities with the specialists whose states arrived for it fused, and
-        their names (in routing order). Empty columns get zeros and no names."""
+        their names (in routing order). Empty columns get zeros and no names. Computed once for the same table,
+        routing and state tensors (annotate after a last next_stage that stopped asks again for exactly these)."""
+        delivered = tuple((name, tuple(routing.get(name, ())), id(states[name][0])) for name in states)
+        # The state tensors are kept with the result, so their ids in the key cannot be reused meanwhile.
+        probs, names, _ = self._memo("probs", (table, delivered),
+                                     lambda: (*self._fuse(table, states, routing), [states[n] for n in states]))
+        return probs, names
+
+    @torch.inference_mode()
+    def _fuse(self, table: Table, states: SpecialistStates, routing: Routing
+              ) -> tuple[torch.Tensor, dict[int, list[str]]]:
         agent_index = {name: i for i, name in enumerate(self.specialist_names)}
         arrived = [n for n in states if n in agent_index]
         position = {name: {c: r for r, c in enumerate(routing.get(name, []))} for name in arrived}

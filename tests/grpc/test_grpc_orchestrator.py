@@ -9,7 +9,7 @@ then one more for every column): the test checks that serving follows the policy
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -18,6 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server, merge_stage
+from swarm.model_server.annotator import Stage
 from swarm.model_server.backbone import get_config
 from swarm.model_server.launcher import LocalSwarm
 from swarm.model_server.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
@@ -190,3 +191,33 @@ def test_a_policy_for_another_primary_is_refused(tmp_path: Path, primary: Primar
                                       "--port", "0"])
     assert result.exit_code != 0
     assert "trained against primary" in result.output
+
+
+def test_one_table_runs_the_first_layer_once_and_the_primary_once_per_state_set() -> None:
+    """route, next_stage (which stops here) and annotate of one table share the wide plan and the last fusion."""
+    primary = _primary(specialists=list(SPECIALISTS))
+    annotator = PrimaryAnnotator(primary, policy=_policy(primary, deep=False))
+    calls = {"first_layer": 0, "forward": 0}
+    first_layer, forward = primary.backbone.first_layer, primary.forward
+
+    def counted(name: str, fn: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    primary.backbone.first_layer = counted("first_layer", first_layer)  # type: ignore[method-assign]
+    primary.forward = counted("forward", forward)  # type: ignore[method-assign]
+    table = Table("t", tuple(zip(*ROWS, strict=True)))
+    routing = annotator.route(table)
+    assert routing[FIRST] == [0, 1, 2]
+    cfg = primary.cfg
+    states = {FIRST: [torch.randn(3, cfg.n_heads, cfg.head_k, cfg.head_v) for _ in range(cfg.n_layers)]}
+    stages = [Stage(routing, {FIRST: 1})]
+    assert annotator.next_stage(table, states, routing, stages) == {}
+    result = annotator.annotate(table, states, routing, stages)
+    assert calls == {"first_layer": 1, "forward": 1}
+    assert result.column_specialists == [[FIRST]] * 3 and result.complexity is not None
+    # new states (another request's) are fused again
+    annotator.annotate(table, {FIRST: [s.clone() for s in states[FIRST]]}, routing, stages)
+    assert calls["forward"] == 2
