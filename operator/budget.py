@@ -17,12 +17,20 @@ from typing import Any
 from swarm.operator.models import PREFIX
 
 GPU_MEMORY_ANNOTATION = f"{PREFIX}gpu-memory"
+# The node agent advertises its node's GPU memory (sum over GPUs, MiB) as this extended resource; every GPU pod of
+# the swarm requests its resident MiB of it, so the scheduler refuses overcommit (builders.request_gpu_memory).
+GPU_MEMORY_RESOURCE = f"{PREFIX}gpu-memory-mib"
 MIB = 1024**2
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}  # one per choices.DTYPE_NAMES (a test checks)
 # Every specialist is its own process: CUDA context + cuBLAS workspace + allocator slack on an RTX 4090.
 RUNTIME_OVERHEAD_BYTES = 384 * MIB
 MIN_ACTIVATION_BYTES = 64 * MIB
 STALE_AFTER_SECONDS = 600.0
+
+
+def mib(nbytes: int) -> int:
+    """Whole MiB covering `nbytes` (what a pod requests of GPU_MEMORY_RESOURCE)."""
+    return -(-int(nbytes) // MIB)
 
 
 def weight_bytes(params: int, dtype: str) -> int:
@@ -124,13 +132,22 @@ class Placement:
     used: list[int]  # bytes placed per GPU slot
 
 
-def place(capacities: Sequence[int], demands: Sequence[tuple[str, int]]) -> Placement:
-    """First-fit in priority order: earlier demands are never displaced by later ones."""
+def place(
+    capacities: Sequence[int], demands: Sequence[tuple[str, int]], preferred: Mapping[str, int] | None = None
+) -> Placement:
+    """First-fit in priority order: earlier demands are never displaced by later ones. A demand tries its
+    `preferred` slot first (where it runs now), so a running specialist is not moved to another GPU (a restart)
+    because the plan around it changed."""
     free = list(capacities)
     admitted: dict[str, int] = {}
     rejected: list[str] = []
+    preferred = preferred or {}
     for name, size in demands:
-        slot = next((i for i, room in enumerate(free) if room >= size), None)
+        slots = range(len(free))
+        first = preferred.get(name)
+        if first is not None and 0 <= first < len(free):
+            slots = [first, *(i for i in slots if i != first)]
+        slot = next((i for i in slots if free[i] >= size), None)
         if slot is None:
             rejected.append(name)
         else:
@@ -143,6 +160,11 @@ def spawn_budget(capacities: Sequence[int], sizes: Iterable[int]) -> int:
     """How many of these specialists fit at once (first-fit, smallest first: a close bound on the maximum)."""
     ordered = sorted(sizes)
     return len(place(capacities, [(str(i), s) for i, s in enumerate(ordered)]).admitted)
+
+
+def slot_of(gpus: Sequence[Gpu], node: object, index: object) -> int | None:
+    """The slot (position in `gpus`) of the GPU `index` of `node`, as a status row names it; None if gone."""
+    return next((i for i, g in enumerate(gpus) if g.node == node and g.index == index), None)
 
 
 def gpu_usage(gpus: Sequence[Gpu], placement: Placement) -> list[dict[str, int | str]]:

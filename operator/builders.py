@@ -3,8 +3,15 @@ Deployment + Service, and the primary trainer Pod. Everything returns plain dict
 
 Pod templates (securityContext, resources, volumes) come from the `swarm-pod-templates` ConfigMap mounted into the
 operator (manifests/templates/), or from the built-in defaults below; builders only fill in what is per-object.
-The device a pod's command runs on follows its template: `--device cuda` where the container requests
-`nvidia.com/gpu`, else `--device cpu`.
+The device a pod's command runs on follows its template: `--device cuda` for a GPU template (runtimeClassName
+`nvidia`, or a request of `nvidia.com/gpu`), else `--device cpu`.
+
+GPU memory is a scheduler-enforced budget: a GPU pod requests its resident bytes, in MiB, of the extended resource
+`swarm.ai/gpu-memory-mib` that the node agent advertises on its node (budget.GPU_MEMORY_RESOURCE), so the scheduler
+itself refuses to overcommit a node's GPU memory, whichever pool or namespace asks. The default templates claim no
+`nvidia.com/gpu` (a whole-device claim would make a GPU exclusive to one pod); they run under the `nvidia`
+RuntimeClass, and a placed specialist is pinned to the node and GPU its pool planned (hostname node selector,
+NVIDIA_VISIBLE_DEVICES), so the plan and the binding agree.
 
 Transport security: the default templates mount a TLS Secret (cert-manager layout: tls.crt, tls.key, ca.crt) at
 TLS_MOUNT and point `SWARM_TLS_DIR` at it, so specialists serve mTLS and trainer (primary) pods present their client
@@ -26,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from swarm.operator import budget
 from swarm.operator.models import API_VERSION, JOB, POOL, PREFIX, Mode, PoolSpecialist, SwarmJobSpec
 
 SPECIALIST_PORT = 50051
@@ -45,10 +53,12 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_POOL = f"{PREFIX}pool"
 LABEL_SPECIALIST = f"{PREFIX}specialist"
 LABEL_JOB = f"{PREFIX}job"
-METRICS_ANNOTATION = f"{PREFIX}metrics"
+# Trainer pods hand their metrics to the operator as their container's termination message (metrics_publisher.py).
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+TERMINATION_MESSAGE_ENV = "SWARM_TERMINATION_MESSAGE"  # = metrics_publisher.ENV_TERMINATION_MESSAGE
 TEMPLATES_ENV = "SWARM_POD_TEMPLATES"
 IMAGE_ENV = "SWARM_IMAGE"
-TRAINER_SERVICE_ACCOUNT = "swarm-trainer"  # manifests/rbac.yaml: get/patch pods in its namespace
+TRAINER_SERVICE_ACCOUNT = "swarm-trainer"  # manifests/rbac.yaml: no Role, no token (automount off)
 
 MODE_COMMANDS = {Mode.train: "train", Mode.evaluate: "eval", Mode.annotate: "annotate", Mode.adapt: "adapt",
                  Mode.parl: "train"}
@@ -66,7 +76,10 @@ MODELS_DIR = "/models"  # read-only PVC with specialist and primary checkpoints
 MODELS_CLAIM = "swarm-models"
 DATA_DIR = "/data"  # read-only PVC with the data sets (trainer pods)
 DATA_CLAIM = "swarm-data"
-GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource
+GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource (taint key of GPU nodes)
+GPU_RUNTIME_CLASS = "nvidia"  # the NVIDIA container runtime: the node's GPUs without claiming nvidia.com/gpu
+VISIBLE_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 DEVICE_CUDA = "cuda"  # `--device` of a pod whose container requests a GPU (the one it is given)
 DEVICE_CPU = "cpu"
 
@@ -100,7 +113,6 @@ def _pod_template(
     container: str,
     service_account: str,
     resources: dict[str, Any],
-    automount: bool,
     mounts: list[dict[str, Any]],
     volumes: list[dict[str, Any]],
     env: list[dict[str, str]] | None = None,
@@ -109,7 +121,8 @@ def _pod_template(
         "metadata": {"labels": {LABEL_PART_OF: "swarm"}},
         "spec": {
             "serviceAccountName": service_account,
-            "automountServiceAccountToken": automount,
+            "automountServiceAccountToken": False,  # neither specialists nor trainers call the API
+            "runtimeClassName": GPU_RUNTIME_CLASS,
             "securityContext": _RESTRICTED_POD,
             "tolerations": [_GPU_TOLERATION],
             "containers": [
@@ -142,7 +155,6 @@ def _pod_template(
 
 def default_templates() -> dict[str, dict[str, Any]]:
     """The built-in pod templates; manifests/templates/*.yaml must equal these (a test checks)."""
-    gpu = {GPU_RESOURCE: "1"}
     models_mount = {"name": "models", "mountPath": MODELS_DIR, "readOnly": True}
     models = {"name": "models", "persistentVolumeClaim": {"claimName": MODELS_CLAIM, "readOnly": True}}
     specialist_tls_mount, specialist_tls, specialist_tls_env = _tls(SPECIALIST_TLS_SECRET)
@@ -151,11 +163,7 @@ def default_templates() -> dict[str, dict[str, Any]]:
         "specialist": _pod_template(
             "specialist",
             "swarm-specialist",
-            {
-                "requests": {"cpu": "1", "memory": "4Gi", **gpu},
-                "limits": {"memory": "8Gi", **gpu},
-            },
-            automount=False,
+            {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"memory": "8Gi"}},
             mounts=[models_mount, specialist_tls_mount],
             volumes=[models, specialist_tls],
             env=[specialist_tls_env],
@@ -163,11 +171,7 @@ def default_templates() -> dict[str, dict[str, Any]]:
         "trainer": _pod_template(
             "trainer",
             TRAINER_SERVICE_ACCOUNT,
-            {
-                "requests": {"cpu": "4", "memory": "16Gi", **gpu},
-                "limits": {"memory": "32Gi", **gpu},
-            },
-            automount=True,
+            {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {"memory": "32Gi"}},
             mounts=[
                 {"name": WORK_VOLUME, "mountPath": WORK_DIR},
                 models_mount,
@@ -256,8 +260,12 @@ def _metadata(name: str, owner: dict[str, Any], labels: dict[str, str]) -> dict[
 
 
 def pod_device(template: dict[str, Any]) -> str:
-    """`cuda` when the template's (first) container requests or is limited to at least one GPU, else `cpu`."""
-    resources = template.get("spec", {}).get("containers", [{}])[0].get("resources") or {}
+    """`cuda` when the template runs under the `nvidia` RuntimeClass or its (first) container requests or is
+    limited to at least one `nvidia.com/gpu`, else `cpu`."""
+    spec = template.get("spec", {})
+    if spec.get("runtimeClassName") == GPU_RUNTIME_CLASS:
+        return DEVICE_CUDA
+    resources = spec.get("containers", [{}])[0].get("resources") or {}
     for kind in ("limits", "requests"):
         try:
             if float((resources.get(kind) or {}).get(GPU_RESOURCE, 0)) > 0:
@@ -265,6 +273,17 @@ def pod_device(template: dict[str, Any]) -> str:
         except (TypeError, ValueError):  # not a number: the API server would reject the pod anyway
             continue
     return DEVICE_CPU
+
+
+def request_gpu_memory(pod_spec: dict[str, Any], nbytes: int) -> None:
+    """Make a GPU pod request `nbytes` (in whole MiB) of the nodes' GPU-memory resource; CPU pods request none.
+    Extended resources cannot be overcommitted: requests and limits are equal."""
+    if pod_device({"spec": pod_spec}) != DEVICE_CUDA:
+        return
+    resources = pod_spec["containers"][0].setdefault("resources", {})
+    amount = str(budget.mib(nbytes))
+    for kind in ("requests", "limits"):
+        resources[kind] = {**(resources.get(kind) or {}), budget.GPU_MEMORY_RESOURCE: amount}
 
 
 def _fill_template(
@@ -312,7 +331,12 @@ def specialist_deployment(
     node_selector: dict[str, str],
     template: dict[str, Any],
     image: str | None = None,
+    *,
+    resident_bytes: int = 0,
+    gpu: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
+    """The specialist's Deployment; `resident_bytes` is what it requests of the GPU-memory resource, `gpu` the
+    (node, GPU index) its pool placed it on (None while it is not placed: cold, or over budget)."""
     pool_name = pool["metadata"]["name"]
     name = specialist_object_name(pool_name, specialist.name)
     labels = specialist_labels(pool_name, specialist.name)
@@ -329,7 +353,12 @@ def specialist_deployment(
         ],
     )
     pod["spec"]["nodeSelector"] = {**pod["spec"].get("nodeSelector", {}), **node_selector}
+    if resident_bytes:
+        request_gpu_memory(pod["spec"], resident_bytes)
     container = pod["spec"]["containers"][0]
+    if gpu is not None and pod_device(pod) == DEVICE_CUDA:
+        pod["spec"]["nodeSelector"][HOSTNAME_LABEL] = gpu[0]
+        container["env"].append({"name": VISIBLE_DEVICES_ENV, "value": str(gpu[1])})
     container["ports"] = [
         {"name": "grpc", "containerPort": SPECIALIST_PORT, "protocol": "TCP"},
         {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
@@ -438,11 +467,12 @@ def trainer_pod(
                 "name": "SWARM_SPECIALIST_ENDPOINTS",
                 "value": ",".join(f"{k}={v}" for k, v in sorted(endpoints.items())),
             },
-            {"name": "SWARM_METRICS_ANNOTATION", "value": METRICS_ANNOTATION},
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": TERMINATION_MESSAGE_ENV, "value": TERMINATION_MESSAGE_PATH},
         ],
     )
+    container = pod["spec"]["containers"][0]
+    container["terminationMessagePath"] = TERMINATION_MESSAGE_PATH
+    container["terminationMessagePolicy"] = "File"  # metrics only: a crash's log tail is not JSON
     pod_meta = pod.pop("metadata")
     meta = _metadata(trainer_pod_name(job_name), job, pod_meta["labels"])
     if pod_meta.get("annotations"):
@@ -450,9 +480,8 @@ def trainer_pod(
     if spec.output is not None:
         _work_on_claim(pod["spec"], spec.output.claim_name, output_sub_path(job_name, spec))
     pod["spec"]["restartPolicy"] = "Never"
-    # The trainer patches its own metrics annotation (operator/metrics_publisher.py): it needs its token.
     pod["spec"].setdefault("serviceAccountName", TRAINER_SERVICE_ACCOUNT)
-    pod["spec"]["automountServiceAccountToken"] = True
+    request_gpu_memory(pod["spec"], spec.gpu_memory_bytes)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod["spec"]}
 
 

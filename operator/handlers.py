@@ -119,6 +119,29 @@ async def pool_demand(
     _demand_seen[key] = value  # only once reconciled: a failed reconcile is retried at the next event or resync
 
 
+# A specialist Deployment changed (the controller's status: readyReplicas; or a hand edit: drift): the pool's status
+# comes from what exists, and its reconcile re-applies what was edited.
+SPECIALIST_DEPLOYMENTS = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_COMPONENT: "specialist"}
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=SPECIALIST_DEPLOYMENTS, id="pool-children")
+async def specialist_deployment_event(
+    event: kopf.RawEvent,
+    namespace: str,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    gpu_nodes: kopf.Index,
+    pool_claims: kopf.Index,
+    **_: Any,
+) -> None:
+    pool_name = labels.get(builders.LABEL_POOL)
+    if not pool_name or event.get("type") not in {"ADDED", "MODIFIED", "DELETED"}:
+        return
+    await pool.reconcile(
+        memo.api, namespace, pool_name, _nodes(gpu_nodes), _claims(pool_claims, namespace, pool_name), memo.templates
+    )
+
+
 # ---------------------------------------------------------------------------------------------- jobs
 @kopf.on.resume(GROUP, VERSION, JOB.plural, id="job-resume")
 @kopf.on.create(GROUP, VERSION, JOB.plural, id="job-create")

@@ -38,6 +38,7 @@ DEMAND_ANNOTATION = f"{PREFIX}demand"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 RTX_4090_PRODUCT = "NVIDIA-GeForce-RTX-4090"
 GIB = 1024**3
+MIB_BYTES = 1024**2
 
 DnsLabel = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
 Bytes = Annotated[int, Field(ge=1, json_schema_extra={"format": "int64"})]
@@ -112,6 +113,7 @@ class ConditionReason(StrEnum):
     # pool Ready
     NoCapacity = "NoCapacity"
     WarmSetOverBudget = "WarmSetOverBudget"
+    WarmSetNotReady = "WarmSetNotReady"  # admitted, but not every warm specialist's pod is ready
     Reconciled = "Reconciled"
     # pool BudgetExceeded
     OverBudget = "OverBudget"
@@ -239,6 +241,10 @@ class SpecialistStatus(_Model):
     resident_bytes: int = Field(ge=0, json_schema_extra={"format": "int64"})
     last_requested: str | None = None
     requested_by: list[str] = Field(default=[])
+    node: str | None = Field(default=None, description="Node of the GPU it is placed on (pinned there).")
+    ready: bool = Field(default=False, description="Its Deployment reports a ready replica.")
+    message: str = Field(default="", description="Why a scaled-up specialist is not ready (e.g. the scheduler's).")
+    gpu: int | None = Field(default=None, ge=0, description="Index of that GPU on its node (NVIDIA_VISIBLE_DEVICES).")
 
 
 class GpuUsage(_Model):
@@ -350,6 +356,13 @@ class SwarmJobSpec(_Model):
         default=[], max_length=64, description="Specialists to scale up for this job (besides warm ones)."
     )
     extra_args: list[str] = Field(default=[], description="Appended to the trainer command.")
+    gpu_memory_bytes: int = Field(
+        default=6 * GIB,
+        ge=MIB_BYTES,
+        json_schema_extra={"format": "int64"},
+        description="GPU memory the trainer pod requests (in whole MiB of the nodes' swarm.ai/gpu-memory-mib "
+        "resource), so the scheduler counts the primary beside the specialists; ignored by a CPU pod template.",
+    )
     domain: DnsLabel | None = Field(
         default=None,
         description="Target domain (model_server/domains.yaml) of mode adapt; required there, not used otherwise.",

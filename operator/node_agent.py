@@ -1,5 +1,7 @@
 """The NVML node agent (`swarm node-agent`, a DaemonSet on GPU nodes): reads free/total memory per GPU and
-publishes it as the Node annotation `swarm.ai/gpu-memory`, periodically.
+publishes it as the Node annotation `swarm.ai/gpu-memory`, periodically, and advertises the node's GPU memory (sum
+of the GPUs' totals, MiB) as the extended resource `swarm.ai/gpu-memory-mib` in the node's status, which the swarm's
+GPU pods request so that the scheduler refuses to overcommit it (budget.GPU_MEMORY_RESOURCE).
 
 Annotation value (JSON): {"source": "nvml"|"declared"|"unavailable", "updated": ISO-8601, "gpus": [{"index",
 "name", "uuid", "total", "free", "used"}], "reason": str (when NVML failed)}. Without NVML (no driver, no GPU)
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
-from swarm.operator.budget import GPU_MEMORY_ANNOTATION
+from swarm.operator.budget import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE, MIB
 
 log = logging.getLogger("swarm.node-agent")
 
@@ -109,6 +111,15 @@ def collect(
         return payload(None, reason=reason, declared_gpus=declared_gpus, declared_memory=declared_memory)
 
 
+def capacity_patch(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The node-status patch advertising the reading's GPU memory (MiB, floored); None without GPUs (an unavailable
+    reading keeps the last advertised capacity: pods already placed keep their accounting)."""
+    if not doc.get("gpus"):
+        return None
+    amount = str(sum(int(g["total"]) for g in doc["gpus"]) // MIB)
+    return {"status": {"capacity": {GPU_MEMORY_RESOURCE: amount}, "allocatable": {GPU_MEMORY_RESOURCE: amount}}}
+
+
 async def run(
     node: str,
     *,
@@ -132,6 +143,9 @@ async def run(
             else:
                 try:
                     await api.patch(NODES, None, node, {"metadata": {"annotations": {GPU_MEMORY_ANNOTATION: text}}})
+                    capacity = capacity_patch(doc)
+                    if capacity is not None:
+                        await api.patch(NODES, None, node, capacity, status=True)
                     log.info("published %s GPU(s) for node %s (source %s)", len(doc["gpus"]), node, doc["source"])
                 except Exception as exc:  # the agent must outlive API hiccups
                     log.error("could not annotate node %s: %s", node, exc)

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from swarm.operator import budget, builders
-from swarm.operator.kube import DEPLOYMENTS, POOLS, SERVICES, Api, converge
+from swarm.operator.kube import DEPLOYMENTS, PODS, POOLS, SERVICES, Api, converge
 from swarm.operator.models import (
     DEMAND_ANNOTATION,
     ConditionReason,
@@ -186,8 +186,13 @@ def plan(
     order = list(spec.warm)
     order += [n for n in requested_by if n not in order]
     order += [s.name for s in spec.specialists if s.name not in order and within_idle(s.name)]
+    running_on = {
+        name: slot
+        for name, row in previous.items()
+        if row.get("replicas") and (slot := budget.slot_of(gpus, row.get("node"), row.get("gpu"))) is not None
+    }
     placement = budget.place(
-        budget.usable(gpus, spec.memory_reserve_per_gpu, taken), [(n, sizes[n]) for n in order]
+        budget.usable(gpus, spec.memory_reserve_per_gpu, taken), [(n, sizes[n]) for n in order], running_on
     )
 
     rows = []
@@ -208,6 +213,9 @@ def plan(
         }
         if last_requested.get(s.name):
             row["lastRequested"] = last_requested[s.name]
+        if admitted:
+            gpu = gpus[placement.admitted[s.name]]
+            row["node"], row["gpu"] = gpu.node, gpu.index
         rows.append(row)
     return rows, placement
 
@@ -280,16 +288,27 @@ async def _reconcile(
         namespace,
         selector,
         [
-            builders.specialist_deployment(pool, s, row["replicas"], spec.node_selector, templates["specialist"])
+            builders.specialist_deployment(
+                pool,
+                s,
+                row["replicas"],
+                spec.node_selector,
+                templates["specialist"],
+                resident_bytes=row["residentBytes"],
+                gpu=(row["node"], row["gpu"]) if "node" in row else None,
+            )
             for s, row in zip(spec.specialists, rows, strict=True)
         ],
     )
     await converge(api, SERVICES, namespace, selector, [builders.specialist_service(pool, s) for s in spec.specialists])
 
+    await observe(api, namespace, selector, rows)
+
     capacities = budget.usable(gpus, spec.memory_reserve_per_gpu, taken)
     other_pools = sum(taken.get((g.node, g.index), 0) for g in gpus)
     over = [r["name"] for r in rows if r["state"] == SpecialistState.OverBudget]
     warm_missing = [w for w in spec.warm if w not in placement.admitted]
+    warm_waiting = [r for r in rows if r["name"] in spec.warm and r["replicas"] and not r["ready"]]
     body = {
         "observedGeneration": generation,
         "spawnBudget": budget.spawn_budget(capacities, [r["residentBytes"] for r in rows]),
@@ -306,17 +325,22 @@ async def _reconcile(
     conditions = [
         condition(
             ConditionType.Ready,
-            not warm_missing and bool(gpus),
+            not warm_missing and not warm_waiting and bool(gpus),
             ConditionReason.NoCapacity
             if not gpus
             else ConditionReason.WarmSetOverBudget
             if warm_missing
+            else ConditionReason.WarmSetNotReady
+            if warm_waiting
             else ConditionReason.Reconciled,
             "no matching GPU nodes report memory and no fallbackCapacity is declared"
             if not gpus
             else f"warm specialists over budget: {', '.join(warm_missing)}"
             if warm_missing
-            else f"{len(placement.admitted)} specialist(s) running on {len(gpus)} GPU(s)",
+            else "waiting for warm specialists: "
+            + "; ".join(f"{r['name']} ({r.get('message') or 'not ready'})" for r in warm_waiting)
+            if warm_waiting
+            else f"{sum(r['ready'] for r in rows)} specialist(s) ready on {len(gpus)} GPU(s)",
         ),
         condition(
             ConditionType.BudgetExceeded,
@@ -334,6 +358,33 @@ async def _reconcile(
         specialists={s.name for s in spec.specialists},
         models={s.name: s.model for s in spec.specialists},
     )
+
+
+async def observe(api: Api, namespace: str, selector: dict[str, str], rows: list[dict[str, Any]]) -> None:
+    """Set each row's `ready` from what exists (its Deployment's readyReplicas), and for a scaled-up specialist
+    that is not ready, `message` from its pod (the scheduler's reason when it cannot be placed, e.g. another pool's
+    pods hold the node's GPU memory)."""
+    ready = {
+        (d["metadata"].get("labels") or {}).get(builders.LABEL_SPECIALIST): int(
+            (d.get("status") or {}).get("readyReplicas") or 0
+        )
+        for d in await api.list(DEPLOYMENTS, namespace, selector)
+    }
+    waiting = [r for r in rows if r["replicas"] and ready.get(r["name"], 0) < r["replicas"]]
+    pods = await api.list(PODS, namespace, selector) if waiting else []
+    for row in rows:
+        row["ready"] = bool(row["replicas"]) and ready.get(row["name"], 0) >= row["replicas"]
+    for row in waiting:
+        mine = [p for p in pods if (p["metadata"].get("labels") or {}).get(builders.LABEL_SPECIALIST) == row["name"]]
+        row["message"] = _pod_problem(mine[0]) if mine else "no pod yet"
+
+
+def _pod_problem(pod: dict[str, Any]) -> str:
+    """Why a specialist's pod is not ready, in one line: the scheduler's message if it is not placed."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return f"{cond.get('reason', 'Unschedulable')}: {cond.get('message', '')}".strip()[:300]
+    return f"pod {(pod.get('status') or {}).get('phase', 'Pending')}"
 
 
 async def _patch_status(

@@ -1,8 +1,9 @@
 """Pure status derivations: conditions with stable transition times, a job's phase and metrics from its pod.
 
-Metrics contract: the trainer pod may set the annotation `swarm.ai/metrics` on itself to a JSON object with any of
-`microF1`, `macroF1` (0..1), `throughput` (columns/s), `criticalSteps` (int); the operator copies it into
-`SwarmJob.status.metrics`. Malformed JSON or out-of-range values are ignored with a condition, never a crash.
+Metrics contract: the trainer's container ends with a termination message that is a JSON object with any of
+`microF1`, `macroF1` (0..1), `throughput` (columns/s), `criticalSteps` (int) (operator/metrics_publisher.py); the
+operator copies it into `SwarmJob.status.metrics`. Malformed JSON or out-of-range values are ignored with a
+condition, never a crash.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from swarm.operator.builders import METRICS_ANNOTATION
 from swarm.operator.models import ConditionReason, ConditionType, JobMetrics, Phase
 
 
@@ -61,9 +61,18 @@ def phase_from_pod(pod: dict[str, Any] | None) -> Phase:
     return Phase(phase) if phase in Phase.__members__ else Phase.Pending
 
 
+def termination_message(pod: dict[str, Any] | None) -> str | None:
+    """The trainer container's termination message, once it has terminated (None before, or without one)."""
+    for status in ((pod or {}).get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if terminated.get("message"):
+            return str(terminated["message"])
+    return None
+
+
 def metrics_from_pod(pod: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
-    """(metrics for status, an error message or None) from the pod's metrics annotation."""
-    raw = ((pod or {}).get("metadata", {}).get("annotations") or {}).get(METRICS_ANNOTATION)
+    """(metrics for status, an error message or None) from the trainer's termination message."""
+    raw = termination_message(pod)
     if not raw:
         return {}, None
     try:
@@ -72,5 +81,5 @@ def metrics_from_pod(pod: dict[str, Any] | None) -> tuple[dict[str, Any], str | 
         # Extra keys (per-class F1, ...) are the trainer's business; only the status fields are copied.
         metrics = JobMetrics.model_validate({k: v for k, v in doc.items() if k in known})
     except (ValueError, ValidationError, AttributeError) as exc:
-        return {}, f"ignored {METRICS_ANNOTATION}: {str(exc).splitlines()[0]}"
+        return {}, f"ignored the trainer's termination message: {str(exc).splitlines()[0]}"
     return metrics.model_dump(by_alias=True, exclude_none=True), None
