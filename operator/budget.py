@@ -58,29 +58,34 @@ class Gpu:
 def parse_gpu_annotation(
     node: str, raw: str | None, *, now: datetime | None = None, stale_after: float = STALE_AFTER_SECONDS
 ) -> list[Gpu] | None:
-    """GPUs from the agent's annotation; None when absent, unparsable, stale, or reporting no GPUs."""
+    """GPUs from the agent's annotation; None when absent, malformed (any shape: it is written by hand or by an
+    older agent, so it never raises), stale, or reporting no GPUs."""
     if not raw:
         return None
     try:
         doc = json.loads(raw)
-        gpus = [
-            Gpu(
-                node,
-                int(g["index"]),
-                int(g["total"]),
-                int(g.get("free", g["total"])),
-                str(doc.get("source", "nvml")),
-            )
-            for g in doc.get("gpus", [])
-        ]
+        if not isinstance(doc, dict) or not isinstance(doc.get("gpus", []), list):
+            return None
+        gpus = [_gpu(node, g, str(doc.get("source", "nvml"))) for g in doc.get("gpus", [])]
         updated = doc.get("updated")
         if updated is not None and now is not None:
             age = (now - datetime.fromisoformat(updated)).total_seconds()
             if age > stale_after:
                 return None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return None
     return gpus or None
+
+
+def _gpu(node: str, entry: Any, source: str) -> Gpu:
+    """One GPU entry; a ValueError when it is not an object of non-negative integers (bool and float excluded)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"GPU entry {entry!r} is not an object")
+    values = [entry["index"], entry["total"], entry.get("free", entry["total"])]
+    if not all(type(v) is int and v >= 0 for v in values):
+        raise ValueError(f"GPU entry {entry!r} has a non-integer or negative field")
+    index, total, free = values
+    return Gpu(node, index, total, free, source)
 
 
 def node_matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:

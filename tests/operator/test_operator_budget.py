@@ -41,6 +41,34 @@ def test_parse_annotation_nvml_stale_and_garbage() -> None:
     assert budget.parse_gpu_annotation("n", None) is None
 
 
+MALFORMED_READINGS = [
+    "[]",
+    "null",
+    "42",
+    '"x"',
+    "true",
+    '{"gpus": 5}',
+    '{"gpus": {"index": 0}}',
+    '{"gpus": [{"index": "a"}]}',
+    '{"gpus": [{"index": "a", "total": 1}]}',
+    '{"gpus": [5]}',
+    '{"gpus": [null]}',
+    '{"gpus": [{"index": 0, "total": -1}]}',
+    '{"gpus": [{"index": 0, "total": 1e400}]}',
+    '{"gpus": [{"index": 0, "total": 100, "free": [1]}]}',
+    '{"gpus": [{"index": 0, "total": 100}], "updated": 42}',
+    '{"gpus": [{"index": 0, "total": 100}], "updated": "yesterday"}',
+]
+
+
+@pytest.mark.parametrize("raw", MALFORMED_READINGS)
+def test_malformed_annotation_is_no_reading_and_fallback_applies(raw: str) -> None:
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    assert budget.parse_gpu_annotation("n", raw, now=now) is None
+    gpus = budget.pool_gpus([("n", {"gpu": "4090"}, raw)], {"gpu": "4090"}, (1, 50), now=now)
+    assert [(g.node, g.total, g.source) for g in gpus] == [("n", 50, "fallback")]
+
+
 def test_pool_gpus_selects_nodes_and_falls_back() -> None:
     reading = json.dumps({"source": "nvml", "gpus": [{"index": 0, "total": 100}, {"index": 1, "total": 200}]})
     selector = {"gpu": "4090"}
