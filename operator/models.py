@@ -399,6 +399,9 @@ class SwarmJobSpec(_Model):
 
 
 class JobMetrics(_Model):
+    # inf / NaN cannot be written as JSON: the API server would refuse the whole status.
+    model_config = ConfigDict(allow_inf_nan=False)
+
     micro_f1: float | None = Field(default=None, ge=0, le=1)
     macro_f1: float | None = Field(default=None, ge=0, le=1)
     throughput: float | None = Field(default=None, ge=0, description="Columns per second.")

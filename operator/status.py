@@ -2,12 +2,15 @@
 
 Metrics contract: the trainer pod may set the annotation `swarm.ai/metrics` on itself to a JSON object with any of
 `microF1`, `macroF1` (0..1), `throughput` (columns/s), `criticalSteps` (int); the operator copies it into
-`SwarmJob.status.metrics`. Malformed JSON or out-of-range values are ignored with a condition, never a crash.
+`SwarmJob.status.metrics`. Malformed JSON or out-of-range values are ignored with a condition, never a crash;
+non-finite numbers (which JSON, and so the API server, cannot carry) are dropped one by one with a condition, the
+other metrics kept.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,15 +65,22 @@ def phase_from_pod(pod: dict[str, Any] | None) -> Phase:
 
 
 def metrics_from_pod(pod: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
-    """(metrics for status, an error message or None) from the pod's metrics annotation."""
+    """(metrics for status, an error message or None) from the pod's metrics annotation. A non-finite number
+    (`1e400` parses as inf; NaN, Infinity) is dropped with a message and the other metrics are kept: JSON cannot
+    carry it, so the API server would refuse the whole status write."""
     raw = ((pod or {}).get("metadata", {}).get("annotations") or {}).get(METRICS_ANNOTATION)
     if not raw:
         return {}, None
     try:
         doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise ValueError(f"not a JSON object (a JSON {type(doc).__name__})")
         known = {field.alias for field in JobMetrics.model_fields.values()}
         # Extra keys (per-class F1, ...) are the trainer's business; only the status fields are copied.
-        metrics = JobMetrics.model_validate({k: v for k, v in doc.items() if k in known})
-    except (ValueError, ValidationError, AttributeError) as exc:
+        picked = {k: v for k, v in doc.items() if k in known}
+        non_finite = sorted(k for k, v in picked.items() if isinstance(v, float) and not math.isfinite(v))
+        metrics = JobMetrics.model_validate({k: v for k, v in picked.items() if k not in non_finite})
+    except (ValueError, ValidationError, RecursionError) as exc:
         return {}, f"ignored {METRICS_ANNOTATION}: {str(exc).splitlines()[0]}"
-    return metrics.model_dump(by_alias=True, exclude_none=True), None
+    problem = f"dropped non-finite values in {METRICS_ANNOTATION}: {', '.join(non_finite)}" if non_finite else None
+    return metrics.model_dump(by_alias=True, exclude_none=True), problem

@@ -235,3 +235,15 @@ def test_phase_and_metrics_from_pod() -> None:
     metrics, error = status.metrics_from_pod(bad)
     assert metrics == {} and "ignored swarm.ai/metrics" in error
     assert status.metrics_from_pod({"metadata": {"annotations": {builders.METRICS_ANNOTATION: "{oops"}}})[0] == {}
+
+
+@pytest.mark.parametrize("value", ["1e400", "-1e400", "NaN", "Infinity", "-Infinity"])
+def test_non_finite_metrics_are_dropped_one_by_one(value: str) -> None:
+    raw = f'{{"microF1": 0.9, "throughput": {value}, "criticalSteps": 3}}'
+    metrics, error = status.metrics_from_pod({"metadata": {"annotations": {builders.METRICS_ANNOTATION: raw}}})
+    assert metrics == {"microF1": 0.9, "criticalSteps": 3}
+    assert error == "dropped non-finite values in swarm.ai/metrics: throughput"
+    assert status.metrics_from_pod({"metadata": {"annotations": {builders.METRICS_ANNOTATION: "[1]"}}}) == (
+        {},
+        "ignored swarm.ai/metrics: not a JSON object (a JSON list)",
+    )
