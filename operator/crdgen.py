@@ -9,6 +9,8 @@ fields through its own strict field validation, which `validate_resource` mimics
 from __future__ import annotations
 
 import copy
+import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -157,9 +159,9 @@ def validate_resource(obj: dict[str, Any], crd: dict[str, Any] | None = None) ->
         return [f"apiVersion: {obj.get('apiVersion')!r} is not served by this CRD"]
     schema = copy.deepcopy(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     schema["properties"]["metadata"] = {"type": "object"}
-    validator = jsonschema.Draft202012Validator(_strict(schema))
+    validator = jsonschema.Draft202012Validator(_strict(schema), format_checker=_FORMATS)
     errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
-    messages = [f"{_field_path(e)}: {e.message}" for e in errors]
+    messages = [f"{_field_path(e)}: {e.message}" for e in errors] + _list_type_errors(obj, schema, "")
     info = next((i for i in KINDS if i.kind == crd["spec"]["names"]["kind"]), None)
     if not messages and info is not None:
         # The API server evaluates the spec's x-kubernetes-validations (CEL) on schema-valid objects; the models
@@ -167,6 +169,47 @@ def validate_resource(obj: dict[str, Any], crd: dict[str, Any] | None = None) ->
         spec = _defaulted(obj.get("spec", {}), schema["properties"]["spec"])
         messages = [f"spec: {rule.message}" for rule in cel_rules(info.spec) if not rule.check(spec)]
     return messages
+
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+@_FORMATS.checks("date-time")
+def _is_date_time(value: object) -> bool:
+    return not isinstance(value, str) or bool(_RFC3339.match(value))
+
+
+def _go_value(value: Any) -> str:
+    """A duplicate as the API server prints it (Go's %#v of the decoded JSON)."""
+    if isinstance(value, dict):
+        return "map[string]interface {}{" + ", ".join(f"{json.dumps(k)}:{_go_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+def _list_type_errors(value: Any, schema: dict[str, Any], path: str) -> list[str]:
+    """Duplicates in lists the schema declares x-kubernetes-list-type set (items) or map (by the map keys), which
+    the API server rejects as `PATH[i]: Duplicate value: ...`."""
+    errors: list[str] = []
+    if isinstance(value, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in value:
+                errors += _list_type_errors(value[key], sub, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        kind, keys = schema.get("x-kubernetes-list-type"), schema.get("x-kubernetes-list-map-keys") or []
+        seen: list[Any] = []
+        for i, item in enumerate(value):
+            if kind == "map" and isinstance(item, dict):
+                key = {k: item[k] for k in keys if k in item}
+            elif kind == "set":
+                key = item
+            else:
+                key = None
+            if key is not None and key in seen:
+                errors.append(f"{path}[{i}]: Duplicate value: {_go_value(key)}")
+            seen.append(key)
+            errors += _list_type_errors(item, schema.get("items") or {}, f"{path}[{i}]")
+    return errors
 
 
 def _defaulted(value: Any, schema: dict[str, Any]) -> Any:

@@ -132,13 +132,40 @@ class ConditionReason(StrEnum):
     Failed = Phase.Failed.value
 
 
+# metav1.Condition's validation (k8s.io/apimachinery/pkg/apis/meta/v1/types.go), so `kubectl wait --for=condition`
+# and generic tooling read our conditions as they read any controller's.
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+CONDITION_MESSAGE_MAX = 32768
+
+
 class Condition(_Model):
-    type: str
+    type: str = Field(max_length=316, pattern=CONDITION_TYPE_PATTERN, description="Ready, PoolReady, ...")
     status: Literal["True", "False", "Unknown"]
-    reason: str = ""
-    message: str = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
+    reason: str = Field(min_length=1, max_length=1024, pattern=CONDITION_REASON_PATTERN)
+    message: str = Field(max_length=CONDITION_MESSAGE_MAX)
+    last_transition_time: str = Field(json_schema_extra={"format": "date-time"})
+    observed_generation: int | None = Field(default=None, ge=0, json_schema_extra={"format": "int64"})
+
+
+def list_map(*keys: str) -> dict[str, Any]:
+    """Schema extra of a list whose items are unique by `keys` (the API server rejects duplicates; server-side apply
+    merges by them)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}  # a list of unique scalars
+
+
+def conditions_field() -> Any:
+    """The `conditions` field of a status: a list-map keyed by type, as metav1 conditions are."""
+    return Field(default=[], json_schema_extra=list_map("type"))
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})
 
 
 # ---------------------------------------------------------------------------------------------- SpecialistPool
@@ -190,8 +217,10 @@ class FallbackCapacity(_Model):
 
 
 class SpecialistPoolSpec(_Model):
-    specialists: list[PoolSpecialist] = Field(min_length=1, max_length=64)
-    warm: list[DnsLabel] = Field(default=[], max_length=64, description="Specialists kept running at all times.")
+    specialists: list[PoolSpecialist] = Field(min_length=1, max_length=64, json_schema_extra=list_map("name"))
+    warm: list[DnsLabel] = Field(
+        default=[], max_length=64, json_schema_extra=LIST_SET, description="Specialists kept running at all times."
+    )
     node_selector: dict[str, str] = Field(
         default={GPU_PRODUCT_LABEL: RTX_4090_PRODUCT},
         description="Nodes whose GPUs count towards the budget.",
@@ -223,9 +252,10 @@ class SpecialistPoolSpec(_Model):
     @model_validator(mode="after")
     def _names_consistent(self) -> SpecialistPoolSpec:
         names = [s.name for s in self.specialists]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
+        if duplicates := _duplicates(names):
             raise ValueError(f"duplicate specialist names: {', '.join(duplicates)}")
+        if duplicates := _duplicates(self.warm):
+            raise ValueError(f"duplicate names in warm: {', '.join(duplicates)}")
         unknown = [w for w in self.warm if w not in names]
         if unknown:
             raise ValueError(f"warm names not among specialists: {', '.join(unknown)}")
@@ -271,7 +301,7 @@ class SpecialistPoolStatus(_Model):
     warm_count: int = Field(default=0, ge=0)
     active_count: int = Field(default=0, ge=0)
     specialists: list[SpecialistStatus] = Field(default=[])
-    conditions: list[Condition] = Field(default=[])
+    conditions: list[Condition] = conditions_field()
 
 
 # ---------------------------------------------------------------------------------------------- SwarmJob
@@ -347,7 +377,10 @@ class SwarmJobSpec(_Model):
         description="Most specialists the primary consults (`swarm train --max-specialists`).",
     )
     specialists: list[DnsLabel] = Field(
-        default=[], max_length=64, description="Specialists to scale up for this job (besides warm ones)."
+        default=[],
+        max_length=64,
+        json_schema_extra=LIST_SET,
+        description="Specialists to scale up for this job (besides warm ones).",
     )
     extra_args: list[str] = Field(default=[], description="Appended to the trainer command.")
     domain: DnsLabel | None = Field(
@@ -384,6 +417,8 @@ class SwarmJobSpec(_Model):
 
     @model_validator(mode="after")
     def _cross_field(self) -> SwarmJobSpec:
+        if duplicates := _duplicates(self.specialists):
+            raise ValueError(f"duplicate names in specialists: {', '.join(duplicates)}")
         if len(self.specialists) > self.max_specialists:
             raise ValueError(
                 f"{len(self.specialists)} specialists requested but maxSpecialists is {self.max_specialists}"
@@ -419,7 +454,7 @@ class SwarmJobStatus(_Model):
         default="", description="CLAIM/SUBPATH holding the trainer's files; empty when they live in an emptyDir."
     )
     metrics: JobMetrics = JobMetrics()
-    conditions: list[Condition] = Field(default=[])
+    conditions: list[Condition] = conditions_field()
 
 
 class KindInfo(_Model):

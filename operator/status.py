@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from swarm.operator.builders import METRICS_ANNOTATION
-from swarm.operator.models import ConditionReason, ConditionType, JobMetrics, Phase
+from swarm.operator.models import CONDITION_MESSAGE_MAX, ConditionReason, ConditionType, JobMetrics, Phase
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -35,7 +35,7 @@ def condition(type_: ConditionType, ok: bool, reason: ConditionReason, message: 
         "type": ConditionType(type_).value,
         "status": "True" if ok else "False",
         "reason": ConditionReason(reason).value,
-        "message": message,
+        "message": message if len(message) <= CONDITION_MESSAGE_MAX else message[: CONDITION_MESSAGE_MAX - 3] + "...",
     }
 
 
@@ -47,13 +47,17 @@ def find_condition(status: dict[str, Any] | None, type_: ConditionType) -> dict[
 def merge_conditions(
     old: list[dict[str, Any]], new: list[dict[str, Any]], *, now: str, generation: int | None
 ) -> list[dict[str, Any]]:
-    """Replace conditions by type; keep lastTransitionTime unless the status flipped. Others are kept."""
+    """Replace conditions by type; keep lastTransitionTime unless the status flipped. Others are kept. The result
+    is a metav1.Condition list (models.Condition): one per type, each with reason, message and lastTransitionTime."""
     by_type = {c["type"]: c for c in old}
     for cond in new:
         previous = by_type.get(cond["type"])
         flipped = previous is None or previous.get("status") != cond["status"]
         moment = now if flipped else previous.get("lastTransitionTime", now)
-        by_type[cond["type"]] = {**cond, "lastTransitionTime": moment, "observedGeneration": generation}
+        merged = {**cond, "lastTransitionTime": moment}
+        if generation is not None:  # optional in metav1.Condition; never null
+            merged["observedGeneration"] = generation
+        by_type[cond["type"]] = merged
     return sorted(by_type.values(), key=lambda c: c["type"])
 
 

@@ -11,8 +11,8 @@ import yaml
 from emulator import job_body, pool_body
 from pydantic import ValidationError
 
-from swarm.operator import crdgen
-from swarm.operator.models import SpecialistPoolSpec, SwarmJobSpec
+from swarm.operator import crdgen, status
+from swarm.operator.models import ConditionReason, ConditionType, SpecialistPoolSpec, SwarmJobSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(30)
@@ -175,3 +175,93 @@ def test_wrong_kind_or_version() -> None:
     assert crdgen.validate_resource({"kind": "Pod"})[0].startswith("kind: 'Pod' is not one of")
     body = {**pool_body(), "apiVersion": "swarm.ai/v2"}
     assert crdgen.validate_resource(body) == ["apiVersion: 'swarm.ai/v2' is not served by this CRD"]
+
+
+def _schema(kind_index: int) -> dict[str, Any]:
+    return crdgen.crd_for(crdgen.KINDS[kind_index])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def test_lists_are_list_maps_and_sets() -> None:
+    pool, job = _schema(0)["properties"], _schema(1)["properties"]
+    specialists = pool["spec"]["properties"]["specialists"]
+    assert specialists["x-kubernetes-list-type"] == "map" and specialists["x-kubernetes-list-map-keys"] == ["name"]
+    assert "name" in specialists["items"]["required"]  # the API server requires map keys to be required
+    assert pool["spec"]["properties"]["warm"]["x-kubernetes-list-type"] == "set"
+    assert job["spec"]["properties"]["specialists"]["x-kubernetes-list-type"] == "set"
+    for schema in (pool, job):
+        conditions = schema["status"]["properties"]["conditions"]
+        assert conditions["x-kubernetes-list-type"] == "map" and conditions["x-kubernetes-list-map-keys"] == ["type"]
+        item = conditions["items"]
+        assert item["required"] == ["type", "status", "reason", "message", "lastTransitionTime"]
+        assert item["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
+        assert item["properties"]["reason"]["pattern"] == "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+        assert item["properties"]["reason"]["maxLength"] == 1024
+        assert item["properties"]["message"]["maxLength"] == 32768
+        assert item["properties"]["lastTransitionTime"]["format"] == "date-time"
+        assert item["properties"]["observedGeneration"] == {"format": "int64", "minimum": 0, "type": "integer"}
+
+
+def test_duplicates_are_rejected_as_the_api_server_does() -> None:
+    assert crdgen.validate_resource(pool_body(names=("a", "b", "a"), warm=())) == [
+        'spec.specialists[2]: Duplicate value: map[string]interface {}{"name":"a"}'
+    ]
+    assert crdgen.validate_resource(pool_body(warm=("a", "a"))) == ['spec.warm[1]: Duplicate value: "a"']
+    assert crdgen.validate_resource(job_body(specialists=("b", "c", "b"))) == [
+        'spec.specialists[2]: Duplicate value: "b"'
+    ]
+    with pytest.raises(ValidationError, match="duplicate names in warm: a"):
+        SpecialistPoolSpec.model_validate(pool_body(warm=("a", "a"))["spec"])
+    with pytest.raises(ValidationError, match="duplicate names in specialists: b"):
+        SwarmJobSpec.model_validate(job_body(specialists=("b", "b"))["spec"])
+
+
+GOOD_CONDITION = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "Reconciled",
+    "message": "",
+    "lastTransitionTime": "2025-01-01T00:00:00Z",
+    "observedGeneration": 1,
+}
+BAD_CONDITIONS = [
+    ({k: v for k, v in GOOD_CONDITION.items() if k != "lastTransitionTime"}, "'lastTransitionTime' is a required"),
+    ({k: v for k, v in GOOD_CONDITION.items() if k != "reason"}, "'reason' is a required property"),
+    ({k: v for k, v in GOOD_CONDITION.items() if k != "message"}, "'message' is a required property"),
+    ({**GOOD_CONDITION, "status": "Maybe"}, "'Maybe' is not one of"),
+    ({**GOOD_CONDITION, "reason": ""}, "'' should be non-empty"),
+    ({**GOOD_CONDITION, "reason": "not ok"}, "'not ok' does not match"),
+    ({**GOOD_CONDITION, "reason": "Ok_"}, None),
+    ({**GOOD_CONDITION, "lastTransitionTime": "yesterday"}, "'yesterday' is not a 'date-time'"),
+    ({**GOOD_CONDITION, "observedGeneration": -1}, "-1 is less than the minimum of 0"),
+    ({**GOOD_CONDITION, "message": "x" * 32769}, "is too long"),
+]
+
+
+@pytest.mark.parametrize(("cond", "message"), BAD_CONDITIONS, ids=[m or "valid" for _, m in BAD_CONDITIONS])
+def test_conditions_have_the_metav1_shape(cond: dict[str, Any], message: str | None) -> None:
+    for body in (pool_body(), job_body()):
+        errors = crdgen.validate_resource({**body, "status": {"conditions": [cond]}})
+        if message is None:
+            assert errors == []
+        else:
+            assert errors and all(e.startswith("status.conditions[0]") for e in errors), errors
+            assert any(message in e for e in errors), errors
+
+
+def test_condition_types_are_unique_and_written_conditions_validate() -> None:
+    twice = {**pool_body(), "status": {"conditions": [GOOD_CONDITION, {**GOOD_CONDITION, "status": "False"}]}}
+    assert crdgen.validate_resource(twice) == [
+        'status.conditions[1]: Duplicate value: map[string]interface {}{"type":"Ready"}'
+    ]
+    written = status.merge_conditions(
+        [],
+        [
+            status.condition(ConditionType.Ready, True, ConditionReason.Reconciled),
+            status.condition(ConditionType.BudgetExceeded, False, ConditionReason.WithinBudget, "x" * 40000),
+        ],
+        now=status.now_iso(),
+        generation=None,
+    )
+    assert all("observedGeneration" not in c for c in written)  # optional: left out, never null
+    assert len(written[0]["message"]) == 32768
+    assert crdgen.validate_resource({**pool_body(), "status": {"conditions": written}}) == []

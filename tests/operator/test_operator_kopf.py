@@ -22,6 +22,7 @@ from emulator import (
     wait_for,
 )
 
+from swarm.operator import crdgen
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION, resident_bytes
 from swarm.operator.builders import LABEL_MANAGED_BY, MANAGED_BY
 from swarm.operator.metrics_publisher import publish_metrics
@@ -90,6 +91,9 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
         wait_for(lambda: status(cluster, JOBS, "job").get("metrics") == metrics, what="metrics")
         cluster.patch(PODS, NS, "job-primary", {"status": {"phase": "Succeeded"}}, status=True)
         wait_for(lambda: status(cluster, JOBS, "job")["phase"] == "Succeeded", what="Succeeded")
+        # What the operator wrote passes the CRDs' schemas (metav1 conditions, list-maps), as on an API server.
+        assert crdgen.validate_resource(cluster.get(JOBS, NS, "job")) == []
+        assert crdgen.validate_resource(cluster.get(POOLS, NS, "pool")) == []
         # The job no longer claims b; with idleTimeoutSeconds 0 the resync timer scales it back to zero.
         wait_for(lambda: replicas(cluster)["pool-b"] == 0, what=f"b scaled to zero\n{op.log()}")
     assert len(cluster.list(PODS, NS)) == 1
