@@ -72,6 +72,8 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
             "status": model_schema(info.status, keep_defaults=False),
         },
     }
+    if info.rules:
+        schema["x-kubernetes-validations"] = [r.schema() for r in info.rules]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -148,8 +150,11 @@ def _field_path(error: jsonschema.ValidationError) -> str:
     return path or "<root>"
 
 
-def validate_resource(obj: dict[str, Any], crd: dict[str, Any] | None = None) -> list[str]:
-    """Readable schema errors of a custom resource (`spec.specialists[0].dtype: 'fp8' is not one of ...`)."""
+def validate_resource(
+    obj: dict[str, Any], crd: dict[str, Any] | None = None, *, old: dict[str, Any] | None = None
+) -> list[str]:
+    """Readable schema errors of a custom resource (`spec.specialists[0].dtype: 'fp8' is not one of ...`); `old`:
+    the stored object when `obj` updates it (transition rules, which read oldSelf, run on updates only)."""
     if crd is None:
         infos = {info.kind: info for info in KINDS}
         if obj.get("kind") not in infos:
@@ -164,10 +169,18 @@ def validate_resource(obj: dict[str, Any], crd: dict[str, Any] | None = None) ->
     messages = [f"{_field_path(e)}: {e.message}" for e in errors] + _list_type_errors(obj, schema, "")
     info = next((i for i in KINDS if i.kind == crd["spec"]["names"]["kind"]), None)
     if not messages and info is not None:
-        # The API server evaluates the spec's x-kubernetes-validations (CEL) on schema-valid objects; the models
-        # carry each rule's Python twin, evaluated here on the spec with the CRD's defaults applied.
-        spec = _defaulted(obj.get("spec", {}), schema["properties"]["spec"])
+        # The API server evaluates x-kubernetes-validations (CEL) on schema-valid objects; the models carry each
+        # rule's Python twin, evaluated here on the objects with the CRD's defaults applied.
+        spec_schema = schema["properties"]["spec"]
+        spec = _defaulted(obj.get("spec", {}), spec_schema)
         messages = [f"spec: {rule.message}" for rule in cel_rules(info.spec) if not rule.check(spec)]
+        now = {**obj, "spec": spec}
+        before = None if old is None else {**old, "spec": _defaulted(old.get("spec", {}), spec_schema)}
+        messages += [
+            f"<root>: {rule.message}"
+            for rule in info.rules
+            if (before is not None or not rule.transition) and not rule.check(now, before)
+        ]
     return messages
 
 

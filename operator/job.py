@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from swarm.operator import builders, pool
 from swarm.operator.kube import JOBS, PODS, Api
-from swarm.operator.models import ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec
+from swarm.operator.models import JOB, ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec, object_problems
 from swarm.operator.status import (
     condition,
     merge_conditions,
@@ -56,6 +56,16 @@ def claim_of(body: dict[str, Any]) -> pool.Claim:
     )
 
 
+def parse_job(job: dict[str, Any]) -> tuple[SwarmJobSpec | None, str]:
+    """(the spec, "") or (None, why not): the spec's model and the CRD's rules on the name."""
+    try:
+        spec = SwarmJobSpec.model_validate(job.get("spec") or {})
+    except ValidationError as exc:
+        return None, spec_errors(exc)
+    problems = object_problems(JOB.rules, job)
+    return (None, "; ".join(problems)) if problems else (spec, "")
+
+
 async def write_status(api: Api, job: dict[str, Any], body: dict[str, Any], conditions: list[dict[str, Any]]) -> None:
     status = job.get("status") or {}
     merged = merge_conditions(
@@ -77,10 +87,8 @@ async def reconcile(
     job = await api.get(JOBS, namespace, name)
     if job is None or not is_active(job):
         return Outcome(phase=((job or {}).get("status") or {}).get("phase", "Gone"))
-    try:
-        spec = SwarmJobSpec.model_validate(job.get("spec") or {})
-    except ValidationError as exc:
-        message = spec_errors(exc)
+    spec, message = parse_job(job)
+    if spec is None:
         await write_status(
             api,
             job,

@@ -6,6 +6,7 @@ server did not enforce them), and `crdgen` turns them into the checked-in CRD YA
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -39,7 +40,12 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 RTX_4090_PRODUCT = "NVIDIA-GeForce-RTX-4090"
 GIB = 1024**3
 
-DnsLabel = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+# No "--" inside: object names join pool and specialist with "--" (builders.specialist_object_name), so the first
+# "--" splits them and no two pairs share a Deployment or Service.
+DnsLabel = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")]
+MAX_NAME = 63  # a label value (swarm.ai/pool, swarm.ai/job) and a DNS-1035 label
+DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+PoolName = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")]
 Bytes = Annotated[int, Field(ge=1, json_schema_extra={"format": "int64"})]
 
 
@@ -59,6 +65,61 @@ class CelRule:
 
 def cel_rules(model: type[BaseModel]) -> list[CelRule]:
     return list(getattr(model, "__cel_rules__", ()))
+
+
+@dataclass(frozen=True)
+class RootRule:
+    """A rule on the whole object (x-kubernetes-validations at the CRD's root), where CEL sees `self.metadata.name`
+    and, in a transition rule, `oldSelf`. `check(obj, old)` is its Python twin; `old` is None on create, where the
+    API server skips rules that read oldSelf."""
+
+    rule: str
+    message: str
+    check: Callable[[dict[str, Any], dict[str, Any] | None], bool]
+
+    @property
+    def transition(self) -> bool:
+        return "oldSelf" in self.rule
+
+    def schema(self) -> dict[str, str]:
+        return {"rule": self.rule, "message": self.message}
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def name_rules(kind: str, role: str, *, no_double_dash: bool = False) -> tuple[RootRule, ...]:
+    """metadata.name limits: at most 63 characters (it is a label value) and a DNS-1035 label (every object named
+    after it then is one: longer derived names are cut with a hash by builders.dns_name)."""
+    rules = (
+        RootRule(
+            f"size(self.metadata.name) <= {MAX_NAME}",
+            f"metadata.name must be at most {MAX_NAME} characters: a {kind}'s name is a label value ({role})",
+            lambda obj, _old: len(_name(obj)) <= MAX_NAME,
+        ),
+        RootRule(
+            f"self.metadata.name.matches('{DNS_1035}')",
+            "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter and "
+            f"ending with a letter or digit): the names of a {kind}'s objects start with it",
+            lambda obj, _old: re.fullmatch(DNS_1035, _name(obj)) is not None,
+        ),
+    )
+    if no_double_dash:
+        rules += (
+            RootRule(
+                "!self.metadata.name.contains('--')",
+                f"metadata.name must not contain '--': it separates the {kind} from the specialist in object names",
+                lambda obj, _old: "--" not in _name(obj),
+            ),
+        )
+    return rules
+
+
+def object_problems(rules: tuple[RootRule, ...], obj: dict[str, Any]) -> list[str]:
+    """Messages of the root rules `obj` breaks (transition rules left out): what the operator refuses where an API
+    server without the current CRD let the object in."""
+    return [r.message for r in rules if not r.transition and not r.check(obj, None)]
 
 
 class _Model(BaseModel):
@@ -359,7 +420,7 @@ class SwarmJobSpec(_Model):
         "`swarm train --mode parl` (the orchestrator of the primary `checkpoint`; the policy goes to "
         "run/orchestrator)."
     )
-    pool_ref: DnsLabel = Field(description="Name of a SpecialistPool in the job's namespace.")
+    pool_ref: PoolName = Field(description="Name of a SpecialistPool in the job's namespace.")
     data: str = Field(min_length=1, description="Local data path in the trainer pod (SOTAB v2 CTA layout).")
     checkpoint: str | None = Field(
         default=None,
@@ -464,6 +525,7 @@ class KindInfo(_Model):
     spec: type[BaseModel]
     status: type[BaseModel]
     printer_columns: list[dict[str, Any]]
+    rules: tuple[RootRule, ...] = ()  # x-kubernetes-validations on the whole object
 
 
 POOL = KindInfo(
@@ -483,7 +545,10 @@ POOL = KindInfo(
         },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
+    rules=name_rules("SpecialistPool", "swarm.ai/pool", no_double_dash=True),
 )
+
+
 JOB = KindInfo(
     kind="SwarmJob",
     plural="swarmjobs",
@@ -502,5 +567,6 @@ JOB = KindInfo(
         },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
+    rules=name_rules("SwarmJob", "swarm.ai/job"),
 )
 KINDS = (POOL, JOB)

@@ -30,10 +30,12 @@ from swarm.operator import budget, builders
 from swarm.operator.kube import DEPLOYMENTS, POOLS, SERVICES, Api, converge
 from swarm.operator.models import (
     DEMAND_ANNOTATION,
+    POOL,
     ConditionReason,
     ConditionType,
     SpecialistPoolSpec,
     SpecialistState,
+    object_problems,
 )
 from swarm.operator.status import condition, merge_conditions, now_iso, spec_errors
 
@@ -212,6 +214,17 @@ def plan(
     return rows, placement
 
 
+def parse_pool(pool: dict[str, Any]) -> tuple[SpecialistPoolSpec | None, str]:
+    """(the spec, "") or (None, why not): the spec's model and the CRD's rules on the name (an API server with an
+    older CRD may have let a bad one in)."""
+    try:
+        spec = SpecialistPoolSpec.model_validate(pool.get("spec") or {})
+    except ValidationError as exc:
+        return None, spec_errors(exc)
+    problems = object_problems(POOL.rules, pool)
+    return (None, "; ".join(problems)) if problems else (spec, "")
+
+
 def _capacity_source(gpus: list[budget.Gpu]) -> str:
     sources = sorted({g.source for g in gpus})
     return "none" if not sources else sources[0] if len(sources) == 1 else "mixed"
@@ -244,10 +257,8 @@ async def _reconcile(
         return PoolResult(found=False, message=f"SpecialistPool {name!r} not found in namespace {namespace!r}")
     generation = pool["metadata"].get("generation")
     status = pool.get("status") or {}
-    try:
-        spec = SpecialistPoolSpec.model_validate(pool.get("spec") or {})
-    except ValidationError as exc:
-        message = spec_errors(exc)
+    spec, message = parse_pool(pool)
+    if spec is None:
         await _patch_status(
             api,
             pool,

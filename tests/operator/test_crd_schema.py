@@ -265,3 +265,55 @@ def test_condition_types_are_unique_and_written_conditions_validate() -> None:
     assert all("observedGeneration" not in c for c in written)  # optional: left out, never null
     assert len(written[0]["message"]) == 32768
     assert crdgen.validate_resource({**pool_body(), "status": {"conditions": written}}) == []
+
+
+def _named(body: dict[str, Any], name: str) -> dict[str, Any]:
+    return {**body, "metadata": {**body["metadata"], "name": name}}
+
+
+LENGTH = "<root>: metadata.name must be at most 63 characters"
+DNS = "<root>: metadata.name must be a DNS-1035 label"
+DASHES = "<root>: metadata.name must not contain '--'"
+NAMES = [
+    (pool_body(), "p" * 63, []),
+    (pool_body(), "p" * 64, [LENGTH]),
+    (pool_body(), "x--y", [DASHES]),
+    (pool_body(), "9pool", [DNS]),
+    (pool_body(), "pool-", [DNS]),
+    (pool_body(), "my.pool", [DNS]),
+    (job_body(), "j" * 63, []),
+    (job_body(), "j" * 64, [LENGTH]),
+    (job_body(), "job--2", []),  # a job's objects are JOB-primary: "--" is harmless there
+    (job_body(), "2job", [DNS]),
+]
+
+
+@pytest.mark.parametrize(("body", "name", "expected"), NAMES, ids=[f"{b['kind']}:{n}" for b, n, _ in NAMES])
+def test_names_are_dns_labels_that_fit_label_values(body: dict[str, Any], name: str, expected: list[str]) -> None:
+    errors = crdgen.validate_resource(_named(body, name))
+    assert len(errors) == len(expected) and all(e.startswith(x) for e, x in zip(errors, expected, strict=True)), errors
+    info = crdgen.KINDS[0] if body["kind"] == "SpecialistPool" else crdgen.KINDS[1]
+    rules = _schema(crdgen.KINDS.index(info))["x-kubernetes-validations"]
+    assert [r["rule"] for r in rules if "metadata.name" in r["rule"]][0] == "size(self.metadata.name) <= 63"
+
+
+def test_double_dashes_are_refused_in_specialist_and_pool_references() -> None:
+    assert crdgen.validate_resource(pool_body(names=("a", "y--z"), warm=()))[0].startswith(
+        "spec.specialists[1].name: 'y--z' does not match"
+    )
+    assert crdgen.validate_resource(job_body(pool="x--y"))[0].startswith("spec.poolRef: 'x--y' does not match")
+    assert crdgen.validate_resource(job_body(pool="p" * 63)) == []  # any valid pool name can be referenced
+    with pytest.raises(ValidationError, match="pattern"):
+        SpecialistPoolSpec.model_validate(pool_body(names=("y--z",), warm=())["spec"])
+
+
+def test_operator_refuses_bad_names_the_api_server_let_in() -> None:
+    from swarm.operator.job import parse_job
+    from swarm.operator.pool import parse_pool
+
+    spec, message = parse_pool(_named(pool_body(), "x--y"))
+    assert spec is None and message.startswith("metadata.name must not contain '--'")
+    spec, message = parse_job(_named(job_body(), "j" * 64))
+    assert spec is None and message.startswith("metadata.name must be at most 63 characters")
+    assert parse_pool(pool_body())[0] is not None and parse_job(job_body())[0] is not None
+
