@@ -549,6 +549,17 @@ POOL = KindInfo(
 )
 
 
+def _spec_unchanged_once_running(obj: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    return old is None or not ((old.get("status") or {}).get("pods")) or obj.get("spec") == old.get("spec")
+
+
+# The trainer pod is built from the spec once; a later spec edit would change the job's claim and status but not
+# the pod. Status writes (the status subresource) keep the spec as it is, so they always pass.
+SPEC_IMMUTABLE = RootRule(
+    "!has(oldSelf.status) || !has(oldSelf.status.pods) || size(oldSelf.status.pods) == 0 || self.spec == oldSelf.spec",
+    "spec is immutable once the trainer pod exists: delete and re-create the SwarmJob",
+    _spec_unchanged_once_running,
+)
 JOB = KindInfo(
     kind="SwarmJob",
     plural="swarmjobs",
@@ -567,6 +578,6 @@ JOB = KindInfo(
         },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
-    rules=name_rules("SwarmJob", "swarm.ai/job"),
+    rules=(*name_rules("SwarmJob", "swarm.ai/job"), SPEC_IMMUTABLE),
 )
 KINDS = (POOL, JOB)

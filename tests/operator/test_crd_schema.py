@@ -317,3 +317,26 @@ def test_operator_refuses_bad_names_the_api_server_let_in() -> None:
     assert spec is None and message.startswith("metadata.name must be at most 63 characters")
     assert parse_pool(pool_body())[0] is not None and parse_job(job_body())[0] is not None
 
+
+IMMUTABLE = "<root>: spec is immutable once the trainer pod exists: delete and re-create the SwarmJob"
+
+
+def test_job_spec_is_immutable_once_its_pod_exists() -> None:
+    rule = next(r for r in _schema(1)["x-kubernetes-validations"] if "oldSelf" in r["rule"])
+    assert rule == {
+        "rule": "!has(oldSelf.status) || !has(oldSelf.status.pods) || size(oldSelf.status.pods) == 0 "
+        "|| self.spec == oldSelf.spec",
+        "message": IMMUTABLE[len("<root>: "):],
+    }
+    running = {**job_body(), "status": {"pods": ["job-primary"], "phase": "Running"}}
+    edited = _with(running, "spec.specialists", ["c"])
+    assert crdgen.validate_resource(edited, old=running) == [IMMUTABLE]
+    assert crdgen.validate_resource(edited) == []  # a create: transition rules do not run
+    for before in (job_body(), {**job_body(), "status": {"phase": "Pending"}}, {**running, "status": {"pods": []}}):
+        assert crdgen.validate_resource(_with(before, "spec.specialists", ["c"]), old=before) == []
+    # A status write keeps the spec; so does an edit that only spells out a default (both sides are defaulted).
+    finished = {**running, "status": {"pods": ["job-primary"], "phase": "Failed"}}
+    assert crdgen.validate_resource(finished, old=running) == []
+    assert crdgen.validate_resource(_with(running, "spec.maxSpecialists", 4), old=running) == []
+    # The rules on metadata.name apply to updates as well.
+    assert crdgen.validate_resource(_named(running, "j" * 64), old=running)[0].startswith(LENGTH)
