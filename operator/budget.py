@@ -131,16 +131,30 @@ class Placement:
 
 def place(capacities: Sequence[int], demands: Sequence[tuple[str, int]]) -> Placement:
     """First-fit in priority order: earlier demands are never displaced by later ones."""
+    return place_groups(capacities, [[demand] for demand in demands])
+
+
+def place_groups(capacities: Sequence[int], groups: Sequence[Sequence[tuple[str, int]]]) -> Placement:
+    """First-fit in priority order, a group at a time: a group is admitted whole or not at all (a job needs all of
+    its specialists), never displacing an earlier one; a name an earlier group already placed costs nothing."""
     free = list(capacities)
     admitted: dict[str, int] = {}
     rejected: list[str] = []
-    for name, size in demands:
-        slot = next((i for i, room in enumerate(free) if room >= size), None)
-        if slot is None:
-            rejected.append(name)
+    for group in groups:
+        trial, placed = list(free), {}
+        for name, size in group:
+            if name in admitted or name in placed:
+                continue
+            slot = next((i for i, room in enumerate(trial) if room >= size), None)
+            if slot is None:
+                rejected += [n for n, _ in group if n not in admitted and n not in rejected]
+                break
+            trial[slot] -= size
+            placed[name] = slot
         else:
-            free[slot] -= size
-            admitted[name] = slot
+            free = trial
+            admitted.update(placed)
+    rejected = [n for n in rejected if n not in admitted]
     return Placement(admitted, rejected, [c - f for c, f in zip(capacities, free, strict=True)])
 
 
