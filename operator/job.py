@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from swarm.operator import builders, pool
+from swarm.operator import builders, pool, status_write
 from swarm.operator.kube import JOBS, PODS, Api
 from swarm.operator.models import JOB, ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec, object_problems
 from swarm.operator.status import (
@@ -67,13 +67,18 @@ def parse_job(job: dict[str, Any]) -> tuple[SwarmJobSpec | None, str]:
 
 
 async def write_status(api: Api, job: dict[str, Any], body: dict[str, Any], conditions: list[dict[str, Any]]) -> None:
-    status = job.get("status") or {}
-    merged = merge_conditions(
-        status.get("conditions", []), conditions, now=now_iso(), generation=job["metadata"].get("generation")
-    )
-    new = {**status, **body, "observedGeneration": job["metadata"].get("generation"), "conditions": merged}
-    if new != status:
-        await api.patch(JOBS, job["metadata"]["namespace"], job["metadata"]["name"], {"status": new}, status=True)
+    """Set `body`'s fields and merge `conditions` into the job's status, optimistically (status_write): the
+    reconcile and the trainer pod's events both write it."""
+    generation = job["metadata"].get("generation")
+    now = now_iso()
+
+    def update(current: dict[str, Any]) -> dict[str, Any] | None:
+        status = current.get("status") or {}
+        merged = merge_conditions(status.get("conditions", []), conditions, now=now, generation=generation)
+        new = {**status, **body, "observedGeneration": generation, "conditions": merged}
+        return new if new != status else None
+
+    await status_write.write(api, JOBS, job, update)
 
 
 async def reconcile(

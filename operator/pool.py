@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from swarm.operator import budget, builders
+from swarm.operator import budget, builders, status_write
 from swarm.operator.kube import DEPLOYMENTS, POOLS, SERVICES, Api, converge
 from swarm.operator.models import (
     DEMAND_ANNOTATION,
@@ -375,20 +375,14 @@ async def _reconcile(
 async def _patch_status(
     api: Api, pool: dict[str, Any], body: dict[str, Any], conditions: list[dict[str, Any]], now: datetime
 ) -> None:
-    status = pool.get("status") or {}
-    merged = merge_conditions(
-        status.get("conditions", []),
-        conditions,
-        now=now_iso(now),
-        generation=pool["metadata"].get("generation"),
-    )
-    new = {**status, **body, "conditions": merged}
-    if new == status:
-        return  # unchanged: no write, no watch event
-    await api.patch(
-        POOLS,
-        pool["metadata"]["namespace"],
-        pool["metadata"]["name"],
-        {"status": {**body, "conditions": merged}},
-        status=True,
-    )
+    """Set `body`'s fields and merge `conditions` into the pool's status, optimistically (status_write)."""
+    generation = pool["metadata"].get("generation")
+
+    def update(current: dict[str, Any]) -> dict[str, Any] | None:
+        status = current.get("status") or {}
+        merged = merge_conditions(status.get("conditions", []), conditions, now=now_iso(now), generation=generation)
+        if {**status, **body, "conditions": merged} == status:
+            return None  # unchanged: no write, no watch event
+        return {**body, "conditions": merged}
+
+    await status_write.write(api, POOLS, pool, update)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
+import kopf
 import pytest
-from emulator import gpu_node, job_body
+from emulator import EmulatedCluster, gpu_node, job_body, pool_body
 from fake_api import FakeApi
 
-from swarm.operator import builders, job
+from swarm.operator import builders, job, pool, status_write
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION
-from swarm.operator.kube import JOBS, PODS
+from swarm.operator.kube import JOBS, PODS, POOLS, Api, ApiError
 from swarm.operator.models import ConditionReason, ConditionType, JobMetrics
-from swarm.operator.status import find_condition
+from swarm.operator.status import condition, find_condition
 
 NS = "swarm"
 pytestmark = pytest.mark.timeout(30)
@@ -58,3 +60,68 @@ def test_non_finite_metrics_are_dropped_and_the_rest_written() -> None:
     json.dumps(st, allow_nan=False)
     with pytest.raises(ValueError, match="finite"):
         JobMetrics(throughput=float("inf"))
+
+
+def _types(obj: dict[str, Any] | None) -> set[str]:
+    return {c["type"] for c in ((obj or {}).get("status") or {}).get("conditions", [])}
+
+
+def test_job_status_writes_merge_with_a_concurrent_writer() -> None:
+    api = FakeApi()
+    stale = api.put(JOBS, job_body())  # what job.reconcile read before the trainer pod's event came in
+    metrics = condition(ConditionType.MetricsValid, True, ConditionReason.Parsed)
+    asyncio.run(job.write_status(api, api.peek(JOBS, NS, "job"), {"phase": "Running"}, [metrics]))  # type: ignore[arg-type]
+    found = condition(ConditionType.PoolReady, True, ConditionReason.PoolFound)
+    asyncio.run(job.write_status(api, stale, {"pods": ["job-primary"]}, [found]))  # type: ignore[arg-type]
+    st = api.peek(JOBS, NS, "job")["status"]
+    assert _types(api.peek(JOBS, NS, "job")) == {"MetricsValid", "PoolReady"}  # neither write lost the other's
+    assert st["phase"] == "Running" and st["pods"] == ["job-primary"]
+    writes = [w for w in api.writes if w[0] == "patch-status"]
+    assert len(writes) == 3  # the stale write was refused (409) once, then rebuilt from a fresh read
+    assert all(w[2]["metadata"]["resourceVersion"] and w[3] == {"retry_conflict": False} for w in writes)
+
+
+def test_pool_status_writes_merge_with_a_concurrent_writer() -> None:
+    api = FakeApi()
+    stale = api.put(POOLS, pool_body())
+    demand = condition(ConditionType.DemandValid, True, ConditionReason.Parsed)
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    asyncio.run(pool._patch_status(api, api.peek(POOLS, NS, "pool"), {"gpus": 1}, [demand], now))  # type: ignore[arg-type]
+    ready = condition(ConditionType.Ready, True, ConditionReason.Reconciled)
+    asyncio.run(pool._patch_status(api, stale, {"gpus": 2}, [ready], now))  # type: ignore[arg-type]
+    assert _types(api.peek(POOLS, NS, "pool")) == {"DemandValid", "Ready"}
+    assert api.peek(POOLS, NS, "pool")["status"]["gpus"] == 2
+
+
+def test_status_conflicts_are_retried_a_bounded_number_of_times() -> None:
+    api = FakeApi()
+    api.put(JOBS, job_body())
+
+    async def another_writer(verb: str, name: str) -> None:  # wins every race
+        if verb == "patch-status":
+            api.objects[("swarmjobs", NS, name)]["metadata"]["resourceVersion"] += "x"
+
+    api.before_write = another_writer
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(job.write_status(api, api.peek(JOBS, NS, "job"), {"phase": "Running"}, []))  # type: ignore[arg-type]
+    assert refused.value.status == 409
+    assert len([w for w in api.writes if w[0] == "patch-status"]) == status_write.CONFLICT_RETRIES + 1
+
+
+def test_api_can_leave_conflicts_to_the_caller(cluster: EmulatedCluster) -> None:
+    """kube.Api retries a 409 with the same body by default; `retry_conflict=False` hands it to the caller."""
+    cluster.create(POOLS, pool_body())
+    is_status_patch = lambda r: r.method == "PATCH" and r.subresource == "status"  # noqa: E731
+
+    async def patch_twice() -> None:
+        async with Api(kopf.ConnectionInfo(server=cluster.url), backoff=0.001) as api:
+            cluster.conflict(is_status_patch, times=1)
+            with pytest.raises(ApiError) as refused:
+                await api.patch(POOLS, NS, "pool", {"status": {"gpus": 1}}, status=True, retry_conflict=False)
+            assert refused.value.status == 409
+            cluster.conflict(is_status_patch, times=1)
+            await api.patch(POOLS, NS, "pool", {"status": {"gpus": 2}}, status=True)  # retried by itself
+
+    asyncio.run(patch_twice())
+    assert cluster.get(POOLS, NS, "pool")["status"]["gpus"] == 2
+    assert len(cluster.requests(is_status_patch)) == 3  # 409 raised; 409 then retried
