@@ -2,6 +2,8 @@
 
 Phase follows the trainer pod (no pod yet: Pending). A missing pool, unknown specialists, or specialists the
 budget cannot admit leave the job Pending with a condition saying why, and `retry` set so the handler retries.
+A trainer pod belongs to the job whose UID its owner reference carries: a same-named pod of an earlier job (deleted
+without cascading) is deleted, never adopted, and its events never reach the new job's status.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ def served_specialists(mode: str, specialists: Iterable[str]) -> tuple[str, ...]
     """The specialists a job needs running: its own, except for an adapt job, which reads its experts' weights from
     disk and needs none."""
     return () if mode == Mode.adapt else tuple(specialists)
+
+
+def owns(job: dict[str, Any], pod: dict[str, Any]) -> bool:
+    """Whether `pod` is this job's: an owner reference carries the job's UID (names and labels are reused by a job
+    re-created under the same name)."""
+    uid = job["metadata"].get("uid")
+    return bool(uid) and any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or [])
 
 
 def claim_of(body: dict[str, Any]) -> pool.Claim:
@@ -118,6 +127,17 @@ async def reconcile(
     experts = {name: result.models[name] for name in spec.specialists} if spec.mode == Mode.adapt else None
     pod_body = builders.trainer_pod(job, spec, endpoints, templates["trainer"], experts=experts)
     pod = await api.apply(PODS, pod_body, patch_existing=False)
+    if not owns(job, pod):
+        # Left by an earlier job of this name (deleted without cascading): its phase and metrics are not ours.
+        await api.delete(PODS, namespace, pod["metadata"]["name"])
+        message = f"deleting pod {pod['metadata']['name']!r}, which belongs to another object; retrying"
+        await write_status(
+            api,
+            job,
+            {"phase": Phase.Pending.value, "message": message, "pods": []},
+            [condition(ConditionType.TrainerPod, False, ConditionReason.ForeignPod, message)],
+        )
+        return Outcome(Phase.Pending.value, retry=message)
     await write_status(
         api,
         job,
@@ -137,6 +157,7 @@ async def reconcile(
                 ConditionReason.Granted,
                 ", ".join(sorted(endpoints)) or "none requested",
             ),
+            condition(ConditionType.TrainerPod, True, ConditionReason.Created, pod["metadata"]["name"]),
         ],
     )
     return await sync_from_pod(api, pod, job=await api.get(JOBS, namespace, name))
@@ -175,12 +196,15 @@ def _granted(spec: SwarmJobSpec, result: pool.PoolResult, namespace: str) -> dic
 
 
 async def sync_from_pod(api: Api, pod: dict[str, Any], job: dict[str, Any] | None = None) -> Outcome:
-    """Copy the trainer pod's phase and metrics annotation into its SwarmJob's status."""
+    """Copy the trainer pod's phase and metrics annotation into its SwarmJob's status; a pod the job does not own
+    is ignored."""
     namespace = pod["metadata"]["namespace"]
     job_name = (pod["metadata"].get("labels") or {}).get(builders.LABEL_JOB)
     job = job or (await api.get(JOBS, namespace, job_name) if job_name else None)
     if job is None:
         return Outcome(phase="Gone")
+    if not owns(job, pod):  # an earlier job's pod under this job's name: job.reconcile deletes it
+        return Outcome(phase=(job.get("status") or {}).get("phase", Phase.Pending.value))
     phase = phase_from_pod(pod)
     metrics, metrics_error = metrics_from_pod(pod)
     body: dict[str, Any] = {"phase": phase.value, "message": pod.get("status", {}).get("message", "")}

@@ -164,6 +164,7 @@ class ConditionType(StrEnum):
     SpecialistsGranted = "SpecialistsGranted"  # job: its specialists are known and admitted
     MetricsValid = "MetricsValid"  # job: the trainer pod's metrics annotation parsed
     Complete = "Complete"  # job: the trainer pod finished (True: Succeeded)
+    TrainerPod = "TrainerPod"  # job: its trainer pod exists and is its own (owner reference with the job's UID)
 
 
 class ConditionReason(StrEnum):
@@ -188,6 +189,9 @@ class ConditionReason(StrEnum):
     # job MetricsValid, pool DemandValid
     Parsed = "Parsed"
     Ignored = "Ignored"
+    # job TrainerPod
+    Created = "Created"
+    ForeignPod = "ForeignPod"  # a pod of the trainer pod's name belongs to another object (an earlier same-named job)
     # job Complete: the trainer pod's terminal phase
     Succeeded = Phase.Succeeded.value
     Failed = Phase.Failed.value

@@ -125,3 +125,29 @@ def test_api_can_leave_conflicts_to_the_caller(cluster: EmulatedCluster) -> None
     asyncio.run(patch_twice())
     assert cluster.get(POOLS, NS, "pool")["status"]["gpus"] == 2
     assert len(cluster.requests(is_status_patch)) == 3  # 409 raised; 409 then retried
+
+
+def test_a_re_created_job_never_adopts_the_old_pod() -> None:
+    """A job deleted without cascading leaves its pod; a new job of the same name deletes it instead of adopting
+    it, and the old pod's events never reach the new job's status."""
+    api = FakeApi()
+    api.put(POOLS, pool_body())
+    old_job = {**job_body(), "metadata": {**job_body()["metadata"], "uid": "old-uid"}}
+    old_pod = _trainer_pod(api, old_job, {builders.METRICS_ANNOTATION: '{"microF1": 0.9}'}, "Succeeded")
+    claims = [job.claim_of(api.put(JOBS, job_body()))]  # the new job: another uid
+    assert asyncio.run(job.sync_from_pod(api, old_pod)).phase == "Pending"  # type: ignore[arg-type]
+    assert api.peek(JOBS, NS, "job").get("status") is None  # nothing written
+
+    outcome = asyncio.run(job.reconcile(api, NS, "job", _nodes(), claims, builders.default_templates()))  # type: ignore[arg-type]
+    assert outcome.phase == "Pending" and outcome.retry and "belongs to another object" in outcome.retry
+    assert api.peek(PODS, NS, "job-primary") is None  # deleted, not adopted
+    st = api.peek(JOBS, NS, "job")["status"]
+    assert st["phase"] == "Pending" and "metrics" not in st and st["pods"] == []
+    assert find_condition(st, ConditionType.TrainerPod)["reason"] == ConditionReason.ForeignPod
+
+    outcome = asyncio.run(job.reconcile(api, NS, "job", _nodes(), claims, builders.default_templates()))  # type: ignore[arg-type]
+    pod = api.peek(PODS, NS, "job-primary")
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == api.peek(JOBS, NS, "job")["metadata"]["uid"]
+    st = api.peek(JOBS, NS, "job")["status"]
+    assert outcome.phase == "Pending" and st["pods"] == ["job-primary"] and "metrics" not in st
+    assert find_condition(st, ConditionType.TrainerPod)["status"] == "True"

@@ -289,3 +289,33 @@ def test_pools_on_the_same_gpu_share_its_memory(cluster: EmulatedCluster, add_no
         cluster.delete(POOLS, NS, full)
         wait_for(lambda: status(cluster, POOLS, starved).get("warmCount") == 2, what=f"memory released\n{op.log()}")
         assert status(cluster, POOLS, starved)["otherPoolsBytes"] == 0
+
+
+def test_a_re_created_job_never_shows_the_old_pods_phase_or_metrics(cluster: EmulatedCluster, add_node: Any) -> None:
+    add_node()
+    cluster.create(POOLS, pool_body())
+    cluster.create(JOBS, job_body())
+    with OperatorProcess(cluster, NS) as op:
+        wait_for(lambda: cluster.get(PODS, NS, POD), what=f"pod\n{op.log()}")
+    old_uid = cluster.get(JOBS, NS, "job")["metadata"]["uid"]
+    metrics = json.dumps({"microF1": 0.9, "throughput": 12.0})
+    cluster.patch(PODS, NS, POD, {"metadata": {"annotations": {f"{PREFIX}metrics": metrics}}})
+    cluster.patch(PODS, NS, POD, {"status": {"phase": "Succeeded"}}, status=True)
+    # Deleted without cascading while the operator is down: the pod stays (the emulator has no garbage collector).
+    cluster.patch(JOBS, NS, "job", {"metadata": {"finalizers": None}})
+    cluster.delete(JOBS, NS, "job")
+    job_status_write = lambda r: r.method == "PATCH" and str(r.url.path).endswith("/swarmjobs/job/status")  # noqa: E731
+    before = len(cluster.requests(job_status_write))
+    new_uid = cluster.create(JOBS, job_body())["metadata"]["uid"]
+    assert new_uid != old_uid and cluster.get(PODS, NS, POD)["metadata"]["ownerReferences"][0]["uid"] == old_uid
+    with OperatorProcess(cluster, NS) as op:
+        pod = wait_for(
+            lambda: (p := cluster.get(PODS, NS, POD)) and p["metadata"]["ownerReferences"][0]["uid"] == new_uid and p,
+            what=f"a pod of the new job\n{op.log()}",
+        )
+        assert f"{PREFIX}metrics" not in (pod["metadata"].get("annotations") or {})
+        st = wait_for(lambda: status(cluster, JOBS, "job").get("pods") and status(cluster, JOBS, "job"))
+        assert st["phase"] == "Pending" and "metrics" not in st
+        assert cond(st, ConditionType.TrainerPod)["status"] == "True"
+    written = [r.data.get("status") or {} for r in cluster.requests(job_status_write)[before:]]
+    assert written and all(s.get("phase") != "Succeeded" and "metrics" not in s for s in written), written
