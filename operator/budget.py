@@ -66,29 +66,34 @@ class Gpu:
 def parse_gpu_annotation(
     node: str, raw: str | None, *, now: datetime | None = None, stale_after: float = STALE_AFTER_SECONDS
 ) -> list[Gpu] | None:
-    """GPUs from the agent's annotation; None when absent, unparsable, stale, or reporting no GPUs."""
+    """GPUs from the agent's annotation; None when absent, malformed (any shape: it is written by hand or by an
+    older agent, so it never raises), stale, or reporting no GPUs."""
     if not raw:
         return None
     try:
         doc = json.loads(raw)
-        gpus = [
-            Gpu(
-                node,
-                int(g["index"]),
-                int(g["total"]),
-                int(g.get("free", g["total"])),
-                str(doc.get("source", "nvml")),
-            )
-            for g in doc.get("gpus", [])
-        ]
+        if not isinstance(doc, dict) or not isinstance(doc.get("gpus", []), list):
+            return None
+        gpus = [_gpu(node, g, str(doc.get("source", "nvml"))) for g in doc.get("gpus", [])]
         updated = doc.get("updated")
         if updated is not None and now is not None:
             age = (now - datetime.fromisoformat(updated)).total_seconds()
             if age > stale_after:
                 return None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return None
     return gpus or None
+
+
+def _gpu(node: str, entry: Any, source: str) -> Gpu:
+    """One GPU entry; a ValueError when it is not an object of non-negative integers (bool and float excluded)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"GPU entry {entry!r} is not an object")
+    values = [entry["index"], entry["total"], entry.get("free", entry["total"])]
+    if not all(type(v) is int and v >= 0 for v in values):
+        raise ValueError(f"GPU entry {entry!r} has a non-integer or negative field")
+    index, total, free = values
+    return Gpu(node, index, total, free, source)
 
 
 def node_matches(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
@@ -135,24 +140,42 @@ class Placement:
 def place(
     capacities: Sequence[int], demands: Sequence[tuple[str, int]], preferred: Mapping[str, int] | None = None
 ) -> Placement:
-    """First-fit in priority order: earlier demands are never displaced by later ones. A demand tries its
-    `preferred` slot first (where it runs now), so a running specialist is not moved to another GPU (a restart)
-    because the plan around it changed."""
+    """First-fit in priority order: earlier demands are never displaced by later ones."""
+    return place_groups(capacities, [[demand] for demand in demands], preferred)
+
+
+def place_groups(
+    capacities: Sequence[int],
+    groups: Sequence[Sequence[tuple[str, int]]],
+    preferred: Mapping[str, int] | None = None,
+) -> Placement:
+    """First-fit in priority order, a group at a time: a group is admitted whole or not at all (a job needs all of
+    its specialists), never displacing an earlier one; a name an earlier group already placed costs nothing. A
+    demand tries its `preferred` slot first (where it runs now), so a running specialist is not moved to another
+    GPU (a restart) because the plan around it changed."""
     free = list(capacities)
     admitted: dict[str, int] = {}
     rejected: list[str] = []
     preferred = preferred or {}
-    for name, size in demands:
-        slots = range(len(free))
-        first = preferred.get(name)
-        if first is not None and 0 <= first < len(free):
-            slots = [first, *(i for i in slots if i != first)]
-        slot = next((i for i in slots if free[i] >= size), None)
-        if slot is None:
-            rejected.append(name)
+    for group in groups:
+        trial, placed = list(free), {}
+        for name, size in group:
+            if name in admitted or name in placed:
+                continue
+            slots: Sequence[int] = range(len(trial))
+            first = preferred.get(name)
+            if first is not None and 0 <= first < len(trial):
+                slots = [first, *(i for i in slots if i != first)]
+            slot = next((i for i in slots if trial[i] >= size), None)
+            if slot is None:
+                rejected += [n for n, _ in group if n not in admitted and n not in rejected]
+                break
+            trial[slot] -= size
+            placed[name] = slot
         else:
-            free[slot] -= size
-            admitted[name] = slot
+            free = trial
+            admitted.update(placed)
+    rejected = [n for n in rejected if n not in admitted]
     return Placement(admitted, rejected, [c - f for c, f in zip(capacities, free, strict=True)])
 
 

@@ -214,7 +214,9 @@ def dns_name(*parts: str, limit: int = 63) -> str:
 
 
 def specialist_object_name(pool: str, specialist: str) -> str:
-    return dns_name(pool, specialist)
+    """POOL--SPECIALIST: neither name may contain "--" (the CRDs forbid it), so the first "--" splits them and two
+    pools never share an object name (with "-", pool x-y + specialist z and pool x + specialist y-z would)."""
+    return dns_name(f"{pool}--{specialist}")
 
 
 def trainer_pod_name(job: str) -> str:

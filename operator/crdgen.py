@@ -9,6 +9,8 @@ fields through its own strict field validation, which `validate_resource` mimics
 from __future__ import annotations
 
 import copy
+import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,8 @@ def crd_for(info: KindInfo) -> dict[str, Any]:
             "status": model_schema(info.status, keep_defaults=False),
         },
     }
+    if info.rules:
+        schema["x-kubernetes-validations"] = [r.schema() for r in info.rules]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -146,8 +150,11 @@ def _field_path(error: jsonschema.ValidationError) -> str:
     return path or "<root>"
 
 
-def validate_resource(obj: dict[str, Any], crd: dict[str, Any] | None = None) -> list[str]:
-    """Readable schema errors of a custom resource (`spec.specialists[0].dtype: 'fp8' is not one of ...`)."""
+def validate_resource(
+    obj: dict[str, Any], crd: dict[str, Any] | None = None, *, old: dict[str, Any] | None = None
+) -> list[str]:
+    """Readable schema errors of a custom resource (`spec.specialists[0].dtype: 'fp8' is not one of ...`); `old`:
+    the stored object when `obj` updates it (transition rules, which read oldSelf, run on updates only)."""
     if crd is None:
         infos = {info.kind: info for info in KINDS}
         if obj.get("kind") not in infos:
@@ -157,16 +164,65 @@ def validate_resource(obj: dict[str, Any], crd: dict[str, Any] | None = None) ->
         return [f"apiVersion: {obj.get('apiVersion')!r} is not served by this CRD"]
     schema = copy.deepcopy(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     schema["properties"]["metadata"] = {"type": "object"}
-    validator = jsonschema.Draft202012Validator(_strict(schema))
+    validator = jsonschema.Draft202012Validator(_strict(schema), format_checker=_FORMATS)
     errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
-    messages = [f"{_field_path(e)}: {e.message}" for e in errors]
+    messages = [f"{_field_path(e)}: {e.message}" for e in errors] + _list_type_errors(obj, schema, "")
     info = next((i for i in KINDS if i.kind == crd["spec"]["names"]["kind"]), None)
     if not messages and info is not None:
-        # The API server evaluates the spec's x-kubernetes-validations (CEL) on schema-valid objects; the models
-        # carry each rule's Python twin, evaluated here on the spec with the CRD's defaults applied.
-        spec = _defaulted(obj.get("spec", {}), schema["properties"]["spec"])
+        # The API server evaluates x-kubernetes-validations (CEL) on schema-valid objects; the models carry each
+        # rule's Python twin, evaluated here on the objects with the CRD's defaults applied.
+        spec_schema = schema["properties"]["spec"]
+        spec = _defaulted(obj.get("spec", {}), spec_schema)
         messages = [f"spec: {rule.message}" for rule in cel_rules(info.spec) if not rule.check(spec)]
+        now = {**obj, "spec": spec}
+        before = None if old is None else {**old, "spec": _defaulted(old.get("spec", {}), spec_schema)}
+        messages += [
+            f"<root>: {rule.message}"
+            for rule in info.rules
+            if (before is not None or not rule.transition) and not rule.check(now, before)
+        ]
     return messages
+
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+@_FORMATS.checks("date-time")
+def _is_date_time(value: object) -> bool:
+    return not isinstance(value, str) or bool(_RFC3339.match(value))
+
+
+def _go_value(value: Any) -> str:
+    """A duplicate as the API server prints it (Go's %#v of the decoded JSON)."""
+    if isinstance(value, dict):
+        return "map[string]interface {}{" + ", ".join(f"{json.dumps(k)}:{_go_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+def _list_type_errors(value: Any, schema: dict[str, Any], path: str) -> list[str]:
+    """Duplicates in lists the schema declares x-kubernetes-list-type set (items) or map (by the map keys), which
+    the API server rejects as `PATH[i]: Duplicate value: ...`."""
+    errors: list[str] = []
+    if isinstance(value, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in value:
+                errors += _list_type_errors(value[key], sub, f"{path}.{key}" if path else key)
+    elif isinstance(value, list):
+        kind, keys = schema.get("x-kubernetes-list-type"), schema.get("x-kubernetes-list-map-keys") or []
+        seen: list[Any] = []
+        for i, item in enumerate(value):
+            if kind == "map" and isinstance(item, dict):
+                key = {k: item[k] for k in keys if k in item}
+            elif kind == "set":
+                key = item
+            else:
+                key = None
+            if key is not None and key in seen:
+                errors.append(f"{path}[{i}]: Duplicate value: {_go_value(key)}")
+            seen.append(key)
+            errors += _list_type_errors(item, schema.get("items") or {}, f"{path}[{i}]")
+    return errors
 
 
 def _defaulted(value: Any, schema: dict[str, Any]) -> Any:

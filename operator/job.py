@@ -2,6 +2,8 @@
 
 Phase follows the trainer pod (no pod yet: Pending). A missing pool, unknown specialists, or specialists the
 budget cannot admit leave the job Pending with a condition saying why, and `retry` set so the handler retries.
+A trainer pod belongs to the job whose UID its owner reference carries: a same-named pod of an earlier job (deleted
+without cascading) is deleted, never adopted, and its events never reach the new job's status.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from swarm.operator import builders, pool
+from swarm.operator import builders, pool, status_write
 from swarm.operator.kube import JOBS, PODS, Api
-from swarm.operator.models import ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec
+from swarm.operator.models import JOB, ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec, object_problems
 from swarm.operator.status import (
     condition,
     merge_conditions,
@@ -47,23 +49,46 @@ def served_specialists(mode: str, specialists: Iterable[str]) -> tuple[str, ...]
     return () if mode == Mode.adapt else tuple(specialists)
 
 
+def owns(job: dict[str, Any], pod: dict[str, Any]) -> bool:
+    """Whether `pod` is this job's: an owner reference carries the job's UID (names and labels are reused by a job
+    re-created under the same name)."""
+    uid = job["metadata"].get("uid")
+    return bool(uid) and any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or [])
+
+
 def claim_of(body: dict[str, Any]) -> pool.Claim:
     spec = body.get("spec") or {}
     return pool.Claim(
         job=body["metadata"]["name"],
         specialists=served_specialists(spec.get("mode", ""), spec.get("specialists") or ()),
         created=body["metadata"].get("creationTimestamp") or "",
+        running=bool((body.get("status") or {}).get("pods")),
     )
+
+
+def parse_job(job: dict[str, Any]) -> tuple[SwarmJobSpec | None, str]:
+    """(the spec, "") or (None, why not): the spec's model and the CRD's rules on the name."""
+    try:
+        spec = SwarmJobSpec.model_validate(job.get("spec") or {})
+    except ValidationError as exc:
+        return None, spec_errors(exc)
+    problems = object_problems(JOB.rules, job)
+    return (None, "; ".join(problems)) if problems else (spec, "")
 
 
 async def write_status(api: Api, job: dict[str, Any], body: dict[str, Any], conditions: list[dict[str, Any]]) -> None:
-    status = job.get("status") or {}
-    merged = merge_conditions(
-        status.get("conditions", []), conditions, now=now_iso(), generation=job["metadata"].get("generation")
-    )
-    new = {**status, **body, "observedGeneration": job["metadata"].get("generation"), "conditions": merged}
-    if new != status:
-        await api.patch(JOBS, job["metadata"]["namespace"], job["metadata"]["name"], {"status": new}, status=True)
+    """Set `body`'s fields and merge `conditions` into the job's status, optimistically (status_write): the
+    reconcile and the trainer pod's events both write it."""
+    generation = job["metadata"].get("generation")
+    now = now_iso()
+
+    def update(current: dict[str, Any]) -> dict[str, Any] | None:
+        status = current.get("status") or {}
+        merged = merge_conditions(status.get("conditions", []), conditions, now=now, generation=generation)
+        new = {**status, **body, "observedGeneration": generation, "conditions": merged}
+        return new if new != status else None
+
+    await status_write.write(api, JOBS, job, update)
 
 
 async def reconcile(
@@ -77,10 +102,8 @@ async def reconcile(
     job = await api.get(JOBS, namespace, name)
     if job is None or not is_active(job):
         return Outcome(phase=((job or {}).get("status") or {}).get("phase", "Gone"))
-    try:
-        spec = SwarmJobSpec.model_validate(job.get("spec") or {})
-    except ValidationError as exc:
-        message = spec_errors(exc)
+    spec, message = parse_job(job)
+    if spec is None:
         await write_status(
             api,
             job,
@@ -105,6 +128,17 @@ async def reconcile(
     experts = {name: result.models[name] for name in spec.specialists} if spec.mode == Mode.adapt else None
     pod_body = builders.trainer_pod(job, spec, endpoints, templates["trainer"], experts=experts)
     pod = await api.apply(PODS, pod_body, patch_existing=False)
+    if not owns(job, pod):
+        # Left by an earlier job of this name (deleted without cascading): its phase and metrics are not ours.
+        await api.delete(PODS, namespace, pod["metadata"]["name"])
+        message = f"deleting pod {pod['metadata']['name']!r}, which belongs to another object; retrying"
+        await write_status(
+            api,
+            job,
+            {"phase": Phase.Pending.value, "message": message, "pods": []},
+            [condition(ConditionType.TrainerPod, False, ConditionReason.ForeignPod, message)],
+        )
+        return Outcome(Phase.Pending.value, retry=message)
     await write_status(
         api,
         job,
@@ -124,6 +158,7 @@ async def reconcile(
                 ConditionReason.Granted,
                 ", ".join(sorted(endpoints)) or "none requested",
             ),
+            condition(ConditionType.TrainerPod, True, ConditionReason.Created, pod["metadata"]["name"]),
         ],
     )
     return await sync_from_pod(api, pod, job=await api.get(JOBS, namespace, name))
@@ -162,12 +197,15 @@ def _granted(spec: SwarmJobSpec, result: pool.PoolResult, namespace: str) -> dic
 
 
 async def sync_from_pod(api: Api, pod: dict[str, Any], job: dict[str, Any] | None = None) -> Outcome:
-    """Copy the trainer pod's phase and metrics annotation into its SwarmJob's status."""
+    """Copy the trainer pod's phase and metrics annotation into its SwarmJob's status; a pod the job does not own
+    is ignored."""
     namespace = pod["metadata"]["namespace"]
     job_name = (pod["metadata"].get("labels") or {}).get(builders.LABEL_JOB)
     job = job or (await api.get(JOBS, namespace, job_name) if job_name else None)
     if job is None:
         return Outcome(phase="Gone")
+    if not owns(job, pod):  # an earlier job's pod under this job's name: job.reconcile deletes it
+        return Outcome(phase=(job.get("status") or {}).get("phase", Phase.Pending.value))
     phase = phase_from_pod(pod)
     metrics, metrics_error = metrics_from_pod(pod)
     body: dict[str, Any] = {"phase": phase.value, "message": pod.get("status", {}).get("message", "")}

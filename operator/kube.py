@@ -97,6 +97,7 @@ class Api:
         *,
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
+        retry_conflict: bool = True,
     ) -> Any:
         for attempt in range(self.retries + 1):
             async with self._session.request(
@@ -105,7 +106,8 @@ class Api:
                 if resp.status < 300:
                     return await resp.json(content_type=None)
                 text = await resp.text()
-                if resp.status not in RETRIED_STATUSES or attempt == self.retries:
+                conflict_is_final = resp.status == 409 and not retry_conflict
+                if resp.status not in RETRIED_STATUSES or attempt == self.retries or conflict_is_final:
                     raise ApiError(resp.status, f"{method} {path}: {text[:300]}")
                 if resp.status == 409 and method == "POST":
                     raise ApiError(409, f"{method} {path}: already exists")
@@ -141,10 +143,23 @@ class Api:
         return await self._request("POST", res.path(namespace), body)
 
     async def patch(
-        self, res: Resource, namespace: str | None, name: str, patch: dict[str, Any], *, status: bool = False
+        self,
+        res: Resource,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        status: bool = False,
+        retry_conflict: bool = True,
     ) -> dict[str, Any]:
+        """A merge patch. `retry_conflict=False`: a 409 is raised, not retried with the same body (a patch carrying
+        metadata.resourceVersion must be rebuilt from a fresh read instead)."""
         return await self._request(
-            "PATCH", res.path(namespace, name, "status" if status else None), patch, content_type=MERGE_PATCH
+            "PATCH",
+            res.path(namespace, name, "status" if status else None),
+            patch,
+            content_type=MERGE_PATCH,
+            retry_conflict=retry_conflict,
         )
 
     async def delete(self, res: Resource, namespace: str | None, name: str) -> bool:

@@ -6,6 +6,7 @@ server did not enforce them), and `crdgen` turns them into the checked-in CRD YA
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -40,7 +41,12 @@ RTX_4090_PRODUCT = "NVIDIA-GeForce-RTX-4090"
 GIB = 1024**3
 MIB_BYTES = 1024**2
 
-DnsLabel = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+# No "--" inside: object names join pool and specialist with "--" (builders.specialist_object_name), so the first
+# "--" splits them and no two pairs share a Deployment or Service.
+DnsLabel = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")]
+MAX_NAME = 63  # a label value (swarm.ai/pool, swarm.ai/job) and a DNS-1035 label
+DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+PoolName = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")]
 Bytes = Annotated[int, Field(ge=1, json_schema_extra={"format": "int64"})]
 
 
@@ -60,6 +66,61 @@ class CelRule:
 
 def cel_rules(model: type[BaseModel]) -> list[CelRule]:
     return list(getattr(model, "__cel_rules__", ()))
+
+
+@dataclass(frozen=True)
+class RootRule:
+    """A rule on the whole object (x-kubernetes-validations at the CRD's root), where CEL sees `self.metadata.name`
+    and, in a transition rule, `oldSelf`. `check(obj, old)` is its Python twin; `old` is None on create, where the
+    API server skips rules that read oldSelf."""
+
+    rule: str
+    message: str
+    check: Callable[[dict[str, Any], dict[str, Any] | None], bool]
+
+    @property
+    def transition(self) -> bool:
+        return "oldSelf" in self.rule
+
+    def schema(self) -> dict[str, str]:
+        return {"rule": self.rule, "message": self.message}
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def name_rules(kind: str, role: str, *, no_double_dash: bool = False) -> tuple[RootRule, ...]:
+    """metadata.name limits: at most 63 characters (it is a label value) and a DNS-1035 label (every object named
+    after it then is one: longer derived names are cut with a hash by builders.dns_name)."""
+    rules = (
+        RootRule(
+            f"size(self.metadata.name) <= {MAX_NAME}",
+            f"metadata.name must be at most {MAX_NAME} characters: a {kind}'s name is a label value ({role})",
+            lambda obj, _old: len(_name(obj)) <= MAX_NAME,
+        ),
+        RootRule(
+            f"self.metadata.name.matches('{DNS_1035}')",
+            "metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter and "
+            f"ending with a letter or digit): the names of a {kind}'s objects start with it",
+            lambda obj, _old: re.fullmatch(DNS_1035, _name(obj)) is not None,
+        ),
+    )
+    if no_double_dash:
+        rules += (
+            RootRule(
+                "!self.metadata.name.contains('--')",
+                f"metadata.name must not contain '--': it separates the {kind} from the specialist in object names",
+                lambda obj, _old: "--" not in _name(obj),
+            ),
+        )
+    return rules
+
+
+def object_problems(rules: tuple[RootRule, ...], obj: dict[str, Any]) -> list[str]:
+    """Messages of the root rules `obj` breaks (transition rules left out): what the operator refuses where an API
+    server without the current CRD let the object in."""
+    return [r.message for r in rules if not r.transition and not r.check(obj, None)]
 
 
 class _Model(BaseModel):
@@ -104,6 +165,7 @@ class ConditionType(StrEnum):
     SpecialistsGranted = "SpecialistsGranted"  # job: its specialists are known and admitted
     MetricsValid = "MetricsValid"  # job: the trainer pod's metrics annotation parsed
     Complete = "Complete"  # job: the trainer pod finished (True: Succeeded)
+    TrainerPod = "TrainerPod"  # job: its trainer pod exists and is its own (owner reference with the job's UID)
 
 
 class ConditionReason(StrEnum):
@@ -129,18 +191,48 @@ class ConditionReason(StrEnum):
     # job MetricsValid, pool DemandValid
     Parsed = "Parsed"
     Ignored = "Ignored"
+    # job TrainerPod
+    Created = "Created"
+    ForeignPod = "ForeignPod"  # a pod of the trainer pod's name belongs to another object (an earlier same-named job)
     # job Complete: the trainer pod's terminal phase
     Succeeded = Phase.Succeeded.value
     Failed = Phase.Failed.value
 
 
+# metav1.Condition's validation (k8s.io/apimachinery/pkg/apis/meta/v1/types.go), so `kubectl wait --for=condition`
+# and generic tooling read our conditions as they read any controller's.
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+CONDITION_MESSAGE_MAX = 32768
+
+
 class Condition(_Model):
-    type: str
+    type: str = Field(max_length=316, pattern=CONDITION_TYPE_PATTERN, description="Ready, PoolReady, ...")
     status: Literal["True", "False", "Unknown"]
-    reason: str = ""
-    message: str = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
+    reason: str = Field(min_length=1, max_length=1024, pattern=CONDITION_REASON_PATTERN)
+    message: str = Field(max_length=CONDITION_MESSAGE_MAX)
+    last_transition_time: str = Field(json_schema_extra={"format": "date-time"})
+    observed_generation: int | None = Field(default=None, ge=0, json_schema_extra={"format": "int64"})
+
+
+def list_map(*keys: str) -> dict[str, Any]:
+    """Schema extra of a list whose items are unique by `keys` (the API server rejects duplicates; server-side apply
+    merges by them)."""
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}  # a list of unique scalars
+
+
+def conditions_field() -> Any:
+    """The `conditions` field of a status: a list-map keyed by type, as metav1 conditions are."""
+    return Field(default=[], json_schema_extra=list_map("type"))
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})
 
 
 # ---------------------------------------------------------------------------------------------- SpecialistPool
@@ -192,8 +284,10 @@ class FallbackCapacity(_Model):
 
 
 class SpecialistPoolSpec(_Model):
-    specialists: list[PoolSpecialist] = Field(min_length=1, max_length=64)
-    warm: list[DnsLabel] = Field(default=[], max_length=64, description="Specialists kept running at all times.")
+    specialists: list[PoolSpecialist] = Field(min_length=1, max_length=64, json_schema_extra=list_map("name"))
+    warm: list[DnsLabel] = Field(
+        default=[], max_length=64, json_schema_extra=LIST_SET, description="Specialists kept running at all times."
+    )
     node_selector: dict[str, str] = Field(
         default={GPU_PRODUCT_LABEL: RTX_4090_PRODUCT},
         description="Nodes whose GPUs count towards the budget.",
@@ -225,9 +319,10 @@ class SpecialistPoolSpec(_Model):
     @model_validator(mode="after")
     def _names_consistent(self) -> SpecialistPoolSpec:
         names = [s.name for s in self.specialists]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
+        if duplicates := _duplicates(names):
             raise ValueError(f"duplicate specialist names: {', '.join(duplicates)}")
+        if duplicates := _duplicates(self.warm):
+            raise ValueError(f"duplicate names in warm: {', '.join(duplicates)}")
         unknown = [w for w in self.warm if w not in names]
         if unknown:
             raise ValueError(f"warm names not among specialists: {', '.join(unknown)}")
@@ -277,7 +372,7 @@ class SpecialistPoolStatus(_Model):
     warm_count: int = Field(default=0, ge=0)
     active_count: int = Field(default=0, ge=0)
     specialists: list[SpecialistStatus] = Field(default=[])
-    conditions: list[Condition] = Field(default=[])
+    conditions: list[Condition] = conditions_field()
 
 
 # ---------------------------------------------------------------------------------------------- SwarmJob
@@ -335,7 +430,7 @@ class SwarmJobSpec(_Model):
         "`swarm train --mode parl` (the orchestrator of the primary `checkpoint`; the policy goes to "
         "run/orchestrator)."
     )
-    pool_ref: DnsLabel = Field(description="Name of a SpecialistPool in the job's namespace.")
+    pool_ref: PoolName = Field(description="Name of a SpecialistPool in the job's namespace.")
     data: str = Field(min_length=1, description="Local data path in the trainer pod (SOTAB v2 CTA layout).")
     checkpoint: str | None = Field(
         default=None,
@@ -353,7 +448,10 @@ class SwarmJobSpec(_Model):
         description="Most specialists the primary consults (`swarm train --max-specialists`).",
     )
     specialists: list[DnsLabel] = Field(
-        default=[], max_length=64, description="Specialists to scale up for this job (besides warm ones)."
+        default=[],
+        max_length=64,
+        json_schema_extra=LIST_SET,
+        description="Specialists to scale up for this job (besides warm ones).",
     )
     extra_args: list[str] = Field(default=[], description="Appended to the trainer command.")
     gpu_memory_bytes: int = Field(
@@ -397,6 +495,8 @@ class SwarmJobSpec(_Model):
 
     @model_validator(mode="after")
     def _cross_field(self) -> SwarmJobSpec:
+        if duplicates := _duplicates(self.specialists):
+            raise ValueError(f"duplicate names in specialists: {', '.join(duplicates)}")
         if len(self.specialists) > self.max_specialists:
             raise ValueError(
                 f"{len(self.specialists)} specialists requested but maxSpecialists is {self.max_specialists}"
@@ -412,6 +512,9 @@ class SwarmJobSpec(_Model):
 
 
 class JobMetrics(_Model):
+    # inf / NaN cannot be written as JSON: the API server would refuse the whole status.
+    model_config = ConfigDict(allow_inf_nan=False)
+
     micro_f1: float | None = Field(default=None, ge=0, le=1)
     macro_f1: float | None = Field(default=None, ge=0, le=1)
     throughput: float | None = Field(default=None, ge=0, description="Columns per second.")
@@ -429,7 +532,7 @@ class SwarmJobStatus(_Model):
         default="", description="CLAIM/SUBPATH holding the trainer's files; empty when they live in an emptyDir."
     )
     metrics: JobMetrics = JobMetrics()
-    conditions: list[Condition] = Field(default=[])
+    conditions: list[Condition] = conditions_field()
 
 
 class KindInfo(_Model):
@@ -439,6 +542,7 @@ class KindInfo(_Model):
     spec: type[BaseModel]
     status: type[BaseModel]
     printer_columns: list[dict[str, Any]]
+    rules: tuple[RootRule, ...] = ()  # x-kubernetes-validations on the whole object
 
 
 POOL = KindInfo(
@@ -458,6 +562,20 @@ POOL = KindInfo(
         },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
+    rules=name_rules("SpecialistPool", "swarm.ai/pool", no_double_dash=True),
+)
+
+
+def _spec_unchanged_once_running(obj: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    return old is None or not ((old.get("status") or {}).get("pods")) or obj.get("spec") == old.get("spec")
+
+
+# The trainer pod is built from the spec once; a later spec edit would change the job's claim and status but not
+# the pod. Status writes (the status subresource) keep the spec as it is, so they always pass.
+SPEC_IMMUTABLE = RootRule(
+    "!has(oldSelf.status) || !has(oldSelf.status.pods) || size(oldSelf.status.pods) == 0 || self.spec == oldSelf.spec",
+    "spec is immutable once the trainer pod exists: delete and re-create the SwarmJob",
+    _spec_unchanged_once_running,
 )
 JOB = KindInfo(
     kind="SwarmJob",
@@ -477,5 +595,6 @@ JOB = KindInfo(
         },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
+    rules=(*name_rules("SwarmJob", "swarm.ai/job"), SPEC_IMMUTABLE),
 )
 KINDS = (POOL, JOB)

@@ -3,8 +3,10 @@
 Priority when the budget is short: the warm set (in spec order), then specialists requested by active SwarmJobs
 (oldest job first), then those the annotation service demanded less than `idleTimeoutSeconds` ago (the pool's
 `swarm.ai/demand` annotation, see model_server/demand.py; oldest demand first), then cold specialists still inside
-their idle timeout. Each specialist always has a Deployment (replicas 0 or 1) and a Service, so scaling a cold one
-from zero is a replica patch. A demand entry that does not parse (not a JSON object, a bad time, an unknown name)
+their idle timeout. A job's claim is all or nothing: one naming a specialist the pool lacks claims nothing, and
+one whose specialists do not all fit admits none of them (the job waits; later claims may still fit). Each
+specialist always has a Deployment (replicas 0 or 1) and a Service, so scaling a cold one from zero is a replica
+patch. A demand entry that does not parse (not a JSON object, a bad time, an unknown name)
 is ignored and named in the pool's DemandValid condition.
 
 Pools whose node selectors share GPUs share their memory: a pool plans with what the other pools' admitted
@@ -26,14 +28,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from swarm.operator import budget, builders
+from swarm.operator import budget, builders, status_write
 from swarm.operator.kube import DEPLOYMENTS, PODS, POOLS, SERVICES, Api, converge
 from swarm.operator.models import (
     DEMAND_ANNOTATION,
+    POOL,
     ConditionReason,
     ConditionType,
     SpecialistPoolSpec,
     SpecialistState,
+    object_problems,
 )
 from swarm.operator.status import condition, merge_conditions, now_iso, spec_errors
 
@@ -55,6 +59,7 @@ class Claim:
     specialists: tuple[str, ...]
     created: str
     demand: bool = False
+    running: bool = False  # the job's trainer pod exists: its specialists are never evicted
 
 
 @dataclass
@@ -72,6 +77,16 @@ _locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _safe_time(value: object) -> datetime | None:
+    """An aware time from a status field, or None (absent, not a string, unparsable, naive: the status may be
+    hand-edited)."""
+    try:
+        stamp = _parse_time(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return stamp if stamp is not None and stamp.tzinfo is not None else None
 
 
 def _shown(text: str) -> str:
@@ -149,58 +164,76 @@ def plan(
     taken: Mapping[budget.GpuKey, int] | None = None,
 ) -> tuple[list[dict[str, Any]], budget.Placement]:
     """Pure planning step: per-specialist status rows and the placement (what runs); `taken`: bytes other pools
-    hold per GPU. Jobs' claims come before demand claims (`Claim.demand`, see `demand_claims`); a specialist's
-    lastRequested is now for a job's claim, the time of the demand for the annotation service's."""
+    hold per GPU. Jobs' claims come before demand claims (`Claim.demand`, see `demand_claims`). Admission is all or
+    nothing per job claim: one naming an unknown specialist claims nothing, one that does not fit admits none of
+    its specialists (earlier claims and the warm set keep theirs). A specialist's lastRequested is now for a granted
+    job claim, the time of the demand for the annotation service's."""
     sizes = {
         s.name: budget.resident_bytes(
             dtype=s.dtype, params=s.params, resident=s.resident_bytes, activation=s.activation_bytes
         )
         for s in spec.specialists
     }
-    requested_by: dict[str, list[str]] = defaultdict(list)
-    requested_at: dict[str, datetime] = {}  # a job's claim: now; a demand: when it was made
-    for claim in sorted(claims, key=lambda c: (c.demand, c.created, c.job)):
-        stamp = (_parse_time(claim.created) or now) if claim.demand else now
-        for name in claim.specialists:
-            if name in sizes:
-                requested_by[name].append(claim.job)
-                requested_at[name] = max(requested_at.get(name, stamp), stamp)
-    last_requested: dict[str, str | None] = {}
-    for n in sizes:
-        before = previous.get(n, {}).get("lastRequested")
-        if n in requested_at:
-            try:
-                earlier = _parse_time(before) if isinstance(before, str) else None
-            except ValueError:
-                earlier = None
-            stamp = requested_at[n] if earlier is None or earlier.tzinfo is None else max(requested_at[n], earlier)
-            last_requested[n] = now_iso(stamp)
-        else:
-            last_requested[n] = before
+    ordered = sorted(claims, key=lambda c: (c.demand, c.created, c.job))
+    # A job's claim naming a specialist the pool does not have claims nothing: the job stays Pending
+    # (UnknownSpecialist), and its known specialists would be held up for nothing.
+    ordered = [c for c in ordered if c.demand or all(n in sizes for n in c.specialists)]
 
     def within_idle(name: str) -> bool:
-        stamp = _parse_time(last_requested.get(name))
+        stamp = _safe_time(previous.get(name, {}).get("lastRequested"))
         was_running = previous.get(name, {}).get("replicas", 0) > 0
         return was_running and stamp is not None and (now - stamp).total_seconds() < spec.idle_timeout_seconds
 
-    order = list(spec.warm)
-    order += [n for n in requested_by if n not in order]
-    order += [s.name for s in spec.specialists if s.name not in order and within_idle(s.name)]
+    # Placed in this order, each group whole or not at all: a job runs with all of its specialists (so a claim
+    # that does not fit admits none of them), a demand claim is one specialist. Idle ones come last; a name an
+    # earlier group placed costs nothing.
+    # A running job's specialists come first: a pool change (a new warm specialist, a larger reserve) must not
+    # evict what a trainer pod is using.
+    groups = [[n for n in c.specialists if n in sizes] for c in ordered if c.running and not c.demand]
+    groups += [[w] for w in spec.warm]
+    groups += [[n for n in c.specialists if n in sizes] for c in ordered if not c.running and not c.demand]
+    groups += [[n] for c in ordered if c.demand for n in c.specialists if n in sizes]
+    # Within its idle timeout a running specialist stays up, even one a denied claim names.
+    groups += [[s.name] for s in spec.specialists if s.name not in spec.warm and within_idle(s.name)]
+    wanted = {n for group in groups for n in group}
     running_on = {
         name: slot
         for name, row in previous.items()
         if row.get("replicas") and (slot := budget.slot_of(gpus, row.get("node"), row.get("gpu"))) is not None
     }
-    placement = budget.place(
-        budget.usable(gpus, spec.memory_reserve_per_gpu, taken), [(n, sizes[n]) for n in order], running_on
+    placement = budget.place_groups(
+        budget.usable(gpus, spec.memory_reserve_per_gpu, taken),
+        [[(n, sizes[n]) for n in g] for g in groups],
+        running_on,
     )
+
+    requested_by: dict[str, list[str]] = defaultdict(list)
+    requested_at: dict[str, datetime] = {}  # a granted job claim: now; a demand: when it was made
+    for claim in ordered:
+        names = [n for n in claim.specialists if n in sizes]
+        # A job claim refreshes lastRequested only when granted: a denied one must not keep its names idle-kept.
+        granted = claim.demand or all(n in placement.admitted for n in names)
+        stamp = (_parse_time(claim.created) or now) if claim.demand else now
+        for name in names:
+            requested_by[name].append(claim.job)
+            if granted:
+                requested_at[name] = max(requested_at.get(name, stamp), stamp)
+    last_requested: dict[str, str | None] = {}
+    for n in sizes:
+        before = previous.get(n, {}).get("lastRequested")
+        if n in requested_at:
+            earlier = _safe_time(before)
+            stamp = requested_at[n] if earlier is None else max(requested_at[n], earlier)
+            last_requested[n] = now_iso(stamp)
+        else:
+            last_requested[n] = before
 
     rows = []
     for s in spec.specialists:
         admitted = s.name in placement.admitted
         if admitted:
             state = SpecialistState.Warm if s.name in spec.warm else SpecialistState.Active
-        elif s.name in order:
+        elif s.name in wanted:
             state = SpecialistState.OverBudget
         else:
             state = SpecialistState.Cold
@@ -218,6 +251,17 @@ def plan(
             row["node"], row["gpu"] = gpu.node, gpu.index
         rows.append(row)
     return rows, placement
+
+
+def parse_pool(pool: dict[str, Any]) -> tuple[SpecialistPoolSpec | None, str]:
+    """(the spec, "") or (None, why not): the spec's model and the CRD's rules on the name (an API server with an
+    older CRD may have let a bad one in)."""
+    try:
+        spec = SpecialistPoolSpec.model_validate(pool.get("spec") or {})
+    except ValidationError as exc:
+        return None, spec_errors(exc)
+    problems = object_problems(POOL.rules, pool)
+    return (None, "; ".join(problems)) if problems else (spec, "")
 
 
 def _capacity_source(gpus: list[budget.Gpu]) -> str:
@@ -252,10 +296,8 @@ async def _reconcile(
         return PoolResult(found=False, message=f"SpecialistPool {name!r} not found in namespace {namespace!r}")
     generation = pool["metadata"].get("generation")
     status = pool.get("status") or {}
-    try:
-        spec = SpecialistPoolSpec.model_validate(pool.get("spec") or {})
-    except ValidationError as exc:
-        message = spec_errors(exc)
+    spec, message = parse_pool(pool)
+    if spec is None:
         await _patch_status(
             api,
             pool,
@@ -390,20 +432,14 @@ def _pod_problem(pod: dict[str, Any]) -> str:
 async def _patch_status(
     api: Api, pool: dict[str, Any], body: dict[str, Any], conditions: list[dict[str, Any]], now: datetime
 ) -> None:
-    status = pool.get("status") or {}
-    merged = merge_conditions(
-        status.get("conditions", []),
-        conditions,
-        now=now_iso(now),
-        generation=pool["metadata"].get("generation"),
-    )
-    new = {**status, **body, "conditions": merged}
-    if new == status:
-        return  # unchanged: no write, no watch event
-    await api.patch(
-        POOLS,
-        pool["metadata"]["namespace"],
-        pool["metadata"]["name"],
-        {"status": {**body, "conditions": merged}},
-        status=True,
-    )
+    """Set `body`'s fields and merge `conditions` into the pool's status, optimistically (status_write)."""
+    generation = pool["metadata"].get("generation")
+
+    def update(current: dict[str, Any]) -> dict[str, Any] | None:
+        status = current.get("status") or {}
+        merged = merge_conditions(status.get("conditions", []), conditions, now=now_iso(now), generation=generation)
+        if {**status, **body, "conditions": merged} == status:
+            return None  # unchanged: no write, no watch event
+        return {**body, "conditions": merged}
+
+    await status_write.write(api, POOLS, pool, update)

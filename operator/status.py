@@ -3,18 +3,20 @@
 Metrics contract: the trainer's container ends with a termination message that is a JSON object with any of
 `microF1`, `macroF1` (0..1), `throughput` (columns/s), `criticalSteps` (int) (operator/metrics_publisher.py); the
 operator copies it into `SwarmJob.status.metrics`. Malformed JSON or out-of-range values are ignored with a
-condition, never a crash.
+condition, never a crash; non-finite numbers (which JSON, and so the API server, cannot carry) are dropped one by one
+with a condition, the other metrics kept.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from swarm.operator.models import ConditionReason, ConditionType, JobMetrics, Phase
+from swarm.operator.models import CONDITION_MESSAGE_MAX, ConditionReason, ConditionType, JobMetrics, Phase
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -32,7 +34,7 @@ def condition(type_: ConditionType, ok: bool, reason: ConditionReason, message: 
         "type": ConditionType(type_).value,
         "status": "True" if ok else "False",
         "reason": ConditionReason(reason).value,
-        "message": message,
+        "message": message if len(message) <= CONDITION_MESSAGE_MAX else message[: CONDITION_MESSAGE_MAX - 3] + "...",
     }
 
 
@@ -44,13 +46,17 @@ def find_condition(status: dict[str, Any] | None, type_: ConditionType) -> dict[
 def merge_conditions(
     old: list[dict[str, Any]], new: list[dict[str, Any]], *, now: str, generation: int | None
 ) -> list[dict[str, Any]]:
-    """Replace conditions by type; keep lastTransitionTime unless the status flipped. Others are kept."""
+    """Replace conditions by type; keep lastTransitionTime unless the status flipped. Others are kept. The result
+    is a metav1.Condition list (models.Condition): one per type, each with reason, message and lastTransitionTime."""
     by_type = {c["type"]: c for c in old}
     for cond in new:
         previous = by_type.get(cond["type"])
         flipped = previous is None or previous.get("status") != cond["status"]
         moment = now if flipped else previous.get("lastTransitionTime", now)
-        by_type[cond["type"]] = {**cond, "lastTransitionTime": moment, "observedGeneration": generation}
+        merged = {**cond, "lastTransitionTime": moment}
+        if generation is not None:  # optional in metav1.Condition; never null
+            merged["observedGeneration"] = generation
+        by_type[cond["type"]] = merged
     return sorted(by_type.values(), key=lambda c: c["type"])
 
 
@@ -71,15 +77,22 @@ def termination_message(pod: dict[str, Any] | None) -> str | None:
 
 
 def metrics_from_pod(pod: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
-    """(metrics for status, an error message or None) from the trainer's termination message."""
+    """(metrics for status, an error message or None) from the trainer's termination message. A non-finite number
+    (`1e400` parses as inf; NaN, Infinity) is dropped with a message and the other metrics are kept: JSON cannot
+    carry it, so the API server would refuse the whole status write."""
     raw = termination_message(pod)
     if not raw:
         return {}, None
     try:
         doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise ValueError(f"not a JSON object (a JSON {type(doc).__name__})")
         known = {field.alias for field in JobMetrics.model_fields.values()}
         # Extra keys (per-class F1, ...) are the trainer's business; only the status fields are copied.
-        metrics = JobMetrics.model_validate({k: v for k, v in doc.items() if k in known})
-    except (ValueError, ValidationError, AttributeError) as exc:
+        picked = {k: v for k, v in doc.items() if k in known}
+        non_finite = sorted(k for k, v in picked.items() if isinstance(v, float) and not math.isfinite(v))
+        metrics = JobMetrics.model_validate({k: v for k, v in picked.items() if k not in non_finite})
+    except (ValueError, ValidationError, RecursionError) as exc:
         return {}, f"ignored the trainer's termination message: {str(exc).splitlines()[0]}"
-    return metrics.model_dump(by_alias=True, exclude_none=True), None
+    problem = f"dropped non-finite values in the termination message: {', '.join(non_finite)}" if non_finite else None
+    return metrics.model_dump(by_alias=True, exclude_none=True), problem

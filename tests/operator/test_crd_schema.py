@@ -11,8 +11,8 @@ import yaml
 from emulator import job_body, pool_body
 from pydantic import ValidationError
 
-from swarm.operator import crdgen
-from swarm.operator.models import SpecialistPoolSpec, SwarmJobSpec
+from swarm.operator import crdgen, status
+from swarm.operator.models import ConditionReason, ConditionType, SpecialistPoolSpec, SwarmJobSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(30)
@@ -175,3 +175,168 @@ def test_wrong_kind_or_version() -> None:
     assert crdgen.validate_resource({"kind": "Pod"})[0].startswith("kind: 'Pod' is not one of")
     body = {**pool_body(), "apiVersion": "swarm.ai/v2"}
     assert crdgen.validate_resource(body) == ["apiVersion: 'swarm.ai/v2' is not served by this CRD"]
+
+
+def _schema(kind_index: int) -> dict[str, Any]:
+    return crdgen.crd_for(crdgen.KINDS[kind_index])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def test_lists_are_list_maps_and_sets() -> None:
+    pool, job = _schema(0)["properties"], _schema(1)["properties"]
+    specialists = pool["spec"]["properties"]["specialists"]
+    assert specialists["x-kubernetes-list-type"] == "map" and specialists["x-kubernetes-list-map-keys"] == ["name"]
+    assert "name" in specialists["items"]["required"]  # the API server requires map keys to be required
+    assert pool["spec"]["properties"]["warm"]["x-kubernetes-list-type"] == "set"
+    assert job["spec"]["properties"]["specialists"]["x-kubernetes-list-type"] == "set"
+    for schema in (pool, job):
+        conditions = schema["status"]["properties"]["conditions"]
+        assert conditions["x-kubernetes-list-type"] == "map" and conditions["x-kubernetes-list-map-keys"] == ["type"]
+        item = conditions["items"]
+        assert item["required"] == ["type", "status", "reason", "message", "lastTransitionTime"]
+        assert item["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
+        assert item["properties"]["reason"]["pattern"] == "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+        assert item["properties"]["reason"]["maxLength"] == 1024
+        assert item["properties"]["message"]["maxLength"] == 32768
+        assert item["properties"]["lastTransitionTime"]["format"] == "date-time"
+        assert item["properties"]["observedGeneration"] == {"format": "int64", "minimum": 0, "type": "integer"}
+
+
+def test_duplicates_are_rejected_as_the_api_server_does() -> None:
+    assert crdgen.validate_resource(pool_body(names=("a", "b", "a"), warm=())) == [
+        'spec.specialists[2]: Duplicate value: map[string]interface {}{"name":"a"}'
+    ]
+    assert crdgen.validate_resource(pool_body(warm=("a", "a"))) == ['spec.warm[1]: Duplicate value: "a"']
+    assert crdgen.validate_resource(job_body(specialists=("b", "c", "b"))) == [
+        'spec.specialists[2]: Duplicate value: "b"'
+    ]
+    with pytest.raises(ValidationError, match="duplicate names in warm: a"):
+        SpecialistPoolSpec.model_validate(pool_body(warm=("a", "a"))["spec"])
+    with pytest.raises(ValidationError, match="duplicate names in specialists: b"):
+        SwarmJobSpec.model_validate(job_body(specialists=("b", "b"))["spec"])
+
+
+GOOD_CONDITION = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "Reconciled",
+    "message": "",
+    "lastTransitionTime": "2025-01-01T00:00:00Z",
+    "observedGeneration": 1,
+}
+BAD_CONDITIONS = [
+    ({k: v for k, v in GOOD_CONDITION.items() if k != "lastTransitionTime"}, "'lastTransitionTime' is a required"),
+    ({k: v for k, v in GOOD_CONDITION.items() if k != "reason"}, "'reason' is a required property"),
+    ({k: v for k, v in GOOD_CONDITION.items() if k != "message"}, "'message' is a required property"),
+    ({**GOOD_CONDITION, "status": "Maybe"}, "'Maybe' is not one of"),
+    ({**GOOD_CONDITION, "reason": ""}, "'' should be non-empty"),
+    ({**GOOD_CONDITION, "reason": "not ok"}, "'not ok' does not match"),
+    ({**GOOD_CONDITION, "reason": "Ok_"}, None),
+    ({**GOOD_CONDITION, "lastTransitionTime": "yesterday"}, "'yesterday' is not a 'date-time'"),
+    ({**GOOD_CONDITION, "observedGeneration": -1}, "-1 is less than the minimum of 0"),
+    ({**GOOD_CONDITION, "message": "x" * 32769}, "is too long"),
+]
+
+
+@pytest.mark.parametrize(("cond", "message"), BAD_CONDITIONS, ids=[m or "valid" for _, m in BAD_CONDITIONS])
+def test_conditions_have_the_metav1_shape(cond: dict[str, Any], message: str | None) -> None:
+    for body in (pool_body(), job_body()):
+        errors = crdgen.validate_resource({**body, "status": {"conditions": [cond]}})
+        if message is None:
+            assert errors == []
+        else:
+            assert errors and all(e.startswith("status.conditions[0]") for e in errors), errors
+            assert any(message in e for e in errors), errors
+
+
+def test_condition_types_are_unique_and_written_conditions_validate() -> None:
+    twice = {**pool_body(), "status": {"conditions": [GOOD_CONDITION, {**GOOD_CONDITION, "status": "False"}]}}
+    assert crdgen.validate_resource(twice) == [
+        'status.conditions[1]: Duplicate value: map[string]interface {}{"type":"Ready"}'
+    ]
+    written = status.merge_conditions(
+        [],
+        [
+            status.condition(ConditionType.Ready, True, ConditionReason.Reconciled),
+            status.condition(ConditionType.BudgetExceeded, False, ConditionReason.WithinBudget, "x" * 40000),
+        ],
+        now=status.now_iso(),
+        generation=None,
+    )
+    assert all("observedGeneration" not in c for c in written)  # optional: left out, never null
+    assert len(written[0]["message"]) == 32768
+    assert crdgen.validate_resource({**pool_body(), "status": {"conditions": written}}) == []
+
+
+def _named(body: dict[str, Any], name: str) -> dict[str, Any]:
+    return {**body, "metadata": {**body["metadata"], "name": name}}
+
+
+LENGTH = "<root>: metadata.name must be at most 63 characters"
+DNS = "<root>: metadata.name must be a DNS-1035 label"
+DASHES = "<root>: metadata.name must not contain '--'"
+NAMES = [
+    (pool_body(), "p" * 63, []),
+    (pool_body(), "p" * 64, [LENGTH]),
+    (pool_body(), "x--y", [DASHES]),
+    (pool_body(), "9pool", [DNS]),
+    (pool_body(), "pool-", [DNS]),
+    (pool_body(), "my.pool", [DNS]),
+    (job_body(), "j" * 63, []),
+    (job_body(), "j" * 64, [LENGTH]),
+    (job_body(), "job--2", []),  # a job's objects are JOB-primary: "--" is harmless there
+    (job_body(), "2job", [DNS]),
+]
+
+
+@pytest.mark.parametrize(("body", "name", "expected"), NAMES, ids=[f"{b['kind']}:{n}" for b, n, _ in NAMES])
+def test_names_are_dns_labels_that_fit_label_values(body: dict[str, Any], name: str, expected: list[str]) -> None:
+    errors = crdgen.validate_resource(_named(body, name))
+    assert len(errors) == len(expected) and all(e.startswith(x) for e, x in zip(errors, expected, strict=True)), errors
+    info = crdgen.KINDS[0] if body["kind"] == "SpecialistPool" else crdgen.KINDS[1]
+    rules = _schema(crdgen.KINDS.index(info))["x-kubernetes-validations"]
+    assert [r["rule"] for r in rules if "metadata.name" in r["rule"]][0] == "size(self.metadata.name) <= 63"
+
+
+def test_double_dashes_are_refused_in_specialist_and_pool_references() -> None:
+    assert crdgen.validate_resource(pool_body(names=("a", "y--z"), warm=()))[0].startswith(
+        "spec.specialists[1].name: 'y--z' does not match"
+    )
+    assert crdgen.validate_resource(job_body(pool="x--y"))[0].startswith("spec.poolRef: 'x--y' does not match")
+    assert crdgen.validate_resource(job_body(pool="p" * 63)) == []  # any valid pool name can be referenced
+    with pytest.raises(ValidationError, match="pattern"):
+        SpecialistPoolSpec.model_validate(pool_body(names=("y--z",), warm=())["spec"])
+
+
+def test_operator_refuses_bad_names_the_api_server_let_in() -> None:
+    from swarm.operator.job import parse_job
+    from swarm.operator.pool import parse_pool
+
+    spec, message = parse_pool(_named(pool_body(), "x--y"))
+    assert spec is None and message.startswith("metadata.name must not contain '--'")
+    spec, message = parse_job(_named(job_body(), "j" * 64))
+    assert spec is None and message.startswith("metadata.name must be at most 63 characters")
+    assert parse_pool(pool_body())[0] is not None and parse_job(job_body())[0] is not None
+
+
+IMMUTABLE = "<root>: spec is immutable once the trainer pod exists: delete and re-create the SwarmJob"
+
+
+def test_job_spec_is_immutable_once_its_pod_exists() -> None:
+    rule = next(r for r in _schema(1)["x-kubernetes-validations"] if "oldSelf" in r["rule"])
+    assert rule == {
+        "rule": "!has(oldSelf.status) || !has(oldSelf.status.pods) || size(oldSelf.status.pods) == 0 "
+        "|| self.spec == oldSelf.spec",
+        "message": IMMUTABLE[len("<root>: "):],
+    }
+    running = {**job_body(), "status": {"pods": ["job-primary"], "phase": "Running"}}
+    edited = _with(running, "spec.specialists", ["c"])
+    assert crdgen.validate_resource(edited, old=running) == [IMMUTABLE]
+    assert crdgen.validate_resource(edited) == []  # a create: transition rules do not run
+    for before in (job_body(), {**job_body(), "status": {"phase": "Pending"}}, {**running, "status": {"pods": []}}):
+        assert crdgen.validate_resource(_with(before, "spec.specialists", ["c"]), old=before) == []
+    # A status write keeps the spec; so does an edit that only spells out a default (both sides are defaulted).
+    finished = {**running, "status": {"pods": ["job-primary"], "phase": "Failed"}}
+    assert crdgen.validate_resource(finished, old=running) == []
+    assert crdgen.validate_resource(_with(running, "spec.maxSpecialists", 4), old=running) == []
+    # The rules on metadata.name apply to updates as well.
+    assert crdgen.validate_resource(_named(running, "j" * 64), old=running)[0].startswith(LENGTH)

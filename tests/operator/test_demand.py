@@ -25,6 +25,7 @@ from emulator import (
 from swarm.model_server import demand as demand_module
 from swarm.model_server.demand import DemandPublisher, annotate_requested, is_cold, merged_demand
 from swarm.operator import budget
+from swarm.operator.builders import specialist_object_name
 from swarm.operator.models import DEMAND_ANNOTATION, GROUP, ConditionReason, ConditionType, SpecialistPoolSpec
 from swarm.operator.pool import DEMAND_JOB, Claim, demand_claims, demand_condition, parse_demand, plan
 from swarm.operator.status import find_condition
@@ -33,6 +34,7 @@ NS = "swarm"
 GIB = 1 << 30
 NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 NAMES = {"a", "b", "c", "d"}
+A, B, C = (specialist_object_name("pool", n) for n in "abc")  # the pool fixture's Deployments
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -352,16 +354,16 @@ def test_demand_scales_a_cold_specialist_up_and_idle_back_to_zero(cluster: Emula
     cluster.create(POOLS, pool_body(idleTimeoutSeconds=idle))
     # A resync timer that never fires during this phase: what reacts to the annotation is its own handler.
     with OperatorProcess(cluster, NS, resync=120) as op:
-        wait_for(lambda: _replicas(cluster) == {"pool-a": 1, "pool-b": 0, "pool-c": 0}, what=f"pool\n{op.log()}")
+        wait_for(lambda: _replicas(cluster) == {A: 1, B: 0, C: 0}, what=f"pool\n{op.log()}")
         publisher = DemandPublisher("pool", NS, api_base=cluster.url, token="annotation-token")
         asked = time.time()
         assert publisher.demand(["b"]) == {"b"}
         assert publisher.flush(10) and publisher.published == 1
-        wait_for(lambda: _replicas(cluster)["pool-b"] == 1, timeout=idle - 3, what=f"b scaled up\n{op.log()}")
+        wait_for(lambda: _replicas(cluster)[B] == 1, timeout=idle - 3, what=f"b scaled up\n{op.log()}")
         row = _row(cluster, "b")
         assert (row["state"], row["replicas"], row["requestedBy"]) == ("Active", 1, [DEMAND_JOB])
         assert find_condition(_status(cluster), ConditionType.DemandValid)["status"] == "True"
-        assert _replicas(cluster)["pool-c"] == 0
+        assert _replicas(cluster)[C] == 0
 
         # Malformed demand: ignored with a condition, the operator carries on; b stays up within its idle timeout.
         cluster.patch(POOLS, NS, "pool", {"metadata": {"annotations": {DEMAND_ANNOTATION: "[]"}}})
@@ -372,7 +374,7 @@ def test_demand_scales_a_cold_specialist_up_and_idle_back_to_zero(cluster: Emula
             what=f"DemandValid False\n{op.log()}",
         )
         assert cond["reason"] == ConditionReason.Ignored and "a JSON array" in cond["message"]
-        assert _replicas(cluster)["pool-b"] == 1 and op.proc is not None and op.proc.poll() is None
+        assert _replicas(cluster)[B] == 1 and op.proc is not None and op.proc.poll() is None
         cluster.patch(
             POOLS, NS, "pool", {"metadata": {"annotations": {DEMAND_ANNOTATION: json.dumps({"zz": "x"})}}}
         )
@@ -385,6 +387,6 @@ def test_demand_scales_a_cold_specialist_up_and_idle_back_to_zero(cluster: Emula
 
     # The resync timer (1 s here) brings b back to zero once its demand is older than the idle timeout.
     with OperatorProcess(cluster, NS, resync=1.0) as op:
-        wait_for(lambda: _replicas(cluster)["pool-b"] == 0, timeout=idle + 30, what=f"b back to zero\n{op.log()}")
+        wait_for(lambda: _replicas(cluster)[B] == 0, timeout=idle + 30, what=f"b back to zero\n{op.log()}")
         assert time.time() - asked >= idle - 1  # not before the idle timeout (lastRequested has 1 s resolution)
-        assert _row(cluster, "b")["state"] == "Cold" and _replicas(cluster)["pool-a"] == 1
+        assert _row(cluster, "b")["state"] == "Cold" and _replicas(cluster)[A] == 1

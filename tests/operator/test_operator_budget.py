@@ -10,7 +10,7 @@ from emulator import RTX_4090_TOTAL, pool_body
 
 from swarm.operator import budget
 from swarm.operator.models import SpecialistPoolSpec
-from swarm.operator.pool import Claim, plan
+from swarm.operator.pool import DEMAND_JOB, Claim, plan
 
 MIB, GIB = 1 << 20, 1 << 30
 pytestmark = pytest.mark.timeout(30)
@@ -39,6 +39,34 @@ def test_parse_annotation_nvml_stale_and_garbage() -> None:
     assert budget.parse_gpu_annotation("n", "{not json", now=now) is None
     assert budget.parse_gpu_annotation("n", json.dumps({"source": "unavailable", "gpus": []})) is None
     assert budget.parse_gpu_annotation("n", None) is None
+
+
+MALFORMED_READINGS = [
+    "[]",
+    "null",
+    "42",
+    '"x"',
+    "true",
+    '{"gpus": 5}',
+    '{"gpus": {"index": 0}}',
+    '{"gpus": [{"index": "a"}]}',
+    '{"gpus": [{"index": "a", "total": 1}]}',
+    '{"gpus": [5]}',
+    '{"gpus": [null]}',
+    '{"gpus": [{"index": 0, "total": -1}]}',
+    '{"gpus": [{"index": 0, "total": 1e400}]}',
+    '{"gpus": [{"index": 0, "total": 100, "free": [1]}]}',
+    '{"gpus": [{"index": 0, "total": 100}], "updated": 42}',
+    '{"gpus": [{"index": 0, "total": 100}], "updated": "yesterday"}',
+]
+
+
+@pytest.mark.parametrize("raw", MALFORMED_READINGS)
+def test_malformed_annotation_is_no_reading_and_fallback_applies(raw: str) -> None:
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    assert budget.parse_gpu_annotation("n", raw, now=now) is None
+    gpus = budget.pool_gpus([("n", {"gpu": "4090"}, raw)], {"gpu": "4090"}, (1, 50), now=now)
+    assert [(g.node, g.total, g.source) for g in gpus] == [("n", 50, "fallback")]
 
 
 def test_pool_gpus_selects_nodes_and_falls_back() -> None:
@@ -119,3 +147,62 @@ def test_a_malformed_usage_entry_of_another_pool_is_skipped() -> None:
         {"node": "n1", "index": 1, "bytes": GIB},
     ]}}]
     assert budget.taken_by_others(pools, "mine") == {("n1", 1): GIB}
+
+
+def _states(rows: list[dict]) -> dict[str, tuple[str, int]]:
+    return {r["name"]: (r["state"], r["replicas"]) for r in rows}
+
+
+def test_a_job_claim_is_admitted_whole_or_not_at_all() -> None:
+    spec = SpecialistPoolSpec.model_validate(pool_body(names=("a", "b", "c", "d"), warm=("a",))["spec"])
+    size = budget.resident_bytes(dtype="bfloat16", params=120_000_000)
+    gpus = [budget.Gpu("n", 0, GIB + 3 * size, 0, "nvml")]  # the warm a and two more
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+
+    # One unknown name: the claim holds nothing up (the job stays Pending with UnknownSpecialist).
+    rows, placement = plan(spec, gpus, [Claim("j1", ("b", "nope"), "1")], {}, now)
+    assert set(placement.admitted) == {"a"} and _states(rows)["b"] == ("Cold", 0)
+    assert rows[1]["requestedBy"] == [] and "lastRequested" not in rows[1]
+
+    # j1 needs three and two fit: none of its specialists is admitted; j2, later, still fits; a stays warm.
+    claims = [Claim("j1", ("b", "c", "d"), "1"), Claim("j2", ("d",), "2")]
+    rows, placement = plan(spec, gpus, claims, {}, now)
+    assert set(placement.admitted) == {"a", "d"}
+    assert _states(rows) == {"a": ("Warm", 1), "b": ("OverBudget", 0), "c": ("OverBudget", 0), "d": ("Active", 1)}
+    assert rows[1]["requestedBy"] == ["j1"] and "lastRequested" not in rows[1]  # a denied claim refreshes nothing
+    assert rows[3]["requestedBy"] == ["j1", "j2"] and rows[3]["lastRequested"] == "2025-01-01T00:00:00Z"
+
+    # An earlier claim keeps its specialists; a later one that then does not fit gets none (its b is not taken).
+    claims = [Claim("j0", ("c", "d"), "0"), Claim("j1", ("b", "c"), "1")]
+    rows, placement = plan(spec, gpus, claims, {}, now)
+    assert set(placement.admitted) == {"a", "c", "d"} and _states(rows)["b"] == ("OverBudget", 0)
+    # A name an earlier claim holds costs the later claim nothing: j1 (c, d) fits alongside j0 (c).
+    rows, placement = plan(spec, gpus, [Claim("j0", ("c",), "0"), Claim("j1", ("c", "d"), "1")], {}, now)
+    assert set(placement.admitted) == {"a", "c", "d"}
+
+    # Demand claims stay one specialist each, after every job's claim.
+    demand = [Claim(DEMAND_JOB, ("b",), "2025-01-01T00:00:00Z", demand=True),
+              Claim(DEMAND_JOB, ("c",), "2025-01-01T00:00:00Z", demand=True)]
+    rows, placement = plan(spec, gpus, [Claim("j1", ("b", "c", "d"), "1"), *demand], {}, now)
+    assert set(placement.admitted) == {"a", "b", "c"} and _states(rows)["d"] == ("OverBudget", 0)
+
+
+def test_a_denied_claim_does_not_keep_an_idle_specialist_up_forever() -> None:
+    spec = SpecialistPoolSpec.model_validate(
+        pool_body(names=("a", "b", "c", "d"), warm=("a",), idleTimeoutSeconds=60)["spec"]
+    )
+    size = budget.resident_bytes(dtype="bfloat16", params=120_000_000)
+    gpus = [budget.Gpu("n", 0, GIB + 2 * size, 0, "nvml")]  # a and one more
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    rows, _ = plan(spec, gpus, [Claim("done", ("b",), "0")], {}, now)  # b ran for a job that has finished
+    previous = {r["name"]: r for r in rows}
+    pending = [Claim("j1", ("b", "c"), "1")]  # does not fit
+    rows, placement = plan(spec, gpus, pending, previous, now + timedelta(seconds=30))
+    assert "b" in placement.admitted and rows[1]["lastRequested"] == "2025-01-01T00:00:00Z"  # idle-kept, not renewed
+    rows, placement = plan(spec, gpus, pending, {r["name"]: r for r in rows}, now + timedelta(seconds=61))
+    assert set(placement.admitted) == {"a"} and _states(rows)["b"] == ("OverBudget", 0)
+
+
+def test_place_groups_whole_or_not_at_all() -> None:
+    placed = budget.place_groups([10, 6], [[("a", 7)], [("b", 5), ("c", 5)], [("d", 3)], [("a", 7), ("e", 2)]])
+    assert placed.admitted == {"a": 0, "d": 0, "e": 1} and placed.rejected == ["b", "c"] and placed.used == [10, 2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ def _with_meta(body: dict, uid: str = "uid-1") -> dict:
 
 
 def test_dns_names_are_valid_and_deterministic() -> None:
-    assert builders.specialist_object_name("pool", "a") == "pool-a"
+    assert builders.specialist_object_name("pool", "a") == "pool--a"
     long = builders.dns_name("p" * 60, "specialist")
     assert len(long) == 63 and long == builders.dns_name("p" * 60, "specialist")
     assert builders.dns_name("9lives", "x").startswith("s-9lives")
@@ -36,7 +37,7 @@ def test_specialist_deployment_and_service() -> None:
     spec = SpecialistPoolSpec.model_validate(pool["spec"])
     templates = builders.default_templates()
     dep = builders.specialist_deployment(pool, spec.specialists[1], 0, spec.node_selector, templates["specialist"])
-    assert dep["metadata"]["name"] == "pool-b" and dep["spec"]["replicas"] == 0
+    assert dep["metadata"]["name"] == builders.specialist_object_name("pool", "b") and dep["spec"]["replicas"] == 0
     assert dep["metadata"]["ownerReferences"] == [
         {
             "apiVersion": "swarm.ai/v1alpha1",
@@ -109,13 +110,13 @@ def test_trainer_pod_per_mode(mode: str) -> None:
         "job-uid",
     )
     spec = SwarmJobSpec.model_validate(job["spec"])
-    endpoints = {"b": "pool-b.swarm.svc:50051", "a": "pool-a.swarm.svc:50051"}
+    endpoints = {n: builders.specialist_endpoint("swarm", "pool", n) for n in ("b", "a")}
     pod = builders.trainer_pod(job, spec, endpoints, builders.default_templates()["trainer"])
     container = pod["spec"]["containers"][0]
     # Exactly the CLI's contract, then extraArgs; PARL settings are reserved for the orchestrator, never passed.
     assert container["command"] == [*TRAINER_COMMANDS[mode], "--seed", "7"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["SWARM_SPECIALIST_ENDPOINTS"] == "a=pool-a.swarm.svc:50051,b=pool-b.swarm.svc:50051"
+    assert env["SWARM_SPECIALIST_ENDPOINTS"] == "a=pool--a.swarm.svc:50051,b=pool--b.swarm.svc:50051"
     assert env["SWARM_METRICS_ANNOTATION"] == "swarm.ai/metrics"
     assert {"POD_NAME", "POD_NAMESPACE"} <= env.keys()
     assert pod["spec"]["serviceAccountName"] == "swarm-trainer" and pod["spec"]["automountServiceAccountToken"]
@@ -235,3 +236,33 @@ def test_phase_and_metrics_from_pod() -> None:
     metrics, error = status.metrics_from_pod(bad)
     assert metrics == {} and "ignored swarm.ai/metrics" in error
     assert status.metrics_from_pod({"metadata": {"annotations": {builders.METRICS_ANNOTATION: "{oops"}}})[0] == {}
+
+
+@pytest.mark.parametrize("value", ["1e400", "-1e400", "NaN", "Infinity", "-Infinity"])
+def test_non_finite_metrics_are_dropped_one_by_one(value: str) -> None:
+    raw = f'{{"microF1": 0.9, "throughput": {value}, "criticalSteps": 3}}'
+    metrics, error = status.metrics_from_pod({"metadata": {"annotations": {builders.METRICS_ANNOTATION: raw}}})
+    assert metrics == {"microF1": 0.9, "criticalSteps": 3}
+    assert error == "dropped non-finite values in swarm.ai/metrics: throughput"
+    assert status.metrics_from_pod({"metadata": {"annotations": {builders.METRICS_ANNOTATION: "[1]"}}}) == (
+        {},
+        "ignored swarm.ai/metrics: not a JSON object (a JSON list)",
+    )
+
+
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def test_specialist_object_names_never_collide_and_are_dns_labels() -> None:
+    # With "-" as the separator both pairs named their Deployment and Service x-y-z.
+    assert builders.specialist_object_name("x-y", "z") == "x-y--z"
+    assert builders.specialist_object_name("x", "y-z") == "x--y-z"
+    longest_pool, longest_specialist = "p" + "-q" * 31, "s" * 40  # 63 and 40 characters: the CRDs' limits
+    names = {
+        builders.specialist_object_name(pool, specialist)
+        for pool in (longest_pool, longest_pool[:-2] + "-r", "x", "x-y")
+        for specialist in (longest_specialist, longest_specialist[:-1] + "t", "z", "y-z")
+    }
+    assert len(names) == 16 and all(DNS_1035.match(n) and len(n) <= 63 for n in names), names
+    for job in ("j", "j" * 63, "j-" * 31 + "k"):
+        assert DNS_1035.match(builders.trainer_pod_name(job)) and len(builders.trainer_pod_name(job)) <= 63

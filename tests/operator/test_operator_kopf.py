@@ -22,13 +22,16 @@ from emulator import (
     wait_for,
 )
 
+from swarm.operator import crdgen
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION, resident_bytes
-from swarm.operator.builders import LABEL_MANAGED_BY, MANAGED_BY
+from swarm.operator.builders import LABEL_MANAGED_BY, MANAGED_BY, specialist_object_name, trainer_pod_name
 from swarm.operator.metrics_publisher import publish_metrics
 from swarm.operator.models import GROUP, PREFIX, ConditionReason, ConditionType
 from swarm.operator.status import find_condition
 
 NS = "swarm"
+A, B, C = (specialist_object_name("pool", n) for n in "abc")  # the pool fixture's Deployments and Services
+POD = trainer_pod_name("job")
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -52,8 +55,8 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
             lambda: status(cluster, POOLS, "pool").get("observedGeneration") and status(cluster, POOLS, "pool"),
             what=f"pool status\n{op.log()}",
         )
-        assert replicas(cluster) == {"pool-a": 1, "pool-b": 0, "pool-c": 0}
-        assert sorted(s["metadata"]["name"] for s in cluster.list(SERVICES, NS)) == ["pool-a", "pool-b", "pool-c"]
+        assert replicas(cluster) == {A: 1, B: 0, C: 0}
+        assert sorted(s["metadata"]["name"] for s in cluster.list(SERVICES, NS)) == [A, B, C]
         assert [(s["name"], s["state"]) for s in st["specialists"]] == [("a", "Warm"), ("b", "Cold"), ("c", "Cold")]
         assert st["spawnBudget"] == 3 and st["gpus"] == 1 and st["capacitySource"] == "nvml"
         assert (
@@ -66,18 +69,18 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
             assert obj["metadata"]["ownerReferences"][0]["uid"] == pool_uid
 
         cluster.create(JOBS, job_body(output={"claimName": "swarm-runs"}))
-        pod = wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what="trainer pod")
+        pod = wait_for(lambda: cluster.get(PODS, NS, POD), what="trainer pod")
         assert {"name": "work", "persistentVolumeClaim": {"claimName": "swarm-runs"}} in pod["spec"]["volumes"]
         assert pod["spec"]["containers"][0]["command"] == [
             "swarm", "train", "--data", "/data/sotab", "--run-dir", "/var/lib/swarm/run",
             "--fusion", "weighted_sum", "--max-specialists", "4", "--device", "cuda",
         ]  # fmt: skip
         assert pod["metadata"]["ownerReferences"][0]["uid"] == cluster.get(JOBS, NS, "job")["metadata"]["uid"]
-        assert replicas(cluster)["pool-b"] == 1  # cold specialist scaled from zero for the job
+        assert replicas(cluster)[B] == 1  # cold specialist scaled from zero for the job
         st = wait_for(lambda: status(cluster, JOBS, "job").get("pods") and status(cluster, JOBS, "job"))
         assert st["phase"] == "Pending" and st["specialists"] == ["a", "b"] and st["output"] == "swarm-runs/job"
 
-        cluster.patch(PODS, NS, "job-primary", {"status": {"phase": "Running"}}, status=True)
+        cluster.patch(PODS, NS, POD, {"status": {"phase": "Running"}}, status=True)
         wait_for(lambda: status(cluster, JOBS, "job")["phase"] == "Running", what="Running")
         # What the CLI does at the end of a run, with the trainer pod's environment.
         env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
@@ -88,10 +91,13 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
         assert publish_metrics(published, api_base=cluster.url, token="trainer-token")
         metrics = {"microF1": 0.81, "macroF1": 0.62, "throughput": 950.5, "criticalSteps": 7}
         wait_for(lambda: status(cluster, JOBS, "job").get("metrics") == metrics, what="metrics")
-        cluster.patch(PODS, NS, "job-primary", {"status": {"phase": "Succeeded"}}, status=True)
+        cluster.patch(PODS, NS, POD, {"status": {"phase": "Succeeded"}}, status=True)
         wait_for(lambda: status(cluster, JOBS, "job")["phase"] == "Succeeded", what="Succeeded")
+        # What the operator wrote passes the CRDs' schemas (metav1 conditions, list-maps), as on an API server.
+        assert crdgen.validate_resource(cluster.get(JOBS, NS, "job")) == []
+        assert crdgen.validate_resource(cluster.get(POOLS, NS, "pool")) == []
         # The job no longer claims b; with idleTimeoutSeconds 0 the resync timer scales it back to zero.
-        wait_for(lambda: replicas(cluster)["pool-b"] == 0, what=f"b scaled to zero\n{op.log()}")
+        wait_for(lambda: replicas(cluster)[B] == 0, what=f"b scaled to zero\n{op.log()}")
     assert len(cluster.list(PODS, NS)) == 1
 
 
@@ -106,9 +112,9 @@ def test_missing_pool_sets_condition_then_recovers(cluster: EmulatedCluster, add
         assert st["phase"] == "Pending"
         assert cond(st, ConditionType.PoolReady)["reason"] == ConditionReason.PoolNotFound
         assert "SpecialistPool 'later' not found in namespace 'swarm'" in cond(st, ConditionType.PoolReady)["message"]
-        assert cluster.get(PODS, NS, "job-primary") is None
+        assert cluster.get(PODS, NS, POD) is None
         cluster.create(POOLS, pool_body("later"))
-        wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what=f"pod after pool appears\n{op.log()}")
+        wait_for(lambda: cluster.get(PODS, NS, POD), what=f"pod after pool appears\n{op.log()}")
         wait_for(lambda: cond(status(cluster, JOBS, "job"), ConditionType.PoolReady).get("status") == "True")
         assert op.proc is not None and op.proc.poll() is None  # handled, not crashed
 
@@ -126,7 +132,7 @@ def test_unknown_specialist_and_invalid_pool_are_conditions(cluster: EmulatedClu
         assert (
             cond(st, ConditionType.SpecValid)["reason"] == ConditionReason.InvalidSpec and "checkpoint" in st["message"]
         )
-        assert cluster.get(PODS, NS, "eval-primary") is None
+        assert cluster.get(PODS, NS, trainer_pod_name("eval")) is None
         st = wait_for(
             lambda: cond(status(cluster, POOLS, "bad"), ConditionType.Ready) and status(cluster, POOLS, "bad"),
             what=f"invalid pool\n{op.log()}",
@@ -143,7 +149,7 @@ def test_unknown_specialist_and_invalid_pool_are_conditions(cluster: EmulatedClu
         assert cond(st, ConditionType.SpecialistsGranted)["reason"] == ConditionReason.UnknownSpecialist
         assert "nope" in cond(st, ConditionType.SpecialistsGranted)["message"]
         assert cluster.list(DEPLOYMENTS, NS) and all(
-            d["metadata"]["name"].startswith("pool-") for d in cluster.list(DEPLOYMENTS, NS)
+            d["metadata"]["name"].startswith("pool--") for d in cluster.list(DEPLOYMENTS, NS)
         )
 
 
@@ -156,7 +162,7 @@ def test_restart_mid_reconcile_creates_no_duplicates(cluster: EmulatedCluster, a
         lambda r: (
             r.method == "POST"
             and str(r.url.path).endswith("/deployments")
-            and (r.data or {}).get("metadata", {}).get("name") == "pool-b"
+            and (r.data or {}).get("metadata", {}).get("name") == B
         )
     )
     first = OperatorProcess(cluster, NS).start()
@@ -165,24 +171,24 @@ def test_restart_mid_reconcile_creates_no_duplicates(cluster: EmulatedCluster, a
             lambda r: (
                 r.method == "POST"
                 and str(r.url.path).endswith("/deployments")
-                and r.data["metadata"]["name"] == "pool-b"
+                and r.data["metadata"]["name"] == B
             )
         ),
         what=f"held\n{first.log()}",
     )
-    assert cluster.get(DEPLOYMENTS, NS, "pool-a") is not None and cluster.get(DEPLOYMENTS, NS, "pool-c") is None
+    assert cluster.get(DEPLOYMENTS, NS, A) is not None and cluster.get(DEPLOYMENTS, NS, C) is None
     first.kill()
     release()  # the dead client's request is dropped by the server (aiohttp cancels it on disconnect)
     with OperatorProcess(cluster, NS) as second:
         wait_for(lambda: status(cluster, JOBS, "job").get("pods"), what=f"job after restart\n{second.log()}")
         wait_for(lambda: status(cluster, POOLS, "pool").get("warmCount") == 3, what="pool status")
-        assert replicas(cluster) == {"pool-a": 1, "pool-b": 1, "pool-c": 1}
+        assert replicas(cluster) == {A: 1, B: 1, C: 1}
         assert len(cluster.list(SERVICES, NS)) == 3 and len(cluster.list(PODS, NS)) == 1
         created = [
             r.data["metadata"]["name"]
             for r in cluster.requests(lambda r: r.method == "POST" and str(r.url.path).endswith("/deployments"))
         ]
-        assert created.count("pool-a") == 1  # the second run found it and did not re-create it
+        assert created.count(A) == 1  # the second run found it and did not re-create it
         assert "Traceback" not in second.log()
 
 
@@ -191,13 +197,13 @@ def test_delete_job_runs_finalizer_and_cleans_up(cluster: EmulatedCluster, add_n
     cluster.create(POOLS, pool_body())
     cluster.create(JOBS, job_body(specialists=("c",)))
     with OperatorProcess(cluster, NS) as op:
-        wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what=f"pod\n{op.log()}")
+        wait_for(lambda: cluster.get(PODS, NS, POD), what=f"pod\n{op.log()}")
         assert f"{PREFIX}finalizer" in cluster.get(JOBS, NS, "job")["metadata"]["finalizers"]
-        assert replicas(cluster)["pool-c"] == 1
+        assert replicas(cluster)[C] == 1
         cluster.delete(JOBS, NS, "job")
         wait_for(lambda: cluster.get(JOBS, NS, "job") is None, what=f"job gone\n{op.log()}")
-        assert cluster.get(PODS, NS, "job-primary") is None
-        wait_for(lambda: replicas(cluster)["pool-c"] == 0, what="claim released, c scaled to zero")
+        assert cluster.get(PODS, NS, POD) is None
+        wait_for(lambda: replicas(cluster)[C] == 0, what="claim released, c scaled to zero")
 
 
 def test_shrinking_budget_scales_warm_set_down(cluster: EmulatedCluster, add_node: Any) -> None:
@@ -214,7 +220,7 @@ def test_shrinking_budget_scales_warm_set_down(cluster: EmulatedCluster, add_nod
             lambda: status(cluster, POOLS, "pool").get("warmCount") == 2 and status(cluster, POOLS, "pool"),
             what="warm set shrunk",
         )
-        assert replicas(cluster) == {"pool-a": 1, "pool-b": 1, "pool-c": 0}
+        assert replicas(cluster) == {A: 1, B: 1, C: 0}
         assert (
             cond(st, ConditionType.BudgetExceeded)["status"] == "True"
             and "c" in cond(st, ConditionType.BudgetExceeded)["message"]
@@ -241,7 +247,7 @@ def test_adapt_job_reads_experts_from_disk_and_scales_nothing_up(cluster: Emulat
     cluster.create(POOLS, pool_body())
     cluster.create(JOBS, job_body(mode="adapt", specialists=("b", "c"), domain="commerce"))
     with OperatorProcess(cluster, NS) as op:
-        pod = wait_for(lambda: cluster.get(PODS, NS, "job-primary"), what=f"adapt pod\n{op.log()}")
+        pod = wait_for(lambda: cluster.get(PODS, NS, POD), what=f"adapt pod\n{op.log()}")
         command = pod["spec"]["containers"][0]["command"]
         assert command[:2] == ["swarm", "adapt"] and command[-6:] == [
             "--expert",
@@ -253,7 +259,7 @@ def test_adapt_job_reads_experts_from_disk_and_scales_nothing_up(cluster: Emulat
         ]
         st = wait_for(lambda: status(cluster, JOBS, "job").get("pods") and status(cluster, JOBS, "job"))
         assert st["specialists"] == [] and cond(st, ConditionType.SpecialistsGranted)["status"] == "True"
-        assert replicas(cluster) == {"pool-a": 1, "pool-b": 0, "pool-c": 0}  # only the warm one runs
+        assert replicas(cluster) == {A: 1, B: 0, C: 0}  # only the warm one runs
 
 
 def test_pools_on_the_same_gpu_share_its_memory(cluster: EmulatedCluster, add_node: Any) -> None:
@@ -283,3 +289,33 @@ def test_pools_on_the_same_gpu_share_its_memory(cluster: EmulatedCluster, add_no
         cluster.delete(POOLS, NS, full)
         wait_for(lambda: status(cluster, POOLS, starved).get("warmCount") == 2, what=f"memory released\n{op.log()}")
         assert status(cluster, POOLS, starved)["otherPoolsBytes"] == 0
+
+
+def test_a_re_created_job_never_shows_the_old_pods_phase_or_metrics(cluster: EmulatedCluster, add_node: Any) -> None:
+    add_node()
+    cluster.create(POOLS, pool_body())
+    cluster.create(JOBS, job_body())
+    with OperatorProcess(cluster, NS) as op:
+        wait_for(lambda: cluster.get(PODS, NS, POD), what=f"pod\n{op.log()}")
+    old_uid = cluster.get(JOBS, NS, "job")["metadata"]["uid"]
+    metrics = json.dumps({"microF1": 0.9, "throughput": 12.0})
+    cluster.patch(PODS, NS, POD, {"metadata": {"annotations": {f"{PREFIX}metrics": metrics}}})
+    cluster.patch(PODS, NS, POD, {"status": {"phase": "Succeeded"}}, status=True)
+    # Deleted without cascading while the operator is down: the pod stays (the emulator has no garbage collector).
+    cluster.patch(JOBS, NS, "job", {"metadata": {"finalizers": None}})
+    cluster.delete(JOBS, NS, "job")
+    job_status_write = lambda r: r.method == "PATCH" and str(r.url.path).endswith("/swarmjobs/job/status")  # noqa: E731
+    before = len(cluster.requests(job_status_write))
+    new_uid = cluster.create(JOBS, job_body())["metadata"]["uid"]
+    assert new_uid != old_uid and cluster.get(PODS, NS, POD)["metadata"]["ownerReferences"][0]["uid"] == old_uid
+    with OperatorProcess(cluster, NS) as op:
+        pod = wait_for(
+            lambda: (p := cluster.get(PODS, NS, POD)) and p["metadata"]["ownerReferences"][0]["uid"] == new_uid and p,
+            what=f"a pod of the new job\n{op.log()}",
+        )
+        assert f"{PREFIX}metrics" not in (pod["metadata"].get("annotations") or {})
+        st = wait_for(lambda: status(cluster, JOBS, "job").get("pods") and status(cluster, JOBS, "job"))
+        assert st["phase"] == "Pending" and "metrics" not in st
+        assert cond(st, ConditionType.TrainerPod)["status"] == "True"
+    written = [r.data.get("status") or {} for r in cluster.requests(job_status_write)[before:]]
+    assert written and all(s.get("phase") != "Succeeded" and "metrics" not in s for s in written), written
