@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,13 +61,16 @@ class Gpu:
     total: int
     free: int
     source: str  # "nvml" | "declared" | "fallback"
+    stale: bool = False  # the agent's reading is older than STALE_AFTER_SECONDS: kept, and said so
 
 
 def parse_gpu_annotation(
     node: str, raw: str | None, *, now: datetime | None = None, stale_after: float = STALE_AFTER_SECONDS
 ) -> list[Gpu] | None:
     """GPUs from the agent's annotation; None when absent, malformed (any shape: it is written by hand or by an
-    older agent, so it never raises), stale, or reporting no GPUs."""
+    older agent, so it never raises), or reporting no GPUs. A reading older than `stale_after` is still used, its
+    GPUs marked `stale`: an agent that went quiet must not evict the specialists placed on its node (the pool says
+    so in its CapacityFresh condition)."""
     if not raw:
         return None
     try:
@@ -79,7 +82,7 @@ def parse_gpu_annotation(
         if updated is not None and now is not None:
             age = (now - datetime.fromisoformat(updated)).total_seconds()
             if age > stale_after:
-                return None
+                gpus = [replace(g, stale=True) for g in gpus]
     except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return None
     return gpus or None

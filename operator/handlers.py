@@ -143,9 +143,12 @@ async def specialist_deployment_event(
 
 
 # ---------------------------------------------------------------------------------------------- jobs
+# The resync timer drives backoff, activeDeadlineSeconds and ttlSecondsAfterFinished, and catches a trainer pod
+# deleted while the operator was down.
 @kopf.on.resume(GROUP, VERSION, JOB.plural, id="job-resume")
 @kopf.on.create(GROUP, VERSION, JOB.plural, id="job-create")
 @kopf.on.update(GROUP, VERSION, JOB.plural, field="spec", id="job-update")
+@kopf.timer(GROUP, VERSION, JOB.plural, id="job-resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 async def reconcile_job(
     name: str,
     namespace: str,
@@ -188,6 +191,17 @@ async def delete_job(
 
 
 @kopf.on.event("", "v1", "pods", labels=TRAINER_PODS)
-async def trainer_pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def trainer_pod_event(
+    event: kopf.RawEvent, memo: kopf.Memo, gpu_nodes: kopf.Index, pool_claims: kopf.Index, **_: Any
+) -> None:
+    pod = dict(event["object"])
     if event["type"] in {"ADDED", "MODIFIED"}:
-        await job.sync_from_pod(memo.api, dict(event["object"]))
+        await job.sync_from_pod(memo.api, pod)
+    elif event["type"] == "DELETED":  # gone while its job ran: replaced (backoffLimit) or the job fails
+        namespace = pod["metadata"]["namespace"]
+        name = (pod["metadata"].get("labels") or {}).get(builders.LABEL_JOB)
+        pool_name = (pod["metadata"].get("labels") or {}).get(builders.LABEL_POOL, "")
+        if name:
+            await job.reconcile(
+                memo.api, namespace, name, _nodes(gpu_nodes), _claims(pool_claims, namespace, pool_name), memo.templates
+            )

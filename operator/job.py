@@ -2,8 +2,16 @@
 
 Phase follows the trainer pod (no pod yet: Pending). A missing pool, unknown specialists, or specialists the
 budget cannot admit leave the job Pending with a condition saying why, and `retry` set so the handler retries.
+Once its pod exists the job is admitted for good: a pool change never sends it back to Pending (its claim is
+placed before the warm set, pool.plan).
 A trainer pod belongs to the job whose UID its owner reference carries: a same-named pod of an earlier job (deleted
 without cascading) is deleted, never adopted, and its events never reach the new job's status.
+
+Like a Kubernetes Job: a trainer pod that fails, or is deleted while the job runs, is replaced while `backoffLimit`
+allows (status.failed counts them), else the job is Failed (BackoffLimitExceeded / PodDeleted);
+`activeDeadlineSeconds` after status.startTime the pod is deleted and the job Failed (DeadlineExceeded); a finished
+job is deleted `ttlSecondsAfterFinished` after status.completionTime. The handlers' resync timer drives the clocks
+and catches pod deletions missed while the operator was down.
 """
 
 from __future__ import annotations
@@ -98,19 +106,36 @@ async def reconcile(
     nodes: Iterable[pool.NodeReading],
     claims: Iterable[pool.Claim],
     templates: dict[str, dict[str, Any]],
+    now: datetime | None = None,
 ) -> Outcome:
+    now = now or datetime.now(UTC)
     job = await api.get(JOBS, namespace, name)
-    if job is None or not is_active(job):
-        return Outcome(phase=((job or {}).get("status") or {}).get("phase", "Gone"))
+    if job is None or job["metadata"].get("deletionTimestamp"):
+        return Outcome(phase="Gone")
+    status = job.get("status") or {}
+    if status.get("phase") in TERMINAL:
+        return await _expire(api, job, now)
     spec, message = parse_job(job)
     if spec is None:
         await write_status(
             api,
             job,
-            {"phase": Phase.Failed.value, "message": message},
+            {"phase": Phase.Failed.value, "message": message, "completionTime": now_iso(now)},
             [condition(ConditionType.SpecValid, False, ConditionReason.InvalidSpec, message)],
         )
         return Outcome(Phase.Failed.value)
+
+    existing = await api.get(PODS, namespace, builders.trainer_pod_name(name))
+    if existing is not None and existing["metadata"].get("deletionTimestamp"):
+        return Outcome(status.get("phase", Phase.Pending.value), retry="waiting for the previous trainer pod to go")
+    if existing is not None and owns(job, existing):
+        return await _follow(api, job, spec, existing, now)
+    if existing is None and status.get("pods"):
+        lost = f"trainer pod {status['pods'][0]!r} was deleted while the job ran"
+        outcome = await _replace_or_fail(api, job, spec, lost, ConditionReason.PodDeleted, now)
+        if outcome.phase == Phase.Failed.value:
+            return outcome
+        job = await api.get(JOBS, namespace, name) or job
 
     result = await pool.reconcile(api, namespace, spec.pool_ref, nodes, claims, templates)
     problem = _pool_problem(spec, result)
@@ -127,6 +152,10 @@ async def reconcile(
     endpoints = {} if spec.mode == Mode.adapt else _granted(spec, result, namespace)
     experts = {name: result.models[name] for name in spec.specialists} if spec.mode == Mode.adapt else None
     pod_body = builders.trainer_pod(job, spec, endpoints, templates["trainer"], experts=experts)
+    started = _parse(status.get("startTime")) or now
+    if spec.active_deadline_seconds:  # what is left of it: the kubelet enforces it too
+        left = spec.active_deadline_seconds - int((now - started).total_seconds())
+        pod_body["spec"]["activeDeadlineSeconds"] = max(1, left)
     pod = await api.apply(PODS, pod_body, patch_existing=False)
     if not owns(job, pod):
         # Left by an earlier job of this name (deleted without cascading): its phase and metrics are not ours.
@@ -146,6 +175,7 @@ async def reconcile(
             "specialists": sorted(endpoints),
             "specialistCount": len(endpoints),
             "pods": [pod["metadata"]["name"]],
+            "startTime": now_iso(started),
             "output": f"{spec.output.claim_name}/{builders.output_sub_path(name, spec)}" if spec.output else "",
         },
         [
@@ -162,6 +192,74 @@ async def reconcile(
         ],
     )
     return await sync_from_pod(api, pod, job=await api.get(JOBS, namespace, name))
+
+
+def _parse(stamp: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
+    except ValueError:
+        return None
+
+
+async def _follow(
+    api: Api, job: dict[str, Any], spec: SwarmJobSpec, pod: dict[str, Any], now: datetime
+) -> Outcome:
+    """The job's own pod exists: its phase and metrics into the status, and the deadline enforced."""
+    outcome = await sync_from_pod(api, pod, job=job)
+    started = _parse((job.get("status") or {}).get("startTime"))
+    deadline = spec.active_deadline_seconds
+    if outcome.phase in TERMINAL or not deadline or started is None:
+        return outcome
+    if (now - started).total_seconds() < deadline:
+        return outcome
+    message = f"activeDeadlineSeconds ({deadline}) passed: trainer pod {pod['metadata']['name']!r} stopped"
+    await finish(api, job, Phase.Failed, ConditionReason.DeadlineExceeded, message, now)
+    await api.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
+    return Outcome(Phase.Failed.value)
+
+
+async def finish(
+    api: Api, job: dict[str, Any], phase: Phase, reason: ConditionReason, message: str, now: datetime
+) -> None:
+    """Mark the job terminal (its claim on the pool goes with it)."""
+    await write_status(
+        api,
+        job,
+        {"phase": phase.value, "message": message, "completionTime": now_iso(now)},
+        [condition(ConditionType.Complete, phase == Phase.Succeeded, reason, message)],
+    )
+
+
+async def _replace_or_fail(
+    api: Api, job: dict[str, Any], spec: SwarmJobSpec, why: str, final: ConditionReason, now: datetime
+) -> Outcome:
+    """A trainer pod failed or was lost: count it; replace it while backoffLimit allows, else fail the job."""
+    failed = int((job.get("status") or {}).get("failed") or 0) + 1
+    if failed > spec.backoff_limit:
+        reason = final if spec.backoff_limit == 0 else ConditionReason.BackoffLimitExceeded
+        message = why if spec.backoff_limit == 0 else f"{why}; backoffLimit ({spec.backoff_limit}) reached"
+        await write_status(api, job, {"failed": failed}, [])
+        await finish(api, job, Phase.Failed, reason, message, now)
+        return Outcome(Phase.Failed.value)
+    message = f"{why}; replacing it (retry {failed} of {spec.backoff_limit})"
+    await write_status(
+        api,
+        job,
+        {"phase": Phase.Pending.value, "message": message, "failed": failed, "pods": []},
+        [condition(ConditionType.TrainerPod, False, ConditionReason.Retrying, message)],
+    )
+    return Outcome(Phase.Pending.value, retry=message)
+
+
+async def _expire(api: Api, job: dict[str, Any], now: datetime) -> Outcome:
+    """A finished job: deleted once ttlSecondsAfterFinished has passed since its completionTime."""
+    status = job.get("status") or {}
+    ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
+    done = _parse(status.get("completionTime"))
+    if isinstance(ttl, int) and done is not None and (now - done).total_seconds() >= ttl:
+        await api.delete(JOBS, job["metadata"]["namespace"], job["metadata"]["name"])
+        return Outcome(phase="Gone")
+    return Outcome(phase=status.get("phase", Phase.Failed.value))
 
 
 def _pool_problem(spec: SwarmJobSpec, result: pool.PoolResult) -> tuple[ConditionType, ConditionReason, str] | None:
@@ -196,19 +294,24 @@ def _granted(spec: SwarmJobSpec, result: pool.PoolResult, namespace: str) -> dic
     return {n: builders.specialist_endpoint(namespace, spec.pool_ref, n) for n in names[: spec.max_specialists]}
 
 
-async def sync_from_pod(api: Api, pod: dict[str, Any], job: dict[str, Any] | None = None) -> Outcome:
-    """Copy the trainer pod's phase and metrics annotation into its SwarmJob's status; a pod the job does not own
-    is ignored."""
+async def sync_from_pod(
+    api: Api, pod: dict[str, Any], job: dict[str, Any] | None = None, now: datetime | None = None
+) -> Outcome:
+    """Copy the trainer pod's phase and metrics (its termination message) into its SwarmJob's status; a pod the job
+    does not own is ignored, and so is any pod of a job that has finished. A failed pod is replaced while the job's
+    backoffLimit allows."""
+    now = now or datetime.now(UTC)
     namespace = pod["metadata"]["namespace"]
     job_name = (pod["metadata"].get("labels") or {}).get(builders.LABEL_JOB)
     job = job or (await api.get(JOBS, namespace, job_name) if job_name else None)
     if job is None:
         return Outcome(phase="Gone")
-    if not owns(job, pod):  # an earlier job's pod under this job's name: job.reconcile deletes it
-        return Outcome(phase=(job.get("status") or {}).get("phase", Phase.Pending.value))
+    current = (job.get("status") or {}).get("phase", Phase.Pending.value)
+    if not owns(job, pod) or current in TERMINAL:  # an earlier job's pod (job.reconcile deletes it), or done
+        return Outcome(phase=current)
     phase = phase_from_pod(pod)
     metrics, metrics_error = metrics_from_pod(pod)
-    body: dict[str, Any] = {"phase": phase.value, "message": pod.get("status", {}).get("message", "")}
+    body: dict[str, Any] = {"message": pod.get("status", {}).get("message", "")}
     if metrics:
         body["metrics"] = metrics
     conditions = [
@@ -219,14 +322,36 @@ async def sync_from_pod(api: Api, pod: dict[str, Any], job: dict[str, Any] | Non
             metrics_error or "",
         )
     ]
-    if phase.value in TERMINAL:
+    if phase == Phase.Failed:
+        await write_status(api, job, body, conditions)
+        spec, _ = parse_job(job)
+        why = f"trainer pod {pod['metadata']['name']!r} failed: {_exit_reason(pod)}"
+        if spec is None:
+            await finish(api, job, Phase.Failed, ConditionReason.Failed, why, now)
+            return Outcome(Phase.Failed.value)
+        outcome = await _replace_or_fail(api, job, spec, why, ConditionReason.Failed, now)
+        if outcome.phase != Phase.Failed.value:
+            await api.delete(PODS, namespace, pod["metadata"]["name"])
+        return outcome
+    body["phase"] = phase.value
+    if phase == Phase.Succeeded:
+        body["completionTime"] = now_iso(now)
         conditions.append(
             condition(
                 ConditionType.Complete,
-                phase == Phase.Succeeded,
-                ConditionReason(phase.value),
-                f"trainer pod finished at {now_iso(datetime.now(UTC))}",
+                True,
+                ConditionReason.Succeeded,
+                f"trainer pod finished at {now_iso(now)}",
             )
         )
     await write_status(api, job, body, conditions)
     return Outcome(phase.value)
+
+
+def _exit_reason(pod: dict[str, Any]) -> str:
+    """The container's exit code and reason, or the pod's own reason (e.g. DeadlineExceeded, Evicted)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated")
+        if terminated:
+            return f"exit code {terminated.get('exitCode')} ({terminated.get('reason', 'Error')})"
+    return (pod.get("status") or {}).get("reason") or "unknown reason"

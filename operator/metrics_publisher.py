@@ -39,7 +39,10 @@ def message_value(metrics: dict[str, float | int]) -> dict[str, float | int]:
         target = KEYS.get(key)
         if target is None or isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if not math.isfinite(value):
+        try:
+            if not math.isfinite(value):
+                continue
+        except OverflowError:  # an int beyond any float
             continue
         out[target] = int(value) if target == "criticalSteps" else value
     return out
@@ -64,7 +67,7 @@ def publish_metrics(metrics: dict[str, float | int], *, path: str | os.PathLike[
         return False
     try:
         Path(target).write_text(text)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         log.warning("metrics not published: %s: %s", target, exc)
         return False
     log.info("published metrics to %s: %s", target, value)

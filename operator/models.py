@@ -159,6 +159,7 @@ class ConditionType(StrEnum):
 
     Ready = "Ready"  # pool: spec valid, capacity known, the warm set admitted
     BudgetExceeded = "BudgetExceeded"  # pool: some wanted specialist does not fit the GPU memory budget
+    CapacityFresh = "CapacityFresh"  # pool: every node agent reading it plans with is recent (False: kept, stale)
     DemandValid = "DemandValid"  # pool: its swarm.ai/demand annotation parsed (False: entries ignored)
     SpecValid = "SpecValid"  # job
     PoolReady = "PoolReady"  # job: its SpecialistPool exists and is valid
@@ -175,6 +176,8 @@ class ConditionReason(StrEnum):
     # pool Ready
     NoCapacity = "NoCapacity"
     WarmSetOverBudget = "WarmSetOverBudget"
+    StaleReading = "StaleReading"  # pool CapacityFresh False: a node agent went quiet; its last reading is kept
+    FreshReadings = "FreshReadings"
     WarmSetNotReady = "WarmSetNotReady"  # admitted, but not every warm specialist's pod is ready
     Reconciled = "Reconciled"
     # pool BudgetExceeded
@@ -193,6 +196,10 @@ class ConditionReason(StrEnum):
     Ignored = "Ignored"
     # job TrainerPod
     Created = "Created"
+    Retrying = "Retrying"  # a failed or lost trainer pod is being replaced (backoffLimit)
+    PodDeleted = "PodDeleted"  # job Complete False: its trainer pod was deleted and no retry is left
+    DeadlineExceeded = "DeadlineExceeded"  # job Complete False: activeDeadlineSeconds passed
+    BackoffLimitExceeded = "BackoffLimitExceeded"  # job Complete False: the last allowed trainer pod failed
     ForeignPod = "ForeignPod"  # a pod of the trainer pod's name belongs to another object (an earlier same-named job)
     # job Complete: the trainer pod's terminal phase
     Succeeded = Phase.Succeeded.value
@@ -465,6 +472,27 @@ class SwarmJobSpec(_Model):
         default=None,
         description="Target domain (model_server/domains.yaml) of mode adapt; required there, not used otherwise.",
     )
+    active_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        json_schema_extra={"format": "int64"},
+        description="Like a Job's: seconds from the first trainer pod's start after which a job still running is "
+        "stopped (pod deleted) and marked Failed with reason DeadlineExceeded; also set on the pod.",
+    )
+    backoff_limit: int = Field(
+        default=0,
+        ge=0,
+        le=20,
+        description="Like a Job's: how many times a failed or lost trainer pod is replaced before the job is "
+        "Failed (0: never; a training run rarely fails for a reason that a rerun fixes).",
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        default=None,
+        ge=0,
+        json_schema_extra={"format": "int64"},
+        description="Like a Job's: the finished SwarmJob (and, through its owner reference, its pod) is deleted "
+        "this long after it Succeeded or Failed; unset: kept.",
+    )
     output: OutputVolume | None = Field(
         default=None,
         description="Where the trainer pod writes: run/ (checkpoints; for train, the trained primary in run/model), "
@@ -532,6 +560,9 @@ class SwarmJobStatus(_Model):
         default="", description="CLAIM/SUBPATH holding the trainer's files; empty when they live in an emptyDir."
     )
     metrics: JobMetrics = JobMetrics()
+    start_time: str | None = Field(default=None, description="When the first trainer pod was created (RFC 3339).")
+    completion_time: str | None = Field(default=None, description="When the job Succeeded or Failed (RFC 3339).")
+    failed: int = Field(default=0, ge=0, description="Trainer pods that failed or were lost (see backoffLimit).")
     conditions: list[Condition] = conditions_field()
 
 

@@ -143,6 +143,19 @@ def demand_claims(demand: Mapping[str, datetime], now: datetime, idle_timeout_se
     ]
 
 
+def freshness_condition(gpus: list[budget.Gpu]) -> dict[str, Any]:
+    stale = sorted({g.node for g in gpus if g.stale})
+    if not stale:
+        return condition(ConditionType.CapacityFresh, True, ConditionReason.FreshReadings)
+    return condition(
+        ConditionType.CapacityFresh,
+        False,
+        ConditionReason.StaleReading,
+        f"no node agent reading for over {budget.STALE_AFTER_SECONDS:.0f} s from {', '.join(stale[:_SHOWN])}"
+        f"{' and more' if len(stale) > _SHOWN else ''}: their last readings are kept, nothing is evicted",
+    )
+
+
 def demand_condition(problems: list[str]) -> dict[str, Any]:
     if not problems:
         return condition(ConditionType.DemandValid, True, ConditionReason.Parsed)
@@ -392,6 +405,7 @@ async def _reconcile(
             + (f" (other pools hold {other_pools / budget.MIB:.0f} MiB on these GPUs)" if over and other_pools else ""),
         ),
         demand_condition(demand_problems),
+        freshness_condition(gpus),
     ]
     await _patch_status(api, pool, body, conditions, now)
     return PoolResult(

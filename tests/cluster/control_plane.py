@@ -439,19 +439,30 @@ class ControlPlane:
             raise RuntimeError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
-    def token(self, namespace: str, service_account: str, seconds: int = 7200) -> str:
-        """A bound token of a real ServiceAccount (TokenRequest), so what it does is checked by RBAC."""
+    def token(
+        self, namespace: str, service_account: str, seconds: int = 7200, bound_pod: dict[str, Any] | None = None
+    ) -> str:
+        """A token of a real ServiceAccount (TokenRequest), so what it does is checked by RBAC; bound to
+        `bound_pod` if given, as a kubelet would mount it (the API server then knows the pod's node)."""
+        spec: dict[str, Any] = {"expirationSeconds": seconds}
+        if bound_pod is not None:
+            meta = bound_pod["metadata"]
+            spec["boundObjectRef"] = {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"]}
         doc = self.create(
             "/api/v1",
             f"serviceaccounts/{service_account}/token",
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": seconds}},
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
             namespace,
         )
         return str(doc["status"]["token"])
 
-    def service_account_kubeconfig(self, namespace: str, service_account: str) -> Path:
-        path = self.workdir / f"{namespace}-{service_account}.kubeconfig"
-        config = kubeconfig(self.server, self.pki["ca.crt"], {"token": self.token(namespace, service_account)})
+    def service_account_kubeconfig(
+        self, namespace: str, service_account: str, bound_pod: dict[str, Any] | None = None
+    ) -> Path:
+        suffix = f"-{bound_pod['metadata']['name']}" if bound_pod else ""
+        path = self.workdir / f"{namespace}-{service_account}{suffix}.kubeconfig"
+        token = self.token(namespace, service_account, bound_pod=bound_pod)
+        config = kubeconfig(self.server, self.pki["ca.crt"], {"token": token})
         config["contexts"][0]["context"]["namespace"] = namespace
         path.write_text(yaml.safe_dump(config))
         return path

@@ -7,8 +7,9 @@ metadata.uid / creationTimestamp / resourceVersion / generation (bumped on spec 
 status subresource (status writes only via /status), and fault injection: holding matching requests until
 released (to kill the operator mid-reconcile) and answering 409 Conflict to the next N matching requests.
 Lookups are by key and lists honour equality labelSelectors. Not emulated: garbage collection by owner
-references, controllers (Deployments create no pods; tests set pod phases themselves), admission/CRD validation
-(tests validate CRs with `crdgen.validate_resource`).
+references, controllers (Deployments create no pods and report no readyReplicas; tests set pod phases, container
+termination messages and Deployment status themselves, through the status subresource), the scheduler, the
+kubelet, admission/CRD validation (tests validate CRs with `crdgen.validate_resource`).
 """
 
 from __future__ import annotations

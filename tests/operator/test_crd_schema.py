@@ -100,6 +100,8 @@ BAD = [
     (job_body(specialists=("a", "b", "c", "d", "e")), "spec.maxSpecialists", 4, "spec: more specialists requested"),
     (job_body(), "spec.fusion", "sum", "spec.fusion: 'sum' is not one of"),
     (job_body(), "spec.maxSpecialists", -1, "spec.maxSpecialists: -1 is less than the minimum of 0"),
+    (job_body(), "spec.gpuMemoryBytes", 1048575, "spec.gpuMemoryBytes: 1048575 is less than the minimum of 1048576"),
+    (job_body(), "spec.gpuMemoryBytes", "6Gi", "spec.gpuMemoryBytes: '6Gi' is not of type 'integer'"),
     (job_body(), "spec.poolRef", _DELETE, "spec: 'poolRef' is a required property"),
     (job_body(), "spec.parl", {"lambda1": -0.5}, "spec.parl.lambda1: -0.5 is less than the minimum of 0"),
     (job_body(), "spec.output", {"subPath": "x"}, "spec.output: 'claimName' is a required property"),
@@ -213,6 +215,28 @@ def test_duplicates_are_rejected_as_the_api_server_does() -> None:
         SpecialistPoolSpec.model_validate(pool_body(warm=("a", "a"))["spec"])
     with pytest.raises(ValidationError, match="duplicate names in specialists: b"):
         SwarmJobSpec.model_validate(job_body(specialists=("b", "b"))["spec"])
+
+
+def test_pool_status_rows_carry_placement_and_readiness() -> None:
+    """A specialist's status row: the node and GPU index it is placed on, whether its Deployment reports it ready,
+    and why not (the scheduler's message)."""
+    placed = {
+        "name": "a",
+        "state": "Warm",
+        "replicas": 1,
+        "residentBytes": 1 << 30,
+        "node": "gpu-1",
+        "gpu": 0,
+        "ready": False,
+        "message": "Unschedulable: 0/1 nodes are available: 1 Insufficient swarm.ai/gpu-memory-mib.",
+    }
+    cold = {"name": "b", "state": "Cold", "replicas": 0, "residentBytes": 1 << 30, "ready": False}
+    assert crdgen.validate_resource({**pool_body(), "status": {"specialists": [placed, cold]}}) == []
+    errors = crdgen.validate_resource({**pool_body(), "status": {"specialists": [{**placed, "gpu": -1}]}})
+    assert errors and all(e.startswith("status.specialists[0].gpu") for e in errors), errors
+    errors = crdgen.validate_resource({**pool_body(), "status": {"specialists": [{**placed, "ready": "yes"}]}})
+    assert errors and all(e.startswith("status.specialists[0].ready") for e in errors), errors
+    assert SwarmJobSpec.model_validate(job_body()["spec"]).gpu_memory_bytes == 6 * 1024**3
 
 
 GOOD_CONDITION = {

@@ -360,8 +360,15 @@ def test_demand_scales_a_cold_specialist_up_and_idle_back_to_zero(cluster: Emula
         assert publisher.demand(["b"]) == {"b"}
         assert publisher.flush(10) and publisher.published == 1
         wait_for(lambda: _replicas(cluster)[B] == 1, timeout=idle - 3, what=f"b scaled up\n{op.log()}")
-        row = _row(cluster, "b")
+        # The status is written after the Deployments (and what they report) are read back: wait for it too.
+        row = wait_for(
+            lambda: _row(cluster, "b")["replicas"] == 1 and _row(cluster, "b"),
+            timeout=idle - 3,
+            what=f"b's status row\n{op.log()}",
+        )
         assert (row["state"], row["replicas"], row["requestedBy"]) == ("Active", 1, [DEMAND_JOB])
+        # Placed, pinned to its GPU; not ready: the emulator runs no controller, so no pod reports ready.
+        assert (row["node"], row["gpu"], row["ready"], row["message"]) == ("gpu-1", 0, False, "no pod yet")
         assert find_condition(_status(cluster), ConditionType.DemandValid)["status"] == "True"
         assert _replicas(cluster)[C] == 0
 

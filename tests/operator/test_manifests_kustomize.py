@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from swarm.operator import crdgen
-from swarm.operator.models import GROUP, JOB, POOL
+from swarm.operator.models import GROUP, POOL
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
@@ -39,13 +39,25 @@ def _pod_specs(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
+# Cluster-scoped kinds (kustomize may still stamp its namespace on the admission policy kinds, which it does not
+# know: the API server drops a namespace from a cluster-scoped object).
+CLUSTER_SCOPED = {
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+
+
 def test_every_object_is_well_formed(rendered: list[dict[str, Any]]) -> None:
     kinds = sorted(o["kind"] for o in rendered)
     assert kinds.count("CustomResourceDefinition") == 2 and {"Namespace", "Deployment", "DaemonSet"} <= set(kinds)
     for obj in rendered:
         assert obj.get("apiVersion") and obj.get("kind") and obj.get("metadata", {}).get("name"), obj
         assert obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "swarm", obj["metadata"]
-        if obj["kind"] not in {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}:
+        if obj["kind"] not in CLUSTER_SCOPED:
             assert obj["metadata"]["namespace"] == "swarm", obj["metadata"]
 
 
@@ -62,7 +74,12 @@ def test_workloads_are_non_root_read_only(rendered: list[dict[str, Any]]) -> Non
             assert sc["capabilities"]["drop"] == ["ALL"], name
             assert c["resources"]["limits"]["memory"] and c["resources"]["requests"], name
     for name in ("specialist", "trainer"):
-        assert specs[name]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        # GPU memory is the scheduler's budget (swarm.ai/gpu-memory-mib, added per pod by the operator): no
+        # whole-device nvidia.com/gpu claim, the nvidia RuntimeClass instead, and no API token.
+        resources = specs[name]["containers"][0]["resources"]
+        assert all("nvidia.com/gpu" not in resources[kind] for kind in ("requests", "limits")), name
+        assert specs[name]["runtimeClassName"] == "nvidia", name
+        assert specs[name]["automountServiceAccountToken"] is False, name
     agent = specs["swarm-node-agent"]
     assert agent["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-4090"}
     operator = specs["swarm-operator"]["containers"][0]
@@ -84,9 +101,10 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
     for triples in flat.values():
         assert all("*" not in t for t in triples)
         assert not any(r in {"secrets", "configmaps"} for _, r, _ in triples)
-    assert flat["swarm-node-agent/ClusterRole"] == [("", "nodes", "patch")]
+    # The node agent patches its node's annotation and, in the status, the extended resource it advertises
+    # (narrowed to its own node and those fields by the ValidatingAdmissionPolicy, test below).
+    assert flat["swarm-node-agent/ClusterRole"] == [("", "nodes", "get"), ("", "nodes", "patch"), ("", "nodes/status", "patch")]
     assert flat["swarm-operator-nodes/ClusterRole"] == [("", "nodes", v) for v in ("get", "list", "watch")]
-    assert flat["swarm-trainer/Role"] == [("", "pods", "get"), ("", "pods", "patch")]
     # The annotation API only reads its pool and patches its demand annotation (not the status, no list/watch).
     assert flat["swarm-annotation/Role"] == [(GROUP, POOL.plural, "get"), (GROUP, POOL.plural, "patch")]
     bindings = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "RoleBinding"}
@@ -97,12 +115,51 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
         "swarm-operator/Role",
         "swarm-operator-nodes/ClusterRole",
         "swarm-node-agent/ClusterRole",
-        "swarm-trainer/Role",
         "swarm-annotation/Role",
-    }  # a new role gets its own assertion above
+    }  # a new role gets its own assertion above; trainers have none (metrics go in the termination message)
     operator = flat["swarm-operator/Role"]
     assert ("", "pods", "watch") in operator and ("", "pods", "patch") not in operator
-    assert (GROUP, JOB.plural, "delete") not in operator and ("apps", "deployments", "watch") not in operator
+    assert (GROUP, POOL.plural, "delete") not in operator
+    # Specialist Deployments are watched (readiness, drift); still no pods/status or nodes writes.
+    assert ("apps", "deployments", "watch") in operator
+    assert not any(r in {"pods/status", "nodes", "nodes/status"} for _, r, _ in operator)
+    role_bindings = {o["metadata"]["name"]: o for o in rendered if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}}
+    assert not any(
+        s.get("name") in {"swarm-trainer", "swarm-specialist"} for b in role_bindings.values() for s in b["subjects"]
+    )
+    accounts = {o["metadata"]["name"]: o for o in rendered if o["kind"] == "ServiceAccount"}
+    assert accounts["swarm-trainer"]["automountServiceAccountToken"] is False
+    assert accounts["swarm-specialist"]["automountServiceAccountToken"] is False
+
+
+def test_node_agent_policy_narrows_its_node_patches(rendered: list[dict[str, Any]]) -> None:
+    """manifests/node-agent-policy.yaml: a ValidatingAdmissionPolicy (Deny) on node and node-status updates by the
+    node agent's ServiceAccount, which may change only its own node and there only its annotation and resource."""
+    from swarm.operator.budget import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE
+
+    kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
+    assert "node-agent-policy.yaml" in kustomization["resources"]
+    (policy,) = [o for o in rendered if o["kind"] == "ValidatingAdmissionPolicy"]
+    (binding,) = [o for o in rendered if o["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"] and policy["spec"]["failurePolicy"] == "Fail"
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["apiGroups"] == [""] and sorted(rule["resources"]) == ["nodes", "nodes/status"]
+    assert "UPDATE" in rule["operations"]  # a PATCH is admitted as an UPDATE
+    # It applies to the node agent's ServiceAccount, as rendered (namespace and name).
+    (agent,) = [o for o in rendered if o["kind"] == "DaemonSet" and o["metadata"]["name"] == "swarm-node-agent"]
+    account = agent["spec"]["template"]["spec"]["serviceAccountName"]
+    (match,) = policy["spec"]["matchConditions"]
+    assert f"'system:serviceaccount:{agent['metadata']['namespace']}:{account}'" in match["expression"]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["annotation"] == f"'{GPU_MEMORY_ANNOTATION}'"
+    assert variables["resource"] == f"'{GPU_MEMORY_RESOURCE}'"
+    expressions = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert "authentication.kubernetes.io/node-name" in expressions and "object.metadata.name" in expressions
+    assert "object.spec == oldObject.spec" in expressions
+    for field in ("Annotations", "Capacity", "Allocatable"):
+        assert f"variables.old{field}" in expressions and f"variables.new{field}" in expressions, field
 
 
 def test_samples_validate_against_crds() -> None:

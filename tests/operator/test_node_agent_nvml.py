@@ -114,11 +114,52 @@ def test_this_machine_without_nvml_reports_clearly(caplog: pytest.LogCaptureFixt
     assert json.loads(out.stdout)["source"] == "declared" and "NVML unavailable" in out.stderr
 
 
+def test_capacity_patch_advertises_the_sum_of_the_totals_in_whole_mib() -> None:
+    """The node-status patch of the extended resource swarm.ai/gpu-memory-mib: the GPUs' totals summed, then
+    floored to MiB (never more than the node has); capacity and allocatable alike; None without GPUs."""
+    mib = budget.MIB
+    assert budget.GPU_MEMORY_RESOURCE == "swarm.ai/gpu-memory-mib"
+    doc = node_agent.payload([{"index": i, **RECORDED} for i in range(2)])
+    assert RTX_4090_TOTAL % mib == 0
+    expected = str(2 * RTX_4090_TOTAL // mib)  # 49128
+    assert node_agent.capacity_patch(doc) == {
+        "status": {
+            "capacity": {budget.GPU_MEMORY_RESOURCE: expected},
+            "allocatable": {budget.GPU_MEMORY_RESOURCE: expected},
+        }
+    }
+    # Summed before flooring: two GPUs of 10.5 MiB and 20.75 MiB are 31 MiB (not 10 + 20).
+    odd = {"gpus": [{"index": 0, "total": 10 * mib + mib // 2}, {"index": 1, "total": 20 * mib + 3 * mib // 4}]}
+    assert node_agent.capacity_patch(odd)["status"]["capacity"] == {budget.GPU_MEMORY_RESOURCE: "31"}
+    assert node_agent.capacity_patch({"gpus": [{"index": 0, "total": mib - 1}]})["status"]["allocatable"] == {
+        budget.GPU_MEMORY_RESOURCE: "0"
+    }
+    # A declared reading advertises what is declared; no GPUs (NVML unavailable, nothing declared): no patch.
+    declared = node_agent.collect(FakeNvml(fail_init=True), declared_gpus=3, declared_memory=mib * 100)  # type: ignore[arg-type]
+    assert node_agent.capacity_patch(declared)["status"]["capacity"] == {budget.GPU_MEMORY_RESOURCE: "300"}
+    unavailable = node_agent.collect(FakeNvml(fail_init=True))  # type: ignore[arg-type]
+    assert unavailable["gpus"] == [] and node_agent.capacity_patch(unavailable) is None
+    assert node_agent.capacity_patch({}) is None
+
+
 def test_publishes_node_annotation(cluster: EmulatedCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     cluster.create(NODES, gpu_node("gpu-1"))
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-    asyncio.run(node_agent.run("gpu-1", interval=0, once=True, nvml=FakeNvml()))  # type: ignore[arg-type]
-    raw = cluster.get(NODES, None, "gpu-1")["metadata"]["annotations"][budget.GPU_MEMORY_ANNOTATION]
-    assert json.loads(raw)["gpus"] == [{"index": 0, **RECORDED}]
+    asyncio.run(node_agent.run("gpu-1", interval=0, once=True, nvml=FakeNvml(devices=2)))  # type: ignore[arg-type]
+    node = cluster.get(NODES, None, "gpu-1")
+    raw = node["metadata"]["annotations"][budget.GPU_MEMORY_ANNOTATION]
+    assert json.loads(raw)["gpus"] == [{"index": i, **RECORDED} for i in range(2)]
+    # The node's GPU memory as the extended resource the swarm's GPU pods request, through the status subresource.
+    advertised = {budget.GPU_MEMORY_RESOURCE: str(2 * RTX_4090_TOTAL // budget.MIB)}
+    assert node["status"]["capacity"] == node["status"]["allocatable"] == advertised
+    status_patches = cluster.requests(lambda r: r.method == "PATCH" and r.subresource == "status")
+    assert [str(r.url.path) for r in status_patches] == ["/api/v1/nodes/gpu-1/status"]
+    # NVML gone and nothing declared: the annotation says so, the last advertised capacity stays (placed pods keep
+    # their accounting).
+    asyncio.run(node_agent.run("gpu-1", interval=0, once=True, nvml=FakeNvml(fail_init=True)))  # type: ignore[arg-type]
+    node = cluster.get(NODES, None, "gpu-1")
+    assert json.loads(node["metadata"]["annotations"][budget.GPU_MEMORY_ANNOTATION])["gpus"] == []
+    assert node["status"]["capacity"] == node["status"]["allocatable"] == advertised
+    assert len(cluster.requests(lambda r: r.method == "PATCH" and r.subresource == "status")) == 1
     # A missing node is logged, not fatal.
     asyncio.run(node_agent.run("no-such-node", interval=0, once=True, nvml=FakeNvml()))  # type: ignore[arg-type]

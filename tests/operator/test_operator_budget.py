@@ -35,7 +35,10 @@ def test_parse_annotation_nvml_stale_and_garbage() -> None:
     assert budget.parse_gpu_annotation("n", json.dumps(doc), now=now) == [
         budget.Gpu("n", 0, RTX_4090_TOTAL, 1000, "nvml")
     ]
-    assert budget.parse_gpu_annotation("n", json.dumps(doc), now=now + timedelta(hours=1)) is None
+    # A stale reading is kept (an agent that went quiet must not evict what runs there), marked stale.
+    assert budget.parse_gpu_annotation("n", json.dumps(doc), now=now + timedelta(hours=1)) == [
+        budget.Gpu("n", 0, RTX_4090_TOTAL, 1000, "nvml", stale=True)
+    ]
     assert budget.parse_gpu_annotation("n", "{not json", now=now) is None
     assert budget.parse_gpu_annotation("n", json.dumps({"source": "unavailable", "gpus": []})) is None
     assert budget.parse_gpu_annotation("n", None) is None

@@ -73,8 +73,10 @@ def _parses(group: TyperGroup, command: list[str]) -> Any:
 
 
 def _cpu_only(template: dict[str, Any]) -> dict[str, Any]:
-    """A template without the GPU request (a custom ConfigMap): its pods get `--device cpu`."""
+    """A template without the nvidia RuntimeClass or a GPU request (a custom ConfigMap): its pods get
+    `--device cpu`."""
     template = copy.deepcopy(template)
+    template["spec"].pop("runtimeClassName", None)
     for kind in ("requests", "limits"):
         template["spec"]["containers"][0]["resources"].get(kind, {}).pop(builders.GPU_RESOURCE, None)
     return template

@@ -27,7 +27,14 @@ def _nodes() -> list[tuple[str, dict[str, str], str | None]]:
     return [(meta["name"], meta["labels"], meta["annotations"][GPU_MEMORY_ANNOTATION])]
 
 
-def _trainer_pod(api: FakeApi, job_obj: dict[str, Any], annotations: dict[str, str], phase: str) -> dict[str, Any]:
+def _trainer_pod(api: FakeApi, job_obj: dict[str, Any], message: str | None, phase: str) -> dict[str, Any]:
+    """The job's trainer pod in `phase`; with a `message`, its container has terminated with that termination
+    message (where the trainer's metrics travel)."""
+    pod_status: dict[str, Any] = {"phase": phase}
+    if message is not None:
+        pod_status["containerStatuses"] = [
+            {"name": "trainer", "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": message}}}
+        ]
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -36,10 +43,9 @@ def _trainer_pod(api: FakeApi, job_obj: dict[str, Any], annotations: dict[str, s
             "namespace": NS,
             "labels": builders.trainer_labels(job_obj["metadata"]["name"], job_obj["spec"]["poolRef"]),
             "ownerReferences": [builders.owner_reference(job_obj)],
-            "annotations": annotations,
         },
         "spec": {},
-        "status": {"phase": phase},
+        "status": pod_status,
     }
     return api.put(PODS, pod)
 
@@ -48,11 +54,11 @@ def test_non_finite_metrics_are_dropped_and_the_rest_written() -> None:
     api = FakeApi()
     job_obj = api.put(JOBS, job_body())
     doc = '{"microF1": 0.8, "throughput": 1e400, "macroF1": NaN, "criticalSteps": 3}'
-    pod = _trainer_pod(api, job_obj, {builders.METRICS_ANNOTATION: doc}, "Running")
+    pod = _trainer_pod(api, job_obj, doc, "Succeeded")
     outcome = asyncio.run(job.sync_from_pod(api, pod))  # type: ignore[arg-type]
-    assert outcome.phase == "Running"
+    assert outcome.phase == "Succeeded"
     st = api.peek(JOBS, NS, "job")["status"]
-    assert st["phase"] == "Running" and st["metrics"] == {"microF1": 0.8, "criticalSteps": 3}
+    assert st["phase"] == "Succeeded" and st["metrics"] == {"microF1": 0.8, "criticalSteps": 3}
     metrics_valid = find_condition(st, ConditionType.MetricsValid)
     assert metrics_valid["status"] == "False" and metrics_valid["reason"] == ConditionReason.Ignored
     assert "non-finite" in metrics_valid["message"] and "throughput" in metrics_valid["message"]
@@ -133,7 +139,7 @@ def test_a_re_created_job_never_adopts_the_old_pod() -> None:
     api = FakeApi()
     api.put(POOLS, pool_body())
     old_job = {**job_body(), "metadata": {**job_body()["metadata"], "uid": "old-uid"}}
-    old_pod = _trainer_pod(api, old_job, {builders.METRICS_ANNOTATION: '{"microF1": 0.9}'}, "Succeeded")
+    old_pod = _trainer_pod(api, old_job, '{"microF1": 0.9}', "Succeeded")
     claims = [job.claim_of(api.put(JOBS, job_body()))]  # the new job: another uid
     assert asyncio.run(job.sync_from_pod(api, old_pod)).phase == "Pending"  # type: ignore[arg-type]
     assert api.peek(JOBS, NS, "job").get("status") is None  # nothing written

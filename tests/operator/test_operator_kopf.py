@@ -23,11 +23,23 @@ from emulator import (
 )
 
 from swarm.operator import crdgen
-from swarm.operator.budget import GPU_MEMORY_ANNOTATION, resident_bytes
-from swarm.operator.builders import LABEL_MANAGED_BY, MANAGED_BY, specialist_object_name, trainer_pod_name
+from swarm.operator.budget import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE, mib, resident_bytes
+from swarm.operator.builders import (
+    HOSTNAME_LABEL,
+    LABEL_MANAGED_BY,
+    LABEL_POOL,
+    LABEL_SPECIALIST,
+    MANAGED_BY,
+    TERMINATION_MESSAGE_ENV,
+    TERMINATION_MESSAGE_PATH,
+    VISIBLE_DEVICES_ENV,
+    specialist_labels,
+    specialist_object_name,
+    trainer_pod_name,
+)
 from swarm.operator.metrics_publisher import publish_metrics
 from swarm.operator.models import GROUP, PREFIX, ConditionReason, ConditionType
-from swarm.operator.status import find_condition
+from swarm.operator.status import find_condition, termination_message
 
 NS = "swarm"
 A, B, C = (specialist_object_name("pool", n) for n in "abc")  # the pool fixture's Deployments and Services
@@ -47,6 +59,26 @@ def replicas(cluster: EmulatedCluster) -> dict[str, int]:
     return {d["metadata"]["name"]: d["spec"]["replicas"] for d in cluster.list(DEPLOYMENTS, NS)}
 
 
+def row(obj_status: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(r for r in obj_status.get("specialists", []) if r["name"] == name)
+
+
+def set_ready(cluster: EmulatedCluster, deployment: str, ready: int = 1) -> None:
+    """What the Deployment controller reports (the emulator runs none): `ready` of its replicas are ready."""
+    cluster.patch(DEPLOYMENTS, NS, deployment, {"status": {"replicas": ready, "readyReplicas": ready}}, status=True)
+
+
+def terminated(cluster: EmulatedCluster, pod: dict[str, Any], phase: str, message: str | None) -> None:
+    """What the kubelet reports when the trainer's container exits: the phase, and the content of its
+    terminationMessagePath file as the container's termination message."""
+    state: dict[str, Any] = {"exitCode": 0 if phase == "Succeeded" else 1, "reason": "Completed"}
+    if message is not None:
+        state["message"] = message
+    container = pod["spec"]["containers"][0]["name"]
+    body = {"phase": phase, "containerStatuses": [{"name": container, "state": {"terminated": state}}]}
+    cluster.patch(PODS, NS, pod["metadata"]["name"], {"status": body}, status=True)
+
+
 def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     add_node()
     cluster.create(POOLS, pool_body())
@@ -59,14 +91,48 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
         assert sorted(s["metadata"]["name"] for s in cluster.list(SERVICES, NS)) == [A, B, C]
         assert [(s["name"], s["state"]) for s in st["specialists"]] == [("a", "Warm"), ("b", "Cold"), ("c", "Cold")]
         assert st["spawnBudget"] == 3 and st["gpus"] == 1 and st["capacitySource"] == "nvml"
-        assert (
-            cond(st, ConditionType.Ready)["status"] == "True"
-            and cond(st, ConditionType.BudgetExceeded)["status"] == "False"
-        )
+        assert cond(st, ConditionType.BudgetExceeded)["status"] == "False"
+        # a is placed on gpu-1's GPU 0 but not ready: no controller runs here, so no pod exists yet.
+        assert {k: row(st, "a")[k] for k in ("node", "gpu", "ready", "message")} == {
+            "node": "gpu-1",
+            "gpu": 0,
+            "ready": False,
+            "message": "no pod yet",
+        }
+        assert row(st, "b")["ready"] is False and "node" not in row(st, "b") and "message" not in row(st, "b")
+        ready = cond(st, ConditionType.Ready)
+        assert (ready["status"], ready["reason"]) == ("False", ConditionReason.WarmSetNotReady)
+        assert ready["message"] == "waiting for warm specialists: a (no pod yet)"
         pool_uid = cluster.get(POOLS, NS, "pool")["metadata"]["uid"]
         for obj in cluster.list(DEPLOYMENTS, NS) + cluster.list(SERVICES, NS):
             assert obj["metadata"]["labels"][LABEL_MANAGED_BY] == MANAGED_BY
             assert obj["metadata"]["ownerReferences"][0]["uid"] == pool_uid
+        # Each specialist requests its resident MiB of the scheduler's GPU-memory resource; the placed one is pinned
+        # to its node and GPU, a cold one nowhere.
+        size = str(mib(resident_bytes(dtype="bfloat16", params=PARAMS_120M)))
+        for name, pinned in ((A, True), (B, False)):
+            pod_spec = cluster.get(DEPLOYMENTS, NS, name)["spec"]["template"]["spec"]
+            container = pod_spec["containers"][0]
+            assert container["resources"]["requests"][GPU_MEMORY_RESOURCE] == size, name
+            assert container["resources"]["limits"][GPU_MEMORY_RESOURCE] == size, name
+            assert pod_spec["runtimeClassName"] == "nvidia" and pod_spec["automountServiceAccountToken"] is False
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert (pod_spec["nodeSelector"].get(HOSTNAME_LABEL), env.get(VISIBLE_DEVICES_ENV)) == (
+                ("gpu-1", "0") if pinned else (None, None)
+            ), name
+
+        # The Deployment controller reports a ready: the pool is Ready.
+        set_ready(cluster, A)
+        st = wait_for(
+            lambda: (
+                cond(status(cluster, POOLS, "pool"), ConditionType.Ready).get("status") == "True"
+                and status(cluster, POOLS, "pool")
+            ),
+            what=f"pool Ready\n{op.log()}",
+        )
+        assert cond(st, ConditionType.Ready)["reason"] == ConditionReason.Reconciled
+        assert cond(st, ConditionType.Ready)["message"] == "1 specialist(s) ready on 1 GPU(s)"
+        assert row(st, "a")["ready"] is True and "message" not in row(st, "a")
 
         cluster.create(JOBS, job_body(output={"claimName": "swarm-runs"}))
         pod = wait_for(lambda: cluster.get(PODS, NS, POD), what="trainer pod")
@@ -76,23 +142,37 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
             "--fusion", "weighted_sum", "--max-specialists", "4", "--device", "cuda",
         ]  # fmt: skip
         assert pod["metadata"]["ownerReferences"][0]["uid"] == cluster.get(JOBS, NS, "job")["metadata"]["uid"]
+        # The primary's GPU memory (gpuMemoryBytes, 6 GiB by default) counts in the scheduler's budget too.
+        resources = pod["spec"]["containers"][0]["resources"]
+        assert resources["requests"][GPU_MEMORY_RESOURCE] == resources["limits"][GPU_MEMORY_RESOURCE] == "6144"
+        assert pod["spec"]["automountServiceAccountToken"] is False  # no token: nothing to call the API with
         assert replicas(cluster)[B] == 1  # cold specialist scaled from zero for the job
         st = wait_for(lambda: status(cluster, JOBS, "job").get("pods") and status(cluster, JOBS, "job"))
         assert st["phase"] == "Pending" and st["specialists"] == ["a", "b"] and st["output"] == "swarm-runs/job"
 
         cluster.patch(PODS, NS, POD, {"status": {"phase": "Running"}}, status=True)
         wait_for(lambda: status(cluster, JOBS, "job")["phase"] == "Running", what="Running")
-        # What the CLI does at the end of a run, with the trainer pod's environment.
-        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-        monkeypatch.setenv("POD_NAME", pod["metadata"]["name"])
-        monkeypatch.setenv("POD_NAMESPACE", pod["metadata"]["namespace"])
-        monkeypatch.setenv("SWARM_METRICS_ANNOTATION", env["SWARM_METRICS_ANNOTATION"])
+        assert "metrics" not in status(cluster, JOBS, "job")
+        # What the CLI does at the end of a run, with the trainer pod's environment: it writes the metrics to the
+        # container's termination message file (here a file of the test's, in place of /dev/termination-log).
+        container = pod["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env[TERMINATION_MESSAGE_ENV] == container["terminationMessagePath"] == TERMINATION_MESSAGE_PATH
+        assert container["terminationMessagePolicy"] == "File"
+        message_file = cluster.workdir / "termination-log"
+        monkeypatch.setenv(TERMINATION_MESSAGE_ENV, str(message_file))
         published = {"micro_f1": 0.81, "macro_f1": 0.62, "throughput": 950.5, "critical_steps": 7}
-        assert publish_metrics(published, api_base=cluster.url, token="trainer-token")
+        pod_writes = len(cluster.requests(lambda r: r.method == "PATCH" and "/pods/" in str(r.url.path)))
+        assert publish_metrics(published)
+        assert len(cluster.requests(lambda r: r.method == "PATCH" and "/pods/" in str(r.url.path))) == pod_writes
+        # The kubelet reports the file's content when the container exits.
+        terminated(cluster, pod, "Succeeded", message_file.read_text())
         metrics = {"microF1": 0.81, "macroF1": 0.62, "throughput": 950.5, "criticalSteps": 7}
-        wait_for(lambda: status(cluster, JOBS, "job").get("metrics") == metrics, what="metrics")
-        cluster.patch(PODS, NS, POD, {"status": {"phase": "Succeeded"}}, status=True)
-        wait_for(lambda: status(cluster, JOBS, "job")["phase"] == "Succeeded", what="Succeeded")
+        st = wait_for(
+            lambda: status(cluster, JOBS, "job").get("metrics") == metrics and status(cluster, JOBS, "job"),
+            what=f"metrics\n{op.log()}",
+        )
+        assert st["phase"] == "Succeeded" and cond(st, ConditionType.MetricsValid)["status"] == "True"
         # What the operator wrote passes the CRDs' schemas (metav1 conditions, list-maps), as on an API server.
         assert crdgen.validate_resource(cluster.get(JOBS, NS, "job")) == []
         assert crdgen.validate_resource(cluster.get(POOLS, NS, "pool")) == []
@@ -298,9 +378,8 @@ def test_a_re_created_job_never_shows_the_old_pods_phase_or_metrics(cluster: Emu
     with OperatorProcess(cluster, NS) as op:
         wait_for(lambda: cluster.get(PODS, NS, POD), what=f"pod\n{op.log()}")
     old_uid = cluster.get(JOBS, NS, "job")["metadata"]["uid"]
-    metrics = json.dumps({"microF1": 0.9, "throughput": 12.0})
-    cluster.patch(PODS, NS, POD, {"metadata": {"annotations": {f"{PREFIX}metrics": metrics}}})
-    cluster.patch(PODS, NS, POD, {"status": {"phase": "Succeeded"}}, status=True)
+    terminated(cluster, cluster.get(PODS, NS, POD), "Succeeded", json.dumps({"microF1": 0.9, "throughput": 12.0}))
+    assert termination_message(cluster.get(PODS, NS, POD))
     # Deleted without cascading while the operator is down: the pod stays (the emulator has no garbage collector).
     cluster.patch(JOBS, NS, "job", {"metadata": {"finalizers": None}})
     cluster.delete(JOBS, NS, "job")
@@ -313,9 +392,88 @@ def test_a_re_created_job_never_shows_the_old_pods_phase_or_metrics(cluster: Emu
             lambda: (p := cluster.get(PODS, NS, POD)) and p["metadata"]["ownerReferences"][0]["uid"] == new_uid and p,
             what=f"a pod of the new job\n{op.log()}",
         )
-        assert f"{PREFIX}metrics" not in (pod["metadata"].get("annotations") or {})
+        assert termination_message(pod) is None and (pod.get("status") or {}).get("phase") != "Succeeded"
         st = wait_for(lambda: status(cluster, JOBS, "job").get("pods") and status(cluster, JOBS, "job"))
         assert st["phase"] == "Pending" and "metrics" not in st
         assert cond(st, ConditionType.TrainerPod)["status"] == "True"
     written = [r.data.get("status") or {} for r in cluster.requests(job_status_write)[before:]]
     assert written and all(s.get("phase") != "Succeeded" and "metrics" not in s for s in written), written
+
+
+def test_specialist_deployment_events_reconcile_the_pool(cluster: EmulatedCluster, add_node: Any) -> None:
+    """A specialist Deployment's event (its readyReplicas, as the controller reports them) reconciles its pool at
+    once, without waiting for the resync timer; a warm specialist that cannot be scheduled keeps the pool not
+    Ready, with the scheduler's reason."""
+    add_node()
+    cluster.create(POOLS, pool_body(warm=("a", "b")))
+    # A resync timer that never fires during this test: what reacts is the Deployment event handler.
+    with OperatorProcess(cluster, NS, resync=600) as op:
+        st = wait_for(
+            lambda: status(cluster, POOLS, "pool").get("warmCount") == 2 and status(cluster, POOLS, "pool"),
+            what=f"pool status\n{op.log()}",
+        )
+        assert cond(st, ConditionType.Ready)["reason"] == ConditionReason.WarmSetNotReady
+        # b's pod, as the scheduler leaves it when another namespace's pods hold the node's GPU memory.
+        reason = "0/1 nodes are available: 1 Insufficient swarm.ai/gpu-memory-mib."
+        cluster.create(
+            PODS,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"{B}-7d9f-x2", "namespace": NS, "labels": specialist_labels("pool", "b")},
+                "spec": {"containers": [{"name": "specialist", "image": "swarm"}]},
+            },
+        )
+        cluster.patch(
+            PODS,
+            NS,
+            f"{B}-7d9f-x2",
+            {
+                "status": {
+                    "phase": "Pending",
+                    "conditions": [
+                        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason}
+                    ],
+                }
+            },
+            status=True,
+        )
+        set_ready(cluster, A)
+        st = wait_for(
+            lambda: row(status(cluster, POOLS, "pool"), "a")["ready"] and status(cluster, POOLS, "pool"),
+            timeout=15,
+            what=f"a ready, from its Deployment's event\n{op.log()}",
+        )
+        assert row(st, "b")["ready"] is False and row(st, "b")["message"] == f"Unschedulable: {reason}"
+        ready = cond(st, ConditionType.Ready)
+        assert (ready["status"], ready["reason"]) == ("False", ConditionReason.WarmSetNotReady)
+        assert ready["message"] == f"waiting for warm specialists: b (Unschedulable: {reason})"
+
+        set_ready(cluster, B)
+        st = wait_for(
+            lambda: (
+                cond(status(cluster, POOLS, "pool"), ConditionType.Ready).get("status") == "True"
+                and status(cluster, POOLS, "pool")
+            ),
+            timeout=15,
+            what=f"pool Ready\n{op.log()}",
+        )
+        assert cond(st, ConditionType.Ready)["message"] == "2 specialist(s) ready on 1 GPU(s)"
+        assert all(row(st, n)["ready"] for n in ("a", "b")) and not row(st, "c")["ready"]
+
+        # A Deployment deleted by hand: its event re-creates it (not ready: a fresh Deployment reports nothing).
+        cluster.delete(DEPLOYMENTS, NS, A)
+        dep = wait_for(lambda: cluster.get(DEPLOYMENTS, NS, A), timeout=15, what=f"a re-created\n{op.log()}")
+        assert dep["spec"]["replicas"] == 1
+        assert dep["metadata"]["labels"][LABEL_POOL] == "pool" and dep["metadata"]["labels"][LABEL_SPECIALIST] == "a"
+        wait_for(
+            lambda: (
+                cond(status(cluster, POOLS, "pool"), ConditionType.Ready).get("reason")
+                == ConditionReason.WarmSetNotReady
+            ),
+            timeout=15,
+            what=f"a not ready again\n{op.log()}",
+        )
+        # None of it came from the resync timer.
+        assert "pool-resync" not in op.log()
+        assert "Traceback" not in op.log()

@@ -1,0 +1,347 @@
+"""The operator's lifecycle defects, each on the real control plane (issue #12, part 3), and the Job-like fields."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import yaml
+from control_plane import EXIT_CODE_ANNOTATION, TERMINATION_MESSAGE_ANNOTATION, ControlPlane
+from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node
+from test_real_cluster import (
+    SPECIALIST_PODS,
+    TRAINER_PODS,
+    job_status,
+    pods,
+    pool_status,
+    ready_condition,
+    running,
+    sample,
+)
+
+from swarm.operator import builders
+from swarm.operator.budget import GPU_MEMORY_ANNOTATION
+from swarm.operator.models import ConditionReason, ConditionType
+from swarm.operator.status import find_condition
+
+pytestmark = pytest.mark.timeout(240)
+JOB = "sotab-train"
+
+
+def replicas(plane: ControlPlane) -> dict[str, int]:
+    return {
+        d["metadata"]["labels"][builders.LABEL_SPECIALIST]: d["spec"]["replicas"]
+        for d in plane.list(APPS, "deployments", NS)
+    }
+
+
+def start_job(plane: ControlPlane, op: OperatorProcess, **job: Any) -> dict[str, Any]:
+    """Node, sample pool (idle specialists go at once) and sample job; returns the running trainer pod."""
+    gpu_node(plane, "gpu-1")
+    apply_sample(plane, "specialistpool.yaml", idleTimeoutSeconds=0)
+    apply_sample(plane, "swarmjob.yaml", **job)
+    plane.wait_for(lambda: job_status(plane, JOB).get("phase") == "Running", what=f"job Running\n{op.log()}")
+    return running(plane, TRAINER_PODS)[0]
+
+
+def finish_pod(plane: ControlPlane, pod: dict[str, Any], code: int, message: str = "") -> None:
+    annotations = {EXIT_CODE_ANNOTATION: str(code), TERMINATION_MESSAGE_ANNOTATION: message}
+    plane.patch(CORE, "pods", pod["metadata"]["name"], {"metadata": {"annotations": annotations}}, NS)
+
+
+def reading(updated: datetime) -> str:
+    total = 25757220864
+    gpus = [{"index": 0, "total": total, "free": total}]
+    return json.dumps({"source": "nvml", "updated": updated.isoformat(), "gpus": gpus})
+
+
+def annotate_node(plane: ControlPlane, node: str, value: str) -> None:
+    plane.patch(CORE, "nodes", node, {"metadata": {"annotations": {GPU_MEMORY_ANNOTATION: value}}})
+
+
+# ---------------------------------------------------------------------------------------------- 1, 8
+def test_a_stale_reading_keeps_the_placement_and_says_so(cluster: ControlPlane, operator: OperatorProcess) -> None:
+    gpu_node(cluster, "gpu-1")
+    annotate_node(cluster, "gpu-1", reading(datetime.now(UTC)))
+    pool = sample("specialistpool.yaml")
+    del pool["spec"]["fallbackCapacity"]  # only the agent's reading gives capacity
+    cluster.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(pool))
+    cluster.wait_for(lambda: ready_condition(pool_status(cluster)).get("status") == "True", what="pool Ready")
+    annotate_node(cluster, "gpu-1", reading(datetime.now(UTC) - timedelta(seconds=900)))
+    fresh = cluster.wait_for(
+        lambda: (c := find_condition(pool_status(cluster), ConditionType.CapacityFresh)).get("status") == "False"
+        and c,
+        what=f"CapacityFresh False\n{operator.log()}",
+    )
+    assert fresh["reason"] == ConditionReason.StaleReading and "gpu-1" in fresh["message"]
+    assert replicas(cluster) == {"geographic": 1, "temporal": 1, "numeric": 0, "people": 0, "commerce": 0}
+    assert ready_condition(pool_status(cluster))["status"] == "True"
+    assert len(running(cluster, SPECIALIST_PODS)) == 2
+
+
+@pytest.mark.parametrize("value", ["[]", "null", "42", '"x"', '{"gpus": 5}', '{"gpus": [{"index": "a"}]}'])
+def test_a_malformed_reading_is_no_reading(cluster: ControlPlane, operator: OperatorProcess, value: str) -> None:
+    gpu_node(cluster, "gpu-1")
+    annotate_node(cluster, "gpu-1", value)
+    apply_sample(cluster, "specialistpool.yaml")
+    status = cluster.wait_for(
+        lambda: (s := pool_status(cluster)) and ready_condition(s).get("status") == "True" and s,
+        what=f"pool Ready on its fallback capacity\n{operator.log()}",
+    )
+    assert status["capacitySource"] == "fallback"
+    assert "Traceback" not in operator.log()
+
+
+# ---------------------------------------------------------------------------------------------- 2, backoffLimit
+def test_a_trainer_pod_deleted_while_running_fails_the_job_and_frees_its_specialists(
+    cluster: ControlPlane, operator: OperatorProcess
+) -> None:
+    pod = start_job(cluster, operator)
+    assert replicas(cluster)["people"] == 1
+    cluster.delete(CORE, "pods", pod["metadata"]["name"], NS, gracePeriodSeconds=0)
+    status = cluster.wait_for(
+        lambda: (s := job_status(cluster, JOB)).get("phase") == "Failed" and s, what=f"job Failed\n{operator.log()}"
+    )
+    assert find_condition(status, ConditionType.Complete)["reason"] == ConditionReason.PodDeleted
+    assert status["failed"] == 1 and status["completionTime"]
+    cluster.wait_for(lambda: replicas(cluster)["people"] == 0, what="the job's specialist scaled back to zero")
+
+
+def test_backoff_limit_replaces_a_lost_and_then_a_failed_trainer_pod(
+    cluster: ControlPlane, operator: OperatorProcess
+) -> None:
+    first = start_job(cluster, operator, backoffLimit=2)
+    cluster.delete(CORE, "pods", first["metadata"]["name"], NS, gracePeriodSeconds=0)
+    second = cluster.wait_for(
+        lambda: [p for p in running(cluster, TRAINER_PODS) if p["metadata"]["uid"] != first["metadata"]["uid"]],
+        what=f"a replacement trainer pod\n{operator.log()}",
+    )[0]
+    cluster.wait_for(lambda: job_status(cluster, JOB).get("phase") == "Running", what="Running again")
+    finish_pod(cluster, second, 3)
+    third = cluster.wait_for(
+        lambda: [p for p in running(cluster, TRAINER_PODS) if p["metadata"]["uid"] != second["metadata"]["uid"]],
+        what=f"a replacement for the failed pod\n{operator.log()}",
+    )[0]
+    assert job_status(cluster, JOB)["failed"] == 2
+    finish_pod(cluster, third, 1)
+    status = cluster.wait_for(lambda: (s := job_status(cluster, JOB)).get("phase") == "Failed" and s, what="Failed")
+    complete = find_condition(status, ConditionType.Complete)
+    assert complete["reason"] == ConditionReason.BackoffLimitExceeded and "exit code 1" in complete["message"]
+    assert status["failed"] == 3
+
+
+# ---------------------------------------------------------------------------------------------- 3
+def test_trainers_get_no_token_and_the_node_agent_only_its_own_node(cluster: ControlPlane) -> None:
+    def can(verb: str, resource: str, who: str) -> bool:
+        result = cluster.kubectl("auth", "can-i", verb, resource, "-n", NS, f"--as=system:serviceaccount:{NS}:{who}",
+                                 check=False)  # fmt: skip
+        return result.stdout.strip() == "yes"
+
+    assert not can("patch", "pods", "swarm-trainer") and not can("get", "pods", "swarm-trainer")
+    assert not can("create", "pods", "swarm-specialist")
+    assert can("patch", "nodes", "swarm-node-agent") and not can("get", "secrets", "swarm-node-agent")
+    cluster.kubectl("apply", "-f", str(cluster_policy()))
+    gpu_node(cluster, "gpu-1")
+    gpu_node(cluster, "gpu-2")
+    agent = cluster.create(
+        CORE,
+        "pods",
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "node-agent-gpu-1"},
+            "spec": {
+                "serviceAccountName": "swarm-node-agent",
+                "nodeName": "gpu-1",
+                "tolerations": [{"operator": "Exists"}],
+                "securityContext": {
+                    "runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [{"name": "agent", "image": "agent", "securityContext": {
+                    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
+            },
+        },
+        NS,
+    )  # fmt: skip
+    kubeconfig = cluster.service_account_kubeconfig(NS, "swarm-node-agent", bound_pod=agent)
+
+    def agent_patch(node: str, patch: dict[str, Any], *extra: str) -> Any:
+        return cluster.kubectl(
+            "patch", "node", node, "--type=merge", "-p", json.dumps(patch), *extra, kubeconfig=kubeconfig, check=False
+        )
+
+    mine = agent_patch("gpu-1", {"metadata": {"annotations": {GPU_MEMORY_ANNOTATION: reading(datetime.now(UTC))}}})
+    assert mine.returncode == 0, mine.stderr
+    capacity = {"status": {"capacity": {"swarm.ai/gpu-memory-mib": "20000"}}}
+    mine = agent_patch("gpu-1", capacity, "--subresource=status")
+    assert mine.returncode == 0, mine.stderr
+    other = agent_patch("gpu-2", {"metadata": {"annotations": {GPU_MEMORY_ANNOTATION: "{}"}}})
+    assert other.returncode != 0 and "only the node its pod runs on" in other.stderr
+    label = agent_patch("gpu-1", {"metadata": {"labels": {"nvidia.com/gpu.product": "H100"}}})
+    assert label.returncode != 0 and "spec or labels" in label.stderr
+    gpus = agent_patch("gpu-1", {"status": {"capacity": {"nvidia.com/gpu": "8"}}}, "--subresource=status")
+    assert gpus.returncode != 0 and "gpu-memory-mib" in gpus.stderr
+
+
+def cluster_policy() -> Any:
+    from control_plane import REPO
+
+    return REPO / "manifests" / "node-agent-policy.yaml"
+
+
+# ---------------------------------------------------------------------------------------------- 4, 5
+def test_a_running_jobs_spec_is_immutable(cluster: ControlPlane, operator: OperatorProcess) -> None:
+    start_job(cluster, operator)
+    result = cluster.kubectl(
+        "patch", "swarmjob", JOB, "-n", NS, "--type=merge", "-p", '{"spec": {"specialists": ["numeric"]}}',
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "spec is immutable once the trainer pod exists" in result.stderr
+
+
+def test_a_pool_change_never_evicts_a_running_jobs_specialist(
+    cluster: ControlPlane, operator: OperatorProcess
+) -> None:
+    start_job(cluster, operator)
+    # Shrink the budget so that only the two warm specialists (or the job's) would fit: 1.4 GiB left per GPU.
+    reserve = 25757220864 - 1500 * 1024**2
+    cluster.kubectl(
+        "patch", "specialistpool", "sotab", "-n", NS, "--type=merge", "-p",
+        json.dumps({"spec": {"memoryReservePerGpu": reserve}}),
+    )  # fmt: skip
+    cluster.wait_for(
+        lambda: pool_status(cluster).get("observedGeneration") == 2, what=f"pool re-planned\n{operator.log()}"
+    )
+    assert replicas(cluster)["people"] == 1
+    assert job_status(cluster, JOB)["phase"] == "Running"
+    rows = {r["name"]: r for r in pool_status(cluster)["specialists"]}
+    assert rows["people"]["replicas"] == 1 and rows["people"]["requestedBy"] == [JOB]
+
+
+# ---------------------------------------------------------------------------------------------- 6
+def test_a_re_created_job_never_adopts_the_old_pod(cluster: ControlPlane, operator: OperatorProcess) -> None:
+    old = start_job(cluster, operator)
+    finish_pod(cluster, old, 0, json.dumps({"microF1": 0.9}))
+    cluster.wait_for(lambda: job_status(cluster, JOB).get("phase") == "Succeeded", what="first run Succeeded")
+    operator.stop()
+    cluster.patch(SWARM, "swarmjobs", JOB, {"metadata": {"finalizers": None}}, NS)
+    cluster.kubectl("delete", "swarmjob", JOB, "-n", NS, "--cascade=orphan")
+    assert cluster.get(CORE, "pods", old["metadata"]["name"], NS) is not None  # orphaned, still there
+    apply_sample(cluster, "swarmjob.yaml")
+    with OperatorProcess(cluster, operator.log_path.with_name("second.log")) as second:
+        new = cluster.wait_for(
+            lambda: [p for p in running(cluster, TRAINER_PODS) if p["metadata"]["uid"] != old["metadata"]["uid"]],
+            what=f"the new job's own pod\n{second.log()}",
+        )[0]
+        job = cluster.get(SWARM, "swarmjobs", JOB, NS)
+        assert new["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+        status = job_status(cluster, JOB)
+        assert status["phase"] == "Running" and not (status.get("metrics") or {})
+
+
+# ---------------------------------------------------------------------------------------------- 7
+def test_drift_is_corrected_and_removed_keys_go(cluster: ControlPlane, operator: OperatorProcess) -> None:
+    gpu_node(cluster, "gpu-1", zone="a")
+    apply_sample(cluster, "specialistpool.yaml", nodeSelector={"nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-4090",
+                                                               "zone": "a"})  # fmt: skip
+    cluster.wait_for(lambda: len(running(cluster, SPECIALIST_PODS)) == 2, what="warm specialists running")
+    name = builders.specialist_object_name("sotab", "geographic")
+    cluster.kubectl("scale", "deployment", name, "-n", NS, "--replicas=3")
+    cluster.wait_for(
+        lambda: cluster.get(APPS, "deployments", name, NS)["spec"]["replicas"] == 1,
+        what=f"drift undone\n{operator.log()}",
+    )
+    cluster.kubectl(
+        "patch", "specialistpool", "sotab", "-n", NS, "--type=json", "-p",
+        '[{"op": "remove", "path": "/spec/nodeSelector/zone"}]',
+    )  # fmt: skip
+    cluster.wait_for(
+        lambda: "zone" not in cluster.get(APPS, "deployments", name, NS)["spec"]["template"]["spec"]["nodeSelector"],
+        what=f"removed selector key gone from the Deployment\n{operator.log()}",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- 9
+def test_a_non_finite_metric_is_dropped_and_the_job_still_finishes(
+    cluster: ControlPlane, operator: OperatorProcess
+) -> None:
+    pod = start_job(cluster, operator)
+    finish_pod(cluster, pod, 0, '{"microF1": 0.8, "throughput": 1e400}')
+    status = cluster.wait_for(lambda: (s := job_status(cluster, JOB)).get("phase") == "Succeeded" and s, what="done")
+    assert status["metrics"] == {"microF1": 0.8}
+    metrics = find_condition(status, ConditionType.MetricsValid)
+    assert metrics["status"] == "False" and "throughput" in metrics["message"]
+
+
+# ---------------------------------------------------------------------------------------------- 10
+def test_names_are_validated_and_never_collide(cluster: ControlPlane, operator: OperatorProcess) -> None:
+    long = sample("specialistpool.yaml")
+    long["metadata"]["name"] = "p" * 64
+    result = cluster.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(long), check=False)
+    assert result.returncode != 0 and "63" in result.stderr, result.stderr
+    gpu_node(cluster, "gpu-1")
+    for pool_name, specialist in (("x-y", "z"), ("x", "y-z")):
+        doc = sample("specialistpool.yaml")
+        doc["metadata"]["name"] = pool_name
+        doc["spec"]["specialists"] = [{**doc["spec"]["specialists"][0], "name": specialist}]
+        doc["spec"]["warm"] = [specialist]
+        cluster.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(doc))
+    for pool_name in ("x-y", "x"):
+        cluster.wait_for(
+            lambda p=pool_name: ready_condition(pool_status(cluster, p)).get("status") == "True",
+            what=f"pool {pool_name} Ready\n{operator.log()}",
+        )
+    assert len(cluster.list(APPS, "deployments", NS)) == 2 and len(running(cluster, SPECIALIST_PODS)) == 2
+    assert "422" not in operator.log()
+
+
+# ---------------------------------------------------------------------------------------------- 11
+def test_a_job_naming_an_unknown_specialist_holds_nothing(cluster: ControlPlane, operator: OperatorProcess) -> None:
+    gpu_node(cluster, "gpu-1")
+    apply_sample(cluster, "specialistpool.yaml")
+    apply_sample(cluster, "swarmjob.yaml", specialists=["people", "nope"])
+    status = cluster.wait_for(
+        lambda: (s := job_status(cluster, JOB))
+        and find_condition(s, ConditionType.SpecialistsGranted).get("reason") == ConditionReason.UnknownSpecialist
+        and s,
+        what=f"UnknownSpecialist\n{operator.log()}",
+    )
+    assert status["phase"] == "Pending" and not pods(cluster, TRAINER_PODS)
+    assert replicas(cluster)["people"] == 0
+
+
+# ---------------------------------------------------------------------------------------------- 13
+def test_status_conditions_and_lists_are_validated_by_the_server(
+    cluster: ControlPlane, operator: OperatorProcess
+) -> None:
+    twice = sample("specialistpool.yaml")
+    twice["spec"]["specialists"].append(dict(twice["spec"]["specialists"][0]))
+    result = cluster.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(twice), check=False)
+    assert result.returncode != 0 and "Duplicate value" in result.stderr, result.stderr
+    gpu_node(cluster, "gpu-1")
+    apply_sample(cluster, "specialistpool.yaml")
+    cluster.wait_for(lambda: ready_condition(pool_status(cluster)).get("status") == "True", what="pool Ready")
+    bad = {"status": {"conditions": [{"type": "Ready", "status": "Maybe", "reason": "not ok", "message": ""}]}}
+    with pytest.raises(Exception, match="422"):
+        cluster.patch(SWARM, "specialistpools", "sotab", bad, NS, sub="status")
+
+
+# ---------------------------------------------------------------------------------------------- Job-like fields
+def test_active_deadline_stops_the_trainer_and_fails_the_job(
+    cluster: ControlPlane, operator: OperatorProcess
+) -> None:
+    pod = start_job(cluster, operator, activeDeadlineSeconds=3)
+    assert 1 <= pod["spec"]["activeDeadlineSeconds"] <= 3
+    status = cluster.wait_for(lambda: (s := job_status(cluster, JOB)).get("phase") == "Failed" and s, what="Failed")
+    assert find_condition(status, ConditionType.Complete)["reason"] == ConditionReason.DeadlineExceeded
+    cluster.wait_for(lambda: not pods(cluster, TRAINER_PODS), what="trainer pod stopped")
+
+
+def test_a_finished_job_goes_after_its_ttl(cluster: ControlPlane, operator: OperatorProcess) -> None:
+    pod = start_job(cluster, operator, ttlSecondsAfterFinished=2)
+    finish_pod(cluster, pod, 0, "{}")
+    cluster.wait_for(lambda: job_status(cluster, JOB).get("phase") == "Succeeded", what="Succeeded")
+    cluster.wait_for(lambda: cluster.get(SWARM, "swarmjobs", JOB, NS) is None, what=f"job deleted\n{operator.log()}")
+    cluster.wait_for(lambda: not pods(cluster, TRAINER_PODS), what="its pod collected")
