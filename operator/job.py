@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from swarm.operator import builders, pool
+from swarm.operator import builders, events, pool
 from swarm.operator.kube import JOBS, PODS, Api
 from swarm.operator.models import ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec
 from swarm.operator.status import (
@@ -104,7 +104,7 @@ async def reconcile(
     endpoints = {} if spec.mode == Mode.adapt else _granted(spec, result, namespace)
     experts = {name: result.models[name] for name in spec.specialists} if spec.mode == Mode.adapt else None
     pod_body = builders.trainer_pod(job, spec, endpoints, templates["trainer"], experts=experts)
-    pod = await api.apply(PODS, pod_body, patch_existing=False)
+    pod, created = await api.create_or_get(PODS, pod_body)
     await write_status(
         api,
         job,
@@ -126,6 +126,8 @@ async def reconcile(
             ),
         ],
     )
+    if created:
+        await events.post(api, job, events.TRAINER_POD_CREATED, f"created trainer pod {pod['metadata']['name']}")
     return await sync_from_pod(api, pod, job=await api.get(JOBS, namespace, name))
 
 
