@@ -1,5 +1,6 @@
 """kopf registrations: settings, login, in-memory indices of GPU nodes and job claims, and the thin handlers
-that call `pool.reconcile` / `job.reconcile`. Importing this module registers everything with kopf.
+that call `pool.reconcile` / `job.reconcile` (counted and timed: observability.reconciling), and the pool watch
+that feeds the pools' gauges. Importing this module registers everything with kopf.
 
 Tunables (environment): SWARM_RESYNC_SECONDS (pool resync timer: node capacity changes, idle timeouts and expired
 demand; 30), SWARM_RETRY_SECONDS (delay before a Pending job retries; 15), SWARM_POD_TEMPLATES, SWARM_IMAGE.
@@ -13,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from swarm.operator import builders, job, pool
+from swarm.operator import builders, job, observability, pool
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION
 from swarm.operator.kube import PODS, Api, load_connection
 from swarm.operator.models import DEMAND_ANNOTATION, GROUP, JOB, POOL, PREFIX, VERSION
@@ -81,6 +82,7 @@ def _claims(index: kopf.Index, namespace: str, pool_name: str) -> list[pool.Clai
 @kopf.on.create(GROUP, VERSION, POOL.plural, id="pool-create")
 @kopf.on.update(GROUP, VERSION, POOL.plural, id="pool-update")
 @kopf.timer(GROUP, VERSION, POOL.plural, id="pool-resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+@observability.reconciling(POOL.kind)
 async def reconcile_pool(
     name: str, namespace: str, memo: kopf.Memo, gpu_nodes: kopf.Index, pool_claims: kopf.Index, **_: Any
 ) -> None:
@@ -113,9 +115,10 @@ async def pool_demand(
         return
     if _demand_seen.get(key) == value:
         return  # a status write, kopf's own annotations, ...: nothing new to reconcile
-    await pool.reconcile(
-        memo.api, namespace, name, _nodes(gpu_nodes), _claims(pool_claims, namespace, name), memo.templates
-    )
+    async with observability.reconciling(POOL.kind):
+        await pool.reconcile(
+            memo.api, namespace, name, _nodes(gpu_nodes), _claims(pool_claims, namespace, name), memo.templates
+        )
     _demand_seen[key] = value  # only once reconciled: a failed reconcile is retried at the next event or resync
 
 
@@ -137,9 +140,25 @@ async def specialist_deployment_event(
     pool_name = labels.get(builders.LABEL_POOL)
     if not pool_name or event.get("type") not in {"ADDED", "MODIFIED", "DELETED"}:
         return
-    await pool.reconcile(
-        memo.api, namespace, pool_name, _nodes(gpu_nodes), _claims(pool_claims, namespace, pool_name), memo.templates
-    )
+    async with observability.reconciling(POOL.kind):
+        await pool.reconcile(
+            memo.api,
+            namespace,
+            pool_name,
+            _nodes(gpu_nodes),
+            _claims(pool_claims, namespace, pool_name),
+            memo.templates,
+        )
+
+
+@kopf.on.event(GROUP, VERSION, POOL.plural, id="pool-metrics")
+async def pool_metrics(event: kopf.RawEvent, name: str, namespace: str, status: kopf.Status, **_: Any) -> None:
+    observability.observe_pool(namespace, name, None if event.get("type") == "DELETED" else dict(status))
+
+
+logging.getLogger("kopf.objects").addFilter(
+    observability.QuietSuccess("pool-metrics", "pool-children", "trainer_pod_event", "pool-resync", "job-resync")
+)
 
 
 # ---------------------------------------------------------------------------------------------- jobs
@@ -149,6 +168,7 @@ async def specialist_deployment_event(
 @kopf.on.create(GROUP, VERSION, JOB.plural, id="job-create")
 @kopf.on.update(GROUP, VERSION, JOB.plural, field="spec", id="job-update")
 @kopf.timer(GROUP, VERSION, JOB.plural, id="job-resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+@observability.reconciling(JOB.kind)
 async def reconcile_job(
     name: str,
     namespace: str,
@@ -171,6 +191,7 @@ async def reconcile_job(
 
 
 @kopf.on.delete(GROUP, VERSION, JOB.plural)
+@observability.reconciling(JOB.kind)
 async def delete_job(
     name: str,
     namespace: str,

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from swarm.operator import builders, pool, status_write
+from swarm.operator import builders, events, pool, status_write
 from swarm.operator.kube import JOBS, PODS, Api
 from swarm.operator.models import JOB, ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec, object_problems
 from swarm.operator.status import (
@@ -156,7 +156,7 @@ async def reconcile(
     if spec.active_deadline_seconds:  # what is left of it: the kubelet enforces it too
         left = spec.active_deadline_seconds - int((now - started).total_seconds())
         pod_body["spec"]["activeDeadlineSeconds"] = max(1, left)
-    pod = await api.apply(PODS, pod_body, patch_existing=False)
+    pod, created = await api.create_or_get(PODS, pod_body)
     if not owns(job, pod):
         # Left by an earlier job of this name (deleted without cascading): its phase and metrics are not ours.
         await api.delete(PODS, namespace, pod["metadata"]["name"])
@@ -191,6 +191,8 @@ async def reconcile(
             condition(ConditionType.TrainerPod, True, ConditionReason.Created, pod["metadata"]["name"]),
         ],
     )
+    if created:
+        await events.post(api, job, events.TRAINER_POD_CREATED, f"created trainer pod {pod['metadata']['name']}")
     return await sync_from_pod(api, pod, job=await api.get(JOBS, namespace, name))
 
 

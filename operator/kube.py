@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -22,6 +22,8 @@ from swarm.operator.models import GROUP, JOB, POOL, PREFIX, VERSION
 
 log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"  # server-side apply (a JSON body is valid YAML)
+FIELD_MANAGER = "swarm-operator"
 RETRIED_STATUSES = {409, 429, 500, 502, 503, 504}
 
 
@@ -48,6 +50,8 @@ PODS = Resource("", "v1", "pods")
 SERVICES = Resource("", "v1", "services")
 NODES = Resource("", "v1", "nodes", namespaced=False)
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
+EVENTS = Resource("", "v1", "events")
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
 POOLS = Resource(GROUP, VERSION, POOL.plural)
 JOBS = Resource(GROUP, VERSION, JOB.plural)
 
@@ -56,6 +60,9 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+
+
+FAILURES = (ApiError, aiohttp.ClientError, OSError, asyncio.TimeoutError)  # what a failed API call may raise
 
 
 def load_connection() -> kopf.ConnectionInfo:
@@ -162,6 +169,18 @@ class Api:
             retry_conflict=retry_conflict,
         )
 
+    async def server_side_apply(self, res: Resource, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply of `body` as the operator's field manager (forced: the operator owns its children).
+        Fields it applied before and leaves out now are removed, unlike a merge patch."""
+        meta = body["metadata"]
+        return await self._request(
+            "PATCH",
+            res.path(meta.get("namespace"), meta["name"]),
+            body,
+            content_type=APPLY_PATCH,
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+        )
+
     async def delete(self, res: Resource, namespace: str | None, name: str) -> bool:
         try:
             await self._request(
@@ -175,21 +194,30 @@ class Api:
                 return False
             raise
 
+    async def create_or_get(self, res: Resource, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create by deterministic name, or take the object of that name that exists: (object, created here)."""
+        meta = body["metadata"]
+        try:
+            return await self.create(res, meta.get("namespace"), body), True
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        existing = await self.get(res, meta.get("namespace"), meta["name"])
+        if existing is not None:
+            return existing, False
+        return await self.create(res, meta.get("namespace"), body), True
+
     async def apply(self, res: Resource, body: dict[str, Any], *, patch_existing: bool = True) -> dict[str, Any]:
         """Create by deterministic name; if it exists (a crash-restart, another handler), patch it instead."""
+        if not patch_existing:
+            return (await self.create_or_get(res, body))[0]
         meta = body["metadata"]
         try:
             return await self.create(res, meta.get("namespace"), body)
         except ApiError as exc:
             if exc.status != 409:
                 raise
-        if not patch_existing:
-            existing = await self.get(res, meta.get("namespace"), meta["name"])
-            if existing is not None:
-                return existing
-            return await self.create(res, meta.get("namespace"), body)
         return await self.patch(res, meta.get("namespace"), meta["name"], body)
-
 
 SPEC_HASH_ANNOTATION = f"{PREFIX}spec-hash"
 
@@ -204,24 +232,47 @@ def with_spec_hash(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Converged:
+    """What `converge` changed: names created and deleted, and each patched object as it was before the patch."""
+
+    created: list[str] = field(default_factory=list)
+    patched: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {"created": len(self.created), "patched": len(self.patched), "deleted": len(self.deleted)}
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Whether every field `desired` sets has that value in `live` (which may hold more: defaults, status)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
+    return bool(live == desired)
+
+
 async def converge(
     api: Api, res: Resource, namespace: str, selector: dict[str, str], desired: list[dict[str, Any]]
-) -> dict[str, int]:
-    """Make the objects labelled `selector` equal `desired`: create missing, patch drifted, delete extras."""
+) -> Converged:
+    """Make the objects labelled `selector` equal `desired`, level-triggered: create missing ones, server-side
+    apply those whose desired state changed (a removed key goes too) or that drifted (a hand-scaled Deployment),
+    delete extras."""
     existing = {o["metadata"]["name"]: o for o in await api.list(res, namespace, selector)}
-    counts = {"created": 0, "patched": 0, "deleted": 0}
+    done = Converged()
     for body in map(with_spec_hash, desired):
         name = body["metadata"]["name"]
         current = existing.pop(name, None)
         if current is None:
             await api.apply(res, body)
-            counts["created"] += 1
-        elif (current["metadata"].get("annotations") or {}).get(SPEC_HASH_ANNOTATION) != body["metadata"][
-            "annotations"
-        ][SPEC_HASH_ANNOTATION]:
-            await api.patch(res, namespace, name, body)
-            counts["patched"] += 1
+            done.created.append(name)
+        elif not contains(current, body):
+            applied = await api.server_side_apply(res, body)
+            if applied.get("metadata", {}).get("resourceVersion") != current["metadata"].get("resourceVersion"):
+                done.patched[name] = current
     for name in existing:
         log.info("deleting %s %s/%s: no longer desired", res.plural, namespace, name)
-        counts["deleted"] += await api.delete(res, namespace, name)
-    return counts
+        if await api.delete(res, namespace, name):
+            done.deleted.append(name)
+    return done

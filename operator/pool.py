@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from swarm.operator import budget, builders, status_write
+from swarm.operator import budget, builders, events, status_write
 from swarm.operator.kube import DEPLOYMENTS, PODS, POOLS, SERVICES, Api, converge
 from swarm.operator.models import (
     DEMAND_ANNOTATION,
@@ -337,24 +337,20 @@ async def _reconcile(
     rows, placement = plan(spec, gpus, claims, previous, now, taken)
 
     selector = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_POOL: name}
-    await converge(
-        api,
-        DEPLOYMENTS,
-        namespace,
-        selector,
-        [
-            builders.specialist_deployment(
-                pool,
-                s,
-                row["replicas"],
-                spec.node_selector,
-                templates["specialist"],
-                resident_bytes=row["residentBytes"],
-                gpu=(row["node"], row["gpu"]) if "node" in row else None,
-            )
-            for s, row in zip(spec.specialists, rows, strict=True)
-        ],
-    )
+    deployments = [
+        builders.specialist_deployment(
+            pool,
+            s,
+            row["replicas"],
+            spec.node_selector,
+            templates["specialist"],
+            resident_bytes=row["residentBytes"],
+            gpu=(row["node"], row["gpu"]) if "node" in row else None,
+        )
+        for s, row in zip(spec.specialists, rows, strict=True)
+    ]
+    converged = await converge(api, DEPLOYMENTS, namespace, selector, deployments)
+    await events.post_scalings(api, pool, deployments, converged)
     await converge(api, SERVICES, namespace, selector, [builders.specialist_service(pool, s) for s in spec.specialists])
 
     await observe(api, namespace, selector, rows)

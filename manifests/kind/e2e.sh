@@ -60,7 +60,8 @@ kind load docker-image swarm:e2e --name "$CLUSTER"
 "$KUBECTL" apply -k crds/
 "$KUBECTL" wait --for=condition=Established crd/specialistpools.swarm.ai crd/swarmjobs.swarm.ai --timeout=60s
 render_overlay | "$KUBECTL" apply -f -
-"$KUBECTL" -n "$NS" rollout status deployment/swarm-operator --timeout=180s
+# Not `rollout status`: the standby replica is never ready (leader election), so wait for Available.
+"$KUBECTL" -n "$NS" wait deployment/swarm-operator --for=condition=Available --timeout=180s
 "$KUBECTL" -n "$NS" rollout status daemonset/swarm-node-agent --timeout=180s
 
 # The TLS Secrets the specialist and trainer pod templates mount (mTLS between them). A cluster with cert-manager

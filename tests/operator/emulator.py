@@ -4,8 +4,10 @@ thread to serve it, a runner for the operator process, and factories for the obj
 
 Added on top of kmock (which stores objects as plain JSON and merge-patches them):
 metadata.uid / creationTimestamp / resourceVersion / generation (bumped on spec changes), generateName, the
-status subresource (status writes only via /status), and fault injection: holding matching requests until
-released (to kill the operator mid-reconcile) and answering 409 Conflict to the next N matching requests.
+status subresource (status writes only via /status), metadata.resourceVersion in a patch as a precondition (409
+Conflict when it is not the object's: what the Lease's optimistic concurrency relies on), and fault injection:
+holding matching requests until released (to kill the operator mid-reconcile) and answering 409 Conflict to the
+next N matching requests.
 Lookups are by key and lists honour equality labelSelectors. Not emulated: garbage collection by owner
 references, controllers (Deployments create no pods and report no readyReplicas; tests set pod phases, container
 termination messages and Deployment status themselves, through the status subresource), the scheduler, the
@@ -20,10 +22,13 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -92,6 +97,7 @@ _RESOURCES = {
     "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True),
     "v1/namespaces": kmock.ResourceInfo(kind="Namespace", namespaced=False),
     "apps/v1/deployments": kmock.ResourceInfo(kind="Deployment", namespaced=True, subresources={"status", "scale"}),
+    "coordination.k8s.io/v1/leases": kmock.ResourceInfo(kind="Lease", namespaced=True),
     f"{API_VERSION}/{POOL.plural}": kmock.ResourceInfo(kind=POOL.kind, namespaced=True, subresources={"status"}),
     f"{API_VERSION}/{JOB.plural}": kmock.ResourceInfo(kind=JOB.kind, namespaced=True, subresources={"status"}),
 }
@@ -182,6 +188,9 @@ class SwarmEmulator(kmock.KubernetesEmulator):
         elif self._has_status(request):
             data.pop("status", None)
         meta = data.setdefault("metadata", {})
+        expected = meta.get("resourceVersion")
+        if expected is not None and expected != current["metadata"].get("resourceVersion"):
+            raise kmock.KubernetesError(status=409, reason="Conflict", message="the object has been modified")
         for immutable in ("uid", "creationTimestamp", "generation", "resourceVersion"):
             meta.pop(immutable, None)
         if "spec" in data and _merge(current.get("spec"), data["spec"]) != current.get("spec"):
@@ -341,6 +350,12 @@ class EmulatedCluster:
         return fn()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def wait_for(check: Callable[[], Any], timeout: float = 20, interval: float = 0.05, what: str = "") -> Any:
     """Poll until `check()` is truthy; its last value is in the error if it never is."""
     deadline = time.monotonic() + timeout
@@ -368,10 +383,15 @@ class OperatorProcess:
         resync: float = 1.0,
         retry: float = 0.5,
         extra_env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        metrics_port: int = 0,
+        name: str = "operator",
     ) -> None:
         self.cluster = cluster
         self.namespace = namespace
-        self.log_path = cluster.workdir / "operator.log"
+        self.args = (*args, "--metrics-port", str(metrics_port))
+        self.metrics_port = metrics_port
+        self.log_path = cluster.workdir / f"{name}.log"
         self.env = {
             **os.environ,
             "KUBECONFIG": str(cluster.kubeconfig),
@@ -383,6 +403,7 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         command = [sys.executable, "-m", "swarm.operator.commands", "operator", "--namespace", self.namespace]
+        command += self.args
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
@@ -399,6 +420,16 @@ class OperatorProcess:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def http_get(self, path: str) -> tuple[int, str]:
+        """GET `path` from the process's metrics/probe endpoints: (status, body)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError as exc:  # not listening (yet)
+            return 0, str(exc)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -420,5 +451,6 @@ __all__ = [
     "EmulatedCluster",
     "OperatorProcess",
     "SwarmEmulator",
+    "free_port",
     "wait_for",
 ]

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from swarm.operator.kube import ApiError, Resource
+from swarm.operator.kube import Api, ApiError, Resource
 
 
 def merge(base: Any, patch: Any) -> Any:
@@ -74,6 +74,9 @@ class FakeApi:
         ]
 
     async def create(self, res: Resource, namespace: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        if "name" not in body["metadata"]:  # generateName (events): a unique name, as the API server gives
+            meta = body["metadata"]
+            body = {**body, "metadata": {**meta, "name": f"{meta.get('generateName', '')}{len(self.objects)}"}}
         await self._write("create", body["metadata"]["name"], body)
         if (res.plural, namespace, body["metadata"]["name"]) in self.objects:
             raise ApiError(409, "already exists")
@@ -112,6 +115,13 @@ class FakeApi:
     async def delete(self, res: Resource, namespace: str | None, name: str) -> bool:
         await self._write("delete", name, {})
         return self.objects.pop((res.plural, namespace, name), None) is not None
+
+    create_or_get = Api.create_or_get  # the product's logic, on this fake's create and get
+
+    async def server_side_apply(self, res: Resource, body: dict[str, Any]) -> dict[str, Any]:
+        """Approximated by a merge patch (no field ownership here)."""
+        meta = body["metadata"]
+        return await self.patch(res, meta.get("namespace"), meta["name"], body)
 
     async def apply(self, res: Resource, body: dict[str, Any], *, patch_existing: bool = True) -> dict[str, Any]:
         meta = body["metadata"]

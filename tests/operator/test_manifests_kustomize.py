@@ -82,10 +82,30 @@ def test_workloads_are_non_root_read_only(rendered: list[dict[str, Any]]) -> Non
         assert specs[name]["automountServiceAccountToken"] is False, name
     agent = specs["swarm-node-agent"]
     assert agent["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-GeForce-RTX-4090"}
-    operator = specs["swarm-operator"]["containers"][0]
-    assert "--liveness" in operator["command"] and operator["livenessProbe"]["httpGet"]["path"] == "/healthz"
     volumes = {v["name"]: v for v in specs["swarm-operator"]["volumes"]}
     assert volumes["templates"]["configMap"]["name"].startswith("swarm-pod-templates")
+
+
+def test_operator_runs_two_replicas_with_leader_election_probes_and_metrics(rendered: list[dict[str, Any]]) -> None:
+    deployment = next(o for o in rendered if o["kind"] == "Deployment" and o["metadata"]["name"] == "swarm-operator")
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    # A new pod only becomes ready once the old leader is gone: a rollout that waits for one would stall.
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == "100%"
+    template = deployment["spec"]["template"]
+    operator = template["spec"]["containers"][0]
+    command = operator["command"]
+    assert "--no-leader-election" not in command and "--liveness" not in command
+    port = int(command[command.index("--metrics-port") + 1])
+    assert {p["name"]: p["containerPort"] for p in operator["ports"]} == {"metrics": port}
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert operator["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["prometheus.io/port"] == str(port)
+    env = {e["name"]: e for e in operator["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}  # the Lease identity
+    # The kind overlay (manifests/kind/e2e.sh) replaces env entries by index.
+    assert [e["name"] for e in operator["env"][2:4]] == ["SWARM_IMAGE", "SWARM_RESYNC_SECONDS"]
 
 
 def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
@@ -103,7 +123,9 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
         assert not any(r in {"secrets", "configmaps"} for _, r, _ in triples)
     # The node agent patches its node's annotation and, in the status, the extended resource it advertises
     # (narrowed to its own node and those fields by the ValidatingAdmissionPolicy, test below).
-    assert flat["swarm-node-agent/ClusterRole"] == [("", "nodes", "get"), ("", "nodes", "patch"), ("", "nodes/status", "patch")]
+    assert flat["swarm-node-agent/ClusterRole"] == [
+        ("", "nodes", "get"), ("", "nodes", "patch"), ("", "nodes/status", "patch")
+    ]  # fmt: skip
     assert flat["swarm-operator-nodes/ClusterRole"] == [("", "nodes", v) for v in ("get", "list", "watch")]
     # The annotation API only reads its pool and patches its demand annotation (not the status, no list/watch).
     assert flat["swarm-annotation/Role"] == [(GROUP, POOL.plural, "get"), (GROUP, POOL.plural, "patch")]
@@ -120,6 +142,11 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
     operator = flat["swarm-operator/Role"]
     assert ("", "pods", "watch") in operator and ("", "pods", "patch") not in operator
     assert (GROUP, POOL.plural, "delete") not in operator
+    # Leader election reads, creates and merge-patches (resourceVersion precondition) its Lease; Normal events.
+    assert [t for t in operator if t[1] == "leases"] == [
+        ("coordination.k8s.io", "leases", v) for v in ("create", "get", "patch")
+    ]
+    assert [t for t in operator if t[1] == "events"] == [("", "events", "create"), ("", "events", "patch")]
     # Specialist Deployments are watched (readiness, drift); still no pods/status or nodes writes.
     assert ("apps", "deployments", "watch") in operator
     assert not any(r in {"pods/status", "nodes", "nodes/status"} for _, r, _ in operator)
