@@ -132,10 +132,12 @@ async def reconcile(
         return await _follow(api, job, spec, existing, now)
     if existing is None and status.get("pods"):
         lost = f"trainer pod {status['pods'][0]!r} was deleted while the job ran"
-        outcome = await _replace_or_fail(api, job, spec, lost, ConditionReason.PodDeleted, now)
-        if outcome.phase == Phase.Failed.value:
+        outcome = await _replace_or_fail(api, job, spec, status["pods"][0], lost, ConditionReason.PodDeleted, now)
+        if outcome is not None and outcome.phase == Phase.Failed.value:
             return outcome
-        job = await api.get(JOBS, namespace, name) or job
+        job = await api.get(JOBS, namespace, name)
+        if job is None or (job.get("status") or {}).get("phase") in TERMINAL:
+            return Outcome(phase=((job or {}).get("status") or {}).get("phase", "Gone"))
 
     result = await pool.reconcile(api, namespace, spec.pool_ref, nodes, claims, templates)
     problem = _pool_problem(spec, result)
@@ -233,24 +235,42 @@ async def finish(
 
 
 async def _replace_or_fail(
-    api: Api, job: dict[str, Any], spec: SwarmJobSpec, why: str, final: ConditionReason, now: datetime
-) -> Outcome:
-    """A trainer pod failed or was lost: count it; replace it while backoffLimit allows, else fail the job."""
-    failed = int((job.get("status") or {}).get("failed") or 0) + 1
-    if failed > spec.backoff_limit:
-        reason = final if spec.backoff_limit == 0 else ConditionReason.BackoffLimitExceeded
-        message = why if spec.backoff_limit == 0 else f"{why}; backoffLimit ({spec.backoff_limit}) reached"
-        await write_status(api, job, {"failed": failed}, [])
-        await finish(api, job, Phase.Failed, reason, message, now)
-        return Outcome(Phase.Failed.value)
-    message = f"{why}; replacing it (retry {failed} of {spec.backoff_limit})"
-    await write_status(
-        api,
-        job,
-        {"phase": Phase.Pending.value, "message": message, "failed": failed, "pods": []},
-        [condition(ConditionType.TrainerPod, False, ConditionReason.Retrying, message)],
-    )
-    return Outcome(Phase.Pending.value, retry=message)
+    api: Api,
+    job: dict[str, Any],
+    spec: SwarmJobSpec,
+    pod_name: str,
+    why: str,
+    final: ConditionReason,
+    now: datetime,
+) -> Outcome | None:
+    """Trainer pod `pod_name` failed or was lost: count it; replace it while backoffLimit allows (Pending, no pod
+    listed: the next reconcile creates one), else fail the job. Check-and-set on status.pods, so that two handlers
+    seeing the same loss (a pod event, the resync timer) count it once: None when another one already did."""
+    outcome: list[Outcome] = []
+    generation = job["metadata"].get("generation")
+
+    def update(current: dict[str, Any]) -> dict[str, Any] | None:
+        outcome.clear()
+        status = current.get("status") or {}
+        if pod_name not in (status.get("pods") or []) or status.get("phase") in TERMINAL:
+            return None
+        failed = int(status.get("failed") or 0) + 1
+        if failed > spec.backoff_limit:
+            reason = final if spec.backoff_limit == 0 else ConditionReason.BackoffLimitExceeded
+            message = why if spec.backoff_limit == 0 else f"{why}; backoffLimit ({spec.backoff_limit}) reached"
+            body = {"phase": Phase.Failed.value, "completionTime": now_iso(now)}
+            new = condition(ConditionType.Complete, False, reason, message)
+            outcome.append(Outcome(Phase.Failed.value))
+        else:
+            message = f"{why}; replacing it (retry {failed} of {spec.backoff_limit})"
+            body = {"phase": Phase.Pending.value, "pods": []}
+            new = condition(ConditionType.TrainerPod, False, ConditionReason.Retrying, message)
+            outcome.append(Outcome(Phase.Pending.value, retry=message))
+        merged = merge_conditions(status.get("conditions", []), [new], now=now_iso(now), generation=generation)
+        return {**status, **body, "message": message, "failed": failed, "conditions": merged}
+
+    written = await status_write.write(api, JOBS, job, update)
+    return outcome[0] if written is not None and outcome else None
 
 
 async def _expire(api: Api, job: dict[str, Any], now: datetime) -> Outcome:
@@ -309,7 +329,9 @@ async def sync_from_pod(
     if job is None:
         return Outcome(phase="Gone")
     current = (job.get("status") or {}).get("phase", Phase.Pending.value)
-    if not owns(job, pod) or current in TERMINAL:  # an earlier job's pod (job.reconcile deletes it), or done
+    listed = pod["metadata"]["name"] in ((job.get("status") or {}).get("pods") or [])
+    if not owns(job, pod) or current in TERMINAL or pod["metadata"].get("deletionTimestamp"):
+        # an earlier job's pod (job.reconcile deletes it), a finished job, or a pod on its way out
         return Outcome(phase=current)
     phase = phase_from_pod(pod)
     metrics, metrics_error = metrics_from_pod(pod)
@@ -325,16 +347,18 @@ async def sync_from_pod(
         )
     ]
     if phase == Phase.Failed:
+        if not listed:  # already counted and being replaced
+            return Outcome(phase=current)
         await write_status(api, job, body, conditions)
         spec, _ = parse_job(job)
         why = f"trainer pod {pod['metadata']['name']!r} failed: {_exit_reason(pod)}"
         if spec is None:
             await finish(api, job, Phase.Failed, ConditionReason.Failed, why, now)
             return Outcome(Phase.Failed.value)
-        outcome = await _replace_or_fail(api, job, spec, why, ConditionReason.Failed, now)
-        if outcome.phase != Phase.Failed.value:
+        outcome = await _replace_or_fail(api, job, spec, pod["metadata"]["name"], why, ConditionReason.Failed, now)
+        if outcome is not None and outcome.phase != Phase.Failed.value:
             await api.delete(PODS, namespace, pod["metadata"]["name"])
-        return outcome
+        return outcome or Outcome(phase=current)
     body["phase"] = phase.value
     if phase == Phase.Succeeded:
         body["completionTime"] = now_iso(now)

@@ -355,18 +355,29 @@ class ControlPlane:
         return self._ssl
 
     def request(
-        self, method: str, path: str, body: Any = None, *, content_type: str = "application/json", query: str = ""
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        query: str = "",
+        token: str | None = None,
     ) -> Any:
+        """One API call as cluster admin, or as the holder of `token` (a ServiceAccount's: RBAC and admission
+        apply)."""
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        context = self.ssl_context
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+            context = ssl.create_default_context(cafile=str(self.pki["ca.crt"]))
         req = urllib.request.Request(
-            self.server + path + (f"?{query}" if query else ""),
-            data=data,
-            method=method,
-            headers={"Content-Type": content_type, "Accept": "application/json"},
+            self.server + path + (f"?{query}" if query else ""), data=data, method=method, headers=headers
         )
         for attempt in range(20):
             try:
-                with urllib.request.urlopen(req, context=self.ssl_context, timeout=30) as resp:
+                with urllib.request.urlopen(req, context=context, timeout=30) as resp:
                     raw = resp.read().decode()
                 break
             except urllib.error.HTTPError as exc:
