@@ -85,16 +85,25 @@ create_tls_secrets() {
   rm -rf "$dir"
 }
 create_tls_secrets
+# GPU pods run under the nvidia RuntimeClass (the NVIDIA GPU operator makes it); on kind it is plain runc.
+"$KUBECTL" apply -f - <<'YAML'
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata:
+  name: nvidia
+handler: runc
+YAML
 
 "$KUBECTL" -n "$NS" apply -f manifests/samples/specialistpool.yaml
 "$KUBECTL" -n "$NS" apply -f manifests/samples/swarmjob.yaml
 
-# The pool budget comes from fallbackCapacity (kind nodes have no NVML); the job's trainer pod is created
-# (it stays Pending: kind has no nvidia.com/gpu), so phase Pending with pods set is the expected end state.
+# The pool budget comes from fallbackCapacity (kind nodes have no NVML); specialist and trainer pods request the
+# swarm.ai/gpu-memory-mib resource, which no kind node advertises (no NVML, nothing declared), so they stay Pending
+# with the scheduler's reason: phase Pending with pods set is the expected end state.
 "$KUBECTL" -n "$NS" wait specialistpool/sotab --for=jsonpath='{.status.capacitySource}'=fallback --timeout=120s
 "$KUBECTL" -n "$NS" wait specialistpool/sotab --for=condition=Ready --timeout=60s
 "$KUBECTL" -n "$NS" wait swarmjob/sotab-train --for=jsonpath='{.status.pods[0]}'=sotab-train-primary --timeout=120s
-"$KUBECTL" -n "$NS" get deployment/sotab-geographic deployment/sotab-temporal deployment/sotab-people service/sotab-people
+"$KUBECTL" -n "$NS" get deployment/sotab--geographic deployment/sotab--temporal deployment/sotab--people service/sotab--people
 "$KUBECTL" -n "$NS" get networkpolicy/swarm-specialists networkpolicy/swarm-trainers secret/swarm-specialist-tls
 "$KUBECTL" -n "$NS" get pod/sotab-train-primary
 "$KUBECTL" -n "$NS" get specialistpools,swarmjobs

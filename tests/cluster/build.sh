@@ -22,6 +22,8 @@ fi
 mkdir -p "$out"
 rm -f "$out/.stamp"
 cd "$here/bins"
+# Go's caches in the repo's ignored .cache/ unless the environment names others.
+export GOMODCACHE="${GOMODCACHE:-$root/.cache/go/mod}" GOCACHE="${GOCACHE:-$root/.cache/go/build}"
 export CGO_ENABLED=0 GOFLAGS=-mod=readonly
 start=$(date +%s)
 for t in "${tools[@]}"; do

@@ -247,6 +247,8 @@ class ControlPlane:
                 "--authorization-mode=RBAC",
                 # No kubelet will ever clear the not-ready taint this plugin puts on new nodes.
                 "--disable-admission-plugins=TaintNodesByCondition",
+                # Off by default; on here so that setting blockOwnerDeletion needs RBAC on <owner>/finalizers.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                 "--enable-priority-and-fairness=false",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 "--v=1",

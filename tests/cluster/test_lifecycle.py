@@ -27,7 +27,7 @@ from swarm.operator.budget import GPU_MEMORY_ANNOTATION
 from swarm.operator.models import ConditionReason, ConditionType
 from swarm.operator.status import find_condition
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 JOB = "sotab-train"
 
 

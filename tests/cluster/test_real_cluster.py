@@ -17,7 +17,7 @@ from swarm.operator import budget, builders
 from swarm.operator.models import ConditionReason, ConditionType
 from swarm.operator.status import find_condition
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 GIB = 1024**3
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from swarm.operator import crdgen
-from swarm.operator.models import GROUP, POOL
+from swarm.operator.models import GROUP, JOB, POOL
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
@@ -142,6 +142,8 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
     operator = flat["swarm-operator/Role"]
     assert ("", "pods", "watch") in operator and ("", "pods", "patch") not in operator
     assert (GROUP, POOL.plural, "delete") not in operator
+    # blockOwnerDeletion on the children: update on the owners' finalizers (OwnerReferencesPermissionEnforcement).
+    assert {(GROUP, f"{k.plural}/finalizers", "update") for k in (POOL, JOB)} <= set(operator)
     # Leader election reads, creates and merge-patches (resourceVersion precondition) its Lease; Normal events.
     assert [t for t in operator if t[1] == "leases"] == [
         ("coordination.k8s.io", "leases", v) for v in ("create", "get", "patch")
