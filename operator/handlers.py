@@ -87,7 +87,12 @@ async def reconcile_pool(
     name: str, namespace: str, memo: kopf.Memo, gpu_nodes: kopf.Index, pool_claims: kopf.Index, **_: Any
 ) -> None:
     await pool.reconcile(
-        memo.api, namespace, name, _nodes(gpu_nodes), _claims(pool_claims, namespace, name), memo.templates
+        memo.api,
+        namespace,
+        name,
+        lambda: _nodes(gpu_nodes),
+        lambda: _claims(pool_claims, namespace, name),
+        memo.templates,
     )
 
 
@@ -117,7 +122,12 @@ async def pool_demand(
         return  # a status write, kopf's own annotations, ...: nothing new to reconcile
     async with observability.reconciling(POOL.kind):
         await pool.reconcile(
-            memo.api, namespace, name, _nodes(gpu_nodes), _claims(pool_claims, namespace, name), memo.templates
+            memo.api,
+        namespace,
+        name,
+        lambda: _nodes(gpu_nodes),
+        lambda: _claims(pool_claims, namespace, name),
+        memo.templates,
         )
     _demand_seen[key] = value  # only once reconciled: a failed reconcile is retried at the next event or resync
 
@@ -145,8 +155,8 @@ async def specialist_deployment_event(
             memo.api,
             namespace,
             pool_name,
-            _nodes(gpu_nodes),
-            _claims(pool_claims, namespace, pool_name),
+            lambda: _nodes(gpu_nodes),
+            lambda: _claims(pool_claims, namespace, pool_name),
             memo.templates,
         )
 
@@ -182,8 +192,8 @@ async def reconcile_job(
         memo.api,
         namespace,
         name,
-        _nodes(gpu_nodes),
-        _claims(pool_claims, namespace, spec.get("poolRef", "")),
+        lambda: _nodes(gpu_nodes),
+        lambda: _claims(pool_claims, namespace, spec.get("poolRef", "")),
         memo.templates,
     )
     if outcome.retry:
@@ -207,8 +217,8 @@ async def delete_job(
     if await memo.api.delete(PODS, namespace, builders.trainer_pod_name(name)):
         logger.info("deleted trainer pod of %s", name)
     pool_name = spec.get("poolRef", "")
-    claims = [c for c in _claims(pool_claims, namespace, pool_name) if c.job != name]
-    await pool.reconcile(memo.api, namespace, pool_name, _nodes(gpu_nodes), claims, memo.templates)
+    claims = lambda: [c for c in _claims(pool_claims, namespace, pool_name) if c.job != name]  # noqa: E731
+    await pool.reconcile(memo.api, namespace, pool_name, lambda: _nodes(gpu_nodes), claims, memo.templates)
 
 
 @kopf.on.event("", "v1", "pods", labels=TRAINER_PODS)
@@ -224,5 +234,10 @@ async def trainer_pod_event(
         pool_name = (pod["metadata"].get("labels") or {}).get(builders.LABEL_POOL, "")
         if name:
             await job.reconcile(
-                memo.api, namespace, name, _nodes(gpu_nodes), _claims(pool_claims, namespace, pool_name), memo.templates
+                memo.api,
+                namespace,
+                name,
+                lambda: _nodes(gpu_nodes),
+                lambda: _claims(pool_claims, namespace, pool_name),
+                memo.templates,
             )

@@ -16,7 +16,9 @@ and catches pod deletions missed while the operator was down.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -99,16 +101,36 @@ async def write_status(api: Api, job: dict[str, Any], body: dict[str, Any], cond
     await status_write.write(api, JOBS, job, update)
 
 
+# One reconcile of a job at a time: kopf runs the resync timer beside the create/update handlers and the trainer pod's
+# events, and two reconciles that both find no pod would both admit and create (the second with a stale claim).
+_locks: dict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+
 async def reconcile(
     api: Api,
     namespace: str,
     name: str,
-    nodes: Iterable[pool.NodeReading],
-    claims: Iterable[pool.Claim],
+    nodes: Iterable[pool.NodeReading] | Callable[[], Iterable[pool.NodeReading]],
+    claims: pool.Claims,
     templates: dict[str, dict[str, Any]],
     now: datetime | None = None,
 ) -> Outcome:
-    now = now or datetime.now(UTC)
+    async with _locks[(namespace, name)]:
+        outcome = await _reconcile(api, namespace, name, nodes, claims, templates, now or datetime.now(UTC))
+    if outcome.phase == "Gone":
+        _locks.pop((namespace, name), None)
+    return outcome
+
+
+async def _reconcile(
+    api: Api,
+    namespace: str,
+    name: str,
+    nodes: Iterable[pool.NodeReading] | Callable[[], Iterable[pool.NodeReading]],
+    claims: pool.Claims,
+    templates: dict[str, dict[str, Any]],
+    now: datetime,
+) -> Outcome:
     job = await api.get(JOBS, namespace, name)
     if job is None or job["metadata"].get("deletionTimestamp"):
         return Outcome(phase="Gone")

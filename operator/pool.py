@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -282,17 +282,27 @@ def _capacity_source(gpus: list[budget.Gpu]) -> str:
     return "none" if not sources else sources[0] if len(sources) == 1 else "mixed"
 
 
+Claims = Iterable[Claim] | Callable[[], Iterable[Claim]]
+
+
 async def reconcile(
     api: Api,
     namespace: str,
     name: str,
-    nodes: Iterable[NodeReading],
-    claims: Iterable[Claim],
+    nodes: Iterable[NodeReading] | Callable[[], Iterable[NodeReading]],
+    claims: Claims,
     templates: dict[str, dict[str, Any]],
     now: datetime | None = None,
 ) -> PoolResult:
+    """Reconcile one pool. `nodes` and `claims` may be callables (the handlers' live indices): they are read once
+    the namespace's lock is held, so a reconcile that waited for it never plans a fresh spec with stale claims (a
+    job whose pod appeared meanwhile would lose its specialists)."""
     async with _locks[namespace]:
-        return await _reconcile(api, namespace, name, list(nodes), list(claims), templates, now or datetime.now(UTC))
+        current_nodes = list(nodes() if callable(nodes) else nodes)
+        current_claims = list(claims() if callable(claims) else claims)
+        return await _reconcile(
+            api, namespace, name, current_nodes, current_claims, templates, now or datetime.now(UTC)
+        )
 
 
 async def _reconcile(

@@ -94,24 +94,26 @@ def install(plane: ControlPlane) -> None:
 
 def wipe(plane: ControlPlane) -> None:
     """Delete what a test made: jobs and pools (their finalizers dropped: the operator may be gone), their
-    children, and every node; wait until no pod is left."""
+    children, events and Leases, then, once kwok has finished deleting every pod, the nodes (a pod left on a deleted
+    node would wait for the pod garbage collector)."""
     for plural in ("swarmjobs", "specialistpools"):
         for obj in plane.list(SWARM, plural, NS):
             name = obj["metadata"]["name"]
             with contextlib.suppress(urllib.error.HTTPError):
                 plane.patch(SWARM, plural, name, {"metadata": {"finalizers": None}}, NS)
                 plane.delete(SWARM, plural, name, NS)
-    for api, plural in ((APPS, "deployments"), (CORE, "services"), (CORE, "pods"), (CORE, "events")):
-        for obj in plane.list(api, plural, NS):
-            if plural == "services" and obj["metadata"]["name"] == "kubernetes":
-                continue
-            plane.delete(api, plural, obj["metadata"]["name"], NS, gracePeriodSeconds=0)
-    for node in plane.list(CORE, "nodes"):
-        plane.delete(CORE, "nodes", node["metadata"]["name"])
+    collections = [
+        (APPS, "deployments"), (APPS, "replicasets"), (CORE, "services"), (CORE, "pods"), (CORE, "events"),
+        ("/apis/coordination.k8s.io/v1", "leases"),  # a killed operator's Lease would hold the next one back
+    ]  # fmt: skip
+    for api, plural in collections:
+        plane.request("DELETE", plane.path(api, plural, NS), {"kind": "DeleteOptions", "gracePeriodSeconds": 0})
     plane.wait_for(
         lambda: not plane.list(CORE, "pods", NS) and not plane.list(SWARM, "specialistpools", NS),
         what="namespace emptied",
     )
+    for node in plane.list(CORE, "nodes"):
+        plane.delete(CORE, "nodes", node["metadata"]["name"])
 
 
 def gpu_node(plane: ControlPlane, name: str, *, gpus: int = 1, mib: int = RTX_4090_MIB, **labels: str) -> None:
@@ -144,7 +146,10 @@ class OperatorProcess:
         self.plane = plane
         self.log_path = log_path
         self.namespace = namespace
-        self.extra_args = extra_args
+        # A short lease: a test that kills the leader does not wait the default 15 s for the next one; no metrics
+        # port (two replicas would both want 8081).
+        defaults = {"--lease-duration": "5", "--metrics-port": "0"}
+        self.extra_args = (*(x for k, v in defaults.items() if k not in extra_args for x in (k, v)), *extra_args)
         self.env = {
             **os.environ,
             "KUBECONFIG": str(plane.service_account_kubeconfig(namespace, "swarm-operator")),

@@ -179,6 +179,8 @@ def test_trainers_get_no_token_and_the_node_agent_only_its_own_node(cluster: Con
         except urllib.error.HTTPError as exc:
             return f"{exc.code} {exc.read().decode()}"
 
+    # The policy takes effect once the API server has loaded it: until then the agent could patch any node.
+    cluster.wait_for(lambda: agent_patch("gpu-2", {"metadata": {"annotations": {"probe": "x"}}}), what="policy loaded")
     own = {"metadata": {"annotations": {GPU_MEMORY_ANNOTATION: reading(datetime.now(UTC))}}}
     assert agent_patch("gpu-1", own) == ""
     assert agent_patch("gpu-1", {"status": {"capacity": {"swarm.ai/gpu-memory-mib": "20000"}}}, "status") == ""
@@ -352,3 +354,68 @@ def test_a_finished_job_goes_after_its_ttl(cluster: ControlPlane, operator: Oper
     cluster.wait_for(lambda: job_status(cluster, JOB).get("phase") == "Succeeded", what="Succeeded")
     cluster.wait_for(lambda: cluster.get(SWARM, "swarmjobs", JOB, NS) is None, what=f"job deleted\n{operator.log()}")
     cluster.wait_for(lambda: not pods(cluster, TRAINER_PODS), what="its pod collected")
+
+
+# ---------------------------------------------------------------------------------------------- 12
+def test_status_writes_keep_other_writers_conditions(cluster: ControlPlane, operator: OperatorProcess) -> None:
+    """The real server refuses a status write with a stale resourceVersion (what status_write relies on), and a
+    condition another writer keeps adding survives the operator's writes through a whole job."""
+    pod = start_job(cluster, operator)
+    job = cluster.get(SWARM, "swarmjobs", JOB, NS)
+    stale = {"metadata": {"resourceVersion": job["metadata"]["resourceVersion"]}, "status": {"message": "x"}}
+    cluster.patch(SWARM, "swarmjobs", JOB, {"status": {"message": "moved on"}}, NS, sub="status")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        cluster.patch(SWARM, "swarmjobs", JOB, stale, NS, sub="status")
+    assert refused.value.code == 409
+    external = {"type": "External", "status": "True", "reason": "Watching", "message": "another controller",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+
+    def add_external() -> None:
+        current = cluster.get(SWARM, "swarmjobs", JOB, NS)
+        conditions = [c for c in current["status"].get("conditions", []) if c["type"] != "External"]
+        patch = {
+            "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+            "status": {"conditions": [*conditions, external]},
+        }
+        try:
+            cluster.patch(SWARM, "swarmjobs", JOB, patch, NS, sub="status")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 409  # the operator wrote in between: read again
+
+    for _ in range(3):
+        add_external()
+    finish_pod(cluster, pod, 0, json.dumps({"microF1": 0.7}))
+    status = cluster.wait_for(lambda: (s := job_status(cluster, JOB)).get("phase") == "Succeeded" and s, what="done")
+    types = {c["type"] for c in status["conditions"]}
+    assert {"External", "Complete", "MetricsValid", "SpecialistsGranted", "PoolReady", "TrainerPod"} <= types, types
+
+
+# ---------------------------------------------------------------------------------------------- leader election
+def test_one_replica_reconciles_and_a_standby_takes_over(cluster: ControlPlane, tmp_path: Any) -> None:
+    gpu_node(cluster, "gpu-1")
+    apply_sample(cluster, "specialistpool.yaml")
+    duration = "4"
+    replicas_ = [
+        OperatorProcess(cluster, tmp_path / f"{n}.log", extra_args=("--lease-duration", duration), POD_NAME=n).start()
+        for n in ("op-a", "op-b")
+    ]
+    try:
+        holder = cluster.wait_for(
+            lambda: (cluster.get("/apis/coordination.k8s.io/v1", "leases", "swarm-operator", NS) or {})
+            .get("spec", {})
+            .get("holderIdentity"),
+            what="a leader",
+        )
+        leader, standby = (replicas_[0], replicas_[1]) if holder == "op-a" else (replicas_[1], replicas_[0])
+        cluster.wait_for(lambda: ready_condition(pool_status(cluster)).get("status") == "True", what="pool Ready")
+        assert "Handler '" not in standby.log() and "standing by" in standby.log()
+        leader.kill()
+        apply_sample(cluster, "specialistpool.yaml", warm=["geographic", "temporal", "numeric"])
+        cluster.wait_for(
+            lambda: replicas(cluster).get("numeric") == 1, timeout=30, what=f"the standby reconciles\n{standby.log()}"
+        )
+        lease = cluster.get("/apis/coordination.k8s.io/v1", "leases", "swarm-operator", NS)
+        assert lease["spec"]["holderIdentity"] == standby.log_path.stem
+    finally:
+        for process in replicas_:
+            process.stop()
