@@ -25,7 +25,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
         if os.environ.get("SWARM_REQUIRE_CLUSTER") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    with ControlPlane(tmp_path_factory.mktemp("control-plane")) as control_plane:
+    with ControlPlane(tmp_path_factory.mktemp("control-plane"), crds=REPO / "crds") as control_plane:
         install(control_plane)
         yield control_plane
 

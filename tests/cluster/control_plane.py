@@ -180,8 +180,11 @@ def kubeconfig(server: str, ca: Path, user: dict[str, str]) -> dict[str, Any]:
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on loopback."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, crds: Path | None = None) -> None:
+        """`crds`: a kustomize folder of CRDs applied before the controllers start, so that the garbage collector
+        watches them from the start (it discovers new resources only every 30 s)."""
         self.workdir = workdir
+        self.crds = crds
         self.bins = bins_dir()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.port = free_port()
@@ -264,6 +267,9 @@ class ControlPlane:
             )
         )
         self._wait_ready(timeout)
+        if self.crds is not None:
+            self.kubectl("apply", "-k", str(self.crds))
+            self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
         controllers_port, scheduler_port = free_port(), free_port()
         self._spawn(
             "kube-controller-manager",
