@@ -267,7 +267,8 @@ async def converge(
         if current is None:
             await api.apply(res, body)
             done.created.append(name)
-        elif not contains(current, body):
+        # Lists of built-in kinds carry no apiVersion/kind on their items: compare the rest.
+        elif not contains(current, {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}):
             applied = await api.server_side_apply(res, body)
             if applied.get("metadata", {}).get("resourceVersion") != current["metadata"].get("resourceVersion"):
                 done.patched[name] = current

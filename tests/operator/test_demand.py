@@ -394,6 +394,11 @@ def test_demand_scales_a_cold_specialist_up_and_idle_back_to_zero(cluster: Emula
 
     # The resync timer (1 s here) brings b back to zero once its demand is older than the idle timeout.
     with OperatorProcess(cluster, NS, resync=1.0) as op:
-        wait_for(lambda: _replicas(cluster)[B] == 0, timeout=idle + 30, what=f"b back to zero\n{op.log()}")
+        # The Deployment is scaled before the status is written: wait for both.
+        wait_for(
+            lambda: _replicas(cluster)[B] == 0 and _row(cluster, "b")["state"] == "Cold",
+            timeout=idle + 30,
+            what=f"b back to zero\n{op.log()}",
+        )
         assert time.time() - asked >= idle - 1  # not before the idle timeout (lastRequested has 1 s resolution)
-        assert _row(cluster, "b")["state"] == "Cold" and _replicas(cluster)[A] == 1
+        assert _replicas(cluster)[A] == 1
