@@ -260,8 +260,8 @@ def real_job_latency(plane: Any, workdir: Path, jobs: int, gpu_nodes: int) -> di
     its trainer pod is Running, s{i+1}'s Deployment is scaled to 1 and its pod Running, and the job's status names
     the trainer pod. The time each of these was first seen is kept too (medians in `components_median_s`)."""
     from operator_process import APPS, CORE, SWARM
-    from operator_process import OperatorProcess as RealOperator
     from operator_process import gpu_node as kwok_gpu_node
+    from operator_process import operator_process as RealOperator
 
     for i in range(gpu_nodes):
         kwok_gpu_node(plane, f"gpu-{i}")
@@ -338,8 +338,8 @@ def real_throughput(plane: Any, workdir: Path, nodes: int, pools: int) -> dict[s
     operator starts; times from its start to every pool reconciled (status + its Deployments) and to every warm
     specialist's pod Running."""
     from operator_process import APPS, CORE, SWARM
-    from operator_process import OperatorProcess as RealOperator
     from operator_process import gpu_node as kwok_gpu_node
+    from operator_process import operator_process as RealOperator
 
     made = time.perf_counter()
     for i in range(nodes):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable
 from typing import Any
 
 import kopf
@@ -77,6 +78,34 @@ def _claims(index: kopf.Index, namespace: str, pool_name: str) -> list[pool.Clai
     return list(index.get((namespace, pool_name), []))
 
 
+def _reconcile_pool(
+    memo: kopf.Memo, namespace: str, name: str, gpu_nodes: kopf.Index, pool_claims: kopf.Index
+) -> Awaitable[pool.PoolResult]:
+    """pool.reconcile with the live indices (read once the namespace lock is held)."""
+    return pool.reconcile(
+        memo.api,
+        namespace,
+        name,
+        lambda: _nodes(gpu_nodes),
+        lambda: _claims(pool_claims, namespace, name),
+        memo.templates,
+    )
+
+
+def _reconcile_job(
+    memo: kopf.Memo, namespace: str, name: str, pool_name: str, gpu_nodes: kopf.Index, pool_claims: kopf.Index
+) -> Awaitable[job.Outcome]:
+    """job.reconcile with the live indices of its pool."""
+    return job.reconcile(
+        memo.api,
+        namespace,
+        name,
+        lambda: _nodes(gpu_nodes),
+        lambda: _claims(pool_claims, namespace, pool_name),
+        memo.templates,
+    )
+
+
 # ---------------------------------------------------------------------------------------------- pools
 @kopf.on.resume(GROUP, VERSION, POOL.plural, id="pool-resume")
 @kopf.on.create(GROUP, VERSION, POOL.plural, id="pool-create")
@@ -86,14 +115,7 @@ def _claims(index: kopf.Index, namespace: str, pool_name: str) -> list[pool.Clai
 async def reconcile_pool(
     name: str, namespace: str, memo: kopf.Memo, gpu_nodes: kopf.Index, pool_claims: kopf.Index, **_: Any
 ) -> None:
-    await pool.reconcile(
-        memo.api,
-        namespace,
-        name,
-        lambda: _nodes(gpu_nodes),
-        lambda: _claims(pool_claims, namespace, name),
-        memo.templates,
-    )
+    await _reconcile_pool(memo, namespace, name, gpu_nodes, pool_claims)
 
 
 # The annotation service's demand (the pool's swarm.ai/demand annotation, model_server/demand.py). kopf leaves every
@@ -121,14 +143,7 @@ async def pool_demand(
     if _demand_seen.get(key) == value:
         return  # a status write, kopf's own annotations, ...: nothing new to reconcile
     async with observability.reconciling(POOL.kind):
-        await pool.reconcile(
-            memo.api,
-        namespace,
-        name,
-        lambda: _nodes(gpu_nodes),
-        lambda: _claims(pool_claims, namespace, name),
-        memo.templates,
-        )
+        await _reconcile_pool(memo, namespace, name, gpu_nodes, pool_claims)
     _demand_seen[key] = value  # only once reconciled: a failed reconcile is retried at the next event or resync
 
 
@@ -151,14 +166,7 @@ async def specialist_deployment_event(
     if not pool_name or event.get("type") not in {"ADDED", "MODIFIED", "DELETED"}:
         return
     async with observability.reconciling(POOL.kind):
-        await pool.reconcile(
-            memo.api,
-            namespace,
-            pool_name,
-            lambda: _nodes(gpu_nodes),
-            lambda: _claims(pool_claims, namespace, pool_name),
-            memo.templates,
-        )
+        await _reconcile_pool(memo, namespace, pool_name, gpu_nodes, pool_claims)
 
 
 @kopf.on.event(GROUP, VERSION, POOL.plural, id="pool-metrics")
@@ -188,14 +196,7 @@ async def reconcile_job(
     pool_claims: kopf.Index,
     **_: Any,
 ) -> None:
-    outcome = await job.reconcile(
-        memo.api,
-        namespace,
-        name,
-        lambda: _nodes(gpu_nodes),
-        lambda: _claims(pool_claims, namespace, spec.get("poolRef", "")),
-        memo.templates,
-    )
+    outcome = await _reconcile_job(memo, namespace, name, spec.get("poolRef", ""), gpu_nodes, pool_claims)
     if outcome.retry:
         raise kopf.TemporaryError(outcome.retry, delay=RETRY_SECONDS)
 
@@ -233,11 +234,4 @@ async def trainer_pod_event(
         name = (pod["metadata"].get("labels") or {}).get(builders.LABEL_JOB)
         pool_name = (pod["metadata"].get("labels") or {}).get(builders.LABEL_POOL, "")
         if name:
-            await job.reconcile(
-                memo.api,
-                namespace,
-                name,
-                lambda: _nodes(gpu_nodes),
-                lambda: _claims(pool_claims, namespace, pool_name),
-                memo.templates,
-            )
+            await _reconcile_job(memo, namespace, name, pool_name, gpu_nodes, pool_claims)

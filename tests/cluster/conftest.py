@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from control_plane import REPO, ControlPlane, missing_binaries
-from operator_process import NS, OperatorProcess, install, wipe
+from operator_process import NS, OperatorProcess, install, operator_process, wipe
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +40,7 @@ def cluster(plane: ControlPlane) -> Iterator[ControlPlane]:
 @pytest.fixture
 def operator(cluster: ControlPlane, tmp_path: Path) -> Iterator[OperatorProcess]:
     """`swarm operator` serving namespace swarm, as the swarm-operator ServiceAccount (stopped after the test)."""
-    with OperatorProcess(cluster, tmp_path / "operator.log") as process:
+    with operator_process(cluster, tmp_path / "operator.log") as process:
         yield process
 
 

@@ -5,16 +5,17 @@ run as a process under the operator's ServiceAccount (a token from TokenRequest:
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
 import sys
 import urllib.error
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
 from control_plane import REPO, ControlPlane
+
+sys.path.insert(0, str(REPO / "tests" / "operator"))
+from emulator import OperatorProcess  # noqa: E402  (one runner for both tiers)
 
 NS = "swarm"
 CORE = "/api/v1"
@@ -130,66 +131,30 @@ def gpu_node(plane: ControlPlane, name: str, *, gpus: int = 1, mib: int = RTX_40
     )
 
 
-class OperatorProcess:
-    """`swarm operator --namespace NS` with that namespace's swarm-operator ServiceAccount token; SIGKILL is a real
-    crash."""
-
-    def __init__(
-        self,
-        plane: ControlPlane,
-        log_path: Path,
-        *,
-        namespace: str = NS,
-        extra_args: tuple[str, ...] = (),
-        **env: str,
-    ) -> None:
-        self.plane = plane
-        self.log_path = log_path
-        self.namespace = namespace
-        # A short lease: a test that kills the leader does not wait the default 15 s for the next one; no metrics
-        # port (two replicas would both want 8081).
-        defaults = {"--lease-duration": "5", "--metrics-port": "0"}
-        self.extra_args = (*(x for k, v in defaults.items() if k not in extra_args for x in (k, v)), *extra_args)
-        self.env = {
-            **os.environ,
-            "KUBECONFIG": str(plane.service_account_kubeconfig(namespace, "swarm-operator")),
-            "SWARM_RESYNC_SECONDS": "1",
-            "SWARM_RETRY_SECONDS": "0.5",
-            "SWARM_POD_TEMPLATES": str(REPO / "manifests" / "templates"),
-            **env,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OperatorProcess:
-        command = [
-            sys.executable, "-m", "swarm.operator.commands", "operator", "--namespace", self.namespace,
-            *self.extra_args,
-        ]  # fmt: skip
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
-
-    def __enter__(self) -> OperatorProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def operator_process(
+    plane: ControlPlane,
+    log_path: Path,
+    *,
+    namespace: str = NS,
+    extra_args: tuple[str, ...] = (),
+    **env: str,
+) -> OperatorProcess:
+    """`swarm operator --namespace NAMESPACE` as a process with that namespace's swarm-operator ServiceAccount token
+    (the emulator tier's runner: SIGKILL is a real crash), logging to `log_path`. A short lease by default, so a test
+    that kills the leader does not wait 15 s for the next one; no metrics port (two replicas would share it)."""
+    target = SimpleNamespace(
+        kubeconfig=plane.service_account_kubeconfig(namespace, "swarm-operator"), workdir=log_path.parent
+    )
+    args = extra_args if "--lease-duration" in extra_args else ("--lease-duration", "5", *extra_args)
+    return OperatorProcess(
+        target,  # type: ignore[arg-type]  (duck-typed: the runner reads kubeconfig and workdir)
+        namespace,
+        resync=1.0,
+        retry=0.5,
+        extra_env={"SWARM_POD_TEMPLATES": str(REPO / "manifests" / "templates"), **env},
+        args=args,
+        name=log_path.stem,
+    )
 
 
 def apply_sample(plane: ControlPlane, name: str, **changes: Any) -> dict[str, Any]:

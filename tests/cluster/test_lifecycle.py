@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from control_plane import EXIT_CODE_ANNOTATION, TERMINATION_MESSAGE_ANNOTATION, ControlPlane
-from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node
+from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node, operator_process
 from test_real_cluster import (
     SPECIALIST_PODS,
     TRAINER_PODS,
@@ -239,7 +239,7 @@ def test_a_re_created_job_never_adopts_the_old_pod(cluster: ControlPlane, operat
     cluster.kubectl("delete", "swarmjob", JOB, "-n", NS, "--cascade=orphan")
     assert cluster.get(CORE, "pods", old["metadata"]["name"], NS) is not None  # orphaned, still there
     apply_sample(cluster, "swarmjob.yaml")
-    with OperatorProcess(cluster, operator.log_path.with_name("second.log")) as second:
+    with operator_process(cluster, operator.log_path.with_name("second.log")) as second:
         new = cluster.wait_for(
             lambda: [p for p in running(cluster, TRAINER_PODS) if p["metadata"]["uid"] != old["metadata"]["uid"]],
             what=f"the new job's own pod\n{second.log()}",
@@ -396,7 +396,7 @@ def test_one_replica_reconciles_and_a_standby_takes_over(cluster: ControlPlane, 
     apply_sample(cluster, "specialistpool.yaml")
     duration = "4"
     replicas_ = [
-        OperatorProcess(cluster, tmp_path / f"{n}.log", extra_args=("--lease-duration", duration), POD_NAME=n).start()
+        operator_process(cluster, tmp_path / f"{n}.log", extra_args=("--lease-duration", duration), POD_NAME=n).start()
         for n in ("op-a", "op-b")
     ]
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from control_plane import EXIT_CODE_ANNOTATION, REPO, TERMINATION_MESSAGE_ANNOTATION, ControlPlane
-from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node
+from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node, operator_process
 
 from swarm.operator import budget, builders
 from swarm.operator.models import ConditionReason, ConditionType
@@ -127,8 +127,8 @@ def test_scheduler_refuses_overcommit_across_namespaces(cluster: ControlPlane, t
                     volume["emptyDir"] = {}
             (templates / f"{kind}.yaml").write_text(yaml.safe_dump(template))
         with (
-            OperatorProcess(cluster, tmp_path / "a.log"),
-            OperatorProcess(
+            operator_process(cluster, tmp_path / "a.log"),
+            operator_process(
                 cluster,
                 tmp_path / "b.log",
                 namespace=other,
@@ -208,12 +208,12 @@ def test_operator_killed_mid_reconcile_and_restarted_makes_no_duplicates(
     names = ["geographic", "temporal", "numeric", "people", "commerce"]
     apply_sample(cluster, "specialistpool.yaml", warm=names)
     apply_sample(cluster, "swarmjob.yaml")
-    first = OperatorProcess(cluster, tmp_path / "first.log").start()
+    first = operator_process(cluster, tmp_path / "first.log").start()
     try:
         cluster.wait_for(lambda: cluster.list(APPS, "deployments", NS), interval=0.02, what="first Deployment")
     finally:
         first.kill()
-    with OperatorProcess(cluster, tmp_path / "second.log") as second:
+    with operator_process(cluster, tmp_path / "second.log") as second:
         cluster.wait_for(
             lambda: ready_condition(pool_status(cluster)).get("status") == "True" and running(cluster, TRAINER_PODS),
             what=f"pool Ready and trainer running after restart\n{second.log()}",
