@@ -45,7 +45,7 @@ test-fast: install
 
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler (Kubernetes v1.36.3) and kwok, built once with Go from
 # the pinned module in tests/cluster/bins (only the Go module proxy) into .cache/cluster-bins/; Go's module and build
-# caches live in .cache/go/. First build about 7 minutes on 2 cores; later runs reuse the binaries.
+# caches live in .cache/go/. First build about 8 minutes on 2 cores (downloads included); later runs reuse them.
 cluster-bins:
 	bash tests/cluster/build.sh
 
