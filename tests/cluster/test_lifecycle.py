@@ -246,8 +246,11 @@ def test_a_re_created_job_never_adopts_the_old_pod(cluster: ControlPlane, operat
         )[0]
         job = cluster.get(SWARM, "swarmjobs", JOB, NS)
         assert new["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
-        status = job_status(cluster, JOB)
-        assert status["phase"] == "Running" and not (status.get("metrics") or {})
+        # The status follows the pod's events: wait for it, then check nothing of the old run came with it.
+        status = cluster.wait_for(
+            lambda: (s := job_status(cluster, JOB)).get("phase") == "Running" and s, what="new job Running"
+        )
+        assert not (status.get("metrics") or {}) and status.get("completionTime") is None
 
 
 # ---------------------------------------------------------------------------------------------- 7
