@@ -373,7 +373,7 @@ def test_status_writes_keep_other_writers_conditions(cluster: ControlPlane, oper
     external = {"type": "External", "status": "True", "reason": "Watching", "message": "another controller",
                 "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
 
-    def add_external() -> None:
+    def add_external() -> bool:
         current = cluster.get(SWARM, "swarmjobs", JOB, NS)
         conditions = [c for c in current["status"].get("conditions", []) if c["type"] != "External"]
         patch = {
@@ -382,11 +382,13 @@ def test_status_writes_keep_other_writers_conditions(cluster: ControlPlane, oper
         }
         try:
             cluster.patch(SWARM, "swarmjobs", JOB, patch, NS, sub="status")
+            return True
         except urllib.error.HTTPError as exc:
             assert exc.code == 409  # the operator wrote in between: read again
+            return False
 
     for _ in range(3):
-        add_external()
+        cluster.wait_for(add_external, interval=0.05, what="the other writer's condition written")
     finish_pod(cluster, pod, 0, json.dumps({"microF1": 0.7}))
     status = cluster.wait_for(lambda: (s := job_status(cluster, JOB)).get("phase") == "Succeeded" and s, what="done")
     types = {c["type"] for c in status["conditions"]}

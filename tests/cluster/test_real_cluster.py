@@ -148,7 +148,7 @@ def test_scheduler_refuses_overcommit_across_namespaces(cluster: ControlPlane, t
             assert "Insufficient swarm.ai/gpu-memory-mib" in message, message
             assert ready_condition(status)["status"] == "False"
             assert not running(cluster, SPECIALIST_PODS, other)
-            assert ready_condition(pool_status(cluster))["status"] == "True"
+            cluster.wait_for(lambda: ready_condition(pool_status(cluster)).get("status") == "True", what="pool a")
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
         cluster.kubectl("delete", "clusterrolebinding", f"{other}-nodes", check=False)
@@ -164,7 +164,9 @@ def test_job_runs_to_succeeded_and_reports_its_termination_message(
     assert pod["spec"]["automountServiceAccountToken"] is False
     assert pod["spec"]["containers"][0]["resources"]["requests"][budget.GPU_MEMORY_RESOURCE] == "6144"
     cluster.wait_for(lambda: job_status(cluster, "sotab-train").get("phase") == "Running", what="job Running")
-    assert len(running(cluster, f"{builders.LABEL_SPECIALIST}=people")) == 1  # the job's cold specialist
+    cluster.wait_for(  # the job's cold specialist, scaled up for it
+        lambda: len(running(cluster, f"{builders.LABEL_SPECIALIST}=people")) == 1, what="people running"
+    )
     metrics = {"microF1": 0.81, "macroF1": 0.62, "throughput": 950.5, "criticalSteps": 7}
     cluster.patch(
         CORE,
