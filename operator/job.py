@@ -23,18 +23,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from swarm.operator import builders, events, pool, status_write
 from swarm.operator.kube import JOBS, PODS, Api
-from swarm.operator.models import JOB, ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec, object_problems
+from swarm.operator.models import JOB, ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec
 from swarm.operator.status import (
     condition,
     merge_conditions,
     metrics_from_pod,
     now_iso,
+    parse_object,
     phase_from_pod,
-    spec_errors,
 )
 
 TERMINAL = {Phase.Succeeded.value, Phase.Failed.value}
@@ -78,12 +76,7 @@ def claim_of(body: dict[str, Any]) -> pool.Claim:
 
 def parse_job(job: dict[str, Any]) -> tuple[SwarmJobSpec | None, str]:
     """(the spec, "") or (None, why not): the spec's model and the CRD's rules on the name."""
-    try:
-        spec = SwarmJobSpec.model_validate(job.get("spec") or {})
-    except ValidationError as exc:
-        return None, spec_errors(exc)
-    problems = object_problems(JOB.rules, job)
-    return (None, "; ".join(problems)) if problems else (spec, "")
+    return parse_object(JOB, job)
 
 
 async def write_status(api: Api, job: dict[str, Any], body: dict[str, Any], conditions: list[dict[str, Any]]) -> None:

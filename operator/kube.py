@@ -207,10 +207,8 @@ class Api:
             return existing, False
         return await self.create(res, meta.get("namespace"), body), True
 
-    async def apply(self, res: Resource, body: dict[str, Any], *, patch_existing: bool = True) -> dict[str, Any]:
+    async def apply(self, res: Resource, body: dict[str, Any]) -> dict[str, Any]:
         """Create by deterministic name; if it exists (a crash-restart, another handler), patch it instead."""
-        if not patch_existing:
-            return (await self.create_or_get(res, body))[0]
         meta = body["metadata"]
         try:
             return await self.create(res, meta.get("namespace"), body)
@@ -234,11 +232,13 @@ def with_spec_hash(body: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Converged:
-    """What `converge` changed: names created and deleted, and each patched object as it was before the patch."""
+    """What `converge` changed: names created and deleted, and each patched object as it was before the patch;
+    `listed`: every object it found, as listed before any change (their status is what exists)."""
 
     created: list[str] = field(default_factory=list)
     patched: dict[str, dict[str, Any]] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
+    listed: list[dict[str, Any]] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {"created": len(self.created), "patched": len(self.patched), "deleted": len(self.deleted)}
@@ -259,8 +259,8 @@ async def converge(
     """Make the objects labelled `selector` equal `desired`, level-triggered: create missing ones, server-side
     apply those whose desired state changed (a removed key goes too) or that drifted (a hand-scaled Deployment),
     delete extras."""
-    existing = {o["metadata"]["name"]: o for o in await api.list(res, namespace, selector)}
-    done = Converged()
+    done = Converged(listed=await api.list(res, namespace, selector))
+    existing = {o["metadata"]["name"]: o for o in done.listed}
     for body in map(with_spec_hash, desired):
         name = body["metadata"]["name"]
         current = existing.pop(name, None)

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from swarm.operator import budget, builders, events, status_write
 from swarm.operator.kube import DEPLOYMENTS, PODS, POOLS, SERVICES, Api, converge
 from swarm.operator.models import (
@@ -37,9 +35,8 @@ from swarm.operator.models import (
     ConditionType,
     SpecialistPoolSpec,
     SpecialistState,
-    object_problems,
 )
-from swarm.operator.status import condition, merge_conditions, now_iso, spec_errors
+from swarm.operator.status import condition, merge_conditions, now_iso, parse_object
 
 NodeReading = tuple[str, Mapping[str, str], str | None]  # name, labels, gpu-memory annotation
 
@@ -269,12 +266,7 @@ def plan(
 def parse_pool(pool: dict[str, Any]) -> tuple[SpecialistPoolSpec | None, str]:
     """(the spec, "") or (None, why not): the spec's model and the CRD's rules on the name (an API server with an
     older CRD may have let a bad one in)."""
-    try:
-        spec = SpecialistPoolSpec.model_validate(pool.get("spec") or {})
-    except ValidationError as exc:
-        return None, spec_errors(exc)
-    problems = object_problems(POOL.rules, pool)
-    return (None, "; ".join(problems)) if problems else (spec, "")
+    return parse_object(POOL, pool)
 
 
 def _capacity_source(gpus: list[budget.Gpu]) -> str:
@@ -363,7 +355,7 @@ async def _reconcile(
     await events.post_scalings(api, pool, deployments, converged)
     await converge(api, SERVICES, namespace, selector, [builders.specialist_service(pool, s) for s in spec.specialists])
 
-    await observe(api, namespace, selector, rows)
+    await observe(api, namespace, selector, rows, converged.listed)
 
     capacities = budget.usable(gpus, spec.memory_reserve_per_gpu, taken)
     other_pools = sum(taken.get((g.node, g.index), 0) for g in gpus)
@@ -422,15 +414,21 @@ async def _reconcile(
     )
 
 
-async def observe(api: Api, namespace: str, selector: dict[str, str], rows: list[dict[str, Any]]) -> None:
-    """Set each row's `ready` from what exists (its Deployment's readyReplicas), and for a scaled-up specialist
-    that is not ready, `message` from its pod (the scheduler's reason when it cannot be placed, e.g. another pool's
-    pods hold the node's GPU memory)."""
+async def observe(
+    api: Api,
+    namespace: str,
+    selector: dict[str, str],
+    rows: list[dict[str, Any]],
+    deployments: Iterable[dict[str, Any]],
+) -> None:
+    """Set each row's `ready` from what exists (its Deployment's readyReplicas, as `converge` listed them), and for a
+    scaled-up specialist that is not ready, `message` from its pod (the scheduler's reason when it cannot be placed,
+    e.g. another pool's pods hold the node's GPU memory)."""
     ready = {
         (d["metadata"].get("labels") or {}).get(builders.LABEL_SPECIALIST): int(
             (d.get("status") or {}).get("readyReplicas") or 0
         )
-        for d in await api.list(DEPLOYMENTS, namespace, selector)
+        for d in deployments
     }
     waiting = [r for r in rows if r["replicas"] and ready.get(r["name"], 0) < r["replicas"]]
     pods = await api.list(PODS, namespace, selector) if waiting else []

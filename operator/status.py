@@ -16,7 +16,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from swarm.operator.models import CONDITION_MESSAGE_MAX, ConditionReason, ConditionType, JobMetrics, Phase
+from swarm.operator.models import (
+    CONDITION_MESSAGE_MAX,
+    ConditionReason,
+    ConditionType,
+    JobMetrics,
+    KindInfo,
+    Phase,
+    object_problems,
+)
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -26,6 +34,17 @@ def now_iso(now: datetime | None = None) -> str:
 def spec_errors(exc: ValidationError) -> str:
     """A CR spec's validation errors as one readable line: `field.path: message; ...`."""
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+def parse_object(info: KindInfo, obj: dict[str, Any]) -> tuple[Any, str]:
+    """(the parsed spec, "") or (None, why not) of a custom resource: its spec model (info.spec) and the CRD's rules
+    on the object (info.rules: its name), which an API server with an older CRD may not have enforced."""
+    try:
+        spec = info.spec.model_validate(obj.get("spec") or {})
+    except ValidationError as exc:
+        return None, spec_errors(exc)
+    problems = object_problems(info.rules, obj)
+    return (None, "; ".join(problems)) if problems else (spec, "")
 
 
 def condition(type_: ConditionType, ok: bool, reason: ConditionReason, message: str = "") -> dict[str, Any]:

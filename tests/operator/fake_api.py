@@ -116,22 +116,11 @@ class FakeApi:
         await self._write("delete", name, {})
         return self.objects.pop((res.plural, namespace, name), None) is not None
 
-    create_or_get = Api.create_or_get  # the product's logic, on this fake's create and get
+    # The product's logic, on this fake's create, get and patch.
+    create_or_get = Api.create_or_get
+    apply = Api.apply
 
     async def server_side_apply(self, res: Resource, body: dict[str, Any]) -> dict[str, Any]:
         """Approximated by a merge patch (no field ownership here)."""
         meta = body["metadata"]
-        return await self.patch(res, meta.get("namespace"), meta["name"], body)
-
-    async def apply(self, res: Resource, body: dict[str, Any], *, patch_existing: bool = True) -> dict[str, Any]:
-        meta = body["metadata"]
-        try:
-            return await self.create(res, meta.get("namespace"), body)
-        except ApiError as exc:
-            if exc.status != 409:
-                raise
-        if not patch_existing:
-            existing = await self.get(res, meta.get("namespace"), meta["name"])
-            if existing is not None:
-                return existing
         return await self.patch(res, meta.get("namespace"), meta["name"], body)
