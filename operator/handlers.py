@@ -38,6 +38,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 270
     # kopf holds all handlers until every indexed object's worker goes idle; 5 s (default) delays startup.
     settings.queueing.idle_timeout = 0.5
+    # A pool or job being deleted keeps its finalizer until its resync timer has exited; one caught mid-reconcile is
+    # re-checked only every `cancellation_polling` seconds (60 by default: a deleted pool lingered a minute).
+    settings.background.cancellation_polling = 2.0
     memo.api = Api(load_connection())
     memo.templates = builders.load_templates()
 
