@@ -115,18 +115,26 @@ class PrimaryModel(nn.Module):
         return self.fusion(agent_states, query, agent_ids=list(agent_ids))
 
     def forward(self, ids: Tensor, mask: Tensor, agent_states: list[Tensor] | None = None,
-                agent_ids: Sequence[int] | None = None) -> Tensor:
-        """Logits (B, labels). `agent_states[l]` is (N, B, H, K, V): layer l of the N agents in `agent_ids`."""
+                agent_ids: Sequence[int] | None = None, row_mask: Tensor | None = None) -> Tensor:
+        """Logits (B, labels). `agent_states[l]` is (N, B, H, K, V): layer l of the N agents in `agent_ids`.
+        `row_mask` (B,) withholds the agents from the rows where it is False: those rows read as the primary alone
+        (training withholds them on columns the specialists were trained on, whose beliefs are too good to trust)."""
         fused = self.fuse(ids, mask, agent_states, agent_ids)
+        if fused is not None and row_mask is not None:
+            keep = row_mask.to(fused[0].dtype)
+            fused = [state * keep[:, None, None, None] for state in fused]
         initial = None if fused is None else [
             state * scale[None, :, None, None] for state, scale in zip(fused, self.state_scale, strict=True)]
         out = self.backbone(ids, mask, initial)
         features = out.pooled + self.readout(out.states, out.pooled)
         if fused is not None:
-            features = features + self.fused_readout(fused, out.pooled)
+            read = self.fused_readout(fused, out.pooled)
+            features = features + (read if row_mask is None else read * row_mask.to(read.dtype)[:, None])
         logits = self.head(features)
         if fused is not None:
             for slot, agent in enumerate(agent_ids):
-                belief = self.beliefs(agent, [layer[slot] for layer in agent_states])
-                logits = logits + BELIEF_GAIN * self.belief_weight[agent] * belief.to(logits.dtype)
+                belief = self.beliefs(agent, [layer[slot] for layer in agent_states]).to(logits.dtype)
+                if row_mask is not None:
+                    belief = belief * row_mask.to(logits.dtype)[:, None]
+                logits = logits + BELIEF_GAIN * self.belief_weight[agent] * belief
         return logits

@@ -2,15 +2,19 @@
 what each part of the model contributes. Writes reports/accuracy.{json,md,png}; `swarm accuracy-report` runs it.
 
 Protocols, each stating what it trained on:
-- `cv` (the reported estimate): grouped K-fold over the validation tables. Fold k's primary trains on training +
-  training_columns + the validation tables of the other folds and is scored on fold k's columns; no table is in two
-  folds. Rows are mean ± std over folds, paired (alone vs swarm share each fold's split and seed).
+- `cv` (the reported estimate): grouped K-fold over the validation tables, repeated over seeds. Fold k's primary
+  trains on training + training_columns + the validation tables of the other folds and is scored on fold k's
+  columns; no table is in two folds. Rows are mean ± std over the (seed, fold) runs, paired (alone vs swarm share
+  each run's split and seed).
 - `holdout` (the protocol of the earlier reports): trained on training + training_columns only, scored on the whole
   validation split; the ablation ladder runs here, one step at a time.
 The specialists are fine-tuned per domain on training + training_columns only: they never see a validation label, so
-the same frozen specialists serve every fold. The released primary (`released/model`, named in metrics.json) is
-trained on every labelled split with the swarm's recipe; its own score is unknown by construction (the CV estimates
-it). Table names are never read: a table is a tuple of columns (swarm.model_server.tables.Table).
+the same frozen specialists serve every fold. A fused primary learns how far to trust them (belief weights, state
+fusion) only on columns they were not trained on ("honest" fusion): on their own training columns their beliefs are
+near perfect, and a primary that learnt to trust those was made worse by them (see the ablation rows); there the
+specialists are withheld and the primary trains as alone. The released primary (`released/model`, named in
+metrics.json) is trained on every labelled split with the swarm's recipe; its own score is unknown by construction
+(the CV estimates it). Table names are never read: a table is a tuple of columns (swarm.model_server.tables.Table).
 """
 from __future__ import annotations
 
@@ -48,11 +52,14 @@ class AccuracyConfig(BaseModel):
     run_dir: Path = Path("runs/accuracy")
     reports_dir: Path = Path("reports")
     model: str = "tiny"
-    steps: int = Field(800, ge=1)
+    steps: int = Field(600, ge=1)
     specialist_steps: int = Field(400, ge=1)
     batch_size: int = Field(64, ge=1)
     folds: int = Field(5, ge=2)
+    seeds: int = Field(2, ge=1)  # the CV is repeated per seed: every fold's models re-trained
     seed: int = 0
+    # Each validation column of a fold's training set appears this many times (the ablation also runs 3).
+    validation_copies: int = Field(1, ge=1)
     thinned_copies: int = Field(1, ge=0)
     device: str = DEVICE_AUTO
     ablation: bool = True
@@ -93,6 +100,7 @@ class ExperimentRunner:
         self.cfg, self.labels = cfg, labels
         self.model_cfg = get_config(cfg.model)
         self.specialists: list[Specialist] = []
+        self.specialist_tables: set[str] = set()  # the tables the specialists were trained on
         self._states: dict[str, dict[str, torch.Tensor]] = {}
 
     def train_cfg(self, seed: int, steps: int | None = None) -> TrainConfig:
@@ -115,9 +123,10 @@ class ExperimentRunner:
 
     def fit(self, name: str, train_ex: Sequence[ColumnExample], seed: int, fused: bool,
             encoder: ColumnEncoder | None = None, names: Sequence[str] | None = None,
-            agent_dropout: bool = False) -> PrimaryModel:
+            agent_dropout: bool = False, honest: bool = False) -> PrimaryModel:
         """A primary trained on `train_ex`: alone, or fused with the specialists `names` (default: all of them);
-        `agent_dropout` fuses a random subset per batch (a primary for the orchestrator's subsets)."""
+        `agent_dropout` fuses a random subset per batch (a primary for the orchestrator's subsets); `honest`
+        withholds the specialists from the columns of tables they were trained on."""
         encoder = encoder or ColumnEncoder(self.model_cfg.max_len)
         chosen = [s for s in self.specialists if names is None or s.name in names] if fused else []
         torch.manual_seed(seed)
@@ -125,17 +134,22 @@ class ExperimentRunner:
         if chosen:
             model.load_decoders(LocalSpecialists(chosen).decoders())
         data = encode_examples(train_ex, encoder)
+        allowed = [e.table not in self.specialist_tables for e in train_ex] if honest else None
         extra = cached_inputs(self.states([e.text for e in train_ex], chosen),
-                              agent_dropout_seed=seed if agent_dropout else None) if chosen else None
-        meta = model.meta() | {"trained_on": name, "agent_dropout": agent_dropout}
+                              agent_dropout_seed=seed if agent_dropout else None, honest=allowed) if chosen else None
+        meta = model.meta() | {"trained_on": name, "agent_dropout": agent_dropout, "honest_fusion": honest}
         train(model, data, self.train_cfg(seed), self.cfg.run_dir / name, meta, extra, desc=name)
         return model
 
     def score(self, model: PrimaryModel, examples: Sequence[ColumnExample], encoder: ColumnEncoder | None = None,
               agents: Sequence[int] | None = None) -> Scores:
         """Scores on `examples`; a fused primary reads all its specialists, or only those indexed by `agents`."""
+        return score([self.labels[e.label] for e in examples], self.predict(model, examples, encoder, agents))
+
+    def predict(self, model: PrimaryModel, examples: Sequence[ColumnExample], encoder: ColumnEncoder | None = None,
+                agents: Sequence[int] | None = None) -> list[str]:
         pred = self.probs(model, examples, encoder, agents).argmax(-1).tolist()
-        return score([self.labels[e.label] for e in examples], [self.labels[i] for i in pred])
+        return [self.labels[i] for i in pred]
 
     def probs(self, model: PrimaryModel, examples: Sequence[ColumnExample], encoder: ColumnEncoder | None = None,
               agents: Sequence[int] | None = None) -> torch.Tensor:
@@ -143,6 +157,45 @@ class ExperimentRunner:
         chosen = [s for s in self.specialists if s.name in model.specialists]
         extra = cached_inputs(self.states([e.text for e in examples], chosen), agents) if chosen else None
         return predict(model, data, extra)
+
+
+# Confusions the issue names (the worst of the first front end), plus Duration/Time: a label taken for another of its
+# group.
+CONFUSION_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("Time", "openingHours"),
+    ("weight", "Distance", "price", "QuantitativeValue"),
+    ("unitCode", "unitText"),
+    ("Review", "Product/description"),
+    ("Duration", "Time"),
+)
+
+
+def confusions(gold: Sequence[str], pred: Sequence[str]) -> dict[str, int]:
+    """Per group, how many of its columns were labelled as another member of the group."""
+    return {" / ".join(group): sum(g in group and p in group and g != p for g, p in zip(gold, pred, strict=True))
+            for group in CONFUSION_GROUPS}
+
+
+class FoldRun(BaseModel):
+    """One (seed, fold) of the CV: the held-out columns' gold labels and each model's predictions."""
+
+    seed: int
+    fold: int
+    gold: list[str]
+    alone: list[str]
+    swarm: list[str]
+
+
+def cv_folds(base: Sequence[ColumnExample], val: Sequence[ColumnExample], folds: Sequence[Sequence[int]],
+             copies: int) -> list[tuple[list[ColumnExample], list[ColumnExample]]]:
+    """(training, held-out) examples per fold: everything else + the other folds' validation columns, each of
+    those `copies` times."""
+    out = []
+    for held in folds:
+        held_set = set(held)
+        other = [e for i, e in enumerate(val) if i not in held_set]
+        out.append(([*base, *(e for e in other for _ in range(copies))], [val[i] for i in held]))
+    return out
 
 
 def run_accuracy(cfg: AccuracyConfig) -> dict:
@@ -159,64 +212,115 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
                          TrainConfig(steps=cfg.specialist_steps, batch_size=cfg.batch_size, seed=cfg.seed,
                                      device=cfg.device), cfg.run_dir / "specialists")
         for domain in domains().values()]
+    runner.specialist_tables = {e.table for e in plain_context}
 
-    # Holdout protocol: the ladder, then the full recipe alone and with specialists.
-    ladder: list[tuple[str, dict]] = []
+    # Holdout protocol: the primary's ladder, one step at a time.
+    ablation: list[dict] = []
+
+    def record(step: str, protocol: str, scores: dict) -> None:
+        ablation.append({"step": step, "protocol": protocol, "micro_f1": scores["micro_f1"],
+                         "macro_f1": scores["macro_f1"]})
+
+    hard: list[str] = []
     if cfg.ablation:
         plain = build_examples(train_splits, labels, context=False)
         val_plain = build_examples([validation], labels, context=False)
         no_features = ColumnEncoder(runner.model_cfg.max_len, features=False)
-        steps = [
-            ("cell vectors of the column alone", plain, val_plain, no_features),
-            ("+ neighbour columns as context", plain_context, val, no_features),
-            ("+ thinned-table copies in training", base, val, no_features),
-        ]
-        for step, train_ex, val_ex, encoder in steps:
-            model = runner.fit(f"holdout-{len(ladder)}", train_ex, cfg.seed, fused=False, encoder=encoder)
-            ladder.append((step, runner.score(model, val_ex, encoder).to_dict()))
-    alone_holdout = runner.score(runner.fit("holdout-alone", base, cfg.seed, fused=False), val)
-    swarm_holdout = runner.score(runner.fit("holdout-swarm", base, cfg.seed, fused=True), val)
-    ladder.append(("+ surface features (full primary)", alone_holdout.to_dict()))
-    ladder.append((f"+ 5 specialists ({FUSION} fusion, beliefs)", swarm_holdout.to_dict()))
-    hard = sorted(c for c, f1 in alone_holdout.per_class.items() if f1 < HARD_CLASS_F1)
+        for step, train_ex, val_ex, encoder in (
+                ("cell vectors of the column alone", plain, val_plain, no_features),
+                ("+ neighbour columns as context", plain_context, val, no_features),
+                ("+ thinned-table copies in training", base, val, no_features),
+                ("+ surface features (full primary)", base, val, None)):
+            scores = runner.score(runner.fit(f"holdout-{len(ablation)}", train_ex, cfg.seed, fused=False,
+                                             encoder=encoder), val_ex, encoder)
+            record(step, "holdout", scores.to_dict())
+        hard = sorted(c for c, f1 in scores.per_class.items() if f1 < HARD_CLASS_F1)
 
-    # Grouped K-fold CV over the validation tables (the reported estimate).
+    # Grouped K-fold CV over the validation tables (the reported estimate), repeated per seed.
     folds = grouped_folds(val, cfg.folds, cfg.seed)
-    alone_runs, swarm_runs = [], []
-    for k, held in enumerate(folds):
-        held_set = set(held)
-        train_ex = [*base, *(e for i, e in enumerate(val) if i not in held_set)]
-        test_ex = [val[i] for i in held]
-        alone_runs.append(runner.score(runner.fit(f"cv{k}-alone", train_ex, cfg.seed + k, fused=False), test_ex))
-        swarm_runs.append(runner.score(runner.fit(f"cv{k}-swarm", train_ex, cfg.seed + k, fused=True), test_ex))
-    cv = {"primary_alone": _summary(alone_runs, hard), "swarm": _summary(swarm_runs, hard)}
-    cv["swarm_gain_per_fold"] = [s.micro_f1 - a.micro_f1 for a, s in zip(alone_runs, swarm_runs, strict=True)]
+    splits = cv_folds(base, val, folds, cfg.validation_copies)
+    runs: list[FoldRun] = []
+    for s in range(cfg.seeds):
+        for k, (train_ex, test_ex) in enumerate(splits):
+            seed = cfg.seed + 100 * s + k
+            alone = runner.fit(f"cv-s{s}-f{k}-alone", train_ex, seed, fused=False)
+            swarm = runner.fit(f"cv-s{s}-f{k}-swarm", train_ex, seed, fused=True, honest=True)
+            runs.append(FoldRun(seed=s, fold=k, gold=[labels[e.label] for e in test_ex],
+                                alone=runner.predict(alone, test_ex), swarm=runner.predict(swarm, test_ex)))
+    alone_scores = [score(r.gold, r.alone) for r in runs]
+    swarm_scores = [score(r.gold, r.swarm) for r in runs]
+    if not hard:
+        hard = sorted(c for c, f1 in _pooled(runs, "alone").per_class.items() if f1 < HARD_CLASS_F1)
+    cv = {"primary_alone": _summary(alone_scores, hard), "swarm": _summary(swarm_scores, hard)}
+    cv["swarm_gain_per_fold"] = [b.micro_f1 - a.micro_f1 for a, b in zip(alone_scores, swarm_scores, strict=True)]
+    cv["runs"] = [{"seed": r.seed, "fold": r.fold, "alone_micro_f1": a.micro_f1, "swarm_micro_f1": b.micro_f1}
+                  for r, a, b in zip(runs, alone_scores, swarm_scores, strict=True)]
+
+    if cfg.ablation:
+        # CV rows, first seed: what the validation tables, their weight and honest fusion each bring.
+        def first_seed(key: str) -> dict:
+            return _summary([score(r.gold, getattr(r, key)) for r in runs if r.seed == 0], hard)
+
+        record("+ validation tables of the other folds in training (primary alone)", "cv", first_seed("alone"))
+        extra = 3 if cfg.validation_copies == 1 else 1
+        variants = [("alone", f"validation columns x{extra} (primary alone)", False, False, extra),
+                    ("swarm", f"validation columns x{extra} (swarm, honest fusion)", True, True, extra),
+                    ("dishonest", "+ 5 specialists, fusion learnt on every column (also their own training ones)",
+                     True, False, cfg.validation_copies)]
+        for key, step, fused, honest, copies in variants:
+            got = []
+            for k, (train_ex, test_ex) in enumerate(cv_folds(base, val, folds, copies)):
+                model = runner.fit(f"cv-ablation-{key}-x{copies}-f{k}", train_ex, cfg.seed + k, fused=fused,
+                                   honest=honest)
+                got.append(runner.score(model, test_ex))
+            record(step, "cv", _summary(got, hard))
+        record("+ 5 specialists, fusion learnt only on columns they never saw (the swarm)", "cv",
+               first_seed("swarm"))
 
     # The released swarm: every labelled split, the swarm's recipe.
-    released = runner.fit("released", [*base, *val], cfg.seed, fused=True)
+    released_ex = [*base, *(e for e in val for _ in range(cfg.validation_copies))]
+    released = runner.fit("released", released_ex, cfg.seed, fused=True, honest=True)
     model_dir = cfg.run_dir / "released" / "model"
-    save_weights(model_dir, released, released.meta() | {"specialist_dirs": [
+    save_weights(model_dir, released, released.meta() | {"honest_fusion": True, "specialist_dirs": [
         os.path.relpath(cfg.run_dir / "specialists" / s.name, model_dir) for s in runner.specialists]})
 
+    pooled_alone, pooled_swarm = _pooled(runs, "alone"), _pooled(runs, "swarm")
+    gold = [g for r in runs for g in r.gold]
+    copies = "" if cfg.validation_copies == 1 else f" (each {cfg.validation_copies} times)"
     result = {
-        "model": cfg.model, "folds": cfg.folds, "steps": cfg.steps,
+        "model": cfg.model, "folds": cfg.folds, "seeds": cfg.seeds, "steps": cfg.steps,
+        "validation_copies": cfg.validation_copies,
         "trained_on": {
             "cv": f"training + training_columns ({len(base)} examples with thinned copies) + the validation "
-                  "tables of the other folds; scored on the held-out fold",
+                  f"tables of the other folds{copies}; scored on the held-out fold",
             "holdout": "training + training_columns; scored on all of validation",
             "specialists": "training + training_columns, per domain",
-            "released": "training + training_columns + validation",
+            "fusion": "belief weights and state fusion learnt only on columns the specialists were not trained on "
+                      "(the validation tables in training); elsewhere the primary trains alone",
+            "released": f"training + training_columns + validation{copies}",
         },
         "cv": cv,
-        "holdout": {"primary_alone": alone_holdout.to_dict() | {"hard_class_f1": _hard_f1(alone_holdout, hard)},
-                    "swarm": swarm_holdout.to_dict() | {"hard_class_f1": _hard_f1(swarm_holdout, hard)}},
-        "ablation": [{"step": step, "micro_f1": s["micro_f1"], "macro_f1": s["macro_f1"]} for step, s in ladder],
+        "per_class_f1": {label: {"primary_alone": pooled_alone.per_class.get(label),
+                                 "swarm": pooled_swarm.per_class.get(label)} for label in sorted(set(gold))},
+        "confusions": {"primary_alone": confusions(gold, [p for r in runs for p in r.alone]),
+                       "swarm": confusions(gold, [p for r in runs for p in r.swarm])},
+        "ablation": ablation,
         "hard_classes": hard,
         "checkpoint": str(model_dir),
         "seconds": round(time.time() - started, 1),
     }
     write_accuracy_reports(result, cfg.reports_dir)
+    # metrics.json: the released swarm, in `swarm eval --json`'s format, with the CV estimate of its scores.
+    reports.write_json(cfg.reports_dir / "metrics.json", pooled_swarm.to_dict() | {
+        "micro_f1": cv["swarm"]["micro_f1"], "macro_f1": cv["swarm"]["macro_f1"], "model": cfg.model,
+        "split": f"validation, grouped {cfg.folds}-fold CV x {cfg.seeds} seed(s) (per_class: all runs pooled); the "
+                 "released checkpoint itself was trained on it", "checkpoint": str(model_dir)})
     return result
+
+
+def _pooled(runs: Sequence[FoldRun], key: str) -> Scores:
+    """Scores of every run's held-out predictions together (per-class F1 over all folds and seeds)."""
+    return score([g for r in runs for g in r.gold], [p for r in runs for p in getattr(r, key)])
 
 
 def _cell(summary: dict, key: str) -> str:
@@ -230,17 +334,33 @@ def _cell(summary: dict, key: str) -> str:
 def accuracy_markdown(result: dict) -> str:
     cv = result["cv"]
     rows = [[name, _cell(cv[key], "micro_f1"), _cell(cv[key], "macro_f1"), _cell(cv[key], "hard_class_f1")]
-            for name, key in (("primary alone", "primary_alone"), ("primary + 5 specialists", "swarm"))]
+            for name, key in (("primary alone", "primary_alone"), ("primary + 5 specialists (the swarm)", "swarm"))]
     gains = ", ".join(f"{g:+.3f}" for g in cv["swarm_gain_per_fold"])
-    ladder = [[r["step"], r["micro_f1"], r["macro_f1"]] for r in result["ablation"]]
-    return (
-        f"Grouped {result['folds']}-fold cross-validation over the real SOTAB validation tables (`{result['model']}` "
-        f"config, {result['steps']} steps; each fold trained on {result['trained_on']['cv']}). Mean ± std over "
-        f"folds:\n\n"
+    seeds = result.get("seeds", 1)
+    ladder = [[r["step"], r.get("protocol", "holdout"), r["micro_f1"], r["macro_f1"]] for r in result["ablation"]]
+    per_class = sorted(result.get("per_class_f1", {}).items(), key=lambda kv: (kv[1]["primary_alone"] or 0, kv[0]))
+    confusion = result.get("confusions", {})
+    text = (
+        f"Grouped {result['folds']}-fold cross-validation over the real SOTAB validation tables, {seeds} seed(s) "
+        f"(`{result['model']}` config, {result['steps']} steps; each fold trained on {result['trained_on']['cv']}; "
+        f"specialists trained on {result['trained_on']['specialists']}; "
+        f"fusion: {result['trained_on'].get('fusion', '-')}). Mean ± std over the "
+        f"{len(cv['swarm_gain_per_fold'])} (seed, fold) runs:\n\n"
         + reports.markdown_table(["model", "micro-F1", "macro-F1", "hard-class F1"], rows)
-        + f"\nSwarm minus primary alone, micro-F1 per fold (paired): {gains}.\n\n"
-        "Ablation ladder, holdout protocol (trained on training + training_columns, scored on all of validation, "
-        "one seed):\n\n" + reports.markdown_table(["step", "micro-F1", "macro-F1"], ladder))
+        + f"\nSwarm minus primary alone, micro-F1 per (seed, fold) run, paired: {gains}.\n\n"
+        "Ablation (holdout: trained on training + training_columns, scored on all of validation; cv: the first "
+        "seed's folds):\n\n" + reports.markdown_table(["step", "protocol", "micro-F1", "macro-F1"], ladder))
+    if confusion:
+        groups = list(confusion["primary_alone"])
+        text += ("\nConfusions within the issue's groups (columns labelled as another member of their group, all CV "
+                 "runs together):\n\n" + reports.markdown_table(
+                     ["group", "primary alone", "swarm"],
+                     [[g, confusion["primary_alone"][g], confusion["swarm"][g]] for g in groups]))
+    if per_class:
+        text += ("\nPer-class F1 (all CV runs together), worst first for the primary alone:\n\n"
+                 + reports.markdown_table(["label", "primary alone", "swarm"],
+                                          [[label, f["primary_alone"], f["swarm"]] for label, f in per_class]))
+    return text
 
 
 def write_accuracy_reports(result: dict, reports_dir: Path) -> None:
@@ -251,24 +371,33 @@ def write_accuracy_reports(result: dict, reports_dir: Path) -> None:
 
 
 def _plot(result: dict, path: Path) -> None:
+    """Left: the ablation rows; right: the swarm's paired gain over the primary alone, per CV run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = result["ablation"]
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, (ax, gain_ax) = plt.subplots(1, 2, figsize=(11, 1.6 + 0.42 * max(4, len(steps))),
+                                      gridspec_kw={"width_ratios": [3, 1]})
     ys = range(len(steps))
     ax.barh([y + 0.2 for y in ys], [s["micro_f1"] for s in steps], height=0.4, label="micro-F1")
     ax.barh([y - 0.2 for y in ys], [s["macro_f1"] for s in steps], height=0.4, label="macro-F1")
-    ax.set_yticks(list(ys), [s["step"] for s in steps], fontsize=7)
+    ax.set_yticks(list(ys), [f"[{s.get('protocol', 'holdout')}] {s['step']}" for s in steps], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1)
+    ax.set_xlim(0, 1.3)  # room for the legend right of the bars
     for key, style in (("primary_alone", "--"), ("swarm", "-")):
         ax.axvline(result["cv"][key]["micro_f1"], color="black", linestyle=style, linewidth=0.8,
                    label=f"CV micro-F1, {key.replace('_', ' ')}")
     ax.set_xlabel("F1 on real SOTAB validation columns")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper right")
+    gains = result["cv"]["swarm_gain_per_fold"]
+    gain_ax.scatter(gains, range(len(gains)), color="tab:green")
+    gain_ax.axvline(0, color="black", linewidth=0.8)
+    gain_ax.set_yticks(range(len(gains)), [f"seed {r['seed']} fold {r['fold']}" for r in result["cv"].get("runs", [])]
+                       or [str(i) for i in range(len(gains))], fontsize=7)
+    gain_ax.invert_yaxis()
+    gain_ax.set_xlabel("swarm − primary alone, micro-F1 (paired)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -3,8 +3,8 @@
 1. the fusion experiment (trainer/fusion_experiment.py): synthetic pre-training, five frozen specialists, the
    primary alone and fused with 1, 3 and all specialists in every fusion mode (each over several seeds), scored
    on the real validation split (reports/fusion.json, fusion.md, fusion.png);
-2. the primary alone (first seed) is the baseline: reports/metrics.json, baseline.md and the per-class chart, checkpoint
-   at RUN_DIR/model;
+2. the primary alone (first seed) is the baseline: reports/baseline.json, baseline.md and the per-class chart,
+   checkpoint at RUN_DIR/model;
 3. the best fused primary is served the way users reach it: specialists as processes streaming states over gRPC
    on loopback, the annotation API in front; every validation table goes through AnnotateStream and the
    served predictions are scored again (reports/swarm_demo.json);
@@ -52,7 +52,8 @@ def run_demo(cfg: FusionExperimentConfig, readme: Path | None) -> dict:
     validation = pick_split(cfg.data, "validation")
     # Re-scored from the saved checkpoint (what `swarm eval` would load), not from the model in memory.
     baseline = evaluate_dir(baseline_dir, cfg.data, "validation", device=cfg.device)
-    reports.write_json(reports_dir / "metrics.json", baseline.to_dict() | {
+    # reports/metrics.json belongs to the released swarm (swarm accuracy-report); the demo's baseline has its own.
+    reports.write_json(reports_dir / "baseline.json", baseline.to_dict() | {
         "model": cfg.model, "split": "validation", "checkpoint": str(baseline_dir)})
     reports.per_class_report(baseline, f"Primary alone ({cfg.model}) on real SOTAB validation",
                              reports_dir / "baseline.md", reports_dir / "baseline_per_class_f1.png")

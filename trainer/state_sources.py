@@ -101,24 +101,27 @@ def cache_states(source: StateSource, name: str, texts: Sequence[str], batch_siz
 
 
 def cached_inputs(caches: Sequence[Tensor], agents: Sequence[int] | None = None,
-                  agent_dropout_seed: int | None = None) -> ExtraInputs:
+                  agent_dropout_seed: int | None = None, honest: Sequence[bool] | None = None) -> ExtraInputs:
     """Primary inputs that read the agents' cached states: agent_states[l] is (N, B, H, K, V).
 
     `agents` fuses only those agents (indices into `caches`; empty: the primary alone). With `agent_dropout_seed`
     every batch fuses a random subset instead (its size uniform over 0..N, then its members uniform), reproducible
     from the seed and the batch's rows: a primary trained this way annotates well with whatever subset the
-    orchestrator picks.
+    orchestrator picks. `honest` (per column) withholds every agent from the columns where it is False (see
+    PrimaryModel.forward's `row_mask`).
     """
     chosen = list(range(len(caches))) if agents is None else list(agents)
+    allowed = None if honest is None else torch.tensor(list(honest), dtype=torch.bool)
 
     def extra(index: Sequence[int]) -> dict:
         present = chosen
         if agent_dropout_seed is not None:
             rng = random.Random(agent_dropout_seed * 1_000_003 + hash(tuple(index)))
             present = sorted(rng.sample(chosen, rng.randint(0, len(chosen))))
-        if not present:
+        if not present or (allowed is not None and not allowed[list(index)].any()):
             return {}
         rows = torch.stack([caches[a][list(index)] for a in present])  # (N, B, L, H, K, V)
-        return {"agent_states": list(rows.unbind(dim=2)), "agent_ids": present}
+        extra = {"agent_states": list(rows.unbind(dim=2)), "agent_ids": present}
+        return extra if allowed is None else extra | {"row_mask": allowed[list(index)]}
 
     return extra

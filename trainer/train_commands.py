@@ -275,10 +275,13 @@ def accuracy_report(
     run_dir: Path = typer.Option(Path("runs/accuracy"), help="Specialists, fold models and the released swarm."),
     reports_dir: Path = typer.Option(Path("reports")),
     model: str = typer.Option("tiny", help="Backbone config of primaries and specialists."),
-    steps: int = typer.Option(800, min=1, help="Optimizer steps per primary."),
+    steps: int = typer.Option(600, min=1, help="Optimizer steps per primary."),
     specialist_steps: int = typer.Option(400, min=1),
     folds: int = typer.Option(5, min=2, help="Grouped folds over the validation tables."),
-    ablation: bool = typer.Option(True, help="Also run the ablation ladder (holdout protocol)."),
+    seeds: int = typer.Option(2, min=1, help="The CV is repeated per seed (every fold re-trained)."),
+    validation_copies: int = typer.Option(1, min=1, help="Times each validation column of a fold's training set "
+                                                          "is repeated."),
+    ablation: bool = typer.Option(True, help="Also run the ablation rows (holdout ladder, CV variants)."),
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
@@ -289,7 +292,8 @@ def accuracy_report(
 
     device = use_devices(device, dtype)
     cfg = AccuracyConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model, steps=steps,
-                         specialist_steps=specialist_steps, folds=folds, ablation=ablation, device=device)
+                         specialist_steps=specialist_steps, folds=folds, seeds=seeds,
+                         validation_copies=validation_copies, ablation=ablation, device=device)
     try:
         result = run_accuracy(cfg)
     except (DataError, ValueError) as exc:

@@ -1,15 +1,31 @@
-"""The accuracy experiment's protocol: grouped folds keep a table's columns together, and a dataset without the
-splits it needs is refused clearly before any training."""
+"""The accuracy experiment's protocol: grouped folds keep a table's columns together, validation columns of the
+other folds join training and the held-out ones never do, the specialists are withheld from the columns they were
+trained on, a dataset without the splits it needs is refused clearly, and the whole report runs end to end."""
 from __future__ import annotations
 
+import json
+import random
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sotab_fixtures import write_fixture_split
 
-from swarm.trainer.accuracy_experiment import grouped_folds
+from swarm.model_server.primary import PrimaryModel
+from swarm.model_server.specialist import domains, untrained
+from swarm.model_server.text import serialize_column
+from swarm.trainer import accuracy_experiment
+from swarm.trainer.accuracy_experiment import (
+    CONFUSION_GROUPS,
+    AccuracyConfig,
+    ExperimentRunner,
+    cv_folds,
+    grouped_folds,
+    run_accuracy,
+)
 from swarm.trainer.columns import ColumnExample
+from swarm.trainer.sotab import ColumnRef, Table, load_labels, write_split
 
 
 def test_grouped_folds_keep_each_table_in_one_fold_and_cover_every_column() -> None:
@@ -30,3 +46,77 @@ def test_accuracy_report_without_a_validation_split_is_a_clear_error(tmp_path: P
     assert done.returncode == 2, done.stderr
     assert "need 'validation'" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "reports").exists()
+
+
+_DOMAIN_COLUMNS = {  # one label of each specialist domain, so that every specialist has columns to train on
+    "addressLocality": ["Berlin", "Paris", "Springfield", "Madrid", "Rome", "Lisbon"],
+    "Date": ["2020-07-10", "2019-01-02", "2021-12-31", "2018-05-05"],
+    "telephone": ["+49 30 1234567", "(555) 123-4567", "+33 1 23 45 67 89", "020 7946 0958"],
+    "Person/name": ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"],
+    "Product/name": ["Blue Kettle 1.7 l", "Steel Fork Set", "Oak Desk Lamp", "Wool Scarf"],
+}
+
+
+def _write_domain_split(root: Path, split: str, n_tables: int, seed: int) -> None:
+    rng = random.Random(seed)
+    tables, refs = [], []
+    for i in range(n_tables):
+        name = f"S{seed}_{i}.json.gz"
+        tables.append(Table(name, tuple(tuple(rng.choice(v) for _ in range(4)) for v in _DOMAIN_COLUMNS.values())))
+        refs += [ColumnRef(name, j, label) for j, label in enumerate(_DOMAIN_COLUMNS)]
+    write_split(root / split, tables, refs, f"sotab_v2_cta_{split}_set.csv")
+
+
+def test_cv_folds_repeat_the_other_folds_validation_columns_and_never_the_held_out_ones() -> None:
+    base = [ColumnExample("{}", 0, "train", c) for c in range(3)]
+    val = [ColumnExample("{}", 1, f"V{t}", c) for t in range(6) for c in range(2)]
+    folds = grouped_folds(val, 3, seed=0)
+    for (train, held), fold in zip(cv_folds(base, val, folds, copies=3), folds, strict=True):
+        assert held == [val[i] for i in fold]
+        held_tables = {e.table for e in held}
+        assert not held_tables & {e.table for e in train}
+        assert train[:3] == base and len(train) == 3 + 3 * (len(val) - len(fold))
+
+
+def test_honest_fusion_withholds_the_specialists_from_their_own_training_tables(tmp_path: Path) -> None:
+    cfg = AccuracyConfig(data=tmp_path, model="tiny", steps=1, batch_size=4, device="cpu")
+    runner = ExperimentRunner(cfg, load_labels())
+    runner.specialists = [untrained("geographic")]
+    runner.specialist_tables = {"seen"}
+    examples = [ColumnExample(serialize_column(["Berlin", "Paris"]), 0, table, 0) for table in ("seen", "new")]
+    seen: list[dict] = []
+    original = accuracy_experiment.train
+
+    def spy(model, data, train_cfg, run_dir, meta, extra, desc):  # noqa: ANN001, ANN202
+        seen.append(extra([0, 1]))
+        assert meta["honest_fusion"] is True
+        return original(model, data, train_cfg, run_dir, meta, extra, desc)
+
+    accuracy_experiment.train = spy
+    try:
+        runner.fit("honest", examples, 0, fused=True, honest=True)
+    finally:
+        accuracy_experiment.train = original
+    assert seen[0]["row_mask"].tolist() == [False, True]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_accuracy_report_runs_end_to_end_and_names_the_released_swarm(tmp_path: Path) -> None:
+    data, reports_dir = tmp_path / "data", tmp_path / "reports"
+    _write_domain_split(data, "training", 6, seed=1)
+    _write_domain_split(data, "validation", 6, seed=2)
+    cfg = AccuracyConfig(data=data, run_dir=tmp_path / "run", reports_dir=reports_dir, steps=3, specialist_steps=2,
+                         batch_size=8, folds=2, seeds=2, device="cpu")
+    result = run_accuracy(cfg)
+    saved = json.loads((reports_dir / "accuracy.json").read_text())
+    assert saved["cv"]["primary_alone"]["micro_f1_std"] is not None and saved["folds"] == 2
+    assert len(saved["cv"]["runs"]) == len(saved["cv"]["swarm_gain_per_fold"]) == 4
+    assert [r["protocol"] for r in saved["ablation"]] == ["holdout"] * 4 + ["cv"] * 5
+    assert set(saved["confusions"]["swarm"]) == {" / ".join(g) for g in CONFUSION_GROUPS}
+    metrics = json.loads((reports_dir / "metrics.json").read_text())
+    assert metrics["checkpoint"] == result["checkpoint"] == str(tmp_path / "run" / "released" / "model")
+    model, meta = PrimaryModel.load(Path(metrics["checkpoint"]))
+    assert meta["honest_fusion"] is True and model.specialists == [d for d in domains()]
+    assert (reports_dir / "accuracy.png").stat().st_size > 0
+    assert "Per-class F1" in (reports_dir / "accuracy.md").read_text()

@@ -14,7 +14,7 @@ from swarm.model_server.specialist import Specialist, untrained
 from swarm.model_server.specialist_client import SpecialistClient, SpecialistFailure
 from swarm.model_server.specialist_server import ServerOptions, build_specialist_server
 from swarm.trainer.sotab import load_labels
-from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists
+from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists, cached_inputs
 
 COLUMNS = ["Paris | Berlin | Rome", "2021-03-04 | 1999-12-31", "12.5 | 3 | 7.25", "Alice Smith | Bob Jones"]
 NAMES = ["geographic", "temporal"]
@@ -63,6 +63,36 @@ def test_belief_weights_start_at_zero_and_learn(specialists: LocalSpecialists,
     torch.nn.functional.cross_entropy(primary(ids, mask, states, [0, 1]), torch.tensor([0, 1, 2, 3])).backward()
     assert primary.belief_weight.grad is not None and primary.belief_weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in primary.decoders.parameters())  # the decoders stay frozen
+
+
+def test_rows_with_the_agents_withheld_read_as_the_primary_alone(specialists: LocalSpecialists,
+                                                                  by_name: dict[str, Specialist]) -> None:
+    """Training withholds the specialists on the columns they were trained on (row_mask False): those rows must get
+    exactly the primary-alone logits, the others exactly the fused ones, whatever the fusion parameters hold."""
+    primary = _primary()
+    primary.load_decoders(specialists.decoders())
+    with torch.no_grad():  # away from the zero start, where fused and alone would agree anyway
+        for p in (primary.state_scale, primary.belief_weight, primary.fused_readout.out.weight,
+                  primary.fused_readout.out.bias):
+            p.normal_(0, 0.5)
+    ids, mask = by_name["geographic"].tokenizer(COLUMNS)
+    states = [torch.stack(layer) for layer in zip(*(specialists.states(n, COLUMNS) for n in NAMES), strict=True)]
+    alone = primary(ids, mask)
+    fused = primary(ids, mask, states, [0, 1])
+    assert not torch.allclose(alone, fused, atol=1e-3)
+    row_mask = torch.tensor([True, False, True, False])
+    mixed = primary(ids, mask, states, [0, 1], row_mask=row_mask)
+    torch.testing.assert_close(mixed[row_mask], fused[row_mask], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mixed[~row_mask], alone[~row_mask], rtol=1e-5, atol=1e-5)
+
+
+def test_honest_inputs_withhold_the_agents_per_column() -> None:
+    caches = [torch.randn(4, 2, 2, 3, 3), torch.randn(4, 2, 2, 3, 3)]
+    extra = cached_inputs(caches, honest=[True, False, False, True])
+    batch = extra([0, 1, 3])
+    assert batch["row_mask"].tolist() == [True, False, True]
+    torch.testing.assert_close(batch["agent_states"][0][1], caches[1][[0, 1, 3], 0])
+    assert extra([1, 2]) == {}  # no column of the batch may read them: the batch runs as the primary alone
 
 
 def test_a_primary_refuses_decoders_of_other_specialists(specialists: LocalSpecialists) -> None:
