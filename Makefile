@@ -31,7 +31,7 @@ proto: $(STUBS)
 # PARL ablations, which `make orchestrator` adds).
 demo: install
 	$(BIN)/swarm demo --data $(DATA) --seeds $(SEEDS)
-	$(BIN)/swarm orchestrator-report --data $(DATA) --no-robustness --no-ablations
+	$(BIN)/swarm orchestrator-report --data $(DATA) --seeds $(SEEDS) --no-robustness --no-ablations
 
 # The real-cluster tier (tests/cluster) is required here: missing control-plane binaries fail it, not skip it.
 test: install cluster-bins
