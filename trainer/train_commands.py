@@ -278,7 +278,7 @@ def accuracy_report(
     steps: int = typer.Option(600, min=1, help="Optimizer steps per primary."),
     specialist_steps: int = typer.Option(400, min=1),
     folds: int = typer.Option(5, min=2, help="Grouped folds over the validation tables."),
-    seeds: int = typer.Option(2, min=1, help="The CV is repeated per seed (every fold re-trained)."),
+    seeds: int = typer.Option(3, min=1, help="The CV is repeated per seed (every fold re-trained)."),
     validation_copies: int = typer.Option(1, min=1, help="Times each validation column of a fold's training set "
                                                           "is repeated."),
     ablation: bool = typer.Option(True, help="Also run the ablation rows (holdout ladder, CV variants)."),
