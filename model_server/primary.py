@@ -120,21 +120,21 @@ class PrimaryModel(nn.Module):
         `row_mask` (B,) withholds the agents from the rows where it is False: those rows read as the primary alone
         (training withholds them on columns the specialists were trained on, whose beliefs are too good to trust)."""
         fused = self.fuse(ids, mask, agent_states, agent_ids)
-        if fused is not None and row_mask is not None:
-            keep = row_mask.to(fused[0].dtype)
-            fused = [state * keep[:, None, None, None] for state in fused]
+        keep = None if fused is None or row_mask is None else row_mask.to(torch.float32)[:, None]  # (B, 1)
+        if keep is not None:
+            fused = [state * keep[..., None, None].to(state.dtype) for state in fused]
         initial = None if fused is None else [
             state * scale[None, :, None, None] for state, scale in zip(fused, self.state_scale, strict=True)]
         out = self.backbone(ids, mask, initial)
         features = out.pooled + self.readout(out.states, out.pooled)
         if fused is not None:
             read = self.fused_readout(fused, out.pooled)
-            features = features + (read if row_mask is None else read * row_mask.to(read.dtype)[:, None])
+            features = features + (read if keep is None else read * keep.to(read.dtype))
         logits = self.head(features)
         if fused is not None:
             for slot, agent in enumerate(agent_ids):
                 belief = self.beliefs(agent, [layer[slot] for layer in agent_states]).to(logits.dtype)
-                if row_mask is not None:
-                    belief = belief * row_mask.to(logits.dtype)[:, None]
+                if keep is not None:
+                    belief = belief * keep.to(belief.dtype)
                 logits = logits + BELIEF_GAIN * self.belief_weight[agent] * belief
         return logits

@@ -258,10 +258,10 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
 
     if cfg.ablation:
         # CV rows, first seed: what the validation tables, their weight and honest fusion each bring.
-        def first_seed(key: str) -> dict:
-            return _summary([score(r.gold, getattr(r, key)) for r in runs if r.seed == 0], hard)
+        def first_seed(scores: Sequence[Scores]) -> dict:
+            return _summary([s for r, s in zip(runs, scores, strict=True) if r.seed == 0], hard)
 
-        record("+ validation tables of the other folds in training (primary alone)", "cv", first_seed("alone"))
+        record("+ validation tables of the other folds in training (primary alone)", "cv", first_seed(alone_scores))
         extra = 3 if cfg.validation_copies == 1 else 1
         variants = [("alone", f"validation columns x{extra} (primary alone)", False, False, extra),
                     ("swarm", f"validation columns x{extra} (swarm, honest fusion)", True, True, extra),
@@ -275,7 +275,7 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
                 got.append(runner.score(model, test_ex))
             record(step, "cv", _summary(got, hard))
         record("+ 5 specialists, fusion learnt only on columns they never saw (the swarm)", "cv",
-               first_seed("swarm"))
+               first_seed(swarm_scores))
 
     # The released swarm: every labelled split, the swarm's recipe.
     released_ex = [*base, *(e for e in val for _ in range(cfg.validation_copies))]

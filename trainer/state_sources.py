@@ -112,16 +112,19 @@ def cached_inputs(caches: Sequence[Tensor], agents: Sequence[int] | None = None,
     """
     chosen = list(range(len(caches))) if agents is None else list(agents)
     allowed = None if honest is None else torch.tensor(list(honest), dtype=torch.bool)
+    if allowed is not None and caches and len(allowed) != len(caches[0]):
+        raise ValueError(f"honest marks {len(allowed)} columns but the states cover {len(caches[0])}")
 
     def extra(index: Sequence[int]) -> dict:
         present = chosen
         if agent_dropout_seed is not None:
             rng = random.Random(agent_dropout_seed * 1_000_003 + hash(tuple(index)))
             present = sorted(rng.sample(chosen, rng.randint(0, len(chosen))))
-        if not present or (allowed is not None and not allowed[list(index)].any()):
+        row_mask = None if allowed is None else allowed[list(index)]
+        if not present or (row_mask is not None and not row_mask.any()):
             return {}
         rows = torch.stack([caches[a][list(index)] for a in present])  # (N, B, L, H, K, V)
         extra = {"agent_states": list(rows.unbind(dim=2)), "agent_ids": present}
-        return extra if allowed is None else extra | {"row_mask": allowed[list(index)]}
+        return extra if row_mask is None else extra | {"row_mask": row_mask}
 
     return extra

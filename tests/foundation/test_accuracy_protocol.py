@@ -78,7 +78,8 @@ def test_cv_folds_repeat_the_other_folds_validation_columns_and_never_the_held_o
         assert train[:3] == base and len(train) == 3 + 3 * (len(val) - len(fold))
 
 
-def test_honest_fusion_withholds_the_specialists_from_their_own_training_tables(tmp_path: Path) -> None:
+def test_honest_fusion_withholds_the_specialists_from_their_own_training_tables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = AccuracyConfig(data=tmp_path, model="tiny", steps=1, batch_size=4, device="cpu")
     runner = ExperimentRunner(cfg, load_labels())
     runner.specialists = [untrained("geographic")]
@@ -92,11 +93,8 @@ def test_honest_fusion_withholds_the_specialists_from_their_own_training_tables(
         assert meta["honest_fusion"] is True
         return original(model, data, train_cfg, run_dir, meta, extra, desc)
 
-    accuracy_experiment.train = spy
-    try:
-        runner.fit("honest", examples, 0, fused=True, honest=True)
-    finally:
-        accuracy_experiment.train = original
+    monkeypatch.setattr(accuracy_experiment, "train", spy)
+    runner.fit("honest", examples, 0, fused=True, honest=True)
     assert seen[0]["row_mask"].tolist() == [False, True]
 
 
@@ -117,6 +115,6 @@ def test_the_accuracy_report_runs_end_to_end_and_names_the_released_swarm(tmp_pa
     metrics = json.loads((reports_dir / "metrics.json").read_text())
     assert metrics["checkpoint"] == result["checkpoint"] == str(tmp_path / "run" / "released" / "model")
     model, meta = PrimaryModel.load(Path(metrics["checkpoint"]))
-    assert meta["honest_fusion"] is True and model.specialists == [d for d in domains()]
+    assert meta["honest_fusion"] is True and model.specialists == list(domains())
     assert (reports_dir / "accuracy.png").stat().st_size > 0
     assert "Per-class F1" in (reports_dir / "accuracy.md").read_text()

@@ -93,6 +93,8 @@ def test_honest_inputs_withhold_the_agents_per_column() -> None:
     assert batch["row_mask"].tolist() == [True, False, True]
     torch.testing.assert_close(batch["agent_states"][0][1], caches[1][[0, 1, 3], 0])
     assert extra([1, 2]) == {}  # no column of the batch may read them: the batch runs as the primary alone
+    with pytest.raises(ValueError, match="honest marks 3 columns but the states cover 4"):
+        cached_inputs(caches, honest=[True, False, True])
 
 
 def test_a_primary_refuses_decoders_of_other_specialists(specialists: LocalSpecialists) -> None:
