@@ -61,6 +61,7 @@ class WidePlan:
     table_entropy: Tensor
     column_log_prob: Tensor
     column_entropy: Tensor
+    route_log_prob: Tensor  # (C, N) of each routing bit (0 where the specialist was not spawned)
     complexity: Tensor  # (T,) expected share of the specialists the complexity head asks for, in [0, 1]
 
 
@@ -201,13 +202,13 @@ class OrchestratorPolicy(nn.Module):
                           < torch.sigmoid(route_logits.detach())) & column_spawned
             else:
                 routed = (route_logits > 0) & column_spawned
-        bern = -F.binary_cross_entropy_with_logits(route_logits, routed.float(), reduction="none")
+        bern = -F.binary_cross_entropy_with_logits(route_logits, routed.float(), reduction="none") * column_spawned
         bern_entropy = F.binary_cross_entropy_with_logits(route_logits, torch.sigmoid(route_logits),
                                                           reduction="none")
         expected = (dist_k.probs * torch.arange(self.n + 1, device=h.device)).sum(-1) / self.n
         return WidePlan(k=k, order=order, spawned=spawned, routed=routed,
                         table_log_prob=dist_k.log_prob(k) + log_pl, table_entropy=dist_k.entropy(),
-                        column_log_prob=(bern * column_spawned).sum(-1),
+                        column_log_prob=bern.sum(-1), route_log_prob=bern,
                         column_entropy=(bern_entropy * column_spawned).sum(-1), complexity=expected)
 
     # -- deep steps -----------------------------------------------------------------------------------------------

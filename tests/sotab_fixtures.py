@@ -29,3 +29,23 @@ def write_fixture_split(root: Path, split: str, n_tables: int, seed: int) -> Pat
             for j, label in enumerate(["addressLocality", "Date", "telephone"])]
     write_split(root / split, tables, refs, f"sotab_v2_cta_{split}_set.csv")
     return root / split
+
+
+DOMAIN_COLUMNS = {  # one label of each specialist domain, so that every specialist has columns to train on
+    "addressLocality": ["Berlin", "Paris", "Springfield", "Madrid", "Rome", "Lisbon"],
+    "Date": ["2020-07-10", "2019-01-02", "2021-12-31", "2018-05-05"],
+    "telephone": ["+49 30 1234567", "(555) 123-4567", "+33 1 23 45 67 89", "020 7946 0958"],
+    "Person/name": ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"],
+    "Product/name": ["Blue Kettle 1.7 l", "Steel Fork Set", "Oak Desk Lamp", "Wool Scarf"],
+}
+
+
+def write_domain_split(root: Path, split: str, n_tables: int, seed: int) -> None:
+    """`n_tables` tables of one column per DOMAIN_COLUMNS label (every specialist has columns to train on)."""
+    rng = random.Random(seed)
+    tables, refs = [], []
+    for i in range(n_tables):
+        name = f"S{seed}_{i}.json.gz"
+        tables.append(Table(name, tuple(tuple(rng.choice(v) for _ in range(4)) for v in DOMAIN_COLUMNS.values())))
+        refs += [ColumnRef(name, j, label) for j, label in enumerate(DOMAIN_COLUMNS)]
+    write_split(root / split, tables, refs, f"sotab_v2_cta_{split}_set.csv")

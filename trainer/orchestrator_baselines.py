@@ -62,6 +62,7 @@ def objective(out: Outcomes, per_table: Tensor, cost: Cost, betas: tuple[float, 
     none_t, none_c = torch.zeros(out.n_tables), torch.zeros(len(out.table))
     plan = Rollout(used=used, spawned=spawned, critical=critical, deep_steps=deep, k=spawned.sum(-1),
                    complexity=none_t, clipped=none_t.long(), table_log_prob=none_t, column_log_prob=none_c,
+                   route_log_prob=torch.zeros(used.shape),
                    table_entropy=none_t, column_entropy=none_c)
     return float(rewards(out, plan, *betas).total(0.0, 0.0).mean())
 

@@ -100,6 +100,7 @@ class Rollout:
     clipped: Tensor  # (T,) deep spawns refused because the table was at its budget
     table_log_prob: Tensor  # (T,) of the table's own decisions: spawn count and which specialists
     column_log_prob: Tensor  # (C,) of each column's decisions: wide routing and deep steps
+    route_log_prob: Tensor  # (C, N) of each wide routing bit (0 where not a decision: specialist not spawned)
     table_entropy: Tensor
     column_entropy: Tensor
     actions: tuple = field(default=())  # (wide actions, [deep next per step]) to re-score the same plan
@@ -165,7 +166,8 @@ def rollout(policy: OrchestratorPolicy, out: Outcomes, cost: Cost, sample: bool 
             break
     return Rollout(used=used, spawned=spawned, critical=critical, deep_steps=deep_steps, k=plan.k,
                    complexity=plan.complexity, clipped=clipped, table_log_prob=plan.table_log_prob,
-                   column_log_prob=column_log_prob, table_entropy=plan.table_entropy, column_entropy=column_entropy,
+                   column_log_prob=column_log_prob, route_log_prob=plan.route_log_prob,
+                   table_entropy=plan.table_entropy, column_entropy=column_entropy,
                    actions=((plan.k, plan.order, plan.routed), deep_actions))
 
 
@@ -197,6 +199,22 @@ def rewards(out: Outcomes, plan: Rollout, beta_calls: float, beta_steps: float, 
     return RewardTerms(perf=perf, parallel=n_spawned / out.n, finish=finish, cost=cost)
 
 
+def routing_advantages(out: Outcomes, plan: Rollout, beta_calls: float) -> Tensor:
+    """(C, N) counterfactual credit of each wide routing bit, exact from the cache: the column's reward with the
+    bit as taken minus with it flipped, all else in the plan kept (correctness minus beta_calls per pass). Zero for
+    bits that were no decision (specialist not spawned) and where a deep step added the specialist anyway."""
+    routed, decided = plan.actions[0][2], plan.spawned[out.table]
+    base = out.correct(plan.used)
+    advantage = torch.zeros(plan.used.shape)
+    for j in range(out.n):
+        flipped = plan.used.clone()
+        flipped[:, j] = ~flipped[:, j]
+        # taking the bit costs one pass more than leaving it
+        taken_minus_alt = base - out.correct(flipped) + torch.where(routed[:, j], -beta_calls, beta_calls)
+        advantage[:, j] = torch.where(routed[:, j] | ~plan.used[:, j], taken_minus_alt, 0.0)
+    return advantage * decided
+
+
 def column_rewards(out: Outcomes, plan: Rollout, beta_calls: float, beta_steps: float) -> Tensor:
     """(C,) what each column's own decisions earned: its correctness, minus its specialist passes and deep steps at
     the plan's prices (its share of the table reward, for per-column credit in the policy gradient)."""
@@ -221,6 +239,20 @@ def plan_metrics(out: Outcomes, used: Tensor, spawned: Tensor, critical: Tensor,
         "spawned_per_table": float(spawned.sum(-1).float().mean()),
         "deep_columns": float((deep_steps > 0).float().mean()),
     }
+
+
+def oracle_routing(out: Outcomes) -> Tensor:
+    """(C, N): per column the smallest subset of specialists (fewest, then lowest subset index) under which the
+    primary labels it right, none where no subset does. It reads the gold labels: the ceiling of any routing (wide,
+    deep or both) over these frozen models, never a policy."""
+    n = out.n
+    subsets = torch.arange(2 ** n)
+    bits = (subsets[:, None] >> torch.arange(n)) & 1  # (2^N, N)
+    right = out.log_probs.argmax(-1) == out.labels[:, None]  # (C, 2^N)
+    key = bits.sum(-1) * 2 ** n + subsets  # fewest specialists first
+    best = torch.where(right, key[None, :], torch.full_like(right, 4 ** n, dtype=torch.long)).argmin(-1)
+    best = torch.where(right.any(-1), best, torch.zeros_like(best))
+    return bits[best].bool()
 
 
 def static_plan(out: Outcomes, per_table: Tensor, cost: Cost) -> tuple[Tensor, Tensor, Tensor, Tensor]:

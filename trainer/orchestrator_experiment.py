@@ -1,16 +1,19 @@
 """The orchestrator experiment (`swarm orchestrator-report`, `make orchestrator`): accuracy against cost for every
 way of deciding which specialists read which columns, on real SOTAB validation columns, over seeds.
 
-Protocol, per seed:
+Protocol, per seed, on grouped K folds of the validation tables (the accuracy experiment's stronger primaries):
 1. The five specialists are fine-tuned per domain on training + training_columns (once, frozen, shared by seeds).
-2. A robust primary is trained on training + training_columns with agents dropped at random per batch, so that it
-   annotates with any subset; for the robustness check, primaries dedicated to one subset (none, `numeric` alone,
-   all five) are trained the same way without dropout.
-3. The robust primary's answers for every validation column under all 2^5 subsets are cached (orchestrator_env).
-4. Grouped K-fold over the validation tables: every policy (threshold rule, supervised head, PARL and its
-   ablations) is fitted on the other folds' tables and played greedily on the held-out fold; a seed's row pools
-   the held-out predictions of all folds. No policy sees the labels of the tables it is scored on.
-Rows are mean ± std over seeds (paired: every policy plays the same primary and folds in a seed).
+2. Per fold, a robust primary is trained on training + training_columns + the other folds' validation tables, with
+   honest fusion (its specialists withheld on the tables they were trained on, as in the accuracy experiment) and
+   agents dropped at random per batch, so that it annotates well with any subset the orchestrator picks.
+3. Each validation column's answers under all 2^5 subsets come from the primary of the fold that held it out, so
+   every outcome a policy learns from or is scored on is out of sample for the primary (orchestrator_env).
+4. Every policy (threshold rule, supervised head, PARL and its ablations) is fitted on the other folds' tables and
+   played greedily on the held-out fold. The features it reads (first layer) are those of the held-out fold's
+   primary, on every table, so the policy plays with the primary it was fitted for (as the released one does).
+   A seed's row pools the held-out predictions of all folds; no policy sees the labels of the tables it is
+   scored on. The robustness check (robust against dedicated primaries) runs on the first fold.
+Rows are mean ± std over seeds (paired: every policy plays the same primaries and folds in a seed).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,7 +33,7 @@ from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import domains
 from swarm.model_server.weights import save_weights
 from swarm.trainer import reports
-from swarm.trainer.accuracy_experiment import AccuracyConfig, ExperimentRunner, grouped_folds
+from swarm.trainer.accuracy_experiment import AccuracyConfig, ExperimentRunner, cv_folds, grouped_folds
 from swarm.trainer.columns import ColumnExample, build_examples
 from swarm.trainer.fusion_experiment import spread
 from swarm.trainer.metrics import HARD_CLASS_F1
@@ -42,8 +46,17 @@ from swarm.trainer.orchestrator_baselines import (
     standardise,
     table_stats,
 )
-from swarm.trainer.orchestrator_env import Cost, Outcomes, plan_metrics, rollout, segment_any, segment_mean, static_plan
-from swarm.trainer.outcomes import outcomes_from_caches
+from swarm.trainer.orchestrator_env import (
+    Cost,
+    Outcomes,
+    oracle_routing,
+    plan_metrics,
+    rollout,
+    segment_any,
+    segment_mean,
+    static_plan,
+)
+from swarm.trainer.outcomes import column_features, outcomes_from_caches
 from swarm.trainer.parl import ParlConfig, cost_of, train_parl
 from swarm.trainer.pipeline import labelled_splits
 from swarm.trainer.sotab import load_labels
@@ -53,6 +66,8 @@ from swarm.trainer.train import TrainConfig
 POLICIES = ("primary_alone", "all_specialists", "random_k", "threshold_rule", "supervised_head", "parl")
 ABLATIONS = {"parl_wide_only": {"max_deep": 0}, "parl_no_anneal": {"anneal": 0.0},
              "parl_no_r_parallel": {"lambda1": 0.0}, "parl_no_r_finish": {"lambda2": 0.0},
+             # the routing bits credited with the column's group advantage instead of their counterfactual
+             "parl_group_credit": {"credit": "group"},
              # a spawn budget of 3 with two specialists cold (scaled to zero: +2 critical steps on first use)
              "parl_budget3_two_cold": {"budget": 3, "cold": ["people", "commerce"], "spawn_steps": 2}}
 
@@ -83,6 +98,20 @@ def compute_outcomes(runner: ExperimentRunner, model: PrimaryModel, examples: Se
     return outcomes_from_caches(model, examples, runner.states([e.text for e in examples], chosen))
 
 
+def pooled_outcomes(runner: ExperimentRunner, primaries: Sequence[PrimaryModel], examples: Sequence[ColumnExample],
+                    folds: Sequence[Sequence[int]]) -> Outcomes:
+    """Every example's outcomes from the primary of the fold that held it out (`folds[k]`: example indices that
+    `primaries[k]` was not trained on), in the examples' order; features likewise from that primary."""
+    parts = [compute_outcomes(runner, model, [examples[i] for i in fold])
+             for model, fold in zip(primaries, folds, strict=True)]
+    position = torch.empty(len(examples), dtype=torch.long)
+    position[torch.tensor([i for fold in folds for i in fold])] = torch.arange(len(examples))
+    tables = {name: i for i, name in enumerate(dict.fromkeys(e.table for e in examples))}
+    return Outcomes(parts[0].specialists, parts[0].labels_text, torch.cat([o.features for o in parts])[position],
+                    torch.cat([o.log_probs for o in parts])[position], torch.cat([o.labels for o in parts])[position],
+                    torch.tensor([tables[e.table] for e in examples]), len(tables))
+
+
 class _Pooled:
     """One policy's held-out plans of every fold, gathered into one plan over all tables of the seed."""
 
@@ -107,15 +136,16 @@ def _policy(out: Outcomes, primary: PrimaryModel, cfg: ParlConfig) -> Orchestrat
 
 
 def run_policies(out: Outcomes, primary: PrimaryModel, folds: list[list[int]], cfg: OrchestratorConfig, seed: int,
-                 variants: dict[str, dict]) -> tuple[dict[str, _Pooled], list, dict]:
+                 variants: dict[str, dict], features: Sequence[torch.Tensor] | None = None
+                 ) -> tuple[dict[str, _Pooled], list, dict]:
     """Every policy fitted on the other folds and played on each held-out fold; also the PARL curves of fold 0
-    and the per-table complexity signals of the held-out tables."""
+    and the per-table complexity signals of the held-out tables. `features[k]` (optional): the first-layer
+    features of every column as the primary of fold k computes them, read by the policies of that fold."""
     cost = Cost(budget=cfg.parl.budget, warm=torch.ones(out.n, dtype=torch.bool), spawn_steps=cfg.parl.spawn_steps)
     sweep = {f"{rule} β={beta:g}": beta for beta in cfg.sweep for rule in ("parl", "threshold_rule")}
     names = [*POLICIES, *variants, *sweep]
     pooled = {name: _Pooled(out) for name in names}
     masks = domain_masks_for(primary)
-    stats = table_stats(out)
     signals = {"formula": torch.zeros(out.n_tables), "parl_specialists": torch.zeros(out.n_tables),
                "alone_error": 1 - segment_mean(out.correct(torch.zeros((len(out.table), out.n), dtype=torch.bool)),
                                                 out.table, out.n_tables),
@@ -124,7 +154,8 @@ def run_policies(out: Outcomes, primary: PrimaryModel, folds: list[list[int]], c
     betas = (cfg.parl.beta_calls, cfg.parl.beta_steps, cfg.parl.beta_spawn)
     for k, held in enumerate(folds):
         train_tables = sorted(set(range(out.n_tables)) - set(held))
-        fit, test = out.tables(train_tables), out.tables(held)
+        view = out if features is None else replace(out, features=features[k])
+        fit, test = view.tables(train_tables), view.tables(held)
         rows = torch.isin(out.table, torch.tensor(held)).nonzero().squeeze(-1)
         tables = torch.tensor(held)  # sorted: out.tables(held) numbers them in this order, rows stay in order
 
@@ -136,7 +167,7 @@ def run_policies(out: Outcomes, primary: PrimaryModel, folds: list[list[int]], c
         put("all_specialists", *static_plan(test, torch.ones((test.n_tables, out.n), dtype=torch.bool), cost))
         put("random_k", *static_plan(test, random_k(test, seed * 100 + k), cost))
         formula_fit = standardise(table_stats(fit), table_stats(fit))
-        formula_test = standardise(stats[tables], table_stats(fit))
+        formula_test = standardise(table_stats(test), table_stats(fit))
         signals["formula"][tables] = formula_test
         for name, beta in {"threshold_rule": None, **sweep}.items():
             if name.startswith("threshold_rule"):
@@ -224,34 +255,36 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
                          TrainConfig(steps=cfg.specialist_steps, batch_size=cfg.batch_size, device=cfg.device),
                          cfg.run_dir / "specialists")
         for domain in domains().values()]
+    runner.specialist_tables = {e.table for e in plain}
     names = [s.name for s in runner.specialists]
     table_folds = grouped_folds(val, cfg.folds, 0)
+    splits = cv_folds(base, val, table_folds, 1)
     table_ids = {name: i for i, name in enumerate(dict.fromkeys(e.table for e in val))}
     folds = [sorted({table_ids[val[i].table] for i in fold}) for fold in table_folds]
     variants = ABLATIONS if cfg.ablations else {"parl_wide_only": ABLATIONS["parl_wide_only"]}
 
     per_seed: dict[str, list[dict]] = {}
     robustness: list[dict] = []
-    curves_by_seed, signals_by_seed, subsets = [], [], []
+    curves_by_seed, signals_by_seed, subsets, oracles = [], [], [], []
     primary_alone_hard: list[str] = []
-    robust = None
     for seed in range(cfg.seeds):
-        robust = runner.fit(f"seed{seed}-robust", base, seed, fused=True, agent_dropout=True)
-        out = compute_outcomes(runner, robust, val)
+        primaries = [runner.fit(f"seed{seed}-f{k}-robust", train_ex, seed, fused=True, agent_dropout=True,
+                                honest=True) for k, (train_ex, _) in enumerate(splits)]
+        out = pooled_outcomes(runner, primaries, val, table_folds)
+        features = [column_features(model, val) for model in primaries]
         subsets.append(subset_curve(out))
         if seed == 0:
-            alone = plan_metrics(out, torch.zeros((len(out.table), out.n), dtype=torch.bool),
-                                 torch.zeros((out.n_tables, out.n), dtype=torch.bool), torch.ones(out.n_tables),
-                                 torch.zeros(len(out.table), dtype=torch.long), [])
+            alone = routing_metrics(out, torch.zeros((len(out.table), out.n), dtype=torch.bool), [])
             primary_alone_hard = sorted(c for c, f1 in alone["per_class"].items() if f1 < HARD_CLASS_F1)
-        pooled, curves, signals = run_policies(out, robust, folds, cfg, seed, variants)
+        oracles.append(routing_metrics(out, oracle_routing(out), primary_alone_hard))
+        pooled, curves, signals = run_policies(out, primaries[0], folds, cfg, seed, variants, features)
         signals["easy"] = easy_table_gains(out, pooled, signals["formula"])
         for name, plan in pooled.items():
             per_seed.setdefault(name, []).append(plan.metrics(out, primary_alone_hard))
         curves_by_seed.append(curves)
         signals_by_seed.append(signals)
         if cfg.robustness:
-            robustness.append(_robustness(runner, robust, base, val, seed, names))
+            robustness.append(_robustness(runner, primaries[0], *splits[0], seed, names))
 
     policies = []
     for name, runs in per_seed.items():
@@ -261,35 +294,42 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
             row[key], row[f"{key}_std"] = _mean_std([r[key] for r in runs])
         row["per_seed_micro_f1"] = [r["micro_f1"] for r in runs]
         policies.append(row)
-    by_name = {p["name"]: p for p in policies}
-    criteria = _criteria(by_name, subsets, signals_by_seed, per_seed)
+    criteria = _criteria(subsets, signals_by_seed, per_seed, oracles)
 
-    # The released orchestrator: a robust primary on training + training_columns (the last seed's) and a policy
-    # trained on all validation tables; served by `swarm up --checkpoint runs/orchestrator/released/model`.
-    assert robust is not None
+    # The released orchestrator: a robust primary on every labelled split (honest fusion on the validation tables)
+    # and a policy trained on the last seed's out-of-sample outcomes of all validation tables, reading the released
+    # primary's own features; served by `swarm up --checkpoint runs/orchestrator/released/model`.
+    robust = runner.fit("released-robust", [*base, *val], cfg.seeds - 1, fused=True, agent_dropout=True,
+                        honest=True)
     released = cfg.run_dir / "released" / "model"
-    save_weights(released, robust, robust.meta() | {"agent_dropout": True, "specialist_dirs": [
+    save_weights(released, robust, robust.meta() | {"agent_dropout": True, "honest_fusion": True,
+                                                    "specialist_dirs": [
         os.path.relpath(cfg.run_dir / "specialists" / n, released) for n in names]})
     final_cfg = cfg.parl.model_copy(update={"seed": 0})
-    policy = _policy(out, robust, final_cfg)
-    train_parl(policy, out, final_cfg, desc="PARL released")
+    final = replace(out, features=column_features(robust, val))
+    policy = _policy(final, robust, final_cfg)
+    train_parl(policy, final, final_cfg, desc="PARL released")
     policy.save(released / "orchestrator", primary_fingerprint(robust),
-                {"trained_on": "validation (all tables)", "parl": final_cfg.model_dump()})
+                {"trained_on": "validation (all tables; outcomes out of sample, from the CV's fold primaries)",
+                 "parl": final_cfg.model_dump()})
 
     result = {
         "model": cfg.model, "seeds": cfg.seeds, "folds": cfg.folds, "steps": cfg.steps,
         "specialists": names, "parl": cfg.parl.model_dump(),
         "trained_on": {
             "specialists": "training + training_columns, per domain",
-            "primary": "training + training_columns, agents dropped at random per batch (robust primary)",
+            "primary": "per fold: training + training_columns + the other folds' validation tables, honest fusion, "
+                       "agents dropped at random per batch (robust primary); outcomes of the held-out fold only",
             "policies": f"the validation tables of the other {cfg.folds - 1} folds; scored on the held-out fold",
-            "released": "primary as above; policy on all validation tables",
+            "released": "primary on every labelled split (same recipe); policy on all validation tables",
         },
         "policies": policies,
         "criteria": criteria,
         "robustness": robustness,
         "subset_sizes": subsets,
         "hard_classes": primary_alone_hard,
+        "oracle_routing": {key: _mean_std([o[key] for o in oracles])[0]
+                           for key in ("micro_f1", "macro_f1", "hard_class_f1", "calls_per_column")},
         "parl_curves": [vars(step) for step in curves_by_seed[0]],
         "checkpoint": str(released),
         "seconds": round(time.time() - started, 1),
@@ -303,24 +343,39 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
     return result
 
 
-def _robustness(runner: ExperimentRunner, robust: PrimaryModel, base: list[ColumnExample],
-                val: list[ColumnExample], seed: int, names: list[str]) -> dict:
-    """The robust primary with a subset against a primary trained for exactly that subset (same seed)."""
+def _robustness(runner: ExperimentRunner, robust: PrimaryModel, train_ex: list[ColumnExample],
+                held: list[ColumnExample], seed: int, names: list[str]) -> dict:
+    """The robust primary with a subset against a primary trained for exactly that subset (same seed, same
+    training columns and honest fusion), on the held-out columns of the fold."""
     rows = {}
     for label, subset in (("none", []), ("numeric", ["numeric"]), ("all", names)):
-        dedicated = runner.fit(f"seed{seed}-only-{label}", base, seed, fused=bool(subset), names=subset)
+        dedicated = runner.fit(f"seed{seed}-f0-only-{label}", train_ex, seed, fused=bool(subset), names=subset,
+                               honest=bool(subset))
         agents = [names.index(n) for n in subset]
-        rows[label] = {"robust": runner.score(robust, val, agents=agents).micro_f1,
-                       "dedicated": runner.score(dedicated, val).micro_f1}
+        rows[label] = {"robust": runner.score(robust, held, agents=agents).micro_f1,
+                       "dedicated": runner.score(dedicated, held).micro_f1}
     return rows
 
 
-def _criteria(by_name: dict, subsets: list[dict], signals: list[dict], per_seed: dict[str, list[dict]]) -> dict:
+def routing_metrics(out: Outcomes, used: torch.Tensor, hard: Sequence[str]) -> dict:
+    """plan_metrics of a per-column routing alone (no spawn or critical-step accounting): the primary alone's row
+    and the oracle routing's ceiling."""
+    return plan_metrics(out, used, torch.zeros((out.n_tables, out.n), dtype=torch.bool), torch.ones(out.n_tables),
+                        torch.zeros(len(out.table), dtype=torch.long), hard)
+
+
+def _criteria(subsets: list[dict], signals: list[dict], per_seed: dict[str, list[dict]], oracles: list[dict]
+              ) -> dict:
     beyond_one = [s["all"] - max(s["singles"].values()) for s in subsets]
     a_value, a_std = _mean_std(beyond_one)
     parl, wide = per_seed["parl"], per_seed["parl_wide_only"]
     deep_gain = [(p["hard_class_f1"] or 0) - (w["hard_class_f1"] or 0) for p, w in zip(parl, wide, strict=True)]
     c_value, c_std = _mean_std(deep_gain)
+    # what any routing could still add on the hard classes over wide-only PARL, and what asking everyone adds
+    ceiling, _ = _mean_std([(o["hard_class_f1"] or 0) - (w["hard_class_f1"] or 0) for o, w in zip(oracles, wide,
+                                                                                                 strict=True)])
+    everyone, _ = _mean_std([(a["hard_class_f1"] or 0) - (w["hard_class_f1"] or 0)
+                             for a, w in zip(per_seed["all_specialists"], wide, strict=True)])
     rho_formula = [spearman(s["parl_specialists"], s["formula"]) for s in signals]
     rho_error = [spearman(s["parl_specialists"], s["alone_error"]) for s in signals]
     d_value, _ = _mean_std(rho_formula)
@@ -332,8 +387,11 @@ def _criteria(by_name: dict, subsets: list[dict], signals: list[dict], per_seed:
                      "seeds; passes when above its seed spread"},
         "b": easy,
         "c": {"value": c_value, "std": c_std, "pass": bool(c_value is not None and c_value >= 0.05),
+              "all_specialists_over_wide": everyone, "oracle_over_wide": ceiling,
               "how": "hard-class F1 (classes under 0.5 F1 for the primary alone) of PARL with deep search minus "
-                     "PARL trained without deep steps (wide only); passes at +0.05"},
+                     "PARL trained without deep steps (wide only); passes at +0.05. Beside it: asking every "
+                     "specialist on every column minus wide-only, and the oracle routing (per column the smallest "
+                     "subset that is right; reads the labels) minus wide-only: the most any plan could add"},
         "d": {"value": d_value, "value_error": d_error,
               "pass": bool(d_value is not None and d_error is not None and d_value > 0.3 and d_error > 0.3),
               "how": "Spearman rank correlation over held-out tables between the specialists PARL asked (distinct, "
@@ -384,7 +442,9 @@ def orchestrator_markdown(result: dict) -> str:
              cell(p, "spawned_per_table", 2)]
             for p in result["policies"]]
     crit = [[key, f"{c['value']:.3f}" if c.get("value") is not None else "-", "pass" if c["pass"] else "FAIL",
-             c["how"]] for key, c in result["criteria"].items()]
+             c["how"] + "".join(f"; {k} {c[k]:.3f}" for k in ("value_error", "all_specialists_over_wide",
+                                                               "oracle_over_wide") if c.get(k) is not None)]
+            for key, c in result["criteria"].items()]
     text = (f"Real SOTAB validation columns; `{result['model']}` primary, {result['steps']} steps; "
             f"mean ± std over {result['seeds']} seeds; policies fitted on {result['folds'] - 1} of "
             f"{result['folds']} grouped folds and scored on the held-out one.\n\n"
@@ -392,6 +452,11 @@ def orchestrator_markdown(result: dict) -> str:
                                       "critical steps", "specialists asked / table", "spawned / table"], rows)
             + "\nSuccess criteria of the design:\n\n"
             + reports.markdown_table(["criterion", "value", "result", "how"], crit))
+    if result.get("oracle_routing"):
+        o = result["oracle_routing"]
+        text += (f"\nCeiling of any routing over these frozen models (the oracle: per column the smallest subset "
+                 f"under which the primary is right; it reads the labels): micro-F1 {o['micro_f1']:.3f}, hard-class "
+                 f"F1 {o['hard_class_f1'] or 0:.3f}, {o['calls_per_column']:.2f} calls per column.\n")
     if result.get("robustness"):
         rob = [[label, *(f"{statistics.fmean(r[label][k] for r in result['robustness']):.3f}"
                          for k in ("robust", "dedicated"))] for label in result["robustness"][0]]

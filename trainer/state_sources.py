@@ -100,14 +100,21 @@ def cache_states(source: StateSource, name: str, texts: Sequence[str], batch_siz
     return out
 
 
+# With agent dropout, each column of a batch is also withheld from every agent with this probability (on top of
+# the batch's random subset): per-batch subsets alone left the robust primary 0.02-0.04 below a dedicated primary
+# alone, since a validation-like column rarely trained without agents.
+ROW_DROPOUT = 0.5
+
+
 def cached_inputs(caches: Sequence[Tensor], agents: Sequence[int] | None = None,
                   agent_dropout_seed: int | None = None, honest: Sequence[bool] | None = None) -> ExtraInputs:
     """Primary inputs that read the agents' cached states: agent_states[l] is (N, B, H, K, V).
 
     `agents` fuses only those agents (indices into `caches`; empty: the primary alone). With `agent_dropout_seed`
-    every batch fuses a random subset instead (its size uniform over 0..N, then its members uniform), reproducible
-    from the seed and the batch's rows: a primary trained this way annotates well with whatever subset the
-    orchestrator picks. `honest` (per column) withholds every agent from the columns where it is False (see
+    every batch fuses a random subset instead (its size uniform over 0..N, then its members uniform) and each of its
+    columns is withheld from all of them with probability ROW_DROPOUT, reproducible from the seed and the batch's
+    rows: a primary trained this way annotates well with whatever subset the orchestrator picks, none included.
+    `honest` (per column) withholds every agent from the columns where it is False (see
     PrimaryModel.forward's `row_mask`).
     """
     chosen = list(range(len(caches))) if agents is None else list(agents)
@@ -117,10 +124,12 @@ def cached_inputs(caches: Sequence[Tensor], agents: Sequence[int] | None = None,
 
     def extra(index: Sequence[int]) -> dict:
         present = chosen
+        row_mask = None if allowed is None else allowed[list(index)]
         if agent_dropout_seed is not None:
             rng = random.Random(agent_dropout_seed * 1_000_003 + hash(tuple(index)))
             present = sorted(rng.sample(chosen, rng.randint(0, len(chosen))))
-        row_mask = None if allowed is None else allowed[list(index)]
+            keep = torch.tensor([rng.random() >= ROW_DROPOUT for _ in index], dtype=torch.bool)
+            row_mask = keep if row_mask is None else row_mask & keep
         if not present or (row_mask is not None and not row_mask.any()):
             return {}
         rows = torch.stack([caches[a][list(index)] for a in present])  # (N, B, L, H, K, V)

@@ -4,13 +4,12 @@ trained on, a dataset without the splits it needs is refused clearly, and the wh
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from sotab_fixtures import write_fixture_split
+from sotab_fixtures import write_domain_split, write_fixture_split
 
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import domains, untrained
@@ -25,7 +24,7 @@ from swarm.trainer.accuracy_experiment import (
     run_accuracy,
 )
 from swarm.trainer.columns import ColumnExample
-from swarm.trainer.sotab import ColumnRef, Table, load_labels, write_split
+from swarm.trainer.sotab import load_labels
 
 
 def test_grouped_folds_keep_each_table_in_one_fold_and_cover_every_column() -> None:
@@ -46,25 +45,6 @@ def test_accuracy_report_without_a_validation_split_is_a_clear_error(tmp_path: P
     assert done.returncode == 2, done.stderr
     assert "need 'validation'" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "reports").exists()
-
-
-_DOMAIN_COLUMNS = {  # one label of each specialist domain, so that every specialist has columns to train on
-    "addressLocality": ["Berlin", "Paris", "Springfield", "Madrid", "Rome", "Lisbon"],
-    "Date": ["2020-07-10", "2019-01-02", "2021-12-31", "2018-05-05"],
-    "telephone": ["+49 30 1234567", "(555) 123-4567", "+33 1 23 45 67 89", "020 7946 0958"],
-    "Person/name": ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"],
-    "Product/name": ["Blue Kettle 1.7 l", "Steel Fork Set", "Oak Desk Lamp", "Wool Scarf"],
-}
-
-
-def _write_domain_split(root: Path, split: str, n_tables: int, seed: int) -> None:
-    rng = random.Random(seed)
-    tables, refs = [], []
-    for i in range(n_tables):
-        name = f"S{seed}_{i}.json.gz"
-        tables.append(Table(name, tuple(tuple(rng.choice(v) for _ in range(4)) for v in _DOMAIN_COLUMNS.values())))
-        refs += [ColumnRef(name, j, label) for j, label in enumerate(_DOMAIN_COLUMNS)]
-    write_split(root / split, tables, refs, f"sotab_v2_cta_{split}_set.csv")
 
 
 def test_cv_folds_repeat_the_other_folds_validation_columns_and_never_the_held_out_ones() -> None:
@@ -102,8 +82,8 @@ def test_honest_fusion_withholds_the_specialists_from_their_own_training_tables(
 @pytest.mark.timeout(600)
 def test_the_accuracy_report_runs_end_to_end_and_names_the_released_swarm(tmp_path: Path) -> None:
     data, reports_dir = tmp_path / "data", tmp_path / "reports"
-    _write_domain_split(data, "training", 6, seed=1)
-    _write_domain_split(data, "validation", 6, seed=2)
+    write_domain_split(data, "training", 6, seed=1)
+    write_domain_split(data, "validation", 6, seed=2)
     cfg = AccuracyConfig(data=data, run_dir=tmp_path / "run", reports_dir=reports_dir, steps=3, specialist_steps=2,
                          batch_size=8, folds=2, seeds=2, device="cpu")
     result = run_accuracy(cfg)

@@ -97,6 +97,28 @@ def test_honest_inputs_withhold_the_agents_per_column() -> None:
         cached_inputs(caches, honest=[True, False, True])
 
 
+def test_agent_dropout_draws_a_subset_per_batch_and_withholds_columns_per_row() -> None:
+    caches = [torch.randn(64, 2, 2, 3, 3) for _ in range(3)]
+    honest = [i % 4 != 0 for i in range(64)]  # every fourth column: a specialist's own training column
+    extra = cached_inputs(caches, agent_dropout_seed=7, honest=honest)
+    sizes, withheld, rows = set(), 0, 0
+    for start in range(0, 64, 8):
+        index = list(range(start, start + 8))
+        batch = extra(index)
+        again = extra(index)  # reproducible from the seed and the rows
+        if not batch:
+            assert again == {}
+            continue
+        assert again["agent_ids"] == batch["agent_ids"] and torch.equal(again["row_mask"], batch["row_mask"])
+        sizes.add(len(batch["agent_ids"]))
+        mask = batch["row_mask"]
+        assert not mask[[i % 4 == 0 for i in index]].any()  # honest columns stay withheld
+        withheld += int((~mask[[i % 4 != 0 for i in index]]).sum())
+        rows += sum(i % 4 != 0 for i in index)
+    assert len(sizes) > 1  # subsets of different sizes across batches
+    assert 0 < withheld < rows  # some allowed columns withheld per row, not all
+
+
 def test_a_primary_refuses_decoders_of_other_specialists(specialists: LocalSpecialists) -> None:
     with pytest.raises(ValueError, match="temporal"):
         _primary().load_decoders({"geographic": specialists.decoders()["geographic"]})

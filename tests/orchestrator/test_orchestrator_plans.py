@@ -15,6 +15,7 @@ from swarm.trainer.orchestrator_env import (
     plan_metrics,
     rewards,
     rollout,
+    routing_advantages,
     static_plan,
 )
 
@@ -87,6 +88,19 @@ def test_forced_rollout_masks_steps_and_rewards_by_hand() -> None:
     assert priced.cost.tolist() == pytest.approx([0.3 * 2 / 3, 0.3 * 3 / 3])
     # each column's share: its correctness − 0.1 · its passes − 0.05 · its deep steps
     assert column_rewards(out, plan, 0.1, 0.05).tolist() == pytest.approx([1 - 0.1, 0 - 0.2 - 0.1, 1 - 0.1])
+
+
+def test_routing_advantages_of_the_forced_plan_by_hand() -> None:
+    out = _hand_outcomes()
+    policy = OrchestratorPolicy(out.specialists, torch.eye(3, dtype=torch.bool), d_model=4, hidden=8)
+    with torch.no_grad():
+        plan = rollout(policy, out, Cost(budget=3, warm=torch.ones(3, dtype=torch.bool)), actions=_forced_actions())
+    # each wide bit: the column's reward as taken minus with the bit flipped (0.1 per pass)
+    # c0 reads {0} and is right; without 0 wrong (+1 − 0.1), with 1 too wrong (+1 + 0.1); 2 not spawned for table 0
+    # c1: both its specialists came from deep steps (no wide decision to credit)
+    # c2 reads {1}, right; dropping 1 or adding 0 or 2 makes it wrong
+    assert routing_advantages(out, plan, 0.1).flatten().tolist() == pytest.approx([0.9, 1.1, 0.0, 0.0, 0.0, 0.0,
+                                                                                  1.1, 0.9, 1.1])
 
 
 def test_plan_metrics_of_the_forced_plan_by_hand() -> None:

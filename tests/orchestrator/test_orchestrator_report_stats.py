@@ -1,5 +1,5 @@
-"""The orchestrator report's statistics by hand: Spearman rank correlation (ties averaged) and the accuracy of the
-robust primary per subset size."""
+"""The orchestrator report's statistics by hand: Spearman rank correlation (ties averaged), the accuracy of the
+robust primary per subset size and the oracle routing (the ceiling of any plan)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 from orchestrator_fixtures import hand_log_probs
 
-from swarm.trainer.orchestrator_env import Outcomes
+from swarm.trainer.orchestrator_env import Outcomes, oracle_routing
 from swarm.trainer.orchestrator_experiment import spearman, subset_curve
 
 
@@ -36,3 +36,14 @@ def test_subset_curve_by_hand() -> None:
     assert curve["all"] == pytest.approx(1.0)
     assert curve["by_size"] == pytest.approx({0: 0.5, 1: 0.5, 2: 1.0})
     assert list(curve["by_size"]) == [0, 1, 2]
+
+
+def test_oracle_routing_takes_the_smallest_subset_that_is_right() -> None:
+    # N=2, masks 0 none, 1 {a}, 2 {b}, 3 {a, b}; column 0 right alone, 1 only with b or both, 2 only with both,
+    # 3 never (falls back to the primary alone)
+    right = {0: {0, 1, 2, 3}, 1: {2, 3}, 2: {3}, 3: set()}
+    out = Outcomes(["a", "b"], ["x", "y", "z"], torch.zeros(4, 2), hand_log_probs([0, 1, 2, 0], right, 2),
+                   torch.tensor([0, 1, 2, 0]), torch.tensor([0, 0, 1, 1]), 2)
+    used = oracle_routing(out)
+    assert used.tolist() == [[False, False], [False, True], [True, True], [False, False]]
+    assert out.correct(used).tolist() == [1.0, 1.0, 1.0, 0.0]

@@ -52,10 +52,10 @@ def _greedy(policy: OrchestratorPolicy, out: Outcomes):
         return rollout(policy, out, Cost(N, torch.ones(N, dtype=torch.bool)))
 
 
-@pytest.mark.parametrize("good", [0, 2])
-def test_parl_learns_to_ask_the_one_specialist_that_helps(good: int) -> None:
+@pytest.mark.parametrize(("good", "credit"), [(0, "counterfactual"), (2, "counterfactual"), (2, "group")])
+def test_parl_learns_to_ask_the_one_specialist_that_helps(good: int, credit: str) -> None:
     out = _bandit(good)
-    cfg = ParlConfig(iterations=40, group=8, lr=1e-2, budget=N, max_deep=1, hidden=16, seed=1)
+    cfg = ParlConfig(iterations=40, group=8, lr=1e-2, budget=N, max_deep=1, hidden=16, seed=1, credit=credit)
     policy = _policy(cfg)
     before = _greedy(policy, out)
     assert float(out.correct(before.used).mean()) < 0.5  # untrained, it does not already get it right
