@@ -136,11 +136,10 @@ def _policy(out: Outcomes, primary: PrimaryModel, cfg: ParlConfig) -> Orchestrat
 
 
 def run_policies(out: Outcomes, primary: PrimaryModel, folds: list[list[int]], cfg: OrchestratorConfig, seed: int,
-                 variants: dict[str, dict], features: Sequence[torch.Tensor] | None = None
-                 ) -> tuple[dict[str, _Pooled], list, dict]:
+                 variants: dict[str, dict], features: Sequence[torch.Tensor]) -> tuple[dict[str, _Pooled], list, dict]:
     """Every policy fitted on the other folds and played on each held-out fold; also the PARL curves of fold 0
-    and the per-table complexity signals of the held-out tables. `features[k]` (optional): the first-layer
-    features of every column as the primary of fold k computes them, read by the policies of that fold."""
+    and the per-table complexity signals of the held-out tables. `features[k]`: the first-layer features of every
+    column as the primary of fold k computes them, read by the policies of that fold."""
     cost = Cost(budget=cfg.parl.budget, warm=torch.ones(out.n, dtype=torch.bool), spawn_steps=cfg.parl.spawn_steps)
     sweep = {f"{rule} β={beta:g}": beta for beta in cfg.sweep for rule in ("parl", "threshold_rule")}
     names = [*POLICIES, *variants, *sweep]
@@ -154,7 +153,7 @@ def run_policies(out: Outcomes, primary: PrimaryModel, folds: list[list[int]], c
     betas = (cfg.parl.beta_calls, cfg.parl.beta_steps, cfg.parl.beta_spawn)
     for k, held in enumerate(folds):
         train_tables = sorted(set(range(out.n_tables)) - set(held))
-        view = out if features is None else replace(out, features=features[k])
+        view = replace(out, features=features[k])
         fit, test = view.tables(train_tables), view.tables(held)
         rows = torch.isin(out.table, torch.tensor(held)).nonzero().squeeze(-1)
         tables = torch.tensor(held)  # sorted: out.tables(held) numbers them in this order, rows stay in order
@@ -369,13 +368,15 @@ def _criteria(subsets: list[dict], signals: list[dict], per_seed: dict[str, list
     beyond_one = [s["all"] - max(s["singles"].values()) for s in subsets]
     a_value, a_std = _mean_std(beyond_one)
     parl, wide = per_seed["parl"], per_seed["parl_wide_only"]
-    deep_gain = [(p["hard_class_f1"] or 0) - (w["hard_class_f1"] or 0) for p, w in zip(parl, wide, strict=True)]
-    c_value, c_std = _mean_std(deep_gain)
+    def hard_gain_over_wide(runs: list[dict]) -> tuple[float | None, float | None]:
+        """Hard-class F1 of `runs` minus wide-only PARL's, paired per seed: mean and spread."""
+        return _mean_std([(r["hard_class_f1"] or 0) - (w["hard_class_f1"] or 0)
+                          for r, w in zip(runs, wide, strict=True)])
+
+    c_value, c_std = hard_gain_over_wide(parl)
     # what any routing could still add on the hard classes over wide-only PARL, and what asking everyone adds
-    ceiling, _ = _mean_std([(o["hard_class_f1"] or 0) - (w["hard_class_f1"] or 0) for o, w in zip(oracles, wide,
-                                                                                                 strict=True)])
-    everyone, _ = _mean_std([(a["hard_class_f1"] or 0) - (w["hard_class_f1"] or 0)
-                             for a, w in zip(per_seed["all_specialists"], wide, strict=True)])
+    ceiling, _ = hard_gain_over_wide(oracles)
+    everyone, _ = hard_gain_over_wide(per_seed["all_specialists"])
     rho_formula = [spearman(s["parl_specialists"], s["formula"]) for s in signals]
     rho_error = [spearman(s["parl_specialists"], s["alone_error"]) for s in signals]
     d_value, _ = _mean_std(rho_formula)
