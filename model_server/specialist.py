@@ -111,11 +111,15 @@ class Specialist:
         return self.model.labels[:-1]
 
     @torch.inference_mode()
-    def extract_states(self, columns: Sequence[str]) -> list[Tensor]:
-        """States that this specialist's recurrence produced on the serialized columns, one (B,H,K,V) per layer."""
+    def extract_states(self, columns: Sequence[str], initial_states: Sequence[Tensor] | None = None
+                       ) -> list[Tensor]:
+        """States that this specialist's recurrence produced on the serialized columns, one (B,H,K,V) per layer;
+        `initial_states` (one (B,H,K,V) per layer, e.g. another specialist's on the same columns) start it from
+        there instead of from zero."""
         ids, mask = self.tokenizer(columns)
+        initial = None if initial_states is None else [s.to(self.device) for s in initial_states]
         with autocast(self.device):
-            return self.model.backbone(ids.to(self.device), mask.to(self.device)).states
+            return self.model.backbone(ids.to(self.device), mask.to(self.device), initial).states
 
     @torch.inference_mode()
     def predict(self, columns: Sequence[str]) -> Tensor:

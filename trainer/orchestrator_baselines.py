@@ -7,8 +7,12 @@
 - `supervised_head`: the complexity head without RL, a small regressor of the primary-alone loss per column from
   its first-layer features; a table's complexity is its columns' mean prediction, tiered the same way.
 - `random_k`: k uniform in 0..N, k random specialists, every column routed to them.
+- `confidence_gate`: per column, every specialist when the primary alone is less sure than a threshold (its top
+  probability), none otherwise: the simplest rule that reads the primary's own answer.
 Thresholds and tier sizes are chosen by grid search on the training tables for the same objective as PARL's final
-one (accuracy minus the call and critical-step costs).
+one (accuracy minus the call and critical-step costs). The rules that read the primary-alone posterior (threshold
+rule, supervised head's specialist ranking, confidence gate) need the primary's own pass before asking anyone: one
+more critical step for a table that asks (`reads_alone`).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from swarm.model_server.orchestrator import segment_mean
-from swarm.trainer.orchestrator_env import Cost, Outcomes, Rollout, rewards, static_plan
+from swarm.trainer.orchestrator_env import Cost, Outcomes, Rollout, column_plan, rewards
 
 
 def table_stats(out: Outcomes) -> Tensor:
@@ -55,10 +59,11 @@ class Tiers:
         return torch.zeros_like(taken).scatter(1, order, taken)
 
 
-def objective(out: Outcomes, per_table: Tensor, cost: Cost, betas: tuple[float, float, float]) -> float:
-    """PARL's final objective (trainer/orchestrator_env.rewards without the annealed terms) of a one-stage plan;
-    `betas`: the costs per call, per critical step and of spawning."""
-    used, spawned, critical, deep = static_plan(out, per_table, cost)
+def objective(out: Outcomes, used: Tensor, cost: Cost, betas: tuple[float, float, float]) -> float:
+    """PARL's final objective (trainer/orchestrator_env.rewards without the annealed terms) of a one-stage plan
+    decided from the primary's own answer (`used`: (C, N)); `betas`: the costs per call, per critical step and of
+    spawning."""
+    used, spawned, critical, deep = column_plan(out, used, cost, reads_alone=True)
     none_t, none_c = torch.zeros(out.n_tables), torch.zeros(len(out.table))
     plan = Rollout(used=used, spawned=spawned, critical=critical, deep_steps=deep, k=spawned.sum(-1),
                    complexity=none_t, clipped=none_t.long(), table_log_prob=none_t, column_log_prob=none_c,
@@ -76,11 +81,28 @@ def fit_tiers(out: Outcomes, complexity: Tensor, ranks: Tensor, cost: Cost, beta
     for low, high in itertools.combinations_with_replacement(qs + [float("inf")], 2):
         for ks in itertools.product((0, 1), (min(2, n), min(3, n)), (n,)):
             tiers = Tiers(low, high, ks)
-            value = objective(out, tiers.per_table(complexity, ranks), cost, betas)
+            value = objective(out, tiers.per_table(complexity, ranks)[out.table], cost, betas)
             if value > best_value:
                 best, best_value = tiers, value
     assert best is not None
     return best
+
+
+def top_probability(out: Outcomes) -> Tensor:
+    """(C,) the primary-alone posterior's largest probability per column."""
+    return out.log_probs[:, 0].max(-1).values.exp()
+
+
+def confidence_gate(out: Outcomes, threshold: float) -> Tensor:
+    """(C, N): every specialist for the columns where the primary alone is less sure than `threshold`."""
+    return (top_probability(out) < threshold)[:, None].expand(-1, out.n).clone()
+
+
+def fit_gate(out: Outcomes, cost: Cost, betas: tuple[float, float, float]) -> float:
+    """The threshold (at a quantile of the columns' top probabilities, or above all) that maximises the objective."""
+    top = top_probability(out)
+    candidates = [*torch.quantile(top, torch.linspace(0, 1, 21)).tolist(), float(top.max()) + 1e-6]
+    return max(candidates, key=lambda t: objective(out, confidence_gate(out, t), cost, betas))
 
 
 def standardise(stats: Tensor, reference: Tensor) -> Tensor:

@@ -255,8 +255,19 @@ def oracle_routing(out: Outcomes) -> Tensor:
     return bits[best].bool()
 
 
-def static_plan(out: Outcomes, per_table: Tensor, cost: Cost) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def column_plan(out: Outcomes, used: Tensor, cost: Cost, reads_alone: bool = False
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A one-stage plan: each column read by the specialists of `used` (C, N). `reads_alone`: the plan was decided
+    from the primary's own answer, so a primary-only stage precedes the specialists' (one more critical step for a
+    table that asks anyone)."""
+    spawned = segment_any(used, out.table, out.n_tables)
+    critical = _stage_cost(spawned, cost.steps(torch.zeros_like(spawned))).float()
+    if reads_alone:
+        critical = critical + spawned.any(-1).float()
+    return used, spawned, critical, torch.zeros(len(out.table), dtype=torch.long)
+
+
+def static_plan(out: Outcomes, per_table: Tensor, cost: Cost, reads_alone: bool = False
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """A one-stage plan: every column of table t read by the specialists of `per_table[t]` (T, N)."""
-    used = per_table[out.table].clone()
-    critical = _stage_cost(per_table, cost.steps(torch.zeros_like(per_table))).float()
-    return used, per_table.clone(), critical, torch.zeros(len(out.table), dtype=torch.long)
+    return column_plan(out, per_table[out.table].clone(), cost, reads_alone)

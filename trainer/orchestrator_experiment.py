@@ -35,10 +35,13 @@ from swarm.model_server.weights import save_weights
 from swarm.trainer import reports
 from swarm.trainer.accuracy_experiment import AccuracyConfig, ExperimentRunner, cv_folds, grouped_folds
 from swarm.trainer.columns import ColumnExample, build_examples
+from swarm.trainer.deep_transfer import VARIANTS, deep_transfer
 from swarm.trainer.fusion_experiment import spread
 from swarm.trainer.metrics import HARD_CLASS_F1
 from swarm.trainer.orchestrator_baselines import (
+    confidence_gate,
     domain_scores,
+    fit_gate,
     fit_loss_regressor,
     fit_tiers,
     predicted_complexity,
@@ -49,6 +52,7 @@ from swarm.trainer.orchestrator_baselines import (
 from swarm.trainer.orchestrator_env import (
     Cost,
     Outcomes,
+    column_plan,
     oracle_routing,
     plan_metrics,
     rollout,
@@ -63,7 +67,8 @@ from swarm.trainer.sotab import load_labels
 from swarm.trainer.specialist_training import train_specialist
 from swarm.trainer.train import TrainConfig
 
-POLICIES = ("primary_alone", "all_specialists", "random_k", "threshold_rule", "supervised_head", "parl")
+POLICIES = ("primary_alone", "all_specialists", "random_k", "threshold_rule", "supervised_head", "confidence_gate",
+            "parl")
 ABLATIONS = {"parl_wide_only": {"max_deep": 0}, "parl_no_anneal": {"anneal": 0.0},
              "parl_no_r_parallel": {"lambda1": 0.0}, "parl_no_r_finish": {"lambda2": 0.0},
              # the routing bits credited with the column's group advantage instead of their counterfactual
@@ -172,12 +177,16 @@ def run_policies(out: Outcomes, primary: PrimaryModel, folds: list[list[int]], c
             if name.startswith("threshold_rule"):
                 tiers = fit_tiers(fit, formula_fit, domain_scores(fit, masks), cost,
                                   betas if beta is None else sweep_betas(beta))
-                put(name, *static_plan(test, tiers.per_table(formula_test, domain_scores(test, masks)), cost))
+                put(name, *static_plan(test, tiers.per_table(formula_test, domain_scores(test, masks)), cost,
+                                       reads_alone=True))
         regressor = fit_loss_regressor(fit, seed=seed)
         head_fit, head_test = predicted_complexity(regressor, fit), predicted_complexity(regressor, test)
         signals["head_complexity"][tables] = head_test
         tiers = fit_tiers(fit, head_fit, domain_scores(fit, masks), cost, betas)
-        put("supervised_head", *static_plan(test, tiers.per_table(head_test, domain_scores(test, masks)), cost))
+        put("supervised_head", *static_plan(test, tiers.per_table(head_test, domain_scores(test, masks)), cost,
+                                            reads_alone=True))
+        put("confidence_gate", *column_plan(test, confidence_gate(test, fit_gate(fit, cost, betas)), cost,
+                                            reads_alone=True))
         parl_sweep = {name: dict(zip(("beta_calls", "beta_steps", "beta_spawn"), sweep_betas(beta), strict=True))
                       for name, beta in sweep.items() if name.startswith("parl")}
         for name, change in {"parl": {}, **variants, **parl_sweep}.items():
@@ -264,7 +273,7 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
 
     per_seed: dict[str, list[dict]] = {}
     robustness: list[dict] = []
-    curves_by_seed, signals_by_seed, subsets, oracles = [], [], [], []
+    curves_by_seed, signals_by_seed, subsets, oracles, transfers = [], [], [], [], []
     primary_alone_hard: list[str] = []
     for seed in range(cfg.seeds):
         primaries = [runner.fit(f"seed{seed}-f{k}-robust", train_ex, seed, fused=True, agent_dropout=True,
@@ -272,6 +281,10 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
         out = pooled_outcomes(runner, primaries, val, table_folds)
         features = [column_features(model, val) for model in primaries]
         subsets.append(subset_curve(out))
+        caches = runner.states([e.text for e in val], runner.specialists)
+        transfers.append(deep_transfer(primaries, val, table_folds,
+                                       {s.name: c for s, c in zip(runner.specialists, caches, strict=True)},
+                                       runner.specialists))
         if seed == 0:
             alone = routing_metrics(out, torch.zeros((len(out.table), out.n), dtype=torch.bool), [])
             primary_alone_hard = sorted(c for c, f1 in alone["per_class"].items() if f1 < HARD_CLASS_F1)
@@ -329,6 +342,7 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
         "hard_classes": primary_alone_hard,
         "oracle_routing": {key: _mean_std([o[key] for o in oracles])[0]
                            for key in ("micro_f1", "macro_f1", "hard_class_f1", "calls_per_column")},
+        "deep_transfer": _transfer_summary(transfers),
         "parl_curves": [vars(step) for step in curves_by_seed[0]],
         "checkpoint": str(released),
         "seconds": round(time.time() - started, 1),
@@ -340,6 +354,17 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
         result["throughput"] = json.loads(throughput.read_text(encoding="utf-8")).get("throughput", [])
     write_orchestrator_reports(result, cfg.reports_dir)
     return result
+
+
+def _transfer_summary(transfers: list[dict[str, float]]) -> dict:
+    """Per variant of trainer/deep_transfer: accuracy mean and spread over seeds, and each minus `union` (what deep
+    search does) paired per seed."""
+    summary = {}
+    for variant in VARIANTS:
+        mean, std = _mean_std([t[variant] for t in transfers])
+        gain, gain_std = _mean_std([t[variant] - t["union"] for t in transfers])
+        summary[variant] = {"accuracy": mean, "accuracy_std": std, "minus_union": gain, "minus_union_std": gain_std}
+    return summary
 
 
 def _robustness(runner: ExperimentRunner, robust: PrimaryModel, train_ex: list[ColumnExample],
@@ -458,6 +483,18 @@ def orchestrator_markdown(result: dict) -> str:
         text += (f"\nCeiling of any routing over these frozen models (the oracle: per column the smallest subset "
                  f"under which the primary is right; it reads the labels): micro-F1 {o['micro_f1']:.3f}, hard-class "
                  f"F1 {o['hard_class_f1'] or 0:.3f}, {o['calls_per_column']:.2f} calls per column.\n")
+    if result.get("deep_transfer"):
+        how = {"first": "the first specialist alone", "second": "the second alone",
+               "union": "both, each reading the column from scratch (deep search today)",
+               "chained": "both, the second started from the first's final states",
+               "handoff": "the chained second alone"}
+        dt = [[v, how[v], f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}",
+               f"{r['minus_union']:+.4f} ± {r['minus_union_std']:.4f}"]
+              for v, r in result["deep_transfer"].items()]
+        text += ("\nHow a deep step's second specialist uses the first (trainer/deep_transfer.py): accuracy of the "
+                 "primary on every held-out column, averaged over the 20 ordered pairs of specialists, mean ± std "
+                 "over seeds; the difference to `union` paired per seed:\n\n"
+                 + reports.markdown_table(["variant", "what the primary fuses", "accuracy", "minus union"], dt))
     if result.get("robustness"):
         rob = [[label, *(f"{statistics.fmean(r[label][k] for r in result['robustness']):.3f}"
                          for k in ("robust", "dedicated"))] for label in result["robustness"][0]]

@@ -8,8 +8,17 @@ import pytest
 import torch
 from orchestrator_fixtures import hand_log_probs
 
-from swarm.trainer.orchestrator_baselines import Tiers, domain_scores, fit_tiers, objective, random_k, table_stats
-from swarm.trainer.orchestrator_env import Cost, Outcomes
+from swarm.trainer.orchestrator_baselines import (
+    Tiers,
+    confidence_gate,
+    domain_scores,
+    fit_gate,
+    fit_tiers,
+    objective,
+    random_k,
+    table_stats,
+)
+from swarm.trainer.orchestrator_env import Cost, Outcomes, column_plan
 
 # Table 0: three columns, two alike and one orthogonal; table 1: one column; table 2: two columns, one direction.
 FEATURES = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.3, -0.7], [3.0, 0.0], [0.5, 0.0]])
@@ -74,10 +83,11 @@ def test_objective_by_hand() -> None:
     out = _helpful()
     cost = Cost(2, torch.ones(2, dtype=torch.bool))
     per_table = torch.tensor([[False, True], [True, True]])
-    # table 0: perf 1, calls/column 1, critical 2; table 1: perf 1, calls/column 2, critical 2
-    want = ((1 - 0.1 * 1 - 0.05 * 1) + (1 - 0.1 * 2 - 0.05 * 1)) / 2
-    assert objective(out, per_table, cost, (0.1, 0.05, 0.0)) == pytest.approx(want)
-    nobody = torch.zeros(2, 2, dtype=torch.bool)
+    # table 0: perf 1, calls/column 1; table 1: perf 1, calls/column 2; both 3 critical steps (the primary's own
+    # pass, then one stage with specialists)
+    want = ((1 - 0.1 * 1 - 0.05 * 2) + (1 - 0.1 * 2 - 0.05 * 2)) / 2
+    assert objective(out, per_table[out.table], cost, (0.1, 0.05, 0.0)) == pytest.approx(want)
+    nobody = torch.zeros(3, 2, dtype=torch.bool)
     assert objective(out, nobody, cost, (0.1, 0.05, 0.0)) == pytest.approx((0 + 1) / 2)
 
 
@@ -88,10 +98,38 @@ def test_fit_tiers_spends_where_it_pays() -> None:
     ranks = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # specialist 1 ranked first everywhere
     tiers = fit_tiers(out, complexity, ranks, cost, (0.1, 0.05, 0.0))
     # Tier sizes are 0–1 / 2–3 / N, so with N=2 the complex table gets both or shares the easy table's k:
-    # both for table 0, none for table 1: 0.5·(1 − 0.1·2 − 0.05) + 0.5·1 = 0.875, better than
-    # k=1 for both (0.5·0.85 + 0.5·0.85 = 0.85), none for both (0.5), both for both (0.75)
+    # both for table 0, none for table 1: 0.5·(1 − 0.1·2 − 0.05·2) + 0.5·1 = 0.85, better than
+    # k=1 for both (0.5·0.8 + 0.5·0.8 = 0.8), none for both (0.5), both for both (0.7)
     assert tiers.per_table(complexity, ranks).tolist() == [[True, True], [False, False]]
-    assert objective(out, tiers.per_table(complexity, ranks), cost, (0.1, 0.05, 0.0)) == pytest.approx(0.875)
+    assert objective(out, tiers.per_table(complexity, ranks)[out.table], cost, (0.1, 0.05, 0.0)) == \
+        pytest.approx(0.85)
+
+
+def test_column_plan_counts_the_primarys_own_pass_when_it_decides() -> None:
+    out = _helpful()
+    cost = Cost(2, torch.ones(2, dtype=torch.bool))
+    used = torch.tensor([[False, True], [False, False], [False, False]])  # table 0 asks for c0 only; table 1 nobody
+    _, spawned, critical, deep = column_plan(out, used, cost)
+    assert spawned.tolist() == [[False, True], [False, False]]
+    assert critical.tolist() == [2.0, 1.0] and deep.tolist() == [0, 0, 0]
+    _, _, critical, _ = column_plan(out, used, cost, reads_alone=True)
+    assert critical.tolist() == [3.0, 1.0]  # the primary alone first, where anyone is then asked
+
+
+def test_confidence_gate_asks_everyone_where_the_primary_is_unsure() -> None:
+    # c0 and c1 unsure (top 0.4, wrong alone) and right only with specialist 1; c2 sure (0.9) and right alone
+    log_probs = _helpful().log_probs.clone()
+    log_probs[:, 0] = torch.tensor([[0.3, 0.4, 0.3], [0.3, 0.3, 0.4], [0.05, 0.05, 0.9]]).log()
+    out = Outcomes(["a", "b"], ["x", "y", "z"], torch.zeros(3, 2), log_probs, torch.tensor([0, 1, 2]),
+                   torch.tensor([0, 0, 1]), 2)
+    assert confidence_gate(out, 0.5).tolist() == [[True, True], [True, True], [False, False]]
+    assert not confidence_gate(out, 0.4).any()  # strictly below the threshold
+    cost = Cost(2, torch.ones(2, dtype=torch.bool))
+    # gating c0, c1: 0.5·(1 − 0.1·2 − 0.05·2) + 0.5·1 = 0.85 beats nobody (0.5) and everyone (0.5·0.7 + 0.5·0.7)
+    threshold = fit_gate(out, cost, (0.1, 0.05, 0.0))
+    assert confidence_gate(out, threshold).tolist() == [[True, True], [True, True], [False, False]]
+    # with calls dear enough, asking never pays: gate nobody
+    assert not confidence_gate(out, fit_gate(out, cost, (0.6, 0.0, 0.0))).any()
 
 
 def test_random_k_never_exceeds_n_and_covers_every_k() -> None:

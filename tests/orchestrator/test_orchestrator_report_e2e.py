@@ -46,5 +46,10 @@ def test_the_orchestrator_report_runs_end_to_end_on_per_fold_primaries(tmp_path:
     primary, meta = PrimaryModel.load(Path(result["checkpoint"]))
     assert meta["honest_fusion"] is True and primary.specialists == list(domains())
     OrchestratorPolicy.load(Path(result["checkpoint"]) / "orchestrator", primary)  # trained for this primary
-    assert "Ceiling of any routing" in (reports_dir / "orchestrator.md").read_text()
+    transfer = saved["deep_transfer"]
+    assert set(transfer) == {"first", "second", "union", "chained", "handoff"}
+    assert transfer["union"]["minus_union"] == 0.0
+    assert all(0 <= t["accuracy"] <= 1 for t in transfer.values())
+    markdown = (reports_dir / "orchestrator.md").read_text()
+    assert "Ceiling of any routing" in markdown and "second specialist uses the first" in markdown
     assert (reports_dir / "orchestrator.png").stat().st_size > 0
