@@ -491,9 +491,10 @@ def orchestrator_markdown(result: dict) -> str:
         dt = [[v, how[v], f"{r['accuracy']:.4f} ± {r['accuracy_std']:.4f}",
                f"{r['minus_union']:+.4f} ± {r['minus_union_std']:.4f}"]
               for v, r in result["deep_transfer"].items()]
+        n = len(result["specialists"])
         text += ("\nHow a deep step's second specialist uses the first (trainer/deep_transfer.py): accuracy of the "
-                 "primary on every held-out column, averaged over the 20 ordered pairs of specialists, mean ± std "
-                 "over seeds; the difference to `union` paired per seed:\n\n"
+                 f"primary on every held-out column, averaged over the {n * (n - 1)} ordered pairs of specialists, "
+                 "mean ± std over seeds; the difference to `union` paired per seed:\n\n"
                  + reports.markdown_table(["variant", "what the primary fuses", "accuracy", "minus union"], dt))
     if result.get("robustness"):
         rob = [[label, *(f"{statistics.fmean(r[label][k] for r in result['robustness']):.3f}"
