@@ -36,6 +36,8 @@ VARIANTS = ("first", "second", "union", "chained", "handoff")
 def chained_states(second: Specialist, texts: Sequence[str], first: Tensor, batch_size: int = 128) -> Tensor:
     """(n, L, H, K, V): `second`'s final states on `texts` when each column's recurrence starts from `first`'s
     final states for it (`first`: (n, L, H, K, V), as cached)."""
+    if len(first) != len(texts):
+        raise ValueError(f"{len(first)} rows of first-specialist states for {len(texts)} columns")
     rows = []
     for start in range(0, len(texts), batch_size):
         initial = first[start:start + batch_size].unbind(dim=1)

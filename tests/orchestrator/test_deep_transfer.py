@@ -53,6 +53,8 @@ def test_chained_states_start_the_second_recurrence_from_the_first(specialists: 
     # one column at a time gives the same rows: each column starts from its own first states
     single = torch.cat([chained_states(specialists[1], [t], own[0][i:i + 1]) for i, t in enumerate(TEXTS)])
     torch.testing.assert_close(single, chained, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="5 rows of first-specialist states for 6 columns"):
+        chained_states(specialists[1], TEXTS, own[0][:5])
 
 
 def test_each_variant_is_the_primary_with_exactly_those_states(specialists: list[Specialist],
