@@ -42,6 +42,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from swarm.model_server.annotation_server import AnnotationLimits, AnnotationServer, build_annotation_server
 from swarm.model_server.annotator import TableAnnotator
 from swarm.model_server.choices import DEVICE_AUTO
@@ -475,6 +477,7 @@ def start_local_swarm(
     supervisor = Supervisor(host, startup_timeout_s, restart, tls)
     client: SpecialistClient | None = None
     server: AnnotationServer | None = None
+    threads_before = torch.get_num_threads()
     try:
         for spec in specialists:
             name, args = _resolve(spec, checkpoint_dir)
@@ -490,6 +493,9 @@ def start_local_swarm(
         supervisor.client = client
         swarm = LocalSwarm(procs, client, supervisor=supervisor)
         if with_annotation:
+            # The primary's share, for the swarm's lifetime (restored on exit): torch's default (every core) made
+            # one annotation 1.5x slower on 2 cores, its threads spinning against the specialists'.
+            torch.set_num_threads(threads)
             names = list(procs)
             if annotator is None:
                 swarm.annotator = default_annotator(names, config, primary_dir, device)
@@ -512,3 +518,4 @@ def start_local_swarm(
         if client is not None:
             client.close()
         supervisor.stop(stop_grace_s)
+        torch.set_num_threads(threads_before)

@@ -54,6 +54,11 @@ class PrimaryAnnotator:
         # same wide plan and (after the last stage) the same probabilities: each thread keeps its last of each.
         self._last = threading.local()
 
+    def forget(self) -> None:
+        """Drop this thread's last wide plan and fusion: the next call on the same table computes afresh (a benchmark
+        timing repeated calls on one table would otherwise time the memo)."""
+        self._last = threading.local()
+
     def _memo(self, kind: str, key: object, compute: Callable[[], T]) -> T:
         last = getattr(self._last, kind, None)
         if last is not None and last[0] == key:

@@ -1,0 +1,44 @@
+"""bench/orchestrator_throughput.py: every timed primary run is a real pass (not the annotator's memo), and the
+critical path is the primary plus the slowest of its specialists, by hand."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from swarm.model_server.primary import PrimaryModel
+
+_PATH = Path(__file__).resolve().parents[2] / "bench" / "orchestrator_throughput.py"
+_spec = importlib.util.spec_from_file_location("bench_orchestrator_throughput", _PATH)
+bench = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = bench  # dataclasses look their module up there
+_spec.loader.exec_module(bench)
+
+
+def test_every_timed_primary_run_is_a_full_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    passes = 0
+    forward = PrimaryModel.forward
+
+    def counted(self: PrimaryModel, *args: object, **kwargs: object) -> object:
+        nonlocal passes
+        passes += 1
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(PrimaryModel, "forward", counted)
+    tables = [t for t in bench.validation_tables(6) if all(any(v.strip() for v in c) for c in t.columns)][:2]
+    times = bench.stage_times(tables, [0, 1], "tiny", "cpu", repeats=3)
+    # two warm-up measurements of the first table (one run each) and three timed runs per table, for k = 0 and 1;
+    # each run groups the table's columns by the specialists that read them: here one group (all or none)
+    assert passes == 2 * 2 * 1 + len(tables) * 2 * 3
+    assert all(ms > 0 for ms in times.primary[0] + times.primary[1] + times.specialist[times.names[0]])
+
+
+def test_critical_path_is_the_primary_plus_its_slowest_specialist() -> None:
+    times = bench.StageTimes(names=["a", "b"], primary={0: [2.0, 2.0], 1: [3.0, 3.0], 2: [4.0, 4.0]},
+                             specialist={"a": [1.0, 5.0], "b": [3.0, 1.0]})
+    two = bench.critical_path(2, times)
+    assert two["critical_path_ms_per_table"] == pytest.approx((4 + 3 + 4 + 5) / 2)
+    assert two["serial_ms_per_table"] == pytest.approx((4 + 1 + 3 + 4 + 5 + 1) / 2)
+    assert two["critical_path_ratio"] == pytest.approx(round(4 / 16, 3))
+    assert bench.critical_path(0, times)["critical_path_ratio"] == 1.0
