@@ -64,6 +64,7 @@ from swarm.trainer.outcomes import column_features, outcomes_from_caches
 from swarm.trainer.parl import ParlConfig, cost_of, train_parl
 from swarm.trainer.pipeline import labelled_splits
 from swarm.trainer.sotab import load_labels
+from swarm.trainer.specialist_help import help_markdown, specialist_help, summarise_help
 from swarm.trainer.specialist_training import train_specialist
 from swarm.trainer.train import TrainConfig
 
@@ -273,7 +274,7 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
 
     per_seed: dict[str, list[dict]] = {}
     robustness: list[dict] = []
-    curves_by_seed, signals_by_seed, subsets, oracles, transfers = [], [], [], [], []
+    curves_by_seed, signals_by_seed, subsets, oracles, transfers, helps = [], [], [], [], [], []
     primary_alone_hard: list[str] = []
     for seed in range(cfg.seeds):
         primaries = [runner.fit(f"seed{seed}-f{k}-robust", train_ex, seed, fused=True, agent_dropout=True,
@@ -281,6 +282,7 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
         out = pooled_outcomes(runner, primaries, val, table_folds)
         features = [column_features(model, val) for model in primaries]
         subsets.append(subset_curve(out))
+        helps.append(specialist_help(out))
         caches = runner.states([e.text for e in val], runner.specialists)
         transfers.append(deep_transfer(primaries, val, table_folds,
                                        {s.name: c for s, c in zip(runner.specialists, caches, strict=True)},
@@ -343,6 +345,7 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
         "oracle_routing": {key: _mean_std([o[key] for o in oracles])[0]
                            for key in ("micro_f1", "macro_f1", "hard_class_f1", "calls_per_column")},
         "deep_transfer": _transfer_summary(transfers),
+        "specialist_help": summarise_help(helps),
         "parl_curves": [vars(step) for step in curves_by_seed[0]],
         "checkpoint": str(released),
         "seconds": round(time.time() - started, 1),
@@ -496,6 +499,8 @@ def orchestrator_markdown(result: dict) -> str:
                  f"primary on every held-out column, averaged over the {n * (n - 1)} ordered pairs of specialists, "
                  "mean ± std over seeds; the difference to `union` paired per seed:\n\n"
                  + reports.markdown_table(["variant", "what the primary fuses", "accuracy", "minus union"], dt))
+    if result.get("specialist_help"):
+        text += "\n" + help_markdown(result["specialist_help"], result["seeds"])
     if result.get("robustness"):
         rob = [[label, *(f"{statistics.fmean(r[label][k] for r in result['robustness']):.3f}"
                          for k in ("robust", "dedicated"))] for label in result["robustness"][0]]
