@@ -50,6 +50,10 @@ def test_the_orchestrator_report_runs_end_to_end_on_per_fold_primaries(tmp_path:
     assert set(transfer) == {"first", "second", "union", "chained", "handoff"}
     assert transfer["union"]["minus_union"] == 0.0
     assert all(0 <= t["accuracy"] <= 1 for t in transfer.values())
+    helped = saved["specialist_help"]
+    assert [h["name"] for h in helped] == list(domains())
+    assert all(0 <= h["own_domain_fixes"] <= h["fixes"] and 0 <= h["domain_share_of_columns"] <= 1 for h in helped)
     markdown = (reports_dir / "orchestrator.md").read_text()
     assert "Ceiling of any routing" in markdown and "second specialist uses the first" in markdown
+    assert "Where each specialist's help lands" in markdown
     assert (reports_dir / "orchestrator.png").stat().st_size > 0
