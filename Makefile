@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/swarm/v1/*.proto)
 STUBS := $(PROTOS:.proto=_pb2.py)
 DATA ?= data/sotab-v2-sample
-# Primaries trained per fusion row (seeds 0..SEEDS-1); the committed tables used SEEDS=3.
+# Primaries trained per fusion row of `make fusion-report` (seeds 0..SEEDS-1); the committed tables used SEEDS=3.
 SEEDS ?= 2
 
-.PHONY: install proto demo test test-fast cluster-bins gpu-check lint bench fusion-report accuracy orchestrator adapt crds kind-e2e clean
+.PHONY: install proto demo reports test test-fast typecheck cluster-bins gpu-check lint bench fusion-report accuracy orchestrator adapt crds kind-e2e clean
 
 install: $(STAMP) $(STUBS)
 
@@ -27,14 +27,24 @@ proto/swarm/v1/%_pb2.py: proto/swarm/v1/%.proto $(STAMP)
 
 proto: $(STUBS)
 
-# The fusion demo, then the orchestrator's policies and success criteria (without the robustness check and the
-# PARL ablations, which `make orchestrator` adds).
+# The main job: the released swarm built from the training splits (`swarm release`, into runs/demo), served on
+# loopback as `swarm up` serves it, the validation tables annotated through swarm.client; prints a short table and
+# writes reports/demo.{json,md,png} (a run's own results: ignored by git). `swarm up --run-dir runs/demo` serves it
+# again. A second run reuses the built swarm.
 demo: install
-	$(BIN)/swarm demo --data $(DATA) --seeds $(SEEDS)
-	$(BIN)/swarm orchestrator-report --data $(DATA) --seeds $(SEEDS) --no-robustness --no-ablations
+	$(BIN)/swarm demo --data $(DATA) --run-dir runs/demo
+
+# The research reports, each writing only its own files in reports/ (about 2 hours on 2 cores together).
+reports: fusion-report accuracy orchestrator
+
+# mypy over the whole swarm package, through src/swarm/ (symlinks giving the installed layout; see pyproject.toml).
+# It runs from src/ because mypy always searches its working directory first, where the root operator/ folder
+# would shadow the standard library's operator module.
+typecheck: install
+	cd src && ../$(BIN)/mypy
 
 # The real-cluster tier (tests/cluster) is required here: missing control-plane binaries fail it, not skip it.
-test: install cluster-bins
+test: install cluster-bins typecheck
 	$(BIN)/ruff check .
 	SWARM_REQUIRE_CLUSTER=1 $(BIN)/python -m pytest -q tests
 
@@ -62,7 +72,8 @@ lint: install
 bench: install cluster-bins
 	$(BIN)/swarm bench
 
-# Grouped 5-fold CV of the primary alone and with its specialists, and the ablation ladder: reports/accuracy.*
+# Grouped 5-fold CV of the primary alone and with its specialists, and the ablation ladder: reports/accuracy.*;
+# then the released swarm on every labelled split (the release path of `swarm release`) in runs/accuracy/released.
 accuracy: install
 	$(BIN)/swarm accuracy-report --data $(DATA)
 

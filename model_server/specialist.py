@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +95,10 @@ class Specialist:
     """A frozen domain model. `extract_states(columns)` returns the per-layer (B, H, K, V) final states."""
 
     def __init__(self, name: str, model: DomainModel, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", trained_tables: frozenset[str] = frozenset()) -> None:
         self.name = name
+        # The tables whose columns it was fine-tuned on: a primary learns to trust it only on others (honest fusion).
+        self.trained_tables = trained_tables
         self.device = resolve_device(device)
         self.model = model.eval().requires_grad_(False).to(device=self.device, dtype=dtype)
         self.dtype = dtype
@@ -134,13 +136,13 @@ class Specialist:
         return save({k: v.detach().float().cpu().contiguous() for k, v in self.model.decoder.state_dict().items()})
 
     def save(self, directory: Path) -> None:
-        save_dir(directory, self.name, self.model)
+        save_dir(directory, self.name, self.model, self.trained_tables)
 
     @classmethod
     def load(cls, directory: Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
              ) -> Specialist:
         name, model = load_dir(Path(directory))
-        return cls(name, model, dtype, device)
+        return cls(name, model, dtype, device, trained_tables(Path(directory)))
 
 
 def specialist_dir(path: Path, name: str) -> Path:
@@ -150,12 +152,20 @@ def specialist_dir(path: Path, name: str) -> Path:
     return path if (path / "specialist.json").is_file() else path / name
 
 
-def save_dir(directory: Path, name: str, model: DomainModel) -> None:
+def save_dir(directory: Path, name: str, model: DomainModel, trained_on: Collection[str] = ()) -> None:
+    """`trained_on`: the tables whose columns the specialist was fine-tuned on (kept in specialist.json)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, directory / "model.safetensors")
-    meta = {"name": name, "config": model.backbone.cfg.name, "labels": model.labels[:-1]}
+    meta = {"name": name, "config": model.backbone.cfg.name, "labels": model.labels[:-1],
+            "trained_tables": sorted(trained_on)}
     (directory / "specialist.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def trained_tables(directory: Path) -> frozenset[str]:
+    """The tables a saved specialist records as its training data (empty for one saved before it recorded them)."""
+    meta = json.loads((Path(directory) / "specialist.json").read_text(encoding="utf-8"))
+    return frozenset(meta.get("trained_tables", ()))
 
 
 def load_dir(directory: Path) -> tuple[str, DomainModel]:

@@ -159,6 +159,7 @@ class SpecialistServicer:
             max_columns=self.options.max_columns,
             untrained=self.untrained,
             decoder_bytes=len(self._decoder),
+            trained_tables=sorted(getattr(self.source, "trained_tables", ())),
         )
 
     def StreamDecoder(

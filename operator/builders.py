@@ -60,7 +60,7 @@ TEMPLATES_ENV = "SWARM_POD_TEMPLATES"
 IMAGE_ENV = "SWARM_IMAGE"
 TRAINER_SERVICE_ACCOUNT = "swarm-trainer"  # manifests/rbac.yaml: no Role, no token (automount off)
 
-MODE_COMMANDS = {Mode.train: "train", Mode.evaluate: "eval", Mode.annotate: "annotate", Mode.adapt: "adapt",
+MODE_COMMANDS = {Mode.train: "release", Mode.evaluate: "eval", Mode.annotate: "annotate", Mode.adapt: "adapt",
                  Mode.parl: "train"}
 SPECIALIST_HOST = "0.0.0.0"  # all interfaces: the CLI's default (127.0.0.1) would make the Service unreachable
 WORK_DIR = "/var/lib/swarm"  # writable: emptyDir, or the SwarmJob's output claim (the root filesystem is read-only)
@@ -414,7 +414,8 @@ def trainer_command(
     spec: SwarmJobSpec, experts: Mapping[str, str] | None = None, device: str = DEVICE_CUDA
 ) -> list[str]:
     """The primary's command per mode and `--device`, then the job's extraArgs (a `--device` there wins).
-    Specialist endpoints come in the environment (SWARM_SPECIALIST_ENDPOINTS); mode parl passes the job's PARL
+    Specialist endpoints come in the environment (SWARM_SPECIALIST_ENDPOINTS); mode train builds the released swarm
+    against them (`swarm release`: honest fusion from the tables they record, a policy); mode parl passes the job's PARL
     settings (annealSteps as a share of the iterations). `experts` (mode adapt): the model path of each of the job's
     specialists in its pool."""
     mode = Mode(spec.mode)

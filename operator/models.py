@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 from swarm.model_server.choices import (
     DEFAULT_MAX_SPECIALISTS,
@@ -60,7 +61,7 @@ class CelRule:
     message: str
     check: Callable[[dict[str, Any]], bool]
 
-    def schema(self) -> dict[str, str]:
+    def schema(self) -> JsonDict:
         return {"rule": self.rule, "message": self.message}
 
 
@@ -82,7 +83,7 @@ class RootRule:
     def transition(self) -> bool:
         return "oldSelf" in self.rule
 
-    def schema(self) -> dict[str, str]:
+    def schema(self) -> JsonDict:
         return {"rule": self.rule, "message": self.message}
 
 
@@ -93,7 +94,7 @@ def _name(obj: dict[str, Any]) -> str:
 def name_rules(kind: str, role: str, *, no_double_dash: bool = False) -> tuple[RootRule, ...]:
     """metadata.name limits: at most 63 characters (it is a label value) and a DNS-1035 label (every object named
     after it then is one: longer derived names are cut with a hash by builders.dns_name)."""
-    rules = (
+    rules: tuple[RootRule, ...] = (
         RootRule(
             f"size(self.metadata.name) <= {MAX_NAME}",
             f"metadata.name must be at most {MAX_NAME} characters: a {kind}'s name is a label value ({role})",
@@ -128,8 +129,9 @@ class _Model(BaseModel):
 
 
 # The CLI's choices (swarm.model_server.choices), so the CRDs accept exactly what the commands do.
-DType = StrEnum("DType", {name: name for name in DTYPE_NAMES}, module=__name__)
-FusionMode = StrEnum("FusionMode", {name: name for name in FUSION_MODES}, module=__name__)
+# mypy reads members only from a literal in the call (so members are looked up by name: DType["bfloat16"]).
+DType = StrEnum("DType", {name: name for name in DTYPE_NAMES}, module=__name__)  # type: ignore[misc]
+FusionMode = StrEnum("FusionMode", {name: name for name in FUSION_MODES}, module=__name__)  # type: ignore[misc]
 
 
 class Mode(StrEnum):
@@ -257,7 +259,7 @@ class PoolSpecialist(_Model):
         "<name>/ specialist directories, or of one specialist directory; passed as --checkpoint-dir. Nothing is "
         "downloaded at run time.",
     )
-    dtype: DType = Field(default=DType.bfloat16, description="Weight dtype on the GPU.")
+    dtype: DType = Field(default=DType["bfloat16"], description="Weight dtype on the GPU.")
     params: int | None = Field(
         default=None, ge=1, description="Parameter count.", json_schema_extra={"format": "int64"}
     )
@@ -446,13 +448,15 @@ class SwarmJobSpec(_Model):
         "annotate or parl, not used by train.",
     )
     fusion: FusionMode = Field(
-        default=FusionMode.weighted_sum, description="Fusion mode trained (`swarm train --fusion`); train only."
+        default=FusionMode["weighted_sum"],
+        description="Fusion mode of the released primary (`swarm release --fusion`); train only.",
     )
     parl: ParlSettings = Field(default=ParlSettings(), description="PARL settings of mode parl; not used otherwise.")
     max_specialists: int = Field(
         default=DEFAULT_MAX_SPECIALISTS,
         ge=0,
-        description="Most specialists the primary consults (`swarm train --max-specialists`).",
+        description="Most specialists the primary consults (`swarm release --max-specialists`; 0: the primary "
+        "alone).",
     )
     specialists: list[DnsLabel] = Field(
         default=[],

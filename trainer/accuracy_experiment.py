@@ -18,12 +18,12 @@ metrics.json) is trained on every labelled split with the swarm's recipe; its ow
 """
 from __future__ import annotations
 
-import os
 import random
 import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel, Field
@@ -33,7 +33,6 @@ from swarm.model_server.choices import DEVICE_AUTO
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist, domains
-from swarm.model_server.weights import save_weights
 from swarm.trainer import reports
 from swarm.trainer.columns import ColumnExample, build_examples
 from swarm.trainer.fusion_experiment import spread
@@ -251,7 +250,7 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
     swarm_scores = [score(r.gold, r.swarm) for r in runs]
     if not hard:
         hard = sorted(c for c, f1 in _pooled(runs, "alone").per_class.items() if f1 < HARD_CLASS_F1)
-    cv = {"primary_alone": _summary(alone_scores, hard), "swarm": _summary(swarm_scores, hard)}
+    cv: dict[str, Any] = {"primary_alone": _summary(alone_scores, hard), "swarm": _summary(swarm_scores, hard)}
     cv["swarm_gain_per_fold"] = [b.micro_f1 - a.micro_f1 for a, b in zip(alone_scores, swarm_scores, strict=True)]
     cv["runs"] = [{"seed": r.seed, "fold": r.fold, "alone_micro_f1": a.micro_f1, "swarm_micro_f1": b.micro_f1}
                   for r, a, b in zip(runs, alone_scores, swarm_scores, strict=True)]
@@ -277,27 +276,31 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
         record("+ 5 specialists, fusion learnt only on columns they never saw (the swarm)", "cv",
                first_seed(swarm_scores))
 
-    # The released swarm: every labelled split, the swarm's recipe.
-    released_ex = [*base, *(e for e in val for _ in range(cfg.validation_copies))]
-    released = runner.fit("released", released_ex, cfg.seed, fused=True, honest=True)
-    model_dir = cfg.run_dir / "released" / "model"
-    save_weights(model_dir, released, released.meta() | {"honest_fusion": True, "specialist_dirs": [
-        os.path.relpath(cfg.run_dir / "specialists" / s.name, model_dir) for s in runner.specialists]})
+    # The released swarm: every labelled split, the swarm's recipe, through the one release path (`swarm release`)
+    # with the specialists trained above (they record their tables: the primary trusts them on validation's).
+    from swarm.trainer.release import ReleaseConfig, build_release
+
+    release = build_release(ReleaseConfig(
+        data=cfg.data, run_dir=cfg.run_dir / "released", model=cfg.model, steps=cfg.steps,
+        batch_size=cfg.batch_size, splits=[s.name for s in train_splits] + [validation.name], policy_share=0.0,
+        thinned_copies=cfg.thinned_copies, seed=cfg.seed, device=cfg.device,
+        specialist_dirs=[cfg.run_dir / "specialists" / s.name for s in runner.specialists]))
+    model_dir = Path(release["primary"])
 
     pooled_alone, pooled_swarm = _pooled(runs, "alone"), _pooled(runs, "swarm")
     gold = [g for r in runs for g in r.gold]
-    copies = "" if cfg.validation_copies == 1 else f" (each {cfg.validation_copies} times)"
+    times = "" if cfg.validation_copies == 1 else f" (each {cfg.validation_copies} times)"
     result = {
         "model": cfg.model, "folds": cfg.folds, "seeds": cfg.seeds, "steps": cfg.steps,
         "validation_copies": cfg.validation_copies,
         "trained_on": {
             "cv": f"training + training_columns ({len(base)} examples with thinned copies) + the validation "
-                  f"tables of the other folds{copies}; scored on the held-out fold",
+                  f"tables of the other folds{times}; scored on the held-out fold",
             "holdout": "training + training_columns; scored on all of validation",
             "specialists": "training + training_columns, per domain",
             "fusion": "belief weights and state fusion learnt only on columns the specialists were not trained on "
                       "(the validation tables in training); elsewhere the primary trains alone",
-            "released": f"training + training_columns + validation{copies}",
+            "released": f"training + training_columns + validation{times}",
         },
         "cv": cv,
         "per_class_f1": {label: {"primary_alone": pooled_alone.per_class.get(label),

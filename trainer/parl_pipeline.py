@@ -11,6 +11,7 @@ and the policy would learn that specialists are never needed.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from swarm.model_server.devices import resolve_device
 from swarm.model_server.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
 from swarm.model_server.primary import PrimaryModel
 from swarm.trainer import reports
+from swarm.trainer.columns import ColumnExample
 from swarm.trainer.evaluate import labelled_columns, specialist_source
-from swarm.trainer.orchestrator_env import plan_metrics, rollout
+from swarm.trainer.orchestrator_env import Outcomes, plan_metrics, rollout
 from swarm.trainer.outcomes import outcomes_from_caches
 from swarm.trainer.parl import ParlConfig, cost_of, train_parl
 from swarm.trainer.state_sources import cache_states
@@ -56,15 +58,8 @@ def run_parl(cfg: PolicyRunConfig) -> dict:
     assert source is not None
     with closing(source):
         caches = [cache_states(source, name, [e.text for e in examples]) for name in model.specialists]
-    out = outcomes_from_caches(model, examples, caches)
-    budget = min(cfg.parl.budget, out.n)
-    parl_cfg = cfg.parl.model_copy(update={"budget": budget})
-    torch.manual_seed(parl_cfg.seed)
-    policy = OrchestratorPolicy(model.specialists, domain_masks_for(model), out.features.shape[1], parl_cfg.hidden,
-                                parl_cfg.max_deep)
-    history = train_parl(policy, out, parl_cfg)
-    policy.save(cfg.out, primary_fingerprint(model), {"trained_on": f"{cfg.data} ({target.name})",
-                                                       "parl": parl_cfg.model_dump()})
+    policy, out, parl_cfg, history = train_policy(model, examples, caches, cfg.parl, cfg.out,
+                                                  f"{cfg.data} ({target.name})")
     with torch.no_grad():
         plan = rollout(policy, out, cost_of(parl_cfg, out.specialists))
     metrics = plan_metrics(out, plan.used, plan.spawned, plan.critical, plan.deep_steps, [])
@@ -74,3 +69,18 @@ def run_parl(cfg: PolicyRunConfig) -> dict:
                         "curves": [vars(step) for step in history]}
     reports.write_json(cfg.reports_dir / "parl_training.json", result)
     return result
+
+
+def train_policy(model: PrimaryModel, examples: Sequence[ColumnExample], caches: Sequence[torch.Tensor],
+                 parl: ParlConfig, out_dir: Path, trained_on: str
+                 ) -> tuple[OrchestratorPolicy, Outcomes, ParlConfig, list]:
+    """PARL on the frozen primary's answers for `examples` (columns it did not train on) under every subset of its
+    specialists, whose states for them are `caches`; the policy is saved to `out_dir` bound to this primary."""
+    out = outcomes_from_caches(model, examples, caches)
+    parl_cfg = parl.model_copy(update={"budget": min(parl.budget, out.n)})
+    torch.manual_seed(parl_cfg.seed)
+    policy = OrchestratorPolicy(model.specialists, domain_masks_for(model), out.features.shape[1], parl_cfg.hidden,
+                                parl_cfg.max_deep)
+    history = train_parl(policy, out, parl_cfg)
+    policy.save(out_dir, primary_fingerprint(model), {"trained_on": trained_on, "parl": parl_cfg.model_dump()})
+    return policy, out, parl_cfg, history

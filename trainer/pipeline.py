@@ -31,7 +31,7 @@ VALIDATION_SPLIT = "validation"
 class RunConfig(BaseModel):
     data: Path
     run_dir: Path = Path("runs/train")
-    reports_dir: Path = Path("reports")
+    reports_dir: Path | None = None  # default: run_dir (the committed reports/ belong to the report commands)
     model: str = "small"
     synthetic_tables: int = Field(0, ge=0)
     synthetic_steps: int = Field(0, ge=0)
@@ -76,11 +76,12 @@ def encode_examples(examples: Sequence[ColumnExample], tokenizer: ColumnEncoder)
 
 def train_and_score(model: PrimaryModel, train_data: Encoded, val_data: Encoded, train_cfg: TrainConfig,
                     run_dir: Path, meta: dict, train_caches: Sequence[Tensor] = (),
-                    val_caches: Sequence[Tensor] = (), desc: str = "primary", agent_dropout: bool = False) -> Scores:
+                    val_caches: Sequence[Tensor] = (), desc: str = "primary", agent_dropout: bool = False,
+                    honest: Sequence[bool] | None = None) -> Scores:
     """Train (resumable) in run_dir, save the model to run_dir/model, score it on the validation columns (with all
-    its specialists)."""
-    extra = cached_inputs(train_caches, agent_dropout_seed=train_cfg.seed if agent_dropout else None) \
-        if train_caches else None
+    its specialists); `honest` (per training column): where the specialists' states may be fused."""
+    extra = cached_inputs(train_caches, agent_dropout_seed=train_cfg.seed if agent_dropout else None,
+                          honest=honest) if train_caches else None
     train(model, train_data, train_cfg, run_dir, meta, extra, desc=desc)
     save_weights(run_dir / "model", model, meta)
     pred = predict(model, val_data, cached_inputs(val_caches) if val_caches else None).argmax(-1).tolist()
@@ -96,6 +97,15 @@ def state_source(cfg: RunConfig) -> StateSource | None:
     if cfg.endpoints:
         return RemoteSpecialists(dict(list(cfg.endpoints.items())[: cfg.max_specialists]))
     raise ValueError(f"fusion {cfg.fusion!r} needs specialists: --specialist-dir or --specialist NAME=HOST:PORT")
+
+
+def seen_tables(source: StateSource) -> set[str]:
+    """The tables the source's specialists record as their training data (honest fusion withholds them there)."""
+    if isinstance(source, LocalSpecialists):
+        return set().union(*(s.trained_tables for s in source.specialists))
+    if isinstance(source, RemoteSpecialists):
+        return source.trained_tables()
+    return set()
 
 
 def run_training(cfg: RunConfig) -> tuple[Scores, Path]:
@@ -127,18 +137,26 @@ def run_training(cfg: RunConfig) -> tuple[Scores, Path]:
 
     train_caches: list[Tensor] = []
     val_caches: list[Tensor] = []
+    honest: list[bool] | None = None
     if source is not None:
         with closing(source):
+            honest = [e.table not in seen_tables(source) for e in train_ex]
+            if not any(honest):
+                print("warning: the specialists record every training table as theirs, so there is no column to "
+                      "learn how far to trust them on (honest fusion): the fused primary stays the primary alone. "
+                      "`swarm release` keeps a share of the tables from them.")
             train_caches = [cache_states(source, n, [e.text for e in train_ex]) for n in names]
             val_caches = [cache_states(source, n, [e.text for e in val_ex]) for n in names]
     scores = train_and_score(model, encode_examples(train_ex, tokenizer), encode_examples(val_ex, tokenizer),
-                             cfg.train, cfg.run_dir, meta, train_caches, val_caches, desc="primary (real data)",
-                             agent_dropout=cfg.agent_dropout)
+                             cfg.train, cfg.run_dir, meta | {"honest_fusion": source is not None},
+                             train_caches, val_caches, desc="primary (real data)", agent_dropout=cfg.agent_dropout,
+                             honest=honest)
     payload = scores.to_dict() | {"model": cfg.model, "split": VALIDATION_SPLIT, "fusion": model.fusion_mode,
                                   "specialists": names, "seconds": round(time.time() - started, 1),
                                   "checkpoint": str(model_dir)}
-    reports.write_json(cfg.reports_dir / "metrics.json", payload)
+    reports_dir = cfg.reports_dir or cfg.run_dir
+    reports.write_json(reports_dir / "metrics.json", payload)
     reports.per_class_report(scores, f"Primary ({cfg.model}, specialists: {', '.join(names) or 'none'}) "
-                             "on real SOTAB validation", cfg.reports_dir / "baseline.md",
-                             cfg.reports_dir / "baseline_per_class_f1.png", dict(counts))
+                             "on real SOTAB validation", reports_dir / "baseline.md",
+                             reports_dir / "baseline_per_class_f1.png", dict(counts))
     return scores, model_dir

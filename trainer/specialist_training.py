@@ -46,5 +46,7 @@ def train_specialist(domain: Domain, cfg: BackboneConfig, examples: Sequence[Col
     out = run_dir / domain.name
     train(model, data, train_cfg, out / "training", {"kind": "specialist", "domain": domain.name},
           desc=f"specialist {domain.name}")
-    save_dir(out, domain.name, model)
-    return Specialist(domain.name, model, device=resolve_device(train_cfg.device))
+    # Recorded conservatively: every table of `examples`, though only a sample of other domains' columns was read.
+    seen = frozenset(e.table for e in examples)
+    save_dir(out, domain.name, model, seen)
+    return Specialist(domain.name, model, device=resolve_device(train_cfg.device), trained_tables=seen)

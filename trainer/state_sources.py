@@ -46,6 +46,10 @@ class LocalSpecialists:
     def from_dirs(cls, dirs: Sequence[Path], device: str = DEVICE_AUTO) -> LocalSpecialists:
         return cls([Specialist.load(Path(d), device=resolve_device(device)) for d in dirs])
 
+    @property
+    def specialists(self) -> list[Specialist]:
+        return list(self._by_name.values())
+
     def states(self, name: str, texts: Sequence[str]) -> list[Tensor]:
         return self._by_name[name].extract_states(texts)
 
@@ -81,6 +85,10 @@ class RemoteSpecialists:
         if empty:
             raise RuntimeError(f"specialist servers {empty} have no state decoder (synthetic states?)")
         return {name: load(self._client.decoder(name)) for name in described}
+
+    def trained_tables(self) -> set[str]:
+        """The tables any of the servers' specialists records as its training data (Describe)."""
+        return {t for info in self._client.describe().values() for t in info.trained_tables}
 
     def close(self) -> None:
         self._client.close()

@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
     app.command()(train)
     app.command(name="eval")(evaluate)
     app.command()(synth)
+    app.command()(release)
     app.command()(demo)
     app.command()(memory)
     app.command("fusion-report")(fusion_report)
@@ -75,7 +76,8 @@ def train(
         [], help=f"A specialist server NAME=HOST:PORT (repeat; default: ${ENDPOINTS_ENV})."),
     seed: int = typer.Option(0),
     ckpt_every: int = typer.Option(100, help="Checkpoint every N steps (and on SIGTERM/SIGINT)."),
-    reports_dir: Path = typer.Option(Path("reports"), help="Where metrics.json and the per-class report go."),
+    reports_dir: Path | None = typer.Option(None, help="Where metrics.json and the per-class report go (default: "
+                                            "RUN_DIR; the committed reports/ belong to the report commands)."),
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
     stop_after: int | None = typer.Option(None, hidden=True),
@@ -112,6 +114,7 @@ def train(
 
     device = use_devices(device, dtype)
     endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
+    reports_dir = reports_dir or run_dir
     if mode == TrainMode.parl:
         from swarm.trainer.parl import ParlConfig
 
@@ -216,31 +219,110 @@ def _experiment_config(data: Path, run_dir: Path, model: str, synthetic_tables: 
 SEEDS_HELP = "Primaries trained per row (seeds 0..N-1); rows report the mean and standard deviation."
 
 
-def demo(
+def _release_default(name: str):
+    """A `swarm release` option's default, read from the config class (written once, there)."""
+    from swarm.trainer.release import ReleaseConfig
+
+    return ReleaseConfig.model_fields[name].default
+
+
+def _release_config(data: Path, run_dir: Path, model: str, steps: int, specialist_steps: int, split: list[str],
+                    specialist_split: list[str], fusion_share: float, policy_share: float, seed: int,
+                    specialist_dir: list[Path], endpoints: dict[str, str], device: str,
+                    fusion: str | None = None, max_specialists: int | None = None):
+    from swarm.trainer.release import ReleaseConfig
+
+    return ReleaseConfig(data=data, run_dir=run_dir, model=model, steps=steps, specialist_steps=specialist_steps,
+                         splits=split or _release_default("splits"), specialist_splits=specialist_split or None,
+                         fusion_share=fusion_share, policy_share=policy_share, seed=seed,
+                         specialist_dirs=specialist_dir, endpoints=endpoints, device=device,
+                         fusion=fusion or _release_default("fusion"), max_specialists=max_specialists)
+
+
+SPLIT_HELP = "A labelled split the swarm learns from (repeat; default: training and training_columns)."
+SPECIALIST_SPLIT_HELP = ("A split whose tables are the specialists' (repeat); the other splits' tables are where the "
+                         "primary learns to trust them. Default: a random share of all tables (--fusion-share).")
+
+
+def release(
     data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset directory."),
-    run_dir: Path = typer.Option(Path("runs/demo"), help="Models; the baseline primary ends in RUN_DIR/model."),
-    model: str = typer.Option("tiny", help="Backbone config of specialists and primaries."),
-    synthetic_tables: int = typer.Option(1500, help="Synthetic tables for pre-training."),
-    pretrain_steps: int = typer.Option(800),
-    specialist_steps: int = typer.Option(400),
-    primary_steps: int = typer.Option(400),
-    seeds: int = typer.Option(2, min=1, help=SEEDS_HELP),
-    readme: Path = typer.Option(Path("README.md"), help="README whose results table is regenerated."),
+    run_dir: Path = typer.Option(Path("runs/release"), help="Where the released swarm goes: specialists/, model/ "
+                                 "(the primary, its policy in model/orchestrator/) and release.json."),
+    model: str = typer.Option(_release_default("model"), help="Backbone config: tiny, small or base."),
+    steps: int = typer.Option(_release_default("steps"), min=1, help="Optimizer steps of the primary."),
+    specialist_steps: int = typer.Option(_release_default("specialist_steps"), min=1),
+    split: list[str] = typer.Option([], help=SPLIT_HELP),
+    specialist_split: list[str] = typer.Option([], help=SPECIALIST_SPLIT_HELP),
+    fusion_share: float = typer.Option(_release_default("fusion_share"), min=0, max=0.95,
+                                       help="Share of the tables the specialists never see, where the primary "
+                                       "learns how far to trust them (without --specialist-split)."),
+    policy_share: float = typer.Option(_release_default("policy_share"), min=0, max=0.95,
+                                       help="Share of the tables held out from the primary for the orchestrator "
+                                       "policy (0: no policy; every specialist reads every column)."),
+    seed: int = typer.Option(0),
+    fusion: FusionMode = typer.Option(_release_default("fusion"), help="How the primary fuses the specialists' "
+                                      "states."),
+    max_specialists: int | None = typer.Option(None, min=0, help="Fuse at most this many of the specialists "
+                                               "(default: all; 0: the primary alone)."),
+    specialist_dir: list[Path] = typer.Option([], help="Use this trained specialist instead of training them "
+                                              "(repeat)."),
+    specialist: list[str] = typer.Option(
+        [], help=f"Use this specialist server NAME=HOST:PORT instead of training them (repeat; default: "
+        f"${ENDPOINTS_ENV})."),
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
-    """The main job on the bundled data: baseline, specialists, every fusion mode, then the swarm over gRPC."""
-    from swarm.trainer.demo import results_markdown, run_demo
+    """Build the released swarm from any SOTAB-format data: specialists (unless given), the primary with honest
+    fusion, the orchestrator policy. Stages already built for the same recipe are reused."""
+    from swarm.trainer.release import build_release
     from swarm.trainer.sotab import DataError
 
     device = use_devices(device, dtype)
-    cfg = _experiment_config(data, run_dir, model, synthetic_tables, pretrain_steps, specialist_steps, primary_steps,
-                             seeds, device)
+    endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
     try:
-        summary = run_demo(cfg, readme)
-    except (DataError, ValueError) as exc:
+        cfg = _release_config(data, run_dir, model, steps, specialist_steps, split, specialist_split, fusion_share,
+                              policy_share, seed, specialist_dir, endpoints if not specialist_dir else {}, device,
+                              fusion.value, max_specialists)
+        record = build_release(cfg)
+    except (DataError, ValueError, FileNotFoundError, RuntimeError) as exc:
         fail(str(exc))
-    typer.echo(results_markdown(summary))
+    typer.echo(json.dumps({k: record[k] for k in ("primary", "policy", "specialists", "tables", "columns",
+                                                  "held_out", "seconds")}, indent=2))
+    if record["held_out"]:
+        publish({"micro_f1": record["held_out"]["swarm"]["micro_f1"],
+                 "macro_f1": record["held_out"]["swarm"]["macro_f1"]})
+
+
+def demo(
+    data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset directory (training splits + validation)."),
+    run_dir: Path = typer.Option(Path("runs/demo"), help="The released swarm (reused when already built); serve it "
+                                 "again with `swarm up --run-dir RUN_DIR`."),
+    reports_dir: Path = typer.Option(Path("reports"), help="Where demo.json, demo.md and demo.png go."),
+    model: str = typer.Option(_release_default("model"), help="Backbone config: tiny, small or base."),
+    steps: int = typer.Option(_release_default("steps"), min=1, help="Optimizer steps of the primary."),
+    specialist_steps: int = typer.Option(_release_default("specialist_steps"), min=1),
+    held_out: str = typer.Option("validation", help="The split annotated through the served swarm (never trained "
+                                 "on)."),
+    seed: int = typer.Option(0),
+    device: str = DEVICE_OPTION,
+    dtype: Precision = PRECISION_OPTION,
+) -> None:
+    """The main job on the bundled data: build the released swarm from the training splits, serve it on loopback,
+    annotate the held-out tables through the client, compare with the same model in process and the primary alone."""
+    from swarm.trainer.demo import DemoConfig, demo_markdown, run_demo
+    from swarm.trainer.sotab import DataError
+
+    device = use_devices(device, dtype)
+    try:
+        release_cfg = _release_config(data, run_dir, model, steps, specialist_steps, [], [],
+                                      _release_default("fusion_share"), _release_default("policy_share"), seed, [],
+                                      {}, device)
+        result = run_demo(DemoConfig(release=release_cfg, split=held_out, reports_dir=reports_dir))
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(demo_markdown(result))
+    typer.echo(f"reports: {reports_dir / 'demo.md'}, {reports_dir / 'demo.png'}; serve it again with "
+               f"`swarm up --run-dir {run_dir}`")
 
 
 def fusion_report(
@@ -339,7 +421,7 @@ def orchestrator_report(
 def memory(
     specialist: Path | None = typer.Option(None, help="A trained specialist directory (default: an untrained one)."),
     config: str = typer.Option("small", help="Config of the untrained specialist when no directory is given."),
-    dtype: DType = typer.Option(DType.bfloat16, help="Serving dtype."),
+    dtype: DType = typer.Option(DType["bfloat16"], help="Serving dtype."),
     batch: int = typer.Option(32, help="Columns per request."),
 ) -> None:
     """Resident bytes of a frozen specialist (weights + one batch of activations): a SpecialistPool's residentBytes."""

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from emulator import job_body, pool_body
+from status_conditions import find_condition
 
 from swarm.operator import budget, builders, status
 from swarm.operator.models import ConditionReason, ConditionType, SpecialistPoolSpec, SwarmJobSpec
@@ -156,7 +157,7 @@ def test_request_gpu_memory_only_on_gpu_pods() -> None:
 
 TRAINER_COMMANDS = {
     "train": [
-        "swarm", "train", "--data", "/data/sotab", "--run-dir", "/var/lib/swarm/run",
+        "swarm", "release", "--data", "/data/sotab", "--run-dir", "/var/lib/swarm/run",
         "--fusion", "gated", "--max-specialists", "3", "--device", "cuda",
     ],
     "evaluate": [
@@ -322,8 +323,8 @@ def test_conditions_keep_transition_time_unless_flipped() -> None:
     flipped = status.merge_conditions(same, [status.condition(ready, False, bad)], now="t3", generation=2)
     assert [c["lastTransitionTime"] for c in (first[0], same[0], flipped[0])] == ["t1", "t1", "t3"]
     assert same[0]["message"] == "again" and same[0]["observedGeneration"] == 2
-    assert status.find_condition({"conditions": flipped}, ready)["reason"] == "NoCapacity"
-    assert status.find_condition({}, ConditionType.Complete) == {}
+    assert find_condition({"conditions": flipped}, ready)["reason"] == "NoCapacity"
+    assert find_condition({}, ConditionType.Complete) == {}
     # Written as plain strings (they go into JSON), and only the operator's own types and reasons.
     assert type(flipped[0]["type"]) is str and type(flipped[0]["reason"]) is str
     with pytest.raises(ValueError):

@@ -21,6 +21,7 @@ from emulator import (
     pool_body,
     wait_for,
 )
+from status_conditions import find_condition
 
 from swarm.operator import crdgen
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE, mib, resident_bytes
@@ -39,7 +40,7 @@ from swarm.operator.builders import (
 )
 from swarm.operator.metrics_publisher import publish_metrics
 from swarm.operator.models import GROUP, PREFIX, ConditionReason, ConditionType
-from swarm.operator.status import find_condition, termination_message
+from swarm.operator.status import termination_message
 
 NS = "swarm"
 A, B, C = (specialist_object_name("pool", n) for n in "abc")  # the pool fixture's Deployments and Services
@@ -138,7 +139,7 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
         pod = wait_for(lambda: cluster.get(PODS, NS, POD), what="trainer pod")
         assert {"name": "work", "persistentVolumeClaim": {"claimName": "swarm-runs"}} in pod["spec"]["volumes"]
         assert pod["spec"]["containers"][0]["command"] == [
-            "swarm", "train", "--data", "/data/sotab", "--run-dir", "/var/lib/swarm/run",
+            "swarm", "release", "--data", "/data/sotab", "--run-dir", "/var/lib/swarm/run",
             "--fusion", "weighted_sum", "--max-specialists", "4", "--device", "cuda",
         ]  # fmt: skip
         assert pod["metadata"]["ownerReferences"][0]["uid"] == cluster.get(JOBS, NS, "job")["metadata"]["uid"]
