@@ -4,10 +4,19 @@ It speaks gRPC through the generated stubs but never hands them out: tables go i
 strings (or `Table`), results come back as frozen dataclasses, and every failed call is an `AnnotationError`
 carrying the gRPC status code's name and the server's message. It imports grpc and the generated messages
 only (no torch), so a caller needs nothing of the model.
+
+Retries: a call refused with RESOURCE_EXHAUSTED or UNAVAILABLE whose trailing metadata carries the server's
+`retry-after-ms` hint (a busy server, or one that requires all its specialists while one is down) is retried with
+exponential backoff and jitter, never sooner than the hint, at most `max_retries` times and never past the call's
+own deadline; `max_retries=0` turns this off. A hint of -1 (the table itself is over a limit), a missing hint
+(no server answering, gRPC's own refusals) and every other code are raised at once. `annotate_many` resends only
+the tables not yet answered.
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -22,6 +31,8 @@ Rows = Sequence[Sequence[str]]
 # The annotation server accepts messages up to 16 MiB (AnnotationLimits.max_message_bytes); gRPC's client
 # default would refuse replies over 4 MiB.
 DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
+RETRY_AFTER_KEY = "retry-after-ms"  # = swarm.model_server.grpc_runtime.RETRY_AFTER_KEY (not imported: no server code)
+RETRIED_CODES = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,9 @@ class TableAnnotation:
     latency_ms: float
     complexity: float | None = None  # the orchestrator's estimate in [0, 1]; None without a learnt policy
     deep_stages: int = 0
+    # A specialist routed columns of this table delivered no states for some of them: those columns were labelled
+    # without it (see specialists_missing).
+    degraded: bool = False
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -81,18 +95,34 @@ class TableAnnotation:
 
 
 class AnnotationError(Exception):
-    """A failed call: `code` is the gRPC status code's name (e.g. "INVALID_ARGUMENT"), `message` the server's."""
+    """A failed call: `code` is the gRPC status code's name (e.g. "INVALID_ARGUMENT"), `message` the server's,
+    `retry_after_ms` the server's retry hint (None: none sent; -1: retrying the same call cannot succeed) and
+    `attempts` how many times the call was made."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after_ms: int | None = None, attempts: int = 1) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after_ms = retry_after_ms
+        self.attempts = attempts
 
     @classmethod
-    def _from_rpc(cls, error: grpc.RpcError) -> AnnotationError:
-        code = error.code() if isinstance(error, grpc.Call) else None
-        details = error.details() if isinstance(error, grpc.Call) else None
-        return cls(code.name if code is not None else "UNKNOWN", details or str(error))
+    def _from_rpc(cls, error: grpc.RpcError, attempts: int = 1) -> AnnotationError:
+        if not isinstance(error, grpc.Call):
+            return cls("UNKNOWN", str(error), None, attempts)
+        code = error.code()
+        return cls(code.name if code is not None else "UNKNOWN", error.details() or str(error),
+                   _retry_after_ms(error), attempts)
+
+
+def _retry_after_ms(call: grpc.Call) -> int | None:
+    for key, value in call.trailing_metadata() or ():
+        if key == RETRY_AFTER_KEY:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
 
 
 def _table_message(table: Table) -> _apb.Table:
@@ -118,6 +148,7 @@ def _annotation(msg: _apb.Annotation) -> TableAnnotation:
         latency_ms=msg.latency_ms,
         complexity=msg.complexity if msg.HasField("complexity") else None,
         deep_stages=msg.deep_stages,
+        degraded=msg.degraded,
     )
 
 
@@ -128,8 +159,10 @@ class Annotator:
     ...     result = annotator.annotate([["Hotel Adlon", "Berlin"], ["The Savoy", "London"]], name="hotels")
     ...     print(result.labels, result.specialists_used)
 
-    `timeout_s` is the deadline of each call (a whole `annotate_many` stream counts as one call); a call may
-    pass its own. The channel opens lazily and is closed by `close()` or on leaving the `with` block.
+    `timeout_s` is the deadline of each call (a whole `annotate_many` stream counts as one call; its retries
+    included); a call may pass its own. A call the server refuses with a retry hint is retried up to `max_retries`
+    times, waiting the hint or `backoff_s` doubling per retry up to `max_backoff_s` (the longer), times a random
+    1-1.5 (see the module doc). The channel opens lazily and is closed by `close()` or on leaving the `with` block.
     """
 
     def __init__(
@@ -138,9 +171,18 @@ class Annotator:
         *,
         timeout_s: float | None = 30.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_retries: int = 4,
+        backoff_s: float = 0.1,
+        max_backoff_s: float = 5.0,
     ) -> None:
+        if max_retries < 0 or backoff_s < 0 or max_backoff_s < 0:
+            raise ValueError("max_retries, backoff_s and max_backoff_s must not be negative")
         self.target = target
         self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._random = random.Random()
         self._channel = grpc.insecure_channel(
             target,
             options=[
@@ -180,6 +222,22 @@ class Annotator:
             raise RuntimeError(f"{self!r} is closed")
         return self.timeout_s if timeout_s is None else timeout_s
 
+    def _retry_delay(self, error: AnnotationError, retries: int, end: float | None) -> float | None:
+        """Seconds to wait before retrying after `retries` retries, or None when the error is final (not
+        retryable, no hint, out of attempts, or the wait would pass the call's deadline)."""
+        hint = error.retry_after_ms
+        if error.code not in RETRIED_CODES or hint is None or hint < 0 or retries >= self.max_retries:
+            return None
+        delay = max(hint / 1e3, min(self.max_backoff_s, self.backoff_s * 2**retries))
+        delay *= self._random.uniform(1.0, 1.5)  # jitter: clients refused together do not come back together
+        if end is not None and time.monotonic() + delay >= end:
+            return None
+        return delay
+
+    @staticmethod
+    def _remaining(end: float | None) -> float | None:
+        return None if end is None else max(0.0, end - time.monotonic())
+
     def annotate(
         self,
         rows: Rows,
@@ -196,23 +254,43 @@ class Annotator:
         """
         timeout = self._timeout(timeout_s)
         message = _table_message(Table(rows, name, pad_ragged_rows, request_id))
-        try:
-            reply = self._stub.Annotate(message, timeout=timeout)
-        except grpc.RpcError as exc:
-            raise AnnotationError._from_rpc(exc) from None
-        return _annotation(reply)
+        end = None if timeout is None else time.monotonic() + timeout
+        retries = 0
+        while True:
+            try:
+                return _annotation(self._stub.Annotate(message, timeout=self._remaining(end)))
+            except grpc.RpcError as exc:
+                error = AnnotationError._from_rpc(exc, retries + 1)
+            delay = self._retry_delay(error, retries, end)
+            if delay is None:
+                raise error
+            time.sleep(delay)
+            retries += 1
 
     def annotate_many(self, tables: Iterable[Table | Rows], *, timeout_s: float | None = None) -> list[TableAnnotation]:
         """Annotate a batch over one AnnotateStream call: one TableAnnotation per table, in order.
 
         Tables are `Table`s or bare rows (named "" like `annotate`'s default). The first table the server
-        rejects ends the batch with an AnnotationError whose message names its position in the stream.
+        rejects ends the batch with an AnnotationError whose message names its position in the stream (after a
+        retry: in the stream of the tables resent). A retry resends only the tables not answered yet.
         """
         timeout = self._timeout(timeout_s)
         messages = [_table_message(t if isinstance(t, Table) else Table(t)) for t in tables]
         if not messages:
             return []
-        try:
-            return [_annotation(reply) for reply in self._stub.AnnotateStream(iter(messages), timeout=timeout)]
-        except grpc.RpcError as exc:
-            raise AnnotationError._from_rpc(exc) from None
+        end = None if timeout is None else time.monotonic() + timeout
+        done: list[TableAnnotation] = []
+        retries = 0
+        while True:
+            try:
+                replies = self._stub.AnnotateStream(iter(messages[len(done):]), timeout=self._remaining(end))
+                for reply in replies:
+                    done.append(_annotation(reply))
+                return done
+            except grpc.RpcError as exc:
+                error = AnnotationError._from_rpc(exc, retries + 1)
+            delay = self._retry_delay(error, retries, end)
+            if delay is None:
+                raise error
+            time.sleep(delay)
+            retries += 1

@@ -6,11 +6,12 @@ one forward pass over its columns, the specialist states received or produced, t
 its compute (token passes: columns x tokens x models that read them). Then
 
 - a request over the per-request cap (bytes or token passes) is refused at once with RESOURCE_EXHAUSTED, saying
-  how many columns per request would fit;
+  how many columns per request would fit (retry hint: do not retry unchanged);
 - otherwise it waits, first come first served, until its bytes fit the server's global budget next to the requests
   already running and a compute slot is free; the wait is bounded (by the server's longest queue wait and by the
   call's own deadline), and so is the number of requests waiting. A request that cannot be admitted in time gets
-  RESOURCE_EXHAUSTED (retry with backoff, or send smaller tables); one whose deadline passes gets
+  RESOURCE_EXHAUSTED with a retry hint (`retry_after_ms`; the message shapes are grpc_runtime's `busy` and
+  `too_large`, shared by every RESOURCE_EXHAUSTED the servers send); one whose deadline passes gets
   DEADLINE_EXCEEDED; one whose client goes away stops waiting.
 - When a large request finishes, the freed heap is handed back to the OS (glibc `malloc_trim`), so the resident
   set returns towards the idle level instead of staying at its high-water mark.
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 import grpc
 
 from swarm.model_server.backbone import BackboneConfig
+from swarm.model_server.grpc_runtime import DEFAULT_RETRY_AFTER_MS, Refused
 from swarm.model_server.resident_bytes import inference_activation_bytes
 
 log = logging.getLogger(__name__)
@@ -57,12 +59,9 @@ ACTIVATION_SAFETY = 1.6
 REQUEST_OVERHEAD = 64 * MiB
 
 
-class AdmissionRejected(Exception):
-    """A request refused (or given up on) by admission: the status code and a message that says what to do."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+class AdmissionRejected(Refused):
+    """A request refused (or given up on) by admission: the status code, a message that says what to do and, for
+    RESOURCE_EXHAUSTED, the retry hint."""
 
 
 def machine_memory_bytes() -> int:
@@ -229,7 +228,8 @@ def columns_that_fit(limit_bytes: int, cost: Cost) -> int:
 class AdmissionLimits:
     """`budget_bytes`: what all running requests may hold together; `max_request_bytes` and
     `max_request_token_passes`: one request's caps; `max_active`: requests computing at once; `max_queued`:
-    requests waiting for admission; `max_wait_s`: longest wait for admission."""
+    requests waiting for admission; `max_wait_s`: longest wait for admission; `retry_after_ms`: the retry hint of
+    a request refused because the server is busy."""
 
     budget_bytes: int
     max_request_bytes: int
@@ -237,6 +237,7 @@ class AdmissionLimits:
     max_active: int
     max_queued: int
     max_wait_s: float
+    retry_after_ms: int = DEFAULT_RETRY_AFTER_MS
 
     def __post_init__(self) -> None:
         if min(self.budget_bytes, self.max_request_bytes, self.max_request_token_passes, self.max_active) <= 0:
@@ -296,19 +297,17 @@ class Admission:
         cap = min(self.limits.max_request_bytes, self.limits.budget_bytes)
         if cost.bytes > cap:
             self.rejected += 1
-            raise AdmissionRejected(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this {self.what} needs {cost.describe()}; the limit is {cap / MiB:,.0f} MiB per {self.what}: "
+            raise AdmissionRejected.too_large(
+                f"this {self.what} needs {cost.describe()} and the limit is {cap / MiB:,.0f} MiB per {self.what}",
                 f"send at most {columns_that_fit(cap, cost)} columns per {self.what} (split wide tables)",
             )
         if cost.token_passes > self.limits.max_request_token_passes:
             per_column = max(1, cost.token_passes // max(1, cost.columns))
             self.rejected += 1
-            raise AdmissionRejected(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this {self.what} needs {cost.describe()}; the limit is "
-                f"{self.limits.max_request_token_passes:,} token passes per {self.what}: send at most "
-                f"{max(1, self.limits.max_request_token_passes // per_column)} columns per {self.what}",
+            raise AdmissionRejected.too_large(
+                f"this {self.what} needs {cost.describe()} and the limit is "
+                f"{self.limits.max_request_token_passes:,} token passes per {self.what}",
+                f"send at most {max(1, self.limits.max_request_token_passes // per_column)} columns per {self.what}",
             )
 
     def admit(
@@ -323,10 +322,9 @@ class Admission:
             must_wait = bool(self._queue) or not self._fits(cost)
             if must_wait and len(self._queue) >= self.limits.max_queued:
                 self.rejected += 1
-                raise AdmissionRejected(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"server busy: {self.active} {self.what}s running and {len(self._queue)} waiting (the "
-                    "limit); retry with backoff",
+                raise AdmissionRejected.busy(
+                    f"{self.active} {self.what}s running and {len(self._queue)} waiting (the limit)",
+                    self.limits.retry_after_ms,
                 )
             ticket = next(self._tickets)
             self._queue.append(ticket)
@@ -342,12 +340,11 @@ class Admission:
                         )
                     if now >= give_up:
                         self.rejected += 1
-                        raise AdmissionRejected(
-                            grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"server busy: waited {now - start:.1f}s for {cost.bytes / MiB:,.0f} MiB of the "
+                        raise AdmissionRejected.busy(
+                            f"waited {now - start:.1f}s for {cost.bytes / MiB:,.0f} MiB of the "
                             f"{self.limits.budget_bytes / MiB:,.0f} MiB memory budget "
-                            f"({self.in_use / MiB:,.0f} MiB in use by {self.active} running); retry with backoff "
-                            "or send smaller tables",
+                            f"({self.in_use / MiB:,.0f} MiB in use by {self.active} running)",
+                            self.limits.retry_after_ms, " or send smaller tables",
                         )
                     self._cond.wait(min(self.POLL_S, max(0.0, give_up - now)))
             finally:

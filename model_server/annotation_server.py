@@ -4,6 +4,10 @@ Per table: proto Table → validated `sotab.Table` → `annotator.route` → pri
 states fetched from the specialist servers through `SpecialistClient` (concurrently; lost specialists are
 reported, not fatal) → `annotator.annotate`.
 
+Degradation is explicit: a reply whose table lost a specialist on the way (routed columns, no states for some of
+them: timed out, died, malformed stream, not running yet) says `degraded` beside `specialists_missing`; with
+`require_specialists` the server answers UNAVAILABLE (with a retry hint) instead of a degraded annotation.
+
 Input policy (every violation is a status code, never a crash; limits are checked before the data is walked,
 and messages never echo unbounded input):
 - a name over `max_name_chars`, a request_id over `max_request_id_chars` or with characters outside printable
@@ -17,6 +21,9 @@ and messages never echo unbounded input):
 - a table whose estimated memory or compute is over the per-request cap: RESOURCE_EXHAUSTED saying how many
   columns per table would fit; one that cannot be admitted under the global memory budget within the queue
   wait: RESOURCE_EXHAUSTED (retry with backoff);
+- every RESOURCE_EXHAUSTED has one message shape and a `retry-after-ms` trailer (grpc_runtime.Refused): a
+  positive wait when the server is busy (queue, budget, streams, calls in flight), -1 when the table itself is
+  over a limit. Only a message over `max_message_bytes` is refused by gRPC itself, in its own words;
 - cells longer than `max_cell_chars` are clipped (serialization reads the first 64 characters of a cell).
 
 Deadlines: each table runs under the earlier of the client's deadline and `max_request_s`; the context is checked
@@ -59,7 +66,14 @@ from swarm.model_server.admission import (
 from swarm.model_server.annotator import AnnotationResult, Routing, SpecialistStates, Stage, TableAnnotator
 from swarm.model_server.backbone import BackboneConfig, get_config
 from swarm.model_server.demand import DemandPublisher, annotate_requested
-from swarm.model_server.grpc_runtime import ManagedServer, MiB, ServerSecurity, service_handler
+from swarm.model_server.grpc_runtime import (
+    DEFAULT_RETRY_AFTER_MS,
+    ManagedServer,
+    MiB,
+    Refused,
+    ServerSecurity,
+    service_handler,
+)
 from swarm.model_server.specialist_client import Cancellation, SpecialistClient
 from swarm.model_server.tables import Table
 from swarm.v1 import annotation_pb2 as apb
@@ -94,6 +108,8 @@ class AnnotationLimits:
     max_request_id_chars: int = 128
     max_cell_chars: int = 4096
     health_interval_s: float = 2.0
+    retry_after_ms: int = DEFAULT_RETRY_AFTER_MS  # the retry hint of a busy server (RESOURCE_EXHAUSTED, UNAVAILABLE)
+    require_specialists: bool = False  # UNAVAILABLE instead of an answer without a routed specialist's states
 
     def admission_limits(self) -> AdmissionLimits:
         return AdmissionLimits(
@@ -103,6 +119,7 @@ class AnnotationLimits:
             max_active=self.max_concurrent,
             max_queued=self.max_queued,
             max_wait_s=self.max_queue_wait_s,
+            retry_after_ms=self.retry_after_ms,
         )
 
     @property
@@ -111,18 +128,16 @@ class AnnotationLimits:
         return self.max_concurrent + self.max_queued + self.max_streams + 4
 
 
-class TableRejected(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+class TableRejected(Refused):
+    """A table refused before any work (its status code and what was wrong)."""
 
 
 def _invalid(message: str) -> TableRejected:
     return TableRejected(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
-def _too_large(message: str) -> TableRejected:
-    return TableRejected(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+def _too_large(detail: str) -> TableRejected:
+    return TableRejected.too_large(detail, "split the table and send the parts as separate tables")
 
 
 def _excerpt(text: str, limit: int = 64) -> str:
@@ -151,16 +166,16 @@ def table_from_proto(msg: apb.Table, limits: AnnotationLimits) -> Table:
     if not n_rows:
         raise _invalid(f"{name} has no rows")
     if n_rows > limits.max_rows:
-        raise _too_large(f"{name} has {n_rows} rows; the limit is {limits.max_rows} rows per table")
+        raise _too_large(f"{name} has {n_rows} rows and the limit is {limits.max_rows} rows per table")
     lengths = [len(row.cells) for row in msg.rows]
     cells = sum(lengths)
     if cells > limits.max_cells:
-        raise _too_large(f"{name} has {cells} cells; the limit is {limits.max_cells} cells per table")
+        raise _too_large(f"{name} has {cells} cells and the limit is {limits.max_cells} cells per table")
     width = max(lengths)
     if width == 0:
         raise _invalid(f"{name} has no cells")
     if width > limits.max_columns:
-        raise _too_large(f"{name} has {width} columns; the limit is {limits.max_columns} columns per table")
+        raise _too_large(f"{name} has {width} columns and the limit is {limits.max_columns} columns per table")
     if not msg.pad_ragged_rows:
         for i, n in enumerate(lengths):
             if n != lengths[0]:
@@ -250,7 +265,8 @@ class AnnotationServicer:
         request_bytes: int = 0,
     ) -> apb.Annotation:
         """Price and admit, route, fetch states over gRPC (the wide stage, then any deep stages the annotator
-        asks for), fuse and label; specialists lost on the way are reported missing. The context is checked before
+        asks for), fuse and label; specialists lost on the way are reported missing and the reply degraded (or,
+        with `require_specialists`, the table refused UNAVAILABLE at the first loss). The context is checked before
         every stage."""
         start = time.perf_counter()
         self._alive(context, deadline, "before the table was routed")
@@ -265,6 +281,7 @@ class AnnotationServicer:
             states: SpecialistStates = {}
             merged: Routing = {}
             reasons: dict[str, str] = {}
+            lost: dict[str, str] = {}  # every specialist that missed a stage, even one that delivered another
             stages: list[Stage] = []
             stage = routing
             while stage:
@@ -276,6 +293,8 @@ class AnnotationServicer:
                     cancellation=cancellation,
                 )
                 missing = annotate_requested(fetched.missing, self.publisher)  # cold ones: asked from the pool
+                lost.update(missing)
+                self._require(lost)
                 merge_stage(states, merged, reasons, stage, fetched.states, missing)
                 stages.append(Stage(stage, dict(fetched.steps)))
                 self._alive(context, deadline, "while the specialists' states were fetched")
@@ -287,6 +306,7 @@ class AnnotationServicer:
         for name in result.specialists_missing:
             reasons.setdefault(name, "not delivered")
         reasons = {name: reason for name, reason in reasons.items() if name not in states}
+        self._require({**lost, **reasons})
         annotation = apb.Annotation(
             request_id=request_id,
             table_name=table.name,
@@ -301,10 +321,22 @@ class AnnotationServicer:
             critical_steps=result.critical_steps,
             latency_ms=(time.perf_counter() - start) * 1e3,
             deep_stages=max(0, len(stages) - 1),
+            degraded=bool(lost or reasons),
         )
         if result.complexity is not None:
             annotation.complexity = result.complexity
         return annotation
+
+    def _require(self, lost: dict[str, str]) -> None:
+        """UNAVAILABLE (with a retry hint) when specialists were lost and the server must not degrade."""
+        if lost and self.limits.require_specialists:
+            who = ", ".join(f"{name} ({reason})" for name, reason in sorted(lost.items()))
+            raise Refused(
+                grpc.StatusCode.UNAVAILABLE,
+                f"specialists delivered no states: {who}; this server answers only with every specialist it routes "
+                f"to (require_specialists): retry after {self.limits.retry_after_ms} ms",
+                self.limits.retry_after_ms,
+            )
 
     def _annotate_message(
         self,
@@ -321,8 +353,8 @@ class AnnotationServicer:
             request_id = request_id_of(msg, self.limits)
             table = table_from_proto(msg, self.limits)
             return self.annotate_table(table, request_id, context, deadline, cancellation, msg.ByteSize())
-        except (TableRejected, AdmissionRejected) as exc:
-            code, message = exc.code, f"{exc}{position}"
+        except Refused as exc:  # TableRejected, AdmissionRejected, UNAVAILABLE of require_specialists
+            exc.abort(context, position)
         except _Gone as exc:
             log.info("request %s: the client went away (%s); the table was not finished", request_id, exc)
             code, message = grpc.StatusCode.CANCELLED, f"cancelled{position}"
@@ -355,11 +387,10 @@ class AnnotationServicer:
         self, requests: Iterator[apb.Table], context: grpc.ServicerContext
     ) -> Iterator[apb.Annotation]:
         if not self._streams.acquire(blocking=False):
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"the server is serving its limit of {self.limits.max_streams} concurrent AnnotateStream calls; "
-                "retry with backoff, or use Annotate",
-            )
+            Refused.busy(
+                f"the server is serving its limit of {self.limits.max_streams} concurrent AnnotateStream calls",
+                self.limits.retry_after_ms, ", or use Annotate",
+            ).abort(context)
         released = threading.Event()
 
         def release() -> None:
@@ -526,6 +557,7 @@ def build_annotation_server(
         security=security,
         health_port=health_port,
         max_rpcs=4 * limits.workers,
+        retry_after_ms=limits.retry_after_ms,
     )
     server.servicer = servicer
     if client.addresses and limits.health_interval_s > 0:

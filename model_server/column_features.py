@@ -4,11 +4,16 @@ weight / Distance / price / QuantitativeValue; unitCode vs unitText; Review vs d
 
 `column_features(cells)` gives a fixed-length float vector (`FEATURES` names its entries); each entry is a share of
 the non-empty cells in [0, 1] or a squashed statistic, so no scaling is learnt from data.
+
+`is_empty_cell` is the one definition of an empty cell (the annotator labels a column of empty cells `unknown`): no
+visible character, i.e. only whitespace, control characters and format characters such as zero-width spaces and
+joiners, the word joiner or a byte-order mark.
 """
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 
 import torch
@@ -38,6 +43,15 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     "boolean": re.compile(r"^(true|false|yes|no|y|n)$", re.I),
     "schema_enum": re.compile(r"(schema\.org/|^https?://schema)", re.I),
 }
+
+
+def _invisible(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf")
+
+
+def is_empty_cell(value: str) -> bool:
+    """True for a cell without a visible character ("", whitespace, "\\u200b", "\\ufeff", "\\u2060", ...)."""
+    return all(_invisible(ch) for ch in value)  # stops at the first visible character
 
 
 def _share(cells: Sequence[str], test: Callable[[str], bool]) -> float:
@@ -95,7 +109,7 @@ EMPTY = torch.zeros(len(FEATURES))
 
 def column_features(cells: Sequence[str]) -> torch.Tensor:
     """(len(FEATURES),) float32 for the column's non-empty cells (zeros when there are none)."""
-    cells = [c.strip() for c in cells if c and c.strip()]
+    cells = [c.strip() for c in cells if not is_empty_cell(c)]
     if not cells:
         return EMPTY.clone()
     values = {name: _share(cells, lambda c, p=pattern: bool(p.search(c))) for name, pattern in _PATTERNS.items()}

@@ -13,12 +13,21 @@ probes cannot speak TLS.
 Transport security (`ServerSecurity`): without it a server listens in plaintext, which is the loopback default (a
 local swarm on 127.0.0.1). With `tls` it serves TLS from PEM files (cert-manager's Secret layout: `tls.crt`,
 `tls.key`, `ca.crt`); with `client_ca` it also requires client certificates signed by that CA (mTLS); with `token`
-every call but health must carry `authorization: Bearer <token>` (UNAUTHENTICATED otherwise).
+every call but health must carry `authorization: Bearer <token>` (UNAUTHENTICATED otherwise). A server bound to
+an address that is not loopback without TLS logs a warning (the CLI refuses to start one without `--insecure`).
+
+Refusals (`Refused`): every RESOURCE_EXHAUSTED the servers send has one message shape, `busy(...)` ("server busy:
+...; retry after N ms ...") or `too_large(...)` ("too large: ...; <what to send instead> ..."), and trailing metadata
+`retry-after-ms` (RETRY_AFTER_KEY): milliseconds to wait before retrying, or -1 (NO_RETRY) when the same call cannot
+succeed. That includes the limit on calls in flight (`max_rpcs`): it is counted here, by the worker pool, and
+refused by an interceptor in that shape; gRPC's own limit ("Concurrent RPC limit exceeded!", no metadata, and not
+interceptable: gRPC sends it whatever the interceptors return) stays only as a backstop at twice that.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -29,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, Self
 
 import grpc
 from google.protobuf import descriptor, message_factory
@@ -40,6 +49,64 @@ from grpc_reflection.v1alpha import reflection
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
+
+RETRY_AFTER_KEY = "retry-after-ms"  # trailing metadata of a refusal: ms to wait before retrying, or NO_RETRY
+NO_RETRY = -1
+DEFAULT_RETRY_AFTER_MS = 1000
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach: localhost, 127.0.0.0/8, ::1."""
+    name = host.strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def busy(detail: str, retry_after_ms: int, alternative: str = "") -> str:
+    """The message of a RESOURCE_EXHAUSTED that waiting can clear (`detail`: what is in use)."""
+    return (f"server busy: {detail}; retry after {retry_after_ms} ms with backoff{alternative} "
+            f"({RETRY_AFTER_KEY} {retry_after_ms})")
+
+
+def too_large(detail: str, remedy: str) -> str:
+    """The message of a RESOURCE_EXHAUSTED that no retry of the same call can clear (`detail`: what was over which
+    limit; `remedy`: what to send instead)."""
+    return f"too large: {detail}; {remedy} (retrying it unchanged cannot succeed: {RETRY_AFTER_KEY} {NO_RETRY})"
+
+
+class Refused(Exception):
+    """A call the server refuses: its status code, a message fit for the client and, for RESOURCE_EXHAUSTED and
+    a server's own UNAVAILABLE, the retry hint sent as `retry-after-ms` trailing metadata."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after_ms = retry_after_ms
+
+    @classmethod
+    def busy(cls, detail: str, retry_after_ms: int, alternative: str = "") -> Self:
+        return cls(grpc.StatusCode.RESOURCE_EXHAUSTED, busy(detail, retry_after_ms, alternative), retry_after_ms)
+
+    @classmethod
+    def too_large(cls, detail: str, remedy: str) -> Self:
+        return cls(grpc.StatusCode.RESOURCE_EXHAUSTED, too_large(detail, remedy), NO_RETRY)
+
+    def abort(self, context: grpc.ServicerContext, suffix: str = "", prefix: str = "") -> NoReturn:
+        abort(context, self.code, f"{prefix}{self}{suffix}", self.retry_after_ms)
+
+
+def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str,
+          retry_after_ms: int | None = None) -> NoReturn:
+    """End the call with `code` and `message`, with the retry hint in the trailing metadata when there is one."""
+    if retry_after_ms is not None:
+        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(retry_after_ms)),))
+    context.abort(code, message)
+    raise AssertionError("unreachable")  # context.abort raises
 
 
 # HTTP/2 SETTINGS_MAX_FRAME_SIZE each side advertises (the default is 16 KiB): a multi-MB state chunk then
@@ -250,8 +317,9 @@ def open_channel(address: str, options: Sequence[tuple[str, Any]] = (), tls: Cli
 class _TokenAuth(grpc.ServerInterceptor):
     """UNAUTHENTICATED for every call but health that lacks `authorization: Bearer <token>`."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, pool: futures.ThreadPoolExecutor) -> None:
         self._expected = f"Bearer {token}".encode()
+        self._pool = pool
 
     def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
@@ -260,13 +328,63 @@ class _TokenAuth(grpc.ServerInterceptor):
         given = dict(details.invocation_metadata or ()).get("authorization", "")
         if hmac.compare_digest(str(given).encode(), self._expected):
             return handler
-        return _refusing(handler)
+        return _refusing(handler, Refused(grpc.StatusCode.UNAUTHENTICATED,
+                                          "missing or wrong bearer token (authorization metadata)"), self._pool)
 
 
-def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+class _CountingPool(futures.ThreadPoolExecutor):
+    """The worker pool, counting the calls gRPC handed it that have not finished (queued or running): the number
+    gRPC's own `maximum_concurrent_rpcs` compares, but readable by an interceptor."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self._count_lock = threading.Lock()
+        self.in_flight = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future:
+        with self._count_lock:
+            self.in_flight += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._finished()
+            raise
+        future.add_done_callback(lambda _future: self._finished())
+        return future
+
+    def _finished(self) -> None:
+        with self._count_lock:
+            self.in_flight -= 1
+
+
+class _CallLimit(grpc.ServerInterceptor):
+    """RESOURCE_EXHAUSTED, in the servers' one refusal shape with a retry hint, for a call arriving while `limit`
+    calls are in the worker pool. Interceptors run on gRPC's polling thread, one call at a time, before the call
+    is handed to the pool, so the count cannot be overtaken; the refusal runs on a pool of its own."""
+
+    def __init__(self, workers: _CountingPool, limit: int, retry_after_ms: int,
+                 pool: futures.ThreadPoolExecutor) -> None:
+        self._workers = workers
+        self._limit = limit
+        self._retry_after_ms = retry_after_ms
+        self._pool = pool
+
+    def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None or details.method.startswith(HEALTH_PREFIX) or self._workers.in_flight < self._limit:
+            return handler
+        refusal = Refused.busy(f"the server has its limit of {self._limit} calls in flight", self._retry_after_ms)
+        return _refusing(handler, refusal, self._pool)
+
+
+def _refusing(handler: grpc.RpcMethodHandler, refusal: Refused,
+              pool: futures.ThreadPoolExecutor) -> grpc.RpcMethodHandler:
+    """A handler of the same kind that only refuses, on `pool` (so a refusal never queues behind busy workers)."""
+
     def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token (authorization metadata)")
+        refusal.abort(context)
 
+    refuse.experimental_thread_pool = pool  # type: ignore[attr-defined]
     kind = _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)]
     return kind(refuse, request_deserializer=None, response_serializer=None)
 
@@ -298,9 +416,11 @@ class ManagedServer:
     """A grpc.Server with health checking and reflection, bound to host:port (0 picks a free port).
 
     `max_workers` threads run the services' calls; health runs on two threads of its own. `max_rpcs` bounds the
-    calls gRPC accepts at once (queued or running; more get RESOURCE_EXHAUSTED from gRPC itself)."""
+    calls in the worker pool at once (queued or running); more are refused with RESOURCE_EXHAUSTED and a retry
+    hint of `retry_after_ms` (see Refused), on two threads of their own."""
 
     HEALTH_THREADS = 2
+    REFUSAL_THREADS = 2
 
     def __init__(
         self,
@@ -312,16 +432,26 @@ class ManagedServer:
         security: ServerSecurity | None = None,
         health_port: int | None = None,
         max_rpcs: int | None = None,
+        retry_after_ms: int = DEFAULT_RETRY_AFTER_MS,
     ) -> None:
         security = security or ServerSecurity()
         self.security = security
         self._health_pool = futures.ThreadPoolExecutor(self.HEALTH_THREADS, thread_name_prefix="health")
-        interceptors = [_TokenAuth(security.token)] if security.token else []
+        self._refusal_pool = futures.ThreadPoolExecutor(self.REFUSAL_THREADS, thread_name_prefix="refuse")
+        workers = _CountingPool(max_workers, "grpc-worker")
+        self.workers = workers
+        interceptors: list[grpc.ServerInterceptor] = []
+        if security.token:
+            interceptors.append(_TokenAuth(security.token, self._refusal_pool))
+        if max_rpcs is not None:
+            interceptors.append(_CallLimit(workers, max_rpcs, retry_after_ms, self._refusal_pool))
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc-worker"),
+            workers,
             options=channel_options(max_message_bytes),
             interceptors=interceptors,
-            maximum_concurrent_rpcs=max_rpcs,
+            # A backstop only: the refusals above count in gRPC's own number too, and a flood of them must not
+            # make gRPC refuse in its own shape first.
+            maximum_concurrent_rpcs=None if max_rpcs is None else 2 * max_rpcs + 16,
         )
         self.health = health.HealthServicer()
         self.server.add_generic_rpc_handlers((_health_handler(self.health, self._health_pool),))
@@ -337,7 +467,14 @@ class ManagedServer:
             self.server,
         )
         if security.insecure:
-            if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
+            if not is_loopback(host) and security.token:
+                log.warning(
+                    "serving %s on %s WITHOUT TLS: the bearer token and every table travel in plaintext, so anyone "
+                    "on the network path can read them and replay the token",
+                    ", ".join(self.service_names),
+                    host,
+                )
+            elif not is_loopback(host):
                 log.warning(
                     "serving %s on %s WITHOUT TLS or authentication: anyone who can reach this address may call it",
                     ", ".join(self.service_names),
@@ -388,6 +525,7 @@ class ManagedServer:
         if self.health_server is not None:
             self.health_server.stop(0).wait()
         self._health_pool.shutdown(wait=False, cancel_futures=True)
+        self._refusal_pool.shutdown(wait=False, cancel_futures=True)
         self._stopped.set()
 
     def serve_until_signalled(self, grace_s: float, ready_file: Path | None = None) -> None:

@@ -8,7 +8,8 @@ Without one, every specialist the primary was trained with reads every column. C
 specialists whose states actually arrived for them, so a specialist lost mid-stream only removes its own
 contribution. Latency is counted in critical steps: Σ over stages of (one primary step + the slowest specialist's).
 
-A column without a single non-empty cell has nothing to classify: it is labelled `unknown` with confidence 0,
+A column without a single non-empty cell (`column_features.is_empty_cell`: whitespace, zero-width characters and
+byte-order marks count as empty) has nothing to classify: it is labelled `unknown` with confidence 0,
 routed to no specialist and not run through the model (which would otherwise give it a confident label learnt
 from nothing).
 """
@@ -25,6 +26,7 @@ import torch
 from swarm.model_server.annotator import AnnotationResult, Routing, SpecialistStates, Stage
 from swarm.model_server.backbone import get_config
 from swarm.model_server.column_encoder import ColumnEncoder
+from swarm.model_server.column_features import is_empty_cell
 from swarm.model_server.devices import autocast, resolve_device
 from swarm.model_server.orchestrator import POLICY_META, OrchestratorPolicy, critical_steps, realise_deep
 from swarm.model_server.primary import PrimaryModel
@@ -36,7 +38,7 @@ NO_POLICY = "none"  # `--policy none`: no orchestrator even when the model direc
 
 
 def is_empty_column(values: Sequence[str]) -> bool:
-    return not any(v.strip() for v in values)
+    return all(is_empty_cell(v) for v in values)
 
 
 class PrimaryAnnotator:

@@ -8,6 +8,12 @@ forward pass, so activations stay bounded however wide the request), deadline/ca
 between batches and chunks (abandoned work stops), the copy-saving chunk serializer and graceful SIGTERM shutdown.
 `swarm serve-specialist` runs it.
 
+Deadlines end work: before each batch's forward pass the cells it will read are encoded (MiniLM, seconds for a
+batch of never-seen cells on a CPU) `ENCODE_CHUNK` texts at a time, and the caller is checked (gone, or its
+deadline or the server's passed) before every chunk, before every forward pass (also when a compute thread
+picks the pass up after waiting for one) and between chunks of the reply; a request found abandoned is not
+computed further. Refusals follow grpc_runtime.Refused (RESOURCE_EXHAUSTED with a `retry-after-ms` hint).
+
 Every text is clipped to `text.MAX_SERIALIZED_CHARS` before it is parsed: no serialized column is longer (cells are
 clipped and counted when serialized), so only a hand-written or hostile text is cut, and a multi-MB column no
 longer costs seconds before it is refused or read.
@@ -19,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -39,8 +45,15 @@ from swarm.model_server.admission import (
     specialist_cost,
 )
 from swarm.model_server.devices import DTYPES
-from swarm.model_server.grpc_runtime import ManagedServer, MiB, ServerSecurity, service_handler
-from swarm.model_server.text import MAX_SERIALIZED_CHARS
+from swarm.model_server.grpc_runtime import (
+    DEFAULT_RETRY_AFTER_MS,
+    ManagedServer,
+    MiB,
+    Refused,
+    ServerSecurity,
+    service_handler,
+)
+from swarm.model_server.text import MAX_SERIALIZED_CHARS, parse_column
 from swarm.v1 import specialist_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -58,6 +71,8 @@ class StateProducer(Protocol):
 
 
 MAX_REQUEST_ID_CHARS = 128
+ENCODE_CHUNK = 32  # cell texts encoded between two checks of the caller (~5 ms a never-seen text on a CPU)
+_ABANDONED = object()  # what a compute task returns when its caller was gone before it started
 DEFAULT_BUDGET_FRACTION = 0.25  # of the machine's (or the pod's) memory, when no budget is given
 
 
@@ -79,6 +94,7 @@ class ServerOptions:
     max_request_bytes: int = 1 * GiB  # one request's estimate
     max_queue_wait_s: float = 10.0  # longest wait for memory before RESOURCE_EXHAUSTED
     max_request_s: float = 300.0  # server-side deadline of one stream, whatever the client asked for
+    retry_after_ms: int = DEFAULT_RETRY_AFTER_MS  # the retry hint of a busy server (RESOURCE_EXHAUSTED)
     security: ServerSecurity | None = None
     health_port: int | None = None  # also serve health alone, in plaintext, on this port (kubelet probes)
 
@@ -90,7 +106,18 @@ class ServerOptions:
             max_active=self.max_streams,
             max_queued=self.max_streams,
             max_wait_s=self.max_queue_wait_s,
+            retry_after_ms=self.retry_after_ms,
         )
+
+
+def cell_texts(text: str) -> list[str]:
+    """The texts the column encoder looks up in the cell-vector store for one serialized column: its neighbours'
+    values joined, its cells, its cells joined (model_server/column_encoder.py). Encoding them ahead only warms
+    the store: should the encoder read other texts, it encodes those itself."""
+    from swarm.model_server.column_encoder import JOIN
+
+    cells, context = parse_column(text)
+    return [*(JOIN.join(values) for values in context), *cells, *([JOIN.join(cells)] if cells else [])]
 
 
 def _excerpt(text: str, limit: int = 64) -> str:
@@ -201,11 +228,10 @@ class SpecialistServicer:
     ) -> Iterator[codec.WireChunk]:
         self._validate(request, context)
         if not self._streams.acquire(blocking=False):
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"specialist {self.source.name!r} is serving its limit of {self.options.max_streams} "
-                "concurrent streams; retry later",
-            )
+            Refused.busy(
+                f"specialist {self.source.name!r} is serving its limit of {self.options.max_streams} concurrent "
+                "streams", self.options.retry_after_ms,
+            ).abort(context)
         lease = _Lease(self._streams)
         done = threading.Event()
         context.add_callback(done.set)
@@ -230,16 +256,50 @@ class SpecialistServicer:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline passed {stage}")
         return True
 
+    def _run_alive(self, context: grpc.ServicerContext, deadline: float, fn: Callable[..., object],
+                   *args: object) -> object:
+        """`fn(*args)` on a compute thread, unless the caller is gone or past its deadline by the time a thread is
+        free (then _ABANDONED): a request queued behind others is not computed for nobody."""
+
+        def task() -> object:
+            if not context.is_active() or time.monotonic() >= deadline:
+                return _ABANDONED
+            return fn(*args)
+
+        return self.compute.run(task)
+
+    def _encode(self, texts: list[str], context: grpc.ServicerContext, deadline: float) -> bool:
+        """Encode the cells of `texts` into the source's cell-vector store, ENCODE_CHUNK at a time, checking the
+        caller before each chunk; False when it is gone."""
+        store = getattr(getattr(self.source, "tokenizer", None), "cells", None)  # synthetic sources have none
+        if store is None:
+            return True
+        pending = list(dict.fromkeys(t for text in texts for t in cell_texts(text)))
+        for start in range(0, len(pending), ENCODE_CHUNK):
+            if not self._check_alive(context, deadline, "while encoding the cells"):
+                return False
+            if self._run_alive(context, deadline, store.ids, pending[start : start + ENCODE_CHUNK]) is _ABANDONED:
+                self._check_alive(context, deadline, "while encoding the cells")  # aborts past the server's deadline
+                return False
+        return True
+
     def _compute(self, texts: list[str], context: grpc.ServicerContext, deadline: float) -> list[Tensor] | None:
         """Per-layer states of every column, `batch_columns` at a time, in wire dtype on the host; None when the
-        client went away between batches (the rest is not computed)."""
+        client went away (before or between the batches' encodings and forward passes: the rest is not
+        computed)."""
         out: list[Tensor] = []
         wire = DTYPES[self.options.wire_dtype] if self.options.wire_dtype is not None else None
         step = max(1, self.options.batch_columns)
         for start in range(0, len(texts), step):
-            if not self._check_alive(context, deadline, "while computing the states"):
+            batch = texts[start : start + step]
+            if not self._check_alive(context, deadline, "before computing the states"):
                 return None
-            states = self.compute.run(self.source.extract_states, texts[start : start + step])
+            if not self._encode(batch, context, deadline):
+                return None
+            states = self._run_alive(context, deadline, self.source.extract_states, batch)
+            if states is _ABANDONED:
+                self._check_alive(context, deadline, "while computing the states")  # aborts past the deadline
+                return None
             assert isinstance(states, list)
             for layer, state in enumerate(states):
                 # Cast first (on the GPU: fewer bytes to copy), then one device-to-host copy per layer and batch.
@@ -268,11 +328,15 @@ class SpecialistServicer:
         except AdmissionRejected as exc:
             if exc.code == grpc.StatusCode.CANCELLED:
                 return
-            context.abort(exc.code, f"specialist {self.source.name!r}: {exc}")
+            exc.abort(context, prefix=f"specialist {self.source.name!r}: ")
         with lease:
             try:
                 states = self._compute(texts, context, deadline)
             except Exception:
+                # aborted on purpose (the server's deadline), not a failure. grpc's ServicerContext has code()
+                # (grpcio >= 1.38); its type stubs lack it.
+                if context.code() is not None:  # type: ignore[attr-defined]
+                    raise
                 log.exception("request %s: computing states failed", request.request_id)
                 context.abort(
                     grpc.StatusCode.INTERNAL,
@@ -370,6 +434,7 @@ def build_specialist_server(
         security=options.security,
         health_port=options.health_port,
         max_rpcs=4 * workers,
+        retry_after_ms=options.retry_after_ms,
     )
     server.servicer = servicer  # type: ignore[attr-defined]
     return server

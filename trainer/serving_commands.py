@@ -6,6 +6,7 @@ Limits (see README, "Annotation API"): memory admission (`--memory-budget-mb`, `
 (`--max-concurrent`), queueing (`--max-queued`, `--max-queue-wait-s`), deadlines (`--request-timeout-s`,
 `--stream-idle-s`), streams (`--max-streams`) and transport security (`--tls-dir`, `--client-ca`,
 `--auth-token-file` for the annotation API; `--specialist-tls-dir` / `$SWARM_TLS_DIR` for mTLS with specialists).
+A server asked to bind an address other than loopback without TLS refuses to start unless given `--insecure`.
 """
 
 from __future__ import annotations
@@ -69,6 +70,24 @@ SPAWN_BUDGET_OPTION = typer.Option(None, min=0, help="Most distinct specialists 
                                    "together); default: all the primary fuses.")
 HEALTH_PORT_OPTION = typer.Option(None, envvar="SWARM_HEALTH_PORT", help="Also serve gRPC health alone, in "
                                   "plaintext, on this port (for kubelet probes when the main port has TLS).")
+INSECURE_OPTION = typer.Option(False, "--insecure", help="Serve plaintext on a --host that is not loopback (refused "
+                               "without it): only on a network you trust.")
+REQUIRE_SPECIALISTS_OPTION = typer.Option(
+    False, "--require-specialists", help="Answer UNAVAILABLE (with a retry hint) instead of a degraded annotation "
+    "when a specialist routed columns delivers no states.")
+
+
+def refuse_exposed(host: str, has_tls: bool, insecure: bool, what: str, token: bool = False) -> None:
+    """The CLI's error (exit 2) for serving `what` in plaintext on an address that is not loopback, unless
+    --insecure says so."""
+    from swarm.model_server.grpc_runtime import is_loopback
+
+    if has_tls or insecure or is_loopback(host):
+        return
+    risk = ("the bearer token and every table would travel in plaintext" if token
+            else "anyone who can reach it could call it, with no TLS or authentication")
+    fail(f"refusing to serve {what} on {host} (not loopback) without TLS: {risk}; pass --tls-dir DIR, or --insecure "
+         "to serve plaintext anyway on a network you trust")
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,9 @@ class ServingSettings:
     client_ca: Path | None
     auth_token_file: Path | None
     specialist_tls_dir: Path | None
+    host: str = DEFAULT_HOST
+    insecure: bool = False
+    require_specialists: bool = False
 
     def budgets(self, local_specialists: int) -> tuple[int, int]:
         """(annotation server bytes, bytes per local specialist)."""
@@ -114,6 +136,7 @@ class ServingSettings:
             max_queue_wait_s=self.max_queue_wait_s,
             max_request_s=self.request_timeout_s,
             stream_idle_s=self.stream_idle_s,
+            require_specialists=self.require_specialists,
         )
 
     def specialist_args(self, local_specialists: int) -> list[str]:
@@ -125,6 +148,8 @@ class ServingSettings:
         client and local specialists."""
         from swarm.model_server.grpc_runtime import TLS_DIR_ENV, ServerSecurity, TlsFiles, read_token
 
+        refuse_exposed(self.host, self.tls_dir is not None, self.insecure, "the annotation API",
+                       token=self.auth_token_file is not None)
         if self.specialist_tls_dir is not None:
             os.environ[TLS_DIR_ENV] = str(self.specialist_tls_dir)
         if self.client_ca is not None and self.tls_dir is None:
@@ -175,12 +200,14 @@ def serve_specialist(
         None, envvar="SWARM_TLS_DIR", help="Serve mTLS: DIR/tls.crt and tls.key, and callers must present "
         "certificates signed by DIR/ca.crt. Default: plaintext, which is only safe on loopback."),
     health_port: int | None = HEALTH_PORT_OPTION,
+    insecure: bool = INSECURE_OPTION,
 ) -> None:
     """Serve one frozen specialist's per-layer states over gRPC (swarm.v1.SpecialistService)."""
     from swarm.model_server.launcher import die_with_parent
 
     die_with_parent()  # first: a local swarm's specialist must not outlive it
     _logging()
+    refuse_exposed(host, tls_dir is not None, insecure, f"specialist {specialist!r}")
     device = use_devices(device, Precision.auto)
     from swarm.model_server.grpc_runtime import MiB, mtls_server_security
     from swarm.model_server.specialist_server import ServerOptions, serve
@@ -253,6 +280,8 @@ def serve_annotation(
     health_port: int | None = HEALTH_PORT_OPTION,
     policy: str | None = POLICY_OPTION,
     spawn_budget: int | None = SPAWN_BUDGET_OPTION,
+    insecure: bool = INSECURE_OPTION,
+    require_specialists: bool = REQUIRE_SPECIALISTS_OPTION,
 ) -> None:
     """Serve the annotation API (swarm.v1.AnnotationService): route (the primary's orchestrator policy when it has
     one), fan out to specialists, deepen ambiguous columns, fuse, label."""
@@ -266,7 +295,8 @@ def serve_annotation(
 
     settings = ServingSettings(memory_budget_mb, max_request_mb, max_cells, max_columns, max_concurrent, max_queued,
                                max_queue_wait_s, max_streams, request_timeout_s, stream_idle_s, tls_dir, client_ca,
-                               auth_token_file, specialist_tls_dir)
+                               auth_token_file, specialist_tls_dir, host=host, insecure=insecure,
+                               require_specialists=require_specialists)
     security = settings.security()
     addresses = parse_endpoints(specialist)
     if addresses:
@@ -361,8 +391,8 @@ def up(
     run_dir: Path = typer.Option(Path("runs/demo"), help="A `swarm demo` run: specialists and the fused primary."),
     port: int = typer.Option(50050, help="Annotation API port."),
     host: str = typer.Option(DEFAULT_HOST, help="Interface of the annotation API (the specialists stay on loopback); "
-                             "0.0.0.0 for all: then use --tls-dir and --auth-token-file or --client-ca, since "
-                             "without them it has no TLS or authentication."),
+                             "0.0.0.0 for all: then use --tls-dir and --auth-token-file or --client-ca (without TLS "
+                             "it refuses to start unless given --insecure)."),
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
     ready_file: Path | None = typer.Option(None, help="Write the bound address here as JSON once serving."),
@@ -383,6 +413,8 @@ def up(
     health_port: int | None = HEALTH_PORT_OPTION,
     policy: str | None = POLICY_OPTION,
     spawn_budget: int | None = SPAWN_BUDGET_OPTION,
+    insecure: bool = INSECURE_OPTION,
+    require_specialists: bool = REQUIRE_SPECIALISTS_OPTION,
 ) -> None:
     """Start the whole swarm locally (supervised specialist processes + annotation API) from a demo run (or any
     run directory with a trained primary in RUN_DIR/model, e.g. runs/orchestrator/released)."""
@@ -395,7 +427,8 @@ def up(
     device = use_devices(device, dtype)
     settings = ServingSettings(memory_budget_mb, max_request_mb, max_cells, max_columns, max_concurrent, max_queued,
                                max_queue_wait_s, max_streams, request_timeout_s, stream_idle_s, tls_dir, client_ca,
-                               auth_token_file, specialist_tls_dir)
+                               auth_token_file, specialist_tls_dir, host=host, insecure=insecure,
+                               require_specialists=require_specialists)
     security = settings.security()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -88,9 +88,10 @@ def test_waiting_ends_with_the_wait_limit_the_deadline_or_the_client() -> None:
     gate = Admission(_limits(max_wait_s=0.3), what="table")
     held = gate.admit(_cost(60))
     start = time.monotonic()
-    with pytest.raises(AdmissionRejected, match="retry with backoff") as busy:
+    with pytest.raises(AdmissionRejected, match=r"^server busy: waited .*; retry after 1000 ms with backoff") as busy:
         gate.admit(_cost(60))
     assert busy.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and 0.25 < time.monotonic() - start < 2
+    assert busy.value.retry_after_ms == 1000
     with pytest.raises(AdmissionRejected) as late:
         gate.admit(_cost(60), deadline=time.monotonic() + 0.1)
     assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -67,9 +67,9 @@ def test_annotate_stream_answers_in_order(stub: apb_grpc.AnnotationServiceStub) 
         (
             _table([["x"] * 1000] * 1000),
             grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "1000000 cells; the limit is 200000 cells",
+            "1000000 cells and the limit is 200000 cells",
         ),
-        (_table([["x"] * 2000]), grpc.StatusCode.RESOURCE_EXHAUSTED, "2000 columns; the limit is 1024"),
+        (_table([["x"] * 2000]), grpc.StatusCode.RESOURCE_EXHAUSTED, "2000 columns and the limit is 1024"),
         (_table([["y" * (1 << 20)]] * 17), grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"),
     ],
     ids=["empty", "no-cells", "ragged", "million-cells", "too-wide", "oversized-message"],

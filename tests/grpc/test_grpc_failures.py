@@ -54,7 +54,7 @@ def test_specialist_killed_mid_stream_is_reported_missing(slow_swarm: LocalSwarm
     assert killed.wait(timeout=10) < 0  # killed by the signal
     assert list(reply.specialists_used) == ["temporal"]
     assert [m.name for m in reply.specialists_missing] == ["geographic"]
-    assert "UNAVAILABLE" in reply.specialists_missing[0].reason
+    assert "UNAVAILABLE" in reply.specialists_missing[0].reason and reply.degraded
     assert len(reply.columns) == 2 and all(c.label for c in reply.columns)
 
 
@@ -117,6 +117,7 @@ def test_malformed_stream_is_reported_missing_with_the_codec_error(
         client.close()
     assert list(reply.specialists_used) == ["temporal"]
     (missing,) = reply.specialists_missing
+    assert reply.degraded
     assert (
         missing.name == "numeric" and "malformed state stream" in missing.reason and "needs" in missing.reason
     )
