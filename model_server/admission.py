@@ -39,12 +39,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
 from swarm.model_server.backbone import BackboneConfig
 from swarm.model_server.grpc_runtime import DEFAULT_RETRY_AFTER_MS, Refused
 from swarm.model_server.resident_bytes import inference_activation_bytes
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +78,6 @@ def machine_memory_bytes() -> int:
         if raw.isdigit() and 0 < int(raw) < total:
             total = int(raw)
     return total
-
-
-def available_memory_bytes() -> int:
-    """MemAvailable (what can be allocated without swapping or OOM), capped by the cgroup limit."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return min(int(line.split()[1]) * 1024, machine_memory_bytes())
-    except OSError:
-        pass
-    return machine_memory_bytes()
 
 
 _libc_lock = threading.Lock()
@@ -126,7 +117,7 @@ class ComputeThreads:
         self.threads = max(1, threads)
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix=name)
 
-    def run(self, fn: Callable[..., object], *args: object) -> object:
+    def run(self, fn: Callable[..., T], *args: object) -> T:
         return self._pool.submit(fn, *args).result()
 
     def shutdown(self) -> None:

@@ -47,8 +47,9 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 import torch
@@ -79,6 +80,7 @@ from swarm.model_server.tables import Table
 from swarm.v1 import annotation_pb2 as apb
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVICE = apb.DESCRIPTOR.services_by_name["AnnotationService"]
 SPECIALIST_HEALTH_PREFIX = "specialist/"
@@ -224,7 +226,7 @@ def merge_stage(states: SpecialistStates, merged: Routing, reasons: dict[str, st
         merged.setdefault(name, list(stage.get(name, [])))
 
 
-def _at(values: list, index: int, default: object) -> object:
+def _at(values: Sequence[T], index: int, default: T) -> T:
     return values[index] if index < len(values) else default
 
 
@@ -456,7 +458,9 @@ class AnnotationServicer:
                 if isinstance(item, BaseException):
                     if isinstance(item, grpc.RpcError) or not context.is_active():
                         return  # the client cancelled: nobody to answer
-                    if context.code() is None:  # not a message the reader already refused (bad UTF-8)
+                    # not a message the reader already refused (bad UTF-8). grpc's ServicerContext has code()
+                    # (grpcio >= 1.38); its type stubs lack it.
+                    if context.code() is None:  # type: ignore[attr-defined]
                         log.error("reading an AnnotateStream failed: %r", item)
                         context.abort(grpc.StatusCode.INTERNAL, "reading the stream failed (see the server log)")
                     raise item

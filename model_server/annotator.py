@@ -44,7 +44,9 @@ class AnnotationResult:
 
 
 class TableAnnotator(Protocol):
-    specialist_names: Sequence[str]
+    @property
+    def specialist_names(self) -> Sequence[str]:  # read-only here: an implementation may keep a list
+        ...
 
     def serialize(self, table: Table) -> list[str]:
         """The serialized text of every column of the table (what specialists and the primary read)."""

@@ -126,10 +126,6 @@ class Backbone(nn.Module):
         self.layers = nn.ModuleList(GatedDeltaLayer(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model)
 
-    @property
-    def state_shape(self) -> tuple[int, int, int]:
-        return self.cfg.n_heads, self.cfg.head_k, self.cfg.head_v
-
     def embed(self, input_ids: Tensor) -> Tensor:
         """(B, T) ids of column_encoder → (B, T, d_model): each kind of id through its own projection."""
         device = input_ids.device

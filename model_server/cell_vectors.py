@@ -16,9 +16,13 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 CACHE_ENV = "SWARM_CACHE_DIR"
 ENCODER = "minilm-l6-v2"
@@ -47,7 +51,7 @@ class CellVectorStore:
         self._rows: list[Tensor] = []  # float32 (k, DIM) blocks, in id order
         self._tables: dict[torch.device, Tensor] = {}
         self._lock = threading.Lock()
-        self._encoder = None
+        self._encoder: SentenceTransformer | None = None
         if self.cache_dir is not None:
             self._load()
 
@@ -57,6 +61,7 @@ class CellVectorStore:
     def _load(self) -> None:
         from safetensors.torch import load_file
 
+        assert self.cache_dir is not None  # only a store with a disk cache loads one
         for keys_path in sorted(self.cache_dir.glob("cells-*.json")):
             vec_path = keys_path.with_suffix(".safetensors")
             if not vec_path.is_file():
@@ -90,6 +95,7 @@ class CellVectorStore:
     def _save(self, texts: Sequence[str], vectors: Tensor) -> None:
         from safetensors.torch import save_file
 
+        assert self.cache_dir is not None  # only a store with a disk cache saves to one
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         stem = f"cells-{os.getpid()}-{threading.get_ident()}-{len(list(self.cache_dir.glob('cells-*.json'))):05d}"
         tmp = self.cache_dir / f".{stem}.tmp"

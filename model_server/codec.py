@@ -37,7 +37,7 @@ warnings.filterwarnings(
 )
 
 # wire dtype -> (torch dtype, same-size integer dtype used to view the bytes through numpy)
-_DTYPES: dict[int, tuple[torch.dtype, torch.dtype]] = {
+_DTYPES: dict[pb.Dtype, tuple[torch.dtype, torch.dtype]] = {
     pb.DTYPE_FLOAT32: (torch.float32, torch.int32),
     pb.DTYPE_BFLOAT16: (torch.bfloat16, torch.int16),
     pb.DTYPE_FLOAT16: (torch.float16, torch.int16),
@@ -49,7 +49,7 @@ class StateCodecError(ValueError):
     """Received state chunks whose metadata or bytes do not describe a valid set of layer tensors."""
 
 
-def wire_dtype(dtype: torch.dtype) -> int:
+def wire_dtype(dtype: torch.dtype) -> pb.Dtype:
     try:
         return _WIRE_DTYPES[dtype]
     except KeyError:
@@ -58,7 +58,7 @@ def wire_dtype(dtype: torch.dtype) -> int:
         ) from None
 
 
-def torch_dtype(wire: int) -> torch.dtype:
+def torch_dtype(wire: pb.Dtype) -> torch.dtype:
     try:
         return _DTYPES[wire][0]
     except KeyError:
@@ -72,7 +72,7 @@ def tensor_bytes(tensor: Tensor) -> memoryview:
     array = flat.view(_DTYPES[wire_dtype(flat.dtype)][1]).numpy()
     if sys.byteorder != "little":
         array = array.byteswap()
-    return memoryview(array).cast("B")
+    return memoryview(array).cast("B")  # type: ignore[arg-type]  # numpy types ndarray.__buffer__ only on 3.12+
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class ChunkHeader:
 
     layer: int
     num_layers: int
-    dtype: int
+    dtype: pb.Dtype
     shape: tuple[int, ...]
     offset: int
     layer_nbytes: int
@@ -104,8 +104,12 @@ def iter_chunks(
             )
 
 
-def to_message(header: ChunkHeader, data: memoryview | bytes, **fields: object) -> pb.StateChunk:
+def to_message(
+    header: ChunkHeader, data: memoryview | bytes, *, request_id: str = "", specialist: str = ""
+) -> pb.StateChunk:
     return pb.StateChunk(
+        request_id=request_id,
+        specialist=specialist,
         layer=header.layer,
         num_layers=header.num_layers,
         dtype=header.dtype,
@@ -113,16 +117,7 @@ def to_message(header: ChunkHeader, data: memoryview | bytes, **fields: object) 
         offset=header.offset,
         layer_nbytes=header.layer_nbytes,
         data=bytes(data),
-        **fields,
     )
-
-
-def encode_states(
-    states: Sequence[Tensor], chunk_bytes: int = DEFAULT_CHUNK_BYTES, **fields: object
-) -> Iterator[pb.StateChunk]:
-    """StateChunk messages for the states (plain path; the server uses a copy-saving serializer instead)."""
-    for header, data in iter_chunks(states, chunk_bytes):
-        yield to_message(header, data, **fields)
 
 
 @dataclass
@@ -240,7 +235,7 @@ class _Layer:
         self.received = 0
         self.flat: Tensor | None = None
 
-    def adopt(self, data: memoryview) -> None:
+    def adopt(self, data: memoryview | bytes) -> None:
         """Take an owned buffer holding the whole layer as the tensor's memory (unless it is misaligned for the
         element type: then copy it)."""
         flat = torch.frombuffer(data, dtype=self.dtype)
@@ -255,7 +250,7 @@ class _Layer:
             # The tensor itself is the reassembly buffer: torch.empty does not zero-fill (every byte is written
             # by a chunk before result() hands it out), and each chunk is copied into it exactly once.
             self.flat = torch.empty(self.nbytes // self.itemsize, dtype=self.dtype)
-            self.view = memoryview(self.flat.view(torch.uint8).numpy())
+            self.view = memoryview(self.flat.view(torch.uint8).numpy())  # type: ignore[arg-type]  # as in tensor_bytes
         self.view[offset : offset + len(data)] = data
         self.received = offset + len(data)
 
@@ -265,7 +260,8 @@ class _Layer:
         assert self.flat is not None
         flat = self.flat
         if sys.byteorder != "little":
-            flat = flat.view(_DTYPES[wire_dtype(self.dtype)][1]).byteswap().view(self.dtype)  # pragma: no cover
+            swapped = flat.view(_DTYPES[wire_dtype(self.dtype)][1]).numpy().byteswap()  # pragma: no cover
+            flat = torch.from_numpy(swapped).view(self.dtype)  # pragma: no cover
         return flat.view(self.shape)
 
 
@@ -335,12 +331,3 @@ class StateAssembler:
                 f"final chunk {'received' if self.stats is not None else 'missing'})"
             )
         return [layer.tensor() for layer in self.layers]
-
-
-def decode_states(
-    chunks: Sequence[pb.StateChunk | WireChunk] | Iterator[pb.StateChunk | WireChunk], source: str = "stream"
-) -> list[Tensor]:
-    assembler = StateAssembler(source)
-    for chunk in chunks:
-        assembler.add(chunk)
-    return assembler.result()

@@ -54,7 +54,7 @@ def is_empty_cell(value: str) -> bool:
     return all(_invisible(ch) for ch in value)  # stops at the first visible character
 
 
-def _share(cells: Sequence[str], test: Callable[[str], bool]) -> float:
+def _share(cells: Sequence[str], test: Callable[[str], object]) -> float:
     return sum(1 for c in cells if test(c)) / len(cells)
 
 
@@ -112,6 +112,6 @@ def column_features(cells: Sequence[str]) -> torch.Tensor:
     cells = [c.strip() for c in cells if not is_empty_cell(c)]
     if not cells:
         return EMPTY.clone()
-    values = {name: _share(cells, lambda c, p=pattern: bool(p.search(c))) for name, pattern in _PATTERNS.items()}
+    values = {name: _share(cells, pattern.search) for name, pattern in _PATTERNS.items()}
     values |= _stats(cells)
     return torch.tensor([values[name] for name in FEATURES], dtype=torch.float32)

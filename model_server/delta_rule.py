@@ -14,6 +14,9 @@ Padding positions must carry g = 0 and beta = 0, which leaves the state untouche
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -148,7 +151,7 @@ def lean_fla_autotune() -> None:
         return
     original = Autotuner.prune_configs
 
-    def prune_configs(self, kwargs):
+    def prune_configs(self: Autotuner, kwargs: dict[str, Any]) -> list[Any]:  # Triton's configs (untyped)
         configs = original(self, kwargs)
         if not (getattr(getattr(self, "base_fn", None), "__module__", None) or "").startswith("fla."):
             return configs
@@ -160,7 +163,7 @@ def lean_fla_autotune() -> None:
                 best[group] = (cost, cfg)
         return [cfg for _, cfg in best.values()]
 
-    prune_configs._swarm_lean = True
+    prune_configs.__dict__["_swarm_lean"] = True  # the mark read above (mypy allows no new attributes on functions)
     Autotuner.prune_configs = prune_configs
 
 
@@ -179,7 +182,7 @@ def gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
         impl = "fla" if usable and (not needs_backward or fla_backward_ok()) else "chunked"
     if impl == "fla":
         return fla(q, k, v, g, beta, initial_state)
-    paths = {"chunked": chunked, "recurrent": recurrent}
+    paths: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {"chunked": chunked, "recurrent": recurrent}
     if impl not in paths:
         raise ValueError(f"unknown delta-rule implementation {impl!r} (auto, fla, chunked, recurrent)")
     dtype = q.dtype

@@ -203,8 +203,8 @@ class DemandPublisher:
             f"{urllib.parse.quote(self.pool)}"
         )
         where = f"SpecialistPool {self.namespace}/{self.pool}"
-        call = {"ca_file": self.ca_file, "service_account_dir": self.service_account_dir, "timeout": self.timeout_s,
-                "user_agent": "swarm-annotation"}
+        call: dict[str, Any] = {"ca_file": self.ca_file, "service_account_dir": self.service_account_dir,
+                                "timeout": self.timeout_s, "user_agent": "swarm-annotation"}
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
                 pool = json.loads(incluster.request("GET", self.api_base, path, token, **call))

@@ -42,7 +42,7 @@ from typing import Any, NoReturn, Self
 
 import grpc
 from google.protobuf import descriptor, message_factory
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -137,7 +137,7 @@ class UndecodableRequest:
     error: str
 
 
-def _tolerant_parser(cls: type) -> Callable[[bytes], Any]:
+def _tolerant_parser(cls: type[Message]) -> Callable[[bytes], Any]:
     def parse(data: bytes) -> Any:
         try:
             return cls.FromString(data)

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -120,11 +121,6 @@ def rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
-
-
-def tree_rss_bytes(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (a swarm: annotation server + specialists)."""
-    return sum(rss_bytes(p) for p in process_tree(pid))
 
 
 @dataclass
@@ -498,12 +494,13 @@ def start_local_swarm(
             torch.set_num_threads(threads)
             names = list(procs)
             if annotator is None:
-                swarm.annotator = default_annotator(names, config, primary_dir, device)
+                built = default_annotator(names, config, primary_dir, device)
             else:
                 # An TableAnnotator may itself be callable (an nn.Module); a class or function is a factory.
                 is_factory = isinstance(annotator, type) or not hasattr(annotator, "annotate")
-                swarm.annotator = annotator(names) if is_factory else annotator
-            server = build_annotation_server(swarm.annotator, client, annotation_host or host, annotation_port,
+                built = cast(AnnotatorFactory, annotator)(names) if is_factory else cast(TableAnnotator, annotator)
+            swarm.annotator = built
+            server = build_annotation_server(built, client, annotation_host or host, annotation_port,
                                              limits, security, health_port).start()
             swarm.annotation = server
         log.info(

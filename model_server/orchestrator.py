@@ -21,11 +21,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from swarm.model_server.primary import PrimaryModel
 
 POLICY_FILE = "orchestrator.safetensors"
 POLICY_META = "orchestrator.json"
@@ -37,7 +41,7 @@ def critical_steps(stages: Sequence[Mapping[str, int]]) -> int:
     return sum(1 + max(stage.values(), default=0) for stage in stages) if stages else 1
 
 
-def primary_fingerprint(model: nn.Module) -> str:
+def primary_fingerprint(model: PrimaryModel) -> str:
     """What a policy was trained against: the primary's labels, specialists and the weights its features come from
     (embedding projections and first layer). A policy is refused by any other primary."""
     digest = hashlib.sha256()
@@ -112,6 +116,8 @@ def segment_max(values: Tensor, table: Tensor, n_tables: int) -> Tensor:
 
 class OrchestratorPolicy(nn.Module):
     """Heads: complexity (T → k in 0..N), routing (C → N Bernoullis), deep (C → next specialist or stop)."""
+
+    domain_masks: Tensor  # (N, labels) float: a buffer
 
     def __init__(self, specialists: Sequence[str], domain_masks: Tensor, d_model: int, hidden: int = 64,
                  max_deep: int = 2) -> None:
@@ -248,7 +254,7 @@ class OrchestratorPolicy(nn.Module):
         (directory / POLICY_META).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod
-    def load(cls, directory: Path, primary: nn.Module) -> OrchestratorPolicy:
+    def load(cls, directory: Path, primary: PrimaryModel) -> OrchestratorPolicy:
         """The policy in `directory`, refused (ValueError) unless it was trained for exactly this primary."""
         directory = Path(directory)
         meta_path = directory / POLICY_META
@@ -270,7 +276,7 @@ class OrchestratorPolicy(nn.Module):
         return policy.eval()
 
 
-def domain_masks_for(primary: nn.Module) -> Tensor:
+def domain_masks_for(primary: PrimaryModel) -> Tensor:
     """(N, labels) bool: which of the primary's labels each of its specialists' domains covers."""
     from swarm.model_server.specialist import domain_of
 

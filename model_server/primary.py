@@ -121,17 +121,21 @@ class PrimaryModel(nn.Module):
         (training withholds them on columns the specialists were trained on, whose beliefs are too good to trust)."""
         fused = self.fuse(ids, mask, agent_states, agent_ids)
         keep = None if fused is None or row_mask is None else row_mask.to(torch.float32)[:, None]  # (B, 1)
-        if keep is not None:
+        if fused is not None and keep is not None:
             fused = [state * keep[..., None, None].to(state.dtype) for state in fused]
-        initial = None if fused is None else [
-            state * scale[None, :, None, None] for state, scale in zip(fused, self.state_scale, strict=True)]
+        initial: list[Tensor] | None = None
+        if fused is not None:
+            assert self.state_scale is not None  # fuse() returns states only when this primary fuses
+            initial = [state * scale[None, :, None, None] for state, scale in zip(fused, self.state_scale, strict=True)]
         out = self.backbone(ids, mask, initial)
         features = out.pooled + self.readout(out.states, out.pooled)
         if fused is not None:
+            assert self.fused_readout is not None
             read = self.fused_readout(fused, out.pooled)
             features = features + (read if keep is None else read * keep.to(read.dtype))
         logits = self.head(features)
         if fused is not None:
+            assert self.belief_weight is not None and agent_states is not None and agent_ids is not None
             for slot, agent in enumerate(agent_ids):
                 belief = self.beliefs(agent, [layer[slot] for layer in agent_states]).to(logits.dtype)
                 if keep is not None:

@@ -150,8 +150,8 @@ class PrimaryAnnotator:
         is_active = torch.tensor([c in set(active) for c in columns])
         step = self.policy.deep(h, probs[columns].to(self.device), used.to(self.device), allowed.to(self.device),
                                 is_active.to(self.device))
-        table = torch.zeros(len(columns), dtype=torch.long)
-        chosen, _, _ = realise_deep(step.next.cpu(), used, allowed, started, table, self.budget)
+        one_table = torch.zeros(len(columns), dtype=torch.long)  # every column in table 0
+        chosen, _, _ = realise_deep(step.next.cpu(), used, allowed, started, one_table, self.budget)
         return {name: [c for c, r in zip(columns, chosen[:, j].tolist(), strict=True) if r]
                 for j, name in enumerate(self.specialist_names) if chosen[:, j].any()}
 

@@ -1,4 +1,4 @@
-"""Memory accounting: what a frozen specialist keeps resident and what training a primary costs, in bytes.
+"""Memory accounting: what a frozen specialist keeps resident, in bytes.
 
 These figures feed the operator's spawn budget: `swarm memory` prints a specialist's resident bytes, which go into
 a SpecialistPool's `residentBytes` (the operator otherwise estimates from a parameter count).
@@ -57,27 +57,3 @@ def specialist_resident_bytes(model: nn.Module, cfg: BackboneConfig, dtype: torc
     return ResidentEstimate(weights=tensor_bytes(model, dtype),
                             activations=inference_activation_bytes(cfg, batch, seq_len or cfg.max_len, dtype))
 
-
-@dataclass(frozen=True)
-class TrainingEstimate:
-    params: int
-    grads: int
-    optimizer: int
-
-    @property
-    def total(self) -> int:
-        return self.params + self.grads + self.optimizer
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self) | {"total": self.total}
-
-
-def training_bytes(model: nn.Module, optimizer: str = "adamw") -> TrainingEstimate:
-    """A trainable model: all parameters and buffers, a gradient per trainable parameter, and the optimizer's
-    state (AdamW: exp_avg and exp_avg_sq per trainable parameter plus a scalar step tensor each)."""
-    if optimizer not in ("adamw", "adam", "sgd"):
-        raise ValueError(f"unknown optimizer {optimizer!r}")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    grads = sum(p.numel() * p.element_size() for p in trainable)
-    state = 0 if optimizer == "sgd" else sum(2 * p.numel() * p.element_size() + 4 for p in trainable)
-    return TrainingEstimate(params=tensor_bytes(model), grads=grads, optimizer=state)

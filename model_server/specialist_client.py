@@ -125,7 +125,7 @@ class Cancellation:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._calls: set[grpc.Future] = set()
+        self._calls: set[grpc.RpcContext] = set()
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -135,7 +135,7 @@ class Cancellation:
         for call in calls:
             call.cancel()
 
-    def track(self, call: grpc.Future) -> bool:
+    def track(self, call: grpc.RpcContext) -> bool:
         """Track a call until `untrack`; False (and the call cancelled) when already cancelled."""
         with self._lock:
             if not self.cancelled:
@@ -144,7 +144,7 @@ class Cancellation:
         call.cancel()
         return False
 
-    def untrack(self, call: grpc.Future) -> None:
+    def untrack(self, call: grpc.RpcContext) -> None:
         with self._lock:
             self._calls.discard(call)
 

@@ -359,16 +359,8 @@ class SpecialistServicer:
                         len(pieces),
                     )
                     return
-                message = pb.StateChunk(
-                    request_id=request.request_id,
-                    specialist=self.source.name,
-                    layer=header.layer,
-                    num_layers=header.num_layers,
-                    dtype=header.dtype,
-                    shape=header.shape,
-                    offset=header.offset,
-                    layer_nbytes=header.layer_nbytes,
-                )
+                # data stays empty here: serialize_chunk appends the tensor's bytes without copying them
+                message = codec.to_message(header, b"", request_id=request.request_id, specialist=self.source.name)
                 if i == len(pieces) - 1:
                     message.stats.CopyFrom(
                         pb.StreamStats(
@@ -417,10 +409,13 @@ def build_specialist_server(
     host: str = "127.0.0.1",
     port: int = 0,
     options: ServerOptions | None = None,
-    **describe: object,
+    *,
+    config: str = "",
+    labels: Sequence[str] = (),
+    untrained: bool = False,
 ) -> ManagedServer:
     options = options or ServerOptions()
-    servicer = SpecialistServicer(source, options, **describe)
+    servicer = SpecialistServicer(source, options, config=config, labels=labels, untrained=untrained)
     handler = service_handler(SERVICE, servicer, serializers={"StreamStates": codec.serialize_chunk})
     # Workers beyond the stream budget keep Describe, the decoder and over-limit rejections answerable (health
     # has threads of its own); gRPC itself refuses calls beyond a few times that.

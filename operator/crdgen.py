@@ -61,7 +61,7 @@ def model_schema(model: type, *, keep_defaults: bool = True) -> dict[str, Any]:
 
 
 def crd_for(info: KindInfo) -> dict[str, Any]:
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "required": ["spec"],
         "properties": {

@@ -61,12 +61,15 @@ def probe(memo: kopf.Memo, **_: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- indices
+# The `type: ignore[arg-type]`s below: kopf's callback protocols (kopf._core.intents.callbacks) type `namespace` as
+# str | None for every resource (always a str for these namespaced ones) and cannot name the indices (gpu_nodes,
+# pool_claims) that kopf passes as keyword arguments, so handlers that take either do not match them.
 @kopf.index("", "v1", "nodes")
 def gpu_nodes(name: str, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[str, Any]:
     return {NODES_KEY: (name, dict(labels), annotations.get(GPU_MEMORY_ANNOTATION))}
 
 
-@kopf.index(GROUP, VERSION, JOB.plural)
+@kopf.index(GROUP, VERSION, JOB.plural)  # type: ignore[arg-type]
 def pool_claims(body: kopf.Body, namespace: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
     if not job.is_active(dict(body)):
         return {}  # an empty mapping drops the job's earlier entry (None would keep it)
@@ -113,7 +116,7 @@ def _reconcile_job(
 @kopf.on.resume(GROUP, VERSION, POOL.plural, id="pool-resume")
 @kopf.on.create(GROUP, VERSION, POOL.plural, id="pool-create")
 @kopf.on.update(GROUP, VERSION, POOL.plural, id="pool-update")
-@kopf.timer(GROUP, VERSION, POOL.plural, id="pool-resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+@kopf.timer(GROUP, VERSION, POOL.plural, id="pool-resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)  # type: ignore[arg-type]
 @observability.reconciling(POOL.kind)
 async def reconcile_pool(
     name: str, namespace: str, memo: kopf.Memo, gpu_nodes: kopf.Index, pool_claims: kopf.Index, **_: Any
@@ -128,7 +131,7 @@ async def reconcile_pool(
 _demand_seen: dict[tuple[str, str], str] = {}
 
 
-@kopf.on.event(GROUP, VERSION, POOL.plural, annotations={DEMAND_ANNOTATION: kopf.PRESENT}, id="pool-demand")
+@kopf.on.event(GROUP, VERSION, POOL.plural, annotations={DEMAND_ANNOTATION: kopf.PRESENT}, id="pool-demand")  # type: ignore[arg-type]
 async def pool_demand(
     event: kopf.RawEvent,
     name: str,
@@ -155,7 +158,7 @@ async def pool_demand(
 SPECIALIST_DEPLOYMENTS = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_COMPONENT: "specialist"}
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=SPECIALIST_DEPLOYMENTS, id="pool-children")
+@kopf.on.event("apps", "v1", "deployments", labels=SPECIALIST_DEPLOYMENTS, id="pool-children")  # type: ignore[arg-type]
 async def specialist_deployment_event(
     event: kopf.RawEvent,
     namespace: str,
@@ -172,7 +175,7 @@ async def specialist_deployment_event(
         await _reconcile_pool(memo, namespace, pool_name, gpu_nodes, pool_claims)
 
 
-@kopf.on.event(GROUP, VERSION, POOL.plural, id="pool-metrics")
+@kopf.on.event(GROUP, VERSION, POOL.plural, id="pool-metrics")  # type: ignore[arg-type]
 async def pool_metrics(event: kopf.RawEvent, name: str, namespace: str, status: kopf.Status, **_: Any) -> None:
     observability.observe_pool(namespace, name, None if event.get("type") == "DELETED" else dict(status))
 
@@ -188,7 +191,7 @@ logging.getLogger("kopf.objects").addFilter(
 @kopf.on.resume(GROUP, VERSION, JOB.plural, id="job-resume")
 @kopf.on.create(GROUP, VERSION, JOB.plural, id="job-create")
 @kopf.on.update(GROUP, VERSION, JOB.plural, field="spec", id="job-update")
-@kopf.timer(GROUP, VERSION, JOB.plural, id="job-resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+@kopf.timer(GROUP, VERSION, JOB.plural, id="job-resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)  # type: ignore[arg-type]
 @observability.reconciling(JOB.kind)
 async def reconcile_job(
     name: str,
@@ -204,7 +207,7 @@ async def reconcile_job(
         raise kopf.TemporaryError(outcome.retry, delay=RETRY_SECONDS)
 
 
-@kopf.on.delete(GROUP, VERSION, JOB.plural)
+@kopf.on.delete(GROUP, VERSION, JOB.plural)  # type: ignore[arg-type]
 @observability.reconciling(JOB.kind)
 async def delete_job(
     name: str,
@@ -225,11 +228,11 @@ async def delete_job(
     await pool.reconcile(memo.api, namespace, pool_name, lambda: _nodes(gpu_nodes), claims, memo.templates)
 
 
-@kopf.on.event("", "v1", "pods", labels=TRAINER_PODS)
+@kopf.on.event("", "v1", "pods", labels=TRAINER_PODS)  # type: ignore[arg-type]
 async def trainer_pod_event(
     event: kopf.RawEvent, memo: kopf.Memo, gpu_nodes: kopf.Index, pool_claims: kopf.Index, **_: Any
 ) -> None:
-    pod = dict(event["object"])
+    pod: dict[str, Any] = dict(event["object"])
     if event["type"] in {"ADDED", "MODIFIED"}:
         await job.sync_from_pod(memo.api, pod)
     elif event["type"] == "DELETED":  # gone while its job ran: replaced (backoffLimit) or the job fails

@@ -273,7 +273,7 @@ async def _replace_or_fail(
         if failed > spec.backoff_limit:
             reason = final if spec.backoff_limit == 0 else ConditionReason.BackoffLimitExceeded
             message = why if spec.backoff_limit == 0 else f"{why}; backoffLimit ({spec.backoff_limit}) reached"
-            body = {"phase": Phase.Failed.value, "completionTime": now_iso(now)}
+            body: dict[str, Any] = {"phase": Phase.Failed.value, "completionTime": now_iso(now)}
             new = condition(ConditionType.Complete, False, reason, message)
             outcome.append(Outcome(Phase.Failed.value))
         else:

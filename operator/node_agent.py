@@ -36,9 +36,10 @@ def read_nvml(nvml: ModuleType | None = None) -> list[dict[str, Any]]:
     """Memory of every GPU via NVML; raises NvmlUnavailable with the reason when NVML cannot be used."""
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
         except ImportError as exc:  # nvidia-ml-py not installed
             raise NvmlUnavailable(f"pynvml not importable: {exc}") from exc
+        nvml = pynvml
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as exc:

@@ -106,7 +106,7 @@ def parse_demand(raw: str | None, names: Collection[str], now: datetime) -> tupl
         return {}, []
     try:
         doc = json.loads(raw)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return {}, [f"not JSON ({exc.msg})"]
     if not isinstance(doc, dict):
         kind = _JSON_KINDS.get(type(doc), type(doc).__name__)

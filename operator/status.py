@@ -57,11 +57,6 @@ def condition(type_: ConditionType, ok: bool, reason: ConditionReason, message: 
     }
 
 
-def find_condition(status: dict[str, Any] | None, type_: ConditionType) -> dict[str, Any]:
-    """The condition of `type_` in a status (as written by `merge_conditions`), or {} when there is none."""
-    return next((c for c in (status or {}).get("conditions") or [] if c.get("type") == type_), {})
-
-
 def merge_conditions(
     old: list[dict[str, Any]], new: list[dict[str, Any]], *, now: str, generation: int | None
 ) -> list[dict[str, Any]]:
@@ -71,7 +66,7 @@ def merge_conditions(
     for cond in new:
         previous = by_type.get(cond["type"])
         flipped = previous is None or previous.get("status") != cond["status"]
-        moment = now if flipped else previous.get("lastTransitionTime", now)
+        moment = now if flipped or previous is None else previous.get("lastTransitionTime", now)
         merged = {**cond, "lastTransitionTime": moment}
         if generation is not None:  # optional in metav1.Condition; never null
             merged["observedGeneration"] = generation

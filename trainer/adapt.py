@@ -22,6 +22,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -228,8 +229,9 @@ def _split_columns(cfg: AdaptConfig, tokenizer: ColumnEncoder) -> tuple[_Columns
             f"domain {domain.name!r} has {len(columns)} validation columns (with as many {OTHER}): not enough for "
             f"{cfg.utility_columns} utility columns and {MIN_HELD_OUT} held out; lower --utility-columns"
         )
-    return (_columns(*zip(*columns[: cfg.utility_columns], strict=True), tokenizer),
-            _columns(*zip(*columns[cfg.utility_columns :], strict=True), tokenizer))
+    utility_texts, utility_targets = zip(*columns[: cfg.utility_columns], strict=True)
+    held_texts, held_targets = zip(*columns[cfg.utility_columns :], strict=True)
+    return _columns(utility_texts, utility_targets, tokenizer), _columns(held_texts, held_targets, tokenizer)
 
 
 def _save_adapted(work: DomainModel, names: Sequence[str], best: Tensor, utility_set: _Columns, domain: str,
@@ -269,7 +271,7 @@ def _report(cfg: AdaptConfig, domain: str, class_names: Sequence[str], experts: 
           for r in rows),
         "",
     ]
-    report = {
+    report: dict[str, Any] = {
         "domain": domain,
         "experts": [str(p) for p in cfg.experts],
         "out": str(cfg.out),

@@ -68,8 +68,8 @@ class SwarmAnnotation:
 
 def score_annotations(split: Split, annotations: Sequence[apb.Annotation]) -> Scores:
     predicted = {(a.table_name, c.column): c.label for a in annotations for c in a.columns}
-    refs = [r for r in split.columns if r.label is not None]
-    return score([r.label for r in refs], [predicted[(r.table, r.column)] for r in refs])
+    labelled = [(r, r.label) for r in split.columns if r.label is not None]
+    return score([label for _, label in labelled], [predicted[(r.table, r.column)] for r, _ in labelled])
 
 
 @contextlib.contextmanager

@@ -8,15 +8,17 @@ import typer
 
 from swarm.model_server.choices import DEVICE_AUTO, DTYPE_NAMES, FUSION_MODES
 
-DType = StrEnum("DType", {name: name for name in DTYPE_NAMES})
-FusionMode = StrEnum("FusionMode", {name: name for name in FUSION_MODES})
+# mypy reads members only from a literal in the call (so members are looked up by name: DType["bfloat16"]).
+DType = StrEnum("DType", {name: name for name in DTYPE_NAMES})  # type: ignore[misc]
+FusionMode = StrEnum("FusionMode", {name: name for name in FUSION_MODES})  # type: ignore[misc]
 
 DEVICE_OPTION = typer.Option(
     DEVICE_AUTO, help="Where the models run: auto (cuda when this machine has a GPU, else cpu), cpu, cuda, cuda:N.")
 
-Precision = StrEnum("Precision", {"auto": "auto"} | {name: name for name in DTYPE_NAMES})
+Precision = StrEnum("Precision", {"auto": "auto"} | {name: name for name in DTYPE_NAMES})  # type: ignore[misc]
 PRECISION_OPTION = typer.Option(
-    Precision.auto, "--dtype", help="Compute precision: auto (bf16 autocast on CUDA, float32 on the CPU) or a dtype.")
+    Precision["auto"], "--dtype",
+    help="Compute precision: auto (bf16 autocast on CUDA, float32 on the CPU) or a dtype.")
 
 
 def fail(message: str) -> NoReturn:

@@ -72,7 +72,8 @@ def labelled_columns(model: PrimaryModel, data: Path, split: str | None) -> tupl
     """The split of `data` to score or learn from and its labelled column examples; DataError when it carries a
     label the model does not know."""
     target = pick_split(data, split)
-    unknown = sorted({ref.label for ref in target.columns if ref.label not in set(model.labels)})
+    known = set(model.labels)
+    unknown = sorted({ref.label for ref in target.columns if ref.label is not None and ref.label not in known})
     if unknown:
         raise DataError(f"{data}: labels the model does not know: {unknown}")
     return target, build_examples([target], model.labels)

@@ -81,7 +81,7 @@ def summarize(specialists: int, mode: str | None, init: str, runs: dict[int, Sco
     return {
         "specialists": specialists, "fusion": mode, "primary_init": init,
         "micro_f1": statistics.fmean(micro), "macro_f1": statistics.fmean(macro),
-        "hard_class_f1": None if None in hard_scores else statistics.fmean(hard_scores),
+        "hard_class_f1": None if None in hard_scores else statistics.fmean(s for s in hard_scores if s is not None),
         "micro_f1_std": spread(micro), "macro_f1_std": spread(macro),
         "seeds": [{"seed": seed, "micro_f1": s.micro_f1, "macro_f1": s.macro_f1,
                    "model_dir": f"{run_tag(specialists, mode, init, seed)}/model"} for seed, s in runs.items()],

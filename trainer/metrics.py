@@ -26,7 +26,7 @@ class Scores:
 
 
 def per_class_f1(gold: Sequence[str], pred: Sequence[str]) -> dict[str, float]:
-    tp, fp, fn = Counter(), Counter(), Counter()
+    tp, fp, fn = Counter[str](), Counter[str](), Counter[str]()
     for g, p in zip(gold, pred, strict=True):
         if g == p:
             tp[g] += 1

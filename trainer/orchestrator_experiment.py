@@ -23,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel, Field
@@ -70,12 +71,13 @@ from swarm.trainer.train import TrainConfig
 
 POLICIES = ("primary_alone", "all_specialists", "random_k", "threshold_rule", "supervised_head", "confidence_gate",
             "parl")
-ABLATIONS = {"parl_wide_only": {"max_deep": 0}, "parl_no_anneal": {"anneal": 0.0},
-             "parl_no_r_parallel": {"lambda1": 0.0}, "parl_no_r_finish": {"lambda2": 0.0},
-             # the routing bits credited with the column's group advantage instead of their counterfactual
-             "parl_group_credit": {"credit": "group"},
-             # a spawn budget of 3 with two specialists cold (scaled to zero: +2 critical steps on first use)
-             "parl_budget3_two_cold": {"budget": 3, "cold": ["people", "commerce"], "spawn_steps": 2}}
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "parl_wide_only": {"max_deep": 0}, "parl_no_anneal": {"anneal": 0.0},
+    "parl_no_r_parallel": {"lambda1": 0.0}, "parl_no_r_finish": {"lambda2": 0.0},
+    # the routing bits credited with the column's group advantage instead of their counterfactual
+    "parl_group_credit": {"credit": "group"},
+    # a spawn budget of 3 with two specialists cold (scaled to zero: +2 critical steps on first use)
+    "parl_budget3_two_cold": {"budget": 3, "cold": ["people", "commerce"], "spawn_steps": 2}}
 
 
 class OrchestratorConfig(BaseModel):
@@ -302,7 +304,7 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
 
     policies = []
     for name, runs in per_seed.items():
-        row = {"name": name}
+        row: dict[str, Any] = {"name": name}
         for key in ("micro_f1", "macro_f1", "hard_class_f1", "calls_per_column", "critical_steps",
                     "specialists_per_table", "spawned_per_table", "deep_columns"):
             row[key], row[f"{key}_std"] = _mean_std([r[key] for r in runs])

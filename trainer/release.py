@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel, Field, model_validator
@@ -229,7 +230,7 @@ def _held_out_scores(model: PrimaryModel, source: StateSource, examples: Sequenc
     data = encode_examples(examples, ColumnEncoder(model.cfg.max_len))
     caches = [cache_states(source, name, [e.text for e in examples]) for name in model.specialists]
     gold = [model.labels[e.label] for e in examples]
-    out = {"columns": len(examples)}
+    out: dict[str, Any] = {"columns": len(examples)}
     for key, agents in (("swarm", None), ("primary_alone", [])):
         pred = predict(model, data, cached_inputs(caches, agents) if caches else None).argmax(-1).tolist()
         scores = score(gold, [model.labels[i] for i in pred])

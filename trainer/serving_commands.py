@@ -179,7 +179,7 @@ def serve_specialist(
     ),
     config: str = typer.Option("tiny", help="Model config of an untrained specialist."),
     device: str = DEVICE_OPTION,
-    dtype: DType = typer.Option(DType.float32, help="Model dtype."),
+    dtype: DType = typer.Option(DType["float32"], help="Model dtype."),
     wire_dtype: DType | None = typer.Option(None, help="Send states in this dtype (bfloat16 halves the bytes)."),
     max_streams: int = typer.Option(8, help="Concurrent streams; more get RESOURCE_EXHAUSTED."),
     max_message_mb: float = typer.Option(4.0, help="Largest gRPC message accepted or sent, MiB."),
@@ -208,7 +208,7 @@ def serve_specialist(
     die_with_parent()  # first: a local swarm's specialist must not outlive it
     _logging()
     refuse_exposed(host, tls_dir is not None, insecure, f"specialist {specialist!r}")
-    device = use_devices(device, Precision.auto)
+    device = use_devices(device, Precision["auto"])
     from swarm.model_server.grpc_runtime import MiB, mtls_server_security
     from swarm.model_server.specialist_server import ServerOptions, serve
 
@@ -301,11 +301,11 @@ def serve_annotation(
     addresses = parse_endpoints(specialist)
     if addresses:
         try:
-            annotator = default_annotator(list(addresses), config, primary_dir, device, policy, spawn_budget)
+            remote = default_annotator(list(addresses), config, primary_dir, device, policy, spawn_budget)
         except (FileNotFoundError, ValueError) as exc:
             fail(str(exc))
         with SpecialistClient(addresses) as client:
-            server = build_annotation_server(annotator, client, host, port, settings.limits(0), security,
+            server = build_annotation_server(remote, client, host, port, settings.limits(0), security,
                                              health_port).start()
             server.serve_until_signalled(grace_s, ready_file)
         return

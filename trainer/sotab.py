@@ -39,13 +39,6 @@ class Split:
     source: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
-    def label_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for ref in self.columns:
-            if ref.label is not None:
-                counts[ref.label] = counts.get(ref.label, 0) + 1
-        return counts
-
 
 def _cell_text(value: object) -> str:
     if value is None:

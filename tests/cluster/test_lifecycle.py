@@ -11,6 +11,7 @@ import pytest
 import yaml
 from control_plane import EXIT_CODE_ANNOTATION, TERMINATION_MESSAGE_ANNOTATION, ControlPlane
 from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node, operator_process
+from status_conditions import find_condition
 from test_real_cluster import (
     SPECIALIST_PODS,
     TRAINER_PODS,
@@ -25,7 +26,6 @@ from test_real_cluster import (
 from swarm.operator import builders
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION
 from swarm.operator.models import ConditionReason, ConditionType
-from swarm.operator.status import find_condition
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 JOB = "sotab-train"

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from control_plane import EXIT_CODE_ANNOTATION, REPO, TERMINATION_MESSAGE_ANNOTATION, ControlPlane
 from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node, operator_process
+from status_conditions import find_condition
 
 from swarm.operator import budget, builders
 from swarm.operator.models import ConditionReason, ConditionType
-from swarm.operator.status import find_condition
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 GIB = 1024**3

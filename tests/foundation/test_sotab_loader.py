@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def test_round_trip_and_dataset(tiny_dataset: Path) -> None:
     assert sorted(splits) == ["training", "validation"]
     train = splits["training"]
     assert len(train.tables) == 24 and len(train.columns) == 72
-    assert train.label_counts() == {"addressLocality": 24, "Date": 24, "telephone": 24}
+    assert Counter(ref.label for ref in train.columns) == {"addressLocality": 24, "Date": 24, "telephone": 24}
     table = next(iter(train.tables.values()))
     assert table.n_rows == 5 and len(table.columns) == 3
 
@@ -105,7 +106,7 @@ def test_real_sample_loads() -> None:
     splits = load_dataset(REAL_DATA)
     assert {"training", "training_columns", "validation"} <= set(splits)
     assert len(splits["validation"].columns) == 753
-    assert len(splits["training_columns"].label_counts()) == 82
+    assert len({ref.label for ref in splits["training_columns"].columns if ref.label is not None}) == 82
 
 
 def test_a_predictions_csv_beside_the_splits_or_the_ground_truth_is_not_data(tiny_dataset: Path) -> None:

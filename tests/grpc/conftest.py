@@ -56,8 +56,9 @@ class MeanStateAnnotator:
         initial: list[Tensor | None] | None = None
         if states:
             initial = []
+            cfg = self.backbone.cfg
             for layer in range(len(self.backbone.layers)):
-                per_column = torch.zeros(len(table.columns), *self.backbone.state_shape)
+                per_column = torch.zeros(len(table.columns), cfg.n_heads, cfg.head_k, cfg.head_v)
                 counts = torch.zeros(len(table.columns))
                 for name, layers in states.items():
                     rows = torch.tensor(routing[name])

@@ -1,5 +1,5 @@
 """Helpers of the serving tests (loopback only): a CLI swarm as a real process tree, resident-memory sampling,
-test certificates, an annotator wrapper to override one stage of."""
+test certificates, an annotator wrapper to override one stage of, plain state-chunk encoding and decoding."""
 
 from __future__ import annotations
 
@@ -11,15 +11,35 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torch import Tensor
+
+from swarm.model_server import codec
 from swarm.model_server.grpc_runtime import wait_serving
 from swarm.model_server.launcher import process_tree, rss_bytes
+from swarm.v1 import specialist_pb2 as pb
 
 MiB = 1 << 20
+
+
+def encode_states(
+    states: Sequence[Tensor], chunk_bytes: int = codec.DEFAULT_CHUNK_BYTES, specialist: str = ""
+) -> Iterator[pb.StateChunk]:
+    """StateChunk messages with their bytes inline (the server's serializer appends them without a copy)."""
+    for header, data in codec.iter_chunks(states, chunk_bytes):
+        yield codec.to_message(header, data, specialist=specialist)
+
+
+def decode_states(chunks: Iterable[pb.StateChunk | codec.WireChunk], source: str = "stream") -> list[Tensor]:
+    """The layer tensors of one stream's chunks (the client's StateAssembler, fed all at once)."""
+    assembler = codec.StateAssembler(source)
+    for chunk in chunks:
+        assembler.add(chunk)
+    return assembler.result()
 
 
 class DelegatingAnnotator:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 import torch
 from google.protobuf.message import DecodeError
+from grpc_serving_tools import decode_states, encode_states
 
 from swarm.model_server import codec
 from swarm.model_server.codec import WireChunk, parse_chunk, serialize_chunk
@@ -24,7 +25,7 @@ def _states(dtype: torch.dtype, batch: int = 3) -> list[torch.Tensor]:
 @pytest.mark.parametrize("chunk_bytes", [7, 64, 1 << 20])
 def test_round_trip_is_bit_exact(dtype: torch.dtype, chunk_bytes: int) -> None:
     states = _states(dtype)
-    back = codec.decode_states(_with_stats(list(codec.encode_states(states, chunk_bytes))))
+    back = decode_states(_with_stats(list(encode_states(states, chunk_bytes))))
     assert [t.dtype for t in back] == [dtype] * 3
     for a, b in zip(states, back, strict=True):
         assert torch.equal(
@@ -36,12 +37,12 @@ def test_round_trip_is_bit_exact(dtype: torch.dtype, chunk_bytes: int) -> None:
 def test_non_contiguous_and_empty_tensors() -> None:
     wide = torch.randn(2, 3, 4, 5).transpose(2, 3)  # (2, 3, 5, 4), not contiguous
     empty = torch.empty(0, 3, 4, 4)
-    back = codec.decode_states(_with_stats(list(codec.encode_states([wide, empty], 16))))
+    back = decode_states(_with_stats(list(encode_states([wide, empty], 16))))
     assert torch.equal(back[0], wide) and back[1].shape == (0, 3, 4, 4)
 
 
 def test_chunks_stay_under_the_chunk_size() -> None:
-    chunks = list(codec.encode_states(_states(torch.float32, batch=16), 1000))
+    chunks = list(encode_states(_states(torch.float32, batch=16), 1000))
     assert max(len(c.data) for c in chunks) == 1000
     assert sum(len(c.data) for c in chunks) == 3 * 16 * 2 * 8 * 4 * 4
 
@@ -108,21 +109,21 @@ def _corrupt(field: str, value: object) -> Callable[[list[pb.StateChunk]], None]
 def test_bad_metadata_raises_a_clear_error(
     mutate: Callable[[list[pb.StateChunk]], None], message: str
 ) -> None:
-    chunks = _with_stats(list(codec.encode_states(_states(torch.float32), 64)))
+    chunks = _with_stats(list(encode_states(_states(torch.float32), 64)))
     mutate(chunks)
     with pytest.raises(codec.StateCodecError, match=message):
-        codec.decode_states(chunks, source="test")
+        decode_states(chunks, source="test")
 
 
 def test_first_chunk_shape_must_match_its_size() -> None:
-    chunks = _with_stats(list(codec.encode_states(_states(torch.float32), 64)))
+    chunks = _with_stats(list(encode_states(_states(torch.float32), 64)))
     del chunks[0].shape[:]
     chunks[0].shape.extend([3, 2, 8, 5])
     with pytest.raises(codec.StateCodecError, match=r"needs 960"):
-        codec.decode_states(chunks)
+        decode_states(chunks)
     chunks[0].shape[:] = [1, 2]
     with pytest.raises(codec.StateCodecError, match=r"not \(B, H, K, V\)"):
-        codec.decode_states(chunks)
+        decode_states(chunks)
 
 
 def test_copy_saving_parser_reads_any_field_order() -> None:
@@ -144,9 +145,9 @@ def test_copy_saving_parser_reads_any_field_order() -> None:
 def test_bf16_round_trip_with_chunks_around_the_layer_size(delta: int) -> None:
     states = _states(torch.bfloat16, batch=4)
     layer_nbytes = states[0].numel() * 2
-    chunks = list(codec.encode_states(states, layer_nbytes + delta))
+    chunks = list(encode_states(states, layer_nbytes + delta))
     assert len(chunks) == 3 * (2 if delta < 0 else 1)
-    back = codec.decode_states(_with_stats(chunks))
+    back = decode_states(_with_stats(chunks))
     for a, b in zip(states, back, strict=True):
         assert b.dtype == torch.bfloat16 and torch.equal(a.view(torch.int16), b.view(torch.int16))
 
@@ -157,7 +158,7 @@ def test_reassembled_tensors_own_their_memory() -> None:
     wires = [serialize_chunk(WireChunk(codec.to_message(h, b""), d)) for h, d in codec.iter_chunks(states, 50)]
     parsed = [parse_chunk(w) for w in wires]
     parsed[-1].message.stats.steps = 1
-    back = codec.decode_states(parsed)
+    back = decode_states(parsed)
     snapshot = [w[:] for w in wires]
     back[0].fill_(0)
     assert wires == snapshot and torch.equal(back[1].view(torch.int16), states[1].view(torch.int16))
@@ -182,7 +183,7 @@ def test_whole_layers_in_owned_chunks_are_adopted_without_a_copy(dtype: torch.dt
         wires = _wires(states, chunk_bytes)
         parsed = [codec.parse_received_chunk(w) for w in wires]
         parsed[-1].message.stats.steps = 1
-        back = codec.decode_states(parsed)
+        back = decode_states(parsed)
         for a, b in zip(states, back, strict=True):
             assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))
         inside = [any(t.data_ptr() in _buffer_range(w) for w in wires) for t in back]
@@ -200,7 +201,7 @@ def test_misaligned_owned_data_is_copied() -> None:
         message.request_id = "r" * pad
         message.stats.steps = 1
         wire = message.SerializeToString()
-        (back,) = codec.decode_states([codec.parse_received_chunk(wire)])
+        (back,) = decode_states([codec.parse_received_chunk(wire)])
         assert torch.equal(back, states[0]) and back.data_ptr() % 4 == 0
         assert (back.data_ptr() in _buffer_range(wire)) == (
             (_buffer_range(wire).start + wire.index(bytes(codec.tensor_bytes(states[0])))) % 4 == 0

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from grpc_serving_tools import encode_states
 
-from swarm.model_server import codec
 from swarm.model_server.grpc_runtime import ManagedServer, service_handler
 from swarm.model_server.launcher import AnnotatorFactory, LocalSwarm, start_local_swarm
 from swarm.model_server.specialist import untrained
@@ -66,7 +66,7 @@ class _MalformedSpecialist:
         self, request: pb.ColumnsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.StateChunk]:
         states = untrained("numeric").extract_states(list(request.columns))
-        for chunk in codec.encode_states(states, 1 << 20, specialist="numeric"):
+        for chunk in encode_states(states, 1 << 20, specialist="numeric"):
             chunk.shape[-1] += 1
             yield chunk
 

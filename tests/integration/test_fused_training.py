@@ -40,7 +40,8 @@ def test_fused_primary_starts_as_the_primary_alone() -> None:
     fused = PrimaryModel(get_config("tiny"), load_labels(), "gated", SPECIALISTS).eval()
     fused.load_state_dict(alone.state_dict(), strict=False)
     ids, mask = ColumnEncoder(32)(["Berlin | Paris", "2020-01-01"])
-    states = [torch.randn(2, 2, *fused.backbone.state_shape) for _ in range(fused.cfg.n_layers)]
+    cfg = fused.cfg
+    states = [torch.randn(2, 2, cfg.n_heads, cfg.head_k, cfg.head_v) for _ in range(cfg.n_layers)]
     torch.testing.assert_close(fused(ids, mask, states, [0, 1]), alone(ids, mask))
     fused.state_scale.data.fill_(1.0)
     assert not torch.allclose(fused(ids, mask, states, [0, 1]), alone(ids, mask))

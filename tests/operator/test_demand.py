@@ -21,6 +21,7 @@ from emulator import (
     pool_body,
     wait_for,
 )
+from status_conditions import find_condition
 
 from swarm.model_server import demand as demand_module
 from swarm.model_server.demand import DemandPublisher, annotate_requested, is_cold, merged_demand
@@ -28,7 +29,6 @@ from swarm.operator import budget
 from swarm.operator.builders import specialist_object_name
 from swarm.operator.models import DEMAND_ANNOTATION, GROUP, ConditionReason, ConditionType, SpecialistPoolSpec
 from swarm.operator.pool import DEMAND_JOB, Claim, demand_claims, demand_condition, parse_demand, plan
-from swarm.operator.status import find_condition
 
 NS = "swarm"
 GIB = 1 << 30

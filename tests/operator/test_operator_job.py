@@ -11,12 +11,13 @@ import kopf
 import pytest
 from emulator import EmulatedCluster, gpu_node, job_body, pool_body
 from fake_api import FakeApi
+from status_conditions import find_condition
 
 from swarm.operator import builders, job, pool, status_write
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION
 from swarm.operator.kube import JOBS, PODS, POOLS, Api, ApiError
 from swarm.operator.models import ConditionReason, ConditionType, JobMetrics
-from swarm.operator.status import condition, find_condition
+from swarm.operator.status import condition
 
 NS = "swarm"
 pytestmark = pytest.mark.timeout(30)

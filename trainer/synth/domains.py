@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import cast
 
 from . import vocab as V
 from .context import Factory
@@ -91,7 +92,7 @@ def _c(label: str, make: Factory, repeat: float = 0.2) -> Col:
 
 
 # The default column spec of each label; domains refer to labels by name and may override a spec.
-COLUMNS: dict[str, Col] = {c.label: c for c in (
+COLUMNS: dict[str, Col] = {cast(str, c.label): c for c in (  # every _c column is labelled
     _c("streetAddress", street), _c("addressLocality", locality), _c("postalCode", postal_code),
     _c("addressRegion", region), _c("Country", country, 0.5), _c("PostalAddress", postal_address),
     _c("CoordinateAT", coordinate, 0.0), _c("telephone", phone("Tel: ")), _c("faxNumber", phone("Fax: ")),
