@@ -1,0 +1,20 @@
+"""Knowledge sources: cell → fixed-length vector of facts from packages that ship their data (see README.md).
+
+`SOURCES[name].vector(cell)`, `vectors(name, cells)` (cached, a float32 tensor), `SOURCES[name].describe(cells)`.
+Sources load lazily: importing this package imports none of their packages.
+"""
+from swarm.model_server.knowledge.base import MAX_EVIDENCE_CHARS, BaseSource, KnowledgeSource, clean
+from swarm.model_server.knowledge.cache import DEFAULT_CACHE, KnowledgeCache, vectors
+from swarm.model_server.knowledge.registry import (
+    KNOWLEDGE_OF_DOMAIN,
+    SOURCES,
+    SPLIT_SPECIALISTS,
+    ResidentBytes,
+    load_measured,
+    resident_bytes,
+)
+
+__all__ = [
+    "DEFAULT_CACHE", "KNOWLEDGE_OF_DOMAIN", "MAX_EVIDENCE_CHARS", "SOURCES", "SPLIT_SPECIALISTS", "BaseSource",
+    "KnowledgeCache", "KnowledgeSource", "ResidentBytes", "clean", "load_measured", "resident_bytes", "vectors",
+]

@@ -1,0 +1,128 @@
+"""Every knowledge source by name, which sources each specialist should read, and what each costs in memory.
+
+`KNOWLEDGE_OF_DOMAIN` suggests sources for the five domains of `model_server/domains.yaml`; `SPLIT_SPECIALISTS`
+suggests a split into nine narrower specialists (their labels partition the union of the five domains' labels),
+each with the sources that inform it. Both are suggestions, data only: nothing here changes domains.yaml.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import tracemalloc
+from dataclasses import dataclass
+
+from swarm.model_server.knowledge.base import BaseSource
+from swarm.model_server.knowledge.contact import ContactSource
+from swarm.model_server.knowledge.enumerations import EnumerationsSource
+from swarm.model_server.knowledge.identifiers import IdentifiersSource
+from swarm.model_server.knowledge.money import MoneySource
+from swarm.model_server.knowledge.people import OrganisationsSource, PeopleSource
+from swarm.model_server.knowledge.places import PlacesSource
+from swarm.model_server.knowledge.quantities import QuantitiesSource
+from swarm.model_server.knowledge.temporal import TimeSource
+
+SOURCES: dict[str, BaseSource] = {
+    s.name: s
+    for s in (PlacesSource(), TimeSource(), QuantitiesSource(), MoneySource(), ContactSource(), IdentifiersSource(),
+              PeopleSource(), OrganisationsSource(), EnumerationsSource())
+}
+
+KNOWLEDGE_OF_DOMAIN: dict[str, tuple[str, ...]] = {
+    "geographic": ("places",),
+    "temporal": ("time", "enumerations"),
+    "numeric": ("quantities", "money", "identifiers", "contact"),
+    "people": ("people", "organisations", "contact", "enumerations"),
+    "commerce": ("enumerations", "money", "identifiers"),
+}
+
+
+@dataclass(frozen=True)
+class SplitSpecialist:
+    sources: tuple[str, ...]
+    labels: tuple[str, ...]
+
+
+SPLIT_SPECIALISTS: dict[str, SplitSpecialist] = {
+    "places": SplitSpecialist(("places",), (
+        "addressLocality", "addressRegion", "postalCode", "streetAddress", "Country", "PostalAddress", "CoordinateAT",
+        "Place/name", "LocationFeatureSpecification", "Museum/name")),
+    "time": SplitSpecialist(("time", "enumerations"), (
+        "Date", "DateTime", "Time", "Duration", "DayOfWeek", "openingHours", "workHours", "EventStatusType",
+        "EventAttendanceModeEnumeration")),
+    "quantities": SplitSpecialist(("quantities",), (
+        "Number", "QuantitativeValue", "weight", "Mass", "Energy", "Distance", "unitCode", "unitText", "Rating")),
+    "money": SplitSpecialist(("money", "enumerations"), (
+        "price", "priceRange", "currency", "MonetaryAmount", "paymentAccepted")),
+    "contact_identifiers": SplitSpecialist(("contact", "identifiers"), (
+        "telephone", "faxNumber", "email", "URL", "IdentifierAT", "CategoryCode", "ProductModel")),
+    "people": SplitSpecialist(("people", "enumerations"), (
+        "Person/name", "MusicArtistAT", "GenderType", "EducationalOccupationalCredential",
+        "OccupationalExperienceRequirements")),
+    "organisations": SplitSpecialist(("organisations", "people", "places"), (
+        "Organization", "SportsTeam", "Brand", "LocalBusiness/name", "Hotel/name", "Restaurant/name")),
+    "products": SplitSpecialist(("enumerations", "identifiers", "money"), (
+        "Product/name", "Product/description", "ItemAvailability", "OfferItemCondition", "DeliveryMethod", "category",
+        "RestrictedDiet", "Recipe/name", "Recipe/description", "ItemList", "Review")),
+    "creative_works": SplitSpecialist(("enumerations", "identifiers", "people"), (
+        "Book/name", "Book/description", "BookFormatType", "Movie/name", "Movie/description", "MusicAlbum/name",
+        "MusicRecording/name", "CreativeWork", "CreativeWork/name", "CreativeWorkSeries")),
+}
+
+
+@dataclass(frozen=True)
+class ResidentBytes:
+    """What loading a source added: Python allocations (tracemalloc) and the process's resident set (RSS)."""
+
+    traced: int
+    rss_delta: int
+
+
+_MEASURED: dict[str, ResidentBytes] = {}
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def load_measured(name: str) -> ResidentBytes | None:
+    """Load a source and measure what it keeps resident; None when it was already loaded unmeasured.
+
+    Approximate: packages another source already imported (babel, pycountry, probablepeople) count towards the
+    first source that loads them, and tracemalloc sees only Python allocations (a CRF model or a Rust parser's
+    heap shows in the RSS delta alone, and so do a source's `untraced_imports`).
+    """
+    if name in _MEASURED:
+        return _MEASURED[name]
+    source = SOURCES[name]
+    if source.loaded:
+        return None
+    gc.collect()
+    rss_before = _rss()
+    for module in source.untraced_imports:
+        importlib.import_module(module)
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    source.load()
+    gc.collect()
+    after, rss_after = tracemalloc.get_traced_memory()[0], _rss()
+    if started:
+        tracemalloc.stop()
+    _MEASURED[name] = ResidentBytes(traced=max(0, after - before), rss_delta=max(0, rss_after - rss_before))
+    return _MEASURED[name]
+
+
+def resident_bytes() -> dict[str, ResidentBytes]:
+    """Each source's approximate resident bytes once loaded, loading (and measuring) the ones not yet loaded."""
+    out: dict[str, ResidentBytes] = {}
+    for name in SOURCES:
+        measured = load_measured(name)
+        if measured is not None:
+            out[name] = measured
+    return out
