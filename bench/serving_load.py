@@ -51,11 +51,12 @@ MiB = 1 << 20
 
 
 def sotab_tables() -> list[apb.Table]:
-    from swarm.trainer.annotation_run import table_to_proto
+    """The sample's tables as request messages (the load generator drives raw stubs to control concurrency)."""
     from swarm.trainer.sotab import load_split
 
     tables = [t for split in ("validation", "training") for t in load_split(DATA / split).tables.values()]
-    return [table_to_proto(t) for t in tables]
+    return [apb.Table(name=t.name, rows=[apb.Row(cells=[c[i] for c in t.columns]) for i in range(t.n_rows)])
+            for t in tables]
 
 
 def median_tables(tables: list[apb.Table]) -> list[apb.Table]:

@@ -12,38 +12,43 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import grpc
+from typing import TYPE_CHECKING
 
 from swarm.model_server.choices import DEVICE_AUTO
 from swarm.trainer.metrics import Scores, score
 from swarm.trainer.sotab import Split, Table
-from swarm.v1 import annotation_pb2 as apb
-from swarm.v1 import annotation_pb2_grpc as apb_grpc
+
+if TYPE_CHECKING:
+    from swarm.client import TableAnnotation
+    from swarm.model_server.annotation_server import AnnotationLimits, AnnotationServer
+    from swarm.model_server.grpc_runtime import ServerSecurity
+    from swarm.model_server.primary_annotator import PrimaryAnnotator
 
 
-def table_to_proto(table: Table) -> apb.Table:
-    rows = [apb.Row(cells=[col[i] for col in table.columns]) for i in range(table.n_rows)]
-    return apb.Table(name=table.name, rows=rows)
+def annotate_over_grpc(address: str, tables: Sequence[Table], timeout_s: float = 600.0) -> list[TableAnnotation]:
+    """One TableAnnotation per table, in order, through the client's AnnotateStream batch."""
+    from swarm.client import Annotator
+    from swarm.client import Table as ClientTable
+
+    with Annotator(address, timeout_s=timeout_s) as client:
+        return client.annotate_many([ClientTable(table_rows(t), name=t.name) for t in tables])
 
 
-def annotate_over_grpc(address: str, tables: Sequence[Table], timeout_s: float = 600.0) -> list[apb.Annotation]:
-    """One Annotation per table, in order, through the AnnotateStream batch RPC."""
-    with grpc.insecure_channel(address) as channel:
-        stub = apb_grpc.AnnotationServiceStub(channel)
-        return list(stub.AnnotateStream(iter([table_to_proto(t) for t in tables]), timeout=timeout_s))
+def table_rows(table: Table) -> list[list[str]]:
+    """A column-major table as the client's rows of cells."""
+    return [[column[i] for column in table.columns] for i in range(table.n_rows)]
 
 
 @dataclass
 class SwarmAnnotation:
-    annotations: list[apb.Annotation]
+    annotations: list[TableAnnotation]
     seconds: float
     scores: Scores | None = None
     missing: dict[str, int] = field(default_factory=dict)  # specialist -> tables it was missing from
 
     def summary(self) -> dict:
         latencies = sorted(a.latency_ms for a in self.annotations)
-        complexities = [a.complexity for a in self.annotations if a.HasField("complexity")]
+        complexities = [a.complexity for a in self.annotations if a.complexity is not None]
         out = {
             "tables": len(self.annotations),
             "columns": sum(len(a.columns) for a in self.annotations),
@@ -66,39 +71,53 @@ class SwarmAnnotation:
         return out
 
 
-def score_annotations(split: Split, annotations: Sequence[apb.Annotation]) -> Scores:
+def score_annotations(split: Split, annotations: Sequence[TableAnnotation]) -> Scores:
     predicted = {(a.table_name, c.column): c.label for a in annotations for c in a.columns}
     labelled = [(r, r.label) for r in split.columns if r.label is not None]
     return score([label for _, label in labelled], [predicted[(r.table, r.column)] for r, _ in labelled])
 
 
 @contextlib.contextmanager
-def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None, port: int = 0,
-                        device: str = DEVICE_AUTO, host: str = "127.0.0.1", policy: Path | str | None = None,
-                        spawn_budget: int | None = None) -> Iterator[str]:
-    """The address of an annotation API for this primary: remote specialists when `endpoints` is given, else
-    the primary's own specialists started as local processes on loopback."""
+def served_swarm(annotator: PrimaryAnnotator, model_dir: Path, endpoints: dict[str, str] | None = None,
+                 device: str = DEVICE_AUTO, host: str = "127.0.0.1", port: int = 0,
+                 limits: AnnotationLimits | None = None, server_args: Sequence[str] = (),
+                 security: ServerSecurity | None = None, health_port: int | None = None
+                 ) -> Iterator[AnnotationServer]:
+    """The annotation API of a trained primary: with remote specialists when `endpoints` is given, else with its
+    own specialists (those its model.json names) as supervised local processes on loopback, or alone. The one way
+    `swarm up`, `swarm annotate` and `swarm demo` serve a primary."""
     from swarm.model_server.annotation_server import build_annotation_server
-    from swarm.model_server.devices import resolve_device
     from swarm.model_server.launcher import start_local_swarm
-    from swarm.model_server.primary_annotator import PrimaryAnnotator
     from swarm.model_server.specialist_client import SpecialistClient
     from swarm.trainer.evaluate import specialist_dirs
 
-    annotator = PrimaryAnnotator.load(model_dir, resolve_device(device), policy, spawn_budget)
-    model, meta = annotator.model, annotator.meta
     if endpoints is not None or not annotator.specialist_names:
         with SpecialistClient(endpoints or {}) as client:
-            server = build_annotation_server(annotator, client, host, port).start()
+            server = build_annotation_server(annotator, client, host, port, limits, security, health_port).start()
             try:
-                yield server.address
+                yield server
             finally:
                 server.stop(5.0)
         return
-    dirs = specialist_dirs(model_dir, meta)
-    with start_local_swarm(dirs, annotator=annotator, config=model.cfg.name, annotation_port=port,
-                           device=device, annotation_host=host) as swarm:
-        yield swarm.annotation_address
+    dirs = specialist_dirs(model_dir, annotator.meta)
+    with start_local_swarm(dirs, annotator=annotator, config=annotator.model.cfg.name, annotation_host=host,
+                           annotation_port=port, device=device, limits=limits, server_args=list(server_args),
+                           security=security, health_port=health_port) as swarm:
+        assert swarm.annotation is not None
+        yield swarm.annotation
+
+
+@contextlib.contextmanager
+def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None, port: int = 0,
+                        device: str = DEVICE_AUTO, host: str = "127.0.0.1", policy: Path | str | None = None,
+                        spawn_budget: int | None = None) -> Iterator[str]:
+    """The address of an annotation API for the primary in `model_dir` (see served_swarm)."""
+    from swarm.model_server.devices import resolve_device
+    from swarm.model_server.primary_annotator import PrimaryAnnotator
+
+    annotator = PrimaryAnnotator.load(model_dir, resolve_device(device), policy, spawn_budget)
+    with served_swarm(annotator, model_dir, endpoints, device, host, port) as server:
+        yield server.address
 
 
 def annotate_split(split: Split, model_dir: Path, endpoints: dict[str, str] | None = None,

@@ -46,10 +46,6 @@ def served_primary(run_dir: Path) -> Path:
                             "first")
 
 
-def table_rows(table: Table) -> list[list[str]]:
-    return [[column[i] for column in table.columns] for i in range(table.n_rows)]
-
-
 def annotate_in_process(annotator, specialists, table: Table) -> AnnotationResult:
     """What the annotation server computes for one table, without transport: route, read each stage's states from
     the in-process specialists (LocalSpecialists), ask for deep stages, fuse and label."""
@@ -82,7 +78,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from swarm.client import Annotator
     from swarm.model_server.devices import resolve_device
     from swarm.model_server.primary_annotator import PrimaryAnnotator
-    from swarm.trainer.annotation_run import annotation_endpoint
+    from swarm.trainer.annotation_run import annotation_endpoint, table_rows
     from swarm.trainer.evaluate import specialist_dirs
     from swarm.trainer.state_sources import LocalSpecialists
 

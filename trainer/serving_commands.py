@@ -11,10 +11,8 @@ A server asked to bind an address other than loopback without TLS refuses to sta
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,9 +23,8 @@ from swarm.trainer.cli_options import DEVICE_OPTION, PRECISION_OPTION, DType, Pr
 from swarm.trainer.train_commands import ENDPOINTS_ENV, parse_endpoints, publish
 
 if TYPE_CHECKING:
-    from swarm.model_server.annotation_server import AnnotationLimits, AnnotationServer
+    from swarm.model_server.annotation_server import AnnotationLimits
     from swarm.model_server.grpc_runtime import ServerSecurity
-    from swarm.model_server.primary_annotator import PrimaryAnnotator
 
 DEFAULT_HOST = "127.0.0.1"
 MIB = 1 << 20
@@ -388,7 +385,8 @@ def annotate(
 
 
 def up(
-    run_dir: Path = typer.Option(Path("runs/demo"), help="A `swarm demo` run: specialists and the fused primary."),
+    run_dir: Path = typer.Option(Path("runs/demo"), help="A released swarm (`swarm release` or `swarm demo` output: "
+                                 "the primary in RUN_DIR/model, its specialists and policy)."),
     port: int = typer.Option(50050, help="Annotation API port."),
     host: str = typer.Option(DEFAULT_HOST, help="Interface of the annotation API (the specialists stay on loopback); "
                              "0.0.0.0 for all: then use --tls-dir and --auth-token-file or --client-ca (without TLS "
@@ -441,42 +439,17 @@ def up(
         annotator = PrimaryAnnotator.load(model_dir, resolve_device(device), policy, spawn_budget)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    with _served_swarm(annotator, model_dir, device, host, port, settings, security, health_port) as server:
+    from swarm.trainer.annotation_run import served_swarm
+
+    local = len(annotator.specialist_names)
+    with served_swarm(annotator, model_dir, None, device, host, port, settings.limits(local),
+                      settings.specialist_args(local), security, health_port) as server:
         from swarm.model_server.grpc_runtime import write_ready_file
 
         if ready_file is not None:
             write_ready_file(ready_file, server.address, health_address=server.health_address)
         typer.echo(f"swarm up: annotation API on {server.address} (Ctrl-C to stop)")
         stop.wait()
-
-
-@contextlib.contextmanager
-def _served_swarm(annotator: PrimaryAnnotator, model_dir: Path, device: str, host: str, port: int,
-                  settings: ServingSettings, security: ServerSecurity, health_port: int | None
-                  ) -> Iterator[AnnotationServer]:
-    """The annotation API of a trained primary with its own specialists as supervised local processes."""
-    from swarm.model_server.annotation_server import build_annotation_server
-    from swarm.model_server.launcher import start_local_swarm
-    from swarm.model_server.specialist_client import SpecialistClient
-    from swarm.trainer.evaluate import specialist_dirs
-
-    model, meta = annotator.model, annotator.meta
-    if not annotator.specialist_names:
-        with SpecialistClient({}) as client:
-            server = build_annotation_server(annotator, client, host, port, settings.limits(0), security,
-                                             health_port).start()
-            try:
-                yield server
-            finally:
-                server.stop(5.0)
-        return
-    dirs = specialist_dirs(model_dir, meta)
-    with start_local_swarm(dirs, annotator=annotator, config=model.cfg.name, annotation_host=host,
-                           annotation_port=port, device=device, limits=settings.limits(len(dirs)),
-                           server_args=settings.specialist_args(len(dirs)), security=security,
-                           health_port=health_port) as swarm:
-        assert swarm.annotation is not None
-        yield swarm.annotation
 
 
 def register(app: typer.Typer) -> None:

@@ -29,7 +29,7 @@ class QuantitiesSource(BaseSource):
     def _load(self) -> None:
         import pint
 
-        self._ureg = pint.UnitRegistry()
+        self._ureg: pint.UnitRegistry = pint.UnitRegistry()
         u = self._ureg
         dims = {
             "mass": u.kilogram, "length": u.meter, "time": u.second, "energy": u.joule, "volume": u.liter,
