@@ -8,6 +8,7 @@ own learnt projection, so training starts from MiniLM's knowledge of what the ce
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -117,9 +118,17 @@ class BackboneOutput:
 class Backbone(nn.Module):
     """Input projections (cell vectors, features, markers), gated-delta layers, final norm and mean pooling."""
 
-    def __init__(self, cfg: BackboneConfig) -> None:
+    def __init__(self, cfg: BackboneConfig, knowledge: Sequence[str] = ()) -> None:
         super().__init__()
         self.cfg = cfg
+        # Knowledge sources read beside each cell vector (a specialist's; model_server/knowledge): their facts about
+        # the cell enter the recurrence with it, so the states handed over carry what the sources found.
+        self.knowledge = tuple(knowledge)
+        self.knowledge_proj: nn.Linear | None = None
+        if self.knowledge:
+            from swarm.model_server.knowledge.rows import knowledge_dim
+
+            self.knowledge_proj = nn.Linear(knowledge_dim(self.knowledge), cfg.d_model)
         self.embed_proj = nn.Linear(cfg.embed_dim, cfg.d_model)
         self.feature_proj = nn.Linear(len(FEATURES), cfg.d_model)
         self.markers = nn.Embedding(N_SPECIAL, cfg.d_model)
@@ -136,8 +145,13 @@ class Backbone(nn.Module):
         x = self.markers(input_ids.clamp(0, N_SPECIAL - 1)) * (~is_cell & ~is_feature)[..., None]
         dtype = self.embed_proj.weight.dtype
         if is_cell.any():
-            vectors = cells[(input_ids - N_SPECIAL).clamp(min=0)].to(dtype)
-            x = x + self.embed_proj(vectors) * is_cell[..., None]
+            rows = (input_ids - N_SPECIAL).clamp(min=0)
+            x = x + self.embed_proj(cells[rows].to(dtype)) * is_cell[..., None]
+            if self.knowledge_proj is not None:
+                from swarm.model_server.knowledge.rows import knowledge_rows
+
+                facts = knowledge_rows(self.knowledge).rows(rows).to(device, dtype)
+                x = x + self.knowledge_proj(facts) * is_cell[..., None]
         if is_feature.any():
             values = features[(-input_ids - 1).clamp(min=0)].to(dtype)
             x = x + self.feature_proj(values) * is_feature[..., None]

@@ -48,6 +48,7 @@ class CellVectorStore:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.encode_device = torch.device(device)
         self._index: dict[str, int] = {}
+        self._texts: list[str] = []  # by row id
         self._rows: list[Tensor] = []  # float32 (k, DIM) blocks, in id order
         self._tables: dict[torch.device, Tensor] = {}
         self._lock = threading.Lock()
@@ -76,6 +77,7 @@ class CellVectorStore:
         fresh = [i for i, t in enumerate(texts) if t not in self._index]
         for i in fresh:
             self._index[texts[i]] = len(self._index)
+            self._texts.append(texts[i])
         if fresh:
             self._rows.append(vectors[fresh])
             self._tables.clear()
@@ -115,6 +117,11 @@ class CellVectorStore:
                 if self.cache_dir is not None:
                     self._save(missing, vectors)
             return [self._index[k] for k in keys]
+
+    def texts(self, ids: Sequence[int]) -> list[str]:
+        """The (normalized) texts of these row ids."""
+        with self._lock:
+            return [self._texts[i] for i in ids]
 
     def table(self, device: torch.device) -> Tensor:
         """All vectors (N, DIM) on `device` (copied there once per growth of the store)."""

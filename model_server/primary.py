@@ -30,12 +30,14 @@ BELIEF_GAIN = 5.0
 
 class PrimaryModel(nn.Module):
     def __init__(self, cfg: BackboneConfig, labels: Sequence[str], fusion_mode: str | None = None,
-                 specialists: Sequence[str] = (), dropout: float = 0.1) -> None:
+                 specialists: Sequence[str] = (), dropout: float = 0.1, knowledge: Sequence[str] = ()) -> None:
         super().__init__()
         self.labels = list(labels)
         self.specialists = list(specialists)
         self.fusion_mode = fusion_mode if specialists else None
-        self.backbone = Backbone(cfg)
+        # The released primary reads no knowledge source (its specialists do); a primary reading them itself is the
+        # accuracy report's control row.
+        self.backbone = Backbone(cfg, knowledge)
         self.readout = StateReadout(cfg)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(cfg.d_model, len(self.labels)))
         self.fusion: nn.Module | None = None
@@ -70,11 +72,13 @@ class PrimaryModel(nn.Module):
 
     def meta(self) -> dict:
         return {"kind": "primary", "config": self.cfg.name, "labels": self.labels,
-                "fusion_mode": self.fusion_mode, "specialists": self.specialists}
+                "fusion_mode": self.fusion_mode, "specialists": self.specialists,
+                "knowledge": list(self.backbone.knowledge)}
 
     @classmethod
     def from_meta(cls, meta: dict) -> PrimaryModel:
-        return cls(get_config(meta["config"]), meta["labels"], meta.get("fusion_mode"), meta.get("specialists", ()))
+        return cls(get_config(meta["config"]), meta["labels"], meta.get("fusion_mode"), meta.get("specialists", ()),
+                   knowledge=meta.get("knowledge", ()))
 
     @classmethod
     def load(cls, model_dir: Path) -> tuple[PrimaryModel, dict]:

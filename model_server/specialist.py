@@ -31,13 +31,15 @@ class Domain:
     name: str
     description: str
     labels: tuple[str, ...]
+    knowledge: tuple[str, ...] = ()  # knowledge sources its specialist reads (model_server/knowledge)
 
 
 @functools.lru_cache(maxsize=1)
 def domains() -> dict[str, Domain]:
     """The domain → labels mapping of `domains.yaml`, in file order."""
     raw = yaml.safe_load(_DOMAINS_FILE.read_text(encoding="utf-8"))
-    return {name: Domain(name, spec["description"], tuple(spec["labels"])) for name, spec in raw.items()}
+    return {name: Domain(name, spec["description"], tuple(spec["labels"]), tuple(spec.get("knowledge", ())))
+            for name, spec in raw.items()}
 
 
 def domain_of(name: str) -> Domain:
@@ -81,10 +83,10 @@ class StateDecoder(nn.Module):
 class DomainModel(nn.Module):
     """Backbone plus a state decoder over the domain's labels and `[other]`: what a specialist is trained as."""
 
-    def __init__(self, cfg: BackboneConfig, labels: Sequence[str]) -> None:
+    def __init__(self, cfg: BackboneConfig, labels: Sequence[str], knowledge: Sequence[str] = ()) -> None:
         super().__init__()
         self.labels = [*labels, OTHER]
-        self.backbone = Backbone(cfg)
+        self.backbone = Backbone(cfg, knowledge)
         self.decoder = StateDecoder(cfg, len(self.labels))
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
@@ -158,7 +160,7 @@ def save_dir(directory: Path, name: str, model: DomainModel, trained_on: Collect
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, directory / "model.safetensors")
     meta = {"name": name, "config": model.backbone.cfg.name, "labels": model.labels[:-1],
-            "trained_tables": sorted(trained_on)}
+            "knowledge": list(model.backbone.knowledge), "trained_tables": sorted(trained_on)}
     (directory / "specialist.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
@@ -173,7 +175,7 @@ def load_dir(directory: Path) -> tuple[str, DomainModel]:
     if not meta_path.is_file():
         raise FileNotFoundError(f"{directory} is not a specialist directory (no specialist.json)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    model = DomainModel(get_config(meta["config"]), meta["labels"])
+    model = DomainModel(get_config(meta["config"]), meta["labels"], meta.get("knowledge", ()))
     model.load_state_dict(load_file(directory / "model.safetensors"))
     return meta["name"], model
 

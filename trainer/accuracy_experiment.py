@@ -62,6 +62,11 @@ class AccuracyConfig(BaseModel):
     thinned_copies: int = Field(1, ge=0)
     device: str = DEVICE_AUTO
     ablation: bool = True
+    # The specialists read their domain's knowledge sources (model_server/domains.yaml `knowledge:`).
+    knowledge: bool = True
+    # Control rows over the same runs: the primary reading every knowledge source itself (no specialists), and the
+    # swarm whose specialists read no knowledge source.
+    controls: bool = True
 
 
 def grouped_folds(examples: Sequence[ColumnExample], k: int, seed: int) -> list[list[int]]:
@@ -100,7 +105,8 @@ class ExperimentRunner:
         self.model_cfg = get_config(cfg.model)
         self.specialists: list[Specialist] = []
         self.specialist_tables: set[str] = set()  # the tables the specialists were trained on
-        self._states: dict[str, dict[str, torch.Tensor]] = {}
+        self._states: dict[tuple[str, tuple[str, ...]], dict[str, torch.Tensor]] = {}
+        self._fused_with: dict[int, list[Specialist]] = {}  # id(primary) -> the specialists it was trained with
 
     def train_cfg(self, seed: int, steps: int | None = None) -> TrainConfig:
         return TrainConfig(steps=steps or self.cfg.steps, batch_size=self.cfg.batch_size, seed=seed,
@@ -112,7 +118,7 @@ class ExperimentRunner:
         source = LocalSpecialists(chosen)
         out = []
         for s in chosen:
-            known = self._states.setdefault(s.name, {})
+            known = self._states.setdefault((s.name, s.model.backbone.knowledge), {})
             missing = list(dict.fromkeys(t for t in texts if t not in known))
             if missing:
                 for text, row in zip(missing, cache_states(source, s.name, missing), strict=True):
@@ -122,14 +128,19 @@ class ExperimentRunner:
 
     def fit(self, name: str, train_ex: Sequence[ColumnExample], seed: int, fused: bool,
             encoder: ColumnEncoder | None = None, names: Sequence[str] | None = None,
-            agent_dropout: bool = False, honest: bool = False) -> PrimaryModel:
-        """A primary trained on `train_ex`: alone, or fused with the specialists `names` (default: all of them);
-        `agent_dropout` fuses a random subset per batch (a primary for the orchestrator's subsets); `honest`
-        withholds the specialists from the columns of tables they were trained on."""
+            agent_dropout: bool = False, honest: bool = False, specialists: Sequence[Specialist] | None = None,
+            knowledge: Sequence[str] = ()) -> PrimaryModel:
+        """A primary trained on `train_ex`: alone, or fused with the specialists `names` (default: all of them) of
+        `specialists` (default: the runner's); `agent_dropout` fuses a random subset per batch (a primary for the
+        orchestrator's subsets); `honest` withholds the specialists from the columns of tables they were trained on;
+        `knowledge`: knowledge sources the primary reads itself (a control)."""
         encoder = encoder or ColumnEncoder(self.model_cfg.max_len)
-        chosen = [s for s in self.specialists if names is None or s.name in names] if fused else []
+        pool = self.specialists if specialists is None else list(specialists)
+        chosen = [s for s in pool if names is None or s.name in names] if fused else []
         torch.manual_seed(seed)
-        model = PrimaryModel(self.model_cfg, self.labels, FUSION if chosen else None, [s.name for s in chosen])
+        model = PrimaryModel(self.model_cfg, self.labels, FUSION if chosen else None, [s.name for s in chosen],
+                             knowledge=knowledge)
+        self._fused_with[id(model)] = chosen
         if chosen:
             model.load_decoders(LocalSpecialists(chosen).decoders())
         data = encode_examples(train_ex, encoder)
@@ -153,7 +164,7 @@ class ExperimentRunner:
     def probs(self, model: PrimaryModel, examples: Sequence[ColumnExample], encoder: ColumnEncoder | None = None,
               agents: Sequence[int] | None = None) -> torch.Tensor:
         data = encode_examples(examples, encoder or ColumnEncoder(self.model_cfg.max_len))
-        chosen = [s for s in self.specialists if s.name in model.specialists]
+        chosen = self._fused_with.get(id(model)) or [s for s in self.specialists if s.name in model.specialists]
         extra = cached_inputs(self.states([e.text for e in examples], chosen), agents) if chosen else None
         return predict(model, data, extra)
 
@@ -183,6 +194,8 @@ class FoldRun(BaseModel):
     gold: list[str]
     alone: list[str]
     swarm: list[str]
+    primary_with_knowledge: list[str] | None = None
+    swarm_without_knowledge: list[str] | None = None
 
 
 def cv_folds(base: Sequence[ColumnExample], val: Sequence[ColumnExample], folds: Sequence[Sequence[int]],
@@ -206,12 +219,19 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
     val = build_examples([validation], labels)
 
     plain_context = build_examples(train_splits, labels)
+    specialist_cfg = TrainConfig(steps=cfg.specialist_steps, batch_size=cfg.batch_size, seed=cfg.seed,
+                                 device=cfg.device)
     runner.specialists = [
-        train_specialist(domain, runner.model_cfg, plain_context, labels,
-                         TrainConfig(steps=cfg.specialist_steps, batch_size=cfg.batch_size, seed=cfg.seed,
-                                     device=cfg.device), cfg.run_dir / "specialists")
+        train_specialist(domain, runner.model_cfg, plain_context, labels, specialist_cfg, cfg.run_dir / "specialists",
+                         knowledge=cfg.knowledge)
         for domain in domains().values()]
     runner.specialist_tables = {e.table for e in plain_context}
+    every_source = tuple(dict.fromkeys(k for d in domains().values() for k in d.knowledge))
+    controls = cfg.controls and cfg.knowledge
+    without_knowledge = [
+        train_specialist(domain, runner.model_cfg, plain_context, labels, specialist_cfg,
+                         cfg.run_dir / "specialists-without-knowledge")
+        for domain in domains().values()] if controls else []
 
     # Holdout protocol: the primary's ladder, one step at a time.
     ablation: list[dict] = []
@@ -244,8 +264,16 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
             seed = cfg.seed + 100 * s + k
             alone = runner.fit(f"cv-s{s}-f{k}-alone", train_ex, seed, fused=False)
             swarm = runner.fit(f"cv-s{s}-f{k}-swarm", train_ex, seed, fused=True, honest=True)
-            runs.append(FoldRun(seed=s, fold=k, gold=[labels[e.label] for e in test_ex],
-                                alone=runner.predict(alone, test_ex), swarm=runner.predict(swarm, test_ex)))
+            run = FoldRun(seed=s, fold=k, gold=[labels[e.label] for e in test_ex],
+                          alone=runner.predict(alone, test_ex), swarm=runner.predict(swarm, test_ex))
+            if controls:
+                with_knowledge = runner.fit(f"cv-s{s}-f{k}-primary-knowledge", train_ex, seed, fused=False,
+                                            knowledge=every_source)
+                plain_swarm = runner.fit(f"cv-s{s}-f{k}-swarm-without-knowledge", train_ex, seed, fused=True,
+                                         honest=True, specialists=without_knowledge)
+                run.primary_with_knowledge = runner.predict(with_knowledge, test_ex)
+                run.swarm_without_knowledge = runner.predict(plain_swarm, test_ex)
+            runs.append(run)
     alone_scores = [score(r.gold, r.alone) for r in runs]
     swarm_scores = [score(r.gold, r.swarm) for r in runs]
     if not hard:
@@ -254,6 +282,11 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
     cv["swarm_gain_per_fold"] = [b.micro_f1 - a.micro_f1 for a, b in zip(alone_scores, swarm_scores, strict=True)]
     cv["runs"] = [{"seed": r.seed, "fold": r.fold, "alone_micro_f1": a.micro_f1, "swarm_micro_f1": b.micro_f1}
                   for r, a, b in zip(runs, alone_scores, swarm_scores, strict=True)]
+    for key in ("primary_with_knowledge", "swarm_without_knowledge") if controls else ():
+        control = [score(r.gold, getattr(r, key)) for r in runs]
+        cv[key] = _summary(control, hard)
+        cv[f"swarm_minus_{key}_per_run"] = [b.micro_f1 - c.micro_f1
+                                             for b, c in zip(swarm_scores, control, strict=True)]
 
     if cfg.ablation:
         # CV rows, first seed: what the validation tables, their weight and honest fusion each bring.
@@ -343,8 +376,12 @@ def _per_seed_gains(cv: dict) -> str:
 
 def accuracy_markdown(result: dict) -> str:
     cv = result["cv"]
+    named = (("primary alone", "primary_alone"),
+             ("primary reading every knowledge source itself, no specialists (control)", "primary_with_knowledge"),
+             ("primary + 5 specialists without knowledge sources (control)", "swarm_without_knowledge"),
+             ("primary + 5 specialists (the swarm)", "swarm"))
     rows = [[name, _cell(cv[key], "micro_f1"), _cell(cv[key], "macro_f1"), _cell(cv[key], "hard_class_f1")]
-            for name, key in (("primary alone", "primary_alone"), ("primary + 5 specialists (the swarm)", "swarm"))]
+            for name, key in named if key in cv]
     gains = ", ".join(f"{g:+.3f}" for g in cv["swarm_gain_per_fold"])
     seeds = result.get("seeds", 1)
     ladder = [[r["step"], r.get("protocol", "holdout"), r["micro_f1"], r["macro_f1"]] for r in result["ablation"]]

@@ -77,6 +77,7 @@ class ReleaseConfig(BaseModel):
     seed: int = 0
     agent_dropout: bool | None = None  # None: on exactly when a policy is trained
     fusion: str = FUSION_MODE  # how the primary fuses the specialists' states (model_server/choices.FUSION_MODES)
+    knowledge: bool = True  # trained specialists read their domain's knowledge sources (domains.yaml `knowledge:`)
     max_specialists: int | None = Field(None, ge=0)  # use at most this many of the specialists (None: all)
     parl: ParlConfig = ParlConfig()
     specialist_dirs: list[Path] = []  # given specialists (not trained)
@@ -252,7 +253,8 @@ def _specialists(cfg: ReleaseConfig, examples: Sequence[ColumnExample], labels: 
         if reuse and existing.is_file():
             built.append(Specialist.load(out_dir / domain.name, device=resolve_device(cfg.device)))
             continue
-        built.append(train_specialist(domain, backbone, examples, labels, train_cfg, out_dir))
+        built.append(train_specialist(domain, backbone, examples, labels, train_cfg, out_dir,
+                                      knowledge=cfg.knowledge))
     return built
 
 

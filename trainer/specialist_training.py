@@ -34,13 +34,15 @@ def domain_examples(examples: Sequence[ColumnExample], labels: Sequence[str], do
 
 
 def train_specialist(domain: Domain, cfg: BackboneConfig, examples: Sequence[ColumnExample], labels: Sequence[str],
-                     train_cfg: TrainConfig, run_dir: Path, backbone_init: dict[str, Tensor] | None = None
-                     ) -> Specialist:
-    """Fine-tune a domain model (from `backbone_init` when given), save it to run_dir/<name>, return it frozen."""
+                     train_cfg: TrainConfig, run_dir: Path, backbone_init: dict[str, Tensor] | None = None,
+                     knowledge: bool = False) -> Specialist:
+    """Fine-tune a domain model (from `backbone_init` when given; reading the domain's knowledge sources when
+    `knowledge`), save it to run_dir/<name>, return it frozen."""
     torch.manual_seed(train_cfg.seed)
-    model = DomainModel(cfg, domain.labels)
+    model = DomainModel(cfg, domain.labels, domain.knowledge if knowledge else ())
     if backbone_init is not None:
-        model.backbone.load_state_dict(backbone_init)
+        # A generic pre-trained backbone has no knowledge projection: that starts from its own initialisation.
+        model.backbone.load_state_dict(backbone_init, strict=not knowledge)
     texts, targets = domain_examples(examples, labels, domain, seed=train_cfg.seed)
     data = encode(texts, targets, ColumnEncoder(cfg.max_len))
     out = run_dir / domain.name

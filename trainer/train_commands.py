@@ -364,6 +364,9 @@ def accuracy_report(
     validation_copies: int = typer.Option(1, min=1, help="Times each validation column of a fold's training set "
                                                           "is repeated."),
     ablation: bool = typer.Option(True, help="Also run the ablation rows (holdout ladder, CV variants)."),
+    knowledge: bool = typer.Option(True, help="The specialists read their domain's knowledge sources."),
+    controls: bool = typer.Option(True, help="Also the control rows: the primary reading every knowledge source "
+                                  "itself, and specialists without knowledge sources."),
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
@@ -375,7 +378,8 @@ def accuracy_report(
     device = use_devices(device, dtype)
     cfg = AccuracyConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model, steps=steps,
                          specialist_steps=specialist_steps, folds=folds, seeds=seeds,
-                         validation_copies=validation_copies, ablation=ablation, device=device)
+                         validation_copies=validation_copies, ablation=ablation, knowledge=knowledge,
+                         controls=controls, device=device)
     try:
         result = run_accuracy(cfg)
     except (DataError, ValueError) as exc:

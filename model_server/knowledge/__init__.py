@@ -6,15 +6,16 @@ Sources load lazily: importing this package imports none of their packages.
 from swarm.model_server.knowledge.base import MAX_EVIDENCE_CHARS, BaseSource, KnowledgeSource, clean
 from swarm.model_server.knowledge.cache import DEFAULT_CACHE, KnowledgeCache, vectors
 from swarm.model_server.knowledge.registry import (
-    KNOWLEDGE_OF_DOMAIN,
     SOURCES,
     SPLIT_SPECIALISTS,
     ResidentBytes,
     load_measured,
     resident_bytes,
 )
+from swarm.model_server.knowledge.rows import KnowledgeRows, knowledge_dim, knowledge_rows
 
 __all__ = [
-    "DEFAULT_CACHE", "KNOWLEDGE_OF_DOMAIN", "MAX_EVIDENCE_CHARS", "SOURCES", "SPLIT_SPECIALISTS", "BaseSource",
-    "KnowledgeCache", "KnowledgeSource", "ResidentBytes", "clean", "load_measured", "resident_bytes", "vectors",
+    "DEFAULT_CACHE", "MAX_EVIDENCE_CHARS", "SOURCES", "SPLIT_SPECIALISTS", "BaseSource", "KnowledgeCache",
+    "KnowledgeRows", "KnowledgeSource", "ResidentBytes", "clean", "knowledge_dim", "knowledge_rows", "load_measured",
+    "resident_bytes", "vectors",
 ]

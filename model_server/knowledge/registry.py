@@ -1,8 +1,8 @@
-"""Every knowledge source by name, which sources each specialist should read, and what each costs in memory.
+"""Every knowledge source by name, a suggested split into narrower specialists, and what each source costs in memory.
 
-`KNOWLEDGE_OF_DOMAIN` suggests sources for the five domains of `model_server/domains.yaml`; `SPLIT_SPECIALISTS`
-suggests a split into nine narrower specialists (their labels partition the union of the five domains' labels),
-each with the sources that inform it. Both are suggestions, data only: nothing here changes domains.yaml.
+Which sources each of today's specialists reads is in `model_server/domains.yaml` (`knowledge:`), the one place that
+mapping lives. `SPLIT_SPECIALISTS` suggests a split into nine narrower specialists (their labels partition the union
+of the five domains' labels), each with the sources that inform it: data only, not yet in domains.yaml.
 """
 from __future__ import annotations
 
@@ -27,15 +27,6 @@ SOURCES: dict[str, BaseSource] = {
     for s in (PlacesSource(), TimeSource(), QuantitiesSource(), MoneySource(), ContactSource(), IdentifiersSource(),
               PeopleSource(), OrganisationsSource(), EnumerationsSource())
 }
-
-KNOWLEDGE_OF_DOMAIN: dict[str, tuple[str, ...]] = {
-    "geographic": ("places",),
-    "temporal": ("time", "enumerations"),
-    "numeric": ("quantities", "money", "identifiers", "contact"),
-    "people": ("people", "organisations", "contact", "enumerations"),
-    "commerce": ("enumerations", "money", "identifiers"),
-}
-
 
 @dataclass(frozen=True)
 class SplitSpecialist:

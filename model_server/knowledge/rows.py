@@ -1,0 +1,62 @@
+"""Knowledge vectors by cell-vector row: what a specialist's backbone adds to each cell token it reads.
+
+The column encoder turns every cell into a row id of the process's cell-vector store (model_server/cell_vectors.py);
+`KnowledgeRows(sources).rows(ids)` gives the concatenated knowledge vectors of the sources for those rows, computing
+each row once, on first use, from the store's text of it. Training, evaluation and serving all read cells this way,
+so a specialist sees the same knowledge wherever it runs.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from swarm.model_server.knowledge.cache import vectors
+from swarm.model_server.knowledge.registry import SOURCES
+
+
+def knowledge_dim(sources: Sequence[str]) -> int:
+    """Length of the concatenated vector of these sources; a clear error for a name that is not a source."""
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"unknown knowledge source(s) {unknown}; known: {sorted(SOURCES)}")
+    return sum(len(SOURCES[name].features) for name in sources)
+
+
+class KnowledgeRows:
+    """Row id of the cell-vector store → knowledge vector (float32, `dim` wide), computed once per row."""
+
+    def __init__(self, sources: Sequence[str]) -> None:
+        self.sources = tuple(sources)
+        self.dim = knowledge_dim(self.sources)
+        self._table = torch.zeros((0, self.dim))
+        self._known = torch.zeros(0, dtype=torch.bool)
+        self._lock = threading.Lock()
+
+    def rows(self, ids: Tensor) -> Tensor:
+        """(*ids.shape, dim) on the host for row ids of the process's cell-vector store."""
+        from swarm.model_server.cell_vectors import store
+
+        flat = ids.reshape(-1).cpu()
+        with self._lock:
+            needed = int(flat.max()) + 1 if flat.numel() else 0
+            if needed > len(self._known):
+                grow = max(needed, 2 * len(self._known)) - len(self._known)
+                self._table = torch.cat([self._table, torch.zeros((grow, self.dim))])
+                self._known = torch.cat([self._known, torch.zeros(grow, dtype=torch.bool)])
+            unique = torch.unique(flat)
+            missing = unique[~self._known[unique]]
+            if len(missing):
+                texts = store().texts(missing.tolist())
+                self._table[missing] = torch.cat([vectors(name, texts) for name in self.sources], dim=1)
+                self._known[missing] = True
+            return self._table[flat].reshape(*ids.shape, self.dim)
+
+
+@functools.cache
+def knowledge_rows(sources: tuple[str, ...]) -> KnowledgeRows:
+    """The process's one table per tuple of sources (every model reading the same sources shares it)."""
+    return KnowledgeRows(sources)
