@@ -16,7 +16,7 @@ install: $(STAMP) $(STUBS)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch 2.13.0 CPU comes from this machine's local wheel; everything else from PyPI.
+	# torch 2.13.0 from PyPI is its CUDA-enabled build (with the nvidia-* wheels: ~3 GB); it runs on the CPU too.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
