@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 import grpc
 
 from swarm.v1 import annotation_pb2 as _apb
 from swarm.v1 import annotation_pb2_grpc as _apb_grpc
+
+_T = TypeVar("_T")
 
 Rows = Sequence[Sequence[str]]
 
@@ -255,17 +258,7 @@ class Annotator:
         timeout = self._timeout(timeout_s)
         message = _table_message(Table(rows, name, pad_ragged_rows, request_id))
         end = None if timeout is None else time.monotonic() + timeout
-        retries = 0
-        while True:
-            try:
-                return _annotation(self._stub.Annotate(message, timeout=self._remaining(end)))
-            except grpc.RpcError as exc:
-                error = AnnotationError._from_rpc(exc, retries + 1)
-            delay = self._retry_delay(error, retries, end)
-            if delay is None:
-                raise error
-            time.sleep(delay)
-            retries += 1
+        return self._retrying(end, lambda remaining: _annotation(self._stub.Annotate(message, timeout=remaining)))
 
     def annotate_many(self, tables: Iterable[Table | Rows], *, timeout_s: float | None = None) -> list[TableAnnotation]:
         """Annotate a batch over one AnnotateStream call: one TableAnnotation per table, in order.
@@ -280,13 +273,21 @@ class Annotator:
             return []
         end = None if timeout is None else time.monotonic() + timeout
         done: list[TableAnnotation] = []
+
+        def attempt(remaining: float | None) -> list[TableAnnotation]:
+            for reply in self._stub.AnnotateStream(iter(messages[len(done):]), timeout=remaining):
+                done.append(_annotation(reply))
+            return done
+
+        return self._retrying(end, attempt)
+
+    def _retrying(self, end: float | None, attempt: Callable[[float | None], _T]) -> _T:
+        """`attempt(time left)` until it succeeds, retrying what the server says may be retried (see _retry_delay)
+        until the retries or the deadline `end` run out; the last failure as an AnnotationError."""
         retries = 0
         while True:
             try:
-                replies = self._stub.AnnotateStream(iter(messages[len(done):]), timeout=self._remaining(end))
-                for reply in replies:
-                    done.append(_annotation(reply))
-                return done
+                return attempt(self._remaining(end))
             except grpc.RpcError as exc:
                 error = AnnotationError._from_rpc(exc, retries + 1)
             delay = self._retry_delay(error, retries, end)
