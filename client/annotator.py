@@ -61,6 +61,9 @@ class ColumnAnnotation:
     confidence: float
     specialists: tuple[str, ...] = ()  # specialists fused into this column's answer
     deep_steps: int = 0  # chained passes after the wide stage
+    # what the fused specialists' knowledge sources found in the column, one line each ("geographic: places: 5/5
+    # city; 4 in DE")
+    evidence: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,8 @@ def _annotation(msg: _apb.Annotation) -> TableAnnotation:
     return TableAnnotation(
         table_name=msg.table_name,
         request_id=msg.request_id,
-        columns=tuple(ColumnAnnotation(c.column, c.label, c.confidence, tuple(c.specialists), c.deep_steps)
+        columns=tuple(ColumnAnnotation(c.column, c.label, c.confidence, tuple(c.specialists), c.deep_steps,
+                                       tuple(c.evidence))
                       for c in msg.columns),
         specialists_used=tuple(msg.specialists_used),
         specialists_missing=tuple(MissingSpecialist(m.name, m.reason) for m in msg.specialists_missing),

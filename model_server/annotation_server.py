@@ -75,6 +75,7 @@ from swarm.model_server.grpc_runtime import (
     ServerSecurity,
     service_handler,
 )
+from swarm.model_server.knowledge.base import clip
 from swarm.model_server.specialist_client import Cancellation, SpecialistClient
 from swarm.model_server.tables import Table
 from swarm.v1 import annotation_pb2 as apb
@@ -226,6 +227,14 @@ def merge_stage(states: SpecialistStates, merged: Routing, reasons: dict[str, st
         merged.setdefault(name, list(stage.get(name, [])))
 
 
+MAX_EVIDENCE_LINE = 200
+
+
+def column_evidence(found: dict[str, str], fused: Sequence[str]) -> list[str]:
+    """One line per specialist fused into a column's answer whose knowledge sources recognised something in it."""
+    return [clip(f"{name}: {found[name]}", MAX_EVIDENCE_LINE) for name in fused if found.get(name)]
+
+
 def _at(values: Sequence[T], index: int, default: T) -> T:
     return values[index] if index < len(values) else default
 
@@ -285,6 +294,7 @@ class AnnotationServicer:
             reasons: dict[str, str] = {}
             lost: dict[str, str] = {}  # every specialist that missed a stage, even one that delivered another
             stages: list[Stage] = []
+            found: dict[int, dict[str, str]] = {}  # column -> specialist -> what its knowledge sources found
             stage = routing
             while stage:
                 self._alive(context, deadline, f"before stage {len(stages) + 1}")
@@ -294,6 +304,10 @@ class AnnotationServicer:
                     timeout_s=min(deadline - time.monotonic(), self.limits.specialist_timeout_s),
                     cancellation=cancellation,
                 )
+                for name, lines in fetched.evidence.items():
+                    for column, line in zip(stage[name], lines, strict=False):
+                        if line:
+                            found.setdefault(column, {})[name] = line
                 missing = annotate_requested(fetched.missing, self.publisher)  # cold ones: asked from the pool
                 lost.update(missing)
                 self._require(lost)
@@ -315,7 +329,9 @@ class AnnotationServicer:
             columns=[
                 apb.ColumnAnnotation(column=i, label=label, confidence=conf,
                                      specialists=_at(result.column_specialists, i, []),
-                                     deep_steps=_at(result.deep_steps, i, 0))
+                                     deep_steps=_at(result.deep_steps, i, 0),
+                                     evidence=column_evidence(found.get(i, {}),
+                                                              _at(result.column_specialists, i, [])))
                 for i, (label, conf) in enumerate(zip(result.labels, result.confidences, strict=True))
             ],
             specialists_used=result.specialists_used,

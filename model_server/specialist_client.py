@@ -90,6 +90,8 @@ class RetryPolicy:
 class FanOutResult:
     states: dict[str, list[Tensor]] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
+    # name -> per column routed to it, what its knowledge sources found ("" none; empty list: it has no sources)
+    evidence: dict[str, list[str]] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # name -> why no states arrived
     bytes_received: int = 0
     wall_ms: float = 0.0
@@ -277,18 +279,18 @@ class SpecialistClient:
             jobs[name] = self._pool.submit(self._fetch_one, name, list(texts), request_id, deadline, cancellation)
         for name, job in jobs.items():
             try:
-                states, steps, nbytes = job.result()
+                states, steps, nbytes, evidence = job.result()
             except SpecialistFailure as exc:
                 result.missing[name] = _bounded(str(exc))
                 continue
-            result.states[name], result.steps[name] = states, steps
+            result.states[name], result.steps[name], result.evidence[name] = states, steps, evidence
             result.bytes_received += nbytes
         result.wall_ms = (time.perf_counter() - start) * 1e3
         return result
 
     def _fetch_one(
         self, name: str, texts: list[str], request_id: str, deadline: float, cancellation: Cancellation | None
-    ) -> tuple[list[Tensor], int, int]:
+    ) -> tuple[list[Tensor], int, int, list[str]]:
         request = pb.ColumnsRequest(request_id=request_id, columns=texts, specialist=name)
         delays = self.retry.delays()
         for attempt in range(self.retry.attempts):
@@ -315,7 +317,7 @@ class SpecialistClient:
 
     def _stream_once(
         self, name: str, request: pb.ColumnsRequest, timeout_s: float, cancellation: Cancellation | None
-    ) -> tuple[list[Tensor], int, int]:
+    ) -> tuple[list[Tensor], int, int, list[str]]:
         assembler = StateAssembler(f"specialist {name}")
         with self._lock:
             stub = self._stubs[name]
@@ -339,4 +341,7 @@ class SpecialistClient:
                 f"specialist {name}: {len(states[0])} state rows for {len(request.columns)} columns"
             )
         assert assembler.stats is not None
-        return states, assembler.stats.steps, assembler.bytes_received
+        evidence = list(assembler.stats.evidence)
+        if evidence and len(evidence) != len(request.columns):
+            raise StateCodecError(f"specialist {name}: evidence for {len(evidence)} of {len(request.columns)} columns")
+        return states, assembler.stats.steps, assembler.bytes_received, evidence

@@ -313,6 +313,16 @@ class SpecialistServicer:
             del states
         return out
 
+    def _evidence(self, texts: Sequence[str]) -> list[str]:
+        """Per column, what this specialist's knowledge sources found (none: no evidence at all)."""
+        backbone = getattr(getattr(self.source, "model", None), "backbone", None)
+        sources = getattr(backbone, "knowledge", ())
+        if not sources:
+            return []
+        from swarm.model_server.knowledge.evidence import column_evidence
+
+        return [column_evidence(sources, parse_column(text)[0]) for text in texts]
+
     def _stream(
         self, request: pb.ColumnsRequest, context: grpc.ServicerContext, done: threading.Event
     ) -> Iterator[codec.WireChunk]:
@@ -368,6 +378,7 @@ class SpecialistServicer:
                             compute_ms=(computed - start) * 1e3,
                             stream_ms=(time.perf_counter() - computed) * 1e3,
                             total_bytes=total_bytes,
+                            evidence=self._evidence(texts),
                         )
                     )
                 yield codec.WireChunk(message, data)

@@ -340,7 +340,7 @@ def annotate(
     checkpoint: Path = typer.Option(..., help="Trained primary directory (model.safetensors + model.json)."),
     split: str | None = typer.Option(None, help="Which split when DATA holds several (default: validation)."),
     out: Path = typer.Option(Path("predictions.csv"), help="Predictions as table_name,column_index,label,confidence,"
-                                                         "specialists,deep_steps; one row per column."),
+                                                         "specialists,deep_steps,evidence; one row per column."),
     json_out: Path | None = typer.Option(None, "--json", help="Summary (latency, critical steps, F1 if labelled)."),
     specialist: list[str] = typer.Option(
         [], help=f"Remote specialist NAME=HOST:PORT (repeat; default: ${ENDPOINTS_ENV}, else local processes)."),
@@ -371,10 +371,11 @@ def annotate(
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["table_name", "column_index", "label", "confidence", "specialists", "deep_steps"])
+        writer.writerow(["table_name", "column_index", "label", "confidence", "specialists", "deep_steps",
+                         "evidence"])
         for a in result.annotations:
             writer.writerows([a.table_name, c.column, c.label, f"{c.confidence:.4f}", " ".join(c.specialists),
-                              c.deep_steps] for c in a.columns)
+                              c.deep_steps, " | ".join(c.evidence)] for c in a.columns)
     summary = result.summary()
     publish({k: summary[k] for k in ("micro_f1", "macro_f1") if k in summary}
             | {"throughput": summary["columns"] / max(result.seconds, 1e-9),
