@@ -11,6 +11,7 @@ import functools
 import threading
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,28 +33,31 @@ class KnowledgeRows:
     def __init__(self, sources: Sequence[str]) -> None:
         self.sources = tuple(sources)
         self.dim = knowledge_dim(self.sources)
-        self._table = torch.zeros((0, self.dim))
-        self._known = torch.zeros(0, dtype=torch.bool)
+        # numpy, not torch: rows are filled in whichever torch mode asks first (inference during evaluation, grad
+        # during training), and an inference-mode tensor cannot be updated in place outside inference mode.
+        self._table = np.zeros((0, self.dim), dtype=np.float32)
+        self._known = np.zeros(0, dtype=bool)
         self._lock = threading.Lock()
 
     def rows(self, ids: Tensor) -> Tensor:
         """(*ids.shape, dim) on the host for row ids of the process's cell-vector store."""
         from swarm.model_server.cell_vectors import store
 
-        flat = ids.reshape(-1).cpu()
+        flat = ids.reshape(-1).cpu().numpy()
         with self._lock:
-            needed = int(flat.max()) + 1 if flat.numel() else 0
+            needed = int(flat.max()) + 1 if flat.size else 0
             if needed > len(self._known):
                 grow = max(needed, 2 * len(self._known)) - len(self._known)
-                self._table = torch.cat([self._table, torch.zeros((grow, self.dim))])
-                self._known = torch.cat([self._known, torch.zeros(grow, dtype=torch.bool)])
-            unique = torch.unique(flat)
+                self._table = np.concatenate([self._table, np.zeros((grow, self.dim), dtype=np.float32)])
+                self._known = np.concatenate([self._known, np.zeros(grow, dtype=bool)])
+            unique = np.unique(flat)
             missing = unique[~self._known[unique]]
             if len(missing):
                 texts = store().texts(missing.tolist())
-                self._table[missing] = torch.cat([vectors(name, texts) for name in self.sources], dim=1)
+                self._table[missing] = torch.cat([vectors(name, texts) for name in self.sources], dim=1).numpy()
                 self._known[missing] = True
-            return self._table[flat].reshape(*ids.shape, self.dim)
+            found = self._table[flat]
+        return torch.from_numpy(found).reshape(*ids.shape, self.dim)
 
 
 @functools.cache

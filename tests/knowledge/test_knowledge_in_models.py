@@ -33,6 +33,16 @@ def test_rows_are_the_sources_vectors_of_the_cells_text() -> None:
     assert table.dim == knowledge_dim(("places", "time")) == expected.shape[1]
 
 
+def test_rows_filled_during_inference_can_be_filled_during_training() -> None:
+    table = KnowledgeRows(("money",))
+    early, _ = ColumnEncoder(32)([serialize_column(["12.99 €", "5 USD"])])
+    late, _ = ColumnEncoder(32)([serialize_column(["7,50 £", "EUR 3"])])  # higher row ids than `early`
+    with torch.inference_mode():
+        table.rows(late.clamp(min=N_SPECIAL) - N_SPECIAL)  # evaluation first (as a CV's predictions are)
+    got = table.rows(early.clamp(min=N_SPECIAL) - N_SPECIAL)  # then training reads rows not filled yet
+    assert got.shape == (*early.shape, table.dim) and not got.is_inference()
+
+
 def test_unknown_source_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown knowledge source"):
         knowledge_dim(("places", "horoscopes"))
