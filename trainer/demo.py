@@ -16,6 +16,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from tqdm.auto import tqdm
@@ -26,6 +27,10 @@ from swarm.trainer import reports
 from swarm.trainer.metrics import Scores, score
 from swarm.trainer.release import ReleaseConfig, build_release
 from swarm.trainer.sotab import Split, load_dataset
+
+if TYPE_CHECKING:
+    from swarm.model_server.primary_annotator import PrimaryAnnotator
+    from swarm.trainer.state_sources import LocalSpecialists
 
 DEMO_REPORT = "demo"
 HELD_OUT_SPLIT = "validation"
@@ -46,7 +51,8 @@ def served_primary(run_dir: Path) -> Path:
                             "first")
 
 
-def annotate_in_process(annotator, specialists, table: Table) -> AnnotationResult:
+def annotate_in_process(annotator: PrimaryAnnotator, specialists: LocalSpecialists, table: Table
+                        ) -> AnnotationResult:
     """What the annotation server computes for one table, without transport: route, read each stage's states from
     the in-process specialists (LocalSpecialists), ask for deep stages, fuse and label."""
     from swarm.model_server.annotation_server import merge_stage
