@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,7 +55,7 @@ class SwarmAnnotation:
             "seconds": round(self.seconds, 2),
             "tables_per_s": len(self.annotations) / self.seconds if self.seconds else None,
             "latency_p50_ms": statistics.median(latencies) if latencies else None,
-            "latency_p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,
+            "latency_p99_ms": percentile(latencies, 0.99) if latencies else None,
             "critical_steps_max": max((a.critical_steps for a in self.annotations), default=0),
             "critical_steps_mean": statistics.fmean(a.critical_steps for a in self.annotations)
             if self.annotations else None,
@@ -72,9 +72,19 @@ class SwarmAnnotation:
 
 
 def score_annotations(split: Split, annotations: Sequence[TableAnnotation]) -> Scores:
-    predicted = {(a.table_name, c.column): c.label for a in annotations for c in a.columns}
+    return score_predictions(split, {(a.table_name, c.column): c.label for a in annotations for c in a.columns})
+
+
+def score_predictions(split: Split, predicted: Mapping[tuple[str, int], str]) -> Scores:
+    """Scores of labels predicted per (table, column) on the split's labelled columns."""
     labelled = [(r, r.label) for r in split.columns if r.label is not None]
     return score([label for _, label in labelled], [predicted[(r.table, r.column)] for r, _ in labelled])
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-quantile of `values` (nearest rank from below, as the latency reports give it)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @contextlib.contextmanager

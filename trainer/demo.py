@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,9 +23,8 @@ from tqdm.auto import tqdm
 from swarm.model_server.annotator import AnnotationResult, Routing, SpecialistStates, Stage
 from swarm.model_server.tables import Table
 from swarm.trainer import reports
-from swarm.trainer.metrics import Scores, score
 from swarm.trainer.release import ReleaseConfig, build_release
-from swarm.trainer.sotab import Split, load_dataset
+from swarm.trainer.sotab import load_dataset
 
 if TYPE_CHECKING:
     from swarm.model_server.primary_annotator import PrimaryAnnotator
@@ -70,21 +68,11 @@ def annotate_in_process(annotator: PrimaryAnnotator, specialists: LocalSpecialis
     return annotator.annotate(table, states, merged, stages)
 
 
-def _scores(split: Split, predicted: dict[tuple[str, int], str]) -> Scores:
-    labelled = [(r, r.label) for r in split.columns if r.label is not None]
-    return score([label for _, label in labelled], [predicted[(r.table, r.column)] for r, _ in labelled])
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def run_demo(cfg: DemoConfig) -> dict:
     from swarm.client import Annotator
     from swarm.model_server.devices import resolve_device
     from swarm.model_server.primary_annotator import PrimaryAnnotator
-    from swarm.trainer.annotation_run import annotation_endpoint, table_rows
+    from swarm.trainer.annotation_run import annotation_endpoint, percentile, score_predictions, table_rows
     from swarm.trainer.evaluate import specialist_dirs
     from swarm.trainer.state_sources import LocalSpecialists
 
@@ -130,8 +118,8 @@ def run_demo(cfg: DemoConfig) -> dict:
             missing |= {m.name for m in reply.specialists_missing}
         serve_seconds = time.perf_counter() - serve_start
 
-    scores = {"served": _scores(held_out, served), "in_process": _scores(held_out, in_process),
-              "primary_alone": _scores(held_out, alone)}
+    scores = {"served": score_predictions(held_out, served), "in_process": score_predictions(held_out, in_process),
+              "primary_alone": score_predictions(held_out, alone)}
     agree = sum(served[k] == in_process[k] for k in served) / max(1, len(served))
     result = {
         "data": str(cfg.release.data), "split": cfg.split, "tables": len(tables),
@@ -143,7 +131,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "specialists_per_column": calls / max(1, columns),
         "specialists_missing": sorted(missing),
         "tables_per_s": len(tables) / serve_seconds,
-        "latency_p50_ms": statistics.median(latencies), "latency_p99_ms": _percentile(latencies, 0.99),
+        "latency_p50_ms": statistics.median(latencies), "latency_p99_ms": percentile(latencies, 0.99),
         "seconds": round(time.time() - started, 1),
     }
     write_demo_reports(result, cfg.reports_dir)
