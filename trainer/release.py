@@ -47,7 +47,7 @@ from swarm.trainer.columns import ColumnExample, build_examples
 from swarm.trainer.metrics import score
 from swarm.trainer.parl import ParlConfig
 from swarm.trainer.parl_pipeline import train_policy
-from swarm.trainer.pipeline import encode_examples
+from swarm.trainer.pipeline import encode_examples, seen_tables
 from swarm.trainer.sotab import load_dataset, load_labels
 from swarm.trainer.specialist_training import train_specialist
 from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists, StateSource, cache_states, cached_inputs
@@ -189,9 +189,12 @@ def build_release(cfg: ReleaseConfig) -> dict:
     model_dir = cfg.run_dir / "model"
     with closing(source):
         model = _primary(cfg, source, primary_examples, roles, labels, model_dir, reuse)
-        held_out = _held_out_scores(model, source, policy_examples) if policy_examples else None
-        policy = _policy(cfg, model, source, policy_examples, model_dir, reuse) \
-            if policy_examples and model.specialists else None
+        # The policy tables' states, read once: for the held-out scores and for the policy's outcomes.
+        policy_caches = [cache_states(source, name, [e.text for e in policy_examples])
+                         for name in model.specialists] if policy_examples else []
+    held_out = _held_out_scores(model, policy_caches, policy_examples) if policy_examples else None
+    policy = _policy(cfg, model, policy_caches, policy_examples, model_dir, reuse) \
+        if policy_examples and model.specialists else None
 
     record = {
         "recipe": cfg.recipe(),
@@ -219,17 +222,15 @@ def _given_specialists(cfg: ReleaseConfig) -> tuple[StateSource, set[str]]:
     """The given specialists (at most max_specialists of them) as a state source, and the tables they record as
     seen (union)."""
     keep = cfg.max_specialists
-    if cfg.specialist_dirs:
-        local = LocalSpecialists.from_dirs(cfg.specialist_dirs[:keep], cfg.device)
-        return local, set().union(*(s.trained_tables for s in local.specialists))
-    remote = RemoteSpecialists(dict(list(cfg.endpoints.items())[:keep]))
-    return remote, remote.trained_tables()
+    source: StateSource = LocalSpecialists.from_dirs(cfg.specialist_dirs[:keep], cfg.device) if cfg.specialist_dirs \
+        else RemoteSpecialists(dict(list(cfg.endpoints.items())[:keep]))
+    return source, seen_tables(source)
 
 
-def _held_out_scores(model: PrimaryModel, source: StateSource, examples: Sequence[ColumnExample]) -> dict:
-    """micro/macro-F1 on columns no part of the swarm learnt from: with every specialist, and the primary alone."""
+def _held_out_scores(model: PrimaryModel, caches: Sequence[torch.Tensor], examples: Sequence[ColumnExample]) -> dict:
+    """micro/macro-F1 on columns no part of the swarm learnt from (`caches`: the specialists' states for them): with
+    every specialist, and the primary alone."""
     data = encode_examples(examples, ColumnEncoder(model.cfg.max_len))
-    caches = [cache_states(source, name, [e.text for e in examples]) for name in model.specialists]
     gold = [model.labels[e.label] for e in examples]
     out: dict[str, Any] = {"columns": len(examples)}
     for key, agents in (("swarm", None), ("primary_alone", [])):
@@ -274,27 +275,26 @@ def _primary(cfg: ReleaseConfig, source: StateSource, examples: Sequence[ColumnE
     extra = cached_inputs(caches, agent_dropout_seed=cfg.seed if cfg.dropout else None, honest=honest) \
         if names else None
     counts = Counter(labels[e.label] for e in examples)
+    # Where serving finds the specialists: the given directories, or those trained here; servers are named at
+    # serving time instead.
+    dirs = [] if cfg.endpoints else cfg.specialist_dirs[:len(names)] or [cfg.run_dir / "specialists" / n for n in names]
     meta = model.meta() | {
         "majority_label": counts.most_common(1)[0][0], "train_columns": len(examples), "honest_fusion": True,
         "fusion_columns": sum(honest), "agent_dropout": cfg.dropout, "release": _fingerprint(cfg.recipe()),
-        "specialist_dirs": [os.path.relpath(cfg.run_dir / "specialists" / n, model_dir) for n in names]
-        if not cfg.endpoints else [],
+        "specialist_dirs": [os.path.relpath(d, model_dir) for d in dirs],
     }
-    if cfg.specialist_dirs:
-        meta["specialist_dirs"] = [os.path.relpath(d, model_dir) for d in cfg.specialist_dirs]
     train(model, data, TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device),
           cfg.run_dir / "primary", meta, extra, desc="primary (honest fusion)")
     save_weights(model_dir, model, meta)
     return model
 
 
-def _policy(cfg: ReleaseConfig, model: PrimaryModel, source: StateSource, examples: Sequence[ColumnExample],
-            model_dir: Path, reuse: bool) -> str:
+def _policy(cfg: ReleaseConfig, model: PrimaryModel, caches: Sequence[torch.Tensor],
+            examples: Sequence[ColumnExample], model_dir: Path, reuse: bool) -> str:
     """The orchestrator policy, learnt by PARL from the primary's answers on the held-out policy tables."""
     out = model_dir / "orchestrator"
     if reuse and (out / POLICY_META).is_file():
         return str(out)
-    caches = [cache_states(source, name, [e.text for e in examples]) for name in model.specialists]
     train_policy(model, examples, caches, cfg.parl.model_copy(update={"seed": cfg.seed}), out,
                  f"{cfg.data}: {len(examples)} columns of the held-out policy tables")
     return str(out)

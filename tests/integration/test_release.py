@@ -93,6 +93,13 @@ def test_release_records_what_each_part_learnt_from_and_reuses_built_stages(doma
     assert given["columns"]["fusion"] > 0
     assert not (tmp_path / "given" / "specialists").exists()
 
+    # At most max_specialists of them: the primary names exactly the directories of those it fuses.
+    two = build_release(small(domain_dataset, tmp_path / "two", policy_share=0.0, max_specialists=2,
+                              specialist_dirs=specialist_dirs(model_dir, meta)))
+    two_model, two_meta = PrimaryModel.load(Path(two["primary"]))
+    assert [Specialist.load(d).name for d in specialist_dirs(Path(two["primary"]), two_meta)] == \
+        two_model.specialists == list(domains())[:2]
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
