@@ -37,6 +37,10 @@ DOMAIN_COLUMNS = {  # one label of each specialist domain, so that every special
     "telephone": ["+49 30 1234567", "(555) 123-4567", "+33 1 23 45 67 89", "020 7946 0958"],
     "Person/name": ["Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra"],
     "Product/name": ["Blue Kettle 1.7 l", "Steel Fork Set", "Oak Desk Lamp", "Wool Scarf"],
+    "weight": ["1.5 kg", "200 g", "3 lb", "12 oz"],
+    "price": ["$12.99", "€8,50", "£3.20", "$199.00"],
+    "Organization": ["Acme Corp", "Globex GmbH", "Initech Ltd", "Umbrella Inc."],
+    "Book/name": ["Moby Dick", "War and Peace", "Dune", "Emma"],
 }
 
 

@@ -39,6 +39,7 @@ from swarm.trainer.fusion_experiment import spread
 from swarm.trainer.metrics import HARD_CLASS_F1, Scores, score
 from swarm.trainer.pipeline import encode_examples, labelled_splits
 from swarm.trainer.sotab import load_labels
+from swarm.trainer.specialist_help import help_counts, help_markdown, summarise_help
 from swarm.trainer.specialist_training import train_specialist
 from swarm.trainer.state_sources import LocalSpecialists, cache_states, cached_inputs
 from swarm.trainer.train import TrainConfig, predict, train
@@ -56,6 +57,9 @@ class AccuracyConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
     folds: int = Field(5, ge=2)
     seeds: int = Field(3, ge=1)  # the CV is repeated per seed: every fold's models re-trained
+    # Per run, a primary trained with agent dropout answers with each specialist alone (`cv.single.<name>`,
+    # specialist_help, criterion (a)).
+    singles: bool = True
     seed: int = 0
     # Each validation column of a fold's training set appears this many times (the ablation also runs 3).
     validation_copies: int = Field(1, ge=1)
@@ -196,6 +200,11 @@ class FoldRun(BaseModel):
     swarm: list[str]
     primary_with_knowledge: list[str] | None = None
     swarm_without_knowledge: list[str] | None = None
+    # A primary trained with agent dropout (any subset of the specialists fused per batch), answering with none, with
+    # each specialist alone, and with all: the rows `cv.single.<name>` and criterion (a) compare within one model.
+    robust_none: list[str] | None = None
+    robust_all: list[str] | None = None
+    singles: dict[str, list[str]] = Field(default_factory=dict)
 
 
 def cv_folds(base: Sequence[ColumnExample], val: Sequence[ColumnExample], folds: Sequence[Sequence[int]],
@@ -266,6 +275,13 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
             swarm = runner.fit(f"cv-s{s}-f{k}-swarm", train_ex, seed, fused=True, honest=True)
             run = FoldRun(seed=s, fold=k, gold=[labels[e.label] for e in test_ex],
                           alone=runner.predict(alone, test_ex), swarm=runner.predict(swarm, test_ex))
+            if cfg.singles:
+                robust = runner.fit(f"cv-s{s}-f{k}-robust", train_ex, seed, fused=True, honest=True,
+                                    agent_dropout=True)
+                run.robust_none = runner.predict(robust, test_ex, agents=[])
+                run.robust_all = runner.predict(robust, test_ex)
+                run.singles = {sp.name: runner.predict(robust, test_ex, agents=[i])
+                               for i, sp in enumerate(runner.specialists)}
             if controls:
                 with_knowledge = runner.fit(f"cv-s{s}-f{k}-primary-knowledge", train_ex, seed, fused=False,
                                             knowledge=every_source)
@@ -288,6 +304,16 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
         cv[f"swarm_minus_{key}_per_run"] = [b.micro_f1 - c.micro_f1
                                              for b, c in zip(swarm_scores, control, strict=True)]
 
+    if cfg.singles:
+        cv.update(single_rows(runs, hard))
+        help_per_seed = [[help_counts(name, gold, [g == p for g, p in zip(gold, none, strict=True)],
+                                      [g == p for g, p in zip(gold, single, strict=True)])
+                          for name, single, none, gold in _seed_columns(runs, seed)]
+                         for seed in sorted({r.seed for r in runs})]
+        help_summary = summarise_help(help_per_seed)
+    else:
+        help_summary = []
+
     if cfg.ablation:
         # CV rows, first seed: what the validation tables, their weight and honest fusion each bring.
         def first_seed(scores: Sequence[Scores]) -> dict:
@@ -295,9 +321,10 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
 
         record("+ validation tables of the other folds in training (primary alone)", "cv", first_seed(alone_scores))
         extra = 3 if cfg.validation_copies == 1 else 1
+        n = len(runner.specialists)
         variants = [("alone", f"validation columns x{extra} (primary alone)", False, False, extra),
                     ("swarm", f"validation columns x{extra} (swarm, honest fusion)", True, True, extra),
-                    ("dishonest", "+ 5 specialists, fusion learnt on every column (also their own training ones)",
+                    ("dishonest", f"+ {n} specialists, fusion learnt on every column (also their own training ones)",
                      True, False, cfg.validation_copies)]
         for key, step, fused, honest, copies in variants:
             got = []
@@ -306,7 +333,7 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
                                    honest=honest)
                 got.append(runner.score(model, test_ex))
             record(step, "cv", _summary(got, hard))
-        record("+ 5 specialists, fusion learnt only on columns they never saw (the swarm)", "cv",
+        record(f"+ {n} specialists, fusion learnt only on columns they never saw (the swarm)", "cv",
                first_seed(swarm_scores))
 
     # The released swarm: every labelled split, the swarm's recipe, through the one release path (`swarm release`)
@@ -325,6 +352,7 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
     times = "" if cfg.validation_copies == 1 else f" (each {cfg.validation_copies} times)"
     result = {
         "model": cfg.model, "folds": cfg.folds, "seeds": cfg.seeds, "steps": cfg.steps,
+        "specialists": {sp.name: list(sp.model.backbone.knowledge) for sp in runner.specialists},
         "validation_copies": cfg.validation_copies,
         "trained_on": {
             "cv": f"training + training_columns ({len(base)} examples with thinned copies) + the validation "
@@ -338,6 +366,9 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
         "cv": cv,
         "per_class_f1": {label: {"primary_alone": pooled_alone.per_class.get(label),
                                  "swarm": pooled_swarm.per_class.get(label)} for label in sorted(set(gold))},
+        "hard_class_f1": {label: {"primary_alone": pooled_alone.per_class.get(label),
+                                  "swarm": pooled_swarm.per_class.get(label)} for label in hard},
+        "specialist_help": help_summary,
         "confusions": {"primary_alone": confusions(gold, [p for r in runs for p in r.alone]),
                        "swarm": confusions(gold, [p for r in runs for p in r.swarm])},
         "ablation": ablation,
@@ -359,6 +390,34 @@ def _pooled(runs: Sequence[FoldRun], key: str) -> Scores:
     return score([g for r in runs for g in r.gold], [p for r in runs for p in getattr(r, key)])
 
 
+def _seed_columns(runs: Sequence[FoldRun], seed: int) -> list[tuple[str, list[str], list[str], list[str]]]:
+    """Per specialist, (name, its single answers, the no-specialist answers, gold) over every fold of one seed."""
+    mine = [r for r in runs if r.seed == seed]
+    names = list(mine[0].singles)
+    return [(name, [p for r in mine for p in r.singles[name]], [p for r in mine for p in r.robust_none or []],
+             [g for r in mine for g in r.gold]) for name in names]
+
+
+def single_rows(runs: Sequence[FoldRun], hard: Sequence[str]) -> dict[str, Any]:
+    """`single.<name>`: the agent-dropout primary with that specialist alone, per run; `robust_all` and
+    `robust_none`: the same primary with every specialist and with none; criterion (a): all − the best single
+    (the single with the highest mean micro-F1), paired per run, within that one primary."""
+    names = list(runs[0].singles)
+    singles = {name: [score(r.gold, r.singles[name]) for r in runs] for name in names}
+    every = [score(r.gold, r.robust_all or []) for r in runs]
+    none = [score(r.gold, r.robust_none or []) for r in runs]
+    best = max(names, key=lambda n: statistics.fmean(s.micro_f1 for s in singles[n]))
+    beyond = [a.micro_f1 - b.micro_f1 for a, b in zip(every, singles[best], strict=True)]
+    return {
+        "single": {name: _summary(scores, hard) for name, scores in singles.items()},
+        "robust_all": _summary(every, hard),
+        "robust_none": _summary(none, hard),
+        "criterion_a": {"best_single": best, "all_minus_best_single": statistics.fmean(beyond),
+                        "all_minus_best_single_std": spread(beyond), "per_run": beyond,
+                        "goal": 0.02, "passes": statistics.fmean(beyond) >= 0.02},
+    }
+
+
 def _cell(summary: dict, key: str) -> str:
     value = summary.get(key)
     if value is None:
@@ -374,14 +433,29 @@ def _per_seed_gains(cv: dict) -> str:
     return ", ".join(f"seed {seed} {statistics.fmean(g):+.3f}" for seed, g in sorted(by_seed.items()))
 
 
+def _criterion_a(cv: dict) -> str:
+    a = cv.get("criterion_a")
+    if not a:
+        return ""
+    return (f"Criterion (a), within the agent-dropout primary, paired per run: all specialists − the best single one "
+            f"({a['best_single']}) = {a['all_minus_best_single']:+.3f} ± {a['all_minus_best_single_std']:.3f} "
+            f"micro-F1 (goal ≥ +{a['goal']:.2f}: {'met' if a['passes'] else 'not met'}).\n\n")
+
+
 def accuracy_markdown(result: dict) -> str:
     cv = result["cv"]
+    n = len(result.get("specialists", {})) or 5
     named = (("primary alone", "primary_alone"),
              ("primary reading every knowledge source itself, no specialists (control)", "primary_with_knowledge"),
-             ("primary + 5 specialists without knowledge sources (control)", "swarm_without_knowledge"),
-             ("primary + 5 specialists (the swarm)", "swarm"))
+             (f"primary + {n} specialists without knowledge sources (control)", "swarm_without_knowledge"),
+             (f"primary + {n} specialists (the swarm)", "swarm"))
     rows = [[name, _cell(cv[key], "micro_f1"), _cell(cv[key], "macro_f1"), _cell(cv[key], "hard_class_f1")]
             for name, key in named if key in cv]
+    robust = [("agent-dropout primary, no specialist", cv.get("robust_none")),
+              *((f"agent-dropout primary + {name} alone", row) for name, row in cv.get("single", {}).items()),
+              (f"agent-dropout primary + all {n}", cv.get("robust_all"))]
+    rows += [[name, _cell(row, "micro_f1"), _cell(row, "macro_f1"), _cell(row, "hard_class_f1")]
+             for name, row in robust if row]
     gains = ", ".join(f"{g:+.3f}" for g in cv["swarm_gain_per_fold"])
     seeds = result.get("seeds", 1)
     ladder = [[r["step"], r.get("protocol", "holdout"), r["micro_f1"], r["macro_f1"]] for r in result["ablation"]]
@@ -394,9 +468,11 @@ def accuracy_markdown(result: dict) -> str:
         f"fusion: {result['trained_on'].get('fusion', '-')}). Mean ± std over the "
         f"{len(cv['swarm_gain_per_fold'])} (seed, fold) runs:\n\n"
         + reports.markdown_table(["model", "micro-F1", "macro-F1", "hard-class F1"], rows)
-        + f"\nSwarm minus primary alone, micro-F1 per (seed, fold) run, paired: {gains}; per seed (mean over its "
-        f"folds): {_per_seed_gains(cv) or '-'}.\n\n"
-        "Ablation (holdout: trained on training + training_columns, scored on all of validation; cv: the first "
+        + f"\nSwarm minus primary alone, micro-F1 per (seed, fold) run, paired: {gains} "
+        f"({sum(g > 0 for g in cv['swarm_gain_per_fold'])} of {len(cv['swarm_gain_per_fold'])} positive); per seed "
+        f"(mean over its folds): {_per_seed_gains(cv) or '-'}.\n\n"
+        + _criterion_a(cv)
+        + "Ablation (holdout: trained on training + training_columns, scored on all of validation; cv: the first "
         "seed's folds):\n\n" + reports.markdown_table(["step", "protocol", "micro-F1", "macro-F1"], ladder))
     if confusion:
         groups = list(confusion["primary_alone"])
@@ -404,6 +480,15 @@ def accuracy_markdown(result: dict) -> str:
                  "runs together):\n\n" + reports.markdown_table(
                      ["group", "primary alone", "swarm"],
                      [[g, confusion["primary_alone"][g], confusion["swarm"][g]] for g in groups]))
+    hard_rows = result.get("hard_class_f1", {})
+    if hard_rows:
+        text += ("\nThe hard classes (below 0.5 F1 for the primary alone), before (primary alone) and after (swarm), "
+                 "all CV runs together:\n\n" + reports.markdown_table(
+                     ["label", "primary alone", "swarm"],
+                     [[label, f["primary_alone"], f["swarm"]] for label, f in hard_rows.items()]))
+    if result.get("specialist_help"):
+        text += "\n" + help_markdown(result["specialist_help"], seeds,
+                                      "the same agent-dropout primary with no specialist (all folds of a seed)")
     if per_class:
         text += ("\nPer-class F1 (all CV runs together), worst first for the primary alone:\n\n"
                  + reports.markdown_table(["label", "primary alone", "swarm"],

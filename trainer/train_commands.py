@@ -367,6 +367,8 @@ def accuracy_report(
     knowledge: bool = typer.Option(True, help="The specialists read their domain's knowledge sources."),
     controls: bool = typer.Option(True, help="Also the control rows: the primary reading every knowledge source "
                                   "itself, and specialists without knowledge sources."),
+    singles: bool = typer.Option(True, help="Also each specialist alone (cv.single.<name>), specialist_help and "
+                                 "criterion (a), from one agent-dropout primary per run."),
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
@@ -379,7 +381,7 @@ def accuracy_report(
     cfg = AccuracyConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model, steps=steps,
                          specialist_steps=specialist_steps, folds=folds, seeds=seeds,
                          validation_copies=validation_copies, ablation=ablation, knowledge=knowledge,
-                         controls=controls, device=device)
+                         controls=controls, singles=singles, device=device)
     try:
         result = run_accuracy(cfg)
     except (DataError, ValueError) as exc:

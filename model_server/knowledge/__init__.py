@@ -7,7 +7,6 @@ from swarm.model_server.knowledge.base import MAX_EVIDENCE_CHARS, BaseSource, Kn
 from swarm.model_server.knowledge.cache import DEFAULT_CACHE, KnowledgeCache, vectors
 from swarm.model_server.knowledge.registry import (
     SOURCES,
-    SPLIT_SPECIALISTS,
     ResidentBytes,
     load_measured,
     resident_bytes,
@@ -15,7 +14,7 @@ from swarm.model_server.knowledge.registry import (
 from swarm.model_server.knowledge.rows import KnowledgeRows, knowledge_dim, knowledge_rows
 
 __all__ = [
-    "DEFAULT_CACHE", "MAX_EVIDENCE_CHARS", "SOURCES", "SPLIT_SPECIALISTS", "BaseSource", "KnowledgeCache",
+    "DEFAULT_CACHE", "MAX_EVIDENCE_CHARS", "SOURCES", "BaseSource", "KnowledgeCache",
     "KnowledgeRows", "KnowledgeSource", "ResidentBytes", "clean", "knowledge_dim", "knowledge_rows", "load_measured",
     "resident_bytes", "vectors",
 ]

@@ -1,8 +1,7 @@
-"""Every knowledge source by name, a suggested split into narrower specialists, and what each source costs in memory.
+"""Every knowledge source by name, and what each source costs in memory.
 
-Which sources each of today's specialists reads is in `model_server/domains.yaml` (`knowledge:`), the one place that
-mapping lives. `SPLIT_SPECIALISTS` suggests a split into nine narrower specialists (their labels partition the union
-of the five domains' labels), each with the sources that inform it: data only, not yet in domains.yaml.
+Which sources each specialist reads is in `model_server/domains.yaml` (`knowledge:`), the one place that mapping
+lives.
 """
 from __future__ import annotations
 
@@ -27,39 +26,6 @@ SOURCES: dict[str, BaseSource] = {
     for s in (PlacesSource(), TimeSource(), QuantitiesSource(), MoneySource(), ContactSource(), IdentifiersSource(),
               PeopleSource(), OrganisationsSource(), EnumerationsSource())
 }
-
-@dataclass(frozen=True)
-class SplitSpecialist:
-    sources: tuple[str, ...]
-    labels: tuple[str, ...]
-
-
-SPLIT_SPECIALISTS: dict[str, SplitSpecialist] = {
-    "places": SplitSpecialist(("places",), (
-        "addressLocality", "addressRegion", "postalCode", "streetAddress", "Country", "PostalAddress", "CoordinateAT",
-        "Place/name", "LocationFeatureSpecification", "Museum/name")),
-    "time": SplitSpecialist(("time", "enumerations"), (
-        "Date", "DateTime", "Time", "Duration", "DayOfWeek", "openingHours", "workHours", "EventStatusType",
-        "EventAttendanceModeEnumeration")),
-    "quantities": SplitSpecialist(("quantities",), (
-        "Number", "QuantitativeValue", "weight", "Mass", "Energy", "Distance", "unitCode", "unitText", "Rating")),
-    "money": SplitSpecialist(("money", "enumerations"), (
-        "price", "priceRange", "currency", "MonetaryAmount", "paymentAccepted")),
-    "contact_identifiers": SplitSpecialist(("contact", "identifiers"), (
-        "telephone", "faxNumber", "email", "URL", "IdentifierAT", "CategoryCode", "ProductModel")),
-    "people": SplitSpecialist(("people", "enumerations"), (
-        "Person/name", "MusicArtistAT", "GenderType", "EducationalOccupationalCredential",
-        "OccupationalExperienceRequirements")),
-    "organisations": SplitSpecialist(("organisations", "people", "places"), (
-        "Organization", "SportsTeam", "Brand", "LocalBusiness/name", "Hotel/name", "Restaurant/name")),
-    "products": SplitSpecialist(("enumerations", "identifiers", "money"), (
-        "Product/name", "Product/description", "ItemAvailability", "OfferItemCondition", "DeliveryMethod", "category",
-        "RestrictedDiet", "Recipe/name", "Recipe/description", "ItemList", "Review")),
-    "creative_works": SplitSpecialist(("enumerations", "identifiers", "people"), (
-        "Book/name", "Book/description", "BookFormatType", "Movie/name", "Movie/description", "MusicAlbum/name",
-        "MusicRecording/name", "CreativeWork", "CreativeWork/name", "CreativeWorkSeries")),
-}
-
 
 @dataclass(frozen=True)
 class ResidentBytes:

@@ -97,4 +97,13 @@ def test_the_accuracy_report_runs_end_to_end_and_names_the_released_swarm(tmp_pa
     model, meta = PrimaryModel.load(Path(metrics["checkpoint"]))
     assert meta["honest_fusion"] is True and model.specialists == list(domains())
     assert (reports_dir / "accuracy.png").stat().st_size > 0
-    assert "Per-class F1" in (reports_dir / "accuracy.md").read_text()
+    markdown = (reports_dir / "accuracy.md").read_text()
+    assert "Per-class F1" in markdown and "Criterion (a)" in markdown
+    # Each specialist alone, over the same runs, and where its help lands.
+    assert set(saved["cv"]["single"]) == set(domains()) == set(saved["specialists"])
+    assert all(len(row["per_run"]) == 4 for row in saved["cv"]["single"].values())
+    assert saved["cv"]["criterion_a"]["best_single"] in domains()
+    assert len(saved["cv"]["criterion_a"]["per_run"]) == 4
+    assert [h["name"] for h in saved["specialist_help"]] == list(domains())
+    for h in saved["specialist_help"]:
+        assert 0.0 <= h["domain_share_of_columns"] <= 1.0 and h["own_domain_goal"] <= 0.5
