@@ -1,10 +1,12 @@
 """Memory accounting: what a frozen specialist keeps resident, in bytes.
 
-These figures feed the operator's spawn budget: `swarm memory` prints a specialist's resident bytes, which go into
-a SpecialistPool's `residentBytes` (the operator otherwise estimates from a parameter count).
+These figures feed the operator's spawn budget: `swarm memory` prints a specialist's resident bytes (weights, one
+batch of activations and its knowledge sources' data), which go into a SpecialistPool's `residentBytes` (the
+operator otherwise estimates from a parameter count).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -41,19 +43,37 @@ def inference_activation_bytes(cfg: BackboneConfig, batch: int, seq_len: int, dt
 class ResidentEstimate:
     weights: int
     activations: int
+    knowledge: int = 0  # host memory of the knowledge sources it reads (model_server/knowledge)
 
     @property
     def total(self) -> int:
-        return self.weights + self.activations
+        return self.weights + self.activations + self.knowledge
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self) | {"total": self.total}
 
 
+def knowledge_resident_bytes(sources: Sequence[str]) -> int:
+    """What loading these knowledge sources keeps resident in this process (each source's larger of its Python
+    allocations and its RSS delta; a package two of them share counts once). Loads them: call it in a process
+    that has not loaded them yet, as `swarm memory` does."""
+    from swarm.model_server.knowledge import load_measured
+
+    total = 0
+    for name in sources:
+        measured = load_measured(name)
+        if measured is None:
+            raise RuntimeError(f"knowledge source {name!r} was already loaded: its memory cannot be measured here")
+        total += max(measured.traced, measured.rss_delta)
+    return total
+
+
 def specialist_resident_bytes(model: nn.Module, cfg: BackboneConfig, dtype: torch.dtype, batch: int,
-                              seq_len: int | None = None) -> ResidentEstimate:
+                              seq_len: int | None = None, knowledge: Sequence[str] = ()) -> ResidentEstimate:
     """A frozen specialist (its whole model: backbone, readout, head): weights in `dtype`, no grads, no
-    optimizer state, plus activations for one batch."""
+    optimizer state, plus activations for one batch, plus the knowledge sources it reads (measured by loading
+    them here)."""
     return ResidentEstimate(weights=tensor_bytes(model, dtype),
-                            activations=inference_activation_bytes(cfg, batch, seq_len or cfg.max_len, dtype))
+                            activations=inference_activation_bytes(cfg, batch, seq_len or cfg.max_len, dtype),
+                            knowledge=knowledge_resident_bytes(knowledge))
 

@@ -430,16 +430,18 @@ def memory(
     dtype: DType = typer.Option(DType["bfloat16"], help="Serving dtype."),
     batch: int = typer.Option(32, help="Columns per request."),
 ) -> None:
-    """Resident bytes of a frozen specialist (weights + one batch of activations): a SpecialistPool's residentBytes."""
+    """Resident bytes of a frozen specialist (weights + one batch of activations + its knowledge sources' data): a
+    SpecialistPool's residentBytes."""
     from swarm.model_server.devices import DTYPES
     from swarm.model_server.resident_bytes import specialist_resident_bytes
     from swarm.model_server.specialist import Specialist, domains, untrained
 
     torch_dtype = DTYPES[dtype.value]
     spec = Specialist.load(specialist) if specialist else untrained(next(iter(domains())), config)
-    estimate = specialist_resident_bytes(spec.model, spec.config, torch_dtype, batch)
-    typer.echo(json.dumps({"specialist": spec.name, "config": spec.config.name, "dtype": dtype.value, "batch": batch}
-                          | estimate.to_dict(), indent=2))
+    estimate = specialist_resident_bytes(spec.model, spec.config, torch_dtype, batch,
+                                         knowledge=spec.model.backbone.knowledge)
+    typer.echo(json.dumps({"specialist": spec.name, "config": spec.config.name, "dtype": dtype.value, "batch": batch,
+                           "knowledge_sources": list(spec.model.backbone.knowledge)} | estimate.to_dict(), indent=2))
 
 
 def adapt(
@@ -481,7 +483,8 @@ def adapt(
     publish({"micro_f1": swarm["micro_f1"], "macro_f1": swarm["macro_f1"]})
 
 
-BENCHMARKS = ("training", "fusion", "grpc_states", "operator", "serving_load", "orchestrator_throughput")
+BENCHMARKS = ("training", "fusion", "grpc_states", "operator", "serving_load", "orchestrator_throughput",
+              "specialists")
 
 
 def bench(
