@@ -3,13 +3,15 @@
 The column encoder turns every cell into a row id of the process's cell-vector store (model_server/cell_vectors.py);
 `KnowledgeRows(sources).rows(ids)` gives the concatenated knowledge vectors of the sources for those rows, computing
 each row once, on first use, from the store's text of it. Training, evaluation and serving all read cells this way,
-so a specialist sees the same knowledge wherever it runs.
+so a specialist sees the same knowledge wherever it runs. Rows a serving store evicts (and will reuse for other
+texts) are forgotten here too.
 """
 from __future__ import annotations
 
 import functools
 import threading
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +19,9 @@ from torch import Tensor
 
 from swarm.model_server.knowledge.cache import vectors
 from swarm.model_server.knowledge.registry import SOURCES
+
+if TYPE_CHECKING:
+    from swarm.model_server.cell_vectors import CellVectorStore
 
 
 def knowledge_dim(sources: Sequence[str]) -> int:
@@ -30,8 +35,11 @@ def knowledge_dim(sources: Sequence[str]) -> int:
 class KnowledgeRows:
     """Row id of the cell-vector store → knowledge vector (float32, `dim` wide), computed once per row."""
 
-    def __init__(self, sources: Sequence[str]) -> None:
+    def __init__(self, sources: Sequence[str], cells: CellVectorStore | None = None) -> None:
+        from swarm.model_server.cell_vectors import store
+
         self.sources = tuple(sources)
+        self._cells = cells if cells is not None else store()
         self.dim = knowledge_dim(self.sources)
         # numpy, not torch: rows are filled in whichever torch mode asks first (inference during evaluation, grad
         # during training), and an inference-mode tensor cannot be updated in place outside inference mode.
@@ -41,11 +49,16 @@ class KnowledgeRows:
         # Distinct rows asked for per call, summed, and rows computed from the sources: the cache's hit rate.
         self.looked_up = 0
         self.computed = 0
+        # A serving store evicts and reuses rows: a reused row's facts must be computed again from its new text.
+        self._cells.on_evict(self._forget)
+
+    def _forget(self, rows: list[int]) -> None:
+        with self._lock:
+            known = [r for r in rows if r < len(self._known)]
+            self._known[known] = False
 
     def rows(self, ids: Tensor) -> Tensor:
-        """(*ids.shape, dim) on the host for row ids of the process's cell-vector store."""
-        from swarm.model_server.cell_vectors import store
-
+        """(*ids.shape, dim) on the host for row ids of the cell-vector store (default: the process's)."""
         flat = ids.reshape(-1).cpu().numpy()
         with self._lock:
             needed = int(flat.max()) + 1 if flat.size else 0
@@ -58,7 +71,7 @@ class KnowledgeRows:
             self.looked_up += len(unique)
             self.computed += len(missing)
             if len(missing):
-                texts = store().texts(missing.tolist())
+                texts = self._cells.texts(missing.tolist())
                 self._table[missing] = torch.cat([vectors(name, texts) for name in self.sources], dim=1).numpy()
                 self._known[missing] = True
             found = self._table[flat]

@@ -92,3 +92,25 @@ def test_import_is_lazy_and_memory_is_measured() -> None:
     assert result.returncode == 0, result.stderr
     SOURCES["identifiers"].load()
     assert load_measured("identifiers") is None or load_measured("identifiers").traced > 0
+
+
+def test_knowledge_rows_forget_rows_the_serving_store_evicts_and_reuses() -> None:
+    """A bounded serving store reuses an evicted row for another text: its knowledge follows the new text."""
+    import torch
+
+    from swarm.model_server.cell_vectors import DIM, CellVectorStore, configure_serving
+    from swarm.model_server.knowledge.rows import KnowledgeRows
+
+    class StandIn(CellVectorStore):  # MiniLM stand-in: the same vector for every text
+        def _encode(self, texts):  # type: ignore[no-untyped-def]
+            return torch.ones(len(texts), DIM)
+
+    cells = StandIn(None, write_dir=False)
+    configure_serving(4, target=cells)
+    rows = KnowledgeRows(("identifiers",), cells)
+    isbn13 = SOURCES["identifiers"].features.index("isbn13")
+    isbn_row = cells.ids(["978-3-16-148410-0"])[0]
+    assert rows.rows(torch.tensor([isbn_row]))[0, isbn13] == 1
+    words = cells.ids([f"word {i}" for i in range(8)])  # evicts the ISBN; its row goes to a word
+    assert cells.evicted > 0 and isbn_row in words
+    assert rows.rows(torch.tensor([isbn_row]))[0, isbn13] == 0
