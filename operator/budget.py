@@ -151,13 +151,14 @@ def place_groups(
     capacities: Sequence[int],
     groups: Sequence[Sequence[tuple[str, int]]],
     preferred: Mapping[str, int] | None = None,
+    already: Mapping[str, int] | None = None,
 ) -> Placement:
     """First-fit in priority order, a group at a time: a group is admitted whole or not at all (a job needs all of
-    its specialists), never displacing an earlier one; a name an earlier group already placed costs nothing. A
-    demand tries its `preferred` slot first (where it runs now), so a running specialist is not moved to another
-    GPU (a restart) because the plan around it changed."""
+    its specialists), never displacing an earlier one; a name an earlier group already placed, or one in `already`
+    (placed by an earlier call), costs nothing. A demand tries its `preferred` slot first (where it runs now), so a
+    running specialist is not moved to another GPU (a restart) because the plan around it changed."""
     free = list(capacities)
-    admitted: dict[str, int] = {}
+    admitted: dict[str, int] = dict(already or {})
     rejected: list[str] = []
     preferred = preferred or {}
     for group in groups:
@@ -179,7 +180,27 @@ def place_groups(
             free = trial
             admitted.update(placed)
     rejected = [n for n in rejected if n not in admitted]
+    admitted = {n: slot for n, slot in admitted.items() if n not in (already or {})}
     return Placement(admitted, rejected, [c - f for c, f in zip(capacities, free, strict=True)])
+
+
+def place_protected(
+    full: Sequence[int],
+    usable_: Sequence[int],
+    protected: Sequence[Sequence[tuple[str, int]]],
+    groups: Sequence[Sequence[tuple[str, int]]],
+    preferred: Mapping[str, int] | None = None,
+) -> Placement:
+    """`protected` groups first against `full` (what other pools leave, the reserve not subtracted), then `groups`
+    against what `usable_` (the reserve subtracted) leaves of it. A running job's specialists and trainer are
+    protected: they are resident already, so a larger reserve limits what is admitted next, never evicts them."""
+    first = place_groups(full, protected, preferred)
+    left = [max(0, u - used) for u, used in zip(usable_, first.used, strict=True)]
+    rest = place_groups(left, groups, preferred, already=first.admitted)
+    admitted = {**first.admitted, **rest.admitted}
+    rejected = [n for n in dict.fromkeys([*first.rejected, *rest.rejected]) if n not in admitted]
+    used = [a + b for a, b in zip(first.used, rest.used, strict=True)]
+    return Placement(admitted, rejected, used)
 
 
 def spawn_budget(capacities: Sequence[int], sizes: Iterable[int]) -> int:

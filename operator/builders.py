@@ -10,8 +10,8 @@ GPU memory is a scheduler-enforced budget: a GPU pod requests its resident bytes
 `swarm.ai/gpu-memory-mib` that the node agent advertises on its node (budget.GPU_MEMORY_RESOURCE), so the scheduler
 itself refuses to overcommit a node's GPU memory, whichever pool or namespace asks. The default templates claim no
 `nvidia.com/gpu` (a whole-device claim would make a GPU exclusive to one pod); they run under the `nvidia`
-RuntimeClass, and a placed specialist is pinned to the node and GPU its pool planned (hostname node selector,
-NVIDIA_VISIBLE_DEVICES), so the plan and the binding agree.
+RuntimeClass, and a placed specialist or trainer is pinned to the node and GPU its pool planned (hostname node
+selector, NVIDIA_VISIBLE_DEVICES), so the plan and the binding agree.
 
 Transport security: the default templates mount a TLS Secret (cert-manager layout: tls.crt, tls.key, ca.crt) at
 TLS_MOUNT and point `SWARM_TLS_DIR` at it, so specialists serve mTLS and trainer (primary) pods present their client
@@ -457,7 +457,10 @@ def trainer_pod(
     template: dict[str, Any],
     image: str | None = None,
     experts: Mapping[str, str] | None = None,
+    gpu: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
+    """The job's trainer (primary) pod; `gpu` is the (node, GPU index) its pool placed it on beside its
+    specialists: a GPU pod is pinned there (hostname node selector, NVIDIA_VISIBLE_DEVICES), as a specialist is."""
     job_name = job["metadata"]["name"]
     labels = trainer_labels(job_name, spec.pool_ref)
     pod = _fill_template(
@@ -485,6 +488,9 @@ def trainer_pod(
     pod["spec"]["restartPolicy"] = "Never"
     pod["spec"].setdefault("serviceAccountName", TRAINER_SERVICE_ACCOUNT)
     request_gpu_memory(pod["spec"], spec.gpu_memory_bytes)
+    if gpu is not None and pod_device({"spec": pod["spec"]}) == DEVICE_CUDA:
+        pod["spec"]["nodeSelector"] = {**(pod["spec"].get("nodeSelector") or {}), HOSTNAME_LABEL: gpu[0]}
+        container["env"].append({"name": VISIBLE_DEVICES_ENV, "value": str(gpu[1])})
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod["spec"]}
 
 

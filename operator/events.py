@@ -1,5 +1,6 @@
-"""Normal core/v1 Events for what the operator changes: a specialist Deployment scaled up or down (on its
-SpecialistPool) and a trainer pod created (on its SwarmJob). Warnings stay kopf's (its posting of handler errors).
+"""core/v1 Events: Normal ones for what the operator changes (a specialist Deployment scaled up or down, on its
+SpecialistPool; a trainer pod created, on its SwarmJob), Warning ones when a job's condition newly goes False (it
+waits for budget or for its specialists, or lost what it held: job.py, held.py; the reason is the condition's).
 
 Posting is best effort: a failed post is logged and never fails the reconcile that caused it.
 """
@@ -19,6 +20,7 @@ COMPONENT = "swarm-operator"
 SCALED_UP = "ScaledUp"
 SCALED_DOWN = "ScaledDown"
 TRAINER_POD_CREATED = "TrainerPodCreated"
+WARNING = "Warning"
 
 
 def event_body(

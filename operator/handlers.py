@@ -183,6 +183,10 @@ async def pool_metrics(event: kopf.RawEvent, name: str, namespace: str, status: 
 logging.getLogger("kopf.objects").addFilter(
     observability.QuietSuccess("pool-metrics", "pool-children", "trainer_pod_event", "pool-resync", "job-resync")
 )
+# A job's reconcile raises kopf.TemporaryError only to wait (job.Outcome.retry): INFO, not ERROR.
+logging.getLogger("kopf.objects").addFilter(
+    observability.QuietWaiting("job-resume", "job-create", "job-update", "job-resync")
+)
 
 
 # ---------------------------------------------------------------------------------------------- jobs

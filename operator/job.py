@@ -1,9 +1,12 @@
 """SwarmJob reconciliation: check the pool, ask it for specialists, create the primary trainer pod, track status.
 
-Phase follows the trainer pod (no pod yet: Pending). A missing pool, unknown specialists, or specialists the
-budget cannot admit leave the job Pending with a condition saying why, and `retry` set so the handler retries.
-Once its pod exists the job is admitted for good: a pool change never sends it back to Pending (its claim is
-placed before the warm set, pool.plan).
+Phase follows the trainer pod (no pod yet: Pending). A missing pool, unknown specialists, specialists or a trainer
+the budget cannot admit, or granted specialists not ready yet leave the job Pending with a condition saying why (a
+Warning event when it newly goes False), and `retry` set so the handler retries: the trainer pod is created only
+once its pool admitted its specialists and its trainer's GPU memory (the pod is pinned to that GPU) and every
+specialist it is given is ready. It is given what it asked for and ready warm specialists, never another job's.
+Once its pod exists the job is admitted for good: a pool change never sends it back to Pending (its claim, with
+what it was granted, is placed first, pool.plan); what it holds is checked at each reconcile (held.py).
 A trainer pod belongs to the job whose UID its owner reference carries: a same-named pod of an earlier job (deleted
 without cascading) is deleted, never adopted, and its events never reach the new job's status.
 
@@ -23,9 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from swarm.operator import builders, events, pool, status_write
-from swarm.operator.kube import JOBS, PODS, Api
-from swarm.operator.models import JOB, ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec
+from swarm.operator import builders, events, held, pool, status_write
+from swarm.operator.kube import JOBS, PODS, POOLS, Api
+from swarm.operator.models import JOB, MIB_BYTES, ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec
 from swarm.operator.status import (
     condition,
     merge_conditions,
@@ -64,13 +67,31 @@ def owns(job: dict[str, Any], pod: dict[str, Any]) -> bool:
     return bool(uid) and any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or [])
 
 
+DEFAULT_TRAINER_BYTES = int(SwarmJobSpec.model_fields["gpu_memory_bytes"].default)
+
+
 def claim_of(body: dict[str, Any]) -> pool.Claim:
+    """The job's claim on its pool: its specialists and its trainer's GPU memory; once its trainer pod exists
+    (`running`), also what it was granted (status.specialists: warm ones besides those it asked for) and the GPU its
+    trainer is pinned to, so that the pool keeps all of it."""
     spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    running = bool(status.get("pods"))
+    names = served_specialists(spec.get("mode", ""), spec.get("specialists") or ())
+    if running:
+        names = tuple(dict.fromkeys([*names, *(status.get("specialists") or [])]))
+    node, gpu = status.get("trainerNode"), status.get("trainerGpu")
+    try:
+        trainer_bytes = max(0, int(spec.get("gpuMemoryBytes") or DEFAULT_TRAINER_BYTES))
+    except (TypeError, ValueError):
+        trainer_bytes = DEFAULT_TRAINER_BYTES
     return pool.Claim(
         job=body["metadata"]["name"],
-        specialists=served_specialists(spec.get("mode", ""), spec.get("specialists") or ()),
+        specialists=names,
         created=body["metadata"].get("creationTimestamp") or "",
-        running=bool((body.get("status") or {}).get("pods")),
+        running=running,
+        trainer_bytes=trainer_bytes,
+        trainer_gpu=(node, gpu) if isinstance(node, str) and type(gpu) is int else None,
     )
 
 
@@ -155,20 +176,35 @@ async def _reconcile(
             return Outcome(phase=((job or {}).get("status") or {}).get("phase", "Gone"))
 
     result = await pool.reconcile(api, namespace, spec.pool_ref, nodes, claims, templates)
-    problem = _pool_problem(spec, result)
+    gpu_trainer = builders.pod_device(templates["trainer"]) == builders.DEVICE_CUDA
+    problem = _pool_problem(spec, result, name if gpu_trainer else None)
     if problem is not None:
         type_, reason, message = problem
-        await write_status(
-            api,
-            job,
-            {"phase": Phase.Pending.value, "message": message},
-            [condition(type_, False, reason, message)],
-        )
-        return Outcome(Phase.Pending.value, retry=message)
+        return await _wait(api, job, [condition(type_, False, reason, message)], message)
 
     endpoints = {} if spec.mode == Mode.adapt else _granted(spec, result, namespace)
+    granted = [
+        condition(
+            ConditionType.PoolReady, True, ConditionReason.PoolFound, f"SpecialistPool {spec.pool_ref!r} reconciled"
+        ),
+        condition(
+            ConditionType.SpecialistsGranted,
+            True,
+            ConditionReason.Granted,
+            ", ".join(sorted(endpoints)) or "none requested",
+        ),
+    ]
+    # The trainer starts once every specialist it is given serves: it would call a Pending one and fail.
+    unready = [n for n in sorted(endpoints) if n not in result.ready]
+    if unready:
+        why = "; ".join(f"{n} ({result.waiting.get(n, 'not ready')})" for n in unready)
+        message = f"waiting for specialists to be ready: {why}"
+        not_ready = condition(ConditionType.SpecialistsReady, False, ConditionReason.NotReady, message)
+        return await _wait(api, job, [*granted, not_ready], message)
+
     experts = {name: result.models[name] for name in spec.specialists} if spec.mode == Mode.adapt else None
-    pod_body = builders.trainer_pod(job, spec, endpoints, templates["trainer"], experts=experts)
+    gpu = result.trainers.get(name) if gpu_trainer else None
+    pod_body = builders.trainer_pod(job, spec, endpoints, templates["trainer"], experts=experts, gpu=gpu)
     started = _parse(status.get("startTime")) or now
     if spec.active_deadline_seconds:  # what is left of it: the kubelet enforces it too
         left = spec.active_deadline_seconds - int((now - started).total_seconds())
@@ -194,17 +230,11 @@ async def _reconcile(
             "pods": [pod["metadata"]["name"]],
             "startTime": now_iso(started),
             "output": f"{spec.output.claim_name}/{builders.output_sub_path(name, spec)}" if spec.output else "",
+            **({"trainerNode": gpu[0], "trainerGpu": gpu[1]} if gpu else {}),
         },
         [
-            condition(
-                ConditionType.PoolReady, True, ConditionReason.PoolFound, f"SpecialistPool {spec.pool_ref!r} reconciled"
-            ),
-            condition(
-                ConditionType.SpecialistsGranted,
-                True,
-                ConditionReason.Granted,
-                ", ".join(sorted(endpoints)) or "none requested",
-            ),
+            *granted,
+            condition(ConditionType.SpecialistsReady, True, ConditionReason.AllReady, ", ".join(sorted(endpoints))),
             condition(ConditionType.TrainerPod, True, ConditionReason.Created, pod["metadata"]["name"]),
         ],
     )
@@ -223,8 +253,13 @@ def _parse(stamp: object) -> datetime | None:
 async def _follow(
     api: Api, job: dict[str, Any], spec: SwarmJobSpec, pod: dict[str, Any], now: datetime
 ) -> Outcome:
-    """The job's own pod exists: its phase and metrics into the status, and the deadline enforced."""
+    """The job's own pod exists: its phase and metrics into the status, what it holds checked (held.check), and
+    the deadline enforced."""
     outcome = await sync_from_pod(api, pod, job=job)
+    if outcome.phase not in TERMINAL:
+        current = await api.get(JOBS, job["metadata"]["namespace"], job["metadata"]["name"])
+        if current is not None and owns(current, pod) and is_active(current):
+            await _check_held(api, current, spec)
     started = _parse((job.get("status") or {}).get("startTime"))
     deadline = spec.active_deadline_seconds
     if outcome.phase in TERMINAL or not deadline or started is None:
@@ -299,7 +334,32 @@ async def _expire(api: Api, job: dict[str, Any], now: datetime) -> Outcome:
     return Outcome(phase=status.get("phase", Phase.Failed.value))
 
 
-def _pool_problem(spec: SwarmJobSpec, result: pool.PoolResult) -> tuple[ConditionType, ConditionReason, str] | None:
+async def _wait(api: Api, job: dict[str, Any], conditions: list[dict[str, Any]], message: str) -> Outcome:
+    """The job waits (Pending) for `message`: the conditions written, a Warning event when one of them newly went
+    False, and `retry` set (the handler retries; a wait is logged at INFO, observability.QuietWaiting)."""
+    await write_status(api, job, {"phase": Phase.Pending.value, "message": message}, conditions)
+    await _warn(api, job, conditions)
+    return Outcome(Phase.Pending.value, retry=message)
+
+
+async def _warn(api: Api, job: dict[str, Any], conditions: list[dict[str, Any]]) -> None:
+    """A Warning event on the job for each of `conditions` newly False (`job` as read before they were written)."""
+    for reason, message in held.warnings((job.get("status") or {}).get("conditions") or [], conditions):
+        await events.post(api, job, reason, message, events.WARNING)
+
+
+async def _check_held(api: Api, job: dict[str, Any], spec: SwarmJobSpec) -> None:
+    """A running job: whether its pool and the specialists it was granted are still there and ready (held.py)."""
+    found = await api.get(POOLS, job["metadata"]["namespace"], spec.pool_ref)
+    conditions = held.conditions((job.get("status") or {}).get("specialists") or [], spec.pool_ref, found)
+    await write_status(api, job, {}, conditions)
+    await _warn(api, job, conditions)
+
+
+def _pool_problem(
+    spec: SwarmJobSpec, result: pool.PoolResult, trainer: str | None = None
+) -> tuple[ConditionType, ConditionReason, str] | None:
+    """Why the job cannot start yet; `trainer`: the job's name when its trainer needs GPU memory from the pool."""
     if not result.found:
         return ConditionType.PoolReady, ConditionReason.PoolNotFound, result.message
     if not result.valid:
@@ -316,6 +376,8 @@ def _pool_problem(spec: SwarmJobSpec, result: pool.PoolResult) -> tuple[Conditio
             f"not in SpecialistPool {spec.pool_ref!r}: {', '.join(unknown)}",
         )
     denied = [s for s in served_specialists(spec.mode, spec.specialists) if s not in result.admitted]
+    if trainer is not None and trainer not in result.trainers:
+        denied.append(f"the trainer ({spec.gpu_memory_bytes // MIB_BYTES} MiB)")
     if denied:
         return (
             ConditionType.SpecialistsGranted,
@@ -326,8 +388,10 @@ def _pool_problem(spec: SwarmJobSpec, result: pool.PoolResult) -> tuple[Conditio
 
 
 def _granted(spec: SwarmJobSpec, result: pool.PoolResult, namespace: str) -> dict[str, str]:
-    """Requested specialists first, then other running ones (warm) up to maxSpecialists."""
-    names = list(spec.specialists) + sorted(result.admitted - set(spec.specialists))
+    """Requested specialists first, then ready warm ones up to maxSpecialists: never another job's (it may go when
+    that job ends), nor a warm one still starting (the trainer does not wait for one it did not ask for)."""
+    warm = [w for w in result.warm if w in result.admitted and w in result.ready and w not in spec.specialists]
+    names = list(spec.specialists) + sorted(warm)
     return {n: builders.specialist_endpoint(namespace, spec.pool_ref, n) for n in names[: spec.max_specialists]}
 
 

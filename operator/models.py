@@ -165,7 +165,8 @@ class ConditionType(StrEnum):
     DemandValid = "DemandValid"  # pool: its swarm.ai/demand annotation parsed (False: entries ignored)
     SpecValid = "SpecValid"  # job
     PoolReady = "PoolReady"  # job: its SpecialistPool exists and is valid
-    SpecialistsGranted = "SpecialistsGranted"  # job: its specialists are known and admitted
+    SpecialistsGranted = "SpecialistsGranted"  # job: its specialists (and trainer) are known and admitted, and kept
+    SpecialistsReady = "SpecialistsReady"  # job: every specialist it was granted has a ready replica
     MetricsValid = "MetricsValid"  # job: the trainer pod's metrics annotation parsed
     Complete = "Complete"  # job: the trainer pod finished (True: Succeeded)
     TrainerPod = "TrainerPod"  # job: its trainer pod exists and is its own (owner reference with the job's UID)
@@ -189,10 +190,15 @@ class ConditionReason(StrEnum):
     PoolFound = "PoolFound"
     PoolNotFound = "PoolNotFound"
     PoolInvalid = "PoolInvalid"
+    PoolDeleted = "PoolDeleted"  # job PoolReady False: its pool was deleted while the job ran
     # job SpecialistsGranted
     Granted = "Granted"
     UnknownSpecialist = "UnknownSpecialist"
     BudgetExceeded = "BudgetExceeded"
+    SpecialistLost = "SpecialistLost"  # a running job's specialist was removed from its pool or scaled to zero
+    # job SpecialistsReady
+    AllReady = "AllReady"
+    NotReady = "NotReady"  # the trainer pod waits for them (before it exists), or one stopped being ready
     # job MetricsValid, pool DemandValid
     Parsed = "Parsed"
     Ignored = "Ignored"
@@ -567,6 +573,10 @@ class SwarmJobStatus(_Model):
     start_time: str | None = Field(default=None, description="When the first trainer pod was created (RFC 3339).")
     completion_time: str | None = Field(default=None, description="When the job Succeeded or Failed (RFC 3339).")
     failed: int = Field(default=0, ge=0, description="Trainer pods that failed or were lost (see backoffLimit).")
+    trainer_node: str | None = Field(default=None, description="Node of the GPU the trainer pod is pinned to.")
+    trainer_gpu: int | None = Field(
+        default=None, ge=0, description="Index of that GPU on its node (the trainer's NVIDIA_VISIBLE_DEVICES)."
+    )
     conditions: list[Condition] = conditions_field()
 
 

@@ -114,6 +114,22 @@ class QuietSuccess(logging.Filter):
         return not record.getMessage().startswith(self.prefixes)
 
 
+class QuietWaiting(logging.Filter):
+    """Logs kopf's "<handler> failed temporarily: ..." of the given handlers at INFO, not ERROR: those handlers
+    raise kopf.TemporaryError only for a normal wait (a job Pending for its pool, budget or specialists), which the
+    job says in its conditions and a Warning event. At INFO kopf does not post it as an Error event either."""
+
+    def __init__(self, *handler_ids: str) -> None:
+        super().__init__()
+        kinds = ("Handler", "Timer")
+        self.prefixes = tuple(f"{kind} {i!r} failed temporarily: " for i in handler_ids for kind in kinds)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and record.getMessage().startswith(self.prefixes):
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True
+
+
 @dataclass
 class Health:
     """What the probes report: leadership (set by the Elector) and kopf's start (its ready flag)."""

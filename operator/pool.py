@@ -1,10 +1,13 @@
 """SpecialistPool reconciliation: budget from node GPU readings, which specialists run, their objects, status.
 
-Priority when the budget is short: the warm set (in spec order), then specialists requested by active SwarmJobs
-(oldest job first), then those the annotation service demanded less than `idleTimeoutSeconds` ago (the pool's
-`swarm.ai/demand` annotation, see model_server/demand.py; oldest demand first), then cold specialists still inside
-their idle timeout. A job's claim is all or nothing: one naming a specialist the pool lacks claims nothing, and
-one whose specialists do not all fit admits none of them (the job waits; later claims may still fit). Each
+Priority when the budget is short: what running jobs hold (their specialists and trainers: never evicted by a pool
+change, the reserve does not apply to them), the warm set (in spec order), then specialists requested by pending
+SwarmJobs (oldest job first), then those the annotation service demanded less than `idleTimeoutSeconds` ago (the
+pool's `swarm.ai/demand` annotation, see model_server/demand.py; oldest demand first), then cold specialists still
+inside their idle timeout. A job's claim is all or nothing and includes its trainer's GPU memory
+(`gpuMemoryBytes`, placed on one GPU: the trainer pod is pinned there and counted in status.gpuUsage): one naming a
+specialist the pool lacks claims nothing, and one whose specialists and trainer do not all fit admits none of them
+(the job waits; later claims may still fit). Each
 specialist always has a Deployment (replicas 0 or 1) and a Service, so scaling a cold one from zero is a replica
 patch. A demand entry that does not parse (not a JSON object, a bad time, an unknown name)
 is ignored and named in the pool's DemandValid condition.
@@ -22,7 +25,7 @@ import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,7 +59,17 @@ class Claim:
     specialists: tuple[str, ...]
     created: str
     demand: bool = False
-    running: bool = False  # the job's trainer pod exists: its specialists are never evicted
+    running: bool = False  # the job's trainer pod exists: its specialists and trainer are never evicted
+    trainer_bytes: int = 0  # GPU memory of the job's trainer pod: placed with its specialists (0: a CPU trainer)
+    trainer_gpu: tuple[str, int] | None = None  # (node, GPU index) the running trainer pod is pinned to
+
+
+TRAINER = "trainer/"  # prefix of a trainer's name in a placement ("/" is in no specialist name)
+
+
+def trainer_key(job: str) -> str:
+    """The name a job's trainer has in the placement, beside its specialists' names."""
+    return f"{TRAINER}{job}"
 
 
 @dataclass
@@ -67,6 +80,10 @@ class PoolResult:
     admitted: set[str] = field(default_factory=set)
     specialists: set[str] = field(default_factory=set)
     models: dict[str, str] = field(default_factory=dict)  # specialist -> model path (for mode adapt)
+    warm: list[str] = field(default_factory=list)  # the pool's warm set, in spec order
+    ready: set[str] = field(default_factory=set)  # admitted specialists whose Deployment reports a ready replica
+    waiting: dict[str, str] = field(default_factory=dict)  # admitted, not ready: why (the scheduler's message)
+    trainers: dict[str, tuple[str, int]] = field(default_factory=dict)  # job -> (node, GPU index) of its trainer
 
 
 _locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -175,9 +192,11 @@ def plan(
 ) -> tuple[list[dict[str, Any]], budget.Placement]:
     """Pure planning step: per-specialist status rows and the placement (what runs); `taken`: bytes other pools
     hold per GPU. Jobs' claims come before demand claims (`Claim.demand`, see `demand_claims`). Admission is all or
-    nothing per job claim: one naming an unknown specialist claims nothing, one that does not fit admits none of
-    its specialists (earlier claims and the warm set keep theirs). A specialist's lastRequested is now for a granted
-    job claim, the time of the demand for the annotation service's."""
+    nothing per job claim, its trainer (`Claim.trainer_bytes`, placed under `trainer_key(job)`) included: one
+    naming an unknown specialist claims nothing (unless it runs: then it keeps what is known), one that does not fit
+    admits none of its specialists nor its trainer (earlier claims and the warm set keep theirs). Running claims
+    are placed first, against the GPUs without the pool's reserve (`budget.place_protected`). A specialist's
+    lastRequested is now for a granted job claim, the time of the demand for the annotation service's."""
     sizes = {
         s.name: budget.resident_bytes(
             dtype=s.dtype, params=s.params, resident=s.resident_bytes, activation=s.activation_bytes
@@ -187,7 +206,8 @@ def plan(
     ordered = sorted(claims, key=lambda c: (c.demand, c.created, c.job))
     # A job's claim naming a specialist the pool does not have claims nothing: the job stays Pending
     # (UnknownSpecialist), and its known specialists would be held up for nothing.
-    ordered = [c for c in ordered if c.demand or all(n in sizes for n in c.specialists)]
+    # A running job keeps what it holds even when the spec no longer names some of it (the job is told: job.py).
+    ordered = [c for c in ordered if c.demand or c.running or all(n in sizes for n in c.specialists)]
 
     def within_idle(name: str) -> bool:
         stamp = _safe_time(previous.get(name, {}).get("lastRequested"))
@@ -199,21 +219,32 @@ def plan(
     # earlier group placed costs nothing.
     # A running job's specialists come first: a pool change (a new warm specialist, a larger reserve) must not
     # evict what a trainer pod is using.
-    groups = [[n for n in c.specialists if n in sizes] for c in ordered if c.running and not c.demand]
-    groups += [[w] for w in spec.warm]
-    groups += [[n for n in c.specialists if n in sizes] for c in ordered if not c.running and not c.demand]
-    groups += [[n] for c in ordered if c.demand for n in c.specialists if n in sizes]
+    # A job's group is its specialists and its trainer: it is admitted only when both fit.
+    def job_group(claim: Claim) -> list[tuple[str, int]]:
+        trainer = [(trainer_key(claim.job), claim.trainer_bytes)] if claim.trainer_bytes > 0 else []
+        return [(n, sizes[n]) for n in claim.specialists if n in sizes] + trainer
+
+    jobs = [c for c in ordered if not c.demand]
+    protected = [job_group(c) for c in jobs if c.running]
+    groups = [[(w, sizes[w])] for w in spec.warm]
+    groups += [job_group(c) for c in jobs if not c.running]
+    groups += [[(n, sizes[n])] for c in ordered if c.demand for n in c.specialists if n in sizes]
     # Within its idle timeout a running specialist stays up, even one a denied claim names.
-    groups += [[s.name] for s in spec.specialists if s.name not in spec.warm and within_idle(s.name)]
-    wanted = {n for group in groups for n in group}
+    groups += [[(s.name, sizes[s.name])] for s in spec.specialists if s.name not in spec.warm and within_idle(s.name)]
+    wanted = {n for group in (*protected, *groups) for n, _ in group}
     running_on = {
         name: slot
         for name, row in previous.items()
         if row.get("replicas") and (slot := budget.slot_of(gpus, row.get("node"), row.get("gpu"))) is not None
     }
-    placement = budget.place_groups(
+    for claim in jobs:
+        if claim.trainer_gpu is not None and (slot := budget.slot_of(gpus, *claim.trainer_gpu)) is not None:
+            running_on[trainer_key(claim.job)] = slot
+    placement = budget.place_protected(
+        budget.usable(gpus, 0, taken),
         budget.usable(gpus, spec.memory_reserve_per_gpu, taken),
-        [[(n, sizes[n]) for n in g] for g in groups],
+        protected,
+        groups,
         running_on,
     )
 
@@ -222,7 +253,8 @@ def plan(
     for claim in ordered:
         names = [n for n in claim.specialists if n in sizes]
         # A job claim refreshes lastRequested only when granted: a denied one must not keep its names idle-kept.
-        granted = claim.demand or all(n in placement.admitted for n in names)
+        trainer_in = claim.trainer_bytes <= 0 or trainer_key(claim.job) in placement.admitted
+        granted = claim.demand or (trainer_in and all(n in placement.admitted for n in names))
         stamp = (_parse_time(claim.created) or now) if claim.demand else now
         for name in names:
             requested_by[name].append(claim.job)
@@ -335,6 +367,8 @@ async def _reconcile(
         {s.name for s in spec.specialists},
         now,
     )
+    if builders.pod_device(templates["trainer"]) != builders.DEVICE_CUDA:  # a CPU trainer takes no GPU memory
+        claims = [replace(c, trainer_bytes=0) for c in claims]
     claims = claims + demand_claims(demand, now, spec.idle_timeout_seconds)
     rows, placement = plan(spec, gpus, claims, previous, now, taken)
 
@@ -360,6 +394,7 @@ async def _reconcile(
     capacities = budget.usable(gpus, spec.memory_reserve_per_gpu, taken)
     other_pools = sum(taken.get((g.node, g.index), 0) for g in gpus)
     over = [r["name"] for r in rows if r["state"] == SpecialistState.OverBudget]
+    over += [f"the trainer of {k[len(TRAINER) :]}" for k in placement.rejected if k.startswith(TRAINER)]
     warm_missing = [w for w in spec.warm if w not in placement.admitted]
     warm_waiting = [r for r in rows if r["name"] in spec.warm and r["replicas"] and not r["ready"]]
     body = {
@@ -408,9 +443,17 @@ async def _reconcile(
     await _patch_status(api, pool, body, conditions, now)
     return PoolResult(
         found=True,
-        admitted=set(placement.admitted),
+        admitted={r["name"] for r in rows if r["replicas"]},
         specialists={s.name for s in spec.specialists},
         models={s.name: s.model for s in spec.specialists},
+        warm=list(spec.warm),
+        ready={r["name"] for r in rows if r["ready"]},
+        waiting={r["name"]: r.get("message") or "not ready" for r in rows if r["replicas"] and not r["ready"]},
+        trainers={
+            key[len(TRAINER) :]: (gpus[slot].node, gpus[slot].index)
+            for key, slot in placement.admitted.items()
+            if key.startswith(TRAINER)
+        },
     )
 
 

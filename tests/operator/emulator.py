@@ -258,6 +258,7 @@ class EmulatedCluster:
         self.emulator: SwarmEmulator | None = None
         self._server: kmock.Server | None = None
         self.kubeconfig = self.workdir / "kubeconfig.yaml"
+        self._controller: asyncio.Task[None] | None = None
 
     def __enter__(self) -> EmulatedCluster:
         self._thread.start()
@@ -290,11 +291,34 @@ class EmulatedCluster:
 
     async def _stop(self) -> None:
         assert self._server is not None and self.emulator is not None
+        if self._controller is not None:
+            self._controller.cancel()
         await self._server.__aexit__(None, None, None)
         await self.emulator.__aexit__(None, None, None)
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def ready_deployments(self, interval: float = 0.05) -> None:
+        """From now on, a minimal Deployment controller: every Deployment reports all its replicas ready (what a
+        test that is not about readiness needs for a trainer pod to be created). Off by default."""
+
+        async def control() -> None:
+            while True:
+                for deployment in (await self._call("GET", DEPLOYMENTS.path()))["items"]:
+                    want = int(deployment["spec"].get("replicas", 1))
+                    if (deployment.get("status") or {}).get("readyReplicas") != want:
+                        meta = deployment["metadata"]
+                        body = {"status": {"replicas": want, "readyReplicas": want}}
+                        path = DEPLOYMENTS.path(meta["namespace"], meta["name"], "status")
+                        await self._call("PATCH", path, body, "application/merge-patch+json")
+                await asyncio.sleep(interval)
+
+        async def start() -> None:
+            if self._controller is None:
+                self._controller = asyncio.ensure_future(control())
+
+        self.run(start())
 
     # ------------------------------------------------------------------ client side, over HTTP
     async def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from emulator import RTX_4090_TOTAL, pool_body
 
 from swarm.operator import budget
 from swarm.operator.models import SpecialistPoolSpec
-from swarm.operator.pool import DEMAND_JOB, Claim, plan
+from swarm.operator.pool import DEMAND_JOB, Claim, plan, trainer_key
 
 MIB, GIB = 1 << 20, 1 << 30
 pytestmark = pytest.mark.timeout(30)
@@ -209,3 +210,47 @@ def test_a_denied_claim_does_not_keep_an_idle_specialist_up_forever() -> None:
 def test_place_groups_whole_or_not_at_all() -> None:
     placed = budget.place_groups([10, 6], [[("a", 7)], [("b", 5), ("c", 5)], [("d", 3)], [("a", 7), ("e", 2)]])
     assert placed.admitted == {"a": 0, "d": 0, "e": 1} and placed.rejected == ["b", "c"] and placed.used == [10, 2]
+
+
+def test_place_protected_ignores_the_reserve_for_protected_groups_only() -> None:
+    # full 10, usable 4 (a reserve of 6): the protected group (8) fits the full GPU; b (3) would fit the reserve's
+    # room alone, but not what the protected group leaves of it; an already placed name costs nothing.
+    placed = budget.place_protected([10], [4], [[("p", 5), ("t", 3)]], [[("b", 3)], [("p", 5)], [("c", 2)]])
+    assert placed.admitted == {"p": 0, "t": 0} and placed.rejected == ["b", "c"] and placed.used == [8]
+    placed = budget.place_protected([10], [10], [[("p", 5)]], [[("b", 3)], [("c", 3)]])
+    assert placed.admitted == {"p": 0, "b": 0} and placed.rejected == ["c"] and placed.used == [8]
+
+
+def test_a_jobs_trainer_is_placed_with_its_specialists() -> None:
+    spec = SpecialistPoolSpec.model_validate(pool_body(names=("a", "b", "c"), warm=("a",))["spec"])
+    size = budget.resident_bytes(dtype="bfloat16", params=120_000_000)
+    gpus = [budget.Gpu("n", 0, GIB + 2 * size + 3 * GIB, 0, "nvml"), budget.Gpu("n", 1, GIB + 4 * GIB, 0, "nvml")]
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    # The trainer (4 GiB) fits on GPU 1 beside nothing else: the job is admitted, its trainer counted there.
+    rows, placement = plan(spec, gpus, [Claim("j1", ("b",), "1", trainer_bytes=4 * GIB)], {}, now)
+    assert placement.admitted == {"a": 0, "b": 0, trainer_key("j1"): 1}
+    assert placement.used == [2 * size, 4 * GIB] and _states(rows)["b"] == ("Active", 1)
+    # A 5 GiB trainer fits nowhere: the job's specialist is not admitted either (it would hold a GPU for nothing).
+    rows, placement = plan(spec, gpus, [Claim("j1", ("b",), "1", trainer_bytes=5 * GIB)], {}, now)
+    assert set(placement.admitted) == {"a"} and trainer_key("j1") in placement.rejected
+    assert _states(rows)["b"] == ("OverBudget", 0) and rows[1]["requestedBy"] == ["j1"]
+    assert "lastRequested" not in rows[1]
+    # A running job's trainer stays on the GPU it is pinned to, and with a reserve of the whole GPU the running job
+    # keeps its specialist and trainer while the warm a goes over budget.
+    running = Claim("j1", ("b",), "1", running=True, trainer_bytes=GIB, trainer_gpu=("n", 1))
+    _, placement = plan(spec, gpus, [running], {}, now)
+    assert placement.admitted[trainer_key("j1")] == 1
+    whole = spec.model_copy(update={"memory_reserve_per_gpu": 100 * GIB})
+    rows, placement = plan(whole, gpus, [running], {}, now)
+    assert set(placement.admitted) == {"b", trainer_key("j1")} and _states(rows)["a"] == ("OverBudget", 0)
+
+
+def test_a_running_claim_naming_a_removed_specialist_keeps_the_rest() -> None:
+    spec = SpecialistPoolSpec.model_validate(pool_body(names=("a", "b", "c"), warm=("a",))["spec"])
+    gpus = [budget.Gpu("n", 0, 20 * GIB, 0, "nvml")]
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    running = Claim("j1", ("b", "gone"), "1", running=True, trainer_bytes=GIB)
+    _, placement = plan(spec, gpus, [running], {}, now)
+    assert set(placement.admitted) == {"a", "b", trainer_key("j1")}
+    _, placement = plan(spec, gpus, [replace(running, running=False)], {}, now)  # a pending one claims nothing
+    assert set(placement.admitted) == {"a"}

@@ -117,6 +117,7 @@ def test_a_leader_whose_lease_was_taken_exits_at_once(cluster: EmulatedCluster, 
 
 def test_metrics_and_normal_events(cluster: EmulatedCluster, add_node: Any) -> None:
     add_node()
+    cluster.ready_deployments()
     cluster.create(POOLS, pool_body())
     with OperatorProcess(cluster, NS, metrics_port=free_port()) as op:
         wait_for(lambda: op.http_get("/readyz")[0] == 200, what=f"ready\n{op.log()}")

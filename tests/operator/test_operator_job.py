@@ -51,6 +51,15 @@ def _trainer_pod(api: FakeApi, job_obj: dict[str, Any], message: str | None, pha
     return api.put(PODS, pod)
 
 
+def _specialists_ready(api: FakeApi, claims: list[pool.Claim]) -> None:
+    """Reconcile the pool for `claims`, then report every specialist Deployment's replicas ready (what the
+    Deployment controller would): the trainer pod is created only once its specialists are."""
+    asyncio.run(pool.reconcile(api, NS, "pool", _nodes(), claims, builders.default_templates()))  # type: ignore[arg-type]
+    for (plural, _, _), obj in api.objects.items():
+        if plural == "deployments":
+            obj["status"] = {"replicas": obj["spec"]["replicas"], "readyReplicas": obj["spec"]["replicas"]}
+
+
 def test_non_finite_metrics_are_dropped_and_the_rest_written() -> None:
     api = FakeApi()
     job_obj = api.put(JOBS, job_body())
@@ -144,6 +153,7 @@ def test_a_re_created_job_never_adopts_the_old_pod() -> None:
     claims = [job.claim_of(api.put(JOBS, job_body()))]  # the new job: another uid
     assert asyncio.run(job.sync_from_pod(api, old_pod)).phase == "Pending"  # type: ignore[arg-type]
     assert api.peek(JOBS, NS, "job").get("status") is None  # nothing written
+    _specialists_ready(api, claims)
 
     outcome = asyncio.run(job.reconcile(api, NS, "job", _nodes(), claims, builders.default_templates()))  # type: ignore[arg-type]
     assert outcome.phase == "Pending" and outcome.retry and "belongs to another object" in outcome.retry

@@ -135,6 +135,7 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
         assert cond(st, ConditionType.Ready)["message"] == "1 specialist(s) ready on 1 GPU(s)"
         assert row(st, "a")["ready"] is True and "message" not in row(st, "a")
 
+        cluster.ready_deployments()  # from here on, as the Deployment controller would report them
         cluster.create(JOBS, job_body(output={"claimName": "swarm-runs"}))
         pod = wait_for(lambda: cluster.get(PODS, NS, POD), what="trainer pod")
         assert {"name": "work", "persistentVolumeClaim": {"claimName": "swarm-runs"}} in pod["spec"]["volumes"]
@@ -184,6 +185,7 @@ def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeyp
 
 def test_missing_pool_sets_condition_then_recovers(cluster: EmulatedCluster, add_node: Any) -> None:
     add_node()
+    cluster.ready_deployments()
     cluster.create(JOBS, job_body(pool="later"))
     with OperatorProcess(cluster, NS) as op:
         st = wait_for(
@@ -236,6 +238,7 @@ def test_unknown_specialist_and_invalid_pool_are_conditions(cluster: EmulatedClu
 
 def test_restart_mid_reconcile_creates_no_duplicates(cluster: EmulatedCluster, add_node: Any) -> None:
     add_node()
+    cluster.ready_deployments()
     cluster.create(POOLS, pool_body(warm=("a", "b", "c")))
     cluster.create(JOBS, job_body(specialists=("c",)))
     # Hold the creation of the second Deployment: the operator is killed while that request is in flight.
@@ -275,6 +278,7 @@ def test_restart_mid_reconcile_creates_no_duplicates(cluster: EmulatedCluster, a
 
 def test_delete_job_runs_finalizer_and_cleans_up(cluster: EmulatedCluster, add_node: Any) -> None:
     add_node()
+    cluster.ready_deployments()
     cluster.create(POOLS, pool_body())
     cluster.create(JOBS, job_body(specialists=("c",)))
     with OperatorProcess(cluster, NS) as op:
@@ -374,6 +378,7 @@ def test_pools_on_the_same_gpu_share_its_memory(cluster: EmulatedCluster, add_no
 
 def test_a_re_created_job_never_shows_the_old_pods_phase_or_metrics(cluster: EmulatedCluster, add_node: Any) -> None:
     add_node()
+    cluster.ready_deployments()
     cluster.create(POOLS, pool_body())
     cluster.create(JOBS, job_body())
     with OperatorProcess(cluster, NS) as op:

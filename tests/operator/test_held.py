@@ -1,0 +1,86 @@
+"""What a running job holds, checked against its pool (operator/held.py), and the job's claim (job.claim_of)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from emulator import job_body, pool_body
+from status_conditions import find_condition
+
+from swarm.operator import held, job
+from swarm.operator.models import GIB, ConditionReason, ConditionType
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _pool(rows: dict[str, tuple[int, bool]], names: tuple[str, ...] = ("a", "b", "c")) -> dict[str, Any]:
+    body = pool_body(names=names, warm=())
+    specialists = [{"name": n, "replicas": r, "ready": ok} for n, (r, ok) in rows.items()]
+    return {**body, "status": {"specialists": specialists}}
+
+
+def _summary(conditions: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in conditions}
+
+
+def test_all_held_and_ready() -> None:
+    conditions = held.conditions(["b", "a"], "pool", _pool({"a": (1, True), "b": (1, True), "c": (0, False)}))
+    assert _summary(conditions) == {
+        "PoolReady": ("True", "PoolFound"),
+        "SpecialistsGranted": ("True", "Granted"),
+        "SpecialistsReady": ("True", "AllReady"),
+    }
+    assert find_condition({"conditions": conditions}, ConditionType.SpecialistsGranted)["message"] == "a, b"
+
+
+def test_removed_stopped_and_unready_specialists_are_named() -> None:
+    pool = _pool({"a": (0, False), "b": (1, False)}, names=("a", "b"))
+    conditions = held.conditions(["a", "b", "gone"], "pool", pool)
+    assert _summary(conditions)["SpecialistsGranted"] == ("False", ConditionReason.SpecialistLost)
+    granted = find_condition({"conditions": conditions}, ConditionType.SpecialistsGranted)["message"]
+    assert granted == "removed from SpecialistPool 'pool': gone; scaled to zero: a"
+    ready = find_condition({"conditions": conditions}, ConditionType.SpecialistsReady)
+    assert (ready["status"], ready["reason"]) == ("False", ConditionReason.NotReady)
+    assert ready["message"].startswith("not ready: gone, a, b")
+    # b only stopped being ready: still granted.
+    conditions = held.conditions(["b"], "pool", pool)
+    assert _summary(conditions)["SpecialistsGranted"] == ("True", "Granted")
+    assert _summary(conditions)["SpecialistsReady"] == ("False", "NotReady")
+
+
+def test_a_row_not_written_yet_is_not_a_loss() -> None:
+    conditions = held.conditions(["a"], "pool", _pool({}))
+    assert _summary(conditions)["SpecialistsGranted"] == ("True", "Granted")
+
+
+@pytest.mark.parametrize("gone", [None, {**pool_body(), "metadata": {"name": "pool", "deletionTimestamp": "x"}}])
+def test_a_deleted_pool_is_a_loss(gone: dict[str, Any] | None) -> None:
+    conditions = held.conditions(["a"], "pool", gone)
+    assert _summary(conditions) == {
+        "PoolReady": ("False", "PoolDeleted"),
+        "SpecialistsGranted": ("False", "SpecialistLost"),
+        "SpecialistsReady": ("False", "NotReady"),
+    }
+    assert _summary(held.conditions([], "pool", gone)) == {"PoolReady": ("False", "PoolDeleted")}
+
+
+def test_one_warning_per_transition() -> None:
+    lost = held.conditions(["gone"], "pool", _pool({}))
+    warned = held.warnings([], lost)
+    assert [reason for reason, _ in warned] == ["SpecialistLost", "NotReady"]
+    assert warned[0][1].startswith("SpecialistsGranted: removed from SpecialistPool 'pool': gone")
+    assert held.warnings(lost, lost) == []  # already False for the same reason: no second event
+    again = [{**c, "reason": "PoolDeleted"} if c["type"] == "SpecialistsGranted" else c for c in lost]
+    assert [reason for reason, _ in held.warnings(lost, again)] == ["PoolDeleted"]
+
+
+def test_a_claim_carries_the_trainer_and_what_a_running_job_holds() -> None:
+    body = job_body(specialists=("b",))
+    claim = job.claim_of(body)
+    assert (claim.specialists, claim.running, claim.trainer_bytes, claim.trainer_gpu) == (("b",), False, 6 * GIB, None)
+    fields = ("specialists", "running", "trainer_bytes", "trainer_gpu")
+    body["spec"]["gpuMemoryBytes"] = GIB
+    body["status"] = {"pods": ["job-primary"], "specialists": ["a", "b"], "trainerNode": "n", "trainerGpu": 1}
+    claim = job.claim_of(body)
+    assert tuple(getattr(claim, f) for f in fields) == (("b", "a"), True, GIB, ("n", 1))
