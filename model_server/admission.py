@@ -3,7 +3,10 @@
 Every table (annotation server) and every ColumnsRequest (specialist server) is priced before any model runs:
 an upper estimate of the bytes it will hold while it is served (`columns x tokens x states`: the activations of
 one forward pass over its columns, the specialist states received or produced, the copies made of them) and of
-its compute (token passes: columns x tokens x models that read them). Then
+its compute (token passes: columns x tokens x models that read them). The MiniLM encoding of a table's never-seen
+cells is priced too (`encoding_cost`: the largest encoder batch's activations and every text's tokens) and admitted
+on its own before the table is routed (annotation server), or within the request's price (specialist server, for
+the cells no vectors were sent for); cells already cached cost a lookup. Then
 
 - a request over the per-request cap (bytes or token passes) is refused at once with RESOURCE_EXHAUSTED, saying
   how many columns per request would fit (retry hint: do not retry unchanged);
@@ -189,20 +192,57 @@ def annotation_cost(
 
 
 def specialist_cost(cfg: BackboneConfig | None, texts: Sequence[str], state_bytes: int, batch_columns: int,
-                    max_len: int) -> Cost:
+                    max_len: int, vector_bytes: int = 0, unseen: Sequence[str] = (),
+                    encode_batch: int = 32) -> Cost:
     """A ColumnsRequest on a specialist server: one micro-batch's forward pass (columns are computed
-    `batch_columns` at a time), the states of every column twice (the computed layers and the bytes being sent)
-    and the request's text."""
+    `batch_columns` at a time), the states of every column twice (the computed layers and the bytes being sent),
+    the request's text and the cell vectors it brought (`vector_bytes`: the message and the float32 copy), and the
+    encoding of the `unseen` cell texts nobody sent vectors for (MiniLM, `encode_batch` texts per call)."""
     columns = len(texts)
     tokens = token_bound(texts, cfg.max_len if cfg is not None else max_len)
     activations = forward_bytes(cfg, min(columns, batch_columns), tokens) if cfg is not None else 0
+    encoding = encoding_cost(unseen, columns, encode_batch) if unseen else None
     total = (
-        int(ACTIVATION_SAFETY * activations)
+        max(int(ACTIVATION_SAFETY * activations), encoding.bytes - REQUEST_OVERHEAD if encoding else 0)
         + 2 * columns * state_bytes
         + 2 * sum(len(t) for t in texts)
+        + 3 * vector_bytes
         + REQUEST_OVERHEAD
     )
-    return Cost(total, columns * tokens, columns, tokens, 1)
+    passes = columns * tokens + (encoding.token_passes if encoding else 0)
+    return Cost(total, passes, columns, tokens, 1)
+
+
+# MiniLM-L6 (6 layers, 384 wide, 12 heads, FFN 1,536) reads at most 256 word pieces plus [CLS] and [SEP].
+ENCODER_MAX_TOKENS = 258
+ENCODER_WIDTH = 384
+ENCODER_HEADS = 12
+# Float32 activations alive at once per token in one layer (hidden states, q/k/v, attention output, the FFN's
+# 4x intermediate and its activation, norms), in units of the width; plus per head the scores and the softmax.
+ENCODER_FLOATS_PER_TOKEN = 12
+
+
+def encoding_tokens(text: str) -> int:
+    """Upper bound of a text's word pieces (one per character, plus [CLS] and [SEP]; the encoder clips)."""
+    return min(ENCODER_MAX_TOKENS, len(text) + 2)
+
+
+def encoding_cost(texts: Sequence[str], columns: int, batch: int) -> Cost:
+    """Encoding never-seen cell texts with MiniLM, `batch` texts per call: the largest batch's activations (texts
+    are batched longest first, as sentence-transformers does), the vectors made, and the token passes (every
+    text's tokens: what the encoding's time grows with)."""
+    if not texts:
+        return Cost(REQUEST_OVERHEAD, 0, columns, 0, 1)
+    lengths = sorted((encoding_tokens(t) for t in texts), reverse=True)
+    worst = 0
+    for start in range(0, len(lengths), max(1, batch)):
+        rows = lengths[start : start + max(1, batch)]
+        width = rows[0]
+        per_token = ENCODER_FLOATS_PER_TOKEN * ENCODER_WIDTH + 2 * ENCODER_HEADS * width
+        worst = max(worst, len(rows) * width * per_token * 4)
+    vectors = 3 * len(texts) * ENCODER_WIDTH * 4  # the encoder's output, its float16 rounding, the store's row
+    total = int(ACTIVATION_SAFETY * worst) + vectors + REQUEST_OVERHEAD
+    return Cost(total, sum(lengths), columns, lengths[0], 1)
 
 
 def columns_that_fit(limit_bytes: int, cost: Cost) -> int:

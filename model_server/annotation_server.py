@@ -1,8 +1,17 @@
 """The annotation gRPC server (`swarm.v1.AnnotationService`): validates tables and drives an `TableAnnotator`.
 
-Per table: proto Table → validated `sotab.Table` → `annotator.route` → priced and admitted (admission.py) →
-states fetched from the specialist servers through `SpecialistClient` (concurrently; lost specialists are
-reported, not fatal) → `annotator.annotate`.
+Per table: proto Table → validated `sotab.Table` → its cells held in the cell-vector store (never-seen ones priced,
+admitted and encoded once, here) → `annotator.route` → priced and admitted (admission.py) → states fetched from the
+specialist servers through `SpecialistClient` (concurrently; lost specialists are reported, not fatal), each request
+carrying the vectors of its columns' cells so that no specialist encodes them again → `annotator.annotate`.
+
+Cells: the process's store is a serving one (cell_vectors.configure_serving): at most `cell_cache_capacity` texts in
+memory, least recently used evicted, nothing written to disk unless `keep_cell_vectors_dir` (or
+$SWARM_KEEP_CELL_VECTORS_DIR) names a private directory. A table whose cells are all cached costs a lookup. One with
+never-seen cells is first checked against the per-table caps as if every specialist read every column (so no
+encoding is spent on a table that will be refused), then its encoding is priced (`admission.encoding_cost`) and
+admitted like a table, and run on an encoder thread of its own (batched; stopped when the caller goes or its
+deadline passes), so the primary's threads keep serving cached tables meanwhile.
 
 Degradation is explicit: a reply whose table lost a specialist on the way (routed columns, no states for some of
 them: timed out, died, malformed stream, not running yet) says `degraded` beside `specialists_missing`; with
@@ -49,6 +58,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -61,11 +71,24 @@ from swarm.model_server.admission import (
     ComputeThreads,
     GiB,
     annotation_cost,
+    encoding_cost,
     machine_memory_bytes,
     state_bytes_per_column,
 )
 from swarm.model_server.annotator import AnnotationResult, Routing, SpecialistStates, Stage, TableAnnotator
 from swarm.model_server.backbone import BackboneConfig, get_config
+from swarm.model_server.cell_vectors import (
+    DEFAULT_SERVING_CAPACITY,
+    ENCODER,
+    CellHold,
+    CellVectorStore,
+    EncodingAbandoned,
+    configure_serving,
+    keep_dir_from_env,
+    store,
+)
+from swarm.model_server.codec import cell_vectors_message, columns_cell_texts
+from swarm.model_server.column_features import is_empty_cell
 from swarm.model_server.demand import DemandPublisher, annotate_requested
 from swarm.model_server.grpc_runtime import (
     DEFAULT_RETRY_AFTER_MS,
@@ -77,8 +100,10 @@ from swarm.model_server.grpc_runtime import (
 )
 from swarm.model_server.knowledge.base import clip
 from swarm.model_server.specialist_client import Cancellation, SpecialistClient
+from swarm.model_server.specialist_server import forget_knowledge_rows
 from swarm.model_server.tables import Table
 from swarm.v1 import annotation_pb2 as apb
+from swarm.v1 import specialist_pb2 as spb
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -113,6 +138,11 @@ class AnnotationLimits:
     health_interval_s: float = 2.0
     retry_after_ms: int = DEFAULT_RETRY_AFTER_MS  # the retry hint of a busy server (RESOURCE_EXHAUSTED, UNAVAILABLE)
     require_specialists: bool = False  # UNAVAILABLE instead of an answer without a routed specialist's states
+    send_cell_vectors: bool = True  # specialists get the cell vectors encoded here instead of encoding them again
+    cell_cache_capacity: int = DEFAULT_SERVING_CAPACITY  # cell texts held in memory (least recently used evicted)
+    # Where encoded cells (client data: plaintext texts) may be written, 0700/0600; None: $SWARM_KEEP_CELL_VECTORS_DIR
+    # or, unset, nowhere.
+    keep_cell_vectors_dir: Path | None = None
 
     def admission_limits(self) -> AdmissionLimits:
         return AdmissionLimits(
@@ -201,6 +231,15 @@ def table_from_proto(msg: apb.Table, limits: AnnotationLimits) -> Table:
     return Table(name=msg.name or "table", columns=columns)
 
 
+def cell_store(annotator: TableAnnotator) -> CellVectorStore:
+    """The cell-vector store the annotator's column encoder reads (the process's store unless it has its own)."""
+    for owner in (annotator, getattr(annotator, "inner", None)):
+        cells = getattr(getattr(owner, "tokenizer", None), "cells", None)
+        if isinstance(cells, CellVectorStore):
+            return cells
+    return store()
+
+
 def primary_config(annotator: TableAnnotator) -> BackboneConfig:
     """The backbone config the annotator's primary runs (what a table's memory is priced with)."""
     for owner in (getattr(annotator, "model", None), getattr(annotator, "backbone", None), annotator):
@@ -255,9 +294,48 @@ class AnnotationServicer:
         self.state_bytes = state_bytes_per_column(self.primary_cfg)
         self.admission = Admission(limits.admission_limits(), what="table")
         self.compute = ComputeThreads(limits.compute_threads, "primary")
+        # MiniLM runs on a thread of its own: a table of never-seen cells never takes a thread the primary's
+        # forward passes of other tables need.
+        self.encoder = ComputeThreads(1, "encoder")
+        self.cells = configure_serving(limits.cell_cache_capacity, limits.keep_cell_vectors_dir or keep_dir_from_env(),
+                                       [forget_knowledge_rows], target=cell_store(annotator))
         self._streams = threading.BoundedSemaphore(limits.max_streams)
 
     # -- stages ------------------------------------------------------------------------------------------------
+
+    def hold_cells(self, table: Table, texts: Sequence[str], context: grpc.ServicerContext, deadline: float,
+                   request_bytes: int = 0) -> CellHold:
+        """Every cell text of the table present in the store and held for the table's life: a lookup when all are
+        cached. Otherwise the table is first checked against the per-table caps as if every specialist read every
+        column (routing needs the encoded cells, and encoding is not spent on a table that will be refused), then
+        the never-seen texts are priced (admission.encoding_cost), admitted, and encoded once, in batches, on the
+        encoder thread (stopping when the caller goes or its deadline passes)."""
+        wanted = columns_cell_texts(texts)
+        unseen = self.cells.unseen(wanted)
+        if not unseen:
+            return self.cells.hold(wanted)
+        filled = sum(1 for column in table.columns if any(not is_empty_cell(c) for c in column))
+        widest = filled * len(getattr(self.annotator, "specialist_names", ()))
+        deep_bound = getattr(self.annotator, "deep_call_bound", lambda _: 0)(table)
+        self.admission.check(annotation_cost(self.primary_cfg, texts, widest + deep_bound, self.state_bytes,
+                                             request_bytes))
+        cost = encoding_cost(unseen, len(table.columns), self.cells.encode_batch)
+
+        def gone() -> bool:
+            return not context.is_active() or time.monotonic() >= deadline
+
+        with self.admission.admit(cost, deadline, lambda: not context.is_active()):
+            self._alive(context, deadline, "before the cells were encoded")
+            try:
+                return self.encoder.run(self.cells.hold, wanted, None, gone)
+            except EncodingAbandoned:
+                self._alive(context, deadline, "while the cells were encoded")
+                raise
+
+    def vectors_for(self, texts: Sequence[str], max_bytes: int) -> spb.CellVectors | None:
+        """The cell vectors of a specialist request's columns (cached here: a lookup), within `max_bytes`."""
+        keys, vectors = self.cells.vectors(columns_cell_texts(texts))
+        return cell_vectors_message(keys, vectors, ENCODER, max_bytes) if keys else None
 
     @staticmethod
     def _alive(context: grpc.ServicerContext, deadline: float, stage: str) -> None:
@@ -282,6 +360,14 @@ class AnnotationServicer:
         start = time.perf_counter()
         self._alive(context, deadline, "before the table was routed")
         texts = self.annotator.serialize(table)
+        with self.hold_cells(table, texts, context, deadline, request_bytes):
+            return self._annotate_held(table, texts, request_id, context, deadline, cancellation, request_bytes,
+                                       start)
+
+    def _annotate_held(self, table: Table, texts: list[str], request_id: str, context: grpc.ServicerContext,
+                       deadline: float, cancellation: Cancellation, request_bytes: int, start: float
+                       ) -> apb.Annotation:
+        """annotate_table once the table's cells are held in the store."""
         routing = {name: cols for name, cols in self.annotator.route(table).items() if cols}
         deep_bound = getattr(self.annotator, "deep_call_bound", lambda _: 0)(table)
         cost = annotation_cost(
@@ -303,6 +389,7 @@ class AnnotationServicer:
                     request_id=request_id,
                     timeout_s=min(deadline - time.monotonic(), self.limits.specialist_timeout_s),
                     cancellation=cancellation,
+                    cell_vectors=self.vectors_for if self.limits.send_cell_vectors else None,
                 )
                 for name, lines in fetched.evidence.items():
                     for column, line in zip(stage[name], lines, strict=False):
@@ -552,6 +639,7 @@ class AnnotationServer(ManagedServer):
             self.monitor.stop()
         super().stop(grace_s)
         self.servicer.compute.shutdown()
+        self.servicer.encoder.shutdown()
         self.servicer.publisher.close()
 
 

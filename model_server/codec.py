@@ -331,3 +331,77 @@ class StateAssembler:
                 f"final chunk {'received' if self.stats is not None else 'missing'})"
             )
         return [layer.tensor() for layer in self.layers]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cell vectors sent with a ColumnsRequest (the annotation server's MiniLM vectors, so specialists need not encode)
+
+# Unit vectors rounded to float16 are within ~1e-3 of length 1; anything further off is not an encoder's output.
+_NORM_TOLERANCE = 0.02
+_CELL_DTYPES: dict[int, np.dtype[np.floating]] = {pb.DTYPE_FLOAT16: np.dtype("<f2"), pb.DTYPE_FLOAT32: np.dtype("<f4")}
+
+
+class CellVectorsError(ValueError):
+    """A CellVectors message that does not hold unit vectors of the expected encoder and width."""
+
+
+def cell_texts(text: str) -> list[str]:
+    """The texts the column encoder looks up in the cell-vector store for one serialized column: its neighbours'
+    values joined, its cells, its cells joined (model_server/column_encoder.py; tests/grpc/test_grpc_cell_vectors.py
+    checks the two agree)."""
+    from swarm.model_server.column_encoder import JOIN
+    from swarm.model_server.text import parse_column
+
+    cells, context = parse_column(text)
+    return [*(JOIN.join(values) for values in context), *cells, *([JOIN.join(cells)] if cells else [])]
+
+
+def columns_cell_texts(texts: Sequence[str]) -> list[str]:
+    """The distinct cell texts of several serialized columns, in first-use order."""
+    return list(dict.fromkeys(t for text in texts for t in cell_texts(text)))
+
+
+def cell_vectors_message(keys: Sequence[str], vectors: Tensor, encoder: str, max_bytes: int | None = None
+                         ) -> pb.CellVectors:
+    """CellVectors of (n, dim) float16 vectors keyed by normalized texts; with `max_bytes`, only the first keys
+    whose texts and vectors fit (the receiver encodes the others itself)."""
+    if len(keys) != len(vectors):
+        raise ValueError(f"{len(keys)} texts for {len(vectors)} vectors")
+    dim = int(vectors.shape[1]) if vectors.dim() == 2 else 0
+    n = len(keys)
+    if max_bytes is not None:
+        used, n = 0, 0
+        for key in keys:
+            used += 2 * dim + len(key.encode("utf-8")) + 4
+            if used > max_bytes:
+                break
+            n += 1
+    data = vectors[:n].to(torch.float16).contiguous().numpy().astype("<f2", copy=False).tobytes()
+    return pb.CellVectors(encoder=encoder, texts=list(keys[:n]), dim=dim, dtype=pb.DTYPE_FLOAT16, data=data)
+
+
+def read_cell_vectors(msg: pb.CellVectors, encoder: str, dim: int, max_text_chars: int
+                      ) -> tuple[list[str], Tensor]:
+    """(keys, float32 (n, dim)) of a received CellVectors; CellVectorsError saying what is wrong otherwise."""
+    if not msg.texts and not msg.data:
+        return [], torch.zeros(0, dim)
+    if msg.encoder != encoder:
+        raise CellVectorsError(f"cell vectors of encoder {msg.encoder[:64]!r}; this server reads {encoder!r}")
+    if msg.dim != dim:
+        raise CellVectorsError(f"cell vectors {msg.dim} wide; the encoder's are {dim}")
+    if msg.dtype not in _CELL_DTYPES:
+        raise CellVectorsError("cell vectors must be DTYPE_FLOAT16 or DTYPE_FLOAT32")
+    element = _CELL_DTYPES[msg.dtype]
+    n = len(msg.texts)
+    if len(msg.data) != n * dim * element.itemsize:
+        raise CellVectorsError(f"{len(msg.data)} bytes of cell vectors for {n} texts x {dim} {element.name}")
+    keys = list(msg.texts)
+    if any(len(k) > max_text_chars for k in keys):
+        raise CellVectorsError(f"a cell-vector text is over {max_text_chars} characters")
+    if len(set(keys)) != n:
+        raise CellVectorsError("cell-vector texts repeat")
+    vectors = torch.from_numpy(np.frombuffer(msg.data, dtype=element).astype(np.float32).reshape(n, dim))
+    norms = vectors.norm(dim=1)
+    if not bool(torch.isfinite(norms).all()) or bool(((norms - 1).abs() > _NORM_TOLERANCE).any()):
+        raise CellVectorsError("cell vectors must be finite unit vectors")
+    return keys, vectors

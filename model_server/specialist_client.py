@@ -35,6 +35,9 @@ from swarm.v1 import specialist_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 ChunkHook = Callable[[str, WireChunk], None]
+# (a specialist's column texts, the bytes left for them in its request) -> the cell vectors to send, or None
+VectorSource = Callable[[Sequence[str], int], "pb.CellVectors | None"]
+REQUEST_HEADROOM = 64 << 10  # bytes of a request kept free for its other fields
 _STREAM_STATES = "/swarm.v1.SpecialistService/StreamStates"
 
 
@@ -164,8 +167,10 @@ class SpecialistClient:
         max_concurrent_fetches: int = 4,
         reuse_freed_memory: bool = True,
         tls: ClientTls | None | bool = True,
+        max_request_bytes: int | None = None,
     ) -> None:
-        """`tls`: a ClientTls, False/None for plaintext, True (default) for `$SWARM_TLS_DIR` when set."""
+        """`tls`: a ClientTls, False/None for plaintext, True (default) for `$SWARM_TLS_DIR` when set;
+        `max_request_bytes`: the largest request sent (default `max_message_bytes`), cell vectors included."""
         if reuse_freed_memory:
             keep_freed_memory_for_reuse()
         self.tls = ClientTls.from_env() if tls is True else (tls or None)
@@ -174,6 +179,7 @@ class SpecialistClient:
         self.retry = retry or RetryPolicy()
         self.on_chunk = on_chunk  # observability/test hook, called for every chunk received
         self._max_message_bytes = max_message_bytes
+        self._max_request_bytes = max_request_bytes or max_message_bytes
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[str, grpc.UnaryStreamMultiCallable] = {}
@@ -263,9 +269,11 @@ class SpecialistClient:
         request_id: str = "",
         timeout_s: float | None = None,
         cancellation: Cancellation | None = None,
+        cell_vectors: VectorSource | None = None,
     ) -> FanOutResult:
         """States of each named specialist for its column texts, fetched concurrently within one deadline;
-        `cancellation` ends every stream still in flight when fired."""
+        `cancellation` ends every stream still in flight when fired. `cell_vectors` gives each request the cell
+        vectors the caller already has (within the message limit: the specialist encodes any others itself)."""
         start = time.perf_counter()
         deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.timeout_s)
         result = FanOutResult()
@@ -276,7 +284,8 @@ class SpecialistClient:
             if name not in self._stubs:
                 result.missing[name] = "no address configured for this specialist"
                 continue
-            jobs[name] = self._pool.submit(self._fetch_one, name, list(texts), request_id, deadline, cancellation)
+            jobs[name] = self._pool.submit(self._fetch_one, name, list(texts), request_id, deadline, cancellation,
+                                           cell_vectors)
         for name, job in jobs.items():
             try:
                 states, steps, nbytes, evidence = job.result()
@@ -288,10 +297,21 @@ class SpecialistClient:
         result.wall_ms = (time.perf_counter() - start) * 1e3
         return result
 
-    def _fetch_one(
-        self, name: str, texts: list[str], request_id: str, deadline: float, cancellation: Cancellation | None
-    ) -> tuple[list[Tensor], int, int, list[str]]:
+    def _request(self, name: str, texts: list[str], request_id: str, cell_vectors: VectorSource | None
+                 ) -> pb.ColumnsRequest:
         request = pb.ColumnsRequest(request_id=request_id, columns=texts, specialist=name)
+        if cell_vectors is not None:
+            room = self._max_request_bytes - request.ByteSize() - REQUEST_HEADROOM
+            vectors = cell_vectors(texts, room) if room > 0 else None
+            if vectors is not None and vectors.texts:
+                request.cell_vectors.CopyFrom(vectors)
+        return request
+
+    def _fetch_one(
+        self, name: str, texts: list[str], request_id: str, deadline: float, cancellation: Cancellation | None,
+        cell_vectors: VectorSource | None = None,
+    ) -> tuple[list[Tensor], int, int, list[str]]:
+        request = self._request(name, texts, request_id, cell_vectors)
         delays = self.retry.delays()
         for attempt in range(self.retry.attempts):
             remaining = deadline - time.monotonic()

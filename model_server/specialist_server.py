@@ -8,11 +8,20 @@ forward pass, so activations stay bounded however wide the request), deadline/ca
 between batches and chunks (abandoned work stops), the copy-saving chunk serializer and graceful SIGTERM shutdown.
 `swarm serve-specialist` runs it.
 
-Deadlines end work: before each batch's forward pass the cells it will read are encoded (MiniLM, seconds for a
-batch of never-seen cells on a CPU) `ENCODE_CHUNK` texts at a time, and the caller is checked (gone, or its
-deadline or the server's passed) before every chunk, before every forward pass (also when a compute thread
-picks the pass up after waiting for one) and between chunks of the reply; a request found abandoned is not
-computed further. Refusals follow grpc_runtime.Refused (RESOURCE_EXHAUSTED with a `retry-after-ms` hint).
+Cells: a request may bring the vectors of its cell texts (ColumnsRequest.cell_vectors: the annotation server sends
+those it encoded, so each distinct cell is encoded once per swarm); they are validated (encoder, width, finite unit
+vectors: INVALID_ARGUMENT otherwise) and taken instead of encoding. Texts without a vector (a specialist called
+alone, or vectors over the message limit) are encoded here; the request is priced with them
+(admission.specialist_cost). The store is a serving one (cell_vectors.configure_serving): bounded, nothing written
+to disk unless `keep_cell_vectors_dir` (or $SWARM_KEEP_CELL_VECTORS_DIR) names a private directory. The last chunk's
+StreamStats says how many texts the request had encoded here (`cells_encoded`) and how many vectors it brought.
+
+Deadlines end work: before each batch's forward pass the cells it will read are held in the store and the missing
+ones encoded (MiniLM, seconds for a batch of never-seen cells on a CPU) `ENCODE_CHUNK` texts at a time, and the
+caller is checked (gone, or its deadline or the server's passed) before every chunk, before every forward pass
+(also when a compute thread picks the pass up after waiting for one) and between chunks of the reply; a request
+found abandoned is not computed further. Refusals follow grpc_runtime.Refused (RESOURCE_EXHAUSTED with a
+`retry-after-ms` hint).
 
 Every text is clipped to `text.MAX_SERIALIZED_CHARS` before it is parsed: no serialized column is longer (cells are
 clipped and counted when serialized), so only a hand-written or hostile text is cut, and a multi-MB column no
@@ -44,6 +53,17 @@ from swarm.model_server.admission import (
     machine_memory_bytes,
     specialist_cost,
 )
+from swarm.model_server.cell_vectors import (
+    DEFAULT_SERVING_CAPACITY,
+    DIM,
+    ENCODER,
+    MAX_TEXT_CHARS,
+    CellHold,
+    CellVectorStore,
+    EncodingAbandoned,
+    configure_serving,
+    keep_dir_from_env,
+)
 from swarm.model_server.devices import DTYPES
 from swarm.model_server.grpc_runtime import (
     DEFAULT_RETRY_AFTER_MS,
@@ -69,6 +89,8 @@ class StateProducer(Protocol):
 
     def extract_states(self, columns: Sequence[str]) -> list[Tensor]: ...
 
+
+CellVectorsGiven = tuple[list[str], Tensor] | None  # cell vectors a request brought: (keys, vectors)
 
 MAX_REQUEST_ID_CHARS = 128
 ENCODE_CHUNK = 32  # cell texts encoded between two checks of the caller (~5 ms a never-seen text on a CPU)
@@ -97,6 +119,10 @@ class ServerOptions:
     retry_after_ms: int = DEFAULT_RETRY_AFTER_MS  # the retry hint of a busy server (RESOURCE_EXHAUSTED)
     security: ServerSecurity | None = None
     health_port: int | None = None  # also serve health alone, in plaintext, on this port (kubelet probes)
+    cell_cache_capacity: int = DEFAULT_SERVING_CAPACITY  # cell texts held in memory (least recently used evicted)
+    # Where encoded cells (client data: plaintext texts) may be written, 0700/0600; None: $SWARM_KEEP_CELL_VECTORS_DIR
+    # or, unset, nowhere.
+    keep_cell_vectors_dir: Path | None = None
 
     def admission_limits(self, max_len: int) -> AdmissionLimits:
         return AdmissionLimits(
@@ -110,14 +136,12 @@ class ServerOptions:
         )
 
 
-def cell_texts(text: str) -> list[str]:
-    """The texts the column encoder looks up in the cell-vector store for one serialized column: its neighbours'
-    values joined, its cells, its cells joined (model_server/column_encoder.py). Encoding them ahead only warms
-    the store: should the encoder read other texts, it encodes those itself."""
-    from swarm.model_server.column_encoder import JOIN
+def forget_knowledge_rows(rows: list[int]) -> None:
+    """Knowledge rows are kept per cell-vector row (model_server/knowledge/rows.py): rows evicted from the store
+    will hold other texts, so the tables are dropped and recomputed on use."""
+    from swarm.model_server.knowledge.rows import knowledge_rows
 
-    cells, context = parse_column(text)
-    return [*(JOIN.join(values) for values in context), *cells, *([JOIN.join(cells)] if cells else [])]
+    knowledge_rows.cache_clear()
 
 
 def _excerpt(text: str, limit: int = 64) -> str:
@@ -162,6 +186,10 @@ class SpecialistServicer:
         self.model_config = getattr(source, "config", None) or getattr(source, "cfg", None)
         self.max_len = int(getattr(self.model_config, "max_len", 128))
         self.max_text_chars = MAX_SERIALIZED_CHARS
+        cells = self._cells()
+        if cells is not None:  # before the probe: a serving store writes nothing to the shared cache
+            configure_serving(options.cell_cache_capacity, options.keep_cell_vectors_dir or keep_dir_from_env(),
+                              [forget_knowledge_rows], target=cells)
         self._probe = [t.detach() for t in source.extract_states(["describe"])]
         wire = DTYPES[options.wire_dtype] if options.wire_dtype else self._probe[0].dtype
         itemsize = max(torch.empty((), dtype=wire).element_size(), self._probe[0].element_size())
@@ -268,25 +296,38 @@ class SpecialistServicer:
 
         return self.compute.run(task)
 
-    def _encode(self, texts: list[str], context: grpc.ServicerContext, deadline: float) -> bool:
-        """Encode the cells of `texts` into the source's cell-vector store, ENCODE_CHUNK at a time, checking the
-        caller before each chunk; False when it is gone."""
-        store = getattr(getattr(self.source, "tokenizer", None), "cells", None)  # synthetic sources have none
-        if store is None:
-            return True
-        pending = list(dict.fromkeys(t for text in texts for t in cell_texts(text)))
-        for start in range(0, len(pending), ENCODE_CHUNK):
-            if not self._check_alive(context, deadline, "while encoding the cells"):
-                return False
-            if self._run_alive(context, deadline, store.ids, pending[start : start + ENCODE_CHUNK]) is _ABANDONED:
-                self._check_alive(context, deadline, "while encoding the cells")  # aborts past the server's deadline
-                return False
-        return True
+    def _cells(self) -> CellVectorStore | None:
+        """The source's cell-vector store (synthetic sources have none)."""
+        store = getattr(getattr(self.source, "tokenizer", None), "cells", None)
+        return store if isinstance(store, CellVectorStore) else None
 
-    def _compute(self, texts: list[str], context: grpc.ServicerContext, deadline: float) -> list[Tensor] | None:
+    def _hold(self, texts: list[str], given: CellVectorsGiven, context: grpc.ServicerContext, deadline: float
+              ) -> CellHold | None | object:
+        """Hold the cells of `texts` in the source's store for one forward pass: vectors the caller sent are taken
+        as they are, the others encoded ENCODE_CHUNK at a time with the caller checked before each chunk. None
+        when the source has no store; _ABANDONED when the caller is gone."""
+        store = self._cells()
+        if store is None:
+            return None
+
+        def gone() -> bool:
+            return not context.is_active() or time.monotonic() >= deadline
+
+        try:
+            held = self._run_alive(context, deadline, store.hold, codec.columns_cell_texts(texts), given, gone,
+                                   ENCODE_CHUNK)
+        except EncodingAbandoned:
+            held = _ABANDONED
+        if held is _ABANDONED:
+            self._check_alive(context, deadline, "while encoding the cells")  # aborts past the server's deadline
+        return held
+
+    def _compute(self, texts: list[str], context: grpc.ServicerContext, deadline: float,
+                 given: CellVectorsGiven = None, encoded: list[int] | None = None) -> list[Tensor] | None:
         """Per-layer states of every column, `batch_columns` at a time, in wire dtype on the host; None when the
         client went away (before or between the batches' encodings and forward passes: the rest is not
-        computed)."""
+        computed). `given`: cell vectors the caller sent (keys, vectors); `encoded` gets the number of texts
+        each batch had to encode."""
         out: list[Tensor] = []
         wire = DTYPES[self.options.wire_dtype] if self.options.wire_dtype is not None else None
         step = max(1, self.options.batch_columns)
@@ -294,9 +335,16 @@ class SpecialistServicer:
             batch = texts[start : start + step]
             if not self._check_alive(context, deadline, "before computing the states"):
                 return None
-            if not self._encode(batch, context, deadline):
+            held = self._hold(batch, given, context, deadline)
+            if held is _ABANDONED:
                 return None
-            states = self._run_alive(context, deadline, self.source.extract_states, batch)
+            if isinstance(held, CellHold) and encoded is not None:
+                encoded.append(held.encoded)
+            try:
+                states = self._run_alive(context, deadline, self.source.extract_states, batch)
+            finally:
+                if isinstance(held, CellHold):
+                    held.release()
             if states is _ABANDONED:
                 self._check_alive(context, deadline, "while computing the states")  # aborts past the deadline
                 return None
@@ -323,6 +371,24 @@ class SpecialistServicer:
 
         return [column_evidence(sources, parse_column(text)[0]) for text in texts]
 
+    def _given_vectors(self, request: pb.ColumnsRequest, context: grpc.ServicerContext) -> CellVectorsGiven:
+        """The cell vectors sent with the request (validated; INVALID_ARGUMENT when malformed), or None."""
+        if not request.HasField("cell_vectors") or self._cells() is None:
+            return None
+        try:
+            keys, vectors = codec.read_cell_vectors(request.cell_vectors, ENCODER, DIM, MAX_TEXT_CHARS)
+        except codec.CellVectorsError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"ColumnsRequest.cell_vectors: {exc}")
+        return (keys, vectors) if keys else None
+
+    def _unseen(self, texts: Sequence[str], given: CellVectorsGiven) -> list[str]:
+        """The request's cell texts this server would have to encode itself (a lookup: what admission prices)."""
+        store = self._cells()
+        if store is None:
+            return []
+        sent = set(given[0]) if given is not None else set()
+        return [t for t in store.unseen(codec.columns_cell_texts(texts)) if t not in sent]
+
     def _stream(
         self, request: pb.ColumnsRequest, context: grpc.ServicerContext, done: threading.Event
     ) -> Iterator[codec.WireChunk]:
@@ -330,8 +396,11 @@ class SpecialistServicer:
         deadline = self._deadline(context)
         limit = self.max_text_chars
         texts = [t if len(t) <= limit else t[:limit] for t in request.columns]
+        given = self._given_vectors(request, context)
         cost = specialist_cost(
-            self.model_config, texts, self.state_bytes, self.options.batch_columns, self.max_len
+            self.model_config, texts, self.state_bytes, self.options.batch_columns, self.max_len,
+            vector_bytes=len(request.cell_vectors.data),
+            unseen=self._unseen(texts, given), encode_batch=ENCODE_CHUNK,
         )
         try:
             lease = self.admission.admit(cost, deadline, lambda: not context.is_active())
@@ -341,7 +410,8 @@ class SpecialistServicer:
             exc.abort(context, prefix=f"specialist {self.source.name!r}: ")
         with lease:
             try:
-                states = self._compute(texts, context, deadline)
+                encoded: list[int] = []
+                states = self._compute(texts, context, deadline, given, encoded)
             except Exception:
                 # aborted on purpose (the server's deadline), not a failure. grpc's ServicerContext has code()
                 # (grpcio >= 1.38); its type stubs lack it.
@@ -379,6 +449,8 @@ class SpecialistServicer:
                             stream_ms=(time.perf_counter() - computed) * 1e3,
                             total_bytes=total_bytes,
                             evidence=self._evidence(texts),
+                            cells_encoded=sum(encoded),
+                            cells_given=len(given[0]) if given is not None else 0,
                         )
                     )
                 yield codec.WireChunk(message, data)

@@ -21,6 +21,7 @@ from torch import Tensor
 from swarm.model_server import codec
 from swarm.model_server.grpc_runtime import wait_serving
 from swarm.model_server.launcher import process_tree, rss_bytes
+from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import specialist_pb2 as pb
 
 MiB = 1 << 20
@@ -219,3 +220,20 @@ def make_pki(root: Path) -> Pki:
         peer=write(root / "peer", issue(ca, "localhost", server=True, client=True), ca[0]),
         stranger=write(root / "stranger", issue(other, "stranger", server=False), ca[0]),
     )
+
+
+NOVEL_KINDS = ["Berlin", "2021-03-0", "+49 30 2261", "EUR 12.", "Hotel Adlon", "Maria Schmidt"]
+
+
+def novel_table(tag: str, columns: int, rows: int, name: str = "novel") -> apb.Table:
+    """A table whose every cell is new to any cache: SOTAB-like values, each with the suffix `tag` and its place."""
+    return apb.Table(name=name, rows=[
+        apb.Row(cells=[f"{NOVEL_KINDS[c % len(NOVEL_KINDS)]}{r} {tag}-{c}-{r}" for c in range(columns)])
+        for r in range(rows)
+    ])
+
+
+def stats_of(seen: dict[str, pb.StreamStats], name: str, chunk: codec.WireChunk) -> None:
+    """A SpecialistClient `on_chunk` hook keeping each specialist's last StreamStats in `seen`."""
+    if chunk.message.HasField("stats"):
+        seen[name] = chunk.message.stats

@@ -50,11 +50,14 @@ class Served:
 
 
 @pytest.fixture
-def served(request: pytest.FixtureRequest) -> Iterator[Served]:
-    """A temporal specialist (untrained) with a SlowStore, counting its forward passes; `batch_columns` from the
-    test's parameter (default 64)."""
+def served(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    """A temporal specialist (untrained) with a SlowStore as the process's store (what its column encoder, its
+    backbone and its knowledge rows read), counting its forward passes; `batch_columns` from the test's parameter
+    (default 64)."""
     source = load_source("temporal")[0]
     store = SlowStore()
+    monkeypatch.setattr("swarm.model_server.backbone.store", lambda: store)
+    monkeypatch.setattr("swarm.model_server.cell_vectors.store", lambda: store)
     source.tokenizer = ColumnEncoder(source.tokenizer.max_len, cells=store)  # type: ignore[attr-defined]
     passes: list[int] = []
     extract = source.extract_states
