@@ -1,28 +1,37 @@
-"""kopf registrations: settings, login, in-memory indices of GPU nodes and job claims, and the thin handlers
-that call `pool.reconcile` / `job.reconcile` (counted and timed: observability.reconciling), and the pool watch
-that feeds the pools' gauges. Importing this module registers everything with kopf.
+"""kopf registrations: settings, login, in-memory indices of GPU nodes, job claims and the pools and jobs to resync,
+and the thin handlers that call `pool.reconcile` / `job.reconcile` (counted and timed: observability.reconciling),
+and the pool watch that feeds the pools' gauges. Importing this module registers everything with kopf.
 
-Tunables (environment): SWARM_RESYNC_SECONDS (pool resync timer: node capacity changes, idle timeouts and expired
-demand; 30), SWARM_RETRY_SECONDS (delay before a Pending job retries; 15), SWARM_POD_TEMPLATES, SWARM_IMAGE.
+No handler needs a finalizer (no kopf timer, no on.delete): the resync is one background task (resync.py), a deleted
+job's claim is released on its DELETED watch event, and children go by owner references; so pools and jobs are
+deleted whether or not the operator runs. A reconcile refused because its namespace is being deleted is logged at
+INFO.
+
+Tunables (environment): SWARM_RESYNC_SECONDS (the resync of every pool and job: node capacity changes, idle
+timeouts, expired demand, the jobs' clocks and what running jobs hold; 30), SWARM_RETRY_SECONDS (delay before a
+Pending job retries; 15), SWARM_POD_TEMPLATES, SWARM_IMAGE.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
+from typing import Any, TypeVar
 
 import kopf
 
-from swarm.operator import builders, job, observability, pool
+from swarm.operator import builders, job, observability, pool, resync
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION
-from swarm.operator.kube import PODS, Api, load_connection
+from swarm.operator.kube import Api, load_connection
 from swarm.operator.models import DEMAND_ANNOTATION, GROUP, JOB, POOL, PREFIX, VERSION
 
 RESYNC_SECONDS = float(os.environ.get("SWARM_RESYNC_SECONDS", "30"))
 RETRY_SECONDS = float(os.environ.get("SWARM_RETRY_SECONDS", "15"))
 NODES_KEY = "nodes"
+log = logging.getLogger(__name__)
 TRAINER_PODS = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_COMPONENT: "trainer"}
 
 
@@ -45,9 +54,55 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.templates = builders.load_templates()
 
 
+@kopf.on.startup()  # type: ignore[arg-type]
+async def start_resync(
+    memo: kopf.Memo,
+    gpu_nodes: kopf.Index,
+    pool_claims: kopf.Index,
+    pool_names: kopf.Index,
+    job_names: kopf.Index,
+    **_: Any,
+) -> None:
+    """Start the resync task (resync.py) over the live indices: every pool, then every job."""
+
+    def passes() -> Iterator[list[tuple[str, resync.Reconcile]]]:
+        yield [
+            (f"SpecialistPool {ns}/{name}", _counted(POOL.kind, partial(
+                _reconcile_pool, memo, ns, name, gpu_nodes, pool_claims)))
+            for ns, name in _entries(pool_names)
+        ]  # fmt: skip
+        yield [
+            (f"SwarmJob {ns}/{name}", _counted(JOB.kind, partial(
+                _reconcile_job, memo, ns, name, ref, gpu_nodes, pool_claims)))
+            for ns, (name, ref) in _entries(job_names)
+        ]  # fmt: skip
+
+    memo.resync = asyncio.ensure_future(resync.loop(RESYNC_SECONDS, passes))
+
+
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    task = getattr(memo, "resync", None)
+    if task is not None:
+        task.cancel()
     await memo.api.close()
+
+
+T = TypeVar("T")
+
+
+def _entries(index: kopf.Index) -> list[tuple[str, Any]]:
+    """(namespace, value) of every entry of a namespace-keyed index, de-duplicated (a snapshot: the index changes
+    under the resync)."""
+    return sorted({(ns, value) for ns in list(index) for value in list(index.get(ns, []))})
+
+
+def _counted(kind: str, reconcile: Callable[[], Awaitable[T]]) -> resync.Reconcile:
+    async def run() -> None:
+        async with observability.reconciling(kind):
+            await reconcile()
+
+    return run
 
 
 @kopf.on.login()
@@ -76,6 +131,16 @@ def pool_claims(body: kopf.Body, namespace: str, spec: kopf.Spec, **_: Any) -> d
     return {(namespace, spec.get("poolRef")): job.claim_of(dict(body))}
 
 
+@kopf.index(GROUP, VERSION, POOL.plural)  # type: ignore[arg-type]
+def pool_names(name: str, namespace: str, **_: Any) -> dict[str, str]:
+    return {namespace: name}
+
+
+@kopf.index(GROUP, VERSION, JOB.plural)  # type: ignore[arg-type]
+def job_names(name: str, namespace: str, spec: kopf.Spec, **_: Any) -> dict[str, tuple[str, str]]:
+    return {namespace: (name, str(spec.get("poolRef", "")))}
+
+
 def _nodes(index: kopf.Index) -> list[pool.NodeReading]:
     return list(index.get(NODES_KEY, []))
 
@@ -86,37 +151,56 @@ def _claims(index: kopf.Index, namespace: str, pool_name: str) -> list[pool.Clai
 
 def _reconcile_pool(
     memo: kopf.Memo, namespace: str, name: str, gpu_nodes: kopf.Index, pool_claims: kopf.Index
-) -> Awaitable[pool.PoolResult]:
-    """pool.reconcile with the live indices (read once the namespace lock is held)."""
-    return pool.reconcile(
-        memo.api,
-        namespace,
-        name,
-        lambda: _nodes(gpu_nodes),
-        lambda: _claims(pool_claims, namespace, name),
-        memo.templates,
+) -> Awaitable[pool.PoolResult | None]:
+    """pool.reconcile with the live indices (read once the namespace lock is held); None: its namespace is being
+    deleted."""
+    return _quiet_if_terminating(
+        pool.reconcile(
+            memo.api,
+            namespace,
+            name,
+            lambda: _nodes(gpu_nodes),
+            lambda: _claims(pool_claims, namespace, name),
+            memo.templates,
+        )
     )
 
 
 def _reconcile_job(
     memo: kopf.Memo, namespace: str, name: str, pool_name: str, gpu_nodes: kopf.Index, pool_claims: kopf.Index
-) -> Awaitable[job.Outcome]:
-    """job.reconcile with the live indices of its pool."""
-    return job.reconcile(
-        memo.api,
-        namespace,
-        name,
-        lambda: _nodes(gpu_nodes),
-        lambda: _claims(pool_claims, namespace, pool_name),
-        memo.templates,
+) -> Awaitable[job.Outcome | None]:
+    """job.reconcile with the live indices of its pool; None: its namespace is being deleted."""
+    return _quiet_if_terminating(
+        job.reconcile(
+            memo.api,
+            namespace,
+            name,
+            lambda: _nodes(gpu_nodes),
+            lambda: _claims(pool_claims, namespace, pool_name),
+            memo.templates,
+        )
     )
+
+
+async def _quiet_if_terminating(reconcile: Awaitable[T]) -> T | None:
+    """`reconcile`'s result, or None where the API server refused it (403): at INFO when the namespace is being
+    deleted, else at WARNING (a namespace whose Roles went first, or RBAC missing), without a traceback."""
+    try:
+        return await reconcile
+    except Exception as exc:
+        if resync.namespace_terminating(exc):
+            log.info("not reconciled: its namespace is being deleted (%s)", exc)
+        elif resync.forbidden(exc):
+            log.warning("not reconciled: forbidden (namespace being deleted, or RBAC missing): %s", exc)
+        else:
+            raise
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- pools
 @kopf.on.resume(GROUP, VERSION, POOL.plural, id="pool-resume")
 @kopf.on.create(GROUP, VERSION, POOL.plural, id="pool-create")
-@kopf.on.update(GROUP, VERSION, POOL.plural, id="pool-update")
-@kopf.timer(GROUP, VERSION, POOL.plural, id="pool-resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)  # type: ignore[arg-type]
+@kopf.on.update(GROUP, VERSION, POOL.plural, id="pool-update")  # type: ignore[arg-type]
 @observability.reconciling(POOL.kind)
 async def reconcile_pool(
     name: str, namespace: str, memo: kopf.Memo, gpu_nodes: kopf.Index, pool_claims: kopf.Index, **_: Any
@@ -181,21 +265,20 @@ async def pool_metrics(event: kopf.RawEvent, name: str, namespace: str, status: 
 
 
 logging.getLogger("kopf.objects").addFilter(
-    observability.QuietSuccess("pool-metrics", "pool-children", "trainer_pod_event", "pool-resync", "job-resync")
+    observability.QuietSuccess("pool-metrics", "pool-children", "trainer_pod_event", "job-deleted")
 )
 # A job's reconcile raises kopf.TemporaryError only to wait (job.Outcome.retry): INFO, not ERROR.
 logging.getLogger("kopf.objects").addFilter(
-    observability.QuietWaiting("job-resume", "job-create", "job-update", "job-resync")
+    observability.QuietWaiting("job-resume", "job-create", "job-update")
 )
 
 
 # ---------------------------------------------------------------------------------------------- jobs
-# The resync timer drives backoff, activeDeadlineSeconds and ttlSecondsAfterFinished, and catches a trainer pod
-# deleted while the operator was down.
+# The resync (start_resync) drives backoff, activeDeadlineSeconds and ttlSecondsAfterFinished, checks what running
+# jobs hold, and catches a trainer pod deleted while the operator was down.
 @kopf.on.resume(GROUP, VERSION, JOB.plural, id="job-resume")
 @kopf.on.create(GROUP, VERSION, JOB.plural, id="job-create")
-@kopf.on.update(GROUP, VERSION, JOB.plural, field="spec", id="job-update")
-@kopf.timer(GROUP, VERSION, JOB.plural, id="job-resync", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)  # type: ignore[arg-type]
+@kopf.on.update(GROUP, VERSION, JOB.plural, field="spec", id="job-update")  # type: ignore[arg-type]
 @observability.reconciling(JOB.kind)
 async def reconcile_job(
     name: str,
@@ -207,29 +290,32 @@ async def reconcile_job(
     **_: Any,
 ) -> None:
     outcome = await _reconcile_job(memo, namespace, name, spec.get("poolRef", ""), gpu_nodes, pool_claims)
-    if outcome.retry:
+    if outcome is not None and outcome.retry:
         raise kopf.TemporaryError(outcome.retry, delay=RETRY_SECONDS)
 
 
-@kopf.on.delete(GROUP, VERSION, JOB.plural)  # type: ignore[arg-type]
-@observability.reconciling(JOB.kind)
-async def delete_job(
+@kopf.on.event(GROUP, VERSION, JOB.plural, id="job-deleted")  # type: ignore[arg-type]
+async def job_deleted(
+    event: kopf.RawEvent,
     name: str,
     namespace: str,
     spec: kopf.Spec,
     memo: kopf.Memo,
     gpu_nodes: kopf.Index,
     pool_claims: kopf.Index,
-    logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    # Owner references would let the garbage collector do this; deleting here makes cleanup immediate and
-    # releases the job's claim on the pool before the finalizer goes away.
-    if await memo.api.delete(PODS, namespace, builders.trainer_pod_name(name)):
-        logger.info("deleted trainer pod of %s", name)
+    """A job is gone: its pool re-planned without its claim (its trainer pod goes by its owner reference). A watch
+    event, not a finalizer: the job is deleted whether or not the operator runs (the resync releases the claim of a
+    job deleted while it was down)."""
+    if event.get("type") != "DELETED":
+        return
     pool_name = spec.get("poolRef", "")
     claims = lambda: [c for c in _claims(pool_claims, namespace, pool_name) if c.job != name]  # noqa: E731
-    await pool.reconcile(memo.api, namespace, pool_name, lambda: _nodes(gpu_nodes), claims, memo.templates)
+    async with observability.reconciling(POOL.kind):
+        await _quiet_if_terminating(
+            pool.reconcile(memo.api, namespace, pool_name, lambda: _nodes(gpu_nodes), claims, memo.templates)
+        )
 
 
 @kopf.on.event("", "v1", "pods", labels=TRAINER_PODS)  # type: ignore[arg-type]

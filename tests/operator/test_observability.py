@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import kopf
@@ -98,3 +99,19 @@ async def test_readiness_needs_the_lease_and_a_started_kopf_liveness_does_not() 
         health.set_leader(False)
         assert (await get("/healthz"), await get("/readyz")) == (200, 503)
         assert sample("swarm_operator_leader") == 0
+
+
+def test_quiet_waiting_logs_a_waiting_job_at_info_and_nothing_else() -> None:
+    quiet = observability.QuietWaiting("job-create")
+
+    def record(message: str, level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, message, None, None)
+
+    waiting = record("Handler 'job-create' failed temporarily: waiting for GPU memory budget: people")
+    assert quiet.filter(waiting) and (waiting.levelno, waiting.levelname) == (logging.INFO, "INFO")
+    for message in (
+        "Handler 'pool-create' failed temporarily: boom",  # another handler's
+        "Handler 'job-create' failed with an exception. Will retry.",  # a real error
+    ):
+        other = record(message)
+        assert quiet.filter(other) and other.levelno == logging.ERROR

@@ -276,18 +276,23 @@ def test_restart_mid_reconcile_creates_no_duplicates(cluster: EmulatedCluster, a
         assert "Traceback" not in second.log()
 
 
-def test_delete_job_runs_finalizer_and_cleans_up(cluster: EmulatedCluster, add_node: Any) -> None:
+def test_a_deleted_job_releases_its_claim_without_a_finalizer(cluster: EmulatedCluster, add_node: Any) -> None:
+    """No finalizer on jobs or pools (they are deleted with the operator down: tests/cluster/test_deletion.py); the
+    job's DELETED event releases its claim. Its trainer pod goes by its owner reference (no garbage collector
+    here)."""
     add_node()
     cluster.ready_deployments()
     cluster.create(POOLS, pool_body())
     cluster.create(JOBS, job_body(specialists=("c",)))
     with OperatorProcess(cluster, NS) as op:
-        wait_for(lambda: cluster.get(PODS, NS, POD), what=f"pod\n{op.log()}")
-        assert f"{PREFIX}finalizer" in cluster.get(JOBS, NS, "job")["metadata"]["finalizers"]
+        pod = wait_for(lambda: cluster.get(PODS, NS, POD), what=f"pod\n{op.log()}")
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == cluster.get(JOBS, NS, "job")["metadata"]["uid"]
+        wait_for(lambda: status(cluster, JOBS, "job").get("pods"), what="job status")
+        for res, name in ((JOBS, "job"), (POOLS, "pool")):
+            assert f"{PREFIX}finalizer" not in (cluster.get(res, NS, name)["metadata"].get("finalizers") or [])
         assert replicas(cluster)[C] == 1
         cluster.delete(JOBS, NS, "job")
         wait_for(lambda: cluster.get(JOBS, NS, "job") is None, what=f"job gone\n{op.log()}")
-        assert cluster.get(PODS, NS, POD) is None
         wait_for(lambda: replicas(cluster)[C] == 0, what="claim released, c scaled to zero")
 
 
