@@ -100,7 +100,6 @@ from swarm.model_server.grpc_runtime import (
 )
 from swarm.model_server.knowledge.base import clip
 from swarm.model_server.specialist_client import Cancellation, SpecialistClient
-from swarm.model_server.specialist_server import forget_knowledge_rows
 from swarm.model_server.tables import Table
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import specialist_pb2 as spb
@@ -298,7 +297,7 @@ class AnnotationServicer:
         # forward passes of other tables need.
         self.encoder = ComputeThreads(1, "encoder")
         self.cells = configure_serving(limits.cell_cache_capacity, limits.keep_cell_vectors_dir or keep_dir_from_env(),
-                                       [forget_knowledge_rows], target=cell_store(annotator))
+                                       target=cell_store(annotator))
         self._streams = threading.BoundedSemaphore(limits.max_streams)
 
     # -- stages ------------------------------------------------------------------------------------------------

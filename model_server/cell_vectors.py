@@ -12,7 +12,8 @@ from serialized columns). Two ways to run it:
   folder of shards (`cells-*.safetensors` with the float16 vectors, `cells-*.json` with their texts), each renamed
   into place only once written, so a killed process never leaves half a shard.
 - Serving (`configure_serving`, called by the gRPC servers): at most `capacity` texts in memory, the least
-  recently used evicted first (their rows are reused; `on_evict` callbacks hear of it, e.g. tables keyed by row).
+  recently used evicted first (their rows are reused once the `on_evict` listeners, e.g. tables keyed by row,
+  have heard of it).
   The disk cache is read lazily: its texts are indexed at first use and a vector is read from its shard only when
   a text asks for it. Nothing is written to disk unless the operator names a private directory (`keep_dir`:
   created 0700, shards 0600) — a client's cell values are plaintext in those shards.
@@ -169,7 +170,8 @@ class CellVectorStore:
         # grad mode in training), and an inference-mode tensor cannot be updated in place outside it
         self._data = np.zeros((0, DIM), dtype=np.float16)  # grows by doubling
         self._rows = 0  # rows handed out so far (free or not)
-        self._free: list[int] = []
+        self._free: list[int] = []  # rows evicted and reusable
+        self._evicting: list[int] = []  # rows evicted whose listeners have not heard yet: not reused
         self._lru: OrderedDict[int, None] = OrderedDict()  # unpinned rows, least recently used first
         self._pins: dict[int, int] = {}  # row -> holds (rows pinned for good hold one more)
         self._tables: dict[torch.device, Tensor] = {}
@@ -226,7 +228,7 @@ class CellVectorStore:
                 for shard in self._shards.order:
                     keys = [k for k in self._shards.texts_of(shard) if self._shards.where.get(k, (None,))[0] == shard]
                     found, vectors = self._shards.read(keys)
-                    self._insert(found, vectors, protect=set())
+                    self._insert(found, vectors)
         return self._shards
 
     def unseen(self, texts: Iterable[str]) -> list[str]:
@@ -311,19 +313,30 @@ class CellVectorStore:
             self._texts[row] = ""
             gone.append(row)
         if gone:
-            self._free.extend(gone)
+            self._evicting.extend(gone)  # reusable once the listeners have heard (_release_evicted)
             self.evicted += len(gone)
             self._tables.clear()
-            for callback in self._on_evict:
-                callback(gone)
 
-    def _insert(self, keys: Sequence[str], vectors: Tensor, protect: set[str]) -> None:
+    def _release_evicted(self) -> None:
+        """Tell the on_evict listeners which rows were evicted, then let the rows be reused. Outside the lock: a
+        listener may take locks of its own that are held while calling into the store (knowledge rows do)."""
+        with self._lock:
+            gone, self._evicting = self._evicting, []
+            listeners = list(self._on_evict)
+        if not gone:
+            return
+        for listener in listeners:
+            listener(gone)
+        with self._lock:
+            self._free.extend(gone)
+
+    def _insert(self, keys: Sequence[str], vectors: Tensor) -> None:
+        """Add the keys not present yet, into free rows first (make room with _evict and _release_evicted)."""
         fresh = [i for i, k in enumerate(dict.fromkeys(keys)) if k not in self._index]
         if not fresh:
             return
         unique = list(dict.fromkeys(keys))
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        self._evict(len(fresh), protect | set(unique))
         rows: list[int] = []
         for i in fresh:
             row = self._free.pop() if self._free else self._new_row()
@@ -426,14 +439,17 @@ class CellVectorStore:
                 new = [k for k in mine if k not in got and k not in given]
                 vectors = self._encode_batches(new, should_stop, chunk) if new else torch.zeros(0, DIM)
                 encoded += len(new)
+                with self._lock:  # room first: evicted rows are reused only once the listeners have heard
+                    self._evict(len(mine), protect)
+                self._release_evicted()
                 with self._lock:
                     if found:
-                        self._insert(found, from_disk, protect)
+                        self._insert(found, from_disk)
                     if handed:
-                        self._insert(handed, torch.stack([given[k] for k in handed]), protect)
+                        self._insert(handed, torch.stack([given[k] for k in handed]))
                         self.received += len(handed)
                     if new:
-                        self._insert(new, vectors, protect)
+                        self._insert(new, vectors)
                 if new and self.write_dir is not None:
                     self._save(new, vectors)
             finally:

@@ -136,14 +136,6 @@ class ServerOptions:
         )
 
 
-def forget_knowledge_rows(rows: list[int]) -> None:
-    """Knowledge rows are kept per cell-vector row (model_server/knowledge/rows.py): rows evicted from the store
-    will hold other texts, so the tables are dropped and recomputed on use."""
-    from swarm.model_server.knowledge.rows import knowledge_rows
-
-    knowledge_rows.cache_clear()
-
-
 def _excerpt(text: str, limit: int = 64) -> str:
     """A client-supplied string safe to put in a status message: bounded, with its length when cut."""
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
@@ -189,7 +181,7 @@ class SpecialistServicer:
         cells = self._cells()
         if cells is not None:  # before the probe: a serving store writes nothing to the shared cache
             configure_serving(options.cell_cache_capacity, options.keep_cell_vectors_dir or keep_dir_from_env(),
-                              [forget_knowledge_rows], target=cells)
+                              target=cells)
         self._probe = [t.detach() for t in source.extract_states(["describe"])]
         wire = DTYPES[options.wire_dtype] if options.wire_dtype else self._probe[0].dtype
         itemsize = max(torch.empty((), dtype=wire).element_size(), self._probe[0].element_size())

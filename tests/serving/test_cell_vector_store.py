@@ -181,3 +181,20 @@ def test_encoding_is_priced_by_its_largest_batch_and_its_tokens() -> None:
     long = encoding_cost(["x" * 250] * 100, columns=5, batch=64)
     assert long.bytes > short.bytes and long.token_passes == 100 * 252 > short.token_passes == 100 * 4
     assert encoding_cost(["x" * 250] * 100, 5, batch=8).bytes < long.bytes  # smaller batches, less memory
+
+
+def test_eviction_listeners_hear_outside_the_lock_before_rows_are_reused() -> None:
+    """A listener may call back into the store (knowledge rows read texts under a lock of their own), and no row
+    is handed to another text before every listener has heard of its eviction."""
+    cells = FakeEncoder(None, write_dir=False)
+    configure_serving(10, target=cells)
+    heard: list[tuple[list[int], list[str]]] = []
+
+    def listener(rows: list[int]) -> None:
+        heard.append((list(rows), cells.texts(rows)))  # takes the store's lock: deadlocks if called under it
+
+    cells.on_evict(listener)
+    cells.ids([f"a{i}" for i in range(10)])
+    cells.ids([f"b{i}" for i in range(5)])
+    assert heard and all(texts == [""] * len(rows) for rows, texts in heard)  # evicted, not yet reused
+    assert set(cells.ids([f"c{i}" for i in range(3)])) & {r for rows, _ in heard for r in rows}  # reused after
