@@ -380,7 +380,9 @@ class SpecialistPoolStatus(_Model):
     )
     resident_bytes: int = Field(default=0, ge=0, json_schema_extra={"format": "int64"})
     gpu_usage: list[GpuUsage] = Field(
-        default=[], description="Bytes this pool's admitted specialists hold per GPU (other pools budget around it)."
+        default=[],
+        description="Bytes this pool's admitted specialists and its admitted jobs' trainers hold per GPU (other pools "
+        "budget around it).",
     )
     gpus: int = Field(default=0, ge=0)
     capacity_source: str = ""

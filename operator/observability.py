@@ -42,7 +42,7 @@ POOL_RESIDENT = Gauge(
 )
 POOL_GPU_USED = Gauge(
     "swarm_pool_gpu_used_bytes",
-    "GPU memory budget the pool's admitted specialists use per GPU (status.gpuUsage).",
+    "GPU memory budget the pool's admitted specialists and jobs' trainers use per GPU (status.gpuUsage).",
     [*POOL_LABELS, "node", "gpu"],
 )
 POOL_SPECIALISTS = Gauge(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from control_plane import ControlPlane
-from operator_process import CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node
+from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node
 from status_conditions import find_condition
 from test_lifecycle import JOB, replicas, start_job
 from test_real_cluster import TRAINER_PODS, job_status, pods, pool_status, ready_condition, running, sample
@@ -142,7 +142,9 @@ def test_removing_a_running_jobs_specialist_from_its_pool_tells_the_job(
     assert len(lost) == 1 and "people" in lost[0]
 
 
-def test_deleting_a_running_jobs_pool_tells_the_job(cluster: ControlPlane, operator: OperatorProcess) -> None:
+def test_deleting_a_running_jobs_pool_tells_the_job_and_a_new_pool_re_grants(
+    cluster: ControlPlane, operator: OperatorProcess
+) -> None:
     start_job(cluster, operator)
     cluster.delete(SWARM, "specialistpools", "sotab", NS)
     status = cluster.wait_for(
@@ -150,9 +152,21 @@ def test_deleting_a_running_jobs_pool_tells_the_job(cluster: ControlPlane, opera
         what=f"PoolDeleted\n{job_status(cluster, JOB)}\n{operator.log()}",
     )
     assert find_condition(status, ConditionType.SpecialistsGranted)["reason"] == ConditionReason.SpecialistLost
+    assert status["phase"] == "Running"  # the trainer decides: the job is told, not failed
     cluster.wait_for(
         lambda: any(r == ConditionReason.PoolDeleted for r, _ in warnings(cluster, JOB)), what="a Warning event"
     )
+    cluster.wait_for(lambda: not cluster.list(APPS, "deployments", NS), what="the pool's children collected")
+    # The pool comes back: the running job's claim (what it was granted) is planned first, its conditions recover.
+    apply_sample(cluster, "specialistpool.yaml", warm=[])
+    status = cluster.wait_for(
+        lambda: condition_is(cluster, JOB, ConditionType.SpecialistsReady, "True", ConditionReason.AllReady),
+        what=f"re-granted\n{job_status(cluster, JOB)}\n{operator.log()}",
+    )
+    assert find_condition(status, ConditionType.PoolReady)["status"] == "True"
+    assert find_condition(status, ConditionType.SpecialistsGranted)["status"] == "True"
+    assert replicas(cluster) == {n: int(n in status["specialists"]) for n in replicas(cluster)}
+    assert status["specialists"] == ["geographic", "people", "temporal"]
 
 
 def test_a_reserve_of_the_whole_gpu_never_evicts_a_running_job(
