@@ -11,7 +11,10 @@ Both sides measure the same two things:
    Deployments exist: pools and objects (Deployments + Services) reconciled per second.
 
 Emulator side (tests/operator/emulator.py, kmock on loopback; measured as before): 1000 nodes (half of them RTX 4090
-nodes with NVML readings) x 100 pools. Objects only exist: nothing schedules or runs a pod, no admission, no GC.
+nodes with NVML readings) x 100 pools. Objects only exist: nothing schedules or runs a pod, no admission, no GC; for
+the job latency, one RTX 4090 node per three jobs (each running job holds its trainer's GPU memory in the plan) and
+Deployments report their replicas ready at once (the emulator's opt-in readiness controller: a trainer pod is created
+only once its specialists are ready).
 
 Real side (tests/cluster/control_plane.py: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
 from .cache/cluster-bins/<release>, built by `make cluster-bins`): the operator runs as its ServiceAccount in
@@ -108,10 +111,15 @@ def pool(name: str, specialists: int = SPECIALISTS_PER_POOL) -> dict[str, Any]:
     return pool_body(name, names=names, warm=names[:1], namespace=NS, idleTimeoutSeconds=3600)
 
 
+JOBS_PER_GPU = 3  # a job holds its trainer's 6 GiB (gpuMemoryBytes) and one specialist: three fit a 24 GiB GPU
+
+
 def job_latency(workdir: Path, jobs: int) -> dict[str, Any]:
     with EmulatedCluster(workdir) as cluster:
-        cluster.create(NODES, node(0, gpu=True))
+        for i in range(-(-jobs // JOBS_PER_GPU)):  # the jobs keep running: each holds its trainer's GPU memory
+            cluster.create(NODES, node(i, gpu=True))
         cluster.create(POOLS, pool("p", specialists=jobs + 1))
+        cluster.ready_deployments()  # the trainer pod waits for its specialists to be ready
         with OperatorProcess(cluster, NS, resync=30, retry=1) as op:
             wait_for(
                 lambda: (cluster.get(POOLS, NS, "p") or {}).get("status", {}).get("spawnBudget"),

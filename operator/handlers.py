@@ -256,7 +256,14 @@ async def specialist_deployment_event(
     if not pool_name or event.get("type") not in {"ADDED", "MODIFIED", "DELETED"}:
         return
     async with observability.reconciling(POOL.kind):
-        await _reconcile_pool(memo, namespace, pool_name, gpu_nodes, pool_claims)
+        result = await _reconcile_pool(memo, namespace, pool_name, gpu_nodes, pool_claims)
+    if result is None or not result.found:
+        return
+    # A specialist became ready: the jobs that waited only for it start now, not at their next retry.
+    gpu_trainer = builders.pod_device(memo.templates["trainer"]) == builders.DEVICE_CUDA
+    for name in job.startable(_claims(pool_claims, namespace, pool_name), result, gpu_trainer):
+        async with observability.reconciling(JOB.kind):
+            await _reconcile_job(memo, namespace, name, pool_name, gpu_nodes, pool_claims)
 
 
 @kopf.on.event(GROUP, VERSION, POOL.plural, id="pool-metrics")  # type: ignore[arg-type]

@@ -95,6 +95,22 @@ def claim_of(body: dict[str, Any]) -> pool.Claim:
     )
 
 
+def startable(claims: Iterable[pool.Claim], result: pool.PoolResult, gpu_trainer: bool) -> list[str]:
+    """Jobs of these claims that wait for nothing the pool decides any more: not started, every specialist they ask
+    for admitted and ready, and their trainer admitted (`gpu_trainer`: it takes GPU memory). Woken when a specialist
+    becomes ready (handlers.specialist_deployment_event) rather than at their next retry; a job waiting for budget is
+    not in it, so a Deployment event never wakes every pending job."""
+    return [
+        c.job
+        for c in claims
+        if not c.running
+        and not c.demand
+        and c.specialists
+        and all(n in result.admitted and n in result.ready for n in c.specialists)
+        and (not gpu_trainer or c.trainer_bytes <= 0 or c.job in result.trainers)
+    ]
+
+
 def parse_job(job: dict[str, Any]) -> tuple[SwarmJobSpec | None, str]:
     """(the spec, "") or (None, why not): the spec's model and the CRD's rules on the name."""
     return parse_object(JOB, job)
@@ -253,7 +269,7 @@ def _parse(stamp: object) -> datetime | None:
 async def _follow(
     api: Api, job: dict[str, Any], spec: SwarmJobSpec, pod: dict[str, Any], now: datetime
 ) -> Outcome:
-    """The job's own pod exists: its phase and metrics into the status, what it holds checked (held.check), and
+    """The job's own pod exists: its phase and metrics into the status, what it holds checked (held.py), and
     the deadline enforced."""
     outcome = await sync_from_pod(api, pod, job=job)
     if outcome.phase not in TERMINAL:

@@ -8,7 +8,7 @@ import pytest
 from emulator import job_body, pool_body
 from status_conditions import find_condition
 
-from swarm.operator import held, job
+from swarm.operator import held, job, pool
 from swarm.operator.models import GIB, ConditionReason, ConditionType
 
 pytestmark = pytest.mark.timeout(30)
@@ -84,3 +84,17 @@ def test_a_claim_carries_the_trainer_and_what_a_running_job_holds() -> None:
     body["status"] = {"pods": ["job-primary"], "specialists": ["a", "b"], "trainerNode": "n", "trainerGpu": 1}
     claim = job.claim_of(body)
     assert tuple(getattr(claim, f) for f in fields) == (("b", "a"), True, GIB, ("n", 1))
+
+
+def test_startable_jobs_wait_for_nothing_the_pool_decides() -> None:
+    result = pool.PoolResult(found=True, admitted={"a", "b"}, ready={"a"}, trainers={"ready": ("n", 0)})
+    claims = [
+        pool.Claim("ready", ("a",), "1", trainer_bytes=GIB),
+        pool.Claim("no-trainer", ("a",), "2", trainer_bytes=GIB),  # its trainer does not fit
+        pool.Claim("unready", ("a", "b"), "3", trainer_bytes=GIB),
+        pool.Claim("running", ("a",), "4", running=True, trainer_bytes=GIB),
+        pool.Claim("nothing", (), "5"),  # waits for no specialist (adapt): never woken by one
+        pool.Claim(pool.DEMAND_JOB, ("a",), "6", demand=True),
+    ]
+    assert job.startable(claims, result, gpu_trainer=True) == ["ready"]
+    assert job.startable(claims, result, gpu_trainer=False) == ["ready", "no-trainer"]

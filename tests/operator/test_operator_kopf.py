@@ -488,3 +488,27 @@ def test_specialist_deployment_events_reconcile_the_pool(cluster: EmulatedCluste
         # None of it came from the resync timer.
         assert "pool-resync" not in op.log()
         assert "Traceback" not in op.log()
+
+
+def test_a_job_waiting_for_its_specialist_starts_when_it_is_ready(cluster: EmulatedCluster, add_node: Any) -> None:
+    """The trainer pod waits for the job's specialist to be ready; its Deployment's readiness event wakes the job
+    (a retry that never comes here: 600 s), and a job its pool cannot admit is not woken."""
+    add_node()
+    cluster.create(POOLS, pool_body())
+    cluster.create(JOBS, job_body(specialists=("b",)))
+    cluster.create(JOBS, job_body("huge", specialists=("c",), gpuMemoryBytes=RTX_4090_TOTAL))  # never fits
+    with OperatorProcess(cluster, NS, retry=600, resync=600) as op:
+        st = wait_for(
+            lambda: cond(status(cluster, JOBS, "job"), ConditionType.SpecialistsReady).get("status") == "False"
+            and status(cluster, JOBS, "job"),
+            what=f"waiting for b\n{op.log()}",
+        )
+        message = cond(st, ConditionType.SpecialistsReady)["message"]
+        assert message == "waiting for specialists to be ready: b (no pod yet)"
+        assert cluster.get(PODS, NS, POD) is None and replicas(cluster)[B] == 1
+        set_ready(cluster, B)
+        wait_for(lambda: cluster.get(PODS, NS, POD), timeout=10, what=f"trainer pod after b is ready\n{op.log()}")
+        huge = status(cluster, JOBS, "huge")
+        assert cond(huge, ConditionType.SpecialistsGranted)["reason"] == ConditionReason.BudgetExceeded
+        assert cluster.get(PODS, NS, trainer_pod_name("huge")) is None
+        assert "ERROR" not in op.log()
