@@ -73,7 +73,7 @@ from swarm.model_server.grpc_runtime import (
     ServerSecurity,
     service_handler,
 )
-from swarm.model_server.text import MAX_SERIALIZED_CHARS, parse_column
+from swarm.model_server.text import MAX_SERIALIZED_CHARS, parse_column, serialize_column
 from swarm.v1 import specialist_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,9 @@ class StateProducer(Protocol):
 
 CellVectorsGiven = tuple[list[str], Tensor] | None  # cell vectors a request brought: (keys, vectors)
 
+# What the server reads once at start to learn its states' geometry: an empty column, which reads no cell (so no
+# sentence encoder is loaded for it: a specialist sent the vectors of its cells never loads one).
+PROBE_COLUMN = serialize_column([])
 MAX_REQUEST_ID_CHARS = 128
 ENCODE_CHUNK = 32  # cell texts encoded between two checks of the caller (~5 ms a never-seen text on a CPU)
 _ABANDONED = object()  # what a compute task returns when its caller was gone before it started
@@ -182,7 +185,7 @@ class SpecialistServicer:
         if cells is not None:  # before the probe: a serving store writes nothing to the shared cache
             configure_serving(options.cell_cache_capacity, options.keep_cell_vectors_dir or keep_dir_from_env(),
                               target=cells)
-        self._probe = [t.detach() for t in source.extract_states(["describe"])]
+        self._probe = [t.detach() for t in source.extract_states([PROBE_COLUMN])]
         wire = DTYPES[options.wire_dtype] if options.wire_dtype else self._probe[0].dtype
         itemsize = max(torch.empty((), dtype=wire).element_size(), self._probe[0].element_size())
         self.state_bytes = sum(t[0].numel() for t in self._probe) * itemsize

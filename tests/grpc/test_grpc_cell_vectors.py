@@ -164,3 +164,30 @@ def test_vectors_over_the_message_limit_are_left_for_the_specialist(swarm: Local
     stats = seen["temporal"]
     assert 0 < stats.cells_given < len(wanted)
     assert stats.cells_given + stats.cells_encoded == len(wanted)
+
+
+def test_a_specialist_sent_every_vector_never_loads_its_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started, probed and serving requests whose cells all come with vectors: no MiniLM in the process (its
+    weights and the libraries behind it are most of a specialist's idle memory otherwise)."""
+    from swarm.model_server.cell_vectors import CellVectorStore
+    from swarm.model_server.column_encoder import ColumnEncoder
+    from swarm.model_server.specialist_server import build_specialist_server, load_source
+
+    own = CellVectorStore(None, write_dir=False)  # a fresh process's store: nothing cached
+    monkeypatch.setattr("swarm.model_server.backbone.store", lambda: own)
+    monkeypatch.setattr("swarm.model_server.cell_vectors.store", lambda: own)
+    source = load_source("temporal")[0]
+    source.tokenizer = ColumnEncoder(source.tokenizer.max_len, cells=own)  # type: ignore[attr-defined]
+    server = build_specialist_server(source).start()
+    try:
+        assert own._encoder is None and own.capacity is not None  # probed, and a serving store
+        columns = _columns(uuid.uuid4().hex[:8])
+        wanted = columns_cell_texts(columns)
+        store().ids(wanted)  # this test's own store encodes them, standing in for the annotation server
+        keys, vectors = store().vectors(wanted)
+        request = pb.ColumnsRequest(columns=columns, cell_vectors=cell_vectors_message(keys, vectors, ENCODER))
+        states, stats = _stream(server.address, request)
+        assert len(states[0]) == len(columns) and stats.cells_encoded == 0
+        assert own._encoder is None
+    finally:
+        server.stop(0)

@@ -16,7 +16,7 @@ from grpc_serving_tools import DelegatingAnnotator
 from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
 from swarm.model_server.launcher import AnnotatorFactory, LocalSwarm
 from swarm.model_server.specialist_client import SpecialistClient
-from swarm.model_server.specialist_server import build_specialist_server
+from swarm.model_server.specialist_server import PROBE_COLUMN, build_specialist_server
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 from swarm.v1 import specialist_pb2 as pb
@@ -141,7 +141,7 @@ def test_the_specialist_server_bounds_what_it_echoes_and_hides_internals() -> No
         dtype = torch.float32
 
         def extract_states(self, columns: list[str]) -> list[torch.Tensor]:
-            if columns == ["describe"]:
+            if columns == [PROBE_COLUMN]:
                 return [torch.zeros(1, 2, 4, 4)]
             raise RuntimeError("CUDA error at /opt/secret/kernel.cu:42")
 
