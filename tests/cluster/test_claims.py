@@ -48,7 +48,8 @@ def big_pool(plane: ControlPlane, resident: int) -> None:
     """A second pool on the same GPUs whose one warm specialist holds `resident` bytes."""
     doc = sample("specialistpool.yaml")
     doc["metadata"]["name"] = "big"
-    doc["spec"]["specialists"] = [{**doc["spec"]["specialists"][4], "name": "huge", "residentBytes": resident}]
+    commerce = next(s for s in doc["spec"]["specialists"] if s["name"] == "commerce")
+    doc["spec"]["specialists"] = [{**commerce, "name": "huge", "residentBytes": resident}]
     doc["spec"]["warm"] = ["huge"]
     plane.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(doc))
 
@@ -100,7 +101,7 @@ def test_a_job_waits_until_its_trainer_fits_beside_its_specialists(
         what="the trainer counted in gpuUsage",
     )
     assert sum(u["bytes"] for u in pool["gpuUsage"]) == pool["residentBytes"] + 6 * GIB
-    assert pool["specialists"][3]["name"] == "people" and pool["specialists"][3]["replicas"] == 1
+    assert next(s for s in pool["specialists"] if s["name"] == "people")["replicas"] == 1
 
 
 # ---------------------------------------------------------------------------------------------- 2

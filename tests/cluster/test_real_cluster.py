@@ -207,7 +207,7 @@ def test_operator_killed_mid_reconcile_and_restarted_makes_no_duplicates(
     cluster: ControlPlane, tmp_path: Path
 ) -> None:
     gpu_node(cluster, "gpu-1")
-    names = ["geographic", "temporal", "numeric", "people", "commerce"]
+    names = [s["name"] for s in sample("specialistpool.yaml")["spec"]["specialists"]]
     apply_sample(cluster, "specialistpool.yaml", warm=names)
     apply_sample(cluster, "swarmjob.yaml")
     first = operator_process(cluster, tmp_path / "first.log").start()
@@ -220,8 +220,8 @@ def test_operator_killed_mid_reconcile_and_restarted_makes_no_duplicates(
             lambda: ready_condition(pool_status(cluster)).get("status") == "True" and running(cluster, TRAINER_PODS),
             what=f"pool Ready and trainer running after restart\n{second.log()}",
         )
-        assert len(cluster.list(APPS, "deployments", NS)) == 5
-        assert len(cluster.list(APPS, "replicasets", NS)) == 5
-        assert len(cluster.list(CORE, "services", NS, f"{builders.LABEL_POOL}=sotab")) == 5
-        assert len(pods(cluster, SPECIALIST_PODS)) == 5
+        assert len(cluster.list(APPS, "deployments", NS)) == len(names)
+        assert len(cluster.list(APPS, "replicasets", NS)) == len(names)
+        assert len(cluster.list(CORE, "services", NS, f"{builders.LABEL_POOL}=sotab")) == len(names)
+        assert len(pods(cluster, SPECIALIST_PODS)) == len(names)
         assert len(pods(cluster, TRAINER_PODS)) == 1

@@ -114,3 +114,11 @@ def test_knowledge_rows_forget_rows_the_serving_store_evicts_and_reuses() -> Non
     words = cells.ids([f"word {i}" for i in range(8)])  # evicts the ISBN; its row goes to a word
     assert cells.evicted > 0 and isbn_row in words
     assert rows.rows(torch.tensor([isbn_row]))[0, isbn13] == 0
+
+
+def test_specialist_names_are_kubernetes_names() -> None:
+    """A specialist's name names its Deployment and Service (`<pool>--<name>`): a DNS label, no underscores."""
+    import re
+
+    domains = yaml.safe_load((ROOT / "model_server" / "domains.yaml").read_text(encoding="utf-8"))
+    assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name) for name in domains), sorted(domains)

@@ -51,7 +51,7 @@ def test_sample_pool_serves_the_project_domains_from_local_paths() -> None:
     domains = yaml.safe_load((ROOT / "model_server" / "domains.yaml").read_text())
     pool = yaml.safe_load((ROOT / "manifests" / "samples" / "specialistpool.yaml").read_text())
     specialists = SpecialistPoolSpec.model_validate(pool["spec"]).specialists
-    assert {s.name for s in specialists} == set(domains)  # geographic, temporal, numeric, people, commerce
+    assert {s.name for s in specialists} == set(domains)  # all nine
     for s in specialists:  # nothing is downloaded at run time: paths on the /models volume
         assert s.model.startswith("/models/") and "://" not in s.model, s.model
     job = yaml.safe_load((ROOT / "manifests" / "samples" / "swarmjob.yaml").read_text())
