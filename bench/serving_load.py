@@ -6,12 +6,19 @@ loopback, driven by concurrent clients for a bounded time.
 2. wide_mix: the same, but one table in `--wide-every` is a wide one (`--wide-columns` columns of SOTAB cells) and
    one in `--huge-every` is over the per-table cap (1,024 columns): refused at once with RESOURCE_EXHAUSTED saying
    how many columns fit (counted as `refused_over_cap`, not as errors).
+3. novel: the SOTAB-median tables again, every non-empty cell given a random suffix, so no cell of any table was
+   ever seen by any cache (what every real user's data is): the cost of encoding cells, not of looking them up.
+4. contention: four clients send 200-row x 5-column tables of never-seen cells back to back while one more
+   client sends cached SOTAB-median tables: what the novel tables cost everyone else (`cached_client`).
+
+Each workload reports tables/s, client-side p50/p99, errors and `specialists_missing` (specialists left out of
+replies, all tables together; `degraded_tables` counts the tables). `--workloads` picks which run.
 
 The swarm runs with the admission budget set to the machine's memory (`--memory-budget-mb` = MemTotal, or the
 cgroup limit); the process tree's resident memory is sampled every 100 ms (`peak_rss_bytes`), and a process of the
 swarm that dies or is restarted counts in `processes_lost`. With `runs/demo` (after `make demo`) the swarm is
-`swarm up` on the demo's trained models; without it, `swarm serve-annotation --local` with untrained models of
-`--config` (default small, the demo's size: the same memory and compute per table).
+`swarm up` on the demo's trained models; without it (or with `--untrained`), `swarm serve-annotation --local` with
+untrained models of `--config` (default small, the demo's size: the same memory and compute per table).
 
 Run: `.venv/bin/python bench/serving_load.py [--quick]`; writes reports/bench_serving.json and .md. Loopback only.
 """
@@ -87,13 +94,10 @@ class Swarm:
     pids: list[int] = field(default_factory=list)
 
 
-def start_swarm(workdir: Path, budget_mb: int, config: str, extra: list[str]) -> Swarm:
+def start_swarm(workdir: Path, budget_mb: int, config: str, extra: list[str], demo: bool) -> Swarm:
     ready = workdir / "ready.json"
     log = workdir / "swarm.log"
-    if (ROOT / "runs" / "demo").is_dir():
-        command = ["up", "--run-dir", str(ROOT / "runs" / "demo")]
-    else:
-        command = ["serve-annotation", "--config", config]
+    command = ["up", "--run-dir", str(ROOT / "runs" / "demo")] if demo else ["serve-annotation", "--config", config]
     cmd = [sys.executable, "-m", "swarm.trainer.cli", *command, "--port", "0", "--ready-file", str(ready),
            "--device", "cpu", "--memory-budget-mb", str(budget_mb), *extra]
     with log.open("wb") as out:
@@ -116,6 +120,27 @@ def stop_swarm(swarm: Swarm) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(swarm.process.pid, signal.SIGKILL)
             swarm.process.wait()
+
+
+def describe_swarm(demo: bool, config: str, per_process: dict[str, int]) -> str:
+    """The swarm served, with its number of specialists (counted from its processes)."""
+    specialists = sum(1 for name in per_process if name.startswith("specialist "))
+    if demo:
+        return f"`swarm up` on runs/demo ({specialists} specialists + primary)"
+    return f"`swarm serve-annotation --local` ({specialists} untrained `{config}` specialists + primary)"
+
+
+def process_label(pid: int) -> str:
+    """What a process of the swarm is: `annotation`, `specialist <name>`, or its command's first words."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return f"pid {pid}"
+    if "--specialist" in argv:
+        return f"specialist {argv[argv.index('--specialist') + 1]}"
+    if any(a in ("serve-annotation", "up") for a in argv):
+        return "annotation"
+    return " ".join(Path(a).name for a in argv[:3] if a)[:60]
 
 
 class RssSampler:
@@ -149,6 +174,8 @@ class Outcome:
     refused_over_cap: int = 0
     degraded: int = 0
     missing_reasons: dict[str, int] = field(default_factory=dict)  # status code of a missing specialist -> count
+    specialists_missing: int = 0  # specialists left out of replies, all tables together
+    attached: dict[str, object] = field(default_factory=dict)  # summaries of other clients driven meanwhile
     wide_latencies_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -162,18 +189,29 @@ class Outcome:
             "tables_per_s": round(len(lat) / self.seconds, 2) if self.seconds else 0.0,
             "p50_ms": round(statistics.median(lat), 1) if lat else None,
             "p99_ms": pct(0.99),
+            "max_ms": round(lat[-1], 1) if lat else None,
             "errors": sum(self.errors.values()),
             "tables": len(lat),
             "seconds": round(self.seconds, 1),
             "error_codes": self.errors,
             "degraded_tables": self.degraded,
+            "specialists_missing": self.specialists_missing,
             "missing_specialist_codes": self.missing_reasons,
         }
+        out |= self.attached
         if self.wide_latencies_ms or self.refused_over_cap:
             wide = sorted(self.wide_latencies_ms)
             out |= {"wide_tables": len(wide), "wide_p50_ms": round(statistics.median(wide), 1) if wide else None,
                     "refused_over_cap": self.refused_over_cap}
         return out
+
+
+def with_novel_cells(table: apb.Table, rnd: random.Random, serial: int) -> apb.Table:
+    """The table with every non-empty cell given a random suffix: cells no cache has seen."""
+    return apb.Table(name=f"{table.name}-novel-{serial}", rows=[
+        apb.Row(cells=[f"{cell} {rnd.getrandbits(40):010x}" if cell.strip() else cell for cell in row.cells])
+        for row in table.rows
+    ])
 
 
 def drive(address: str, next_table: Callable[[int], tuple[apb.Table, str]], clients: int, seconds: float,
@@ -208,6 +246,7 @@ def drive(address: str, next_table: Callable[[int], tuple[apb.Table, str]], clie
                 outcome.latencies_ms.append(ms)
                 if kind == "wide":
                     outcome.wide_latencies_ms.append(ms)
+                outcome.specialists_missing += len(reply.specialists_missing)
                 if reply.specialists_missing:
                     outcome.degraded += 1
                     for missing in reply.specialists_missing:
@@ -225,8 +264,37 @@ def drive(address: str, next_table: Callable[[int], tuple[apb.Table, str]], clie
     return outcome
 
 
+WORKLOADS = ("sustained", "wide_mix", "novel", "contention")
+
+
+def contended(address: str, big: Callable[[int], tuple[apb.Table, str]],
+              cached: Callable[[int], tuple[apb.Table, str]], seconds: float, timeout_s: float) -> Outcome:
+    """Four clients of `big` tables and, at the same time, one client of `cached` ones; the big tables' outcome
+    with the cached client's summary attached (`cached_client`)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        heavy = pool.submit(drive, address, big, 4, seconds, timeout_s)
+        light = pool.submit(drive, address, cached, 1, seconds, timeout_s)
+        outcome, other = heavy.result(), light.result()
+    outcome.attached = {"cached_client": other.summary()}
+    return outcome
+
+
+def _row(label: str, w: dict) -> str:
+    return (f"| {label} | {w['tables_per_s']} | {w['p50_ms']} | {w['p99_ms']} | {w['errors']} | "
+            f"{w['specialists_missing']} | {w['tables']} |")
+
+
 def markdown(result: dict) -> str:
-    s, w = result["sustained"], result["wide_mix"]
+    runs = result["workloads"]
+    labels = {
+        "sustained": f"sustained: SOTAB-median tables ({result['median_table']}), cells cached",
+        "wide_mix": f"wide_mix: 1 in {result['wide_every']} tables {result['wide_columns']} columns wide, 1 in "
+                    f"{result['huge_every']} over the cap",
+        "novel": "novel: the same SOTAB-median tables, every cell given a random suffix (never seen)",
+        "contention": "contention: 4 clients of 200 x 5 tables of never-seen cells",
+    }
     lines = [
         "# Serving under load",
         "",
@@ -234,22 +302,31 @@ def markdown(result: dict) -> str:
         f"{result['admission_budget_bytes'] / 2**30:.1f} GiB (the machine's memory), {result['clients']} client "
         f"threads on loopback. Command: `{result['command']}`.",
         "",
-        "| workload | tables/s | p50 ms | p99 ms | errors | tables |",
-        "|---|---|---|---|---|---|",
-        f"| sustained: SOTAB-median tables ({result['median_table']}) | {s['tables_per_s']} | {s['p50_ms']} | "
-        f"{s['p99_ms']} | {s['errors']} | {s['tables']} |",
-        f"| wide_mix: 1 in {result['wide_every']} tables {result['wide_columns']} columns wide, 1 in "
-        f"{result['huge_every']} over the cap | {w['tables_per_s']} | {w['p50_ms']} | {w['p99_ms']} | {w['errors']} | "
-        f"{w['tables']} |",
+        "| workload | tables/s | p50 ms | p99 ms | errors | specialists missing | tables |",
+        "|---|---|---|---|---|---|---|",
+        *(_row(labels[name], runs[name]) for name in WORKLOADS if name in runs),
+        *([_row("contention: meanwhile, 1 client of cached SOTAB-median tables", runs["contention"]["cached_client"])]
+          if "contention" in runs else []),
         "",
-        f"- wide tables served: {w.get('wide_tables', 0)} (p50 {w.get('wide_p50_ms')} ms); over-cap tables refused "
-        f"with RESOURCE_EXHAUSTED: {w.get('refused_over_cap', 0)}; tables answered degraded (a specialist missing): "
-        f"{s['degraded_tables']} sustained, {w['degraded_tables']} wide_mix (missing specialists by status: "
-        f"{s['missing_specialist_codes'] or 'none'} / {w['missing_specialist_codes'] or 'none'}; a specialist that "
-        "cannot answer within the 30 s specialist timeout is left out, not waited for).",
+    ]
+    if "contention" in runs:
+        c = runs["contention"]["cached_client"]
+        lines.append(f"- contention: the cached client's slowest table took {c['max_ms']} ms while the novel 200 x 5 "
+                     "tables ran.")
+    if "wide_mix" in runs:
+        w = runs["wide_mix"]
+        lines.append(f"- wide tables served: {w.get('wide_tables', 0)} (p50 {w.get('wide_p50_ms')} ms); over-cap "
+                     f"tables refused with RESOURCE_EXHAUSTED: {w.get('refused_over_cap', 0)}.")
+    lines += [
+        "- tables answered degraded (a specialist missing), by workload: "
+        + ", ".join(f"{name} {w['degraded_tables']} ({w['missing_specialist_codes'] or 'none'})"
+                    for name, w in runs.items()) + "; a specialist that cannot answer within the specialist "
+        "timeout is left out and the reply says so (`degraded`).",
         f"- peak RSS of the swarm's processes: {result['peak_rss_bytes'] / 2**30:.2f} GiB (idle before the load: "
-        f"{result['idle_rss_bytes'] / 2**30:.2f} GiB; machine memory {result['machine_memory_bytes'] / 2**30:.1f} "
-        "GiB).",
+        f"{result['idle_rss_bytes'] / 2**30:.2f} GiB; per process: "
+        f"{', '.join(f'{name} {b / 2**20:.0f}' for name, b in result['process_rss_bytes'].items())} MiB; machine "
+        f"memory "
+        f"{result['machine_memory_bytes'] / 2**30:.1f} GiB).",
         f"- processes lost (died or restarted): {result['processes_lost']}.",
         f"- 1-minute load average before / after the run: {result['load_average'][0]} / "
         f"{result['load_average'][1]} (on {os.cpu_count()} CPUs; anything above the swarm's own load is other work "
@@ -262,8 +339,13 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="small", help="Model config of the untrained swarm (without runs/demo).")
+    p.add_argument("--untrained", action="store_true",
+                   help="Serve untrained models of --config even when runs/demo exists (e.g. built before a change "
+                        "of the domains).")
     p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--seconds", type=float, default=60.0, help="Length of the sustained workload (the mix: 4/3 of it).")
+    p.add_argument("--seconds", type=float, default=60.0,
+                   help="Length of the sustained and novel workloads (the mix: 4/3 of it).")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"Comma-separated, of {', '.join(WORKLOADS)}.")
     p.add_argument("--wide-columns", type=int, default=128)
     p.add_argument("--wide-every", type=int, default=10)
     p.add_argument("--huge-every", type=int, default=25)
@@ -272,12 +354,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=ROOT / "reports")
     a = p.parse_args(argv)
     seconds = 15.0 if a.quick else a.seconds
+    chosen = [w.strip() for w in a.workloads.split(",") if w.strip()]
+    unknown = sorted(set(chosen) - set(WORKLOADS))
+    if unknown:
+        p.error(f"unknown workloads {unknown}; known: {', '.join(WORKLOADS)}")
 
     tables = sotab_tables()
     median = median_tables(tables)
     widths = sorted(len(t.rows[0].cells) for t in median)
     rows = sorted(len(t.rows) for t in median)
     rnd = random.Random(0)
+    novel_rnd = random.Random()  # suffixes never repeat across runs: nothing cached on disk can match them
     wides = [wide_table(tables, a.wide_columns, 20, seed) for seed in range(8)]
     huge = wide_table(tables, 1024, 20, 99)
 
@@ -291,17 +378,28 @@ def main(argv: list[str] | None = None) -> None:
             return wides[i % len(wides)], "wide"
         return rnd.choice(median), "median"
 
+    def novel(i: int) -> tuple[apb.Table, str]:
+        return with_novel_cells(rnd.choice(median), novel_rnd, i), "novel"
+
+    def long_novel(i: int) -> tuple[apb.Table, str]:
+        return with_novel_cells(wide_table(tables, 5, 200, 1000 + i), novel_rnd, i), "novel"
+
+    plans: dict[str, tuple[Callable[[int], tuple[apb.Table, str]], float]] = {
+        "sustained": (sustained, seconds), "wide_mix": (mixed, seconds * 4 / 3), "novel": (novel, seconds)}
+    demo = (ROOT / "runs" / "demo").is_dir() and not a.untrained
     budget = machine_memory_bytes()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
-        swarm = start_swarm(Path(tmp), budget // MiB, a.config, [])
+        swarm = start_swarm(Path(tmp), budget // MiB, a.config, [], demo)
         try:
             drive(swarm.address, sustained, a.clients, 5.0, a.timeout_s)  # warm-up
             time.sleep(2.0)
-            idle = sum(rss_bytes(p) for p in process_tree(swarm.process.pid))
+            per_process = {f"{process_label(p)} ({p})": rss_bytes(p) for p in process_tree(swarm.process.pid)}
             with RssSampler(swarm.process.pid) as sampler:
-                steady = drive(swarm.address, sustained, a.clients, seconds, a.timeout_s)
-                mix = drive(swarm.address, mixed, a.clients, seconds * 4 / 3, a.timeout_s)
+                runs = {name: drive(swarm.address, plans[name][0], a.clients, plans[name][1], a.timeout_s)
+                        for name in plans if name in chosen}
+                if "contention" in chosen:
+                    runs["contention"] = contended(swarm.address, long_novel, sustained, seconds, a.timeout_s)
             survivors = process_tree(swarm.process.pid)
             log = swarm.log.read_text(errors="replace")
         finally:
@@ -309,13 +407,12 @@ def main(argv: list[str] | None = None) -> None:
     # A process of the swarm that is gone, or a specialist the supervisor had to restart (its new process would
     # otherwise hide the loss).
     lost = max(len(set(swarm.pids) - set(survivors)), log.count("restarting it in"))
-    swarm_kind = ("`swarm up` on runs/demo" if (ROOT / "runs" / "demo").is_dir()
-                  else f"`swarm serve-annotation --local` (5 untrained `{a.config}` specialists + primary)")
+    swarm_kind = describe_swarm(demo, a.config, per_process)
     result = {
-        "sustained": steady.summary(),
-        "wide_mix": mix.summary(),
+        "workloads": {name: outcome.summary() for name, outcome in runs.items()},
         "peak_rss_bytes": sampler.peak,
-        "idle_rss_bytes": idle,
+        "idle_rss_bytes": sum(per_process.values()),
+        "process_rss_bytes": per_process,
         "admission_budget_bytes": budget,
         "machine_memory_bytes": machine_memory_bytes(),
         "processes_lost": lost,
@@ -329,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
         "huge_every": a.huge_every,
         "swarm": swarm_kind,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {machine_memory_bytes() / 2**30:.0f} GiB",
-        "command": "python bench/serving_load.py" + (" --quick" if a.quick else ""),
+        "command": " ".join(["python bench/serving_load.py", *(sys.argv[1:] if argv is None else argv)]).strip(),
         # Other work on the machine competes for the same CPUs: the 1-minute load average before and after.
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
