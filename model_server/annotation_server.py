@@ -9,9 +9,10 @@ Cells: the process's store is a serving one (cell_vectors.configure_serving): at
 memory, least recently used evicted, nothing written to disk unless `keep_cell_vectors_dir` (or
 $SWARM_KEEP_CELL_VECTORS_DIR) names a private directory. A table whose cells are all cached costs a lookup. One with
 never-seen cells is first checked against the per-table caps as if every specialist read every column (so no
-encoding is spent on a table that will be refused), then its encoding is priced (`admission.encoding_cost`) and
-admitted like a table, and run on an encoder thread of its own (batched; stopped when the caller goes or its
-deadline passes), so the primary's threads keep serving cached tables meanwhile.
+encoding is spent on a table that will be refused) and against its deadline (DEADLINE_EXCEEDED up front when its
+cells cannot be encoded in time at the rate this server has measured), then its encoding is priced
+(`admission.encoding_cost`) and admitted like a table, and run on an encoder thread of its own (batched; stopped
+when the caller goes or its deadline passes), so the primary's threads keep serving cached tables meanwhile.
 
 Degradation is explicit: a reply whose table lost a specialist on the way (routed columns, no states for some of
 them: timed out, died, malformed stream, not running yet) says `degraded` beside `specialists_missing`; with
@@ -318,6 +319,7 @@ class AnnotationServicer:
         deep_bound = getattr(self.annotator, "deep_call_bound", lambda _: 0)(table)
         self.admission.check(annotation_cost(self.primary_cfg, texts, widest + deep_bound, self.state_bytes,
                                              request_bytes))
+        self._in_time(len(unseen), deadline)
         cost = encoding_cost(unseen, len(table.columns), self.cells.encode_batch)
 
         def gone() -> bool:
@@ -330,6 +332,20 @@ class AnnotationServicer:
             except EncodingAbandoned:
                 self._alive(context, deadline, "while the cells were encoded")
                 raise
+
+    def _in_time(self, unseen: int, deadline: float) -> None:
+        """Refuse up front a table whose never-seen cells this server cannot encode before the table's deadline at
+        the rate it has measured (nothing is refused before it has measured one)."""
+        rate = self.cells.encode_rate()
+        left = deadline - time.monotonic()
+        if rate is None or unseen / rate <= left:
+            return
+        raise AdmissionRejected(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"refused up front: this table has {unseen:,} never-seen cell texts, ~{unseen / rate:,.0f} s of encoding "
+            f"at this server's {rate:,.0f} texts/s, and its deadline leaves {max(0.0, left):,.1f} s; send fewer "
+            "columns per table or allow a longer deadline",
+        )
 
     def vectors_for(self, texts: Sequence[str], max_bytes: int) -> spb.CellVectors | None:
         """The cell vectors of a specialist request's columns (cached here: a lookup), within `max_bytes`."""

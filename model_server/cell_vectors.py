@@ -49,6 +49,7 @@ DIM = 384
 MAX_TEXT_CHARS = 256  # MiniLM reads 256 word pieces at most; longer cells are clipped before encoding
 ENCODE_BATCH = 256  # texts per MiniLM call in training; serving stores use SERVING_ENCODE_BATCH
 SERVING_ENCODE_BATCH = 64  # bounds a serving encoder's activations (priced by admission.encoding_cost)
+RATE_AFTER = 64  # texts encoded before the measured rate is trusted (encode_rate)
 DEFAULT_SERVING_CAPACITY = 200_000  # texts held in memory by a serving process (~0.8 KB each: ~150 MB)
 KEEP_ENV = "SWARM_KEEP_CELL_VECTORS_DIR"  # opt-in: where serving processes may keep the cells they encoded
 _PRIVATE_DIR_MODE = 0o700
@@ -263,6 +264,13 @@ class CellVectorStore:
                 table = rows.to(device)
                 self._tables[device] = table
             return table
+
+    def encode_rate(self) -> float | None:
+        """Texts this store's encoder reads per second of its own time, once it has read at least RATE_AFTER."""
+        with self._lock:
+            if self.texts_encoded < RATE_AFTER or self.encode_s <= 0:
+                return None
+            return self.texts_encoded / self.encode_s
 
     def stats(self) -> dict[str, int | float | None]:
         with self._lock:

@@ -146,6 +146,7 @@ def test_a_passed_deadline_stops_the_annotation_servers_encoding(
     server, stub = serve(AnnotationLimits(health_interval_s=0))
     stub.Annotate(novel_table(uuid.uuid4().hex[:8], columns=2, rows=2), timeout=120)  # MiniLM loaded
     started = _slow_encoder(server, monkeypatch, per_text_s=0.01)
+    monkeypatch.setattr(server.servicer.cells, "encode_rate", lambda: None)  # not refused up front: started
     novel = novel_table(uuid.uuid4().hex[:8], columns=30, rows=12)
     total = len(server.servicer.cells.unseen(columns_cell_texts(
         server.servicer.annotator.serialize(table_from_proto(novel, AnnotationLimits())))))
@@ -160,3 +161,20 @@ def test_a_passed_deadline_stops_the_annotation_servers_encoding(
     batch = server.servicer.cells.encode_batch
     assert total > 4 * batch and started, "the test measured nothing"
     assert sum(started) <= 2 * batch, f"{sum(started)} of {total} texts encoded for a caller that had gone"
+
+
+def test_a_table_that_cannot_be_encoded_in_time_is_refused_up_front(
+        serve: Callable[[AnnotationLimits], tuple[AnnotationServer, apb_grpc.AnnotationServiceStub]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the rate the server has measured (here: set to 20 texts/s), ~400 never-seen texts cannot be encoded in
+    a 5 s deadline: DEADLINE_EXCEEDED at once, saying so, and nothing encoded; a small table still fits."""
+    server, stub = serve(AnnotationLimits(health_interval_s=0))
+    monkeypatch.setattr(server.servicer.cells, "encode_rate", lambda: 20.0)
+    before = server.servicer.cells.texts_encoded
+    started = time.perf_counter()
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Annotate(novel_table(uuid.uuid4().hex[:8], columns=30, rows=12), timeout=5.0)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "never-seen cell texts" in (info.value.details() or "") and time.perf_counter() - started < 2.0
+    assert server.servicer.cells.texts_encoded == before
+    assert len(stub.Annotate(novel_table(uuid.uuid4().hex[:8], columns=2, rows=2), timeout=60).columns) == 2

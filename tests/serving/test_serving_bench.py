@@ -1,0 +1,47 @@
+"""bench/serving_load.py: the novel workload's tables hold cells no cache has seen (every non-empty cell changed,
+never the same twice, empty cells kept empty), and the report names what it served and each workload's row."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+from pathlib import Path
+
+from swarm.v1 import annotation_pb2 as apb
+
+_PATH = Path(__file__).resolve().parents[2] / "bench" / "serving_load.py"
+_spec = importlib.util.spec_from_file_location("bench_serving_load", _PATH)
+assert _spec is not None and _spec.loader is not None
+bench = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = bench  # dataclasses look their module up there
+_spec.loader.exec_module(bench)
+
+TABLE = apb.Table(name="t", rows=[apb.Row(cells=["Berlin", "", "12"]), apb.Row(cells=["Paris", " ", "12"])])
+
+
+def test_novel_tables_change_every_cell_and_never_repeat() -> None:
+    rnd = random.Random(0)
+    first, second = bench.with_novel_cells(TABLE, rnd, 1), bench.with_novel_cells(TABLE, rnd, 2)
+    cells = [c for t in (first, second) for row in t.rows for c in row.cells if c.strip()]
+    assert len(cells) == len(set(cells)) == 8  # the two "12"s too: no cell seen before, even within a table
+    assert all(c.split(" ")[0] in {"Berlin", "Paris", "12"} for c in cells)  # the value itself is kept
+    assert [row.cells[1] for row in first.rows] == ["", " "]  # empty stays empty
+
+
+def test_the_report_has_a_row_per_workload_and_counts_the_specialists() -> None:
+    outcome = bench.Outcome(latencies_ms=[10.0, 30.0], seconds=2.0, specialists_missing=1, degraded=1)
+    other = bench.Outcome(latencies_ms=[5.0], seconds=2.0)
+    outcome.attached = {"cached_client": other.summary()}
+    processes = {"annotation (1)": 2**30, "specialist temporal (2)": 2**29, "specialist people (3)": 2**29}
+    result = {
+        "workloads": {"novel": outcome.summary(), "contention": outcome.summary()},
+        "swarm": bench.describe_swarm(False, "tiny", processes), "machine": "m", "admission_budget_bytes": 2**30,
+        "clients": 4, "command": "python bench/serving_load.py", "median_table": "8 x 5", "wide_every": 10,
+        "wide_columns": 128, "huge_every": 25, "peak_rss_bytes": 2**31, "idle_rss_bytes": 2**31,
+        "process_rss_bytes": processes, "machine_memory_bytes": 2**34, "processes_lost": 0, "load_average": [1, 2],
+    }
+    text = bench.markdown(result)
+    assert "(2 untrained `tiny` specialists + primary)" in text
+    assert "| novel: " in text and "| 1.0 | 20.0 | 30.0 | 0 | 1 | 2 |" in text
+    assert "meanwhile, 1 client of cached" in text and "specialist temporal (2) 512" in text
