@@ -278,11 +278,13 @@ class AdmissionLimits:
 
 
 class Lease:
-    """An admitted request's share of the budget; released exactly once (a context manager)."""
+    """An admitted request's share of the budget (and of the compute slots, when `slot`); released exactly once (a
+    context manager)."""
 
-    def __init__(self, gate: Admission, cost: Cost) -> None:
+    def __init__(self, gate: Admission, cost: Cost, slot: bool = True) -> None:
         self._gate = gate
         self.cost = cost
+        self.slot = slot
         self._released = False
 
     def release(self) -> None:
@@ -320,8 +322,9 @@ class Admission:
     def queued(self) -> int:
         return len(self._queue)
 
-    def _fits(self, cost: Cost) -> bool:
-        return self.active < self.limits.max_active and self.in_use + cost.bytes <= self.limits.budget_bytes
+    def _fits(self, cost: Cost, slot: bool = True) -> bool:
+        return (not slot or self.active < self.limits.max_active) and (
+            self.in_use + cost.bytes <= self.limits.budget_bytes)
 
     def check(self, cost: Cost) -> None:
         """Refuse a request that no wait could admit (over a per-request cap or the whole budget)."""
@@ -342,15 +345,19 @@ class Admission:
             )
 
     def admit(
-        self, cost: Cost, deadline: float | None = None, cancelled: Callable[[], bool] | None = None
+        self, cost: Cost, deadline: float | None = None, cancelled: Callable[[], bool] | None = None,
+        slot: bool = True,
     ) -> Lease:
         """Wait (bounded) until `cost` fits; `deadline` is a time.monotonic() instant, `cancelled` says when the
-        client has gone away. Raises AdmissionRejected with the status code and what to do."""
+        client has gone away; `slot=False` for work that runs on threads of its own (the annotation server's
+        encoder): it takes its bytes from the budget but none of the `max_active` slots, so requests that need
+        no such work are not kept waiting behind it. Raises AdmissionRejected with the status code and what to
+        do."""
         self.check(cost)
         start = time.monotonic()
         give_up = start + self.limits.max_wait_s
         with self._cond:
-            must_wait = bool(self._queue) or not self._fits(cost)
+            must_wait = bool(self._queue) or not self._fits(cost, slot)
             if must_wait and len(self._queue) >= self.limits.max_queued:
                 self.rejected += 1
                 raise AdmissionRejected.busy(
@@ -360,7 +367,7 @@ class Admission:
             ticket = next(self._tickets)
             self._queue.append(ticket)
             try:
-                while not (self._queue[0] == ticket and self._fits(cost)):
+                while not (self._queue[0] == ticket and self._fits(cost, slot)):
                     now = time.monotonic()
                     if cancelled is not None and cancelled():
                         raise AdmissionRejected(grpc.StatusCode.CANCELLED, "the client cancelled the call")
@@ -382,15 +389,15 @@ class Admission:
                 self._queue.remove(ticket)
                 self._cond.notify_all()
             self.in_use += cost.bytes
-            self.active += 1
+            self.active += int(slot)
             self.admitted += 1
             self.peak_in_use = max(self.peak_in_use, self.in_use)
-        return Lease(self, cost)
+        return Lease(self, cost, slot)
 
     def _release(self, lease: Lease) -> None:
         with self._cond:
             self.in_use -= lease.cost.bytes
-            self.active -= 1
+            self.active -= int(lease.slot)
             idle = self.active == 0
             self._cond.notify_all()
         now = time.monotonic()

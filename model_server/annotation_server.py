@@ -325,7 +325,9 @@ class AnnotationServicer:
         def gone() -> bool:
             return not context.is_active() or time.monotonic() >= deadline
 
-        with self.admission.admit(cost, deadline, lambda: not context.is_active()):
+        # Bytes from the budget but no table slot: the encoder has a thread of its own, and cached tables must not
+        # wait for slots held by tables that are only waiting for it.
+        with self.admission.admit(cost, deadline, lambda: not context.is_active(), slot=False):
             self._alive(context, deadline, "before the cells were encoded")
             try:
                 return self.encoder.run(self.cells.hold, wanted, None, gone)

@@ -119,7 +119,8 @@ def test_unseen_cells_are_priced_before_they_are_encoded(
 def test_a_cached_table_is_answered_while_another_tables_cells_are_encoded(
         serve: Callable[[AnnotationLimits], tuple[AnnotationServer, apb_grpc.AnnotationServiceStub]],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    server, stub = serve(AnnotationLimits(health_interval_s=0))
+    """One table at a time (max_concurrent=1): a table waiting for the encoder holds no table slot."""
+    server, stub = serve(AnnotationLimits(health_interval_s=0, max_concurrent=1))
     cached = novel_table(uuid.uuid4().hex[:8], columns=4, rows=5, name="cached")
     stub.Annotate(cached, timeout=120)  # its cells encoded once, here
     _slow_encoder(server, monkeypatch, per_text_s=0.05)
@@ -154,9 +155,9 @@ def test_a_passed_deadline_stops_the_annotation_servers_encoding(
         stub.Annotate(novel, timeout=1.0)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     settled = time.monotonic() + 60  # the batch under way when the deadline passed finishes, then nothing more
-    while server.servicer.admission.stats()["active"] and time.monotonic() < settled:
+    while server.servicer.admission.stats()["in_use_bytes"] and time.monotonic() < settled:
         time.sleep(0.1)
-    assert server.servicer.admission.stats()["active"] == 0
+    assert server.servicer.admission.stats()["in_use_bytes"] == 0
     time.sleep(1.0)  # anything still encoding for nobody would show here
     batch = server.servicer.cells.encode_batch
     assert total > 4 * batch and started, "the test measured nothing"
