@@ -95,8 +95,10 @@ class ReleaseConfig(BaseModel):
         return self.policy_share > 0 if self.agent_dropout is None else self.agent_dropout
 
     def recipe(self) -> dict:
-        """What the outputs depend on (paths and devices excluded): a stage is reused only for the same recipe."""
-        return self.model_dump(mode="json", exclude={"run_dir", "device"})
+        """What the outputs depend on (paths and devices excluded), the specialists' domains (labels, knowledge
+        sources) included: a stage is reused only for the same recipe."""
+        return self.model_dump(mode="json", exclude={"run_dir", "device"}) | {
+            "domains": {d.name: {"labels": list(d.labels), "knowledge": list(d.knowledge)} for d in domains().values()}}
 
     @model_validator(mode="after")
     def _known_fusion(self) -> ReleaseConfig:

@@ -129,3 +129,17 @@ def test_release_cli_refuses_missing_splits_clearly(tmp_path: Path) -> None:
                                       "--device", "cpu"])
     assert result.exit_code == 2
     assert "none of the splits" in result.output
+
+
+def test_a_changed_domains_yaml_is_another_recipe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Specialists built for other domains (labels or knowledge sources) are never reused: their heads differ."""
+    from swarm.model_server.specialist import Domain
+    from swarm.trainer import release
+
+    cfg = release.ReleaseConfig(data=tmp_path, run_dir=tmp_path / "run")
+    before = cfg.recipe()
+    assert set(before["domains"]) == set(domains())
+    geo = domains()["geographic"]
+    changed = {**domains(), "geographic": Domain(geo.name, geo.description, geo.labels[:-1], geo.knowledge)}
+    monkeypatch.setattr(release, "domains", lambda: changed)
+    assert cfg.recipe() != before
