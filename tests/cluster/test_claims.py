@@ -166,7 +166,10 @@ def test_deleting_a_running_jobs_pool_tells_the_job_and_a_new_pool_re_grants(
     )
     assert find_condition(status, ConditionType.PoolReady)["status"] == "True"
     assert find_condition(status, ConditionType.SpecialistsGranted)["status"] == "True"
-    assert replicas(cluster) == {n: int(n in status["specialists"]) for n in replicas(cluster)}
+    names = [s["name"] for s in sample("specialistpool.yaml")["spec"]["specialists"]]
+    expected = {n: int(n in status["specialists"]) for n in names}
+    # The re-created pool's Deployments appear one reconcile step after another: wait for all of them.
+    cluster.wait_for(lambda: replicas(cluster) == expected, what="the granted specialists scaled up")
     assert status["specialists"] == ["geographic", "people", "temporal"]
 
 
@@ -186,7 +189,8 @@ def test_a_reserve_of_the_whole_gpu_never_evicts_a_running_job(
     assert held == ["geographic", "people", "temporal"]  # asked for people, granted the ready warm pair too
     rows = {r["name"]: r for r in pool_status(cluster)["specialists"]}
     assert {n: r["replicas"] for n, r in rows.items()} == {n: int(n in held) for n in rows}
-    assert replicas(cluster) == {n: int(n in held) for n in rows}
+    cluster.wait_for(lambda: replicas(cluster) == {n: int(n in held) for n in rows},
+                     what=f"the Deployments follow the plan\n{replicas(cluster)}")
     assert status["phase"] == "Running"
     assert find_condition(status, ConditionType.SpecialistsGranted)["status"] == "True"
     usage = sum(u["bytes"] for u in pool_status(cluster)["gpuUsage"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from swarm.model_server.specialist import domains
 from swarm.trainer.evaluate import evaluate_dir
 from swarm.trainer.fusion_experiment import FusionExperimentConfig, run_fusion_experiment
 
@@ -20,8 +21,9 @@ def test_fusion_report_gives_every_row_over_seeds(tiny_dataset: Path, tmp_path: 
     run_fusion_experiment(cfg)
 
     fusion = json.loads((cfg.reports_dir / "fusion.json").read_text())
+    every = len(domains())
     assert [(r["specialists"], r["fusion"]) for r in fusion["rows"]] == [
-        (0, None), (1, "gated"), (5, "gated"), (1, "weighted_sum"), (5, "weighted_sum")]
+        (0, None), (1, "gated"), (every, "gated"), (1, "weighted_sum"), (every, "weighted_sum")]
     assert fusion["primary"]["macro_f1"] == fusion["rows"][0]["macro_f1"]
     for row in fusion["rows"] + fusion["references"]:
         assert set(row) >= {"specialists", "fusion", "micro_f1", "macro_f1", "hard_class_f1"}
@@ -33,5 +35,5 @@ def test_fusion_report_gives_every_row_over_seeds(tiny_dataset: Path, tmp_path: 
             rescored = evaluate_dir(cfg.run_dir / run["model_dir"], tiny_dataset, "validation")
             assert rescored.micro_f1 == pytest.approx(run["micro_f1"])
     assert [r["primary_init"] for r in fusion["references"]] == ["pre-trained", "pre-trained"]
-    assert fusion["references"][1]["specialists"] == 5
+    assert fusion["references"][1]["specialists"] == every
     assert len(fusion["in_domain"]) >= 1 and (cfg.reports_dir / "fusion.png").stat().st_size > 0
