@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from fusion import cpu_median_ms  # bench/ is on sys.path when a bench script runs
 
 from swarm.model_server.backbone import get_config
 from swarm.model_server.column_encoder import ColumnEncoder
@@ -47,13 +47,10 @@ from swarm.trainer.sotab import load_labels
 GOAL = 0.3  # a specialist's pass at most this share of the primary's on the same batch
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def _empty_knowledge_caches() -> None:
+    """Forget every knowledge row and source vector computed so far in this process."""
+    knowledge_rows.cache_clear()
+    DEFAULT_CACHE.clear()
 
 
 def _resident(directory: Path) -> dict:
@@ -96,27 +93,24 @@ def main() -> None:
     torch.manual_seed(0)
     primary = PrimaryModel(cfg, labels).eval()
     with torch.inference_mode():
-        primary(batch_ids, batch_mask)
-        primary_s = _median_seconds(lambda: primary(batch_ids, batch_mask), repeats)
+        primary_s = cpu_median_ms(lambda: primary(batch_ids, batch_mask), repeats) / 1e3
 
     rows = []
-    for spec in specialists:
+    for directory, spec in zip(dirs, specialists, strict=True):
         backbone = spec.model.backbone
         with torch.inference_mode():
             # Hit rate over all validation columns from empty caches, batch by batch as a server would see them.
-            knowledge_rows.cache_clear()
-            DEFAULT_CACHE.clear()
+            _empty_knowledge_caches()
             table = knowledge_rows(backbone.knowledge) if backbone.knowledge else None
             for start in range(0, len(texts), args.batch):
                 backbone(ids[start:start + args.batch], mask[start:start + args.batch])
             hit_rate = 1 - table.computed / table.looked_up if table and table.looked_up else None
-            knowledge_rows.cache_clear()
-            DEFAULT_CACHE.clear()
+            _empty_knowledge_caches()
             started = time.perf_counter()
             backbone(batch_ids, batch_mask)
             cold_s = time.perf_counter() - started
-            warm_s = _median_seconds(lambda b=backbone: b(batch_ids, batch_mask), repeats)
-        memory = _resident(dirs[specialists.index(spec)])
+            warm_s = cpu_median_ms(lambda b=backbone: b(batch_ids, batch_mask), repeats) / 1e3
+        memory = _resident(directory)
         rows.append({"name": spec.name, "knowledge_sources": list(backbone.knowledge), "config": spec.config.name,
                      "pass_seconds_warm": warm_s, "pass_seconds_cold": cold_s,
                      "ratio_to_primary": warm_s / primary_s, "meets_goal": warm_s / primary_s <= GOAL,
