@@ -4,7 +4,6 @@ kept or it is told, and its trainer pod waits for its specialists to be ready.""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ import yaml
 from control_plane import ControlPlane
 from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node
 from status_conditions import find_condition
-from test_lifecycle import JOB, replicas, start_job
+from test_lifecycle import JOB, replicas, set_reserve, start_job
 from test_real_cluster import TRAINER_PODS, job_status, pods, pool_status, ready_condition, running, sample
 
 from swarm.operator import budget, builders
@@ -177,20 +176,14 @@ def test_a_reserve_of_the_whole_gpu_never_evicts_a_running_job(
     cluster: ControlPlane, operator: OperatorProcess
 ) -> None:
     start_job(cluster, operator)
-    cluster.kubectl(
-        "patch", "specialistpool", "sotab", "-n", NS, "--type=merge", "-p",
-        json.dumps({"spec": {"memoryReservePerGpu": RTX_4090_BYTES}}),
-    )  # fmt: skip
-    cluster.wait_for(
-        lambda: pool_status(cluster).get("observedGeneration") == 2, what=f"pool re-planned\n{operator.log()}"
-    )
+    set_reserve(cluster, operator, RTX_4090_BYTES)
     status = job_status(cluster, JOB)
     held = status["specialists"]
     assert held == ["geographic", "people", "temporal"]  # asked for people, granted the ready warm pair too
     rows = {r["name"]: r for r in pool_status(cluster)["specialists"]}
     assert {n: r["replicas"] for n, r in rows.items()} == {n: int(n in held) for n in rows}
-    cluster.wait_for(lambda: replicas(cluster) == {n: int(n in held) for n in rows},
-                     what=f"the Deployments follow the plan\n{replicas(cluster)}")
+    planned = {n: int(n in held) for n in rows}
+    cluster.wait_for(lambda: replicas(cluster) == planned, what="the Deployments follow the plan")
     assert status["phase"] == "Running"
     assert find_condition(status, ConditionType.SpecialistsGranted)["status"] == "True"
     usage = sum(u["bytes"] for u in pool_status(cluster)["gpuUsage"])

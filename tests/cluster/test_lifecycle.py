@@ -47,6 +47,15 @@ def start_job(plane: ControlPlane, op: OperatorProcess, **job: Any) -> dict[str,
     return running(plane, TRAINER_PODS)[0]
 
 
+def set_reserve(plane: ControlPlane, op: OperatorProcess, reserve: int) -> None:
+    """Patch the sample pool's `memoryReservePerGpu` and wait until the operator has re-planned it."""
+    plane.kubectl(
+        "patch", "specialistpool", "sotab", "-n", NS, "--type=merge", "-p",
+        json.dumps({"spec": {"memoryReservePerGpu": reserve}}),
+    )  # fmt: skip
+    plane.wait_for(lambda: pool_status(plane).get("observedGeneration") == 2, what=f"pool re-planned\n{op.log()}")
+
+
 def finish_pod(plane: ControlPlane, pod: dict[str, Any], code: int, message: str = "") -> None:
     annotations = {EXIT_CODE_ANNOTATION: str(code), TERMINATION_MESSAGE_ANNOTATION: message}
     plane.patch(CORE, "pods", pod["metadata"]["name"], {"metadata": {"annotations": annotations}}, NS)
@@ -217,13 +226,7 @@ def test_a_pool_change_never_evicts_a_running_jobs_specialist(
     start_job(cluster, operator)
     # Shrink the budget so that only the two warm specialists (or the job's) would fit: 1.4 GiB left per GPU.
     reserve = 25757220864 - 1500 * 1024**2
-    cluster.kubectl(
-        "patch", "specialistpool", "sotab", "-n", NS, "--type=merge", "-p",
-        json.dumps({"spec": {"memoryReservePerGpu": reserve}}),
-    )  # fmt: skip
-    cluster.wait_for(
-        lambda: pool_status(cluster).get("observedGeneration") == 2, what=f"pool re-planned\n{operator.log()}"
-    )
+    set_reserve(cluster, operator, reserve)
     assert replicas(cluster)["people"] == 1
     assert job_status(cluster, JOB)["phase"] == "Running"
     rows = {r["name"]: r for r in pool_status(cluster)["specialists"]}
