@@ -146,7 +146,7 @@ def _nodes(index: kopf.Index) -> list[pool.NodeReading]:
 
 
 def _claims(index: kopf.Index, namespace: str, pool_name: str) -> list[pool.Claim]:
-    return list(index.get((namespace, pool_name), []))
+    return job.claims_seen(namespace, pool_name, index.get((namespace, pool_name), []))
 
 
 def _reconcile_pool(

@@ -20,6 +20,7 @@ and catches pod deletions missed while the operator was down.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -95,6 +96,52 @@ def claim_of(body: dict[str, Any]) -> pool.Claim:
     )
 
 
+# The claim of each job as this process last wrote its status, until the SwarmJob index (fed by the watch) shows
+# the same claim. A pool reconcile between a write and its watch event would otherwise plan with the job's earlier
+# claim: one that just got its trainer pod would still look Pending, and a pool change at that moment (a larger
+# reserve) would scale its specialists to zero under it. Keyed by (namespace, job): (poolRef, claim, written at).
+_written: dict[tuple[str, str], tuple[str, pool.Claim, float]] = {}
+WRITE_SEEN_SECONDS = 120.0  # a watch that lags longer than this has restarted: the index was listed afresh
+
+
+def _remember(written: dict[str, Any] | None) -> None:
+    if written is None:
+        return
+    meta = written["metadata"]
+    key = (meta.get("namespace", ""), meta["name"])
+    if is_active(written):
+        pool_ref = str((written.get("spec") or {}).get("poolRef", ""))
+        _written[key] = (pool_ref, claim_of(written), time.monotonic())
+    else:
+        _written.pop(key, None)
+
+
+def claims_seen(namespace: str, pool_name: str, indexed: Iterable[pool.Claim]) -> list[pool.Claim]:
+    """The index's claims on a pool, each replaced by what this process last wrote for its job while the index has
+    not caught up with that write. A job the index no longer lists (finished, deleted) claims nothing."""
+    now = time.monotonic()
+    indexed = list(indexed)
+    listed = {c.job for c in indexed}
+    for gone in [
+        k for k, (ref, _, _) in _written.items() if k[0] == namespace and ref == pool_name and k[1] not in listed
+    ]:
+        del _written[gone]
+    out = []
+    for claim in indexed:
+        key = (namespace, claim.job)
+        entry = _written.get(key)
+        if entry is None:
+            out.append(claim)
+            continue
+        pool_ref, mine, at = entry
+        if mine == claim or now - at > WRITE_SEEN_SECONDS or pool_ref != pool_name:
+            del _written[key]  # caught up (or too old to trust)
+            out.append(claim)
+        else:
+            out.append(mine)
+    return out
+
+
 def startable(claims: Iterable[pool.Claim], result: pool.PoolResult, gpu_trainer: bool) -> list[str]:
     """Jobs of these claims that wait for nothing the pool decides any more: not started, every specialist they ask
     for admitted and ready, and their trainer admitted (`gpu_trainer`: it takes GPU memory). Woken when a specialist
@@ -128,7 +175,7 @@ async def write_status(api: Api, job: dict[str, Any], body: dict[str, Any], cond
         new = {**status, **body, "observedGeneration": generation, "conditions": merged}
         return new if new != status else None
 
-    await status_write.write(api, JOBS, job, update)
+    _remember(await status_write.write(api, JOBS, job, update))
 
 
 # One reconcile of a job at a time: kopf runs the resync timer beside the create/update handlers and the trainer pod's
@@ -266,9 +313,7 @@ def _parse(stamp: object) -> datetime | None:
         return None
 
 
-async def _follow(
-    api: Api, job: dict[str, Any], spec: SwarmJobSpec, pod: dict[str, Any], now: datetime
-) -> Outcome:
+async def _follow(api: Api, job: dict[str, Any], spec: SwarmJobSpec, pod: dict[str, Any], now: datetime) -> Outcome:
     """The job's own pod exists: its phase and metrics into the status, what it holds checked (held.py), and
     the deadline enforced."""
     outcome = await sync_from_pod(api, pod, job=job)
@@ -336,6 +381,7 @@ async def _replace_or_fail(
         return {**status, **body, "message": message, "failed": failed, "conditions": merged}
 
     written = await status_write.write(api, JOBS, job, update)
+    _remember(written)
     return outcome[0] if written is not None and outcome else None
 
 

@@ -168,3 +168,37 @@ def test_a_re_created_job_never_adopts_the_old_pod() -> None:
     st = api.peek(JOBS, NS, "job")["status"]
     assert outcome.phase == "Pending" and st["pods"] == ["job-primary"] and "metrics" not in st
     assert find_condition(st, ConditionType.TrainerPod)["status"] == "True"
+
+
+def test_a_pool_change_before_the_index_sees_a_started_job_keeps_its_specialists() -> None:
+    """The job's reconcile writes its trainer pod into status; a pool reconcile that runs before the watch has
+    updated the SwarmJob index (its claim still Pending) must plan the claim as written: running, placed first.
+    Once the index shows the same claim the remembered one is dropped, and a job the index no longer lists claims
+    nothing."""
+    api = FakeApi()
+    api.put(POOLS, pool_body())
+    stale = [job.claim_of(api.put(JOBS, job_body()))]  # what the index holds until the watch catches up
+    _specialists_ready(api, stale)
+    asyncio.run(job.reconcile(api, NS, "job", _nodes(), stale, builders.default_templates()))  # type: ignore[arg-type]
+    assert api.peek(JOBS, NS, "job")["status"]["pods"] == ["job-primary"]
+
+    seen = job.claims_seen(NS, "pool", stale)
+    assert [c.running for c in seen] == [True] and seen[0].specialists == ("b", "a")
+    # A reserve of the whole GPU: only a running claim (placed without the reserve) keeps its specialists.
+    pool_obj = api.peek(POOLS, NS, "pool")
+    pool_obj["spec"]["memoryReservePerGpu"] = 24 * 1024**3
+    result = asyncio.run(
+        pool.reconcile(
+            api, NS, "pool", _nodes(), lambda: job.claims_seen(NS, "pool", stale), builders.default_templates()
+        )
+    )  # type: ignore[arg-type]
+    assert {"a", "b"} <= set(result.admitted)
+    rows = {r["name"]: r["replicas"] for r in api.peek(POOLS, NS, "pool")["status"]["specialists"]}
+    assert rows == {"a": 1, "b": 1, "c": 0}
+
+    caught_up = [job.claim_of(api.peek(JOBS, NS, "job"))]
+    assert job.claims_seen(NS, "pool", caught_up) == caught_up
+    assert job.claims_seen(NS, "pool", stale) == stale  # dropped once seen: the index is the truth again
+    asyncio.run(job.reconcile(api, NS, "job", _nodes(), caught_up, builders.default_templates()))  # type: ignore[arg-type]
+    assert job.claims_seen(NS, "pool", []) == []
+    assert job.claims_seen(NS, "pool", stale) == stale  # a job the index stopped listing left nothing behind
