@@ -1,8 +1,9 @@
 """Load test of the serving path: a whole local swarm (annotation server + one specialist process per domain) on
 loopback, driven by concurrent clients for a bounded time.
 
-1. sustained: SOTAB-median tables (the bundled SOTAB sample's tables whose width is within the interquartile range
-   of widths) sent by `--clients` threads back to back; tables/s, client-side p50/p99 latency, errors.
+1. sustained: `--sustained-tables` SOTAB-median tables (the bundled SOTAB sample's tables whose width is within the
+   interquartile range of widths), each annotated once before the clock starts so that their cells are cached,
+   then sent by `--clients` threads back to back; tables/s, client-side p50/p99 latency, errors.
 2. wide_mix: the same, but one table in `--wide-every` is a wide one (`--wide-columns` columns of SOTAB cells) and
    one in `--huge-every` is over the per-table cap (1,024 columns): refused at once with RESOURCE_EXHAUSTED saying
    how many columns fit (counted as `refused_over_cap`, not as errors).
@@ -16,9 +17,11 @@ replies, all tables together; `degraded_tables` counts the tables). `--workloads
 
 The swarm runs with the admission budget set to the machine's memory (`--memory-budget-mb` = MemTotal, or the
 cgroup limit); the process tree's resident memory is sampled every 100 ms (`peak_rss_bytes`), and a process of the
-swarm that dies or is restarted counts in `processes_lost`. With `runs/demo` (after `make demo`) the swarm is
-`swarm up` on the demo's trained models; without it (or with `--untrained`), `swarm serve-annotation --local` with
-untrained models of `--config` (default small, the demo's size: the same memory and compute per table).
+swarm that dies or is restarted counts in `processes_lost`. Per process, its resident and its private (unshared)
+memory at idle, beside what a bare `import torch` of this venv holds resident (the floor of any model process).
+With `runs/demo` (after `make demo`) the swarm is `swarm up` on the demo's trained models; without it (or with
+`--untrained`), `swarm serve-annotation --local` with untrained models of `--config` (default small, the demo's
+size: the same memory and compute per table).
 
 Run: `.venv/bin/python bench/serving_load.py [--quick]`; writes reports/bench_serving.json and .md. Loopback only.
 """
@@ -128,6 +131,27 @@ def describe_swarm(demo: bool, config: str, per_process: dict[str, int]) -> str:
     if demo:
         return f"`swarm up` on runs/demo ({specialists} specialists + primary)"
     return f"`swarm serve-annotation --local` ({specialists} untrained `{config}` specialists + primary)"
+
+
+def private_bytes(pid: int) -> int:
+    """Memory only this process holds (Private_Clean + Private_Dirty: not the libraries' pages it shares with the
+    swarm's other processes); 0 when it is gone."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return total
+
+
+def torch_floor_bytes() -> int:
+    """Resident memory of a Python process of this venv that has only imported torch."""
+    probe = "import torch\nprint(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) * 1024
 
 
 def process_label(pid: int) -> str:
@@ -267,6 +291,24 @@ def drive(address: str, next_table: Callable[[int], tuple[apb.Table, str]], clie
 WORKLOADS = ("sustained", "wide_mix", "novel", "contention")
 
 
+def warm_up(address: str, table: Callable[[int], tuple[apb.Table, str]], count: int, clients: int,
+            timeout_s: float) -> None:
+    """Annotate tables 0..count-1 of `table` once each (split over `clients` threads): their cells are then cached."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
+    stub = apb_grpc.AnnotationServiceStub(channel)
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(lambda i: stub.Annotate(table(i)[0], timeout=timeout_s), range(count)))
+    channel.close()
+
+
+def torch_version() -> str:
+    from importlib.metadata import version
+
+    return version("torch")
+
+
 def contended(address: str, big: Callable[[int], tuple[apb.Table, str]],
               cached: Callable[[int], tuple[apb.Table, str]], seconds: float, timeout_s: float) -> Outcome:
     """Four clients of `big` tables and, at the same time, one client of `cached` ones; the big tables' outcome
@@ -289,7 +331,8 @@ def _row(label: str, w: dict) -> str:
 def markdown(result: dict) -> str:
     runs = result["workloads"]
     labels = {
-        "sustained": f"sustained: SOTAB-median tables ({result['median_table']}), cells cached",
+        "sustained": f"sustained: {result['cached_tables']} SOTAB-median tables ({result['median_table']}), cells "
+                     "cached (each annotated once before)",
         "wide_mix": f"wide_mix: 1 in {result['wide_every']} tables {result['wide_columns']} columns wide, 1 in "
                     f"{result['huge_every']} over the cap",
         "novel": "novel: the same SOTAB-median tables, every cell given a random suffix (never seen)",
@@ -327,6 +370,10 @@ def markdown(result: dict) -> str:
         f"{', '.join(f'{name} {b / 2**20:.0f}' for name, b in result['process_rss_bytes'].items())} MiB; machine "
         f"memory "
         f"{result['machine_memory_bytes'] / 2**30:.1f} GiB).",
+        "- private (unshared) memory per process at idle: "
+        f"{', '.join(f'{name} {b / 2**20:.0f}' for name, b in result['process_private_bytes'].items())} MiB; a "
+        f"bare `import torch` of this venv (torch {torch_version()}, the CUDA build) is "
+        f"{result['torch_import_rss_bytes'] / 2**20:.0f} MiB resident on its own.",
         f"- processes lost (died or restarted): {result['processes_lost']}.",
         f"- 1-minute load average before / after the run: {result['load_average'][0]} / "
         f"{result['load_average'][1]} (on {os.cpu_count()} CPUs; anything above the swarm's own load is other work "
@@ -343,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="Serve untrained models of --config even when runs/demo exists (e.g. built before a change "
                         "of the domains).")
     p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--sustained-tables", type=int, default=64,
+                   help="How many SOTAB-median tables the cached workloads cycle through (each warmed once).")
     p.add_argument("--seconds", type=float, default=60.0,
                    help="Length of the sustained and novel workloads (the mix: 4/3 of it).")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"Comma-separated, of {', '.join(WORKLOADS)}.")
@@ -364,19 +413,23 @@ def main(argv: list[str] | None = None) -> None:
     widths = sorted(len(t.rows[0].cells) for t in median)
     rows = sorted(len(t.rows) for t in median)
     rnd = random.Random(0)
+    cached = rnd.sample(median, min(a.sustained_tables, len(median)))
     novel_rnd = random.Random()  # suffixes never repeat across runs: nothing cached on disk can match them
     wides = [wide_table(tables, a.wide_columns, 20, seed) for seed in range(8)]
     huge = wide_table(tables, 1024, 20, 99)
 
     def sustained(i: int) -> tuple[apb.Table, str]:
-        return rnd.choice(median), "median"
+        return rnd.choice(cached), "median"
+
+    def warm(i: int) -> tuple[apb.Table, str]:
+        return cached[i % len(cached)], "median"
 
     def mixed(i: int) -> tuple[apb.Table, str]:
         if i % a.huge_every == a.huge_every - 1:
             return huge, "huge"
         if i % a.wide_every == a.wide_every - 1:
             return wides[i % len(wides)], "wide"
-        return rnd.choice(median), "median"
+        return rnd.choice(cached), "median"
 
     def novel(i: int) -> tuple[apb.Table, str]:
         return with_novel_cells(rnd.choice(median), novel_rnd, i), "novel"
@@ -392,9 +445,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         swarm = start_swarm(Path(tmp), budget // MiB, a.config, [], demo)
         try:
-            drive(swarm.address, sustained, a.clients, 5.0, a.timeout_s)  # warm-up
+            warm_up(swarm.address, warm, len(cached), a.clients, a.timeout_s)
             time.sleep(2.0)
-            per_process = {f"{process_label(p)} ({p})": rss_bytes(p) for p in process_tree(swarm.process.pid)}
+            pids = process_tree(swarm.process.pid)
+            per_process = {f"{process_label(p)} ({p})": rss_bytes(p) for p in pids}
+            private = {f"{process_label(p)} ({p})": private_bytes(p) for p in pids}
             with RssSampler(swarm.process.pid) as sampler:
                 runs = {name: drive(swarm.address, plans[name][0], a.clients, plans[name][1], a.timeout_s)
                         for name in plans if name in chosen}
@@ -413,6 +468,9 @@ def main(argv: list[str] | None = None) -> None:
         "peak_rss_bytes": sampler.peak,
         "idle_rss_bytes": sum(per_process.values()),
         "process_rss_bytes": per_process,
+        "process_private_bytes": private,
+        "torch_import_rss_bytes": torch_floor_bytes(),
+        "cached_tables": len(cached),
         "admission_budget_bytes": budget,
         "machine_memory_bytes": machine_memory_bytes(),
         "processes_lost": lost,

@@ -143,6 +143,9 @@ class AnnotationLimits:
     # Where encoded cells (client data: plaintext texts) may be written, 0700/0600; None: $SWARM_KEEP_CELL_VECTORS_DIR
     # or, unset, nowhere.
     keep_cell_vectors_dir: Path | None = None
+    # Measure the encoder's rate at start (loads MiniLM, ~1 s on a CPU): without it the first never-seen tables are
+    # admitted whatever their deadline, until the server has measured a rate on real ones.
+    calibrate_encoder: bool = False
 
     def admission_limits(self) -> AdmissionLimits:
         return AdmissionLimits(
@@ -645,6 +648,9 @@ class AnnotationServer(ManagedServer):
     monitor: SpecialistHealthMonitor | None = None
 
     def start(self) -> AnnotationServer:
+        if self.servicer.limits.calibrate_encoder:
+            rate = self.servicer.cells.calibrate()
+            log.info("cell encoder calibrated: %.0f texts/s", rate)
         super().start()
         if self.monitor is not None:
             self.monitor.check_now()

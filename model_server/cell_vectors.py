@@ -272,6 +272,22 @@ class CellVectorStore:
                 return None
             return self.texts_encoded / self.encode_s
 
+    def calibrate(self) -> float:
+        """Measure the encoder's rate on RATE_AFTER made-up texts shaped like a table's (single cells, a column's
+        cells joined, its neighbours' joined), keeping none of them: a server that calibrates at start can refuse
+        a table it cannot encode before its deadline from the first request on, not only once real tables have
+        been encoded. Loads the encoder. Returns the measured texts/s."""
+        words = ["Berlin", "2021-04-03", "USD 12.50", "Jane Doe", "Acme Corp", "978-3-16-148410-0", "In stock", "42 kg"]
+        cells = [f"{words[i % len(words)]} {i * 7919 % 100_000}" for i in range(RATE_AFTER * 3 // 4)]
+        joined = [" | ".join(cells[i : i + 5 + 10 * (i % 2)]) for i in range(RATE_AFTER - len(cells))]
+        texts = cells + joined
+        with self._encode_lock:
+            self._encode(["warm-up"])  # untimed: the first call loads the encoder
+        self._encode_batches(texts, None)
+        rate = self.encode_rate()
+        assert rate is not None  # RATE_AFTER texts were just encoded
+        return rate
+
     def stats(self) -> dict[str, int | float | None]:
         with self._lock:
             return {"texts": len(self._index), "capacity": self.capacity, "evicted": self.evicted,

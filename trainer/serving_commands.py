@@ -134,6 +134,7 @@ class ServingSettings:
             max_request_s=self.request_timeout_s,
             stream_idle_s=self.stream_idle_s,
             require_specialists=self.require_specialists,
+            calibrate_encoder=True,
         )
 
     def specialist_args(self, local_specialists: int) -> list[str]:

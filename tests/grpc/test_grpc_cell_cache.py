@@ -179,3 +179,33 @@ def test_a_table_that_cannot_be_encoded_in_time_is_refused_up_front(
     assert "never-seen cell texts" in (info.value.details() or "") and time.perf_counter() - started < 2.0
     assert server.servicer.cells.texts_encoded == before
     assert len(stub.Annotate(novel_table(uuid.uuid4().hex[:8], columns=2, rows=2), timeout=60).columns) == 2
+
+
+def test_a_calibrated_server_refuses_an_unencodable_table_from_its_first_request(
+        swarm: LocalSwarm, annotator_factory: AnnotatorFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`calibrate_encoder` (what `swarm up` and serve-annotation set) measures the encoder's rate at start, so the
+    very first table of never-seen cells that cannot be encoded before its deadline is refused at once, instead of
+    being encoded until its deadline passes (what an uncalibrated server, with no rate yet, did)."""
+    client = SpecialistClient(dict(swarm.addresses), timeout_s=60)
+    server = build_annotation_server(annotator_factory(sorted(swarm.addresses)), client,
+                                     limits=AnnotationLimits(health_interval_s=0, calibrate_encoder=True))
+    cells = server.servicer.cells
+    monkeypatch.setattr(cells, "texts_encoded", 0)  # nothing measured before: the process's store may be shared
+    monkeypatch.setattr(cells, "encode_s", 0.0)
+    _slow_encoder(server, monkeypatch, per_text_s=0.05)  # at most 20 texts/s
+    server.start()
+    channel = grpc.insecure_channel(server.address)
+    try:
+        rate = cells.encode_rate()
+        assert rate is not None and rate < 20.5
+        stub = apb_grpc.AnnotationServiceStub(channel)
+        before, started = cells.texts_encoded, time.perf_counter()
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Annotate(novel_table(uuid.uuid4().hex[:8], columns=30, rows=12), timeout=5.0)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "refused up front" in (info.value.details() or "") and time.perf_counter() - started < 2.0
+        assert cells.texts_encoded == before
+    finally:
+        channel.close()
+        server.stop(0)
+        client.close()

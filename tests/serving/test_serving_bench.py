@@ -40,8 +40,19 @@ def test_the_report_has_a_row_per_workload_and_counts_the_specialists() -> None:
         "clients": 4, "command": "python bench/serving_load.py", "median_table": "8 x 5", "wide_every": 10,
         "wide_columns": 128, "huge_every": 25, "peak_rss_bytes": 2**31, "idle_rss_bytes": 2**31,
         "process_rss_bytes": processes, "machine_memory_bytes": 2**34, "processes_lost": 0, "load_average": [1, 2],
+        "process_private_bytes": {name: b // 4 for name, b in processes.items()}, "torch_import_rss_bytes": 500 * 2**20,
+        "cached_tables": 64,
     }
     text = bench.markdown(result)
     assert "(2 untrained `tiny` specialists + primary)" in text
     assert "| novel: " in text and "| 1.0 | 20.0 | 30.0 | 0 | 1 | 2 |" in text
     assert "meanwhile, 1 client of cached" in text and "specialist temporal (2) 512" in text
+    assert "private (unshared) memory per process at idle: annotation (1) 256" in text and "is 500 MiB" in text
+
+
+def test_private_memory_is_what_a_process_does_not_share() -> None:
+    import os
+
+    mine = bench.private_bytes(os.getpid())
+    assert 0 < mine < bench.rss_bytes(os.getpid())  # the interpreter's own pages are shared with nobody else
+    assert bench.private_bytes(2**22 + 1) == 0  # no such process
