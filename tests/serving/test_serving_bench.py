@@ -8,6 +8,8 @@ import random
 import sys
 from pathlib import Path
 
+import grpc
+
 from swarm.v1 import annotation_pb2 as apb
 
 _PATH = Path(__file__).resolve().parents[2] / "bench" / "serving_load.py"
@@ -36,11 +38,23 @@ def test_the_report_has_a_row_per_workload_and_counts_the_specialists() -> None:
     processes = {"annotation (1)": 2**30, "specialist temporal (2)": 2**29, "specialist people (3)": 2**29}
     result = {
         "workloads": {"novel": outcome.summary(), "contention": outcome.summary()},
-        "swarm": bench.describe_swarm(False, "tiny", processes), "machine": "m", "admission_budget_bytes": 2**30,
-        "clients": 4, "command": "python bench/serving_load.py", "median_table": "8 x 5", "wide_every": 10,
-        "wide_columns": 128, "huge_every": 25, "peak_rss_bytes": 2**31, "idle_rss_bytes": 2**31,
-        "process_rss_bytes": processes, "machine_memory_bytes": 2**34, "processes_lost": 0, "load_average": [1, 2],
-        "process_private_bytes": {name: b // 4 for name, b in processes.items()}, "torch_import_rss_bytes": 500 * 2**20,
+        "swarm": bench.describe_swarm(False, "tiny", processes),
+        "machine": "m",
+        "admission_budget_bytes": 2**30,
+        "clients": 4,
+        "command": "python bench/serving_load.py",
+        "median_table": "8 x 5",
+        "wide_every": 10,
+        "wide_columns": 128,
+        "huge_every": 25,
+        "peak_rss_bytes": 2**31,
+        "idle_rss_bytes": 2**31,
+        "process_rss_bytes": processes,
+        "machine_memory_bytes": 2**34,
+        "processes_lost": 0,
+        "load_average": [1, 2],
+        "process_private_bytes": {name: b // 4 for name, b in processes.items()},
+        "torch_import_rss_bytes": 500 * 2**20,
         "cached_tables": 64,
     }
     text = bench.markdown(result)
@@ -56,3 +70,21 @@ def test_private_memory_is_what_a_process_does_not_share() -> None:
     mine = bench.private_bytes(os.getpid())
     assert 0 < mine < bench.rss_bytes(os.getpid())  # the interpreter's own pages are shared with nobody else
     assert bench.private_bytes(2**22 + 1) == 0  # no such process
+
+
+class _Refusal(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def test_a_refusal_up_front_is_told_from_a_deadline_that_ran_out() -> None:
+    assert bench.refused_up_front(_Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "send at most 300 columns"))
+    assert bench.refused_up_front(_Refusal(grpc.StatusCode.DEADLINE_EXCEEDED, "refused up front: 14,162 never-seen"))
+    assert not bench.refused_up_front(_Refusal(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
+    assert not bench.refused_up_front(_Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"))
