@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from swarm.model_server.backbone import Backbone, BackboneConfig, get_config
@@ -109,6 +110,44 @@ class PrimaryModel(nn.Module):
         spread[:, index] = log_probs[:, :-1]
         return spread
 
+    def belief_logits(self, agent_ids: Sequence[int], agent_states: list[Tensor]) -> Tensor:
+        """sum over the agents of belief_weight[agent] * beliefs(agent, ...), (B, labels), with every agent's frozen
+        decoder run in one batched op per step instead of one agent after another (`beliefs` is the reference it
+        is tested against). `agent_states[l]` is (N, B, H, K, V), slot i holding agent `agent_ids[i]`."""
+        assert self.belief_weight is not None
+        decoders = [self.decoders[a] for a in agent_ids]
+        states = torch.stack(agent_states, dim=2).float()  # (N, B, L, H, K, V)
+        first = decoders[0].readout
+        # Each decoder's queries come from its own static summary vector: (N, L, H, Q, K).
+        summary = torch.stack([d.summary for d in decoders])
+        query_w = torch.stack([d.readout.query.weight for d in decoders])
+        query_b = torch.stack([d.readout.query.bias for d in decoders])
+        q = torch.baddbmm(query_b[:, None], summary[:, None], query_w.transpose(1, 2))[:, 0]
+        q = F.normalize(q.view(len(decoders), *first.shape), dim=-1)
+        reads = torch.einsum("nlhqk,nblhkv->nblhqv", q, states).flatten(2)  # (N, B, L*H*Q*V)
+        out_w = torch.stack([d.readout.out.weight for d in decoders])
+        out_b = torch.stack([d.readout.out.bias for d in decoders])
+        features = F.gelu(torch.baddbmm(out_b[:, None], reads, out_w.transpose(1, 2)))  # (N, B, d)
+        # Heads differ in width (a domain's labels + `[other]`): padded to the widest, the padding at -inf.
+        widths = [d.head.out_features for d in decoders]
+        wide = max(widths)
+        head_w = features.new_zeros(len(decoders), wide, features.shape[-1])
+        head_b = features.new_full((len(decoders), wide), float("-inf"))
+        for i, d in enumerate(decoders):
+            head_w[i, : widths[i]] = d.head.weight
+            head_b[i, : widths[i]] = d.head.bias
+        log_probs = torch.baddbmm(head_b[:, None], features, head_w.transpose(1, 2)).log_softmax(-1)  # (N, B, wide)
+        n_labels = len(self.labels)
+        total = features.new_zeros(features.shape[1], n_labels)
+        for i, agent in enumerate(agent_ids):
+            index = self._belief_index[agent].to(total.device)
+            weight = self.belief_weight[agent]
+            outside = log_probs[i, :, widths[i] - 1 : widths[i]] - math.log(max(1, n_labels - len(index)))
+            # spread = outside everywhere, the domain's own log-probabilities on its labels; weighted and summed.
+            total = total + outside * weight
+            total = total.index_add(1, index, (log_probs[i, :, : widths[i] - 1] - outside) * weight[index])
+        return total
+
     def fuse(self, ids: Tensor, mask: Tensor, agent_states: list[Tensor] | None,
              agent_ids: Sequence[int] | None) -> list[Tensor] | None:
         """Fused per-layer (B, H, K, V) specialist states, or None when no specialist state is available."""
@@ -140,9 +179,8 @@ class PrimaryModel(nn.Module):
         logits = self.head(features)
         if fused is not None:
             assert self.belief_weight is not None and agent_states is not None and agent_ids is not None
-            for slot, agent in enumerate(agent_ids):
-                belief = self.beliefs(agent, [layer[slot] for layer in agent_states]).to(logits.dtype)
-                if keep is not None:
-                    belief = belief * keep.to(belief.dtype)
-                logits = logits + BELIEF_GAIN * self.belief_weight[agent] * belief
+            belief = self.belief_logits(agent_ids, agent_states).to(logits.dtype)
+            if keep is not None:
+                belief = belief * keep.to(belief.dtype)
+            logits = logits + BELIEF_GAIN * belief
         return logits

@@ -179,3 +179,24 @@ def test_a_server_of_synthetic_states_has_no_decoder_to_train_with() -> None:
         remote.close()
         server.stop(0)
         server.stop(0)
+
+
+@pytest.mark.parametrize("agents", [[0], [1], [0, 1], [1, 0]], ids=["geo", "temporal", "both", "reversed"])
+def test_the_batched_belief_decoding_matches_one_decoder_after_another(
+        specialists: LocalSpecialists, agents: list[int]) -> None:
+    """`belief_logits` (every agent's decoder in one batched op; heads of different widths padded) against the
+    reference: sum over agents of belief_weight[agent] * beliefs(agent, its states); values and gradients."""
+    primary = _primary()
+    primary.load_decoders(specialists.decoders())
+    assert primary.belief_weight is not None
+    with torch.no_grad():
+        primary.belief_weight.normal_(0, 1.0)
+    per_agent = [specialists.states(NAMES[a], COLUMNS) for a in agents]
+    states = [torch.stack(layer) for layer in zip(*per_agent, strict=True)]
+    batched = primary.belief_logits(agents, states)
+    reference = sum(primary.belief_weight[a] * primary.beliefs(a, s) for a, s in zip(agents, per_agent, strict=True))
+    assert isinstance(reference, torch.Tensor)
+    torch.testing.assert_close(batched, reference, rtol=1e-5, atol=1e-5)
+    (grad_b,) = torch.autograd.grad(batched.square().sum(), primary.belief_weight)
+    (grad_r,) = torch.autograd.grad(reference.square().sum(), primary.belief_weight)
+    torch.testing.assert_close(grad_b, grad_r, rtol=1e-5, atol=1e-5)
