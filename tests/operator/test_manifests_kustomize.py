@@ -161,6 +161,41 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
     assert accounts["swarm-specialist"]["automountServiceAccountToken"] is False
 
 
+def _policy(rendered: list[dict[str, Any]], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ValidatingAdmissionPolicy `name` and its one binding: Deny, failing closed."""
+    (policy,) = [o for o in rendered if o["kind"] == "ValidatingAdmissionPolicy" and o["metadata"]["name"] == name]
+    (binding,) = [
+        o
+        for o in rendered
+        if o["kind"] == "ValidatingAdmissionPolicyBinding" and o["spec"]["policyName"] == policy["metadata"]["name"]
+    ]
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert binding["spec"]["validationActions"] == ["Deny"] and policy["spec"]["failurePolicy"] == "Fail"
+    return policy, binding
+
+
+def test_annotation_policy_narrows_its_pool_patches(rendered: list[dict[str, Any]]) -> None:
+    """manifests/annotation-policy.yaml: the annotation API's ServiceAccount (RBAC: get and patch on
+    specialistpools) may change only a pool's demand annotation (issue #31, defect 7)."""
+    from swarm.operator.models import DEMAND_ANNOTATION
+
+    kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
+    assert "annotation-policy.yaml" in kustomization["resources"]
+    policy, _ = _policy(rendered, "swarm-annotation")
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["apiGroups"] == [GROUP] and rule["resources"] == [POOL.plural] and rule["operations"] == ["UPDATE"]
+    (role,) = [o for o in rendered if o["kind"] == "Role" and o["metadata"]["name"] == "swarm-annotation"]
+    (binding,) = [o for o in rendered if o["kind"] == "RoleBinding" and o["metadata"]["name"] == "swarm-annotation"]
+    assert [r["resources"] for r in role["rules"]] == [[POOL.plural]]
+    (subject,) = binding["subjects"]
+    (match,) = policy["spec"]["matchConditions"]
+    assert f"endsWith(':{subject['name']}')" in match["expression"]
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert variables["demand"] == f"'{DEMAND_ANNOTATION}'"
+    expressions = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert "object.spec == oldObject.spec" in expressions and "finalizers" in expressions
+
+
 def test_node_agent_policy_narrows_its_node_patches(rendered: list[dict[str, Any]]) -> None:
     """manifests/node-agent-policy.yaml: a ValidatingAdmissionPolicy (Deny) on node and node-status updates by the
     node agent's ServiceAccount, which may change only its own node and there only its annotation and resource."""
@@ -168,11 +203,7 @@ def test_node_agent_policy_narrows_its_node_patches(rendered: list[dict[str, Any
 
     kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
     assert "node-agent-policy.yaml" in kustomization["resources"]
-    (policy,) = [o for o in rendered if o["kind"] == "ValidatingAdmissionPolicy"]
-    (binding,) = [o for o in rendered if o["kind"] == "ValidatingAdmissionPolicyBinding"]
-    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    assert binding["spec"]["validationActions"] == ["Deny"] and policy["spec"]["failurePolicy"] == "Fail"
+    policy, binding = _policy(rendered, "swarm-node-agent")
     (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
     assert rule["apiGroups"] == [""] and sorted(rule["resources"]) == ["nodes", "nodes/status"]
     assert "UPDATE" in rule["operations"]  # a PATCH is admitted as an UPDATE
