@@ -13,6 +13,9 @@ itself refuses to overcommit a node's GPU memory, whichever pool or namespace as
 RuntimeClass, and a placed specialist or trainer is pinned to the node and GPU its pool planned (hostname node
 selector, NVIDIA_VISIBLE_DEVICES), so the plan and the binding agree.
 
+A trainer runs user `extraArgs` after the operator's own flags: none may repeat one (`reserved_flags`), and a job's
+output claim, mounted read-write, is never a claim the templates mount (`template_claims`: the served models).
+
 Transport security: the default templates mount a TLS Secret (cert-manager layout: tls.crt, tls.key, ca.crt) at
 TLS_MOUNT and point `SWARM_TLS_DIR` at it, so specialists serve mTLS and trainer (primary) pods present their client
 certificate: `swarm-specialist-tls` for specialists, `swarm-primary-tls` for trainers (manifests/tls/ issues both
@@ -61,7 +64,7 @@ IMAGE_ENV = "SWARM_IMAGE"
 TRAINER_SERVICE_ACCOUNT = "swarm-trainer"  # manifests/rbac.yaml: no Role, no token (automount off)
 
 MODE_COMMANDS = {Mode.train: "release", Mode.evaluate: "eval", Mode.annotate: "annotate", Mode.adapt: "adapt",
-                 Mode.parl: "train"}
+                 Mode.parl: "train"}  # fmt: skip
 SPECIALIST_HOST = "0.0.0.0"  # all interfaces: the CLI's default (127.0.0.1) would make the Service unreachable
 WORK_DIR = "/var/lib/swarm"  # writable: emptyDir, or the SwarmJob's output claim (the root filesystem is read-only)
 WORK_VOLUME = "work"
@@ -413,11 +416,41 @@ def specialist_endpoint(namespace: str, pool: str, specialist: str) -> str:
 def trainer_command(
     spec: SwarmJobSpec, experts: Mapping[str, str] | None = None, device: str = DEVICE_CUDA
 ) -> list[str]:
-    """The primary's command per mode and `--device`, then the job's extraArgs (a `--device` there wins).
-    Specialist endpoints come in the environment (SWARM_SPECIALIST_ENDPOINTS); mode train builds the released swarm
-    against them (`swarm release`: honest fusion from the tables they record, a policy); mode parl passes the job's PARL
-    settings (annealSteps as a share of the iterations). `experts` (mode adapt): the model path of each of the job's
+    """The primary's command per mode and `--device`, then the job's extraArgs, which may set no flag the operator
+    sets (a ValueError: `reserved_flags` names them; the job is refused before this is called). Specialist endpoints
+    come in the environment (SWARM_SPECIALIST_ENDPOINTS); mode train builds the released swarm against them
+    (`swarm release`: honest fusion from the tables they record, a policy); mode parl passes the job's PARL settings
+    (annealSteps as a share of the iterations). `experts` (mode adapt): the model path of each of the job's
     specialists in its pool."""
+    if reserved := reserved_flags(spec):
+        raise ValueError(f"extraArgs set flags the operator sets: {', '.join(reserved)}")
+    return [*_operator_command(spec, experts, device), *spec.extra_args]
+
+
+def flag_name(arg: str) -> str | None:
+    """The long option an argument names (`--run-dir` of `--run-dir` and `--run-dir=x`), else None (a value, or
+    `--`, after which nothing is an option). The CLI (click) has no short options and takes no abbreviations."""
+    if not arg.startswith("--") or arg == "--":
+        return None
+    return arg.split("=", 1)[0]
+
+
+def reserved_flags(spec: SwarmJobSpec) -> list[str]:
+    """The flags of the job's extraArgs that its trainer command already sets (and `--device`): click keeps the
+    last value of an option, so each would override the operator's (a second `--run-dir` could write anywhere the
+    pod can)."""
+    experts = dict.fromkeys(spec.specialists, "") if Mode(spec.mode) == Mode.adapt else None
+    owned = {f for arg in _operator_command(spec, experts, DEVICE_CUDA) if (f := flag_name(arg))}
+    found: list[str] = []
+    for arg in spec.extra_args:
+        if arg == "--":
+            break
+        if (name := flag_name(arg)) in owned and name not in found:
+            found.append(name)
+    return found
+
+
+def _operator_command(spec: SwarmJobSpec, experts: Mapping[str, str] | None, device: str) -> list[str]:
     mode = Mode(spec.mode)
     command = ["swarm", MODE_COMMANDS[mode], "--data", spec.data]
     if mode == Mode.adapt:
@@ -434,14 +467,14 @@ def trainer_command(
                     "--anneal", str(min(1.0, parl.anneal_steps / parl.iterations)),
                     "--beta-calls", str(parl.beta_calls), "--beta-steps", str(parl.beta_steps),
                     "--beta-spawn", str(parl.beta_spawn),
-                    "--max-deep", str(parl.max_deep)]
+                    "--max-deep", str(parl.max_deep)]  # fmt: skip
         if parl.spawn_budget:
             command += ["--spawn-budget", str(parl.spawn_budget)]
     elif mode == Mode.evaluate:
         command += ["--checkpoint", _checkpoint(spec), "--json", METRICS_JSON]
     else:
         command += ["--checkpoint", _checkpoint(spec), "--out", PREDICTIONS_CSV, "--json", SUMMARY_JSON]
-    return [*command, "--device", device, *spec.extra_args]
+    return [*command, "--device", device]
 
 
 def _checkpoint(spec: SwarmJobSpec) -> str:
@@ -484,6 +517,8 @@ def trainer_pod(
     if pod_meta.get("annotations"):
         meta["annotations"] = pod_meta["annotations"]
     if spec.output is not None:
+        if spec.output.claim_name in template_claims(template):
+            raise ValueError(f"output claim {spec.output.claim_name!r} is mounted by the trainer pod template")
         _work_on_claim(pod["spec"], spec.output.claim_name, output_sub_path(job_name, spec))
     pod["spec"]["restartPolicy"] = "Never"
     pod["spec"].setdefault("serviceAccountName", TRAINER_SERVICE_ACCOUNT)
@@ -492,6 +527,16 @@ def trainer_pod(
         pod["spec"]["nodeSelector"] = {**(pod["spec"].get("nodeSelector") or {}), HOSTNAME_LABEL: gpu[0]}
         container["env"].append({"name": VISIBLE_DEVICES_ENV, "value": str(gpu[1])})
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod["spec"]}
+
+
+def template_claims(template: dict[str, Any]) -> set[str]:
+    """PersistentVolumeClaims a pod template mounts besides the work directory (the served models, the data sets):
+    never a job's output claim, which is mounted read-write."""
+    return {
+        str(v["persistentVolumeClaim"].get("claimName"))
+        for v in (template.get("spec") or {}).get("volumes") or []
+        if v.get("name") != WORK_VOLUME and "persistentVolumeClaim" in v
+    }
 
 
 def output_sub_path(job_name: str, spec: SwarmJobSpec) -> str:

@@ -1,8 +1,10 @@
 """SwarmJob reconciliation: check the pool, ask it for specialists, create the primary trainer pod, track status.
 
-Phase follows the trainer pod (no pod yet: Pending). A missing pool, unknown specialists, specialists or a trainer
-the budget cannot admit, or granted specialists not ready yet leave the job Pending with a condition saying why (a
-Warning event when it newly goes False), and `retry` set so the handler retries: the trainer pod is created only
+Phase follows the trainer pod (no pod yet: Pending). A job admission.py refuses (extraArgs setting one of the
+operator's flags, an output claim its pool does not allow) is Failed before its pool plans for it. A missing pool,
+unknown specialists, specialists or a trainer the budget cannot admit, or granted specialists not ready yet leave
+the job Pending with a condition saying why (a Warning event when it newly goes False), and `retry` set so the
+handler retries: the trainer pod is created only
 once its pool admitted its specialists and its trainer's GPU memory (the pod is pinned to that GPU) and every
 specialist it is given is ready. It is given what it asked for and ready warm specialists, never another job's.
 Once its pod exists the job is admitted for good: a pool change never sends it back to Pending (its claim, with
@@ -27,9 +29,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from swarm.operator import builders, events, held, pool, status_write
+from swarm.operator import admission, builders, events, held, pool, status_write
 from swarm.operator.kube import JOBS, PODS, POOLS, Api
-from swarm.operator.models import JOB, MIB_BYTES, ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec
+from swarm.operator.models import JOB, MIB_BYTES, POOL, ConditionReason, ConditionType, Mode, Phase, SwarmJobSpec
 from swarm.operator.status import (
     condition,
     merge_conditions,
@@ -74,7 +76,8 @@ DEFAULT_TRAINER_BYTES = int(SwarmJobSpec.model_fields["gpu_memory_bytes"].defaul
 def claim_of(body: dict[str, Any]) -> pool.Claim:
     """The job's claim on its pool: its specialists and its trainer's GPU memory; once its trainer pod exists
     (`running`), also what it was granted (status.specialists: warm ones besides those it asked for) and the GPU its
-    trainer is pinned to, so that the pool keeps all of it."""
+    trainer is pinned to, so that the pool keeps all of it. Its output claim and whether admission.py refuses its
+    spec, so that its pool does not plan for a job that will be refused."""
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     running = bool(status.get("pods"))
@@ -93,6 +96,8 @@ def claim_of(body: dict[str, Any]) -> pool.Claim:
         running=running,
         trainer_bytes=trainer_bytes,
         trainer_gpu=(node, gpu) if isinstance(node, str) and type(gpu) is int else None,
+        output=(spec.get("output") or {}).get("claimName"),
+        refused=admission.spec_refused(spec),
     )
 
 
@@ -238,6 +243,16 @@ async def _reconcile(
         if job is None or (job.get("status") or {}).get("phase") in TERMINAL:
             return Outcome(phase=((job or {}).get("status") or {}).get("phase", "Gone"))
 
+    refused = await _refused(api, namespace, spec, templates)
+    if refused is not None:
+        reason, message = refused
+        conditions = [condition(ConditionType.SpecValid, False, reason, message)]
+        await write_status(
+            api, job, {"phase": Phase.Failed.value, "message": message, "completionTime": now_iso(now)}, conditions
+        )
+        await _warn(api, job, conditions)
+        return Outcome(Phase.Failed.value)
+
     result = await pool.reconcile(api, namespace, spec.pool_ref, nodes, claims, templates)
     gpu_trainer = builders.pod_device(templates["trainer"]) == builders.DEVICE_CUDA
     problem = _pool_problem(spec, result, name if gpu_trainer else None)
@@ -304,6 +319,20 @@ async def _reconcile(
     if created:
         await events.post(api, job, events.TRAINER_POD_CREATED, f"created trainer pod {pod['metadata']['name']}")
     return await sync_from_pod(api, pod, job=await api.get(JOBS, namespace, name))
+
+
+async def _refused(
+    api: Api, namespace: str, spec: SwarmJobSpec, templates: dict[str, dict[str, Any]]
+) -> admission.Refusal | None:
+    """What admission.py refuses of the job, checked before its pool plans for it (the pool ignores its claim too,
+    admission.claim_admissible). The pool is read only for an output claim; a missing or invalid pool is the pool's
+    problem."""
+    refused = admission.refusal(spec, None, templates)
+    if refused is not None or spec.output is None:
+        return refused
+    found = await api.get(POOLS, namespace, spec.pool_ref)
+    pool_spec = parse_object(POOL, found)[0] if found is not None else None
+    return admission.output_refusal(spec, pool_spec, templates)
 
 
 def _parse(stamp: object) -> datetime | None:

@@ -48,6 +48,11 @@ DnsLabel = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]
 MAX_NAME = 63  # a label value (swarm.ai/pool, swarm.ai/job) and a DNS-1035 label
 DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 PoolName = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")]
+# A PersistentVolumeClaim's name (a DNS-1123 subdomain).
+ClaimName = Annotated[
+    str,
+    Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+]
 Bytes = Annotated[int, Field(ge=1, json_schema_extra={"format": "int64"})]
 
 
@@ -176,6 +181,9 @@ class ConditionReason(StrEnum):
     """Every condition reason the operator writes."""
 
     InvalidSpec = "InvalidSpec"
+    # job SpecValid False: refused before it gets a trainer pod (admission.py)
+    ReservedFlag = "ReservedFlag"  # extraArgs repeat or override a flag the operator sets on the trainer's command
+    OutputClaimNotAllowed = "OutputClaimNotAllowed"  # output.claimName off the pool's outputClaims, or a template's
     # pool Ready
     NoCapacity = "NoCapacity"
     WarmSetOverBudget = "WarmSetOverBudget"
@@ -319,6 +327,15 @@ class SpecialistPoolSpec(_Model):
         description="A cold specialist scales back to zero this long after its last request.",
     )
     fallback_capacity: FallbackCapacity | None = None
+    output_claims: list[ClaimName] = Field(
+        default=[],
+        max_length=64,
+        json_schema_extra=LIST_SET,
+        description="PersistentVolumeClaims (in the pool's namespace) that this pool's SwarmJobs may name as "
+        "spec.output.claimName, which their trainer pods mount read-write; none by default (a job naming another "
+        "fails with reason OutputClaimNotAllowed). A claim the pod templates mount (the served models, the data "
+        "sets) is refused whatever this lists.",
+    )
 
     __cel_rules__ = (
         CelRule(
@@ -338,6 +355,8 @@ class SpecialistPoolSpec(_Model):
             raise ValueError(f"duplicate specialist names: {', '.join(duplicates)}")
         if duplicates := _duplicates(self.warm):
             raise ValueError(f"duplicate names in warm: {', '.join(duplicates)}")
+        if duplicates := _duplicates(self.output_claims):
+            raise ValueError(f"duplicate names in outputClaims: {', '.join(duplicates)}")
         unknown = [w for w in self.warm if w not in names]
         if unknown:
             raise ValueError(f"warm names not among specialists: {', '.join(unknown)}")
@@ -397,24 +416,41 @@ class ParlSettings(_Model):
     """The orchestrator's PARL training (mode parl: `swarm train --mode parl`, trainer/parl.py)."""
 
     iterations: int = Field(default=PARL_ITERATIONS, ge=1, description="Policy-gradient iterations.")
-    lambda1: float = Field(default=PARL_LAMBDA, ge=0, description="Initial weight of r_parallel (rewards "
-                           "instantiating specialists), annealed to 0.")
-    lambda2: float = Field(default=PARL_LAMBDA, ge=0, description="Initial weight of r_finish (rewards using what "
-                           "was spawned), annealed to 0.")
-    anneal_steps: int = Field(default=round(PARL_ANNEAL * PARL_ITERATIONS), ge=0, description="Iterations over "
-                              "which lambda1 and lambda2 fall to 0 (0: never annealed).")
-    beta_calls: float = Field(default=PARL_BETA_CALLS, ge=0, description="Price of a specialist pass on a column, "
-                              "in columns labelled right.")
-    beta_steps: float = Field(default=PARL_BETA_STEPS, ge=0, description="Price of a critical step beyond the "
-                              "primary's.")
-    beta_spawn: float = Field(default=PARL_BETA_SPAWN, ge=0, description="Price of spawning every specialist for "
-                              "a table (pro rata).")
-    spawn_budget: int = Field(default=0, ge=0, description="Most specialists one table may use; 0: all the "
-                              "primary fuses.")
+    lambda1: float = Field(
+        default=PARL_LAMBDA,
+        ge=0,
+        description="Initial weight of r_parallel (rewards instantiating specialists), annealed to 0.",
+    )
+    lambda2: float = Field(
+        default=PARL_LAMBDA,
+        ge=0,
+        description="Initial weight of r_finish (rewards using what was spawned), annealed to 0.",
+    )
+    anneal_steps: int = Field(
+        default=round(PARL_ANNEAL * PARL_ITERATIONS),
+        ge=0,
+        description="Iterations over which lambda1 and lambda2 fall to 0 (0: never annealed).",
+    )
+    beta_calls: float = Field(
+        default=PARL_BETA_CALLS, ge=0, description="Price of a specialist pass on a column, in columns labelled right."
+    )
+    beta_steps: float = Field(
+        default=PARL_BETA_STEPS, ge=0, description="Price of a critical step beyond the primary's."
+    )
+    beta_spawn: float = Field(
+        default=PARL_BETA_SPAWN, ge=0, description="Price of spawning every specialist for a table (pro rata)."
+    )
+    spawn_budget: int = Field(
+        default=0, ge=0, description="Most specialists one table may use; 0: all the primary fuses."
+    )
     max_deep: int = Field(default=PARL_MAX_DEEP, ge=0, description="Most deep steps per column.")
-    split: str = Field(default="validation", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
-                       description="Labelled split of `data` the policy learns from (one the primary did not train "
-                       "on).")
+    split: str = Field(
+        default="validation",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Labelled split of `data` the policy learns from (one the primary did not train on).",
+    )
 
 
 _CHECKPOINT_MODES = ("evaluate", "annotate", "parl")
@@ -424,11 +460,9 @@ _ADAPT_MESSAGE = "mode adapt needs a domain and at least two specialists (the ex
 class OutputVolume(_Model):
     """A PersistentVolumeClaim (it must exist in the job's namespace) for everything the trainer pod writes."""
 
-    claim_name: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
-        description="Name of the PersistentVolumeClaim (ReadWriteOnce is enough: one trainer pod uses it at a time).",
+    claim_name: ClaimName = Field(
+        description="Name of the PersistentVolumeClaim (ReadWriteOnce is enough: one trainer pod uses it at a time); "
+        "it must be in the outputClaims of the job's SpecialistPool.",
     )
     sub_path: str | None = Field(
         default=None,
@@ -463,8 +497,7 @@ class SwarmJobSpec(_Model):
     max_specialists: int = Field(
         default=DEFAULT_MAX_SPECIALISTS,
         ge=0,
-        description="Most specialists the primary consults (`swarm release --max-specialists`; 0: the primary "
-        "alone).",
+        description="Most specialists the primary consults (`swarm release --max-specialists`; 0: the primary alone).",
     )
     specialists: list[DnsLabel] = Field(
         default=[],
@@ -472,7 +505,11 @@ class SwarmJobSpec(_Model):
         json_schema_extra=LIST_SET,
         description="Specialists to scale up for this job (besides warm ones).",
     )
-    extra_args: list[str] = Field(default=[], description="Appended to the trainer command.")
+    extra_args: list[str] = Field(
+        default=[],
+        description="Appended to the trainer command; none may repeat or override a flag the operator sets there "
+        "(--data, --run-dir, --device, ...): such a job fails with reason ReservedFlag.",
+    )
     gpu_memory_bytes: int = Field(
         default=6 * GIB,
         ge=MIB_BYTES,
@@ -521,8 +558,7 @@ class SwarmJobSpec(_Model):
         ),
         CelRule(
             "!(self.mode in ['evaluate', 'annotate', 'parl']) || has(self.checkpoint)",
-            "checkpoint (the path of a trained primary directory) is required when mode is evaluate, annotate or "
-            "parl",
+            "checkpoint (the path of a trained primary directory) is required when mode is evaluate, annotate or parl",
             lambda spec: spec.get("mode") not in _CHECKPOINT_MODES or "checkpoint" in spec,
         ),
         CelRule(

@@ -6,8 +6,9 @@ SwarmJobs (oldest job first), then those the annotation service demanded less th
 pool's `swarm.ai/demand` annotation, see model_server/demand.py; oldest demand first), then cold specialists still
 inside their idle timeout. A job's claim is all or nothing and includes its trainer's GPU memory
 (`gpuMemoryBytes`, placed on one GPU: the trainer pod is pinned there and counted in status.gpuUsage): one naming a
-specialist the pool lacks claims nothing, and one whose specialists and trainer do not all fit admits none of them
-(the job waits; later claims may still fit). Each
+specialist the pool lacks claims nothing, nor does one that admission.py refuses (an output claim the pool does
+not allow, extraArgs overriding the operator's flags), and one whose specialists and trainer do not all fit admits
+none of them (the job waits; later claims may still fit). Each
 specialist always has a Deployment (replicas 0 or 1) and a Service, so scaling a cold one from zero is a replica
 patch. A demand entry that does not parse (not a JSON object, a bad time, an unknown name)
 is ignored and named in the pool's DemandValid condition.
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from swarm.operator import budget, builders, events, status_write
+from swarm.operator import admission, budget, builders, events, status_write
 from swarm.operator.kube import DEPLOYMENTS, PODS, POOLS, SERVICES, Api, converge
 from swarm.operator.models import (
     DEMAND_ANNOTATION,
@@ -62,6 +63,8 @@ class Claim:
     running: bool = False  # the job's trainer pod exists: its specialists and trainer are never evicted
     trainer_bytes: int = 0  # GPU memory of the job's trainer pod: placed with its specialists (0: a CPU trainer)
     trainer_gpu: tuple[str, int] | None = None  # (node, GPU index) the running trainer pod is pinned to
+    output: str | None = None  # the job's output claim: one the pool does not allow claims nothing (admission.py)
+    refused: bool = False  # admission.py refuses the job whatever its pool (extraArgs): it claims nothing
 
 
 TRAINER = "trainer/"  # prefix of a trainer's name in a placement ("/" is in no specialist name)
@@ -369,6 +372,8 @@ async def _reconcile(
     )
     if builders.pod_device(templates["trainer"]) != builders.DEVICE_CUDA:  # a CPU trainer takes no GPU memory
         claims = [replace(c, trainer_bytes=0) for c in claims]
+    # A job admission.py refuses is failed before it gets a trainer pod: it scales nothing up meanwhile.
+    claims = [c for c in claims if c.running or admission.claim_admissible(c.refused, c.output, spec, templates)]
     claims = claims + demand_claims(demand, now, spec.idle_timeout_seconds)
     rows, placement = plan(spec, gpus, claims, previous, now, taken)
 

@@ -254,7 +254,7 @@ def _without_gpu(template: dict[str, Any]) -> dict[str, Any]:
 
 def test_device_follows_the_templates_gpu_runtime_or_request() -> None:
     """Pods whose template runs under the nvidia RuntimeClass, or requests nvidia.com/gpu, run on `cuda`; a
-    CPU-only template (a custom ConfigMap) on `cpu`; a `--device` in extraArgs comes last and wins."""
+    CPU-only template (a custom ConfigMap) on `cpu`; a `--device` in extraArgs is refused (the operator sets it)."""
     templates = builders.default_templates()
     assert builders.pod_device(templates["specialist"]) == builders.pod_device(templates["trainer"]) == "cuda"
     for template in templates.values():
@@ -269,9 +269,12 @@ def test_device_follows_the_templates_gpu_runtime_or_request() -> None:
     assert builders.pod_device({**cpu, "spec": {**cpu["spec"], "runtimeClassName": "runc"}}) == "cpu"
     dep = builders.specialist_deployment(pool, spec.specialists[0], 1, {}, cpu)
     assert dep["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["--device", "cpu"]
-    job = _with_meta(job_body(extraArgs=["--device", "cuda:1"]))
+    job = _with_meta(job_body())
     pod = builders.trainer_pod(job, SwarmJobSpec.model_validate(job["spec"]), {}, _without_gpu(templates["trainer"]))
-    assert pod["spec"]["containers"][0]["command"][-4:] == ["--device", "cpu", "--device", "cuda:1"]
+    assert pod["spec"]["containers"][0]["command"][-2:] == ["--device", "cpu"]
+    job = _with_meta(job_body(extraArgs=["--device", "cuda:1"]))
+    with pytest.raises(ValueError, match="--device"):
+        builders.trainer_pod(job, SwarmJobSpec.model_validate(job["spec"]), {}, _without_gpu(templates["trainer"]))
     # A template claiming whole devices (the device plugin, no RuntimeClass) is a GPU template too.
     for kind, value in (("limits", "1"), ("requests", 2)):
         claimed = _without_gpu(templates["trainer"])

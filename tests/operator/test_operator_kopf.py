@@ -82,7 +82,7 @@ def terminated(cluster: EmulatedCluster, pod: dict[str, Any], phase: str, messag
 
 def test_pool_and_job_lifecycle(cluster: EmulatedCluster, add_node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     add_node()
-    cluster.create(POOLS, pool_body())
+    cluster.create(POOLS, pool_body(outputClaims=["swarm-runs"]))
     with OperatorProcess(cluster, NS) as op:
         st = wait_for(
             lambda: status(cluster, POOLS, "pool").get("observedGeneration") and status(cluster, POOLS, "pool"),
@@ -253,9 +253,7 @@ def test_restart_mid_reconcile_creates_no_duplicates(cluster: EmulatedCluster, a
     wait_for(
         lambda: cluster.requests(
             lambda r: (
-                r.method == "POST"
-                and str(r.url.path).endswith("/deployments")
-                and r.data["metadata"]["name"] == B
+                r.method == "POST" and str(r.url.path).endswith("/deployments") and r.data["metadata"]["name"] == B
             )
         ),
         what=f"held\n{first.log()}",
@@ -499,8 +497,10 @@ def test_a_job_waiting_for_its_specialist_starts_when_it_is_ready(cluster: Emula
     cluster.create(JOBS, job_body("huge", specialists=("c",), gpuMemoryBytes=RTX_4090_TOTAL))  # never fits
     with OperatorProcess(cluster, NS, retry=600, resync=600) as op:
         st = wait_for(
-            lambda: cond(status(cluster, JOBS, "job"), ConditionType.SpecialistsReady).get("status") == "False"
-            and status(cluster, JOBS, "job"),
+            lambda: (
+                cond(status(cluster, JOBS, "job"), ConditionType.SpecialistsReady).get("status") == "False"
+                and status(cluster, JOBS, "job")
+            ),
             what=f"waiting for b\n{op.log()}",
         )
         message = cond(st, ConditionType.SpecialistsReady)["message"]
