@@ -92,6 +92,36 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def cpu_shares(processes: int, cpus: Sequence[int]) -> list[list[int]] | None:
+    """Cores of their own for `processes` processes (the first share for the annotation server's primary, then one
+    per specialist): `cpus` split into contiguous shares whose sizes differ by at most one. None when there are
+    fewer cores than processes: shared cores are left to the kernel's scheduler, which balances them better than a
+    fixed pinning would."""
+    cpus = sorted(cpus)
+    if processes <= 0 or len(cpus) < processes:
+        return None
+    size, extra = divmod(len(cpus), processes)
+    shares, start = [], 0
+    for i in range(processes):
+        end = start + size + (1 if i < extra else 0)
+        shares.append(cpus[start:end])
+        start = end
+    return shares
+
+
+def pin_to(cpus: Sequence[int]) -> None:
+    """Run this process on `cpus` only (Linux; elsewhere a no-op)."""
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(cpus))
+
+
+def available_cpus() -> list[int]:
+    """The cores this process may run on (its affinity where the platform has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def process_tree(pid: int) -> list[int]:
     """`pid` and all its descendants (from /proc; Linux)."""
     children: dict[int, list[int]] = {}
@@ -467,21 +497,27 @@ def start_local_swarm(
     if not specialists:
         raise ValueError("a local swarm needs at least one specialist")
     # One share of the CPUs per specialist and one for the in-process primary: oversubscribed OpenMP threads
-    # spin and starve the other processes (1 specialist on 2 cores ran 15x slower with 2 threads each).
-    threads = torch_threads or max(1, (os.cpu_count() or 1) // (len(specialists) + 1))
+    # spin and starve the other processes (1 specialist on 2 cores ran 15x slower with 2 threads each). Where
+    # there is a core per process, each is pinned to its share (the specialists in parallel, as the design's
+    # critical path assumes); `torch_threads` overrides the threads per process, not the pinning.
+    cpus = available_cpus()
+    shares = cpu_shares(len(specialists) + 1, cpus)
+    threads = torch_threads or max(1, len(cpus) // (len(specialists) + 1))
     tls = ClientTls.from_env()
     supervisor = Supervisor(host, startup_timeout_s, restart, tls)
     client: SpecialistClient | None = None
     server: AnnotationServer | None = None
     threads_before = torch.get_num_threads()
     try:
-        for spec in specialists:
+        for i, spec in enumerate(specialists):
             name, args = _resolve(spec, checkpoint_dir)
             if name in supervisor.specialists:
                 raise ValueError(f"specialist {name!r} given twice")
             extra = [*server_args, *(per_specialist_args or {}).get(name, ())]
+            pinned = ["--cpus", ",".join(map(str, shares[i + 1]))] if shares else []
             supervisor.start(
-                name, [*args, "--config", config, "--torch-threads", str(threads), "--device", device, *extra]
+                name,
+                [*args, "--config", config, "--torch-threads", str(threads), "--device", device, *pinned, *extra],
             )
         supervisor.await_ready(time.monotonic() + startup_timeout_s)
         procs = supervisor.specialists
@@ -492,6 +528,8 @@ def start_local_swarm(
             # The primary's share, for the swarm's lifetime (restored on exit): torch's default (every core) made
             # one annotation 1.5x slower on 2 cores, its threads spinning against the specialists'.
             torch.set_num_threads(threads)
+            if shares:
+                pin_to(shares[0])
             names = list(procs)
             if annotator is None:
                 built = default_annotator(names, config, primary_dir, device)
@@ -516,3 +554,5 @@ def start_local_swarm(
             client.close()
         supervisor.stop(stop_grace_s)
         torch.set_num_threads(threads_before)
+        if shares:
+            pin_to(cpus)

@@ -91,8 +91,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 def served_swarm(annotator: PrimaryAnnotator, model_dir: Path, endpoints: dict[str, str] | None = None,
                  device: str = DEVICE_AUTO, host: str = "127.0.0.1", port: int = 0,
                  limits: AnnotationLimits | None = None, server_args: Sequence[str] = (),
-                 security: ServerSecurity | None = None, health_port: int | None = None
-                 ) -> Iterator[AnnotationServer]:
+                 security: ServerSecurity | None = None, health_port: int | None = None,
+                 torch_threads: int | None = None) -> Iterator[AnnotationServer]:
     """The annotation API of a trained primary: with remote specialists when `endpoints` is given, else with its
     own specialists (those its model.json names) as supervised local processes on loopback, or alone. The one way
     `swarm up`, `swarm annotate` and `swarm demo` serve a primary."""
@@ -112,7 +112,7 @@ def served_swarm(annotator: PrimaryAnnotator, model_dir: Path, endpoints: dict[s
     dirs = specialist_dirs(model_dir, annotator.meta)
     with start_local_swarm(dirs, annotator=annotator, config=annotator.model.cfg.name, annotation_host=host,
                            annotation_port=port, device=device, limits=limits, server_args=list(server_args),
-                           security=security, health_port=health_port) as swarm:
+                           security=security, health_port=health_port, torch_threads=torch_threads) as swarm:
         assert swarm.annotation is not None
         yield swarm.annotation
 

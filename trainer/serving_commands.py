@@ -185,6 +185,8 @@ def serve_specialist(
                                  "room for the chunk's other fields)."),
     chunk_delay_s: float = typer.Option(0.0, hidden=True, help="Tests only: sleep between chunks."),
     torch_threads: int | None = typer.Option(None, help="CPU threads for torch (local swarms share the cores)."),
+    cpus: str | None = typer.Option(None, help="Run on these cores only, e.g. 2,3 (a local swarm gives each "
+                                    "specialist its own where there is a core per process)."),
     grace_s: float = typer.Option(10.0, help="On SIGTERM, let in-flight streams finish for this long."),
     ready_file: Path | None = typer.Option(None, help="Write the bound address here as JSON once serving."),
     batch_columns: int = typer.Option(64, help="Columns per forward pass (bounds activation memory)."),
@@ -206,6 +208,13 @@ def serve_specialist(
     die_with_parent()  # first: a local swarm's specialist must not outlive it
     _logging()
     refuse_exposed(host, tls_dir is not None, insecure, f"specialist {specialist!r}")
+    if cpus:
+        from swarm.model_server.launcher import pin_to
+
+        try:
+            pin_to([int(c) for c in cpus.split(",") if c.strip()])
+        except (ValueError, OSError) as exc:
+            fail(f"--cpus {cpus!r}: {exc}")
     device = use_devices(device, Precision["auto"])
     from swarm.model_server.grpc_runtime import MiB, mtls_server_security
     from swarm.model_server.specialist_server import ServerOptions, serve
@@ -415,6 +424,9 @@ def up(
     spawn_budget: int | None = SPAWN_BUDGET_OPTION,
     insecure: bool = INSECURE_OPTION,
     require_specialists: bool = REQUIRE_SPECIALISTS_OPTION,
+    torch_threads: int | None = typer.Option(
+        None, min=1, help="CPU threads for torch in each process (the primary's and every specialist's). Default: "
+        "the cores divided among the processes; where there is a core per process each is also pinned to its own."),
 ) -> None:
     """Start the whole swarm locally (supervised specialist processes + annotation API) from a demo run (or any
     run directory with a trained primary in RUN_DIR/model, e.g. runs/orchestrator/released)."""
@@ -445,7 +457,7 @@ def up(
 
     local = len(annotator.specialist_names)
     with served_swarm(annotator, model_dir, None, device, host, port, settings.limits(local),
-                      settings.specialist_args(local), security, health_port) as server:
+                      settings.specialist_args(local), security, health_port, torch_threads) as server:
         from swarm.model_server.grpc_runtime import write_ready_file
 
         if ready_file is not None:

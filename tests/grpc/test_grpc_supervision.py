@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_serving_tools import cli_swarm
 
 from swarm.model_server.annotation_server import AnnotationLimits
-from swarm.model_server.launcher import AnnotatorFactory, RestartPolicy, start_local_swarm
+from swarm.model_server.launcher import AnnotatorFactory, RestartPolicy, cpu_shares, start_local_swarm
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 
@@ -85,3 +85,34 @@ def test_specialists_die_with_their_parent_and_leave_no_files(tmp_path: Path) ->
                 if _state(pid) not in (None, "Z"):
                     os.kill(pid, signal.SIGKILL)
     assert list(tmp.iterdir()) == []  # no ready files, no logs
+
+
+def test_cores_are_shared_out_only_when_there_is_one_per_process() -> None:
+    assert cpu_shares(3, [0, 1, 2, 3, 4, 5, 6]) == [[0, 1, 2], [3, 4], [5, 6]]  # the primary first, sizes differ by 1
+    assert cpu_shares(2, [5, 4]) == [[4], [5]]
+    assert cpu_shares(10, [0, 1]) is None  # 9 specialists on 2 cores: left to the scheduler
+    assert cpu_shares(0, [0, 1]) is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a core for the primary and one for a specialist")
+def test_a_local_swarm_with_a_core_per_process_pins_each_to_its_own(annotator_factory: AnnotatorFactory) -> None:
+    """One specialist and the primary on two or more cores: the specialist runs on its share only (also once
+    restarted), the primary (this process) on the first share while the swarm is up, and on every core again after."""
+    cpus = set(os.sched_getaffinity(0))
+    shares = cpu_shares(2, sorted(cpus))
+    assert shares is not None
+    with start_local_swarm(["temporal"], annotator=annotator_factory,
+                           restart=RestartPolicy(initial_s=0.5)) as swarm:
+        first = swarm.specialists["temporal"].process
+        assert os.sched_getaffinity(first.pid) == set(shares[1])
+        assert os.sched_getaffinity(0) == set(shares[0])
+        swarm.kill("temporal")
+        _wait(lambda: swarm.specialists["temporal"].process.pid != first.pid
+              and swarm.specialists["temporal"].restarts == 1, 60, "the restarted specialist")
+        again = swarm.specialists["temporal"].process.pid
+        _wait(lambda: os.sched_getaffinity(again) == set(shares[1]), 30, "the restarted specialist pinned")
+        reply = apb_grpc.AnnotationServiceStub(grpc.insecure_channel(swarm.annotation_address)).Annotate(
+            TABLE, timeout=60)
+        assert list(reply.specialists_used) == ["temporal"]
+    assert os.sched_getaffinity(0) == cpus
