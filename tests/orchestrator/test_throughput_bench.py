@@ -32,13 +32,22 @@ def test_every_timed_primary_run_is_a_full_pass(monkeypatch: pytest.MonkeyPatch)
     # each run groups the table's columns by the specialists that read them: here one group (all or none)
     assert passes == 2 * 2 * 1 + len(tables) * 2 * 3
     assert all(ms > 0 for ms in times.primary[0] + times.primary[1] + times.specialist[times.names[0]])
+    assert len(times.routing) == len(tables) and all(ms > 0 for ms in times.routing)
 
 
-def test_critical_path_is_the_primary_plus_its_slowest_specialist() -> None:
-    times = bench.StageTimes(names=["a", "b"], primary={0: [2.0, 2.0], 1: [3.0, 3.0], 2: [4.0, 4.0]},
+def test_critical_path_is_routing_plus_the_slowest_specialist_plus_the_fused_primary() -> None:
+    times = bench.StageTimes(names=["a", "b"], routing=[0.5, 0.5],
+                             primary={0: [2.0, 2.0], 1: [3.0, 3.0], 2: [4.0, 4.0]},
                              specialist={"a": [1.0, 5.0], "b": [3.0, 1.0]})
     two = bench.critical_path(2, times)
-    assert two["critical_path_ms_per_table"] == pytest.approx((4 + 3 + 4 + 5) / 2)
-    assert two["serial_ms_per_table"] == pytest.approx((4 + 1 + 3 + 4 + 5 + 1) / 2)
-    assert two["critical_path_ratio"] == pytest.approx(round(4 / 16, 3))
-    assert bench.critical_path(0, times)["critical_path_ratio"] == 1.0
+    assert two["critical_path_ms_per_table"] == pytest.approx((0.5 + 4 + 3 + 0.5 + 4 + 5) / 2)
+    assert two["serial_ms_per_table"] == pytest.approx((0.5 + 4 + 1 + 3 + 0.5 + 4 + 5 + 1) / 2)
+    assert two["critical_path_ratio"] == pytest.approx(round(4 / 17, 3))
+    # A pipeline runs at its slowest stage's pace: the fused primary (4) on table 0, the specialist a (5) on table 1.
+    assert two["pipelined_ratio"] == pytest.approx(round(4 / 9, 3))
+    assert two["fused_primary_ratio"] == pytest.approx(2.0)
+    assert two["stages"] == {"primary_alone_ms": 2.0, "routing_ms": 0.5, "fused_primary_ms": 4.0,
+                             "slowest_specialist_ms": 4.0, "specialist_ms": {"a": 3.0, "b": 2.0}}
+    alone = bench.critical_path(0, times)
+    assert alone["critical_path_ratio"] == alone["pipelined_ratio"] == alone["fused_primary_ratio"] == 1.0
+    assert alone["stages"]["routing_ms"] == 0.0  # the primary alone routes nothing
