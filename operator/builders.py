@@ -11,7 +11,8 @@ GPU memory is a scheduler-enforced budget: a GPU pod requests its resident bytes
 itself refuses to overcommit a node's GPU memory, whichever pool or namespace asks. The default templates claim no
 `nvidia.com/gpu` (a whole-device claim would make a GPU exclusive to one pod); they run under the `nvidia`
 RuntimeClass, and a placed specialist or trainer is pinned to the node and GPU its pool planned (hostname node
-selector, NVIDIA_VISIBLE_DEVICES), so the plan and the binding agree.
+selector, NVIDIA_VISIBLE_DEVICES, NVIDIA_DRIVER_CAPABILITIES: `pin_gpu`), so the plan and the binding agree and the
+runtime exposes exactly that GPU (the NVIDIA container toolkit exposes none where NVIDIA_VISIBLE_DEVICES is unset).
 
 A trainer runs user `extraArgs` after the operator's own flags: none may repeat one (`reserved_flags`), and a job's
 output claim, mounted read-write, is never a claim the templates mount (`template_claims`: the served models).
@@ -82,6 +83,8 @@ DATA_CLAIM = "swarm-data"
 GPU_RESOURCE = "nvidia.com/gpu"  # the NVIDIA device plugin's extended resource (taint key of GPU nodes)
 GPU_RUNTIME_CLASS = "nvidia"  # the NVIDIA container runtime: the node's GPUs without claiming nvidia.com/gpu
 VISIBLE_DEVICES_ENV = "NVIDIA_VISIBLE_DEVICES"
+DRIVER_CAPABILITIES_ENV = "NVIDIA_DRIVER_CAPABILITIES"
+DRIVER_CAPABILITIES = "compute,utility"  # the CUDA runtime (compute) and NVML (utility)
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 DEVICE_CUDA = "cuda"  # `--device` of a pod whose container requests a GPU (the one it is given)
 DEVICE_CPU = "cpu"
@@ -291,6 +294,23 @@ def request_gpu_memory(pod_spec: dict[str, Any], nbytes: int) -> None:
         resources[kind] = {**(resources.get(kind) or {}), budget.GPU_MEMORY_RESOURCE: amount}
 
 
+def pin_gpu(pod_spec: dict[str, Any], gpu: tuple[str, int]) -> None:
+    """Pin a GPU pod (CPU pods are left alone) to the (node, GPU index) its pool planned: a hostname node selector,
+    and for the NVIDIA container runtime NVIDIA_VISIBLE_DEVICES (the one GPU: unset, the runtime exposes none) and
+    NVIDIA_DRIVER_CAPABILITIES (compute,utility: the CUDA libraries, which older toolkits leave out when it is
+    unset; a template's own value is kept). A template's NVIDIA_VISIBLE_DEVICES (e.g. `all`) is replaced, not
+    repeated."""
+    if pod_device({"spec": pod_spec}) != DEVICE_CUDA:
+        return
+    pod_spec["nodeSelector"] = {**(pod_spec.get("nodeSelector") or {}), HOSTNAME_LABEL: gpu[0]}
+    container = pod_spec["containers"][0]
+    env = [e for e in container.get("env") or [] if e.get("name") != VISIBLE_DEVICES_ENV]
+    env.append({"name": VISIBLE_DEVICES_ENV, "value": str(gpu[1])})
+    if not any(e.get("name") == DRIVER_CAPABILITIES_ENV for e in env):
+        env.append({"name": DRIVER_CAPABILITIES_ENV, "value": DRIVER_CAPABILITIES})
+    container["env"] = env
+
+
 def _fill_template(
     template: dict[str, Any],
     labels: dict[str, str],
@@ -361,9 +381,8 @@ def specialist_deployment(
     if resident_bytes:
         request_gpu_memory(pod["spec"], resident_bytes)
     container = pod["spec"]["containers"][0]
-    if gpu is not None and pod_device(pod) == DEVICE_CUDA:
-        pod["spec"]["nodeSelector"][HOSTNAME_LABEL] = gpu[0]
-        container["env"].append({"name": VISIBLE_DEVICES_ENV, "value": str(gpu[1])})
+    if gpu is not None:
+        pin_gpu(pod["spec"], gpu)
     container["ports"] = [
         {"name": "grpc", "containerPort": SPECIALIST_PORT, "protocol": "TCP"},
         {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
@@ -523,9 +542,8 @@ def trainer_pod(
     pod["spec"]["restartPolicy"] = "Never"
     pod["spec"].setdefault("serviceAccountName", TRAINER_SERVICE_ACCOUNT)
     request_gpu_memory(pod["spec"], spec.gpu_memory_bytes)
-    if gpu is not None and pod_device({"spec": pod["spec"]}) == DEVICE_CUDA:
-        pod["spec"]["nodeSelector"] = {**(pod["spec"].get("nodeSelector") or {}), HOSTNAME_LABEL: gpu[0]}
-        container["env"].append({"name": VISIBLE_DEVICES_ENV, "value": str(gpu[1])})
+    if gpu is not None:
+        pin_gpu(pod["spec"], gpu)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod["spec"]}
 
 
