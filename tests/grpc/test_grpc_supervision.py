@@ -112,6 +112,9 @@ def test_a_local_swarm_with_a_core_per_process_pins_each_to_its_own(annotator_fa
               and swarm.specialists["temporal"].restarts == 1, 60, "the restarted specialist")
         again = swarm.specialists["temporal"].process.pid
         _wait(lambda: os.sched_getaffinity(again) == set(shares[1]), 30, "the restarted specialist pinned")
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(swarm.annotation_address))
+        _wait(lambda: health.Check(health_pb2.HealthCheckRequest(service="specialist/temporal"), timeout=2).status
+              == SERVING, 60, "the restarted specialist serving")
         reply = apb_grpc.AnnotationServiceStub(grpc.insecure_channel(swarm.annotation_address)).Annotate(
             TABLE, timeout=60)
         assert list(reply.specialists_used) == ["temporal"]
