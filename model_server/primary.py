@@ -12,8 +12,10 @@ alone:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,20 @@ from swarm.model_server.weights import load_weights
 # The belief weights start at zero; this gain is their learning-rate multiplier under Adam (whose steps are ~lr in
 # parameter units), so that they reach weights of order 1 within a few hundred steps.
 BELIEF_GAIN = 5.0
+
+
+@dataclass(frozen=True)
+class _StackedDecoders:
+    """Every agent's frozen state decoder as stacked tensors (index 0: the agent)."""
+
+    params: list[Tensor]  # the decoders' parameters they were built from, and their versions then
+    versions: list[int]
+    queries: Tensor  # (N, L, H, Q, K), normalized
+    out_w: Tensor  # (N, d, L*H*Q*V)
+    out_b: Tensor  # (N, d)
+    head_w: Tensor  # (N, widest, d), zero-padded
+    head_b: Tensor  # (N, widest), -inf-padded
+    widths: list[int]
 
 
 class PrimaryModel(nn.Module):
@@ -45,6 +61,7 @@ class PrimaryModel(nn.Module):
         self.fused_readout: StateReadout | None = None
         self.decoders = nn.ModuleList()
         self._belief_index: list[Tensor] = []
+        self._stacked: _StackedDecoders | None = None
         # Zero at the start: a fused primary begins as the primary alone, its pre-trained features undisturbed,
         # and learns per layer and head how much of the specialists' memory to let in.
         self.state_scale: nn.Parameter | None = None
@@ -66,6 +83,14 @@ class PrimaryModel(nn.Module):
             self.decoders.append(StateDecoder(cfg, len(domain_labels) + 1).requires_grad_(False))
             self._belief_index.append(torch.tensor([index[label] for label in domain_labels]))
         self.belief_weight = nn.Parameter(torch.zeros(len(self.specialists), len(self.labels)))
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> PrimaryModel:
+        self._stacked = None  # a device or dtype move makes new parameter tensors
+        return super()._apply(fn, recurse)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self._stacked = None  # `assign=True` replaces the parameters themselves
+        return super().load_state_dict(*args, **kwargs)
 
     @property
     def cfg(self) -> BackboneConfig:
@@ -110,33 +135,55 @@ class PrimaryModel(nn.Module):
         spread[:, index] = log_probs[:, :-1]
         return spread
 
+    def _stacked_decoders(self) -> _StackedDecoders:
+        """Every agent's decoder stacked for one batched op, kept while their weights stay the same (the decoders
+        are frozen: rebuilt after a load, a device move, or an in-place write to their parameters)."""
+        cached = self._stacked
+        if (cached is not None and not torch.is_grad_enabled()
+                and all(p._version == v for p, v in zip(cached.params, cached.versions, strict=True))):
+            return cached
+        decoders = [cast(StateDecoder, d) for d in self.decoders]
+        params: list[Tensor] = [p for d in decoders for p in d.parameters()]
+        first = decoders[0].readout
+        summary = torch.stack([d.summary for d in decoders])
+        query_w = torch.stack([d.readout.query.weight for d in decoders])
+        query_b = torch.stack([d.readout.query.bias for d in decoders])
+        # Each decoder's queries come from its own static summary vector: (N, L, H, Q, K).
+        queries = torch.baddbmm(query_b[:, None], summary[:, None], query_w.transpose(1, 2))[:, 0]
+        queries = F.normalize(queries.view(len(decoders), *first.shape), dim=-1)
+        # Heads differ in width (a domain's labels + `[other]`): padded to the widest, the padding at -inf.
+        widths = [d.head.out_features for d in decoders]
+        head_w = summary.new_zeros(len(decoders), max(widths), summary.shape[-1])
+        head_b = summary.new_full((len(decoders), max(widths)), float("-inf"))
+        for i, d in enumerate(decoders):
+            head_w[i, : widths[i]] = d.head.weight
+            head_b[i, : widths[i]] = d.head.bias
+        stacked = _StackedDecoders(
+            params, [p._version for p in params], queries, torch.stack([d.readout.out.weight for d in decoders]),
+            torch.stack([d.readout.out.bias for d in decoders]), head_w, head_b, widths,
+        )
+        if not torch.is_grad_enabled():  # a tensor built under autograd holds its graph: not kept
+            self._stacked = stacked
+        return stacked
+
     def belief_logits(self, agent_ids: Sequence[int], agent_states: list[Tensor]) -> Tensor:
         """sum over the agents of belief_weight[agent] * beliefs(agent, ...), (B, labels), with every agent's frozen
         decoder run in one batched op per step instead of one agent after another (`beliefs` is the reference it
         is tested against). `agent_states[l]` is (N, B, H, K, V), slot i holding agent `agent_ids[i]`."""
         assert self.belief_weight is not None
-        decoders = [self.decoders[a] for a in agent_ids]
+        every = self._stacked_decoders()
+        agent_ids = list(agent_ids)
+        if agent_ids == list(range(len(self.decoders))):
+            queries, out_w, out_b, head_w, head_b = every.queries, every.out_w, every.out_b, every.head_w, every.head_b
+        else:
+            pick = torch.tensor(agent_ids, device=every.queries.device)
+            queries, out_w, out_b, head_w, head_b = (
+                t.index_select(0, pick) for t in (every.queries, every.out_w, every.out_b, every.head_w, every.head_b))
+        widths = [every.widths[a] for a in agent_ids]
         states = torch.stack(agent_states, dim=2).float()  # (N, B, L, H, K, V)
-        first = decoders[0].readout
-        # Each decoder's queries come from its own static summary vector: (N, L, H, Q, K).
-        summary = torch.stack([d.summary for d in decoders])
-        query_w = torch.stack([d.readout.query.weight for d in decoders])
-        query_b = torch.stack([d.readout.query.bias for d in decoders])
-        q = torch.baddbmm(query_b[:, None], summary[:, None], query_w.transpose(1, 2))[:, 0]
-        q = F.normalize(q.view(len(decoders), *first.shape), dim=-1)
-        reads = torch.einsum("nlhqk,nblhkv->nblhqv", q, states).flatten(2)  # (N, B, L*H*Q*V)
-        out_w = torch.stack([d.readout.out.weight for d in decoders])
-        out_b = torch.stack([d.readout.out.bias for d in decoders])
+        reads = torch.einsum("nlhqk,nblhkv->nblhqv", queries, states).flatten(2)  # (N, B, L*H*Q*V)
         features = F.gelu(torch.baddbmm(out_b[:, None], reads, out_w.transpose(1, 2)))  # (N, B, d)
-        # Heads differ in width (a domain's labels + `[other]`): padded to the widest, the padding at -inf.
-        widths = [d.head.out_features for d in decoders]
-        wide = max(widths)
-        head_w = features.new_zeros(len(decoders), wide, features.shape[-1])
-        head_b = features.new_full((len(decoders), wide), float("-inf"))
-        for i, d in enumerate(decoders):
-            head_w[i, : widths[i]] = d.head.weight
-            head_b[i, : widths[i]] = d.head.bias
-        log_probs = torch.baddbmm(head_b[:, None], features, head_w.transpose(1, 2)).log_softmax(-1)  # (N, B, wide)
+        log_probs = torch.baddbmm(head_b[:, None], features, head_w.transpose(1, 2)).log_softmax(-1)
         n_labels = len(self.labels)
         total = features.new_zeros(features.shape[1], n_labels)
         for i, agent in enumerate(agent_ids):

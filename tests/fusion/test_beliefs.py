@@ -200,3 +200,30 @@ def test_the_batched_belief_decoding_matches_one_decoder_after_another(
     (grad_b,) = torch.autograd.grad(batched.square().sum(), primary.belief_weight)
     (grad_r,) = torch.autograd.grad(reference.square().sum(), primary.belief_weight)
     torch.testing.assert_close(grad_b, grad_r, rtol=1e-5, atol=1e-5)
+
+
+def test_the_stacked_decoders_are_rebuilt_when_a_decoder_changes(specialists: LocalSpecialists) -> None:
+    """Served primaries (inference mode) keep the decoders stacked between calls: a load or any other write to a
+    decoder's weights must show in the next call."""
+    primary = _primary()
+    primary.load_decoders(specialists.decoders())
+    assert primary.belief_weight is not None
+    with torch.no_grad():
+        primary.belief_weight.normal_(0, 1.0)
+    per_agent = [specialists.states(name, COLUMNS) for name in NAMES]
+    states = [torch.stack(layer) for layer in zip(*per_agent, strict=True)]
+
+    def reference() -> torch.Tensor:
+        return sum(primary.belief_weight[a] * primary.beliefs(a, s) for a, s in enumerate(per_agent))  # type: ignore[return-value, index]
+
+    with torch.inference_mode():
+        first = primary.belief_logits([0, 1], states)
+        torch.testing.assert_close(first, reference(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(primary.belief_logits([1], [layer[1:] for layer in states]),
+                                   primary.belief_weight[1] * primary.beliefs(1, per_agent[1]), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        primary.decoders[1].head.bias.add_(3.0 * torch.randn_like(primary.decoders[1].head.bias))
+    with torch.inference_mode():
+        second = primary.belief_logits([0, 1], states)
+        assert not torch.allclose(first, second)
+        torch.testing.assert_close(second, reference(), rtol=1e-5, atol=1e-5)
