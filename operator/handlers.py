@@ -23,8 +23,7 @@ from typing import Any, TypeVar
 
 import kopf
 
-from swarm.operator import builders, job, observability, pool, resync
-from swarm.operator.budget import GPU_MEMORY_ANNOTATION
+from swarm.operator import builders, job, nodes, observability, pool, resync
 from swarm.operator.kube import Api, load_connection
 from swarm.operator.models import DEMAND_ANNOTATION, GROUP, JOB, POOL, PREFIX, VERSION
 
@@ -120,8 +119,10 @@ def probe(memo: kopf.Memo, **_: Any) -> bool:
 # str | None for every resource (always a str for these namespaced ones) and cannot name the indices (gpu_nodes,
 # pool_claims) that kopf passes as keyword arguments, so handlers that take either do not match them.
 @kopf.index("", "v1", "nodes")
-def gpu_nodes(name: str, labels: kopf.Labels, annotations: kopf.Annotations, **_: Any) -> dict[str, Any]:
-    return {NODES_KEY: (name, dict(labels), annotations.get(GPU_MEMORY_ANNOTATION))}
+def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, Any]:
+    """Every node's summary (nodes.reading: labels, GPU reading, readiness, cordon, taints, allocatable), what the
+    planner needs of it and no more."""
+    return {NODES_KEY: nodes.reading(body)}
 
 
 @kopf.index(GROUP, VERSION, JOB.plural)  # type: ignore[arg-type]

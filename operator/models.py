@@ -313,7 +313,9 @@ class SpecialistPoolSpec(_Model):
     )
     node_selector: dict[str, str] = Field(
         default={GPU_PRODUCT_LABEL: RTX_4090_PRODUCT},
-        description="Nodes whose GPUs count towards the budget.",
+        min_length=1,
+        description="Nodes whose GPUs count towards the budget (labels they all carry); it must select something: "
+        "an empty selector would count every node, CPU nodes included.",
     )
     memory_reserve_per_gpu: int = Field(
         default=GIB,

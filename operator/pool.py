@@ -18,6 +18,11 @@ specialists leave (their status.gpuUsage), first come, first served; memory a po
 their next reconcile (the resync timer at the latest). One asyncio lock per namespace serialises every pool
 reconcile there (pool events, the resync timer, jobs asking for specialists), so that two pools never plan with
 the same free bytes.
+
+Only nodes that can take the pool's pods count (Ready, schedulable, taints tolerated by the specialist template,
+the GPU-memory resource advertised: nodes.py), and a placement keeps within each node's allocatable CPU and memory
+(the pod templates' requests). A specialist pinned to a node that was cordoned, tainted or lost is placed anew,
+except a running job's specialist still ready on a cordoned node (moving it would restart it under the job).
 """
 
 from __future__ import annotations
@@ -40,10 +45,8 @@ from swarm.operator.models import (
     SpecialistPoolSpec,
     SpecialistState,
 )
+from swarm.operator.nodes import NodeReading, pod_requests
 from swarm.operator.status import condition, merge_conditions, now_iso, parse_object
-
-NodeReading = tuple[str, Mapping[str, str], str | None]  # name, labels, gpu-memory annotation
-
 
 DEMAND_JOB = "annotation-demand"  # the claimant named in status rows (requestedBy) for the annotation service
 DEMAND_CLOCK_SKEW_S = 60  # a demand time at most this far in the future counts as now; further: ignored
@@ -192,9 +195,15 @@ def plan(
     previous: Mapping[str, Mapping[str, Any]],
     now: datetime,
     taken: Mapping[budget.GpuKey, int] | None = None,
+    room: Mapping[str, budget.Room] | None = None,
+    requests: budget.Room = (0, 0),
+    trainer_requests: budget.Room = (0, 0),
 ) -> tuple[list[dict[str, Any]], budget.Placement]:
     """Pure planning step: per-specialist status rows and the placement (what runs); `taken`: bytes other pools
-    hold per GPU. Jobs' claims come before demand claims (`Claim.demand`, see `demand_claims`). Admission is all or
+    hold per GPU; `room`: allocatable (CPU, memory) per node, which a specialist's `requests` and a GPU trainer's
+    `trainer_requests` take from. A closed GPU (its node cordoned, budget.Gpu.closed) keeps only what a running job
+    holds there and is ready (a status row's `ready`) or its running trainer; anything else pinned there is placed
+    anew. Jobs' claims come before demand claims (`Claim.demand`, see `demand_claims`). Admission is all or
     nothing per job claim, its trainer (`Claim.trainer_bytes`, placed under `trainer_key(job)`) included: one
     naming an unknown specialist claims nothing (unless it runs: then it keeps what is known), one that does not fit
     admits none of its specialists nor its trainer (earlier claims and the warm set keep theirs). Running claims
@@ -240,15 +249,21 @@ def plan(
         for name, row in previous.items()
         if row.get("replicas") and (slot := budget.slot_of(gpus, row.get("node"), row.get("gpu"))) is not None
     }
+    # A closed GPU keeps a running job's specialist whose pod is there and ready (moving it would restart it under
+    # the job); one that is not (drained, pending) is placed anew, as is everything else pinned there.
+    staying = {n for group in protected for n, _ in group if previous.get(n, {}).get("ready")}
+    running_on = {n: slot for n, slot in running_on.items() if not gpus[slot].closed or n in staying}
     for claim in jobs:
         if claim.trainer_gpu is not None and (slot := budget.slot_of(gpus, *claim.trainer_gpu)) is not None:
             running_on[trainer_key(claim.job)] = slot
+    demand_requests = {n: requests for n in sizes} | {trainer_key(c.job): trainer_requests for c in jobs}
     placement = budget.place_protected(
-        budget.usable(gpus, 0, taken),
+        budget.usable(gpus, 0, taken, closed_too=True),
         budget.usable(gpus, spec.memory_reserve_per_gpu, taken),
         protected,
         groups,
         running_on,
+        budget.limits_of(gpus, room or {}, demand_requests),
     )
 
     requested_by: dict[str, list[str]] = defaultdict(list)
@@ -362,7 +377,16 @@ async def _reconcile(
         if spec.fallback_capacity
         else None
     )
-    gpus = budget.pool_gpus(nodes, spec.node_selector, fallback, now=now)
+    specialist_template = templates["specialist"]
+    gpus = budget.pool_gpus(
+        nodes,
+        spec.node_selector,
+        fallback,
+        now=now,
+        tolerations=(specialist_template.get("spec") or {}).get("tolerations") or [],
+        needs_gpu_memory=builders.pod_device(specialist_template) == builders.DEVICE_CUDA,
+    )
+    room = budget.node_room(nodes, gpus)
     taken = budget.taken_by_others(await api.list(POOLS, namespace), name)
     previous = {row["name"]: row for row in status.get("specialists", [])}
     demand, demand_problems = parse_demand(
@@ -375,7 +399,8 @@ async def _reconcile(
     # A job admission.py refuses is failed before it gets a trainer pod: it scales nothing up meanwhile.
     claims = [c for c in claims if c.running or admission.claim_admissible(c.refused, c.output, spec, templates)]
     claims = claims + demand_claims(demand, now, spec.idle_timeout_seconds)
-    rows, placement = plan(spec, gpus, claims, previous, now, taken)
+    requests, trainer_requests = pod_requests(specialist_template), pod_requests(templates["trainer"])
+    rows, placement = plan(spec, gpus, claims, previous, now, taken, room, requests, trainer_requests)
 
     selector = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_POOL: name}
     deployments = [
@@ -404,7 +429,9 @@ async def _reconcile(
     warm_waiting = [r for r in rows if r["name"] in spec.warm and r["replicas"] and not r["ready"]]
     body = {
         "observedGeneration": generation,
-        "spawnBudget": budget.spawn_budget(capacities, [r["residentBytes"] for r in rows]),
+        "spawnBudget": budget.spawn_budget(
+            capacities, [r["residentBytes"] for r in rows], budget.limits_of(gpus, room, {}), requests
+        ),
         "capacityBytes": sum(capacities),
         "otherPoolsBytes": other_pools,
         "residentBytes": sum(r["residentBytes"] for r in rows if r["replicas"]),
@@ -426,7 +453,8 @@ async def _reconcile(
             else ConditionReason.WarmSetNotReady
             if warm_waiting
             else ConditionReason.Reconciled,
-            "no matching GPU nodes report memory and no fallbackCapacity is declared"
+            "no matching node that can take the pool's pods (Ready, schedulable, taints tolerated, GPU memory "
+            "advertised) reports GPU memory, and no fallbackCapacity is declared"
             if not gpus
             else f"warm specialists over budget: {', '.join(warm_missing)}"
             if warm_missing

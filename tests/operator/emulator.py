@@ -39,7 +39,7 @@ import attrs
 import kmock
 import yaml
 
-from swarm.operator.budget import GPU_MEMORY_ANNOTATION
+from swarm.operator.budget import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE
 from swarm.operator.builders import custom_resource
 from swarm.operator.kube import DEPLOYMENTS, JOBS, NODES, PODS, POOLS, SERVICES, Resource
 from swarm.operator.models import API_VERSION, GPU_PRODUCT_LABEL, JOB, POOL, RTX_4090_PRODUCT
@@ -51,13 +51,21 @@ PARAMS_120M = 120_000_000
 
 # ---------------------------------------------------------------------------------------------- object factories
 def gpu_node(name: str, total: int | None = RTX_4090_TOTAL, gpus: int = 1) -> dict[str, Any]:
-    """A labelled RTX 4090 node; `total=None` gives a non-GPU node without label or reading."""
+    """A labelled, Ready RTX 4090 node (32 CPUs, 256 GiB) with the agent's reading and the GPU memory it
+    advertises; `total=None` gives a non-GPU node without label, reading or GPU memory."""
     meta: dict[str, Any] = {"name": name, "labels": {"kubernetes.io/hostname": name}}
+    allocatable = {"cpu": "32", "memory": "256Gi", "pods": "110"}
     if total is not None:
         reading = {"source": "nvml", "gpus": [{"index": i, "total": total, "free": total} for i in range(gpus)]}
         meta["labels"][GPU_PRODUCT_LABEL] = RTX_4090_PRODUCT
         meta["annotations"] = {GPU_MEMORY_ANNOTATION: json.dumps(reading)}
-    return {"apiVersion": "v1", "kind": "Node", "metadata": meta}
+        allocatable[GPU_MEMORY_RESOURCE] = str(gpus * (total // 1024**2))
+    status = {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+        "capacity": allocatable,
+        "allocatable": allocatable,
+    }
+    return {"apiVersion": "v1", "kind": "Node", "metadata": meta, "spec": {}, "status": status}
 
 
 def specialist(name: str, params: int = PARAMS_120M, dtype: str = "bfloat16") -> dict[str, Any]:
@@ -338,7 +346,12 @@ class EmulatedCluster:
         return self.run(self._call("GET", res.path(namespace)))["items"]
 
     def create(self, res: Resource, body: dict[str, Any]) -> dict[str, Any]:
-        return self.run(self._call("POST", res.path(body["metadata"].get("namespace")), body))
+        """Create `body`; a Node's status (readiness, allocatable) is then written through its status subresource,
+        as its kubelet and device plugins would."""
+        created = self.run(self._call("POST", res.path(body["metadata"].get("namespace")), body))
+        if res == NODES and body.get("status"):
+            created = self.patch(NODES, None, body["metadata"]["name"], {"status": body["status"]}, status=True)
+        return created
 
     def patch(
         self, res: Resource, namespace: str | None, name: str, patch: dict[str, Any], status: bool = False

@@ -13,9 +13,9 @@ from fake_api import FakeApi
 from status_conditions import find_condition
 
 from swarm.operator import admission, builders, job, pool
-from swarm.operator.budget import GPU_MEMORY_ANNOTATION
 from swarm.operator.kube import DEPLOYMENTS, EVENTS, JOBS, PODS, POOLS
 from swarm.operator.models import ConditionReason, ConditionType, SpecialistPoolSpec, SwarmJobSpec
+from swarm.operator.nodes import reading
 
 pytestmark = pytest.mark.timeout(30)
 TEMPLATES = builders.default_templates()
@@ -126,8 +126,7 @@ def test_a_refused_job_fails_before_its_pool_plans_for_it(
     api = FakeApi()
     api.put(POOLS, pool_body(**pool_extra))
     body = api.put(JOBS, job_body(**job_extra))
-    meta = gpu_node("gpu-1")["metadata"]
-    nodes = [(meta["name"], meta["labels"], meta["annotations"][GPU_MEMORY_ANNOTATION])]
+    nodes = [reading(gpu_node("gpu-1"))]
     claims = [job.claim_of(body)]
     outcome = asyncio.run(job.reconcile(api, "swarm", "job", nodes, claims, TEMPLATES))  # type: ignore[arg-type]
     assert outcome.phase == "Failed" and outcome.retry is None
@@ -146,8 +145,7 @@ def test_a_pool_plans_for_no_job_it_would_refuse() -> None:
     nothing up. A job that is running keeps what it holds whatever its spec says."""
     api = FakeApi()
     api.put(POOLS, pool_body(outputClaims=["swarm-runs"]))
-    meta = gpu_node("gpu-1")["metadata"]
-    nodes = [(meta["name"], meta["labels"], meta["annotations"][GPU_MEMORY_ANNOTATION])]
+    nodes = [reading(gpu_node("gpu-1"))]
     bodies = {
         "other-claim": job_body("other-claim", specialists=("b",), output={"claimName": "team-x"}),
         "models": job_body("models", specialists=("b",), output={"claimName": builders.MODELS_CLAIM}),

@@ -143,7 +143,7 @@ def test_capacity_patch_advertises_the_sum_of_the_totals_in_whole_mib() -> None:
 
 
 def test_publishes_node_annotation(cluster: EmulatedCluster, monkeypatch: pytest.MonkeyPatch) -> None:
-    cluster.create(NODES, gpu_node("gpu-1"))
+    cluster.create(NODES, {**gpu_node("gpu-1"), "status": {}})  # what the agent advertises, alone
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
     asyncio.run(node_agent.run("gpu-1", interval=0, once=True, nvml=FakeNvml(devices=2)))  # type: ignore[arg-type]
     node = cluster.get(NODES, None, "gpu-1")

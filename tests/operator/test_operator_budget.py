@@ -11,6 +11,7 @@ from emulator import RTX_4090_TOTAL, pool_body
 
 from swarm.operator import budget
 from swarm.operator.models import SpecialistPoolSpec
+from swarm.operator.nodes import NodeReading
 from swarm.operator.pool import DEMAND_JOB, Claim, plan, trainer_key
 
 MIB, GIB = 1 << 20, 1 << 30
@@ -69,14 +70,18 @@ MALFORMED_READINGS = [
 def test_malformed_annotation_is_no_reading_and_fallback_applies(raw: str) -> None:
     now = datetime(2025, 1, 1, tzinfo=UTC)
     assert budget.parse_gpu_annotation("n", raw, now=now) is None
-    gpus = budget.pool_gpus([("n", {"gpu": "4090"}, raw)], {"gpu": "4090"}, (1, 50), now=now)
+    gpus = budget.pool_gpus([NodeReading("n", {"gpu": "4090"}, raw)], {"gpu": "4090"}, (1, 50), now=now)
     assert [(g.node, g.total, g.source) for g in gpus] == [("n", 50, "fallback")]
 
 
 def test_pool_gpus_selects_nodes_and_falls_back() -> None:
     reading = json.dumps({"source": "nvml", "gpus": [{"index": 0, "total": 100}, {"index": 1, "total": 200}]})
     selector = {"gpu": "4090"}
-    nodes = [("b", {"gpu": "4090"}, reading), ("a", {"gpu": "4090"}, None), ("c", {"gpu": "a100"}, reading)]
+    nodes = [
+        NodeReading("b", {"gpu": "4090"}, reading),
+        NodeReading("a", {"gpu": "4090"}, None),
+        NodeReading("c", {"gpu": "a100"}, reading),
+    ]
     assert [(g.node, g.total, g.source) for g in budget.pool_gpus(nodes, selector, None)] == [
         ("b", 100, "nvml"),
         ("b", 200, "nvml"),

@@ -14,18 +14,17 @@ from fake_api import FakeApi
 from status_conditions import find_condition
 
 from swarm.operator import builders, job, pool, status_write
-from swarm.operator.budget import GPU_MEMORY_ANNOTATION
 from swarm.operator.kube import JOBS, PODS, POOLS, Api, ApiError
 from swarm.operator.models import ConditionReason, ConditionType, JobMetrics
+from swarm.operator.nodes import NodeReading, reading
 from swarm.operator.status import condition
 
 NS = "swarm"
 pytestmark = pytest.mark.timeout(30)
 
 
-def _nodes() -> list[tuple[str, dict[str, str], str | None]]:
-    meta = gpu_node("gpu-1")["metadata"]
-    return [(meta["name"], meta["labels"], meta["annotations"][GPU_MEMORY_ANNOTATION])]
+def _nodes() -> list[NodeReading]:
+    return [reading(gpu_node("gpu-1"))]
 
 
 def _trainer_pod(api: FakeApi, job_obj: dict[str, Any], message: str | None, phase: str) -> dict[str, Any]:
