@@ -245,6 +245,34 @@ def encoding_cost(texts: Sequence[str], columns: int, batch: int) -> Cost:
     return Cost(total, sum(lengths), columns, lengths[0], 1)
 
 
+class SpecialistPace:
+    """How long the specialists take per column, learnt from the fetches that succeeded (an exponential average of
+    seconds per column of the widest request in a stage), so that a stage's specialist timeout scales with what it
+    asks: the base timeout for an ordinary table, `margin` times the expected time for a wide one, never past the
+    table's deadline. Thread-safe."""
+
+    def __init__(self, margin: float = 3.0, weight: float = 0.2) -> None:
+        self.margin = margin
+        self.weight = weight
+        self._seconds_per_column: float | None = None
+        self._lock = threading.Lock()
+
+    def record(self, columns: int, seconds: float) -> None:
+        if columns <= 0 or seconds <= 0:
+            return
+        sample = seconds / columns
+        with self._lock:
+            old = self._seconds_per_column
+            self._seconds_per_column = sample if old is None else (1 - self.weight) * old + self.weight * sample
+
+    def timeout_s(self, columns: int, base_s: float, left_s: float) -> float:
+        """The timeout of a stage whose widest specialist request has `columns` columns."""
+        with self._lock:
+            per_column = self._seconds_per_column
+        expected = self.margin * columns * per_column if per_column is not None else 0.0
+        return max(0.0, min(left_s, max(base_s, expected)))
+
+
 def columns_that_fit(limit_bytes: int, cost: Cost) -> int:
     """Roughly how many columns of this shape a request may carry under `limit_bytes` (at least 1)."""
     per_column = max(1, cost.bytes // max(1, cost.columns))

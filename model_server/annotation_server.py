@@ -71,6 +71,7 @@ from swarm.model_server.admission import (
     AdmissionRejected,
     ComputeThreads,
     GiB,
+    SpecialistPace,
     annotation_cost,
     encoding_cost,
     machine_memory_bytes,
@@ -131,6 +132,8 @@ class AnnotationLimits:
     max_request_s: float = 300.0  # server-side deadline of one table, whatever the client asked for
     stream_idle_s: float = 30.0  # AnnotateStream: longest wait for the next table
     stream_max_s: float = 3600.0  # AnnotateStream: longest stream
+    # A stage's specialist timeout: this, or 3x the time its widest request is expected to take at the pace the
+    # specialists have shown (admission.SpecialistPace), whichever is longer; never past the table's deadline.
     specialist_timeout_s: float = 30.0
     max_name_chars: int = 256
     max_request_id_chars: int = 128
@@ -296,6 +299,7 @@ class AnnotationServicer:
         self.primary_cfg = primary_config(annotator)
         self.state_bytes = state_bytes_per_column(self.primary_cfg)
         self.admission = Admission(limits.admission_limits(), what="table")
+        self.pace = SpecialistPace()  # the specialists' timeout of a stage, scaled by its widest request
         self.compute = ComputeThreads(limits.compute_threads, "primary")
         # MiniLM runs on a thread of its own: a table of never-seen cells never takes a thread the primary's
         # forward passes of other tables need.
@@ -404,13 +408,17 @@ class AnnotationServicer:
             stage = routing
             while stage:
                 self._alive(context, deadline, f"before stage {len(stages) + 1}")
+                widest = max(len(cols) for cols in stage.values())
+                began = time.monotonic()
                 fetched = self.client.fetch(
                     {name: [texts[i] for i in cols] for name, cols in stage.items()},
                     request_id=request_id,
-                    timeout_s=min(deadline - time.monotonic(), self.limits.specialist_timeout_s),
+                    timeout_s=self.pace.timeout_s(widest, self.limits.specialist_timeout_s, deadline - began),
                     cancellation=cancellation,
                     cell_vectors=self.vectors_for if self.limits.send_cell_vectors else None,
                 )
+                if not fetched.missing:
+                    self.pace.record(widest, time.monotonic() - began)
                 for name, lines in fetched.evidence.items():
                     for column, line in zip(stage[name], lines, strict=False):
                         if line:

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_serving_tools import MiB, PeakRss, cli_swarm
 
-from swarm.model_server.admission import Admission, AdmissionLimits, AdmissionRejected, Cost
+from swarm.model_server.admission import Admission, AdmissionLimits, AdmissionRejected, Cost, SpecialistPace
 from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
 from swarm.model_server.launcher import LocalSwarm
 from swarm.model_server.specialist_server import ServerOptions, build_specialist_server, load_source
@@ -102,6 +102,20 @@ def test_waiting_ends_with_the_wait_limit_the_deadline_or_the_client() -> None:
     held.release()  # idempotent
     with gate.admit(_cost(60)):
         assert gate.stats()["active"] == 1
+
+
+def test_the_specialists_timeout_scales_with_the_widest_request_of_a_stage() -> None:
+    pace = SpecialistPace(margin=3.0, weight=0.5)
+    assert pace.timeout_s(1000, base_s=30.0, left_s=300.0) == 30.0  # nothing learnt yet: the base
+    pace.record(columns=10, seconds=1.0)  # 0.1 s a column
+    assert pace.timeout_s(8, base_s=30.0, left_s=300.0) == 30.0  # an ordinary table keeps the base
+    assert pace.timeout_s(200, base_s=30.0, left_s=300.0) == pytest.approx(60.0)  # 3 x 200 x 0.1 s
+    assert pace.timeout_s(5000, base_s=30.0, left_s=300.0) == 300.0  # never past the table's deadline
+    assert pace.timeout_s(8, base_s=30.0, left_s=5.0) == 5.0
+    pace.record(columns=10, seconds=3.0)  # slower now: halfway to 0.3 s a column
+    assert pace.timeout_s(200, base_s=30.0, left_s=300.0) == pytest.approx(3 * 200 * 0.2)
+    pace.record(columns=0, seconds=1.0)  # nothing to learn from
+    assert pace.timeout_s(200, base_s=30.0, left_s=300.0) == pytest.approx(3 * 200 * 0.2)
 
 
 def test_a_wide_table_over_the_cap_is_refused_before_any_work(swarm: LocalSwarm) -> None:

@@ -209,3 +209,16 @@ def test_a_calibrated_server_refuses_an_unencodable_table_from_its_first_request
         channel.close()
         server.stop(0)
         client.close()
+
+
+def test_the_server_learns_the_specialists_pace_from_what_they_answer(
+        serve: Callable[[AnnotationLimits], tuple[AnnotationServer, apb_grpc.AnnotationServiceStub]]) -> None:
+    """After a table the specialists answered, a stage asking for far more columns than the base timeout covers at
+    that pace gets a longer timeout (admission.SpecialistPace), still within the table's deadline."""
+    server, stub = serve(AnnotationLimits(health_interval_s=0))
+    pace, base = server.servicer.pace, server.servicer.limits.specialist_timeout_s
+    assert pace.timeout_s(100_000, base, 600.0) == base  # nothing learnt yet
+    reply = stub.Annotate(novel_table(uuid.uuid4().hex[:8], columns=3, rows=2), timeout=120)
+    assert len(reply.columns) == 3 and not reply.specialists_missing
+    assert base < pace.timeout_s(100_000, base, 600.0) <= 600.0
+    assert pace.timeout_s(3, base, 600.0) == base
