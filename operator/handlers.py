@@ -276,9 +276,7 @@ logging.getLogger("kopf.objects").addFilter(
     observability.QuietSuccess("pool-metrics", "pool-children", "trainer_pod_event", "job-deleted")
 )
 # A job's reconcile raises kopf.TemporaryError only to wait (job.Outcome.retry): INFO, not ERROR.
-logging.getLogger("kopf.objects").addFilter(
-    observability.QuietWaiting("job-resume", "job-create", "job-update")
-)
+logging.getLogger("kopf.objects").addFilter(observability.QuietWaiting("job-resume", "job-create", "job-update"))
 
 
 # ---------------------------------------------------------------------------------------------- jobs

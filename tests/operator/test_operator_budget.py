@@ -150,11 +150,18 @@ def test_pools_sharing_a_gpu_budget_around_each_other() -> None:
 
 
 def test_a_malformed_usage_entry_of_another_pool_is_skipped() -> None:
-    pools = [{"metadata": {"name": "other"}, "status": {"gpuUsage": [
-        {"node": "n1", "index": 0},  # no bytes
-        {"node": "n1", "index": "x", "bytes": 5},
-        {"node": "n1", "index": 1, "bytes": GIB},
-    ]}}]
+    pools = [
+        {
+            "metadata": {"name": "other"},
+            "status": {
+                "gpuUsage": [
+                    {"node": "n1", "index": 0},  # no bytes
+                    {"node": "n1", "index": "x", "bytes": 5},
+                    {"node": "n1", "index": 1, "bytes": GIB},
+                ]
+            },
+        }
+    ]
     assert budget.taken_by_others(pools, "mine") == {("n1", 1): GIB}
 
 
@@ -190,8 +197,10 @@ def test_a_job_claim_is_admitted_whole_or_not_at_all() -> None:
     assert set(placement.admitted) == {"a", "c", "d"}
 
     # Demand claims stay one specialist each, after every job's claim.
-    demand = [Claim(DEMAND_JOB, ("b",), "2025-01-01T00:00:00Z", demand=True),
-              Claim(DEMAND_JOB, ("c",), "2025-01-01T00:00:00Z", demand=True)]
+    demand = [
+        Claim(DEMAND_JOB, ("b",), "2025-01-01T00:00:00Z", demand=True),
+        Claim(DEMAND_JOB, ("c",), "2025-01-01T00:00:00Z", demand=True),
+    ]
     rows, placement = plan(spec, gpus, [Claim("j1", ("b", "c", "d"), "1"), *demand], {}, now)
     assert set(placement.admitted) == {"a", "b", "c"} and _states(rows)["d"] == ("OverBudget", 0)
 
