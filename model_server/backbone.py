@@ -158,10 +158,12 @@ class Backbone(nn.Module):
         return x
 
     def forward(self, input_ids: Tensor, mask: Tensor, initial_states: list[Tensor | None] | None = None,
-                impl: str = "auto") -> BackboneOutput:
+                impl: str = "auto", embedded: Tensor | None = None) -> BackboneOutput:
+        """`embedded`: `embed(input_ids)` when the caller has already computed it (a fused primary reads it for
+        its fusion query first)."""
         if initial_states is not None and len(initial_states) != len(self.layers):
             raise ValueError(f"got {len(initial_states)} initial states for {len(self.layers)} layers")
-        x = self.embed(input_ids)
+        x = self.embed(input_ids) if embedded is None else embedded
         states = []
         for i, layer in enumerate(self.layers):
             x, state = layer(x, mask, None if initial_states is None else initial_states[i], impl)

@@ -196,12 +196,14 @@ class PrimaryModel(nn.Module):
         return total
 
     def fuse(self, ids: Tensor, mask: Tensor, agent_states: list[Tensor] | None,
-             agent_ids: Sequence[int] | None) -> list[Tensor] | None:
-        """Fused per-layer (B, H, K, V) specialist states, or None when no specialist state is available."""
+             agent_ids: Sequence[int] | None, embedded: Tensor | None = None) -> list[Tensor] | None:
+        """Fused per-layer (B, H, K, V) specialist states, or None when no specialist state is available.
+        `embedded`: `backbone.embed(ids)` when already computed."""
         if self.fusion is None or agent_states is None or not agent_ids:
             return None
         weights = mask.to(torch.float32)[..., None]
-        query = (self.backbone.embed(ids) * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        embedded = self.backbone.embed(ids) if embedded is None else embedded
+        query = (embedded * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         return self.fusion(agent_states, query, agent_ids=list(agent_ids))
 
     def forward(self, ids: Tensor, mask: Tensor, agent_states: list[Tensor] | None = None,
@@ -209,7 +211,9 @@ class PrimaryModel(nn.Module):
         """Logits (B, labels). `agent_states[l]` is (N, B, H, K, V): layer l of the N agents in `agent_ids`.
         `row_mask` (B,) withholds the agents from the rows where it is False: those rows read as the primary alone
         (training withholds them on columns the specialists were trained on, whose beliefs are too good to trust)."""
-        fused = self.fuse(ids, mask, agent_states, agent_ids)
+        fusing = self.fusion is not None and agent_states is not None and bool(agent_ids)
+        embedded = self.backbone.embed(ids) if fusing else None  # read by the fusion query and the backbone
+        fused = self.fuse(ids, mask, agent_states, agent_ids, embedded)
         keep = None if fused is None or row_mask is None else row_mask.to(torch.float32)[:, None]  # (B, 1)
         if fused is not None and keep is not None:
             fused = [state * keep[..., None, None].to(state.dtype) for state in fused]
@@ -217,7 +221,7 @@ class PrimaryModel(nn.Module):
         if fused is not None:
             assert self.state_scale is not None  # fuse() returns states only when this primary fuses
             initial = [state * scale[None, :, None, None] for state, scale in zip(fused, self.state_scale, strict=True)]
-        out = self.backbone(ids, mask, initial)
+        out = self.backbone(ids, mask, initial, embedded=embedded)
         features = out.pooled + self.readout(out.states, out.pooled)
         if fused is not None:
             assert self.fused_readout is not None
