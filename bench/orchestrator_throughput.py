@@ -365,11 +365,12 @@ def markdown(result: dict) -> str:
         + ", ".join(f"k={k}: {sum(d['errors'].values())}" for k, d in e2e.items())
         + "; tables answered with a specialist missing: "
         + ", ".join(f"k={k}: {d['degraded_tables']}" for k, d in e2e.items()) + ".",
-        f"- Critical path: per-stage times measured in one process with no swarm running and one torch thread, "
-        f"median of {result['repeats']} runs per table and stage; critical path = primary (fusing the k "
-        "specialists' states) + the slowest of its k specialists; critical-path ratio = sum of primary-only "
-        "times / sum of critical paths (the end-to-end ratio with a core or accelerator per model). Serial = "
-        "primary + every specialist, one after another.",
+        f"- Stages: timed one by one in one process with no swarm running and one torch thread, median of "
+        f"{result['repeats']} runs per table and stage. Critical path = routing + the slowest of its k specialists "
+        "+ the fused primary (fusing the k specialists' states and decoding their beliefs); critical-path ratio = "
+        "sum of primary-only times / sum of critical paths (the end-to-end ratio with a core or accelerator per "
+        "model); pipelined ratio = the same sum / sum of each table's slowest stage (tables streamed through the "
+        "stages). Serial = every stage one after another.",
         f"- 1-minute load average before / after: {result['load_average'][0]} / {result['load_average'][1]} (other "
         "work on the machine slows the end-to-end numbers).",
         "",
