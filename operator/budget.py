@@ -134,6 +134,22 @@ def pool_gpus(
     return gpus
 
 
+def unfit_nodes(
+    nodes: Iterable[NodeReading],
+    selector: Mapping[str, str],
+    *,
+    tolerations: Sequence[Mapping[str, Any]] = (),
+    needs_gpu_memory: bool = False,
+) -> list[str]:
+    """`name (why)` of each node matching `selector` that takes no new pods (closed or gone), by name."""
+    found = []
+    for node in sorted(nodes, key=lambda n: n.name):
+        fit, why = fitness(node, tolerations, needs_gpu_memory)
+        if node_matches(node.labels, selector) and fit != Fitness.OPEN:
+            found.append(f"{node.name} ({why})")
+    return found
+
+
 Room = tuple[int, int]  # CPU millicores, memory bytes
 UNBOUNDED = 2**62  # a node that does not report an allocatable amount is not bounded by it
 

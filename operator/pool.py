@@ -176,6 +176,13 @@ def freshness_condition(gpus: list[budget.Gpu]) -> dict[str, Any]:
     )
 
 
+def unfit_note(unfit: list[str]) -> str:
+    """What the Ready condition says of the matching nodes that take no new pods (budget.unfit_nodes), if any."""
+    if not unfit:
+        return ""
+    return f"; taking no new pods: {', '.join(unfit[:_SHOWN])}{' and more' if len(unfit) > _SHOWN else ''}"
+
+
 def demand_condition(problems: list[str]) -> dict[str, Any]:
     if not problems:
         return condition(ConditionType.DemandValid, True, ConditionReason.Parsed)
@@ -378,14 +385,12 @@ async def _reconcile(
         else None
     )
     specialist_template = templates["specialist"]
+    tolerations = (specialist_template.get("spec") or {}).get("tolerations") or []
+    gpu_pods = builders.pod_device(specialist_template) == builders.DEVICE_CUDA
     gpus = budget.pool_gpus(
-        nodes,
-        spec.node_selector,
-        fallback,
-        now=now,
-        tolerations=(specialist_template.get("spec") or {}).get("tolerations") or [],
-        needs_gpu_memory=builders.pod_device(specialist_template) == builders.DEVICE_CUDA,
+        nodes, spec.node_selector, fallback, now=now, tolerations=tolerations, needs_gpu_memory=gpu_pods
     )
+    unfit = budget.unfit_nodes(nodes, spec.node_selector, tolerations=tolerations, needs_gpu_memory=gpu_pods)
     room = budget.node_room(nodes, gpus)
     taken = budget.taken_by_others(await api.list(POOLS, namespace), name)
     previous = {row["name"]: row for row in status.get("specialists", [])}
@@ -453,15 +458,18 @@ async def _reconcile(
             else ConditionReason.WarmSetNotReady
             if warm_waiting
             else ConditionReason.Reconciled,
-            "no matching node that can take the pool's pods (Ready, schedulable, taints tolerated, GPU memory "
-            "advertised) reports GPU memory, and no fallbackCapacity is declared"
-            if not gpus
-            else f"warm specialists over budget: {', '.join(warm_missing)}"
-            if warm_missing
-            else "waiting for warm specialists: "
-            + "; ".join(f"{r['name']} ({r.get('message') or 'not ready'})" for r in warm_waiting)
-            if warm_waiting
-            else f"{sum(r['ready'] for r in rows)} specialist(s) ready on {len(gpus)} GPU(s)",
+            (
+                "no matching node that can take the pool's pods (Ready, schedulable, taints tolerated, GPU memory "
+                "advertised) reports GPU memory, and no fallbackCapacity is declared"
+                if not gpus
+                else f"warm specialists over budget: {', '.join(warm_missing)}"
+                if warm_missing
+                else "waiting for warm specialists: "
+                + "; ".join(f"{r['name']} ({r.get('message') or 'not ready'})" for r in warm_waiting)
+                if warm_waiting
+                else f"{sum(r['ready'] for r in rows)} specialist(s) ready on {len(gpus)} GPU(s)"
+            )
+            + unfit_note(unfit),
         ),
         condition(
             ConditionType.BudgetExceeded,

@@ -65,6 +65,7 @@ def test_a_cordoned_and_drained_node_gets_no_specialists_back(cluster: ControlPl
         lambda: (s := pool_status(cluster)) and ready_condition(s).get("status") == "True" and s, what="pool Ready"
     )
     assert {(u["node"], u["index"]) for u in status["gpuUsage"]} == {("gpu-2", 0)}
+    assert ready_condition(status)["message"].endswith("; taking no new pods: gpu-1 (cordoned)")
 
 
 def test_a_running_jobs_specialists_stay_on_a_cordoned_node(cluster: ControlPlane, operator: OperatorProcess) -> None:
@@ -98,6 +99,7 @@ def test_a_cpu_node_is_no_gpu_even_with_fallback_capacity(cluster: ControlPlane,
     )
     assert (status["gpus"], status["spawnBudget"], status["capacityBytes"]) == (0, 0, 0)
     assert ready_condition(status)["reason"] == ConditionReason.NoCapacity
+    assert f"cpu-1 (no {GPU_MEMORY_RESOURCE} allocatable)" in ready_condition(status)["message"]
     assert not any(replicas(cluster).values())
 
 

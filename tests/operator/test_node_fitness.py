@@ -12,7 +12,7 @@ from emulator import RTX_4090_TOTAL, gpu_node, pool_body
 from swarm.operator import budget, builders, crdgen
 from swarm.operator.models import SpecialistPoolSpec
 from swarm.operator.nodes import Fitness, NodeReading, fitness, millis, pod_requests, quantity, reading, tolerates
-from swarm.operator.pool import Claim, plan, trainer_key
+from swarm.operator.pool import Claim, plan, trainer_key, unfit_note
 
 pytestmark = pytest.mark.timeout(30)
 MIB, GIB = 1 << 20, 1 << 30
@@ -98,6 +98,18 @@ def test_pool_gpus_skip_nodes_that_cannot_take_the_pods() -> None:
     assert budget.usable(gpus, GIB) == [9 * GIB, 0, 0]  # a closed GPU takes nothing new
     assert budget.usable(gpus, GIB, closed_too=True) == [9 * GIB] * 3
     assert budget.spawn_budget(budget.usable(gpus, 0), [GIB] * 30, budget.limits_of(gpus, {}, {})) == 10
+    # The pool's Ready condition names them (pool.unfit_note).
+    unfit = budget.unfit_nodes(nodes, {"gpu": "4090"}, tolerations=GPU_TOLERATIONS, needs_gpu_memory=True)
+    assert unfit == [
+        "b-cordoned (cordoned)",
+        "c-not-ready (NotReady)",
+        f"d-cpu (no {budget.GPU_MEMORY_RESOURCE} allocatable)",
+        "e-tainted (taint maintenance:NoSchedule)",
+        "f-evicting (taint maintenance:NoExecute)",
+    ]
+    assert unfit_note(unfit) == f"; taking no new pods: {', '.join(unfit)}"
+    assert unfit_note([*unfit, "g (NotReady)"]).endswith("f-evicting (taint maintenance:NoExecute) and more")
+    assert unfit_note([]) == ""
 
 
 def test_an_empty_node_selector_is_invalid_in_the_model_and_the_crd() -> None:
