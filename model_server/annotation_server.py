@@ -90,6 +90,7 @@ from swarm.model_server.cell_vectors import (
     store,
 )
 from swarm.model_server.codec import cell_vectors_message, columns_cell_texts
+from swarm.model_server.column_encoder import SERVING_FEATURE_ROWS, feature_rows
 from swarm.model_server.column_features import is_empty_cell
 from swarm.model_server.demand import DemandPublisher, annotate_requested
 from swarm.model_server.grpc_runtime import (
@@ -306,6 +307,7 @@ class AnnotationServicer:
         self.encoder = ComputeThreads(1, "encoder")
         self.cells = configure_serving(limits.cell_cache_capacity, limits.keep_cell_vectors_dir or keep_dir_from_env(),
                                        target=cell_store(annotator))
+        feature_rows().bound(SERVING_FEATURE_ROWS)
         self._streams = threading.BoundedSemaphore(limits.max_streams)
 
     # -- stages ------------------------------------------------------------------------------------------------

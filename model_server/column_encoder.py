@@ -14,6 +14,7 @@ negative ids its feature rows. The backbone maps each kind through its own proje
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -29,36 +30,73 @@ JOIN = " | "
 
 
 class FeatureRows:
-    """Feature vectors of the columns seen by this process, by content (ids are -(row + 1))."""
+    """Feature vectors of the columns seen by this process, by content (ids are -(row + 1)).
 
-    def __init__(self) -> None:
-        self._index: dict[tuple[str, ...], int] = {}
-        self._rows: list[Tensor] = []
+    Unbounded by default (training encodes its columns once and reads their ids for the whole run). A serving
+    process bounds it (`bound`, from the servers): at most `capacity` columns, the least recently used row reused
+    for a new column, so that neither its memory nor the clients' cell values it is keyed by grow with every table
+    served. A row stays valid until `capacity` other columns have arrived after its last use; the servers bound it
+    to SERVING_FEATURE_ROWS, some 25 to 50 times the columns their admission lets be in flight at once. Rows live
+    in one buffer grown by doubling: a new column costs its own row, not a copy of every row before it."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        from swarm.model_server.column_features import FEATURES
+
+        self.capacity = capacity
+        self._index: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        self._data = torch.zeros(0, len(FEATURES))
+        self._rows = 0
         self._tables: dict[torch.device, Tensor] = {}
         self._lock = threading.Lock()
+
+    def bound(self, capacity: int) -> None:
+        """Keep at most `capacity` columns from now on (the oldest go first when it is over already)."""
+        with self._lock:
+            self.capacity = max(1, capacity)
+            while len(self._index) > self.capacity:
+                self._index.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._index)
+
+    def _slot(self) -> int:
+        if self.capacity is not None and len(self._index) >= self.capacity:
+            return self._index.popitem(last=False)[1]
+        if self._rows == len(self._data):
+            grown = torch.zeros(max(1024, 2 * len(self._data)), self._data.shape[1])
+            grown[: self._rows] = self._data[: self._rows]
+            self._data = grown  # tables handed out before keep the old storage, whose rows stay right
+        self._rows += 1
+        return self._rows - 1
 
     def ids(self, columns: Sequence[Sequence[str]]) -> list[int]:
         with self._lock:
             out = []
             for cells in columns:
                 key = tuple(cells)
-                if key not in self._index:
-                    self._index[key] = len(self._rows)
-                    self._rows.append(column_features(cells))
+                row = self._index.get(key)
+                if row is None:
+                    row = self._slot()
+                    self._data[row] = column_features(cells)
+                    self._index[key] = row
                     self._tables.clear()
-                out.append(-(self._index[key] + 1))
+                else:
+                    self._index.move_to_end(key)
+                out.append(-(row + 1))
             return out
 
     def table(self, device: torch.device) -> Tensor:
         with self._lock:
+            rows = self._data[: self._rows]
+            if device.type == "cpu":
+                return rows
             if device not in self._tables:
-                from swarm.model_server.column_features import FEATURES
-
-                rows = torch.stack(self._rows) if self._rows else torch.zeros(0, len(FEATURES))
                 self._tables[device] = rows.to(device)
             return self._tables[device]
 
 
+SERVING_FEATURE_ROWS = 200_000  # columns a serving process keeps features of (38 floats each: ~30 MB)
 _features = FeatureRows()
 
 

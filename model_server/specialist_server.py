@@ -64,6 +64,7 @@ from swarm.model_server.cell_vectors import (
     configure_serving,
     keep_dir_from_env,
 )
+from swarm.model_server.column_encoder import SERVING_FEATURE_ROWS, feature_rows
 from swarm.model_server.devices import DTYPES
 from swarm.model_server.grpc_runtime import (
     DEFAULT_RETRY_AFTER_MS,
@@ -185,6 +186,7 @@ class SpecialistServicer:
         if cells is not None:  # before the probe: a serving store writes nothing to the shared cache
             configure_serving(options.cell_cache_capacity, options.keep_cell_vectors_dir or keep_dir_from_env(),
                               target=cells)
+        feature_rows().bound(SERVING_FEATURE_ROWS)
         self._probe = [t.detach() for t in source.extract_states([PROBE_COLUMN])]
         wire = DTYPES[options.wire_dtype] if options.wire_dtype else self._probe[0].dtype
         itemsize = max(torch.empty((), dtype=wire).element_size(), self._probe[0].element_size())
