@@ -265,12 +265,15 @@ class SpecialistPace:
             old = self._seconds_per_column
             self._seconds_per_column = sample if old is None else (1 - self.weight) * old + self.weight * sample
 
-    def timeout_s(self, columns: int, base_s: float, left_s: float) -> float:
-        """The timeout of a stage whose widest specialist request has `columns` columns."""
+    def expected_s(self, columns: int) -> float:
+        """Seconds a request of `columns` columns is expected to take at the pace seen so far (0: none seen)."""
         with self._lock:
             per_column = self._seconds_per_column
-        expected = self.margin * columns * per_column if per_column is not None else 0.0
-        return max(0.0, min(left_s, max(base_s, expected)))
+        return columns * per_column if per_column is not None else 0.0
+
+    def timeout_s(self, columns: int, base_s: float, left_s: float) -> float:
+        """The timeout of a stage whose widest specialist request has `columns` columns."""
+        return max(0.0, min(left_s, max(base_s, self.margin * self.expected_s(columns))))
 
 
 def columns_that_fit(limit_bytes: int, cost: Cost) -> int:

@@ -301,6 +301,8 @@ class AnnotationServicer:
         self.state_bytes = state_bytes_per_column(self.primary_cfg)
         self.admission = Admission(limits.admission_limits(), what="table")
         self.pace = SpecialistPace()  # the specialists' timeout of a stage, scaled by its widest request
+        self._backlog = 0  # never-seen texts admitted to the encoder thread and not encoded yet
+        self._backlog_lock = threading.Lock()
         self.compute = ComputeThreads(limits.compute_threads, "primary")
         # MiniLM runs on a thread of its own: a table of never-seen cells never takes a thread the primary's
         # forward passes of other tables need.
@@ -328,7 +330,7 @@ class AnnotationServicer:
         deep_bound = getattr(self.annotator, "deep_call_bound", lambda _: 0)(table)
         self.admission.check(annotation_cost(self.primary_cfg, texts, widest + deep_bound, self.state_bytes,
                                              request_bytes))
-        self._in_time(len(unseen), deadline)
+        self._in_time(len(unseen), filled, deadline)
         cost = encoding_cost(unseen, len(table.columns), self.cells.encode_batch)
 
         def gone() -> bool:
@@ -338,24 +340,38 @@ class AnnotationServicer:
         # wait for slots held by tables that are only waiting for it.
         with self.admission.admit(cost, deadline, lambda: not context.is_active(), slot=False):
             self._alive(context, deadline, "before the cells were encoded")
+            with self._backlog_lock:
+                self._backlog += len(unseen)
             try:
                 return self.encoder.run(self.cells.hold, wanted, None, gone)
             except EncodingAbandoned:
                 self._alive(context, deadline, "while the cells were encoded")
                 raise
+            finally:
+                with self._backlog_lock:
+                    self._backlog -= len(unseen)
 
-    def _in_time(self, unseen: int, deadline: float) -> None:
-        """Refuse up front a table whose never-seen cells this server cannot encode before the table's deadline at
-        the rate it has measured (nothing is refused before it has measured one)."""
+    def _in_time(self, unseen: int, columns: int, deadline: float) -> None:
+        """Refuse up front a table that cannot be answered before its deadline: its never-seen cells wait for the
+        texts other tables have queued on the one encoder thread, are encoded at the rate this server measured
+        (calibrated at start by `swarm up`; nothing is refused before a rate exists), and its specialists then read
+        its columns at the pace they have shown."""
         rate = self.cells.encode_rate()
         left = deadline - time.monotonic()
-        if rate is None or unseen / rate <= left:
+        if rate is None:
             return
+        with self._backlog_lock:
+            ahead = self._backlog
+        encoding = (ahead + unseen) / rate
+        if encoding + self.pace.expected_s(columns) <= left:
+            return
+        queued = f" behind {ahead:,} of other tables" if ahead else ""
         raise AdmissionRejected(
             grpc.StatusCode.DEADLINE_EXCEEDED,
-            f"refused up front: this table has {unseen:,} never-seen cell texts, ~{unseen / rate:,.0f} s of encoding "
-            f"at this server's {rate:,.0f} texts/s, and its deadline leaves {max(0.0, left):,.1f} s; send fewer "
-            "columns per table or allow a longer deadline",
+            f"refused up front: this table has {unseen:,} never-seen cell texts{queued}, ~{encoding:,.0f} s of "
+            f"encoding at this server's {rate:,.0f} texts/s before its specialists read its {columns:,} columns, "
+            f"and its deadline leaves {max(0.0, left):,.1f} s; send fewer columns per table or allow a longer "
+            "deadline",
         )
 
     def vectors_for(self, texts: Sequence[str], max_bytes: int) -> spb.CellVectors | None:

@@ -28,6 +28,7 @@ from swarm.model_server.cell_vectors import KEEP_ENV
 from swarm.model_server.codec import columns_cell_texts
 from swarm.model_server.launcher import AnnotatorFactory, LocalSwarm
 from swarm.model_server.specialist_client import SpecialistClient
+from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 
 pytestmark = pytest.mark.timeout(240)
@@ -222,3 +223,34 @@ def test_the_server_learns_the_specialists_pace_from_what_they_answer(
     assert len(reply.columns) == 3 and not reply.specialists_missing
     assert base < pace.timeout_s(100_000, base, 600.0) <= 600.0
     assert pace.timeout_s(3, base, 600.0) == base
+
+
+def test_a_table_behind_other_tables_encoding_is_refused_when_it_cannot_make_its_deadline(
+        serve: Callable[[AnnotationLimits], tuple[AnnotationServer, apb_grpc.AnnotationServiceStub]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder is one thread: a table's never-seen cells wait for those other tables queued first. A table
+    that alone would be encoded in time, but not behind another one's texts, is refused up front, saying so."""
+    server, stub = serve(AnnotationLimits(health_interval_s=0))
+    stub.Annotate(novel_table(uuid.uuid4().hex[:8], columns=2, rows=2), timeout=120)  # MiniLM loaded
+    _slow_encoder(server, monkeypatch, per_text_s=0.05)
+    monkeypatch.setattr(server.servicer.cells, "encode_rate", lambda: 20.0)  # what the slow encoder does
+
+    def unseen(message: apb.Table) -> int:
+        texts = server.servicer.annotator.serialize(table_from_proto(message, AnnotationLimits()))
+        return len(server.servicer.cells.unseen(columns_cell_texts(texts)))
+
+    first, second = (novel_table(uuid.uuid4().hex[:8], columns=4, rows=8) for _ in range(2))
+    alone = unseen(second) / 20.0
+    assert alone > 1.0  # so that the deadline below leaves room for it alone, not behind the first
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(stub.Annotate, first, timeout=120)
+        end = time.monotonic() + 10
+        while not server.servicer._backlog and time.monotonic() < end:
+            time.sleep(0.02)
+        assert server.servicer._backlog, "the first table never reached the encoder"
+        started = time.perf_counter()
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Annotate(second, timeout=alone + 1.0)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.perf_counter() - started < 1.0
+        assert "behind" in (info.value.details() or "")
+        assert len(running.result().columns) == 4
