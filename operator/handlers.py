@@ -10,11 +10,17 @@ INFO.
 Tunables (environment): SWARM_RESYNC_SECONDS (the resync of every pool and job: node capacity changes, idle
 timeouts, expired demand, the jobs' clocks and what running jobs hold; 30), SWARM_RETRY_SECONDS (delay before a
 Pending job retries; 15), SWARM_POD_TEMPLATES, SWARM_IMAGE.
+
+Many jobs (issue #31, defect 5): a job waiting for GPU memory budget has no retry timer; it is woken when its pool's
+capacity frees (a job deleted or finished, the pool's spec changed: wake_admitted) and at the resync. Pool
+reconciles asked for while one waits for the namespace lock are shared (pool.reconcile_coalesced), and a specialist
+Deployment event that changes nothing a pool reads (deployment_fingerprint) reconciles nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator
@@ -153,10 +159,10 @@ def _claims(index: kopf.Index, namespace: str, pool_name: str) -> list[pool.Clai
 def _reconcile_pool(
     memo: kopf.Memo, namespace: str, name: str, gpu_nodes: kopf.Index, pool_claims: kopf.Index
 ) -> Awaitable[pool.PoolResult | None]:
-    """pool.reconcile with the live indices (read once the namespace lock is held); None: its namespace is being
-    deleted."""
+    """pool.reconcile with the live indices (read once the namespace lock is held), shared with every caller that
+    asks for the same pool before it starts (pool.reconcile_coalesced); None: its namespace is being deleted."""
     return _quiet_if_terminating(
-        pool.reconcile(
+        pool.reconcile_coalesced(
             memo.api,
             namespace,
             name,
@@ -206,7 +212,8 @@ async def _quiet_if_terminating(reconcile: Awaitable[T]) -> T | None:
 async def reconcile_pool(
     name: str, namespace: str, memo: kopf.Memo, gpu_nodes: kopf.Index, pool_claims: kopf.Index, **_: Any
 ) -> None:
-    await _reconcile_pool(memo, namespace, name, gpu_nodes, pool_claims)
+    result = await _reconcile_pool(memo, namespace, name, gpu_nodes, pool_claims)
+    await wake_admitted(memo, namespace, name, result, gpu_nodes, pool_claims)  # e.g. a smaller reserve
 
 
 # The annotation service's demand (the pool's swarm.ai/demand annotation, model_server/demand.py). kopf leaves every
@@ -241,6 +248,29 @@ async def pool_demand(
 # A specialist Deployment changed (the controller's status: readyReplicas; or a hand edit: drift): the pool's status
 # comes from what exists, and its reconcile re-applies what was edited.
 SPECIALIST_DEPLOYMENTS = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_COMPONENT: "specialist"}
+# Each specialist Deployment's fingerprint as last reconciled (issue #31, defect 5: every Deployment event ran a full
+# pool reconcile, 26 to bring up the sample pool): an event that changes none of it changes nothing the pool reads.
+_deployments_seen: dict[tuple[str, str], str] = {}
+
+
+def deployment_fingerprint(body: dict[str, Any]) -> str:
+    """What a pool reconcile reads or re-applies of its Deployment: the spec (its generation), labels, annotations,
+    owners and replicas, whether it is being deleted, and its readiness (status.readyReplicas). The controller's
+    other status fields (observedGeneration, updatedReplicas, conditions) are left out."""
+    meta = body.get("metadata") or {}
+    return json.dumps(
+        [
+            meta.get("generation"),
+            meta.get("labels"),
+            meta.get("annotations"),
+            [ref.get("uid") for ref in meta.get("ownerReferences") or []],
+            bool(meta.get("deletionTimestamp")),
+            (body.get("spec") or {}).get("replicas"),
+            int((body.get("status") or {}).get("readyReplicas") or 0),
+        ],
+        sort_keys=True,
+        default=str,
+    )
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=SPECIALIST_DEPLOYMENTS, id="pool-children")  # type: ignore[arg-type]
@@ -254,10 +284,20 @@ async def specialist_deployment_event(
     **_: Any,
 ) -> None:
     pool_name = labels.get(builders.LABEL_POOL)
-    if not pool_name or event.get("type") not in {"ADDED", "MODIFIED", "DELETED"}:
+    kind = event.get("type")
+    if not pool_name or kind not in {"ADDED", "MODIFIED", "DELETED"}:
         return
+    body: dict[str, Any] = dict(event.get("object") or {})
+    key = (namespace, str((body.get("metadata") or {}).get("name", "")))
+    seen = None if kind == "DELETED" else deployment_fingerprint(body)
+    if seen is not None and _deployments_seen.get(key) == seen:
+        return  # a status field the pool's plan does not read (observedGeneration, conditions, ...): nothing to do
     async with observability.reconciling(POOL.kind):
         result = await _reconcile_pool(memo, namespace, pool_name, gpu_nodes, pool_claims)
+    if seen is None:
+        _deployments_seen.pop(key, None)
+    elif result is not None:
+        _deployments_seen[key] = seen  # only once reconciled: a failed reconcile is retried at the next event
     if result is None or not result.found:
         return
     # A specialist became ready: the jobs that waited only for it start now, not at their next retry.
@@ -293,11 +333,16 @@ async def reconcile_job(
     memo: kopf.Memo,
     gpu_nodes: kopf.Index,
     pool_claims: kopf.Index,
+    logger: kopf.Logger,
     **_: Any,
 ) -> None:
     outcome = await _reconcile_job(memo, namespace, name, spec.get("poolRef", ""), gpu_nodes, pool_claims)
-    if outcome is not None and outcome.retry:
+    if outcome is not None and outcome.retry and not outcome.woken:
         raise kopf.TemporaryError(outcome.retry, delay=RETRY_SECONDS)
+    if outcome is not None and outcome.retry:
+        # Waiting for GPU memory budget: no retry timer (a thousand such jobs would each poll every retry); woken
+        # when its pool's capacity frees (wake_admitted) and at the resync. At INFO, like a retried wait.
+        logger.info(f"{outcome.retry}; woken when its pool's capacity frees")
 
 
 @kopf.on.event(GROUP, VERSION, JOB.plural, id="job-deleted")  # type: ignore[arg-type]
@@ -311,17 +356,71 @@ async def job_deleted(
     pool_claims: kopf.Index,
     **_: Any,
 ) -> None:
-    """A job is gone: its pool re-planned without its claim (its trainer pod goes by its owner reference). A watch
-    event, not a finalizer: the job is deleted whether or not the operator runs (the resync releases the claim of a
-    job deleted while it was down)."""
+    """A job is gone: its pool re-planned without its claim (its trainer pod goes by its owner reference), and the
+    jobs the freed capacity admits woken; likewise a job newly finished (_job_finished). A watch event, not a
+    finalizer: the job is deleted whether or not the operator runs (the resync releases the claim of a job deleted
+    while it was down)."""
+    pool_name = spec.get("poolRef", "")
+    if event.get("type") in {"ADDED", "MODIFIED"}:
+        await _job_finished(event, namespace, name, pool_name, memo, gpu_nodes, pool_claims)
+        return
     if event.get("type") != "DELETED":
         return
-    pool_name = spec.get("poolRef", "")
+    _finished.discard((namespace, name, str(((event.get("object") or {}).get("metadata") or {}).get("uid", ""))))
     claims = lambda: [c for c in _claims(pool_claims, namespace, pool_name) if c.job != name]  # noqa: E731
     async with observability.reconciling(POOL.kind):
-        await _quiet_if_terminating(
+        result = await _quiet_if_terminating(
             pool.reconcile(memo.api, namespace, pool_name, lambda: _nodes(gpu_nodes), claims, memo.templates)
         )
+    await wake_admitted(memo, namespace, pool_name, result, gpu_nodes, pool_claims, but=name)
+
+
+# Jobs seen finished (namespace, name, uid): a finished job's claim is released once, at the first event showing it.
+_finished: set[tuple[str, str, str]] = set()
+
+
+async def _job_finished(
+    event: kopf.RawEvent,
+    namespace: str,
+    name: str,
+    pool_name: str,
+    memo: kopf.Memo,
+    gpu_nodes: kopf.Index,
+    pool_claims: kopf.Index,
+) -> None:
+    """A job that newly shows a terminal phase released its claim (the index has already dropped it: kopf indexes
+    an event before its handlers run): its pool re-planned and the jobs it now admits woken."""
+    body: dict[str, Any] = dict(event.get("object") or {})
+    if (body.get("status") or {}).get("phase") not in job.TERMINAL:
+        return
+    key = (namespace, name, str((body.get("metadata") or {}).get("uid", "")))
+    if key in _finished:
+        return
+    _finished.add(key)
+    async with observability.reconciling(POOL.kind):
+        result = await _reconcile_pool(memo, namespace, pool_name, gpu_nodes, pool_claims)
+    await wake_admitted(memo, namespace, pool_name, result, gpu_nodes, pool_claims, but=name)
+
+
+async def wake_admitted(
+    memo: kopf.Memo,
+    namespace: str,
+    pool_name: str,
+    result: pool.PoolResult | None,
+    gpu_nodes: kopf.Index,
+    pool_claims: kopf.Index,
+    but: str = "",
+) -> None:
+    """Capacity freed in the pool (`result`: its reconcile since): reconcile the jobs it now admits whole that have
+    not started (job.admitted_waiting), except `but` (the job that freed it)."""
+    if result is None or not result.found:
+        return
+    gpu_trainer = builders.pod_device(memo.templates["trainer"]) == builders.DEVICE_CUDA
+    for name in job.admitted_waiting(_claims(pool_claims, namespace, pool_name), result, gpu_trainer):
+        if name == but:
+            continue
+        async with observability.reconciling(JOB.kind):
+            await _reconcile_job(memo, namespace, name, pool_name, gpu_nodes, pool_claims)
 
 
 @kopf.on.event("", "v1", "pods", labels=TRAINER_PODS)  # type: ignore[arg-type]

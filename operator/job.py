@@ -48,6 +48,9 @@ TERMINAL = {Phase.Succeeded.value, Phase.Failed.value}
 class Outcome:
     phase: str
     retry: str | None = None  # why the handler should try again later
+    # The wait is for GPU memory budget: the job is woken when its pool's capacity frees (a job deleted or finished,
+    # the pool changed: handlers.wake_admitted) and at the resync, not by a retry timer (issue #31, defect 5).
+    woken: bool = False
 
 
 def is_active(body: dict[str, Any]) -> bool:
@@ -163,6 +166,22 @@ def startable(claims: Iterable[pool.Claim], result: pool.PoolResult, gpu_trainer
     ]
 
 
+def admitted_waiting(claims: Iterable[pool.Claim], result: pool.PoolResult, gpu_trainer: bool) -> list[str]:
+    """Jobs of these claims that have not started and that the pool now admits whole (every specialist they ask
+    for, and their trainer when `gpu_trainer`): the ones to wake once capacity frees (they waited for budget and
+    have no retry timer, Outcome.woken). Ready or not: one still waiting for a specialist is woken again by its
+    Deployment's readiness (startable)."""
+    return [
+        c.job
+        for c in claims
+        if not c.running
+        and not c.demand
+        and result.found
+        and all(n in result.admitted for n in c.specialists)
+        and (not gpu_trainer or c.trainer_bytes <= 0 or c.job in result.trainers)
+    ]
+
+
 def parse_job(job: dict[str, Any]) -> tuple[SwarmJobSpec | None, str]:
     """(the spec, "") or (None, why not): the spec's model and the CRD's rules on the name."""
     return parse_object(JOB, job)
@@ -253,12 +272,14 @@ async def _reconcile(
         await _warn(api, job, conditions)
         return Outcome(Phase.Failed.value)
 
-    result = await pool.reconcile(api, namespace, spec.pool_ref, nodes, claims, templates)
+    # Shared with every job (and event) asking for this pool meanwhile: waiting jobs do not queue a reconcile each.
+    result = await pool.reconcile_coalesced(api, namespace, spec.pool_ref, nodes, claims, templates)
     gpu_trainer = builders.pod_device(templates["trainer"]) == builders.DEVICE_CUDA
     problem = _pool_problem(spec, result, name if gpu_trainer else None)
     if problem is not None:
         type_, reason, message = problem
-        return await _wait(api, job, [condition(type_, False, reason, message)], message)
+        woken = reason == ConditionReason.BudgetExceeded
+        return await _wait(api, job, [condition(type_, False, reason, message)], message, woken=woken)
 
     endpoints = {} if spec.mode == Mode.adapt else _granted(spec, result, namespace)
     granted = [
@@ -425,12 +446,15 @@ async def _expire(api: Api, job: dict[str, Any], now: datetime) -> Outcome:
     return Outcome(phase=status.get("phase", Phase.Failed.value))
 
 
-async def _wait(api: Api, job: dict[str, Any], conditions: list[dict[str, Any]], message: str) -> Outcome:
+async def _wait(
+    api: Api, job: dict[str, Any], conditions: list[dict[str, Any]], message: str, woken: bool = False
+) -> Outcome:
     """The job waits (Pending) for `message`: the conditions written, a Warning event when one of them newly went
-    False, and `retry` set (the handler retries; a wait is logged at INFO, observability.QuietWaiting)."""
+    False, and `retry` set (the handler retries, unless `woken`; a wait is logged at INFO,
+    observability.QuietWaiting)."""
     await write_status(api, job, {"phase": Phase.Pending.value, "message": message}, conditions)
     await _warn(api, job, conditions)
-    return Outcome(Phase.Pending.value, retry=message)
+    return Outcome(Phase.Pending.value, retry=message, woken=woken)
 
 
 async def _warn(api: Api, job: dict[str, Any], conditions: list[dict[str, Any]]) -> None:

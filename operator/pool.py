@@ -17,7 +17,9 @@ Pools whose node selectors share GPUs share their memory: a pool plans with what
 specialists leave (their status.gpuUsage), first come, first served; memory a pool releases reaches the others at
 their next reconcile (the resync timer at the latest). One asyncio lock per namespace serialises every pool
 reconcile there (pool events, the resync timer, jobs asking for specialists), so that two pools never plan with
-the same free bytes.
+the same free bytes. The callers that pass the live indices (jobs, the resync, specialist Deployment events) share
+one reconcile per pool among all that ask before it takes the lock (reconcile_coalesced): a thousand waiting jobs
+retrying cost a few pool reconciles, not a thousand.
 
 Only nodes that can take the pool's pods count (Ready, schedulable, taints tolerated by the specialist template,
 the GPU-memory resource advertised: nodes.py), and a placement keeps within each node's allocatable CPU and memory
@@ -352,6 +354,49 @@ async def reconcile(
         return await _reconcile(
             api, namespace, name, current_nodes, current_claims, templates, now or datetime.now(UTC)
         )
+
+
+# The next reconcile of each pool that has not taken the namespace lock yet (reconcile_coalesced): every caller that
+# arrives before it does shares it.
+_next: dict[tuple[str, str], asyncio.Task[PoolResult]] = {}
+
+
+async def reconcile_coalesced(
+    api: Api,
+    namespace: str,
+    name: str,
+    nodes: Iterable[NodeReading] | Callable[[], Iterable[NodeReading]],
+    claims: Claims,
+    templates: dict[str, dict[str, Any]],
+) -> PoolResult:
+    """`reconcile`, shared by every caller that asks for the same pool before the reconcile takes the namespace lock
+    (issue #31, defect 5: a pool with many waiting jobs ran one full reconcile per job and retry, all in one queue).
+    A shared reconcile reads nodes and claims once it holds the lock, so each caller still gets one that started
+    after it asked; a caller arriving once it holds the lock queues the next one. For callers that pass the same
+    live `nodes` and `claims` (the handlers' indices): the first caller's are the ones read. Cancelling a caller
+    does not cancel the shared reconcile."""
+    key = (namespace, name)
+    task = _next.get(key)
+    if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+        task = asyncio.ensure_future(_shared(key, api, nodes, claims, templates))
+        _next[key] = task
+    return await asyncio.shield(task)
+
+
+async def _shared(
+    key: tuple[str, str],
+    api: Api,
+    nodes: Iterable[NodeReading] | Callable[[], Iterable[NodeReading]],
+    claims: Claims,
+    templates: dict[str, dict[str, Any]],
+) -> PoolResult:
+    namespace, name = key
+    async with _locks[namespace]:
+        if _next.get(key) is asyncio.current_task():
+            del _next[key]  # from now on a caller asks for the next one: this one may have read its claims already
+        current_nodes = list(nodes() if callable(nodes) else nodes)
+        current_claims = list(claims() if callable(claims) else claims)
+        return await _reconcile(api, namespace, name, current_nodes, current_claims, templates, datetime.now(UTC))
 
 
 async def _reconcile(
