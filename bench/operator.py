@@ -491,6 +491,147 @@ def real_side(workdir: Path, quick: bool) -> dict[str, Any]:
     }
 
 
+# ============================================================================================== pending jobs
+# Issue #31, defect 5: N SwarmJobs wait for GPU memory budget in the namespace (each asks for a specialist larger
+# than any GPU), then jobs that fit are created one after another; each one's time from creation to phase Running,
+# and the operator process's CPU (seconds of CPU per second of wall time) while N jobs wait.
+PENDING_REPEATS = 5
+PENDING_CPU_WINDOW_S = 30.0  # one default resync period (SWARM_RESYNC_SECONDS)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pending_pool() -> dict[str, Any]:
+    """s0 (1 GiB, warm) and `huge` (64 GiB: more than any GPU, so a job asking for it waits for budget)."""
+    body = real_pool("p", 1)
+    body["spec"]["specialists"].append(
+        {"name": "huge", "domain": "huge labels", "model": "/models/specialists", "residentBytes": 64 * GIB}
+    )
+    return body
+
+
+def real_pending_jobs(plane: Any, workdir: Path, pending: int, repeats: int = PENDING_REPEATS) -> dict[str, Any]:
+    """One pool (pending_pool) on 3 GPU nodes; `pending` jobs asking for `huge` made and seen Pending (waiting for
+    budget), then `repeats` jobs asking for the warm s0, one after another: each one's time from creation to
+    status.phase Running (its trainer pod placed by kube-scheduler, Running via kwok). The operator runs with the
+    default SWARM_RETRY_SECONDS (15) and SWARM_RESYNC_SECONDS (30)."""
+    from operator_process import CORE, SWARM
+    from operator_process import gpu_node as kwok_gpu_node
+    from operator_process import operator_process as RealOperator
+
+    for i in range(3):
+        kwok_gpu_node(plane, f"gpu-{i}")
+    plane.create(SWARM, "specialistpools", pending_pool(), REAL_NS)
+    warm = f"{builders.LABEL_POOL}=p,{builders.LABEL_SPECIALIST}=s0"
+    with RealOperator(
+        plane,
+        workdir / f"pending-{pending}-operator.log",
+        extra_args=NO_METRICS,
+        SWARM_RESYNC_SECONDS="30",
+        SWARM_RETRY_SECONDS="15",
+    ) as op:
+        assert op.proc is not None
+        pid = op.proc.pid
+        try:
+            plane.wait_for(
+                lambda: running(plane.list(CORE, "pods", REAL_NS, warm)), timeout=120, what="warm specialist Running"
+            )
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{op.log()[-3000:]}") from None
+        made = time.perf_counter()
+        for i in range(pending):
+            plane.create(
+                SWARM, "swarmjobs", job_body(f"wait-{i}", pool="p", specialists=("huge",), namespace=REAL_NS), REAL_NS
+            )
+
+        def all_pending() -> bool:
+            listed = plane.list(SWARM, "swarmjobs", REAL_NS)
+            return sum(((j.get("status") or {}).get("phase") == "Pending") for j in listed) >= pending
+
+        plane.wait_for(all_pending, timeout=900, interval=1.0, what=f"{pending} jobs Pending")
+        settle = time.perf_counter() - made
+        cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+        time.sleep(PENDING_CPU_WINDOW_S)
+        idle_cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - wall0)
+        samples: list[float] = []
+        cpu0, wall0 = cpu_seconds(pid), time.perf_counter()
+        for i in range(repeats):
+            name = f"fit-{i}"
+            started = time.perf_counter()
+            plane.create(SWARM, "swarmjobs", job_body(name, pool="p", specialists=("s0",), namespace=REAL_NS), REAL_NS)
+            plane.wait_for(
+                lambda n=name: (
+                    ((plane.get(SWARM, "swarmjobs", n, REAL_NS) or {}).get("status") or {}).get("phase") == "Running"
+                ),
+                timeout=180,
+                interval=REAL_POLL_S,
+                what=f"job {name} Running",
+            )
+            samples.append(time.perf_counter() - started)
+        busy_cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - wall0)
+    return {
+        "pending": pending,
+        "repeats": repeats,
+        "time_to_running_p50_s": statistics.median(samples),
+        "time_to_running_p99_s": quantile(samples, 0.99),
+        "time_to_running_max_s": max(samples),
+        "samples_s": samples,
+        "operator_cpu_cores_waiting": idle_cpu,
+        "operator_cpu_cores_during_new_jobs": busy_cpu,
+        "seconds_until_all_pending": settle,
+        "cpu_window_s": PENDING_CPU_WINDOW_S,
+    }
+
+
+def pending_side(workdir: Path, counts: list[int], label: str) -> list[dict[str, Any]]:
+    """real_pending_jobs for each of `counts`, on one control plane (emptied between runs)."""
+    import control_plane
+    from operator_process import install
+
+    rows = []
+    with control_plane.ControlPlane(workdir) as plane:
+        install(plane)
+        for pending in counts:
+            print(f"== pending jobs: {pending}", flush=True)
+            started = time.perf_counter()
+            row = real_pending_jobs(plane, workdir, pending)
+            row.update(label=label, wall_seconds=time.perf_counter() - started, commit=_commit())
+            row["run_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            print(json.dumps({k: v for k, v in row.items() if k != "samples_s"}), flush=True)
+            rows.append(row)
+            clean(plane)
+    return rows
+
+
+def _commit() -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def pending_table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "| code | pending jobs | new job -> Running p50 | p99 | max | operator CPU while waiting | operator CPU "
+        "during new jobs | all pending after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.get('label', '')} ({r.get('commit', '?')}) | {r['pending']} | {_ms(r['time_to_running_p50_s'])} | "
+            f"{_ms(r['time_to_running_p99_s'])} | {_ms(r['time_to_running_max_s'])} | "
+            f"{r['operator_cpu_cores_waiting']:.2f} cores | {r['operator_cpu_cores_during_new_jobs']:.2f} cores | "
+            f"{_s(r['seconds_until_all_pending'])} |"
+        )
+    return lines
+
+
 # ============================================================================================== report
 def machine() -> dict[str, Any]:
     return {
@@ -629,6 +770,22 @@ def markdown(report: dict[str, Any]) -> str:
         "the nodes).",
         "",
     ]
+    if report.get("pending_jobs"):
+        lines += [
+            "## Pending jobs (issue #31, defect 5)",
+            "",
+            "Real control plane, `bench/operator.py --pending-jobs 0,100,... --label L`: one pool (s0 1 GiB warm, "
+            "`huge` 64 GiB) on 3 kwok RTX 4090 nodes; N jobs asking for `huge` wait for GPU memory budget (all seen "
+            f"Pending first), then {PENDING_REPEATS} jobs asking for the ready s0 are made one after another: "
+            "creation -> status.phase Running (trainer pod placed and Running): p50, p99 (this script's quantile(): "
+            f"of {PENDING_REPEATS} sorted samples the second slowest) and max. "
+            "The operator runs with the default retry (15 s) and resync (30 s); its CPU is /proc/PID/stat "
+            "user+system seconds per wall second over "
+            f"{PENDING_CPU_WINDOW_S:.0f} s with the N jobs waiting, and over the new jobs.",
+            "",
+            *pending_table(report["pending_jobs"]),
+            "",
+        ]
     if "throughput" in emu and "throughput" in real:
         same = all(emu["throughput"][k] == real["throughput"][k] for k in ("nodes", "pools")) and (
             emu["job_latency"]["jobs"] == real["job_latency"]["jobs"]
@@ -707,6 +864,23 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def pending_main(args: argparse.Namespace) -> None:
+    """--pending-jobs: run real_pending_jobs for each count and merge its rows into the report at args.out."""
+    counts = [int(c) for c in args.pending_jobs.split(",") if c.strip()]
+    report: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    report.setdefault("run_at", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    report.setdefault("quick", False)
+    report.setdefault("machine", machine())
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = pending_side(Path(tmp), counts, args.label)
+    fresh = {(r["label"], r["pending"]) for r in rows}
+    kept = [r for r in report.get("pending_jobs", []) if (r.get("label", ""), r["pending"]) not in fresh]
+    report["pending_jobs"] = sorted([*kept, *rows], key=lambda r: (r["pending"], r.get("run_at", "")))
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(report))
+    print("\n".join(pending_table(report["pending_jobs"])))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes on both sides (smoke run)")
@@ -717,7 +891,16 @@ def main() -> None:
     parser.add_argument("--real-pools", type=int, help="real side: pools of the throughput run (default 100)")
     parser.add_argument("--note", default="", help="a remark on the run (e.g. other load) for the reports")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench_operator.json")
+    parser.add_argument(
+        "--pending-jobs",
+        help="only the pending-jobs workload on the real control plane, for these counts (e.g. 0,100,1000); its "
+        "rows are merged into the existing report (same label and count replaced)",
+    )
+    parser.add_argument("--label", default="", help="names the code measured in the pending-jobs rows")
     args = parser.parse_args()
+    if args.pending_jobs is not None:
+        pending_main(args)
+        return
     for size, key in ((args.real_nodes, 1), (args.real_pools, 2)):
         if size is not None:
             for mode in SIZES["real"].values():
