@@ -475,6 +475,35 @@ class ControlPlane:
         )
         return str(doc["status"]["token"])
 
+    def restricted_pod(
+        self, namespace: str, name: str, service_account: str, image: str, **spec: Any
+    ) -> dict[str, Any]:
+        """A pod of `service_account` under the restricted Pod Security profile (what the manifests' pods run as),
+        created for a token to be bound to it (`token(..., bound_pod=...)`); `spec`: more fields of its spec."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "serviceAccountName": service_account,
+                **spec,
+                "securityContext": {
+                    "runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [{"name": name, "image": image, "securityContext": {
+                    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
+            },
+        }  # fmt: skip
+        return self.create("/api/v1", "pods", body, namespace)
+
+    def merge_patch_as(self, token: str, path: str, body: dict[str, Any]) -> str:
+        """A merge patch of `path` with `token`: "" when admitted, else the API server's refusal (code and body)."""
+        try:
+            self.request("PATCH", path, body, token=token, content_type="application/merge-patch+json")
+            return ""
+        except urllib.error.HTTPError as exc:
+            return f"{exc.code} {exc.read().decode()}"
+
     def service_account_kubeconfig(
         self, namespace: str, service_account: str, bound_pod: dict[str, Any] | None = None
     ) -> Path:

@@ -5,13 +5,12 @@ its pod, publishes demand through model_server/demand.py and is refused any othe
 from __future__ import annotations
 
 import json
-import urllib.error
 from pathlib import Path
 from typing import Any
 
 import pytest
 from control_plane import REPO, ControlPlane
-from operator_process import CORE, NS, SWARM, apply_sample
+from operator_process import NS, SWARM, apply_sample
 
 from swarm.model_server.demand import DemandPublisher
 from swarm.operator.models import DEMAND_ANNOTATION
@@ -29,36 +28,12 @@ def test_the_annotation_token_changes_only_the_demand_annotation(cluster: Contro
     model_server/demand.py and is refused any other change."""
     cluster.kubectl("apply", "-f", str(annotation_policy()))
     apply_sample(cluster, "specialistpool.yaml")
-    annotation_pod = cluster.create(
-        CORE,
-        "pods",
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "annotation-api"},
-            "spec": {
-                "serviceAccountName": "swarm-annotation",
-                "securityContext": {
-                    "runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"},
-                },
-                "containers": [{"name": "api", "image": "swarm", "securityContext": {
-                    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
-            },
-        },
-        NS,
-    )  # fmt: skip
+    annotation_pod = cluster.restricted_pod(NS, "annotation-api", "swarm-annotation", "swarm")
     token = cluster.token(NS, "swarm-annotation", bound_pod=annotation_pod)
 
     def patch(body: dict[str, Any]) -> str:
         """A merge patch of the pool with the annotation token: "" when admitted, else the API server's refusal."""
-        try:
-            cluster.request(
-                "PATCH", cluster.path(SWARM, "specialistpools", NS, "sotab"), body, token=token,
-                content_type="application/merge-patch+json",
-            )  # fmt: skip
-            return ""
-        except urllib.error.HTTPError as exc:
-            return f"{exc.code} {exc.read().decode()}"
+        return cluster.merge_patch_as(token, cluster.path(SWARM, "specialistpools", NS, "sotab"), body)
 
     # The policy takes effect once the API server has loaded it: until then the token could patch anything.
     probes = iter(range(10**6))  # a new label each time: an unchanged one is admitted

@@ -156,38 +156,14 @@ def test_trainers_get_no_token_and_the_node_agent_only_its_own_node(cluster: Con
     cluster.kubectl("apply", "-f", str(cluster_policy()))
     gpu_node(cluster, "gpu-1")
     gpu_node(cluster, "gpu-2")
-    agent = cluster.create(
-        CORE,
-        "pods",
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "node-agent-gpu-1"},
-            "spec": {
-                "serviceAccountName": "swarm-node-agent",
-                "nodeName": "gpu-1",
-                "tolerations": [{"operator": "Exists"}],
-                "securityContext": {
-                    "runAsNonRoot": True, "runAsUser": 10001, "seccompProfile": {"type": "RuntimeDefault"},
-                },
-                "containers": [{"name": "agent", "image": "agent", "securityContext": {
-                    "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
-            },
-        },
-        NS,
-    )  # fmt: skip
+    agent = cluster.restricted_pod(
+        NS, "node-agent-gpu-1", "swarm-node-agent", "agent", nodeName="gpu-1", tolerations=[{"operator": "Exists"}]
+    )
     token = cluster.token(NS, "swarm-node-agent", bound_pod=agent)  # as the kubelet mounts it
 
     def agent_patch(node: str, patch: dict[str, Any], sub: str = "") -> str:
         """The node agent's merge patch (operator/node_agent.py): "" when admitted, else the API server's refusal."""
-        try:
-            cluster.request(
-                "PATCH", cluster.path(CORE, "nodes", None, node, sub), patch, token=token,
-                content_type="application/merge-patch+json",
-            )  # fmt: skip
-            return ""
-        except urllib.error.HTTPError as exc:
-            return f"{exc.code} {exc.read().decode()}"
+        return cluster.merge_patch_as(token, cluster.path(CORE, "nodes", None, node, sub), patch)
 
     # The policy takes effect once the API server has loaded it: until then the agent could patch any node.
     cluster.wait_for(lambda: agent_patch("gpu-2", {"metadata": {"annotations": {"probe": "x"}}}), what="policy loaded")
