@@ -348,7 +348,22 @@ async def reconcile(
     """Reconcile one pool. `nodes` and `claims` may be callables (the handlers' live indices): they are read once
     the namespace's lock is held, so a reconcile that waited for it never plans a fresh spec with stale claims (a
     job whose pod appeared meanwhile would lose its specialists)."""
+    return await _reconcile_locked(api, namespace, name, nodes, claims, templates, now)
+
+
+async def _reconcile_locked(
+    api: Api,
+    namespace: str,
+    name: str,
+    nodes: Iterable[NodeReading] | Callable[[], Iterable[NodeReading]],
+    claims: Claims,
+    templates: dict[str, dict[str, Any]],
+    now: datetime | None = None,
+    on_locked: Callable[[], None] = lambda: None,
+) -> PoolResult:
+    """Take the namespace's lock, call `on_locked`, then read `nodes` and `claims` and reconcile."""
     async with _locks[namespace]:
+        on_locked()
         current_nodes = list(nodes() if callable(nodes) else nodes)
         current_claims = list(claims() if callable(claims) else claims)
         return await _reconcile(
@@ -390,13 +405,13 @@ async def _shared(
     claims: Claims,
     templates: dict[str, dict[str, Any]],
 ) -> PoolResult:
-    namespace, name = key
-    async with _locks[namespace]:
-        if _next.get(key) is asyncio.current_task():
+    task = asyncio.current_task()
+
+    def locked() -> None:
+        if _next.get(key) is task:
             del _next[key]  # from now on a caller asks for the next one: this one may have read its claims already
-        current_nodes = list(nodes() if callable(nodes) else nodes)
-        current_claims = list(claims() if callable(claims) else claims)
-        return await _reconcile(api, namespace, name, current_nodes, current_claims, templates, datetime.now(UTC))
+
+    return await _reconcile_locked(api, *key, nodes, claims, templates, on_locked=locked)
 
 
 async def _reconcile(
