@@ -40,10 +40,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from swarm.model_server.choices import cache_root
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-CACHE_ENV = "SWARM_CACHE_DIR"
 ENCODER = "minilm-l6-v2"
 DIM = 384
 MAX_TEXT_CHARS = 256  # MiniLM reads 256 word pieces at most; longer cells are clipped before encoding
@@ -62,8 +63,7 @@ def normalize(text: str) -> str:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "swarm"
-    return Path(root) / f"cell-vectors-{ENCODER}"
+    return cache_root() / f"cell-vectors-{ENCODER}"
 
 
 class EncodingAbandoned(Exception):

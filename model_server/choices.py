@@ -3,6 +3,9 @@ without importing torch (the operator imports them too): fusion modes, model dty
 tie each CRD enum and CLI choice to these."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 FUSION_MODES: tuple[str, ...] = ("weighted_sum", "gated", "concat_project")
 DTYPE_NAMES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 # `auto`: CUDA when this process sees a GPU, else the CPU. Any torch device string (cuda:1) is accepted too.
@@ -20,3 +23,11 @@ PARL_BETA_CALLS = 0.001
 PARL_BETA_STEPS = 0.001
 PARL_BETA_SPAWN = 0.002
 PARL_MAX_DEEP = 2
+
+
+CACHE_ENV = "SWARM_CACHE_DIR"  # where the swarm keeps its caches (cell vectors, torch's compile cache)
+
+
+def cache_root() -> Path:
+    """$SWARM_CACHE_DIR, default ~/.cache/swarm."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "swarm")

@@ -5,7 +5,6 @@ inside the commands, so `swarm --help` is fast.
 """
 import importlib
 import os
-from pathlib import Path
 
 import typer
 
@@ -27,8 +26,9 @@ def _register_all() -> None:
 def main() -> None:
     # Importing torch._dynamo (transformers does, for MiniLM) creates torch's compile cache under $TMPDIR: keep it
     # with the swarm's other caches ($SWARM_CACHE_DIR, default ~/.cache/swarm) rather than in the temp folder.
-    root = Path(os.environ.get("SWARM_CACHE_DIR") or Path.home() / ".cache" / "swarm")
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "torchinductor"))
+    from swarm.model_server.choices import cache_root
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torchinductor"))
     _register_all()
     app()
 
