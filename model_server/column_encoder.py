@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from swarm.model_server.cell_vectors import CellVectorStore, store
-from swarm.model_server.column_features import column_features
+from swarm.model_server.column_features import FEATURES, column_features
 from swarm.model_server.text import parse_column
 
 PAD, CTX, COL, EMPTY = 0, 1, 2, 3
@@ -40,8 +40,6 @@ class FeatureRows:
     in one buffer grown by doubling: a new column costs its own row, not a copy of every row before it."""
 
     def __init__(self, capacity: int | None = None) -> None:
-        from swarm.model_server.column_features import FEATURES
-
         self.capacity = capacity
         self._index: OrderedDict[tuple[str, ...], int] = OrderedDict()
         self._data = torch.zeros(0, len(FEATURES))

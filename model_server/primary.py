@@ -211,8 +211,7 @@ class PrimaryModel(nn.Module):
         """Logits (B, labels). `agent_states[l]` is (N, B, H, K, V): layer l of the N agents in `agent_ids`.
         `row_mask` (B,) withholds the agents from the rows where it is False: those rows read as the primary alone
         (training withholds them on columns the specialists were trained on, whose beliefs are too good to trust)."""
-        fusing = self.fusion is not None and agent_states is not None and bool(agent_ids)
-        embedded = self.backbone.embed(ids) if fusing else None  # read by the fusion query and the backbone
+        embedded = self.backbone.embed(ids)  # read by the fusion query and the backbone
         fused = self.fuse(ids, mask, agent_states, agent_ids, embedded)
         keep = None if fused is None or row_mask is None else row_mask.to(torch.float32)[:, None]  # (B, 1)
         if fused is not None and keep is not None:
