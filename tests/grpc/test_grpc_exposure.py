@@ -71,3 +71,12 @@ def test_the_plaintext_warning_says_what_is_exposed(caplog: pytest.LogCaptureFix
     loopback = ManagedServer([], "127.0.0.1", 0, 2, 1 << 20, security=ServerSecurity(token=token))
     loopback.stop(0)
     assert "WITHOUT TLS" not in caplog.text
+
+
+@pytest.mark.parametrize("cpus", ["abc", "9999"], ids=["not-a-number", "no-such-core"])
+def test_a_bad_cpus_list_is_a_clear_error(cpus: str) -> None:
+    """serve-specialist --cpus (a local swarm's pinning) names cores: anything else exits 2 saying so, before a
+    model is loaded or a port bound."""
+    done = _cli("serve-specialist", "--specialist", "temporal", "--cpus", cpus)
+    assert done.returncode == 2, done.stderr
+    assert f"--cpus {cpus!r}" in done.stderr and "Traceback" not in done.stderr
