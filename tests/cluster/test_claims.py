@@ -175,7 +175,13 @@ def test_deleting_a_running_jobs_pool_tells_the_job_and_a_new_pool_re_grants(
 def test_a_reserve_of_the_whole_gpu_never_evicts_a_running_job(
     cluster: ControlPlane, operator: OperatorProcess
 ) -> None:
-    start_job(cluster, operator)
+    # The warm pair ready before the job comes: it is granted them too (a job granted before they are ready gets
+    # only what it asked for, which start_job's timing left to chance).
+    gpu_node(cluster, "gpu-1")
+    apply_sample(cluster, "specialistpool.yaml", idleTimeoutSeconds=0)
+    cluster.wait_for(lambda: ready_condition(pool_status(cluster)).get("status") == "True", what="sotab Ready")
+    apply_sample(cluster, "swarmjob.yaml")
+    cluster.wait_for(lambda: job_status(cluster, JOB).get("phase") == "Running", what=f"job Running\n{operator.log()}")
     set_reserve(cluster, operator, RTX_4090_BYTES)
     status = job_status(cluster, JOB)
     held = status["specialists"]
