@@ -307,13 +307,46 @@ async def specialist_deployment_event(
             await _reconcile_job(memo, namespace, name, pool_name, gpu_nodes, pool_claims)
 
 
+# A specialist pod the scheduler cannot place (or places after all): the pool's status says why it waits. Its
+# Deployment's fingerprint does not change when that happens, and the scheduler may mark the pod after the reconcile
+# its creation caused read it ("pod Pending"), so the reason would wait for the resync. Only changes of the
+# scheduler's verdict count: a pod starting or becoming ready costs nothing here.
+SPECIALIST_PODS = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_COMPONENT: "specialist"}
+_unschedulable_seen: dict[tuple[str, str], str] = {}
+
+
+@kopf.on.event("", "v1", "pods", labels=SPECIALIST_PODS, id="specialist-pods")  # type: ignore[arg-type]
+async def specialist_pod_event(
+    event: kopf.RawEvent,
+    namespace: str,
+    name: str,
+    labels: kopf.Labels,
+    memo: kopf.Memo,
+    gpu_nodes: kopf.Index,
+    pool_claims: kopf.Index,
+    **_: Any,
+) -> None:
+    key, pool_name = (namespace, name), labels.get(builders.LABEL_POOL)
+    if event.get("type") == "DELETED":
+        _unschedulable_seen.pop(key, None)
+        return
+    verdict = pool.unschedulable(dict(event.get("object") or {}))
+    if not pool_name or _unschedulable_seen.get(key, "") == verdict:
+        _unschedulable_seen[key] = verdict
+        return
+    async with observability.reconciling(POOL.kind):
+        result = await _reconcile_pool(memo, namespace, pool_name, gpu_nodes, pool_claims)
+    if result is not None:
+        _unschedulable_seen[key] = verdict  # only once reconciled: a failed reconcile is retried at the next event
+
+
 @kopf.on.event(GROUP, VERSION, POOL.plural, id="pool-metrics")  # type: ignore[arg-type]
 async def pool_metrics(event: kopf.RawEvent, name: str, namespace: str, status: kopf.Status, **_: Any) -> None:
     observability.observe_pool(namespace, name, None if event.get("type") == "DELETED" else dict(status))
 
 
 logging.getLogger("kopf.objects").addFilter(
-    observability.QuietSuccess("pool-metrics", "pool-children", "trainer_pod_event", "job-deleted")
+    observability.QuietSuccess("pool-metrics", "pool-children", "specialist-pods", "trainer_pod_event", "job-deleted")
 )
 # A job's reconcile raises kopf.TemporaryError only to wait (job.Outcome.retry): INFO, not ERROR.
 logging.getLogger("kopf.objects").addFilter(observability.QuietWaiting("job-resume", "job-create", "job-update"))

@@ -580,15 +580,20 @@ async def observe(
         row["ready"] = bool(row["replicas"]) and ready.get(row["name"], 0) >= row["replicas"]
     for row in waiting:
         mine = [p for p in pods if (p["metadata"].get("labels") or {}).get(builders.LABEL_SPECIALIST) == row["name"]]
-        row["message"] = _pod_problem(mine[0]) if mine else "no pod yet"
+        row["message"] = pod_problem(mine[0]) if mine else "no pod yet"
 
 
-def _pod_problem(pod: dict[str, Any]) -> str:
+def pod_problem(pod: dict[str, Any]) -> str:
     """Why a specialist's pod is not ready, in one line: the scheduler's message if it is not placed."""
+    return unschedulable(pod) or f"pod {(pod.get('status') or {}).get('phase', 'Pending')}"
+
+
+def unschedulable(pod: dict[str, Any]) -> str:
+    """The scheduler's reason and message when it could not place `pod` (PodScheduled False), else ''."""
     for cond in (pod.get("status") or {}).get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
             return f"{cond.get('reason', 'Unschedulable')}: {cond.get('message', '')}".strip()[:300]
-    return f"pod {(pod.get('status') or {}).get('phase', 'Pending')}"
+    return ""
 
 
 async def _patch_status(

@@ -64,6 +64,11 @@ def row(obj_status: dict[str, Any], name: str) -> dict[str, Any]:
     return next(r for r in obj_status.get("specialists", []) if r["name"] == name)
 
 
+def message_of(obj_status: dict[str, Any], name: str) -> str:
+    """Why specialist `name` is not ready, per its pool status row ('' while it has none)."""
+    return next((r.get("message", "") for r in obj_status.get("specialists", []) if r["name"] == name), "")
+
+
 def set_ready(cluster: EmulatedCluster, deployment: str, ready: int = 1) -> None:
     """What the Deployment controller reports (the emulator runs none): `ready` of its replicas are ready."""
     cluster.patch(DEPLOYMENTS, NS, deployment, {"status": {"replicas": ready, "readyReplicas": ready}}, status=True)
@@ -486,6 +491,34 @@ def test_specialist_deployment_events_reconcile_the_pool(cluster: EmulatedCluste
         # None of it came from the resync timer.
         assert "pool-resync" not in op.log()
         assert "Traceback" not in op.log()
+
+
+def test_the_schedulers_verdict_on_a_specialist_pod_reaches_the_pool_status(
+    cluster: EmulatedCluster, add_node: Any
+) -> None:
+    """The scheduler marks a specialist's pod Unschedulable after the reconcile its creation caused read it: no
+    Deployment field the pool reads changes, yet the pool says why it waits at once, not at the next resync (a slow
+    CI machine read "pod Pending" and kept it for the resync period)."""
+    add_node()
+    pod = f"{A}-7d9f-x2"  # as its ReplicaSet creates it, before the scheduler has looked at it
+    meta = {"name": pod, "namespace": NS, "labels": specialist_labels("pool", "a")}
+    cluster.create(PODS, {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"containers": []}})
+    cluster.create(POOLS, pool_body(warm=("a",)))
+    with OperatorProcess(cluster, NS, resync=600) as op:
+        wait_for(
+            lambda: message_of(status(cluster, POOLS, "pool"), "a") == "pod Pending",
+            timeout=15,
+            what=f"the pod seen before the scheduler decides\n{op.log()}",
+        )
+        reason = "0/1 nodes are available: 1 Insufficient swarm.ai/gpu-memory-mib."
+        unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": reason}
+        cluster.patch(PODS, NS, pod, {"status": {"phase": "Pending", "conditions": [unschedulable]}}, status=True)
+        st = wait_for(
+            lambda: (s := status(cluster, POOLS, "pool")) and message_of(s, "a").startswith("Unschedulable") and s,
+            timeout=15,
+            what=f"the scheduler's reason in the pool status\n{op.log()}",
+        )
+        assert cond(st, ConditionType.Ready)["message"] == f"waiting for warm specialists: a (Unschedulable: {reason})"
 
 
 def test_a_job_waiting_for_its_specialist_starts_when_it_is_ready(cluster: EmulatedCluster, add_node: Any) -> None:
