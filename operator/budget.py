@@ -150,6 +150,22 @@ def unfit_nodes(
     return found
 
 
+def planning_view(node: NodeReading) -> tuple[object, ...]:
+    """What a plan reads of a node, for telling whether an event on it can change one: everything but the agent's
+    reading's timestamp and free bytes (a plan uses GPU totals only; those two change at every agent report)."""
+    gpus = parse_gpu_annotation(node.name, node.gpu_annotation) or []
+    return (
+        sorted(node.labels.items()),
+        node.ready,
+        node.unschedulable,
+        node.taints,
+        node.cpu,
+        node.memory,
+        node.gpu_memory_mib,
+        [(g.index, g.total, g.source) for g in gpus],
+    )
+
+
 Room = tuple[int, int]  # CPU millicores, memory bytes
 UNBOUNDED = 2**62  # a node that does not report an allocatable amount is not bounded by it
 
@@ -321,6 +337,24 @@ def gpu_usage(gpus: Sequence[Gpu], placement: Placement) -> list[dict[str, int |
     return [
         {"node": g.node, "index": g.index, "bytes": used} for g, used in zip(gpus, placement.used, strict=True) if used
     ]
+
+
+def room_left(
+    room: Mapping[str, Room], pools: Iterable[Mapping[str, Any]], name: str, request: Room
+) -> dict[str, Room]:
+    """`room` less what the admitted specialists of the pools (objects) other than `name` request on each node
+    (each `request`: every pool of a namespace uses the operator's one specialist template). Never below zero.
+    Trainer pods of other pools' jobs are not counted (their pools' statuses do not list them)."""
+    left = dict(room)
+    for pool in pools:
+        if pool.get("metadata", {}).get("name") == name:
+            continue
+        for row in (pool.get("status") or {}).get("specialists") or []:
+            node = row.get("node") if isinstance(row, Mapping) else None
+            if node in left and row.get("replicas"):
+                cpu, memory = left[node]
+                left[node] = (max(0, cpu - request[0]), max(0, memory - request[1]))
+    return left
 
 
 def taken_by_others(pools: Iterable[Mapping[str, Any]], name: str) -> dict[GpuKey, int]:

@@ -12,7 +12,8 @@ timeouts, expired demand, the jobs' clocks and what running jobs hold; 30), SWAR
 Pending job retries; 15), SWARM_POD_TEMPLATES, SWARM_IMAGE.
 
 Many jobs (issue #31, defect 5): a job waiting for GPU memory budget has no retry timer; it is woken when its pool's
-capacity frees (a job deleted or finished, the pool's spec changed: wake_admitted) and at the resync. Pool
+capacity frees (a job deleted or finished, the pool's spec changed, a node added or reopened: wake_admitted) and at
+the resync. Pool
 reconciles asked for while one waits for the namespace lock are shared (pool.reconcile_coalesced), and a specialist
 Deployment event that changes nothing a pool reads (deployment_fingerprint) reconciles nothing.
 """
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 
 import kopf
 
-from swarm.operator import builders, job, nodes, observability, pool, resync
+from swarm.operator import budget, builders, job, nodes, observability, pool, resync
 from swarm.operator.kube import Api, load_connection
 from swarm.operator.models import DEMAND_ANNOTATION, GROUP, JOB, POOL, PREFIX, VERSION
 
@@ -129,6 +130,36 @@ def gpu_nodes(body: kopf.Body, **_: Any) -> dict[str, Any]:
     """Every node's summary (nodes.reading: labels, GPU reading, readiness, cordon, taints, allocatable), what the
     planner needs of it and no more."""
     return {NODES_KEY: nodes.reading(body)}
+
+
+# What each node looked like to the planner when last seen (budget.planning_view): a node added, cordoned, uncordoned,
+# tainted or given GPU memory re-plans every pool at once (waiting jobs it now fits start), not at the resync; the
+# agent's periodic free-memory reports change nothing a plan reads and cost nothing.
+_nodes_seen: dict[str, tuple[object, ...]] = {}
+
+
+@kopf.on.event("", "v1", "nodes", id="node-changes")  # type: ignore[arg-type]
+async def node_event(
+    event: kopf.RawEvent,
+    body: kopf.Body,
+    name: str,
+    memo: kopf.Memo,
+    gpu_nodes: kopf.Index,
+    pool_claims: kopf.Index,
+    pool_names: kopf.Index,
+    **_: Any,
+) -> None:
+    kind = event.get("type")
+    view = None if kind == "DELETED" else budget.planning_view(nodes.reading(dict(body)))
+    before = _nodes_seen.pop(name, None) if view is None else _nodes_seen.get(name)
+    if view is not None:
+        _nodes_seen[name] = view
+    if kind is None or view == before:
+        return  # the operator's first listing (every pool is reconciled as it resumes), or nothing a plan reads
+    for namespace, pool_name in _entries(pool_names):
+        async with observability.reconciling(POOL.kind):
+            result = await _reconcile_pool(memo, namespace, pool_name, gpu_nodes, pool_claims)
+        await wake_admitted(memo, namespace, pool_name, result, gpu_nodes, pool_claims)
 
 
 @kopf.index(GROUP, VERSION, JOB.plural)  # type: ignore[arg-type]
@@ -346,7 +377,9 @@ async def pool_metrics(event: kopf.RawEvent, name: str, namespace: str, status: 
 
 
 logging.getLogger("kopf.objects").addFilter(
-    observability.QuietSuccess("pool-metrics", "pool-children", "specialist-pods", "trainer_pod_event", "job-deleted")
+    observability.QuietSuccess(
+        "pool-metrics", "pool-children", "specialist-pods", "node-changes", "trainer_pod_event", "job-deleted"
+    )
 )
 # A job's reconcile raises kopf.TemporaryError only to wait (job.Outcome.retry): INFO, not ERROR.
 logging.getLogger("kopf.objects").addFilter(observability.QuietWaiting("job-resume", "job-create", "job-update"))

@@ -23,8 +23,9 @@ retrying cost a few pool reconciles, not a thousand.
 
 Only nodes that can take the pool's pods count (Ready, schedulable, taints tolerated by the specialist template,
 the GPU-memory resource advertised: nodes.py), and a placement keeps within each node's allocatable CPU and memory
-(the pod templates' requests). A specialist pinned to a node that was cordoned, tainted or lost is placed anew,
-except a running job's specialist still ready on a cordoned node (moving it would restart it under the job).
+(the pod templates' requests) less what other pools' admitted specialists request there. A specialist pinned to a
+node that was cordoned, tainted or lost is placed anew, except a running job's specialist still ready on a cordoned
+node (moving it would restart it under the job).
 """
 
 from __future__ import annotations
@@ -451,8 +452,8 @@ async def _reconcile(
         nodes, spec.node_selector, fallback, now=now, tolerations=tolerations, needs_gpu_memory=gpu_pods
     )
     unfit = budget.unfit_nodes(nodes, spec.node_selector, tolerations=tolerations, needs_gpu_memory=gpu_pods)
-    room = budget.node_room(nodes, gpus)
-    taken = budget.taken_by_others(await api.list(POOLS, namespace), name)
+    pools = await api.list(POOLS, namespace)
+    taken = budget.taken_by_others(pools, name)
     previous = {row["name"]: row for row in status.get("specialists", [])}
     demand, demand_problems = parse_demand(
         (pool["metadata"].get("annotations") or {}).get(DEMAND_ANNOTATION),
@@ -465,6 +466,7 @@ async def _reconcile(
     claims = [c for c in claims if c.running or admission.claim_admissible(c.refused, c.output, spec, templates)]
     claims = claims + demand_claims(demand, now, spec.idle_timeout_seconds)
     requests, trainer_requests = pod_requests(specialist_template), pod_requests(templates["trainer"])
+    room = budget.room_left(budget.node_room(nodes, gpus), pools, name, requests)
     rows, placement = plan(spec, gpus, claims, previous, now, taken, room, requests, trainer_requests)
 
     selector = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_POOL: name}
@@ -483,6 +485,13 @@ async def _reconcile(
     converged = await converge(api, DEPLOYMENTS, namespace, selector, deployments)
     await events.post_scalings(api, pool, deployments, converged)
     await converge(api, SERVICES, namespace, selector, [builders.specialist_service(pool, s) for s in spec.specialists])
+    # PodDisruptionBudgets of the warm and job-held specialists (builders.specialist_pdbs); best effort: a cluster
+    # whose Role lacks them yet (an operator upgraded before its RBAC) still gets its pools reconciled.
+    held = {n for c in claims if c.running and not c.demand for n in c.specialists}
+    try:
+        await converge(api, builders.PDBS, namespace, selector, builders.specialist_pdbs(pool, spec, rows, held))
+    except FAILURES as exc:
+        log.warning("SpecialistPool %s/%s: PodDisruptionBudgets not converged: %s", namespace, name, exc)
 
     await observe(api, namespace, selector, rows, converged.listed)
 

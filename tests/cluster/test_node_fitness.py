@@ -138,3 +138,31 @@ def test_cpu_and_memory_requests_bound_the_warm_set(
     over = find_condition(pool_status(cluster), ConditionType.BudgetExceeded)
     assert over["status"] == "True" and "not admitted" in over["message"]
     assert all(p["status"].get("phase") == "Running" for p in pods(cluster, SPECIALIST_PODS))
+
+
+def test_another_pools_specialists_take_their_cpu(cluster: ControlPlane, operator: OperatorProcess) -> None:
+    """A node with 2 CPUs; pool `sotab` runs one warm specialist (1 CPU), then pool `second` in the same namespace
+    asks for two warm ones: it admits one, says the other is over budget, and no pod waits on `Insufficient cpu`
+    (before: `second` planned against the whole 2 CPUs and its second pod stayed Pending)."""
+    cluster.add_gpu_node(
+        "gpu-1",
+        labels={GPU_PRODUCT_LABEL: RTX_4090_PRODUCT},
+        capacity={builders.GPU_RESOURCE: "1", GPU_MEMORY_RESOURCE: str(RTX_4090_MIB), "cpu": "2"},
+        taints=[{"key": builders.GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}],
+    )
+    names = [s["name"] for s in sample("specialistpool.yaml")["spec"]["specialists"]]
+    apply_sample(cluster, "specialistpool.yaml", warm=names[:1])
+    cluster.wait_for(lambda: [p for _, p in placed(cluster).values()] == ["Running"], what="sotab's specialist")
+    second = sample("specialistpool.yaml", warm=names[1:3])
+    second["metadata"]["name"] = "second"
+    cluster.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(second))
+    status = cluster.wait_for(
+        lambda: (s := pool_status(cluster, "second")) and s.get("observedGeneration") == 1 and s,
+        what=f"second planned\n{operator.log()}",
+    )
+    assert [r["name"] for r in status["specialists"] if r["replicas"]] == names[1:2]
+    assert find_condition(status, ConditionType.BudgetExceeded)["message"].startswith(f"not admitted: {names[2]}")
+    cluster.wait_for(
+        lambda: sorted(p for _, p in placed(cluster).values()) == ["Running", "Running"],
+        what=f"both pools' admitted specialists running: {placed(cluster)}",
+    )

@@ -3,6 +3,7 @@ Limits, pool.plan): issue #31, defect 4."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -192,3 +193,41 @@ def test_protected_cpu_is_not_there_for_the_rest() -> None:
     placement = budget.place_protected([10], [10], [[("a", 1)]], [[("b", 1)], [("c", 1)]], limits=limits)
     assert placement.admitted == {"a": 0, "b": 0} and placement.rejected == ["c"]
     assert placement.room == {"n": (0, GIB)}
+
+
+def test_other_pools_specialists_take_cpu_and_memory_from_the_room() -> None:
+    """Before: each pool planned against the node's whole allocatable CPU, so two pools each admitted what alone
+    fitted and the scheduler left the second's pods Pending on Insufficient cpu."""
+    room = {"n": (8_000, 64 * GIB), "m": (8_000, 64 * GIB)}
+    other = {
+        "metadata": {"name": "other"},
+        "status": {
+            "specialists": [
+                {"name": "x", "replicas": 1, "node": "n"},
+                {"name": "y", "replicas": 1, "node": "n"},
+                {"name": "z", "replicas": 0},  # cold: requests nothing
+                {"name": "w", "replicas": 1, "node": "gone"},
+            ]
+        },
+    }
+    mine = {"metadata": {"name": "mine"}, "status": {"specialists": [{"name": "a", "replicas": 1, "node": "m"}]}}
+    left = budget.room_left(room, [other, mine], "mine", (3_000, 40 * GIB))
+    assert left == {"n": (2_000, 0), "m": (8_000, 64 * GIB)}
+    assert budget.room_left(room, [other, mine], "other", (1_000, GIB))["m"] == (7_000, 63 * GIB)
+
+
+def test_a_nodes_planning_view_ignores_the_agents_free_bytes_and_timestamp() -> None:
+    def annotated(free: int, updated: str, total: int = 24 * GIB) -> NodeReading:
+        doc = {"source": "nvml", "updated": updated, "gpus": [{"index": 0, "total": total, "free": free}]}
+        return node(gpu_annotation=json.dumps(doc))
+
+    base = budget.planning_view(annotated(20 * GIB, "2025-01-01T00:00:00+00:00"))
+    assert budget.planning_view(annotated(3 * GIB, "2025-01-01T00:05:00+00:00")) == base
+    for changed in (
+        annotated(20 * GIB, "2025-01-01T00:00:00+00:00", total=48 * GIB),
+        node(unschedulable=True),
+        node(ready=False),
+        node(cpu=16_000),
+        node(taints=(("k", "v", "NoSchedule"),)),
+    ):
+        assert budget.planning_view(changed) != base

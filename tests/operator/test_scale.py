@@ -1,6 +1,7 @@
 """Many jobs in one namespace (issue #31, defect 5): pool reconciles asked for meanwhile are shared
 (pool.reconcile_coalesced), a specialist Deployment event that changes nothing a pool reads is skipped
-(handlers.deployment_fingerprint), and a job waiting for budget is woken when capacity frees (no retry timer)."""
+(handlers.deployment_fingerprint), and a job waiting for budget is woken when capacity frees or a node comes (no retry
+timer); a node event that changes nothing a plan reads (budget.planning_view) re-plans nothing."""
 
 from __future__ import annotations
 
@@ -159,12 +160,13 @@ def _waiting_for_budget(cluster: EmulatedCluster, name: str) -> bool:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("frees", ["deleted", "finished"])
+@pytest.mark.parametrize("frees", ["deleted", "finished", "node added"])
 def test_a_job_waiting_for_budget_is_woken_when_capacity_frees(
     cluster: EmulatedCluster, add_node: Any, frees: str
 ) -> None:
     """No retry timer and no resync (600 s): `second` waits for GPU memory budget while `first`'s trainer holds
-    it; `first` deleted, or its trainer pod finished, wakes `second`, which gets its trainer pod."""
+    it; `first` deleted, its trainer pod finished, or a second GPU node added wakes `second`, which gets its trainer
+    pod."""
     add_node()
     cluster.create(POOLS, pool_body())
     cluster.ready_deployments()
@@ -178,6 +180,8 @@ def test_a_job_waiting_for_budget_is_woken_when_capacity_frees(
         assert cluster.get(PODS, NS, trainer_pod_name("second")) is None
         if frees == "deleted":
             cluster.delete(JOBS, NS, "first")
+        elif frees == "node added":
+            add_node("gpu-2")
         else:
             done = {"phase": "Succeeded", "containerStatuses": [{"name": "trainer", "state": {"terminated": {}}}]}
             cluster.patch(PODS, NS, first["metadata"]["name"], {"status": done}, status=True)
