@@ -21,8 +21,27 @@ Transport security: the default templates mount a TLS Secret (cert-manager layou
 TLS_MOUNT and point `SWARM_TLS_DIR` at it, so specialists serve mTLS and trainer (primary) pods present their client
 certificate: `swarm-specialist-tls` for specialists, `swarm-primary-tls` for trainers (manifests/tls/ issues both
 with cert-manager). A specialist also serves plaintext gRPC health, alone, on HEALTH_PORT (kubelet gRPC probes speak
-no TLS); its readiness probe asks there. manifests/networkpolicy.yaml lets only trainer and annotation pods reach
-the specialists' gRPC port.
+no TLS); its readiness, liveness and startup probes ask there (`specialist_probes`: the startup probe allows
+STARTUP_SECONDS for a model to load, after which liveness restarts a server that stops answering for about a minute;
+readiness takes it out of its Service). A trainer pod serves no health port (a batch command: `swarm release`,
+`eval`, ...), so it has no probes. manifests/networkpolicy.yaml lets only trainer and annotation pods reach the
+specialists' gRPC port.
+
+Priority: a pool's `priorityClassName` goes on all of its specialist pods (warm or not: a template that changed with
+the state would restart the pod), a SwarmJob's on its trainer pod; unset, the template's (if any) stays.
+
+Disruption budgets (issue #31): every specialist that is warm or held by a running job, and is scaled up, gets a
+PodDisruptionBudget of its own (`specialist_pdb`: the Deployment's name, owned by the pool, so garbage collection
+removes it with the pool) with minAvailable 1, so a voluntary eviction (`kubectl drain`, the cluster autoscaler)
+never takes down its one replica. It does not block maintenance for long: a drain cordons the node first, and the
+pool's planner re-places a warm specialist off a cordoned node at once (pool.plan), which deletes the old pod
+through its Deployment (a deletion, which no budget blocks); the drain goes on as soon as that pod is gone. What a
+running job holds and is ready stays on a cordoned node until the job finishes (moving it would restart it under
+the trainer), so a drain waits for the job, as it would for any PDB-protected workload. A specialist that is only
+requested, idle-kept or over budget gets none (the planner moves or drops it anyway). The budgets set
+unhealthyPodEvictionPolicy AlwaysAllow: a pod that is not ready (loading, crash-looping, unschedulable) never blocks
+a drain. The platform overrides it by setting the pool's `podDisruptionBudgets: false` (its budgets are deleted),
+by finishing or deleting the job, or with `kubectl drain --disable-eviction` (deletes pods, ignoring budgets).
 """
 
 from __future__ import annotations
@@ -31,14 +50,25 @@ import copy
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from swarm.operator import budget
-from swarm.operator.models import API_VERSION, JOB, POOL, PREFIX, Mode, PoolSpecialist, SwarmJobSpec
+from swarm.operator.kube import Resource
+from swarm.operator.models import (
+    API_VERSION,
+    JOB,
+    POOL,
+    PREFIX,
+    Mode,
+    PoolSpecialist,
+    SpecialistPoolSpec,
+    SpecialistState,
+    SwarmJobSpec,
+)
 
 SPECIALIST_PORT = 50051
 HEALTH_PORT = 50052  # plaintext gRPC health alone, for kubelet probes (the main port serves mTLS)
@@ -46,6 +76,17 @@ TLS_MOUNT = "/etc/swarm/tls"
 TLS_VOLUME = "tls"
 TLS_DIR_ENV = "SWARM_TLS_DIR"  # = swarm.model_server.grpc_runtime.TLS_DIR_ENV (not imported: that pulls in grpc)
 HEALTH_PORT_ENV = "SWARM_HEALTH_PORT"
+HEALTH_SERVICE = "swarm.v1.SpecialistService"  # SERVING once the specialist's model is loaded and it serves
+# Kubelet probes of a specialist (on HEALTH_PORT): readiness every 10 s; startup: up to STARTUP_SECONDS to load a
+# model (weights from a volume, the CUDA context) before liveness starts; liveness: restart after three missed
+# answers 20 s apart (gRPC health is answered on threads of its own, never queued behind inference).
+PROBE_PERIOD_S = 10
+STARTUP_SECONDS = 600
+LIVENESS_PERIOD_S = 20
+LIVENESS_FAILURES = 3
+PROBE_TIMEOUT_S = 5
+# policy/v1 PodDisruptionBudgets (kube.py names the other kinds the operator writes).
+PDBS = Resource("policy", "v1", "poddisruptionbudgets")
 SPECIALIST_TLS_SECRET = "swarm-specialist-tls"  # server (and client) certificate of the specialists
 PRIMARY_TLS_SECRET = "swarm-primary-tls"  # client certificate of the primaries (trainer pods)
 DEFAULT_IMAGE = "ghcr.io/swarm-cta/swarm:0.1.0"
@@ -387,11 +428,13 @@ def specialist_deployment(
         {"name": "grpc", "containerPort": SPECIALIST_PORT, "protocol": "TCP"},
         {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
     ]
-    # On the plaintext health port: the main port may serve mTLS, which kubelet's gRPC probe cannot speak.
-    container.setdefault(
-        "readinessProbe",
-        {"grpc": {"port": HEALTH_PORT, "service": "swarm.v1.SpecialistService"}, "periodSeconds": 10},
-    )
+    # On the plaintext health port: the main port may serve mTLS, which kubelet's gRPC probe cannot speak. A
+    # template's own probe of a kind is kept.
+    for kind, probe in specialist_probes().items():
+        container.setdefault(kind, probe)
+    priority = (pool.get("spec") or {}).get("priorityClassName")
+    if priority:
+        pod["spec"]["priorityClassName"] = priority
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -404,6 +447,67 @@ def specialist_deployment(
             "template": pod,
         },
     }
+
+
+def specialist_probes() -> dict[str, dict[str, Any]]:
+    """Readiness, startup and liveness probes of a specialist container, all gRPC health on HEALTH_PORT. Readiness
+    and startup ask for the specialist's service (SERVING once its model is loaded); liveness asks for the server
+    as a whole (""), so a server that is up but draining or not yet serving its model is not restarted for it."""
+    grpc = {"port": HEALTH_PORT, "service": HEALTH_SERVICE}
+    return {
+        "readinessProbe": {"grpc": grpc, "periodSeconds": PROBE_PERIOD_S, "timeoutSeconds": PROBE_TIMEOUT_S},
+        "startupProbe": {
+            "grpc": grpc,
+            "periodSeconds": PROBE_PERIOD_S,
+            "timeoutSeconds": PROBE_TIMEOUT_S,
+            "failureThreshold": STARTUP_SECONDS // PROBE_PERIOD_S,
+        },
+        "livenessProbe": {
+            "grpc": {"port": HEALTH_PORT, "service": ""},
+            "periodSeconds": LIVENESS_PERIOD_S,
+            "timeoutSeconds": PROBE_TIMEOUT_S,
+            "failureThreshold": LIVENESS_FAILURES,
+        },
+    }
+
+
+def specialist_pdb(pool: dict[str, Any], specialist: str) -> dict[str, Any]:
+    """The PodDisruptionBudget of one specialist's pods (same name and selector as its Deployment): minAvailable 1,
+    so no voluntary eviction takes down its one ready replica; a pod that is not ready may always be evicted."""
+    pool_name = pool["metadata"]["name"]
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(
+            specialist_object_name(pool_name, specialist), pool, specialist_labels(pool_name, specialist)
+        ),
+        "spec": {
+            "minAvailable": 1,
+            "selector": {"matchLabels": {LABEL_POOL: pool_name, LABEL_SPECIALIST: specialist}},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def guarded_specialists(spec: SpecialistPoolSpec, rows: list[dict[str, Any]], held: Iterable[str]) -> list[str]:
+    """The specialists (in spec order) that get a PodDisruptionBudget: scaled up (a status row with replicas) and
+    warm or `held` by a running job; none where the pool's podDisruptionBudgets is false."""
+    if not spec.pod_disruption_budgets:
+        return []
+    held = set(held)
+    up = {r["name"]: r for r in rows if r.get("replicas")}
+    return [
+        s.name
+        for s in spec.specialists
+        if s.name in up and (up[s.name].get("state") == SpecialistState.Warm or s.name in held)
+    ]
+
+
+def specialist_pdbs(
+    pool: dict[str, Any], spec: SpecialistPoolSpec, rows: list[dict[str, Any]], held: Iterable[str]
+) -> list[dict[str, Any]]:
+    """The pool's desired PodDisruptionBudgets (`guarded_specialists`)."""
+    return [specialist_pdb(pool, name) for name in guarded_specialists(spec, rows, held)]
 
 
 def specialist_service(pool: dict[str, Any], specialist: PoolSpecialist) -> dict[str, Any]:
@@ -541,6 +645,8 @@ def trainer_pod(
         _work_on_claim(pod["spec"], spec.output.claim_name, output_sub_path(job_name, spec))
     pod["spec"]["restartPolicy"] = "Never"
     pod["spec"].setdefault("serviceAccountName", TRAINER_SERVICE_ACCOUNT)
+    if spec.priority_class_name:
+        pod["spec"]["priorityClassName"] = spec.priority_class_name
     request_gpu_memory(pod["spec"], spec.gpu_memory_bytes)
     if gpu is not None:
         pin_gpu(pod["spec"], gpu)

@@ -54,6 +54,11 @@ ClaimName = Annotated[
     Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
 ]
 Bytes = Annotated[int, Field(ge=1, json_schema_extra={"format": "int64"})]
+# A PriorityClass's name (a DNS-1123 subdomain, as scheduling.k8s.io/v1 validates it).
+PriorityClassName = Annotated[
+    str,
+    Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"),
+]
 
 
 @dataclass(frozen=True)
@@ -338,6 +343,19 @@ class SpecialistPoolSpec(_Model):
         "fails with reason OutputClaimNotAllowed). A claim the pod templates mount (the served models, the data "
         "sets) is refused whatever this lists.",
     )
+    priority_class_name: PriorityClassName | None = Field(
+        default=None,
+        description="PriorityClass (it must exist) of the pool's specialist pods, warm or not, e.g. one above the "
+        "cluster's batch work so the scheduler preempts that rather than a warm specialist; unset: the pod "
+        "template's, else the cluster default. A change restarts the specialists (a new pod template).",
+    )
+    pod_disruption_budgets: bool = Field(
+        default=True,
+        description="Give each scaled-up specialist that is warm or held by a running job a PodDisruptionBudget "
+        "(minAvailable 1, owned by the pool), so a voluntary eviction (kubectl drain) never takes down its ready "
+        "replica: a drain waits until the operator has moved a warm specialist off the cordoned node, and until "
+        "running jobs release what they hold there. false: no budgets (the pool's are deleted).",
+    )
 
     __cel_rules__ = (
         CelRule(
@@ -550,6 +568,11 @@ class SwarmJobSpec(_Model):
         "metrics.json, predictions.csv, summary.json. A train job re-created with the same output resumes from its "
         "last checkpoint. Without it the pod writes to an emptyDir: the metrics still reach the status, the files "
         "go with the pod.",
+    )
+    priority_class_name: PriorityClassName | None = Field(
+        default=None,
+        description="PriorityClass (it must exist) of the trainer pod; unset: the pod template's, else the cluster "
+        "default.",
     )
 
     __cel_rules__ = (

@@ -487,11 +487,17 @@ async def _reconcile(
     await converge(api, SERVICES, namespace, selector, [builders.specialist_service(pool, s) for s in spec.specialists])
     # PodDisruptionBudgets of the warm and job-held specialists (builders.specialist_pdbs); best effort: a cluster
     # whose Role lacks them yet (an operator upgraded before its RBAC) still gets its pools reconciled.
+    import logging  # (local: this function is the only user)
+
+    from swarm.operator.kube import FAILURES
+
     held = {n for c in claims if c.running and not c.demand for n in c.specialists}
     try:
         await converge(api, builders.PDBS, namespace, selector, builders.specialist_pdbs(pool, spec, rows, held))
     except FAILURES as exc:
-        log.warning("SpecialistPool %s/%s: PodDisruptionBudgets not converged: %s", namespace, name, exc)
+        logging.getLogger(__name__).warning(
+            "SpecialistPool %s/%s: PodDisruptionBudgets not converged: %s", namespace, name, exc
+        )
 
     await observe(api, namespace, selector, rows, converged.listed)
 
