@@ -99,8 +99,8 @@ for name in ("triton", "fla-core", "pydantic", "protobuf", "grpcio", "numpy", "s
 print()
 failed = []
 import os
-modules = ["swarm.model_server.primary", "swarm.model_server.fusion", "swarm.trainer.train", "swarm.trainer.columns",
-           "swarm.v1.annotation_pb2", "swarm.v1.specialist_pb2_grpc", "fla.ops.gated_delta_rule"]
+modules = ["swarm.model_server.primary", "swarm.model_server.fusion", "swarm.trainer.training.train",
+           "swarm.trainer.data.columns", "swarm.v1.annotation_pb2", "swarm.v1.specialist_pb2_grpc", "fla.ops.gated_delta_rule"]
 for module in modules[:-1] if os.environ.get("SWARM_CHECK_FLA") == "0" else modules:
     try:
         importlib.import_module(module)

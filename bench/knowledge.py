@@ -21,7 +21,7 @@ from pathlib import Path
 
 from swarm.model_server.knowledge import SOURCES, KnowledgeCache, load_measured
 from swarm.model_server.knowledge.base import clean
-from swarm.trainer.sotab import load_dataset
+from swarm.trainer.data.sotab import load_dataset
 
 MAJORITY = 0.5
 INFORMS = 0.5  # a source "informs" a label when it fires on a majority of cells in at least this share of columns

@@ -53,7 +53,7 @@ from swarm.model_server.primary_annotator import PrimaryAnnotator
 from swarm.model_server.specialist import Specialist, domain_of, domains, untrained
 from swarm.model_server.specialist_client import SpecialistClient
 from swarm.model_server.tables import Table
-from swarm.trainer.sotab import load_dataset
+from swarm.trainer.data.sotab import load_dataset
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 

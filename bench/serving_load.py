@@ -63,7 +63,7 @@ MiB = 1 << 20
 
 def sotab_tables() -> list[apb.Table]:
     """The sample's tables as request messages (the load generator drives raw stubs to control concurrency)."""
-    from swarm.trainer.sotab import load_split
+    from swarm.trainer.data.sotab import load_split
 
     tables = [t for split in ("validation", "training") for t in load_split(DATA / split).tables.values()]
     return [apb.Table(name=t.name, rows=[apb.Row(cells=[c[i] for c in t.columns]) for i in range(t.n_rows)])

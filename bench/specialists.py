@@ -40,9 +40,9 @@ from swarm.model_server.knowledge.rows import knowledge_rows
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import DomainModel, Specialist, domains, save_dir
 from swarm.trainer import reports
-from swarm.trainer.columns import build_examples
-from swarm.trainer.pipeline import labelled_splits
-from swarm.trainer.sotab import load_labels
+from swarm.trainer.data.columns import build_examples
+from swarm.trainer.data.sotab import load_labels
+from swarm.trainer.training.primary import labelled_splits
 
 GOAL = 0.3  # a specialist's pass at most this share of the primary's on the same batch
 

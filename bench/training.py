@@ -1,6 +1,6 @@
 """Training throughput: tokens/s and columns/s of one optimizer step per config, path and device.
 
-A step is what trainer/train.py does per batch: the primary's forward (backbone, state readout, head; with
+A step is what trainer/training/train.py does per batch: the primary's forward (backbone, state readout, head; with
 `--fusion MODE` also the fusion of specialist states), cross-entropy, backward, gradient clipping and AdamW. Batches
 are real serialized columns from the bundled SOTAB sample (data/sotab-v2-sample; fixture-like text when absent).
 
@@ -36,9 +36,9 @@ from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import autocast, resolve_device
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import DomainModel, Specialist, domain_of, domains
-from swarm.trainer.columns import build_examples
+from swarm.trainer.data.columns import build_examples
+from swarm.trainer.data.sotab import load_dataset, load_labels
 from swarm.trainer.reports import markdown_table, write_json
-from swarm.trainer.sotab import load_dataset, load_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = ROOT / "reports"

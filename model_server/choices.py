@@ -13,9 +13,9 @@ DEVICE_AUTO = "auto"
 # The most specialists a primary consults unless told otherwise (a SwarmJob's maxSpecialists default).
 DEFAULT_MAX_SPECIALISTS = 4
 
-# PARL defaults (trainer/parl.ParlConfig), shared with `swarm train --mode parl` and SwarmJob.spec.parl. Prices are
-# in units of one column labelled right: a specialist pass on a column, a critical step beyond the primary's own,
-# spawning every specialist for a table (pro rata).
+# PARL defaults (trainer/orchestration/parl.ParlConfig), shared with `swarm train --mode parl` and SwarmJob.spec.parl.
+# Prices are in units of one column labelled right: a specialist pass on a column, a critical step beyond the primary's
+# own, spawning every specialist for a table (pro rata).
 PARL_ITERATIONS = 300
 PARL_LAMBDA = 0.2  # initial λ1 (r_parallel) and λ2 (r_finish)
 PARL_ANNEAL = 0.6  # share of the iterations over which λ1, λ2 fall to 0

@@ -5,8 +5,8 @@ search, with a learnt stop).
 It is a small stochastic policy over what the primary computes before asking anyone: its first layer's pooled output
 per column (`Backbone.first_layer`), and, for deep steps, the primary's posterior after the stage before. Each
 decision is a distribution, so the same code samples plans with their log-probabilities for PARL training
-(trainer/parl.py), scores given plans (the clipped objective re-evaluates old actions), and plays greedily at
-serving. Everything is vectorised over the columns of many tables at once: `table` maps each column to its table.
+(trainer/orchestration/parl.py), scores given plans (the clipped objective re-evaluates old actions), and plays greedily
+at serving. Everything is vectorised over the columns of many tables at once: `table` maps each column to its table.
 
 How a later deep step uses the earlier ones: the primary fuses the states of every specialist a column has been
 through so far (the union), and the policy chooses the next specialist from the primary's beliefs after the last

@@ -2,7 +2,7 @@
 text per column (with neighbour-column context), and the 82-label SOTAB v2 vocabulary.
 
 The same function serializes columns for training, evaluation, the annotation API and the specialists' requests,
-so a column reads the same everywhere. Loading SOTAB files from disk is training-side (`swarm.trainer.sotab`).
+so a column reads the same everywhere. Loading SOTAB files from disk is training-side (`swarm.trainer.data.sotab`).
 """
 from __future__ import annotations
 

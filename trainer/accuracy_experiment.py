@@ -34,15 +34,15 @@ from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist, domains
 from swarm.trainer import reports
-from swarm.trainer.columns import ColumnExample, build_examples
+from swarm.trainer.data.columns import ColumnExample, build_examples
+from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.fusion_experiment import spread
-from swarm.trainer.metrics import HARD_CLASS_F1, Scores, score
-from swarm.trainer.pipeline import encode_examples, labelled_splits
-from swarm.trainer.sotab import load_labels
 from swarm.trainer.specialist_help import help_counts, help_markdown, summarise_help
-from swarm.trainer.specialist_training import train_specialist
-from swarm.trainer.state_sources import LocalSpecialists, cache_states, cached_inputs
-from swarm.trainer.train import TrainConfig, predict, train
+from swarm.trainer.training.metrics import HARD_CLASS_F1, Scores, score
+from swarm.trainer.training.primary import encode_examples, labelled_splits
+from swarm.trainer.training.specialists import train_specialist
+from swarm.trainer.training.state_sources import LocalSpecialists, cache_states, cached_inputs
+from swarm.trainer.training.train import TrainConfig, predict, train
 
 FUSION = "gated"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from swarm.model_server.choices import DEVICE_AUTO
-from swarm.trainer.metrics import Scores, score
-from swarm.trainer.sotab import Split, Table
+from swarm.trainer.data.sotab import Split, Table
+from swarm.trainer.training.metrics import Scores, score
 
 if TYPE_CHECKING:
     from swarm.client import TableAnnotation
@@ -99,7 +99,7 @@ def served_swarm(annotator: PrimaryAnnotator, model_dir: Path, endpoints: dict[s
     from swarm.model_server.annotation_server import build_annotation_server
     from swarm.model_server.launcher import start_local_swarm
     from swarm.model_server.specialist_client import SpecialistClient
-    from swarm.trainer.evaluate import specialist_dirs
+    from swarm.trainer.training.evaluate import specialist_dirs
 
     if endpoints is not None or not annotator.specialist_names:
         with SpecialistClient(endpoints or {}) as client:

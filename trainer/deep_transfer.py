@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist
-from swarm.trainer.columns import ColumnExample
-from swarm.trainer.state_sources import cached_inputs
-from swarm.trainer.train import encode, predict
+from swarm.trainer.data.columns import ColumnExample
+from swarm.trainer.training.state_sources import cached_inputs
+from swarm.trainer.training.train import encode, predict
 
 VARIANTS = ("first", "second", "union", "chained", "handoff")
 

@@ -23,12 +23,12 @@ from tqdm.auto import tqdm
 from swarm.model_server.annotator import AnnotationResult, Routing, SpecialistStates, Stage
 from swarm.model_server.tables import Table
 from swarm.trainer import reports
+from swarm.trainer.data.sotab import load_dataset
 from swarm.trainer.release import ReleaseConfig, build_release
-from swarm.trainer.sotab import load_dataset
 
 if TYPE_CHECKING:
     from swarm.model_server.primary_annotator import PrimaryAnnotator
-    from swarm.trainer.state_sources import LocalSpecialists
+    from swarm.trainer.training.state_sources import LocalSpecialists
 
 DEMO_REPORT = "demo"
 HELD_OUT_SPLIT = "validation"
@@ -73,8 +73,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     from swarm.model_server.devices import resolve_device
     from swarm.model_server.primary_annotator import PrimaryAnnotator
     from swarm.trainer.annotation_run import annotation_endpoint, percentile, score_predictions, table_rows
-    from swarm.trainer.evaluate import specialist_dirs
-    from swarm.trainer.state_sources import LocalSpecialists
+    from swarm.trainer.training.evaluate import specialist_dirs
+    from swarm.trainer.training.state_sources import LocalSpecialists
 
     started = time.time()
     splits = load_dataset(cfg.release.data)

@@ -32,13 +32,13 @@ from swarm.model_server.devices import resolve_device
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist, domains
 from swarm.trainer import reports
-from swarm.trainer.columns import ColumnExample, build_examples
-from swarm.trainer.metrics import HARD_CLASS_F1, Scores
-from swarm.trainer.pipeline import encode_examples, real_examples, synthetic_split, train_and_score
-from swarm.trainer.sotab import load_labels
-from swarm.trainer.specialist_training import train_specialist
-from swarm.trainer.state_sources import LocalSpecialists, cache_states
-from swarm.trainer.train import Encoded, TrainConfig, predict, train
+from swarm.trainer.data.columns import ColumnExample, build_examples
+from swarm.trainer.data.sotab import load_labels
+from swarm.trainer.training.metrics import HARD_CLASS_F1, Scores
+from swarm.trainer.training.primary import encode_examples, real_examples, synthetic_split, train_and_score
+from swarm.trainer.training.specialists import train_specialist
+from swarm.trainer.training.state_sources import LocalSpecialists, cache_states
+from swarm.trainer.training.train import Encoded, TrainConfig, predict, train
 
 SCRATCH, PRETRAINED = "scratch", "pre-trained"
 

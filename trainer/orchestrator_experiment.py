@@ -7,7 +7,7 @@ Protocol, per seed, on grouped K folds of the validation tables (the accuracy ex
    honest fusion (its specialists withheld on the tables they were trained on, as in the accuracy experiment) and
    agents dropped at random per batch, so that it annotates well with any subset the orchestrator picks.
 3. Each validation column's answers under all 2^5 subsets come from the primary of the fold that held it out, so
-   every outcome a policy learns from or is scored on is out of sample for the primary (orchestrator_env).
+   every outcome a policy learns from or is scored on is out of sample for the primary (trainer/orchestration/env.py).
 4. Every policy (threshold rule, supervised head, PARL and its ablations) is fitted on the other folds' tables and
    played greedily on the held-out fold. The features it reads (first layer) are those of the held-out fold's
    primary, on every table, so the policy plays with the primary it was fitted for (as the released one does).
@@ -35,11 +35,11 @@ from swarm.model_server.specialist import domains
 from swarm.model_server.weights import save_weights
 from swarm.trainer import reports
 from swarm.trainer.accuracy_experiment import AccuracyConfig, ExperimentRunner, cv_folds, grouped_folds
-from swarm.trainer.columns import ColumnExample, build_examples
+from swarm.trainer.data.columns import ColumnExample, build_examples
+from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.deep_transfer import VARIANTS, deep_transfer
 from swarm.trainer.fusion_experiment import spread
-from swarm.trainer.metrics import HARD_CLASS_F1
-from swarm.trainer.orchestrator_baselines import (
+from swarm.trainer.orchestration.baselines import (
     confidence_gate,
     domain_scores,
     fit_gate,
@@ -50,7 +50,7 @@ from swarm.trainer.orchestrator_baselines import (
     standardise,
     table_stats,
 )
-from swarm.trainer.orchestrator_env import (
+from swarm.trainer.orchestration.env import (
     Cost,
     Outcomes,
     column_plan,
@@ -61,13 +61,13 @@ from swarm.trainer.orchestrator_env import (
     segment_mean,
     static_plan,
 )
-from swarm.trainer.outcomes import column_features, outcomes_from_caches
-from swarm.trainer.parl import ParlConfig, cost_of, train_parl
-from swarm.trainer.pipeline import labelled_splits
-from swarm.trainer.sotab import load_labels
+from swarm.trainer.orchestration.outcomes import column_features, outcomes_from_caches
+from swarm.trainer.orchestration.parl import ParlConfig, cost_of, train_parl
 from swarm.trainer.specialist_help import help_markdown, specialist_help, summarise_help
-from swarm.trainer.specialist_training import train_specialist
-from swarm.trainer.train import TrainConfig
+from swarm.trainer.training.metrics import HARD_CLASS_F1
+from swarm.trainer.training.primary import labelled_splits
+from swarm.trainer.training.specialists import train_specialist
+from swarm.trainer.training.train import TrainConfig
 
 POLICIES = ("primary_alone", "all_specialists", "random_k", "threshold_rule", "supervised_head", "confidence_gate",
             "parl")

@@ -43,15 +43,21 @@ from swarm.model_server.orchestrator import POLICY_META
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import domains
 from swarm.model_server.weights import save_weights
-from swarm.trainer.columns import ColumnExample, build_examples
-from swarm.trainer.metrics import score
-from swarm.trainer.parl import ParlConfig
-from swarm.trainer.parl_pipeline import train_policy
-from swarm.trainer.pipeline import encode_examples, seen_tables
-from swarm.trainer.sotab import load_dataset, load_labels
-from swarm.trainer.specialist_training import train_specialist
-from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists, StateSource, cache_states, cached_inputs
-from swarm.trainer.train import TrainConfig, predict, train
+from swarm.trainer.data.columns import ColumnExample, build_examples
+from swarm.trainer.data.sotab import load_dataset, load_labels
+from swarm.trainer.orchestration.parl import ParlConfig
+from swarm.trainer.orchestration.parl_pipeline import train_policy
+from swarm.trainer.training.metrics import score
+from swarm.trainer.training.primary import encode_examples, seen_tables
+from swarm.trainer.training.specialists import train_specialist
+from swarm.trainer.training.state_sources import (
+    LocalSpecialists,
+    RemoteSpecialists,
+    StateSource,
+    cache_states,
+    cached_inputs,
+)
+from swarm.trainer.training.train import TrainConfig, predict, train
 
 RELEASE_RECORD = "release.json"
 FUSION_MODE = "gated"

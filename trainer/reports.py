@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from swarm.trainer.metrics import Scores
+from swarm.trainer.training.metrics import Scores
 
 
 def write_json(path: Path, payload: Any) -> None:

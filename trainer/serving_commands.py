@@ -367,9 +367,9 @@ def annotate(
     import os
 
     from swarm.trainer.annotation_run import annotate_split
-    from swarm.trainer.evaluate import pick_split
+    from swarm.trainer.data.sotab import DataError
     from swarm.trainer.reports import write_json
-    from swarm.trainer.sotab import DataError
+    from swarm.trainer.training.evaluate import pick_split
 
     device = use_devices(device, dtype)
     endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))

@@ -15,7 +15,7 @@ import torch
 from swarm.model_server.specialist import domain_of
 from swarm.trainer import reports
 from swarm.trainer.fusion_experiment import spread
-from swarm.trainer.orchestrator_env import Outcomes
+from swarm.trainer.orchestration.env import Outcomes
 
 
 def help_counts(name: str, gold: Sequence[str], base_correct: Sequence[bool], single_correct: Sequence[bool]

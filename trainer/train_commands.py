@@ -15,7 +15,7 @@ from swarm.model_server.choices import DEFAULT_MAX_SPECIALISTS
 from swarm.trainer.cli_options import DEVICE_OPTION, PRECISION_OPTION, DType, FusionMode, Precision, fail, use_devices
 
 if TYPE_CHECKING:
-    from swarm.trainer.parl import ParlConfig
+    from swarm.trainer.orchestration.parl import ParlConfig
 
 DEFAULT_DATA = Path("data/sotab-v2-sample")
 ENDPOINTS_ENV = "SWARM_SPECIALIST_ENDPOINTS"
@@ -107,16 +107,16 @@ def train(
 ) -> None:
     """Train a primary, alone or fused with specialists (resumes from RUN_DIR's checkpoints), and evaluate it on
     validation; or, with --mode parl, train the orchestrator policy of a trained primary."""
-    from swarm.trainer.pipeline import RunConfig, run_training
+    from swarm.trainer.data.sotab import DataError
     from swarm.trainer.reports import print_scores
-    from swarm.trainer.sotab import DataError
-    from swarm.trainer.train import TrainConfig
+    from swarm.trainer.training.primary import RunConfig, run_training
+    from swarm.trainer.training.train import TrainConfig
 
     device = use_devices(device, dtype)
     endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
     reports_dir = reports_dir or run_dir
     if mode == TrainMode.parl:
-        from swarm.trainer.parl import ParlConfig
+        from swarm.trainer.orchestration.parl import ParlConfig
 
         parl = ParlConfig(iterations=iterations, lambda1=lambda1, lambda2=lambda2, anneal=anneal,
                           beta_calls=beta_calls, beta_steps=beta_steps, beta_spawn=beta_spawn, max_deep=max_deep,
@@ -142,8 +142,8 @@ def train(
 
 def _train_policy(checkpoint: Path | None, data: Path, split: str | None, out: Path, reports_dir: Path,
                   parl: ParlConfig, endpoints: dict[str, str], device: str) -> None:
-    from swarm.trainer.parl_pipeline import PolicyRunConfig, run_parl
-    from swarm.trainer.sotab import DataError
+    from swarm.trainer.data.sotab import DataError
+    from swarm.trainer.orchestration.parl_pipeline import PolicyRunConfig, run_parl
 
     if checkpoint is None:
         fail("--mode parl needs --checkpoint, the trained primary whose orchestrator is trained")
@@ -172,9 +172,9 @@ def evaluate(
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Evaluate a trained primary: micro/macro-F1, per-class F1, hard classes."""
-    from swarm.trainer.evaluate import evaluate_dir
+    from swarm.trainer.data.sotab import DataError
     from swarm.trainer.reports import print_scores, write_json
-    from swarm.trainer.sotab import DataError
+    from swarm.trainer.training.evaluate import evaluate_dir
 
     device = use_devices(device, dtype)
     try:
@@ -198,8 +198,8 @@ def synth(
     seed: int = typer.Option(0),
 ) -> None:
     """Generate deterministic synthetic web tables in the SOTAB format."""
-    from swarm.trainer.sotab import load_split
-    from swarm.trainer.synth import table_stats, write_synthetic
+    from swarm.trainer.data.sotab import load_split
+    from swarm.trainer.data.synth import table_stats, write_synthetic
 
     write_synthetic(out, tables, seed)
     split = load_split(out)
@@ -274,8 +274,8 @@ def release(
 ) -> None:
     """Build the released swarm from any SOTAB-format data: specialists (unless given), the primary with honest
     fusion, the orchestrator policy. Stages already built for the same recipe are reused."""
+    from swarm.trainer.data.sotab import DataError
     from swarm.trainer.release import build_release
-    from swarm.trainer.sotab import DataError
 
     device = use_devices(device, dtype)
     endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
@@ -309,8 +309,8 @@ def demo(
 ) -> None:
     """The main job on the bundled data: build the released swarm from the training splits, serve it on loopback,
     annotate the held-out tables through the client, compare with the same model in process and the primary alone."""
+    from swarm.trainer.data.sotab import DataError
     from swarm.trainer.demo import DemoConfig, demo_markdown, run_demo
-    from swarm.trainer.sotab import DataError
 
     device = use_devices(device, dtype)
     try:
@@ -338,8 +338,8 @@ def fusion_report(
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Primary alone vs + 1, 3, all specialists for every fusion mode: reports/fusion.{json,md,png}."""
+    from swarm.trainer.data.sotab import DataError
     from swarm.trainer.fusion_experiment import run_fusion_experiment
-    from swarm.trainer.sotab import DataError
 
     device = use_devices(device, dtype)
     cfg = _experiment_config(data, run_dir, model, synthetic_tables, pretrain_steps, specialist_steps, primary_steps,
@@ -375,7 +375,7 @@ def accuracy_report(
     """Grouped K-fold CV of the primary alone and with its specialists, plus the ablation ladder:
     reports/accuracy.{json,md,png}; the released swarm (all labelled data) in RUN_DIR/released/model."""
     from swarm.trainer.accuracy_experiment import AccuracyConfig, accuracy_markdown, run_accuracy
-    from swarm.trainer.sotab import DataError
+    from swarm.trainer.data.sotab import DataError
 
     device = use_devices(device, dtype)
     cfg = AccuracyConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model, steps=steps,
@@ -408,9 +408,9 @@ def orchestrator_report(
     """Accuracy against cost of every routing policy (primary alone, all specialists, random k, threshold rule,
     supervised complexity head, PARL) and the design's success criteria: reports/orchestrator.{json,md,png}; the
     released primary + policy in RUN_DIR/released/model."""
+    from swarm.trainer.data.sotab import DataError
+    from swarm.trainer.orchestration.parl import ParlConfig
     from swarm.trainer.orchestrator_experiment import OrchestratorConfig, orchestrator_markdown, run_orchestrator
-    from swarm.trainer.parl import ParlConfig
-    from swarm.trainer.sotab import DataError
 
     device = use_devices(device, dtype)
     cfg = OrchestratorConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model, steps=steps,
@@ -462,10 +462,10 @@ def adapt(
 ) -> None:
     """Model Swarms: search the experts' weight space for a specialist of DOMAIN; reports/adapt_DOMAIN.{json,md,png}."""
     from swarm.model_server.specialist import specialist_dir
-    from swarm.trainer.adapt import AdaptConfig
-    from swarm.trainer.adapt import adapt as run_adapt
-    from swarm.trainer.model_swarms import SwarmConfig
-    from swarm.trainer.sotab import DataError
+    from swarm.trainer.data.sotab import DataError
+    from swarm.trainer.training.adapt import AdaptConfig
+    from swarm.trainer.training.adapt import adapt as run_adapt
+    from swarm.trainer.training.model_swarms import SwarmConfig
 
     def expert_path(value: str) -> Path:  # PATH, or NAME=FOLDER: specialist NAME in a folder of them
         name, sep, folder = value.partition("=")

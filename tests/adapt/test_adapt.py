@@ -12,12 +12,12 @@ from sotab_fixtures import write_fixture_split
 from typer.testing import CliRunner
 
 from swarm.model_server.specialist import OTHER, Specialist, domains, untrained
-from swarm.trainer.adapt import AdaptConfig, adapt, leave_one_out_f1, searched_names
 from swarm.trainer.cli import _register_all, app
-from swarm.trainer.model_swarms import SwarmConfig
-from swarm.trainer.pipeline import real_examples
-from swarm.trainer.sotab import load_labels
-from swarm.trainer.specialist_training import domain_examples
+from swarm.trainer.data.sotab import load_labels
+from swarm.trainer.training.adapt import AdaptConfig, adapt, leave_one_out_f1, searched_names
+from swarm.trainer.training.model_swarms import SwarmConfig
+from swarm.trainer.training.primary import real_examples
+from swarm.trainer.training.specialists import domain_examples
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,11 +1,11 @@
-"""The particle swarm itself (trainer/model_swarms.py), on utilities whose optimum is known."""
+"""The particle swarm itself (trainer/training/model_swarms.py), on utilities whose optimum is known."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from swarm.trainer.model_swarms import SwarmConfig, search
+from swarm.trainer.training.model_swarms import SwarmConfig, search
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -1,4 +1,4 @@
-"""Tests of the synthetic SOTAB table generator (`swarm.trainer.synth`)."""
+"""Tests of the synthetic SOTAB table generator (`swarm.trainer.data.synth`)."""
 from __future__ import annotations
 
 import gzip
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.trainer.sotab import ColumnRef, Table, load_labels, load_split
-from swarm.trainer.synth import GT_NAME, generate, table_stats, write_synthetic
+from swarm.trainer.data.sotab import ColumnRef, Table, load_labels, load_split
+from swarm.trainer.data.synth import GT_NAME, generate, table_stats, write_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_output_does_not_depend_on_the_process_hash_seed() -> None:
     import subprocess
     import sys
 
-    code = ("import hashlib; from swarm.trainer.synth import generate; t, r = generate(150, 3); "
+    code = ("import hashlib; from swarm.trainer.data.synth import generate; t, r = generate(150, 3); "
             "print(hashlib.md5(repr(([x.columns for x in t], r)).encode()).hexdigest())")
     digests = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,

@@ -23,8 +23,8 @@ from swarm.trainer.accuracy_experiment import (
     grouped_folds,
     run_accuracy,
 )
-from swarm.trainer.columns import ColumnExample
-from swarm.trainer.sotab import load_labels
+from swarm.trainer.data.columns import ColumnExample
+from swarm.trainer.data.sotab import load_labels
 
 
 def test_grouped_folds_keep_each_table_in_one_fold_and_cover_every_column() -> None:

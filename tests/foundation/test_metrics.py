@@ -1,7 +1,7 @@
 """Metric arithmetic on small hand-checked cases."""
 import pytest
 
-from swarm.trainer.metrics import score
+from swarm.trainer.training.metrics import score
 
 
 def test_scores_by_hand() -> None:

@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 from swarm.model_server.backbone import get_config
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.primary import PrimaryModel
-from swarm.trainer.checkpoint import latest_checkpoint
-from swarm.trainer.columns import build_examples
-from swarm.trainer.sotab import load_dataset, load_labels
-from swarm.trainer.train import TrainConfig, encode, train
+from swarm.trainer.data.columns import build_examples
+from swarm.trainer.data.sotab import load_dataset, load_labels
+from swarm.trainer.training.checkpoint import latest_checkpoint
+from swarm.trainer.training.train import TrainConfig, encode, train
 
 
 def _setup(data: Path) -> tuple[PrimaryModel, object]:

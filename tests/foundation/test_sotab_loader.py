@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sotab_fixtures import REAL_DATA, write_fixture_split
 
-from swarm.trainer.sotab import DataError, load_dataset, load_labels, load_split, read_table
+from swarm.trainer.data.sotab import DataError, load_dataset, load_labels, load_split, read_table
 
 
 def _write_raw_table(path: Path, lines: list[str]) -> None:

@@ -6,8 +6,8 @@ import torch
 
 from swarm.model_server.primary_annotator import PrimaryAnnotator
 from swarm.model_server.tables import Table
-from swarm.trainer.columns import build_examples
-from swarm.trainer.sotab import ColumnRef, Split, load_labels
+from swarm.trainer.data.columns import build_examples
+from swarm.trainer.data.sotab import ColumnRef, Split, load_labels
 
 COLUMNS = (("Dune", "Emma", "Ulysses"), ("Frank Herbert", "Jane Austen", "James Joyce"), ("1965", "1815", "1922"))
 

@@ -13,8 +13,8 @@ from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist, untrained
 from swarm.model_server.specialist_client import SpecialistClient, SpecialistFailure
 from swarm.model_server.specialist_server import ServerOptions, build_specialist_server
-from swarm.trainer.sotab import load_labels
-from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists, cached_inputs
+from swarm.trainer.data.sotab import load_labels
+from swarm.trainer.training.state_sources import LocalSpecialists, RemoteSpecialists, cached_inputs
 
 COLUMNS = ["Paris | Berlin | Rome", "2021-03-04 | 1999-12-31", "12.5 | 3 | 7.25", "Alice Smith | Bob Jones"]
 NAMES = ["geographic", "temporal"]

@@ -16,7 +16,7 @@ from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.launcher import start_local_swarm
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import untrained
-from swarm.trainer.sotab import load_labels
+from swarm.trainer.data.sotab import load_labels
 
 SPECIALISTS = ["temporal", "geographic"]
 

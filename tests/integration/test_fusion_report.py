@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from swarm.model_server.specialist import domains
-from swarm.trainer.evaluate import evaluate_dir
 from swarm.trainer.fusion_experiment import FusionExperimentConfig, run_fusion_experiment
+from swarm.trainer.training.evaluate import evaluate_dir
 
 
 @pytest.mark.slow

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from swarm.model_server.orchestrator import OrchestratorPolicy
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist, domains
-from swarm.trainer.evaluate import specialist_dirs
-from swarm.trainer.parl import ParlConfig
+from swarm.trainer.data.sotab import load_dataset
+from swarm.trainer.orchestration.parl import ParlConfig
 from swarm.trainer.release import ReleaseConfig, Roles, assign_roles, build_release, table_role
-from swarm.trainer.sotab import load_dataset
+from swarm.trainer.training.evaluate import specialist_dirs
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from swarm.model_server.knowledge import SOURCES, KnowledgeRows, knowledge_dim, 
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import DomainModel, Specialist, domains, save_dir
 from swarm.model_server.text import serialize_column
-from swarm.trainer.sotab import load_labels
+from swarm.trainer.data.sotab import load_labels
 
 COLUMN = serialize_column(["Berlin", "Paris", "Madrid"], [["DE", "FR", "ES"]])
 

@@ -10,11 +10,11 @@ from swarm.model_server.backbone import get_config
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist, untrained
-from swarm.trainer.columns import ColumnExample
+from swarm.trainer.data.columns import ColumnExample
+from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.deep_transfer import VARIANTS, chained_states, deep_transfer, pair_correct
-from swarm.trainer.sotab import load_labels
-from swarm.trainer.state_sources import LocalSpecialists, cache_states, cached_inputs
-from swarm.trainer.train import encode, predict
+from swarm.trainer.training.state_sources import LocalSpecialists, cache_states, cached_inputs
+from swarm.trainer.training.train import encode, predict
 
 NAMES = ["geographic", "temporal", "numeric"]
 TEXTS = ["Paris | Berlin | Rome", "2021-03-04 | 1999-12-31", "12.5 | 3 | 7.25", "Alice Smith | Bob Jones",

@@ -8,7 +8,7 @@ import pytest
 import torch
 from orchestrator_fixtures import hand_log_probs
 
-from swarm.trainer.orchestrator_baselines import (
+from swarm.trainer.orchestration.baselines import (
     Tiers,
     confidence_gate,
     domain_scores,
@@ -18,7 +18,7 @@ from swarm.trainer.orchestrator_baselines import (
     random_k,
     table_stats,
 )
-from swarm.trainer.orchestrator_env import Cost, Outcomes, column_plan
+from swarm.trainer.orchestration.env import Cost, Outcomes, column_plan
 
 # Table 0: three columns, two alike and one orthogonal; table 1: one column; table 2: two columns, one direction.
 FEATURES = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.3, -0.7], [3.0, 0.0], [0.5, 0.0]])

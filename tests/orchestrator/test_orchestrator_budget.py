@@ -7,8 +7,8 @@ import torch
 from orchestrator_fixtures import policy_for, random_outcomes
 
 from swarm.model_server.orchestrator import realise_deep
-from swarm.trainer import orchestrator_env
-from swarm.trainer.orchestrator_env import Cost, rollout
+from swarm.trainer.orchestration import env as orchestrator_env
+from swarm.trainer.orchestration.env import Cost, rollout
 
 
 def test_realise_deep_by_hand() -> None:

@@ -7,7 +7,7 @@ import torch
 from orchestrator_fixtures import hand_log_probs, policy_for, random_outcomes
 
 from swarm.model_server.orchestrator import OrchestratorPolicy, critical_steps
-from swarm.trainer.orchestrator_env import (
+from swarm.trainer.orchestration.env import (
     Cost,
     Outcomes,
     column_rewards,

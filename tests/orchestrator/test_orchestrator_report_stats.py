@@ -8,7 +8,7 @@ import pytest
 import torch
 from orchestrator_fixtures import hand_log_probs
 
-from swarm.trainer.orchestrator_env import Outcomes, oracle_routing
+from swarm.trainer.orchestration.env import Outcomes, oracle_routing
 from swarm.trainer.orchestrator_experiment import spearman, subset_curve
 
 

@@ -7,8 +7,8 @@ import torch
 from orchestrator_fixtures import hand_log_probs
 
 from swarm.model_server.orchestrator import OrchestratorPolicy
-from swarm.trainer.orchestrator_env import Cost, Outcomes, rollout
-from swarm.trainer.parl import ParlConfig, annealed, train_parl
+from swarm.trainer.orchestration.env import Cost, Outcomes, rollout
+from swarm.trainer.orchestration.parl import ParlConfig, annealed, train_parl
 
 
 def test_annealed_by_hand() -> None:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from orchestrator_fixtures import hand_log_probs
 
-from swarm.trainer.orchestrator_env import Outcomes
+from swarm.trainer.orchestration.env import Outcomes
 from swarm.trainer.specialist_help import help_markdown, specialist_help, summarise_help
 
 # labels: a geographic one, a temporal one, a numeric one; masks: bit 0 geographic, bit 1 temporal

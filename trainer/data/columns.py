@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from swarm.model_server.tables import Table, serialize_table
-from swarm.trainer.sotab import Split
+from swarm.trainer.data.sotab import Split
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from swarm.model_server.orchestrator import segment_mean
-from swarm.trainer.orchestrator_env import Cost, Outcomes, Rollout, column_plan, rewards
+from swarm.trainer.orchestration.env import Cost, Outcomes, Rollout, column_plan, rewards
 
 
 def table_stats(out: Outcomes) -> Tensor:
@@ -60,7 +60,7 @@ class Tiers:
 
 
 def objective(out: Outcomes, used: Tensor, cost: Cost, betas: tuple[float, float, float]) -> float:
-    """PARL's final objective (trainer/orchestrator_env.rewards without the annealed terms) of a one-stage plan
+    """PARL's final objective (trainer/orchestration/env.rewards without the annealed terms) of a one-stage plan
     decided from the primary's own answer (`used`: (C, N)); `betas`: the costs per call, per critical step and of
     spawning."""
     used, spawned, critical, deep = column_plan(out, used, cost, reads_alone=True)

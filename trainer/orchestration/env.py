@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from swarm.model_server.orchestrator import OrchestratorPolicy, realise_deep, segment_mean
-from swarm.trainer.metrics import score
+from swarm.trainer.training.metrics import score
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """What the orchestrator learns from: a frozen primary's answers for labelled columns under every subset of its
-specialists (trainer/orchestrator_env.Outcomes), computed from the specialists' cached states, plus the primary's
+specialists (trainer/orchestration/env.Outcomes), computed from the specialists' cached states, plus the primary's
 first-layer features that the policy reads."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from tqdm.auto import tqdm
 
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.primary import PrimaryModel
-from swarm.trainer.columns import ColumnExample
-from swarm.trainer.orchestrator_env import Outcomes
-from swarm.trainer.state_sources import cached_inputs
-from swarm.trainer.train import Encoded, collate, encode, model_device, predict, to_device
+from swarm.trainer.data.columns import ColumnExample
+from swarm.trainer.orchestration.env import Outcomes
+from swarm.trainer.training.state_sources import cached_inputs
+from swarm.trainer.training.train import Encoded, collate, encode, model_device, predict, to_device
 
 
 @torch.inference_mode()

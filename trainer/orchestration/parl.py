@@ -1,6 +1,6 @@
 """PARL: the orchestrator trained by policy gradient on cached outcomes, with frozen specialists and a frozen primary.
 
-Reward per table r = r_perf + λ1·r_parallel + λ2·r_finish − cost (trainer/orchestrator_env.rewards); λ1 and λ2
+Reward per table r = r_perf + λ1·r_parallel + λ2·r_finish − cost (trainer/orchestration/env.rewards); λ1 and λ2
 fall linearly to zero over the first `anneal` share of the iterations, so the final policy optimises accuracy and
 cost alone, while early on instantiating specialists (against serial collapse: never asking) and using what was
 spawned (against spurious parallelism) are rewarded. Each iteration samples `group` plans per table.
@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from swarm.model_server import choices
 from swarm.model_server.orchestrator import OrchestratorPolicy
-from swarm.trainer.orchestrator_env import Cost, Outcomes, column_rewards, rewards, rollout, routing_advantages
+from swarm.trainer.orchestration.env import Cost, Outcomes, column_rewards, rewards, rollout, routing_advantages
 
 
 class ParlConfig(BaseModel):

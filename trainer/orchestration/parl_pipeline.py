@@ -3,10 +3,10 @@
 The primary and its specialists are frozen (local specialist directories named in the primary's model.json, or
 specialist servers, e.g. a SpecialistPool's Services in a trainer pod). The labelled columns of one split are read
 once by every specialist; the primary's answer for each column under every subset is cached
-(trainer/outcomes.py); the policy is trained by PARL on that cache (trainer/parl.py) and saved with the primary's
-fingerprint, so it can only be served with that primary. Use a split the primary did not train on (validation, for
-a primary trained on the training splits): on its own training columns the primary is right with or without help,
-and the policy would learn that specialists are never needed.
+(trainer/orchestration/outcomes.py); the policy is trained by PARL on that cache (trainer/orchestration/parl.py) and
+saved with the primary's fingerprint, so it can only be served with that primary. Use a split the primary did not
+train on (validation, for a primary trained on the training splits): on its own training columns the primary is right
+with or without help, and the policy would learn that specialists are never needed.
 """
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from swarm.model_server.devices import resolve_device
 from swarm.model_server.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
 from swarm.model_server.primary import PrimaryModel
 from swarm.trainer import reports
-from swarm.trainer.columns import ColumnExample
-from swarm.trainer.evaluate import labelled_columns, specialist_source
-from swarm.trainer.orchestrator_env import Outcomes, plan_metrics, rollout
-from swarm.trainer.outcomes import outcomes_from_caches
-from swarm.trainer.parl import ParlConfig, cost_of, train_parl
-from swarm.trainer.state_sources import cache_states
+from swarm.trainer.data.columns import ColumnExample
+from swarm.trainer.orchestration.env import Outcomes, plan_metrics, rollout
+from swarm.trainer.orchestration.outcomes import outcomes_from_caches
+from swarm.trainer.orchestration.parl import ParlConfig, cost_of, train_parl
+from swarm.trainer.training.evaluate import labelled_columns, specialist_source
+from swarm.trainer.training.state_sources import cache_states
 
 
 class PolicyRunConfig(BaseModel):

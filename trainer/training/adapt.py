@@ -32,11 +32,11 @@ from swarm.model_server.choices import DEVICE_AUTO
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import autocast, resolve_device
 from swarm.model_server.specialist import OTHER, DomainModel, Specialist, domains
-from swarm.trainer.metrics import Scores, score
-from swarm.trainer.model_swarms import SwarmConfig, SwarmResult, search
-from swarm.trainer.pipeline import real_examples
-from swarm.trainer.sotab import load_labels
-from swarm.trainer.specialist_training import domain_examples
+from swarm.trainer.data.sotab import load_labels
+from swarm.trainer.training.metrics import Scores, score
+from swarm.trainer.training.model_swarms import SwarmConfig, SwarmResult, search
+from swarm.trainer.training.primary import real_examples
+from swarm.trainer.training.specialists import domain_examples
 
 HEAD_PREFIX = "decoder.head."
 HEAD_SCALE = 10.0  # logits = scale x cosine(features, prototype): a confident softmax for the primary's beliefs

@@ -9,11 +9,17 @@ from swarm.model_server.choices import DEVICE_AUTO
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import resolve_device
 from swarm.model_server.primary import PrimaryModel
-from swarm.trainer.columns import ColumnExample, build_examples
-from swarm.trainer.metrics import Scores, score
-from swarm.trainer.sotab import DataError, Split, load_dataset
-from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists, StateSource, cache_states, cached_inputs
-from swarm.trainer.train import encode, predict
+from swarm.trainer.data.columns import ColumnExample, build_examples
+from swarm.trainer.data.sotab import DataError, Split, load_dataset
+from swarm.trainer.training.metrics import Scores, score
+from swarm.trainer.training.state_sources import (
+    LocalSpecialists,
+    RemoteSpecialists,
+    StateSource,
+    cache_states,
+    cached_inputs,
+)
+from swarm.trainer.training.train import encode, predict
 
 
 def specialist_dirs(model_dir: Path, meta: dict) -> list[Path]:

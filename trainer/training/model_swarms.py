@@ -1,5 +1,5 @@
 """Model Swarms: a particle swarm over model weights (flat vectors) that climbs a utility, such as the F1 of a
-specialist on ~200 labelled columns of a new table domain (trainer/adapt.py).
+specialist on ~200 labelled columns of a new table domain (trainer/training/adapt.py).
 
 Particles start at the experts (then at random crossovers of two experts when there are more particles than
 experts), each heading for another expert. At every step a particle's velocity becomes a normalised random mix of

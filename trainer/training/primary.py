@@ -18,11 +18,17 @@ from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.weights import save_weights
 from swarm.trainer import reports
-from swarm.trainer.columns import ColumnExample, build_examples
-from swarm.trainer.metrics import Scores, score
-from swarm.trainer.sotab import Split, load_dataset, load_labels
-from swarm.trainer.state_sources import LocalSpecialists, RemoteSpecialists, StateSource, cache_states, cached_inputs
-from swarm.trainer.train import Encoded, TrainConfig, encode, predict, train
+from swarm.trainer.data.columns import ColumnExample, build_examples
+from swarm.trainer.data.sotab import Split, load_dataset, load_labels
+from swarm.trainer.training.metrics import Scores, score
+from swarm.trainer.training.state_sources import (
+    LocalSpecialists,
+    RemoteSpecialists,
+    StateSource,
+    cache_states,
+    cached_inputs,
+)
+from swarm.trainer.training.train import Encoded, TrainConfig, encode, predict, train
 
 TRAIN_SPLITS = ("training", "training_columns")
 VALIDATION_SPLIT = "validation"
@@ -46,8 +52,8 @@ class RunConfig(BaseModel):
 
 def synthetic_split(run_dir: Path, n_tables: int, seed: int) -> Split:
     """Synthetic tables from the project's generator, cached in the run directory."""
-    from swarm.trainer.sotab import load_split
-    from swarm.trainer.synth import GT_NAME, write_synthetic
+    from swarm.trainer.data.sotab import load_split
+    from swarm.trainer.data.synth import GT_NAME, write_synthetic
 
     target = run_dir / f"synthetic-{n_tables}-{seed}"
     if not (target / GT_NAME).is_file():

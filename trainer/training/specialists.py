@@ -16,8 +16,8 @@ from swarm.model_server.backbone import BackboneConfig
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import resolve_device
 from swarm.model_server.specialist import Domain, DomainModel, Specialist, save_dir
-from swarm.trainer.columns import ColumnExample
-from swarm.trainer.train import TrainConfig, encode, train
+from swarm.trainer.data.columns import ColumnExample
+from swarm.trainer.training.train import TrainConfig, encode, train
 
 
 def domain_examples(examples: Sequence[ColumnExample], labels: Sequence[str], domain: Domain,

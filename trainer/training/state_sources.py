@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from swarm.model_server.choices import DEVICE_AUTO
 from swarm.model_server.devices import resolve_device
 from swarm.model_server.specialist import Specialist
-from swarm.trainer.train import ExtraInputs
+from swarm.trainer.training.train import ExtraInputs
 
 
 class StateSource(Protocol):

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from swarm.model_server.choices import DEVICE_AUTO
 from swarm.model_server.column_encoder import ColumnEncoder
 from swarm.model_server.devices import autocast, resolve_device
-from swarm.trainer import checkpoint
+from swarm.trainer.training import checkpoint
 
 
 class TrainConfig(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from swarm.trainer.sotab import write_split
+from swarm.trainer.data.sotab import write_split
 
 from .assembly import generate
 

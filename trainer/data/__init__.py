@@ -1,0 +1,2 @@
+"""Training data: SOTAB v2 CTA files (reading, validating, writing), labelled column examples, and the synthetic
+table generator (`synth/`)."""
