@@ -489,14 +489,19 @@ async def _reconcile(
     # whose Role lacks them yet (an operator upgraded before its RBAC) still gets its pools reconciled.
     import logging  # (local: this function is the only user)
 
-    from swarm.operator.kube import FAILURES
+    from swarm.operator.kube import FAILURES, ApiError
 
     held = {n for c in claims if c.running and not c.demand for n in c.specialists}
     try:
         await converge(api, builders.PDBS, namespace, selector, builders.specialist_pdbs(pool, spec, rows, held))
     except FAILURES as exc:
-        logging.getLogger(__name__).warning(
-            "SpecialistPool %s/%s: PodDisruptionBudgets not converged: %s", namespace, name, exc
+        served = not (isinstance(exc, ApiError) and exc.status == 404)  # 404: the server has no policy/v1 PDBs
+        logging.getLogger(__name__).log(
+            logging.WARNING if served else logging.INFO,
+            "SpecialistPool %s/%s: PodDisruptionBudgets not converged: %s",
+            namespace,
+            name,
+            exc if served else "the API server serves no policy/v1 poddisruptionbudgets",
         )
 
     await observe(api, namespace, selector, rows, converged.listed)
