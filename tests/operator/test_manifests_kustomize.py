@@ -151,6 +151,12 @@ def test_rbac_is_least_privilege(rendered: list[dict[str, Any]]) -> None:
     assert [t for t in operator if t[1] == "events"] == [("", "events", "create"), ("", "events", "patch")]
     # Specialist Deployments are watched (readiness, drift); still no pods/status or nodes writes.
     assert ("apps", "deployments", "watch") in operator
+    # PodDisruptionBudgets of warm and job-held specialists: converged (list, create, apply, delete), never watched;
+    # the operator evicts nothing (no pods/eviction).
+    assert [t for t in operator if t[1] == "poddisruptionbudgets"] == [
+        ("policy", "poddisruptionbudgets", v) for v in ("create", "delete", "list", "patch")
+    ]
+    assert not any(r == "pods/eviction" for _, r, _ in operator)
     assert not any(r in {"pods/status", "nodes", "nodes/status"} for _, r, _ in operator)
     role_bindings = {o["metadata"]["name"]: o for o in rendered if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}}
     assert not any(
@@ -261,3 +267,19 @@ def test_dockerfile_lints_clean() -> None:
         timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_priority_classes_are_optional_and_never_the_default(rendered: list[dict[str, Any]]) -> None:
+    """manifests/priorityclasses.yaml: samples for spec.priorityClassName of pools and jobs, outside the base."""
+    classes = {
+        o["metadata"]["name"]: o
+        for o in yaml.safe_load_all((ROOT / "manifests" / "priorityclasses.yaml").read_text())
+        if o
+    }
+    assert set(classes) == {"swarm-specialist", "swarm-trainer"}
+    assert not any(o["kind"] == "PriorityClass" for o in rendered)  # not installed by `kubectl apply -k manifests/`
+    for obj in classes.values():
+        assert obj["apiVersion"] == "scheduling.k8s.io/v1" and obj["kind"] == "PriorityClass"
+        assert obj["globalDefault"] is False and 0 < obj["value"] < 1_000_000_000  # below the system classes
+    assert classes["swarm-specialist"]["value"] > classes["swarm-trainer"]["value"]
+    assert classes["swarm-trainer"]["preemptionPolicy"] == "Never"
