@@ -102,7 +102,7 @@ def start_swarm(workdir: Path, budget_mb: int, config: str, extra: list[str], de
     ready = workdir / "ready.json"
     log = workdir / "swarm.log"
     command = ["up", "--run-dir", str(ROOT / "runs" / "demo")] if demo else ["serve-annotation", "--config", config]
-    cmd = [sys.executable, "-m", "swarm.trainer.cli", *command, "--port", "0", "--ready-file", str(ready),
+    cmd = [sys.executable, "-m", "swarm.trainer.commands.cli", *command, "--port", "0", "--ready-file", str(ready),
            "--device", "cpu", "--memory-budget-mb", str(budget_mb), *extra]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -54,7 +54,7 @@ def _empty_knowledge_caches() -> None:
 
 
 def _resident(directory: Path) -> dict:
-    out = subprocess.run([sys.executable, "-m", "swarm.trainer.cli", "memory", "--specialist", str(directory),
+    out = subprocess.run([sys.executable, "-m", "swarm.trainer.commands.cli", "memory", "--specialist", str(directory),
                           "--dtype", "float32"], capture_output=True, text=True, timeout=600, check=True)
     return json.loads(out.stdout)
 

@@ -54,7 +54,7 @@ from swarm.model_server.specialist_client import RetryPolicy, SpecialistClient
 log = logging.getLogger(__name__)
 
 # The one command line of the specialist server (`swarm serve-specialist`), as this interpreter runs it.
-SWARM_CLI = (sys.executable, "-m", "swarm.trainer.cli")
+SWARM_CLI = (sys.executable, "-m", "swarm.trainer.commands.cli")
 
 AnnotatorFactory = Callable[[list[str]], TableAnnotator]
 

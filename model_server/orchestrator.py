@@ -11,7 +11,7 @@ at serving. Everything is vectorised over the columns of many tables at once: `t
 How a later deep step uses the earlier ones: the primary fuses the states of every specialist a column has been
 through so far (the union), and the policy chooses the next specialist from the primary's beliefs after the last
 step (its probability mass per specialist domain, its confidence and entropy). Starting the later specialist from
-the earlier one's final states instead was measured (trainer/deep_transfer.py) and is no more accurate.
+the earlier one's final states instead was measured (trainer/experiments/deep_transfer.py) and is no more accurate.
 """
 from __future__ import annotations
 

@@ -14,8 +14,10 @@ from sotab_fixtures import write_domain_split, write_fixture_split
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import domains, untrained
 from swarm.model_server.text import serialize_column
-from swarm.trainer import accuracy_experiment
-from swarm.trainer.accuracy_experiment import (
+from swarm.trainer.data.columns import ColumnExample
+from swarm.trainer.data.sotab import load_labels
+from swarm.trainer.experiments import accuracy as accuracy_experiment
+from swarm.trainer.experiments.accuracy import (
     CONFUSION_GROUPS,
     AccuracyConfig,
     ExperimentRunner,
@@ -23,8 +25,6 @@ from swarm.trainer.accuracy_experiment import (
     grouped_folds,
     run_accuracy,
 )
-from swarm.trainer.data.columns import ColumnExample
-from swarm.trainer.data.sotab import load_labels
 
 
 def test_grouped_folds_keep_each_table_in_one_fold_and_cover_every_column() -> None:
@@ -39,9 +39,10 @@ def test_grouped_folds_keep_each_table_in_one_fold_and_cover_every_column() -> N
 
 def test_accuracy_report_without_a_validation_split_is_a_clear_error(tmp_path: Path) -> None:
     write_fixture_split(tmp_path, "training", 4, seed=1)
-    done = subprocess.run([sys.executable, "-m", "swarm.trainer.cli", "accuracy-report", "--data", str(tmp_path),
-                           "--run-dir", str(tmp_path / "run"), "--reports-dir", str(tmp_path / "reports"),
-                           "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "swarm.trainer.commands.cli", "accuracy-report",
+                           "--data", str(tmp_path), "--run-dir", str(tmp_path / "run"),
+                           "--reports-dir", str(tmp_path / "reports"), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "need 'validation'" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "reports").exists()

@@ -61,7 +61,7 @@ def test_commands_refuse_cuda_on_a_cpu_machine_with_a_clear_error(command: list[
     args = [a if a != "." else str(tiny_dataset) for a in command]
     if command[0] == "train":
         args += ["--data", str(tiny_dataset), "--model", "tiny", "--run-dir", str(tiny_dataset / "run")]
-    done = subprocess.run([sys.executable, "-m", "swarm.trainer.cli", *args, "--device", "cuda"],
+    done = subprocess.run([sys.executable, "-m", "swarm.trainer.commands.cli", *args, "--device", "cuda"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "sees no CUDA GPU" in done.stderr and "Traceback" not in done.stderr

@@ -33,8 +33,9 @@ def test_swarm_memory_counts_the_knowledge_sources_a_specialist_reads(tmp_path) 
     from swarm.model_server.specialist import DomainModel, domains, save_dir
 
     def memory(directory: Path) -> dict:
-        out = subprocess.run([sys.executable, "-m", "swarm.trainer.cli", "memory", "--specialist", str(directory),
-                              "--dtype", "float32"], capture_output=True, text=True, timeout=180, check=True)
+        out = subprocess.run([sys.executable, "-m", "swarm.trainer.commands.cli", "memory",
+                              "--specialist", str(directory), "--dtype", "float32"],
+                             capture_output=True, text=True, timeout=180, check=True)
         return json.loads(out.stdout)
 
     labels = domains()["identifiers"].labels

@@ -46,7 +46,7 @@ def test_resume_after_simulated_kill_is_exact(tiny_dataset: Path, tmp_path: Path
 
 
 def _cli(data: Path, run_dir: Path, reports: Path) -> list[str]:
-    return [sys.executable, "-m", "swarm.trainer.cli", "train", "--data", str(data), "--run-dir", str(run_dir),
+    return [sys.executable, "-m", "swarm.trainer.commands.cli", "train", "--data", str(data), "--run-dir", str(run_dir),
             "--model", "tiny", "--steps", "150", "--batch-size", "8", "--ckpt-every", "5",
             "--reports-dir", str(reports)]
 

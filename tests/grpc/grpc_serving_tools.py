@@ -92,8 +92,8 @@ def cli_swarm(tmp_path: Path, *args: str, env: dict[str, str] | None = None, tim
     log = tmp_path / "swarm.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "swarm.trainer.cli", "serve-annotation", "--port", "0", "--ready-file", str(ready),
-             "--device", "cpu", *args],
+            [sys.executable, "-m", "swarm.trainer.commands.cli", "serve-annotation", "--port", "0",
+             "--ready-file", str(ready), "--device", "cpu", *args],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True,
         )
     try:

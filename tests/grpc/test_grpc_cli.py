@@ -1,4 +1,4 @@
-"""`swarm serve-specialist` / `swarm serve-annotation` (through `python -m swarm.trainer.cli`) start
+"""`swarm serve-specialist` / `swarm serve-annotation` (through `python -m swarm.trainer.commands.cli`) start
 real servers that answer on loopback and exit cleanly on SIGTERM."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _command(tmp_path: Path, *args: str) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "swarm.trainer.cli",
+            "swarm.trainer.commands.cli",
             *args,
             "--port",
             "0",

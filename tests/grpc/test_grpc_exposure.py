@@ -17,8 +17,8 @@ REFUSED = "without TLS"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "swarm.trainer.cli", *args, "--port", "0"], capture_output=True,
-                          text=True, timeout=90)
+    return subprocess.run([sys.executable, "-m", "swarm.trainer.commands.cli", *args, "--port", "0"],
+                          capture_output=True, text=True, timeout=90)
 
 
 def test_loopback_addresses() -> None:

@@ -184,7 +184,7 @@ def test_a_policy_for_another_primary_is_refused(tmp_path: Path, primary: Primar
     _policy(primary, deep=False).save(tmp_path / "policy", primary_fingerprint(primary))
     with pytest.raises(ValueError, match="trained against primary"):
         PrimaryAnnotator.load(model_dir, policy=tmp_path / "policy")
-    from swarm.trainer.cli import _register_all, app
+    from swarm.trainer.commands.cli import _register_all, app
 
     _register_all()
     result = CliRunner().invoke(app, ["up", "--run-dir", str(tmp_path), "--policy", str(tmp_path / "policy"),

@@ -177,7 +177,7 @@ def test_sigterm_drains_in_flight_streams(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "swarm.trainer.cli",
+            "swarm.trainer.commands.cli",
             "serve-specialist",
             "--specialist",
             "temporal",

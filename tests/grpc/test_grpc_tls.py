@@ -170,8 +170,8 @@ def test_the_pod_environment_turns_on_mtls_and_the_health_port(pki: Pki, tmp_pat
     ready = tmp_path / "ready.json"
     env = {**os.environ, TLS_DIR_ENV: str(pki.server), "SWARM_HEALTH_PORT": "0"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "swarm.trainer.cli", "serve-specialist", "--specialist", "temporal", "--port", "0",
-         "--ready-file", str(ready), "--torch-threads", "1"],
+        [sys.executable, "-m", "swarm.trainer.commands.cli", "serve-specialist", "--specialist", "temporal",
+         "--port", "0", "--ready-file", str(ready), "--torch-threads", "1"],
         env=env, stderr=subprocess.DEVNULL,
     )
     try:

@@ -39,7 +39,7 @@ def test_swarm_up_serves_with_its_limits_and_stops_on_sigterm(tmp_path: Path) ->
     run = _demo_run(tmp_path / "run")
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "swarm.trainer.cli", "up", "--run-dir", str(run), "--port", "0", "--ready-file",
+        [sys.executable, "-m", "swarm.trainer.commands.cli", "up", "--run-dir", str(run), "--port", "0", "--ready-file",
          str(ready), "--device", "cpu", "--max-columns", "4", "--health-port", "0"],
         stderr=subprocess.PIPE, text=True,
     )

@@ -22,7 +22,7 @@ SPECIALISTS = ["temporal", "geographic"]
 
 
 def _swarm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "swarm.trainer.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "swarm.trainer.commands.cli", *args], capture_output=True, text=True,
                           timeout=600)
 
 
@@ -88,13 +88,13 @@ def test_train_and_eval_with_remote_specialists_over_grpc(tiny_dataset: Path, tm
         env = {**os.environ,
                "SWARM_SPECIALIST_ENDPOINTS": ",".join(f"{n}={a}" for n, a in swarm.addresses.items())}
         trained = subprocess.run(
-            [sys.executable, "-m", "swarm.trainer.cli", "train", "--data", str(tiny_dataset), "--run-dir",
+            [sys.executable, "-m", "swarm.trainer.commands.cli", "train", "--data", str(tiny_dataset), "--run-dir",
              str(tmp_path / "run"), "--model", "tiny", "--steps", "4", "--batch-size", "8", "--fusion", "gated",
              "--max-specialists", "1", "--reports-dir", str(tmp_path / "rep")],
             capture_output=True, text=True, timeout=600, env=env)
         assert trained.returncode == 0, trained.stderr[-3000:]
         evaluated = subprocess.run(
-            [sys.executable, "-m", "swarm.trainer.cli", "eval", "--data", str(tiny_dataset), "--checkpoint",
+            [sys.executable, "-m", "swarm.trainer.commands.cli", "eval", "--data", str(tiny_dataset), "--checkpoint",
              str(model_dir), "--json", str(tmp_path / "eval.json")],
             capture_output=True, text=True, timeout=600, env=env)
         assert evaluated.returncode == 0, evaluated.stderr[-3000:]

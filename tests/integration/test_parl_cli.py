@@ -16,7 +16,7 @@ SPECIALISTS = ["temporal", "numeric"]
 
 
 def _swarm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "swarm.trainer.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "swarm.trainer.commands.cli", *args], capture_output=True, text=True,
                           timeout=600)
 
 

@@ -104,7 +104,7 @@ def test_release_records_what_each_part_learnt_from_and_reuses_built_stages(doma
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_demo_serves_what_the_same_model_scores_in_process(domain_dataset: Path, tmp_path: Path) -> None:
-    from swarm.trainer.demo import DemoConfig, run_demo
+    from swarm.trainer.experiments.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(release=small(domain_dataset, tmp_path / "run"), reports_dir=tmp_path / "reports")
     result = run_demo(cfg)
@@ -121,7 +121,7 @@ def test_demo_serves_what_the_same_model_scores_in_process(domain_dataset: Path,
 
 
 def test_release_cli_refuses_missing_splits_clearly(tmp_path: Path) -> None:
-    from swarm.trainer.cli import _register_all, app
+    from swarm.trainer.commands.cli import _register_all, app
 
     _register_all()
     write_domain_split(tmp_path, "validation", 2, seed=0)

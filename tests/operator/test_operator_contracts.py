@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from swarm.model_server import choices
 from swarm.operator import budget, builders
 from swarm.operator.models import DType, FusionMode, Mode, SpecialistPoolSpec, SwarmJobSpec
-from swarm.trainer import cli
+from swarm.trainer.commands import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(60)

@@ -1,6 +1,6 @@
-"""A deep step's second specialist started from the first's states (trainer/deep_transfer): the chained states are
-the second's recurrence from those states, and every variant the measurement compares is what the primary answers
-when it fuses exactly those states."""
+"""A deep step's second specialist started from the first's states (trainer/experiments/deep_transfer): the chained
+states are the second's recurrence from those states, and every variant the measurement compares is what the primary
+answers when it fuses exactly those states."""
 from __future__ import annotations
 
 import pytest
@@ -12,7 +12,7 @@ from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import Specialist, untrained
 from swarm.trainer.data.columns import ColumnExample
 from swarm.trainer.data.sotab import load_labels
-from swarm.trainer.deep_transfer import VARIANTS, chained_states, deep_transfer, pair_correct
+from swarm.trainer.experiments.deep_transfer import VARIANTS, chained_states, deep_transfer, pair_correct
 from swarm.trainer.training.state_sources import LocalSpecialists, cache_states, cached_inputs
 from swarm.trainer.training.train import encode, predict
 

@@ -12,8 +12,8 @@ from sotab_fixtures import write_domain_split
 from swarm.model_server.orchestrator import OrchestratorPolicy
 from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import domains
+from swarm.trainer.experiments.orchestrator import POLICIES, OrchestratorConfig, run_orchestrator
 from swarm.trainer.orchestration.parl import ParlConfig
-from swarm.trainer.orchestrator_experiment import POLICIES, OrchestratorConfig, run_orchestrator
 
 
 @pytest.mark.slow

@@ -8,8 +8,8 @@ import pytest
 import torch
 from orchestrator_fixtures import hand_log_probs
 
+from swarm.trainer.experiments.orchestrator import spearman, subset_curve
 from swarm.trainer.orchestration.env import Outcomes, oracle_routing
-from swarm.trainer.orchestrator_experiment import spearman, subset_curve
 
 
 def test_spearman_by_hand() -> None:

@@ -1,11 +1,12 @@
-"""trainer/specialist_help: fixes, breaks and own-domain fixes of each specialist alone, by hand; the seeds' summary."""
+"""trainer/experiments/specialist_help: fixes, breaks and own-domain fixes of each specialist alone, by hand; the
+seeds' summary."""
 
 import pytest
 import torch
 from orchestrator_fixtures import hand_log_probs
 
+from swarm.trainer.experiments.specialist_help import help_markdown, specialist_help, summarise_help
 from swarm.trainer.orchestration.env import Outcomes
-from swarm.trainer.specialist_help import help_markdown, specialist_help, summarise_help
 
 # labels: a geographic one, a temporal one, a numeric one; masks: bit 0 geographic, bit 1 temporal
 LABELS = ["postalCode", "Date", "price"]

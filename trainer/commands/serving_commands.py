@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from swarm.trainer.cli_options import DEVICE_OPTION, PRECISION_OPTION, DType, Precision, fail, use_devices
-from swarm.trainer.train_commands import ENDPOINTS_ENV, parse_endpoints, publish
+from swarm.trainer.commands.cli_options import DEVICE_OPTION, PRECISION_OPTION, DType, Precision, fail, use_devices
+from swarm.trainer.commands.train_commands import ENDPOINTS_ENV, parse_endpoints, publish
 
 if TYPE_CHECKING:
     from swarm.model_server.annotation_server import AnnotationLimits
@@ -366,7 +366,7 @@ def annotate(
     import json
     import os
 
-    from swarm.trainer.annotation_run import annotate_split
+    from swarm.trainer.commands.annotation_run import annotate_split
     from swarm.trainer.data.sotab import DataError
     from swarm.trainer.reports import write_json
     from swarm.trainer.training.evaluate import pick_split
@@ -433,7 +433,7 @@ def up(
     import signal
     import threading
 
-    from swarm.trainer.demo import served_primary
+    from swarm.trainer.experiments.demo import served_primary
 
     _logging()
     device = use_devices(device, dtype)
@@ -453,7 +453,7 @@ def up(
         annotator = PrimaryAnnotator.load(model_dir, resolve_device(device), policy, spawn_budget)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    from swarm.trainer.annotation_run import served_swarm
+    from swarm.trainer.commands.annotation_run import served_swarm
 
     local = len(annotator.specialist_names)
     with served_swarm(annotator, model_dir, None, device, host, port, settings.limits(local),

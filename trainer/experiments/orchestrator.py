@@ -34,11 +34,12 @@ from swarm.model_server.primary import PrimaryModel
 from swarm.model_server.specialist import domains
 from swarm.model_server.weights import save_weights
 from swarm.trainer import reports
-from swarm.trainer.accuracy_experiment import AccuracyConfig, ExperimentRunner, cv_folds, grouped_folds
 from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import load_labels
-from swarm.trainer.deep_transfer import VARIANTS, deep_transfer
-from swarm.trainer.fusion_experiment import spread
+from swarm.trainer.experiments.accuracy import AccuracyConfig, ExperimentRunner, cv_folds, grouped_folds
+from swarm.trainer.experiments.deep_transfer import VARIANTS, deep_transfer
+from swarm.trainer.experiments.fusion import spread
+from swarm.trainer.experiments.specialist_help import help_markdown, specialist_help, summarise_help
 from swarm.trainer.orchestration.baselines import (
     confidence_gate,
     domain_scores,
@@ -63,7 +64,6 @@ from swarm.trainer.orchestration.env import (
 )
 from swarm.trainer.orchestration.outcomes import column_features, outcomes_from_caches
 from swarm.trainer.orchestration.parl import ParlConfig, cost_of, train_parl
-from swarm.trainer.specialist_help import help_markdown, specialist_help, summarise_help
 from swarm.trainer.training.metrics import HARD_CLASS_F1
 from swarm.trainer.training.primary import labelled_splits
 from swarm.trainer.training.specialists import train_specialist
@@ -362,8 +362,8 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
 
 
 def _transfer_summary(transfers: list[dict[str, float]]) -> dict:
-    """Per variant of trainer/deep_transfer: accuracy mean and spread over seeds, and each minus `union` (what deep
-    search does) paired per seed."""
+    """Per variant of trainer/experiments/deep_transfer: accuracy mean and spread over seeds, and each minus `union`
+    (what deep search does) paired per seed."""
     summary = {}
     for variant in VARIANTS:
         mean, std = _mean_std([t[variant] for t in transfers])
@@ -497,9 +497,9 @@ def orchestrator_markdown(result: dict) -> str:
                f"{r['minus_union']:+.4f} ± {r['minus_union_std']:.4f}"]
               for v, r in result["deep_transfer"].items()]
         n = len(result["specialists"])
-        text += ("\nHow a deep step's second specialist uses the first (trainer/deep_transfer.py): accuracy of the "
-                 f"primary on every held-out column, averaged over the {n * (n - 1)} ordered pairs of specialists, "
-                 "mean ± std over seeds; the difference to `union` paired per seed:\n\n"
+        text += ("\nHow a deep step's second specialist uses the first (trainer/experiments/deep_transfer.py): "
+                 f"accuracy of the primary on every held-out column, averaged over the {n * (n - 1)} ordered pairs of "
+                 "specialists, mean ± std over seeds; the difference to `union` paired per seed:\n\n"
                  + reports.markdown_table(["variant", "what the primary fuses", "accuracy", "minus union"], dt))
     if result.get("specialist_help"):
         text += "\n" + help_markdown(result["specialist_help"], result["seeds"])

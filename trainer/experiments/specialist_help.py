@@ -14,7 +14,7 @@ import torch
 
 from swarm.model_server.specialist import domain_of
 from swarm.trainer import reports
-from swarm.trainer.fusion_experiment import spread
+from swarm.trainer.experiments.fusion import spread
 from swarm.trainer.orchestration.env import Outcomes
 
 
@@ -78,8 +78,8 @@ def help_markdown(summary: Sequence[dict], seeds: int, against: str = "the prima
              "-" if r["own_domain_share_of_fixes"] is None else f"{r['own_domain_share_of_fixes']:.2f}",
              f"{r['domain_share_of_columns']:.2f}", f"{own_domain_goal(r['domain_share_of_columns']):.2f}",
              "yes" if r.get("meets_own_domain_goal") else "no"] for r in summary]
-    return (f"Where each specialist's help lands (trainer/specialist_help.py): held-out columns with that specialist "
-            f"alone fused against {against}, mean ± std over {seeds} seeds; goal: half of its fixes in its "
+    return (f"Where each specialist's help lands (trainer/experiments/specialist_help.py): held-out columns with that "
+            f"specialist alone fused against {against}, mean ± std over {seeds} seeds; goal: half of its fixes in its "
             f"domain, or twice its domain's share of the columns where that is lower:\n\n"
             + reports.markdown_table(["specialist", "columns fixed", "columns broken", "fixes in its own domain",
                                       "share of fixes in its domain", "its domain's share of all columns",

@@ -36,8 +36,8 @@ from swarm.model_server.specialist import Specialist, domains
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import load_labels
-from swarm.trainer.fusion_experiment import spread
-from swarm.trainer.specialist_help import help_counts, help_markdown, summarise_help
+from swarm.trainer.experiments.fusion import spread
+from swarm.trainer.experiments.specialist_help import help_counts, help_markdown, summarise_help
 from swarm.trainer.training.metrics import HARD_CLASS_F1, Scores, score
 from swarm.trainer.training.primary import encode_examples, labelled_splits
 from swarm.trainer.training.specialists import train_specialist

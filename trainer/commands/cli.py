@@ -12,8 +12,8 @@ app = typer.Typer(help="Swarm: a specialist swarm for column type annotation (SO
                   pretty_exceptions_enable=False)
 
 COMMAND_MODULES = (
-    "swarm.trainer.train_commands",
-    "swarm.trainer.serving_commands",
+    "swarm.trainer.commands.train_commands",
+    "swarm.trainer.commands.serving_commands",
     "swarm.operator.commands",
 )
 

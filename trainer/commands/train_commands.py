@@ -12,7 +12,15 @@ import typer
 
 from swarm.model_server import choices
 from swarm.model_server.choices import DEFAULT_MAX_SPECIALISTS
-from swarm.trainer.cli_options import DEVICE_OPTION, PRECISION_OPTION, DType, FusionMode, Precision, fail, use_devices
+from swarm.trainer.commands.cli_options import (
+    DEVICE_OPTION,
+    PRECISION_OPTION,
+    DType,
+    FusionMode,
+    Precision,
+    fail,
+    use_devices,
+)
 
 if TYPE_CHECKING:
     from swarm.trainer.orchestration.parl import ParlConfig
@@ -209,7 +217,7 @@ def synth(
 
 def _experiment_config(data: Path, run_dir: Path, model: str, synthetic_tables: int, pretrain_steps: int,
                        specialist_steps: int, primary_steps: int, seeds: int, device: str):
-    from swarm.trainer.fusion_experiment import FusionExperimentConfig
+    from swarm.trainer.experiments.fusion import FusionExperimentConfig
 
     return FusionExperimentConfig(data=data, run_dir=run_dir, model=model, synthetic_tables=synthetic_tables,
                                   pretrain_steps=pretrain_steps, specialist_steps=specialist_steps,
@@ -310,7 +318,7 @@ def demo(
     """The main job on the bundled data: build the released swarm from the training splits, serve it on loopback,
     annotate the held-out tables through the client, compare with the same model in process and the primary alone."""
     from swarm.trainer.data.sotab import DataError
-    from swarm.trainer.demo import DemoConfig, demo_markdown, run_demo
+    from swarm.trainer.experiments.demo import DemoConfig, demo_markdown, run_demo
 
     device = use_devices(device, dtype)
     try:
@@ -339,7 +347,7 @@ def fusion_report(
 ) -> None:
     """Primary alone vs + 1, 3, all specialists for every fusion mode: reports/fusion.{json,md,png}."""
     from swarm.trainer.data.sotab import DataError
-    from swarm.trainer.fusion_experiment import run_fusion_experiment
+    from swarm.trainer.experiments.fusion import run_fusion_experiment
 
     device = use_devices(device, dtype)
     cfg = _experiment_config(data, run_dir, model, synthetic_tables, pretrain_steps, specialist_steps, primary_steps,
@@ -374,8 +382,8 @@ def accuracy_report(
 ) -> None:
     """Grouped K-fold CV of the primary alone and with its specialists, plus the ablation ladder:
     reports/accuracy.{json,md,png}; the released swarm (all labelled data) in RUN_DIR/released/model."""
-    from swarm.trainer.accuracy_experiment import AccuracyConfig, accuracy_markdown, run_accuracy
     from swarm.trainer.data.sotab import DataError
+    from swarm.trainer.experiments.accuracy import AccuracyConfig, accuracy_markdown, run_accuracy
 
     device = use_devices(device, dtype)
     cfg = AccuracyConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model, steps=steps,
@@ -409,8 +417,8 @@ def orchestrator_report(
     supervised complexity head, PARL) and the design's success criteria: reports/orchestrator.{json,md,png}; the
     released primary + policy in RUN_DIR/released/model."""
     from swarm.trainer.data.sotab import DataError
+    from swarm.trainer.experiments.orchestrator import OrchestratorConfig, orchestrator_markdown, run_orchestrator
     from swarm.trainer.orchestration.parl import ParlConfig
-    from swarm.trainer.orchestrator_experiment import OrchestratorConfig, orchestrator_markdown, run_orchestrator
 
     device = use_devices(device, dtype)
     cfg = OrchestratorConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model, steps=steps,
@@ -494,7 +502,7 @@ def bench(
     """Run the benchmark scripts under bench/ (a source checkout); each writes reports/bench_*.json and .md."""
     import subprocess
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     unknown = sorted(set(only) - set(BENCHMARKS))
     if unknown:
         fail(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")

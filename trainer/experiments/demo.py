@@ -72,7 +72,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from swarm.client import Annotator
     from swarm.model_server.devices import resolve_device
     from swarm.model_server.primary_annotator import PrimaryAnnotator
-    from swarm.trainer.annotation_run import annotation_endpoint, percentile, score_predictions, table_rows
+    from swarm.trainer.commands.annotation_run import annotation_endpoint, percentile, score_predictions, table_rows
     from swarm.trainer.training.evaluate import specialist_dirs
     from swarm.trainer.training.state_sources import LocalSpecialists
 
