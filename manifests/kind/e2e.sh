@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
 # End-to-end on kind: build the image, load it, install CRDs + operator + node agent, apply the samples, and
-# wait until the operator has reported status for both. Needs docker, kind and kubectl on PATH.
+# wait until the operator has planned both and says why they wait. Needs docker, kind and kubectl on PATH.
 # KEEP_CLUSTER=1 keeps the cluster afterwards; CLUSTER=name picks the cluster name.
+#
+# What the operator does on kind (no GPU, no NVML, no model volume): the node agent declares one 24 GiB GPU per
+# worker (--declared-gpus/--declared-memory-bytes: kind has no NVML) and advertises it as the node's
+# swarm.ai/gpu-memory-mib resource; only nodes that advertise it count, so the pool's capacity comes from those
+# readings (capacitySource "declared"; a pool's fallbackCapacity never makes a node without the resource count).
+# The pool admits and places its warm specialists (Deployments scaled to 1, each with a PodDisruptionBudget), but
+# their pods mount the swarm-models claim, which kind lacks: the scheduler leaves them Pending and the pool's Ready
+# condition says so (WarmSetNotReady, with the scheduler's message). The sample job is granted its specialists
+# and stays Pending (SpecialistsReady False): the trainer pod is created only once every specialist it is given is
+# ready, so it has none. That is the expected end state. The planner keeps within each node's allocatable CPU and
+# memory (the specialist template requests 1 CPU and 4 GiB): the host needs at least 2 CPUs and 8 GiB for the warm
+# pair (kind's nodes report the host's).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CLUSTER="${CLUSTER:-swarm-e2e}"
 NS=swarm
 KUBECTL="${KUBECTL:-kubectl}"
 ROOT="$(pwd)"
+GPU_BYTES=25757220864  # what the node agents declare per worker: an RTX 4090's total (kind has no NVML)
 
 # The kind overlay (the local image, no nvidia RuntimeClass: kind has none). It lives in a temporary directory
 # under .cache/ (git-ignored) because kustomize refuses an overlay nested inside its base and absolute paths.
@@ -25,7 +38,12 @@ images:
     newTag: e2e
 patches:
   - target: {kind: DaemonSet, name: swarm-node-agent}
-    patch: '[{"op": "remove", "path": "/spec/template/spec/runtimeClassName"}]'
+    patch: |-
+      - op: remove
+        path: /spec/template/spec/runtimeClassName
+      - op: replace
+        path: /spec/template/spec/containers/0/command
+        value: [swarm, node-agent, --interval, "10", --declared-gpus, "1", --declared-memory-bytes, "$GPU_BYTES"]
   - target: {kind: Deployment, name: swarm-operator}
     patch: |-
       - op: replace
@@ -94,21 +112,60 @@ metadata:
 handler: runc
 YAML
 
+# wait_until SECONDS WHAT COMMAND...: run COMMAND every 2 s until it succeeds; fail after SECONDS.
+wait_until() {
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@"; do
+    ((SECONDS < deadline)) || { echo "e2e: timed out waiting for $what" >&2; return 1; }
+    sleep 2
+  done
+}
+has_pods() { [[ -n "$("$KUBECTL" -n "$NS" get pods -l "$1" -o name)" ]]; }
+job_condition() {
+  "$KUBECTL" -n "$NS" get swarmjob/sotab-train -o jsonpath="{.status.conditions[?(@.type==\"$1\")].status}"
+}
+job_waits() { [[ "$(job_condition SpecialistsReady)" == False || "$(job_condition SpecialistsGranted)" == False ]]; }
+
 "$KUBECTL" -n "$NS" apply -f manifests/samples/specialistpool.yaml
 "$KUBECTL" -n "$NS" apply -f manifests/samples/swarmjob.yaml
 
-# The pool budget comes from fallbackCapacity (kind nodes have no NVML); specialist and trainer pods request the
-# swarm.ai/gpu-memory-mib resource, which no kind node advertises (no NVML, nothing declared), so they stay Pending
-# with the scheduler's reason: phase Pending with pods set is the expected end state.
-"$KUBECTL" -n "$NS" wait specialistpool/sotab --for=jsonpath='{.status.capacitySource}'=fallback --timeout=120s
-"$KUBECTL" -n "$NS" wait specialistpool/sotab --for=condition=Ready --timeout=60s
-"$KUBECTL" -n "$NS" wait swarmjob/sotab-train --for=jsonpath='{.status.pods[0]}'=sotab-train-primary --timeout=120s
+# Capacity from the node agents' (declared) readings; the warm pair admitted and scaled up.
+"$KUBECTL" -n "$NS" wait specialistpool/sotab --for=jsonpath='{.status.capacitySource}'=declared --timeout=180s
+"$KUBECTL" -n "$NS" wait specialistpool/sotab --for=jsonpath='{.status.gpus}'=2 --timeout=60s
+"$KUBECTL" -n "$NS" wait specialistpool/sotab --for=jsonpath='{.status.warmCount}'=2 --timeout=60s
+for warm in geographic temporal; do
+  "$KUBECTL" -n "$NS" wait "deployment/sotab--$warm" --for=jsonpath='{.spec.replicas}'=1 --timeout=60s
+  # Their pods wait for the swarm-models claim (not on kind): Pending, and the scheduler says why. (`kubectl wait
+  # -l` fails at once while nothing matches: wait for the ReplicaSet to create the pod first.)
+  selector="swarm.ai/pool=sotab,swarm.ai/specialist=$warm"
+  wait_until 60 "a pod of $warm" has_pods "$selector"
+  "$KUBECTL" -n "$NS" wait pod -l "$selector" --for=condition=PodScheduled=False --timeout=120s
+done
+"$KUBECTL" -n "$NS" wait specialistpool/sotab \
+  --for=jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'=WarmSetNotReady --timeout=60s
+# The warm specialists' PodDisruptionBudgets (owned by the pool); the cold ones have none.
+"$KUBECTL" -n "$NS" get poddisruptionbudget/sotab--geographic poddisruptionbudget/sotab--temporal
+if "$KUBECTL" -n "$NS" get poddisruptionbudget/sotab--media >/dev/null 2>&1; then
+  echo "e2e: a cold specialist has a PodDisruptionBudget" >&2
+  exit 1
+fi
+# The job waits, Pending, with a condition saying why: granted, for its specialists to be ready (SpecialistsReady
+# False), or, where a kind node has less allocatable CPU or memory than the trainer template requests (4 CPUs,
+# 16 GiB), for room (SpecialistsGranted False, BudgetExceeded). Either way no trainer pod: it is created only once
+# every specialist it is given is ready.
+wait_until 120 "the job to say why it waits" job_waits
+"$KUBECTL" -n "$NS" get swarmjob/sotab-train -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}'
+"$KUBECTL" -n "$NS" wait swarmjob/sotab-train --for=jsonpath='{.status.phase}'=Pending --timeout=60s
+if "$KUBECTL" -n "$NS" get pod/sotab-train-primary >/dev/null 2>&1; then
+  echo "e2e: a trainer pod exists although the job's specialists are not ready" >&2
+  exit 1
+fi
 "$KUBECTL" -n "$NS" get deployment/sotab--geographic deployment/sotab--temporal deployment/sotab--people service/sotab--people
 "$KUBECTL" -n "$NS" get networkpolicy/swarm-specialists networkpolicy/swarm-trainers secret/swarm-specialist-tls
-"$KUBECTL" -n "$NS" get pod/sotab-train-primary
-"$KUBECTL" -n "$NS" get specialistpools,swarmjobs
+"$KUBECTL" -n "$NS" get specialistpools,swarmjobs,poddisruptionbudgets
 "$KUBECTL" -n "$NS" delete swarmjob/sotab-train --wait --timeout=60s
-if "$KUBECTL" -n "$NS" get pod/sotab-train-primary >/dev/null 2>&1; then
-  "$KUBECTL" -n "$NS" wait pod/sotab-train-primary --for=delete --timeout=60s
-fi
+"$KUBECTL" -n "$NS" delete specialistpool/sotab --wait --timeout=60s
+# Owner references: the pool's Deployments, Services and PodDisruptionBudgets go with it (garbage collector).
+"$KUBECTL" -n "$NS" wait deployment/sotab--geographic poddisruptionbudget/sotab--geographic --for=delete --timeout=120s
 echo "kind e2e: OK"
