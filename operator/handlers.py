@@ -9,7 +9,8 @@ INFO.
 
 Tunables (environment): SWARM_RESYNC_SECONDS (the resync of every pool and job: node capacity changes, idle
 timeouts, expired demand, the jobs' clocks and what running jobs hold; 30), SWARM_RETRY_SECONDS (delay before a
-Pending job retries; 15), SWARM_POD_TEMPLATES, SWARM_IMAGE.
+Pending job retries; 15), SWARM_SPECIALIST_LOSS_GRACE_SECONDS (how long a running job may miss a specialist it holds
+before it fails: held.py; 300), SWARM_POD_TEMPLATES, SWARM_IMAGE.
 
 Many jobs (issue #31, defect 5): a job waiting for GPU memory budget has no retry timer; it is woken when its pool's
 capacity frees (a job deleted or finished, the pool's spec changed, a node added or reopened: wake_admitted) and at

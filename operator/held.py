@@ -6,16 +6,27 @@ losses the plan cannot prevent: the pool is deleted, a specialist is removed fro
 and Service go), or one stops being ready (its pod evicted, its node gone). The job is then told: PoolReady,
 SpecialistsGranted or SpecialistsReady goes False with the reason, and a Warning event is posted on the job once
 per transition. Its trainer pod keeps running (it sees the loss as failed calls); the job recovers its conditions
-when what it holds comes back (a re-created pool plans its running claims first).
+when what it holds comes back (a re-created pool plans its running claims first; an evicted specialist or one whose
+node went is placed anew under the job's claim).
+
+The grace policy: a loss that lasts `LOSS_GRACE_SECONDS` (SWARM_SPECIALIST_LOSS_GRACE_SECONDS, 300 by default;
+0 or less: never) since the first of these conditions went False fails the job (Complete False, SpecialistLost)
+and deletes its trainer pod, whatever backoffLimit says: a new trainer pod would find the same pool. Within it the
+job stays Running and may recover; past it, a trainer that cannot finish no longer holds its GPU and specialists.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from swarm.operator.models import ConditionReason, ConditionType
 from swarm.operator.status import condition
+
+LOSS_GRACE_SECONDS = float(os.environ.get("SWARM_SPECIALIST_LOSS_GRACE_SECONDS", "300"))
+HELD = {ConditionType.PoolReady, ConditionType.SpecialistsGranted, ConditionType.SpecialistsReady}
 
 
 def conditions(held: Iterable[str], pool_name: str, pool: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -70,3 +81,27 @@ def warnings(before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, A
             continue
         out.append((str(cond["reason"]), f"{cond['type']}: {cond['message']}"))
     return out
+
+
+def lost_since(
+    before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]], now: datetime
+) -> datetime | None:
+    """Since when the job has lost something it holds: the earliest moment one of `after`'s held conditions went
+    False (`before`: the status's conditions, whose lastTransitionTime says when one already False went so; one
+    newly False went now). None when all of them are True."""
+    old = {c.get("type"): c for c in before}
+    moments = []
+    for cond in after:
+        if cond.get("type") not in HELD or cond.get("status") != "False":
+            continue
+        previous = old.get(cond["type"]) or {}
+        stamp = _parse(previous.get("lastTransitionTime")) if previous.get("status") == "False" else None
+        moments.append(stamp or now)
+    return min(moments, default=None)
+
+
+def _parse(stamp: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
+    except ValueError:
+        return None

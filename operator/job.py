@@ -14,7 +14,8 @@ without cascading) is deleted, never adopted, and its events never reach the new
 
 Like a Kubernetes Job: a trainer pod that fails, or is deleted while the job runs, is replaced while `backoffLimit`
 allows (status.failed counts them), else the job is Failed (BackoffLimitExceeded / PodDeleted);
-`activeDeadlineSeconds` after status.startTime the pod is deleted and the job Failed (DeadlineExceeded); a finished
+`activeDeadlineSeconds` after status.startTime the pod is deleted and the job Failed (DeadlineExceeded), as it is when
+what it holds stays lost past the grace period (SpecialistLost, held.py); a finished
 job is deleted `ttlSecondsAfterFinished` after status.completionTime. The handlers' resync timer drives the clocks
 and catches pod deletions missed while the operator was down.
 """
@@ -370,7 +371,9 @@ async def _follow(api: Api, job: dict[str, Any], spec: SwarmJobSpec, pod: dict[s
     if outcome.phase not in TERMINAL:
         current = await api.get(JOBS, job["metadata"]["namespace"], job["metadata"]["name"])
         if current is not None and owns(current, pod) and is_active(current):
-            await _check_held(api, current, spec)
+            failed = await _check_held(api, current, spec, pod, now)
+            if failed is not None:
+                return failed
     started = _parse((job.get("status") or {}).get("startTime"))
     deadline = spec.active_deadline_seconds
     if outcome.phase in TERMINAL or not deadline or started is None:
@@ -463,12 +466,25 @@ async def _warn(api: Api, job: dict[str, Any], conditions: list[dict[str, Any]])
         await events.post(api, job, reason, message, events.WARNING)
 
 
-async def _check_held(api: Api, job: dict[str, Any], spec: SwarmJobSpec) -> None:
-    """A running job: whether its pool and the specialists it was granted are still there and ready (held.py)."""
+async def _check_held(
+    api: Api, job: dict[str, Any], spec: SwarmJobSpec, pod: dict[str, Any], now: datetime
+) -> Outcome | None:
+    """A running job: whether its pool and the specialists it was granted are still there and ready (held.py); a
+    loss that outlasted held.LOSS_GRACE_SECONDS fails the job and deletes its trainer pod (the Failed outcome)."""
     found = await api.get(POOLS, job["metadata"]["namespace"], spec.pool_ref)
     conditions = held.conditions((job.get("status") or {}).get("specialists") or [], spec.pool_ref, found)
+    before = (job.get("status") or {}).get("conditions") or []
     await write_status(api, job, {}, conditions)
     await _warn(api, job, conditions)
+    since = held.lost_since(before, conditions, now)
+    grace = held.LOSS_GRACE_SECONDS
+    if since is None or grace <= 0 or (now - since).total_seconds() < grace:
+        return None
+    lost = "; ".join(c["message"] for c in conditions if c["status"] == "False")
+    message = f"lost for over {grace:.0f} s: {lost}; trainer pod {pod['metadata']['name']!r} stopped"
+    await finish(api, job, Phase.Failed, ConditionReason.SpecialistLost, message, now)
+    await api.delete(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"])
+    return Outcome(Phase.Failed.value)
 
 
 def _pool_problem(

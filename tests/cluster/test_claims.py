@@ -4,12 +4,13 @@ kept or it is told, and its trainer pod waits for its specialists to be ready.""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from control_plane import ControlPlane
-from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node
+from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node, operator_process
 from status_conditions import find_condition
 from test_lifecycle import JOB, replicas, set_reserve, start_job
 from test_real_cluster import TRAINER_PODS, job_status, pods, pool_status, ready_condition, running, sample
@@ -140,6 +141,26 @@ def test_removing_a_running_jobs_specialist_from_its_pool_tells_the_job(
         what="a SpecialistLost Warning event",
     )
     assert len(lost) == 1 and "people" in lost[0]
+
+
+def test_a_loss_past_the_grace_period_fails_the_job(cluster: ControlPlane, tmp_path: Path) -> None:
+    """The grace policy (held.py): with a 3 s grace, a running job whose specialist was removed from its pool is
+    Failed (SpecialistLost) and its trainer pod deleted, instead of running on without it indefinitely."""
+    with operator_process(cluster, tmp_path / "operator.log", SWARM_SPECIALIST_LOSS_GRACE_SECONDS="3") as op:
+        trainer = start_job(cluster, op)
+        pool = sample("specialistpool.yaml", idleTimeoutSeconds=0)
+        pool["spec"]["specialists"] = [s for s in pool["spec"]["specialists"] if s["name"] != "people"]
+        cluster.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(pool))
+        status = cluster.wait_for(
+            lambda: (s := job_status(cluster, JOB)).get("phase") == "Failed" and s,
+            timeout=60,
+            what=f"the job Failed past the grace\n{job_status(cluster, JOB)}\n{op.log()}",
+        )
+        complete = find_condition(status, ConditionType.Complete)
+        assert (complete["status"], complete["reason"]) == ("False", ConditionReason.SpecialistLost)
+        assert "people" in complete["message"] and "lost for over 3 s" in complete["message"]
+        name = trainer["metadata"]["name"]
+        cluster.wait_for(lambda: cluster.get(CORE, "pods", name, NS) is None, what="the trainer pod deleted")
 
 
 def test_deleting_a_running_jobs_pool_tells_the_job_and_a_new_pool_re_grants(

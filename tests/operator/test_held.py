@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -98,3 +99,17 @@ def test_startable_jobs_wait_for_nothing_the_pool_decides() -> None:
     ]
     assert job.startable(claims, result, gpu_trainer=True) == ["ready"]
     assert job.startable(claims, result, gpu_trainer=False) == ["ready", "no-trainer"]
+
+
+def test_a_loss_is_dated_from_when_it_began() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    lost = held.conditions(["a"], "pool", None)  # PoolReady, SpecialistsGranted, SpecialistsReady all False
+    assert held.lost_since([], lost, now) == now  # newly lost: from now
+    earlier = [{**c, "lastTransitionTime": "2026-01-01T11:55:00Z"} for c in lost]
+    assert held.lost_since(earlier, lost, now) == now - timedelta(minutes=5)
+    # Held again: nothing is lost, whatever the status said before.
+    back = held.conditions(["a"], "pool", _pool({"a": (1, True)}))
+    assert held.lost_since(earlier, back, now) is None
+    # A condition True before (its transition time is when it became True) is lost only from now.
+    was_true = [{**c, "status": "True", "lastTransitionTime": "2026-01-01T10:00:00Z"} for c in lost]
+    assert held.lost_since(was_true, lost, now) == now
