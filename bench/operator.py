@@ -573,6 +573,7 @@ def real_pending_jobs(plane: Any, workdir: Path, pending: int, repeats: int = PE
             )
             samples.append(time.perf_counter() - started)
         busy_cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - wall0)
+        deletion = delete_all_jobs(plane, pid, op.log)
     return {
         "pending": pending,
         "repeats": repeats,
@@ -584,6 +585,33 @@ def real_pending_jobs(plane: Any, workdir: Path, pending: int, repeats: int = PE
         "operator_cpu_cores_during_new_jobs": busy_cpu,
         "seconds_until_all_pending": settle,
         "cpu_window_s": PENDING_CPU_WINDOW_S,
+        **deletion,
+    }
+
+
+def delete_all_jobs(plane: Any, pid: int, log: Any) -> dict[str, Any]:
+    """Every job deleted in one call (kubectl delete --all): seconds until the API server lists none, until the
+    operator has released their claims (no pool row names a job in requestedBy any more), the operator's CPU over
+    that time and the ERROR lines it logged meanwhile (before issue #31's fixes: 602 jobs took 127 s)."""
+    from operator_process import SWARM
+
+    errors0 = log().count("ERROR")
+    cpu0, started = cpu_seconds(pid), time.perf_counter()
+    plane.kubectl("delete", "swarmjobs", "--all", "-n", REAL_NS, "--wait=false")
+    plane.wait_for(lambda: not plane.list(SWARM, "swarmjobs", REAL_NS), timeout=600, interval=0.5, what="jobs gone")
+    gone = time.perf_counter() - started
+
+    def released() -> bool:
+        rows = ((plane.get(SWARM, "specialistpools", "p", REAL_NS) or {}).get("status") or {}).get("specialists", [])
+        return not any(r.get("requestedBy") for r in rows)
+
+    plane.wait_for(released, timeout=600, interval=REAL_POLL_S, what="claims released")
+    done = time.perf_counter() - started
+    return {
+        "delete_all_jobs_gone_s": gone,
+        "delete_all_claims_released_s": done,
+        "operator_cpu_cores_during_deletion": (cpu_seconds(pid) - cpu0) / done,
+        "operator_errors_during_deletion": log().count("ERROR") - errors0,
     }
 
 
@@ -619,15 +647,21 @@ def pending_table(rows: list[dict[str, Any]]) -> list[str]:
         return []
     lines = [
         "| code | pending jobs | new job -> Running p50 | p99 | max | operator CPU while waiting | operator CPU "
-        "during new jobs | all pending after |",
-        "|---|---|---|---|---|---|---|---|",
+        "during new jobs | all pending after | all deleted: claims released after | operator CPU, errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        deleted = (
+            f"{_s(r['delete_all_claims_released_s'])} | {r['operator_cpu_cores_during_deletion']:.2f} cores, "
+            f"{r['operator_errors_during_deletion']} |"
+            if "delete_all_claims_released_s" in r
+            else "not measured | |"
+        )
         lines.append(
             f"| {r.get('label', '')} ({r.get('commit', '?')}) | {r['pending']} | {_ms(r['time_to_running_p50_s'])} | "
             f"{_ms(r['time_to_running_p99_s'])} | {_ms(r['time_to_running_max_s'])} | "
             f"{r['operator_cpu_cores_waiting']:.2f} cores | {r['operator_cpu_cores_during_new_jobs']:.2f} cores | "
-            f"{_s(r['seconds_until_all_pending'])} |"
+            f"{_s(r['seconds_until_all_pending'])} | {deleted}"
         )
     return lines
 
