@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -51,6 +52,7 @@ from swarm.operator.models import (
 from swarm.operator.nodes import NodeReading, pod_requests
 from swarm.operator.status import condition, merge_conditions, now_iso, parse_object
 
+log = logging.getLogger(__name__)
 DEMAND_JOB = "annotation-demand"  # the claimant named in status rows (requestedBy) for the annotation service
 DEMAND_CLOCK_SKEW_S = 60  # a demand time at most this far in the future counts as now; further: ignored
 _SHOWN = 5  # problems named in the DemandValid message at most
@@ -468,6 +470,8 @@ async def _reconcile(
     requests, trainer_requests = pod_requests(specialist_template), pod_requests(templates["trainer"])
     room = budget.room_left(budget.node_room(nodes, gpus), pools, name, requests)
     rows, placement = plan(spec, gpus, claims, previous, now, taken, room, requests, trainer_requests)
+    for line in placement_changes(previous, rows):
+        log.info("SpecialistPool %s/%s: %s", namespace, name, line)
 
     selector = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_POOL: name}
     deployments = [
@@ -576,6 +580,27 @@ async def _reconcile(
             if key.startswith(TRAINER)
         },
     )
+
+
+def placement_changes(previous: Mapping[str, Mapping[str, Any]], rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One line per specialist whose placement a plan changed (placed, moved, scaled to zero, over budget), from the
+    status rows before (`previous`, by name) and after: the log says what the operator decided and why."""
+    out = []
+    for row in rows:
+        before = previous.get(row["name"]) or {}
+        where = f"{row['node']} GPU {row['gpu']}" if row.get("replicas") and "node" in row else None
+        was = f"{before['node']} GPU {before['gpu']}" if before.get("replicas") and "node" in before else None
+        if where == was and row["state"] == before.get("state"):
+            continue
+        if where and was:
+            out.append(f"{row['name']} moved from {was} to {where} ({row['state']})")
+        elif where:
+            out.append(f"{row['name']} placed on {where} ({row['state']})")
+        elif was:
+            out.append(f"{row['name']} scaled to zero from {was} ({row['state']})")
+        elif row["state"] != before.get("state"):
+            out.append(f"{row['name']} {before.get('state', 'new')} -> {row['state']}")
+    return out
 
 
 async def observe(

@@ -231,3 +231,27 @@ def test_a_nodes_planning_view_ignores_the_agents_free_bytes_and_timestamp() -> 
         node(taints=(("k", "v", "NoSchedule"),)),
     ):
         assert budget.planning_view(changed) != base
+
+
+def test_placement_changes_are_logged_in_words() -> None:
+    from swarm.operator.pool import placement_changes
+
+    previous = {
+        "a": {"state": "Warm", "replicas": 1, "node": "n", "gpu": 0},
+        "b": {"state": "Active", "replicas": 1, "node": "n", "gpu": 0},
+        "c": {"state": "Cold", "replicas": 0},
+        "d": {"state": "Warm", "replicas": 1, "node": "n", "gpu": 1},
+    }
+    rows = [
+        {"name": "a", "state": "Warm", "replicas": 1, "node": "m", "gpu": 0},
+        {"name": "b", "state": "Cold", "replicas": 0},
+        {"name": "c", "state": "OverBudget", "replicas": 0},
+        {"name": "d", "state": "Warm", "replicas": 1, "node": "n", "gpu": 1},
+        {"name": "e", "state": "Active", "replicas": 1, "node": "n", "gpu": 0},
+    ]
+    assert placement_changes(previous, rows) == [
+        "a moved from n GPU 0 to m GPU 0 (Warm)",
+        "b scaled to zero from n GPU 0 (Cold)",
+        "c Cold -> OverBudget",
+        "e placed on n GPU 0 (Active)",
+    ]
