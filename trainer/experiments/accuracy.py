@@ -36,9 +36,8 @@ from swarm.model_server.specialist import Specialist, domains
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import load_labels
-from swarm.trainer.experiments.fusion import spread
 from swarm.trainer.experiments.specialist_help import help_counts, help_markdown, summarise_help
-from swarm.trainer.training.metrics import HARD_CLASS_F1, Scores, score
+from swarm.trainer.training.metrics import Scores, hard_class_f1, hard_classes, score, spread
 from swarm.trainer.training.primary import encode_examples, labelled_splits
 from swarm.trainer.training.specialists import train_specialist
 from swarm.trainer.training.state_sources import LocalSpecialists, cache_states, cached_inputs
@@ -86,15 +85,10 @@ def grouped_folds(examples: Sequence[ColumnExample], k: int, seed: int) -> list[
     return [sorted(f) for f in folds]
 
 
-def _hard_f1(s: Scores, hard: Sequence[str]) -> float | None:
-    present = [c for c in hard if c in s.per_class]
-    return statistics.fmean([s.per_class[c] for c in present]) if present else None
-
-
 def _summary(runs: Sequence[Scores], hard: Sequence[str]) -> dict:
     micro = [s.micro_f1 for s in runs]
     macro = [s.macro_f1 for s in runs]
-    hard_scores = [h for s in runs if (h := _hard_f1(s, hard)) is not None]
+    hard_scores = [h for s in runs if (h := hard_class_f1(s.per_class, hard)) is not None]
     return {"micro_f1": statistics.fmean(micro), "micro_f1_std": spread(micro),
             "macro_f1": statistics.fmean(macro), "macro_f1_std": spread(macro),
             "hard_class_f1": statistics.fmean(hard_scores) if hard_scores else None,
@@ -267,7 +261,7 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
             scores = runner.score(runner.fit(f"holdout-{len(ablation)}", train_ex, cfg.seed, fused=False,
                                              encoder=encoder), val_ex, encoder)
             record(step, "holdout", scores.to_dict())
-        hard = sorted(c for c, f1 in scores.per_class.items() if f1 < HARD_CLASS_F1)
+        hard = hard_classes(scores.per_class)
 
     # Grouped K-fold CV over the validation tables (the reported estimate), repeated per seed.
     folds = grouped_folds(val, cfg.folds, cfg.seed)
@@ -298,7 +292,7 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
     alone_scores = [score(r.gold, r.alone) for r in runs]
     swarm_scores = [score(r.gold, r.swarm) for r in runs]
     if not hard:
-        hard = sorted(c for c, f1 in _pooled(runs, "alone").per_class.items() if f1 < HARD_CLASS_F1)
+        hard = hard_classes(_pooled(runs, "alone").per_class)
     cv: dict[str, Any] = {"primary_alone": _summary(alone_scores, hard), "swarm": _summary(swarm_scores, hard)}
     cv["swarm_gain_per_fold"] = [b.micro_f1 - a.micro_f1 for a, b in zip(alone_scores, swarm_scores, strict=True)]
     cv["runs"] = [{"seed": r.seed, "fold": r.fold, "alone_micro_f1": a.micro_f1, "swarm_micro_f1": b.micro_f1}

@@ -34,7 +34,7 @@ from swarm.model_server.specialist import Specialist, domains
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import load_labels
-from swarm.trainer.training.metrics import HARD_CLASS_F1, Scores
+from swarm.trainer.training.metrics import Scores, hard_class_f1, hard_classes, spread
 from swarm.trainer.training.primary import encode_examples, real_examples, synthetic_split, train_and_score
 from swarm.trainer.training.specialists import train_specialist
 from swarm.trainer.training.state_sources import LocalSpecialists, cache_states
@@ -65,19 +65,11 @@ def run_tag(specialists: int, mode: str | None, init: str, seed: int) -> str:
     return f"{prefix}-{specialists}-{mode or 'alone'}-s{seed}"
 
 
-def spread(values: Sequence[float]) -> float:
-    """Sample standard deviation over seeds or folds (0 for a single run)."""
-    return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def summarize(specialists: int, mode: str | None, init: str, runs: dict[int, Scores], hard: Sequence[str]) -> dict:
     """One table row: mean and spread over the seeds' runs, and each seed's scores and model directory."""
-    def hard_f1(s: Scores) -> float | None:
-        return statistics.fmean([s.per_class[c] for c in hard]) if hard else None
-
     micro = [s.micro_f1 for s in runs.values()]
     macro = [s.macro_f1 for s in runs.values()]
-    hard_scores = [hard_f1(s) for s in runs.values()]
+    hard_scores = [hard_class_f1(s.per_class, hard) for s in runs.values()]
     return {
         "specialists": specialists, "fusion": mode, "primary_init": init,
         "micro_f1": statistics.fmean(micro), "macro_f1": statistics.fmean(macro),
@@ -88,9 +80,9 @@ def summarize(specialists: int, mode: str | None, init: str, runs: dict[int, Sco
     }
 
 
-def hard_classes(runs: Sequence[Scores]) -> list[str]:
-    """Classes whose F1, averaged over the runs, is below HARD_CLASS_F1."""
-    return sorted(c for c in runs[0].per_class if statistics.fmean([s.per_class[c] for s in runs]) < HARD_CLASS_F1)
+def mean_hard_classes(runs: Sequence[Scores]) -> list[str]:
+    """The hard classes of the runs' per-class F1 averaged over the runs."""
+    return hard_classes({c: statistics.fmean([s.per_class[c] for s in runs]) for c in runs[0].per_class})
 
 
 def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
@@ -142,7 +134,7 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
         return runs
 
     alone = fit(0, None, SCRATCH)
-    hard = hard_classes(list(alone.values()))
+    hard = mean_hard_classes(list(alone.values()))
     rows = [summarize(0, None, SCRATCH, alone, hard)]
     for mode in cfg.modes:
         for size in cfg.sizes:

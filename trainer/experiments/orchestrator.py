@@ -38,7 +38,6 @@ from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.experiments.accuracy import AccuracyConfig, ExperimentRunner, cv_folds, grouped_folds
 from swarm.trainer.experiments.deep_transfer import VARIANTS, deep_transfer
-from swarm.trainer.experiments.fusion import spread
 from swarm.trainer.experiments.specialist_help import help_markdown, specialist_help, summarise_help
 from swarm.trainer.orchestration.baselines import (
     confidence_gate,
@@ -64,7 +63,7 @@ from swarm.trainer.orchestration.env import (
 )
 from swarm.trainer.orchestration.outcomes import column_features, outcomes_from_caches
 from swarm.trainer.orchestration.parl import ParlConfig, cost_of, train_parl
-from swarm.trainer.training.metrics import HARD_CLASS_F1
+from swarm.trainer.training.metrics import hard_classes, spread
 from swarm.trainer.training.primary import labelled_splits
 from swarm.trainer.training.specialists import train_specialist
 from swarm.trainer.training.train import TrainConfig
@@ -291,7 +290,7 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
                                        runner.specialists))
         if seed == 0:
             alone = routing_metrics(out, torch.zeros((len(out.table), out.n), dtype=torch.bool), [])
-            primary_alone_hard = sorted(c for c, f1 in alone["per_class"].items() if f1 < HARD_CLASS_F1)
+            primary_alone_hard = hard_classes(alone["per_class"])
         oracles.append(routing_metrics(out, oracle_routing(out), primary_alone_hard))
         pooled, curves, signals = run_policies(out, primaries[0], folds, cfg, seed, variants, features)
         signals["easy"] = easy_table_gains(out, pooled, signals["formula"])

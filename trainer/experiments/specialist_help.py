@@ -14,8 +14,8 @@ import torch
 
 from swarm.model_server.specialist import domain_of
 from swarm.trainer import reports
-from swarm.trainer.experiments.fusion import spread
 from swarm.trainer.orchestration.env import Outcomes
+from swarm.trainer.training.metrics import spread
 
 
 def help_counts(name: str, gold: Sequence[str], base_correct: Sequence[bool], single_correct: Sequence[bool]

@@ -10,7 +10,6 @@ scores any plan (policy or baseline) the way the report does.
 """
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +17,7 @@ import torch
 from torch import Tensor
 
 from swarm.model_server.orchestrator import OrchestratorPolicy, realise_deep, segment_mean
-from swarm.trainer.training.metrics import score
+from swarm.trainer.training.metrics import hard_class_f1, score
 
 
 @dataclass
@@ -227,10 +226,9 @@ def plan_metrics(out: Outcomes, used: Tensor, spawned: Tensor, critical: Tensor,
     pred = out.log_probs[torch.arange(len(used)), mask_index(used)].argmax(-1)
     gold = [out.labels_text[i] for i in out.labels.tolist()]
     s = score(gold, [out.labels_text[i] for i in pred.tolist()])
-    present = [c for c in hard if c in s.per_class]
     return {
         "micro_f1": s.micro_f1, "macro_f1": s.macro_f1,
-        "hard_class_f1": statistics.fmean(s.per_class[c] for c in present) if present else None,
+        "hard_class_f1": hard_class_f1(s.per_class, hard),
         "per_class": s.per_class,
         "calls_per_column": float(used.sum()) / len(used),
         "critical_steps": float(critical.float().mean()),

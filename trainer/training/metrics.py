@@ -1,12 +1,14 @@
-"""CTA metrics: micro-F1, macro-F1, per-class F1, hard classes and the majority-class baseline.
+"""CTA metrics: micro-F1, macro-F1, per-class F1, hard classes and the majority-class baseline, and the spread of a
+score over seeds or folds.
 
 Macro-F1 averages over the labels present in the ground truth (as the SOTAB evaluation does); a column always gets
 exactly one prediction, so micro-F1 equals accuracy here.
 """
 from __future__ import annotations
 
+import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 HARD_CLASS_F1 = 0.5
@@ -40,6 +42,22 @@ def per_class_f1(gold: Sequence[str], pred: Sequence[str]) -> dict[str, float]:
     return scores
 
 
+def hard_classes(per_class: Mapping[str, float]) -> list[str]:
+    """The labels whose F1 is below HARD_CLASS_F1, sorted."""
+    return sorted(label for label, f1 in per_class.items() if f1 < HARD_CLASS_F1)
+
+
+def hard_class_f1(per_class: Mapping[str, float], hard: Iterable[str]) -> float | None:
+    """Mean F1 over those of the `hard` labels that `per_class` scores; None when it scores none of them."""
+    present = [per_class[c] for c in hard if c in per_class]
+    return statistics.fmean(present) if present else None
+
+
+def spread(values: Sequence[float]) -> float:
+    """Sample standard deviation over seeds or folds (0 for a single run)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def score(gold: Sequence[str], pred: Sequence[str], majority_label: str | None = None) -> Scores:
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
@@ -54,7 +72,7 @@ def score(gold: Sequence[str], pred: Sequence[str], majority_label: str | None =
         micro_f1=micro,
         macro_f1=sum(per_class.values()) / len(per_class),
         per_class=per_class,
-        hard_classes=sorted(label for label, f1 in per_class.items() if f1 < HARD_CLASS_F1),
+        hard_classes=hard_classes(per_class),
         n_columns=len(gold),
         majority_macro_f1=majority,
     )
