@@ -37,7 +37,8 @@ never takes down its one replica. It does not block maintenance for long: a drai
 pool's planner re-places a warm specialist off a cordoned node at once (pool.plan), which deletes the old pod
 through its Deployment (a deletion, which no budget blocks); the drain goes on as soon as that pod is gone. What a
 running job holds and is ready stays on a cordoned node until the job finishes (moving it would restart it under
-the trainer), so a drain waits for the job, as it would for any PDB-protected workload. A specialist that is only
+the trainer), and the job's trainer pod gets a budget of its own (`trainer_pdb`, while the job runs): a drain waits
+for the job, as it would for any PDB-protected workload, instead of killing its trainer. A specialist that is only
 requested, idle-kept or over budget gets none (the planner moves or drops it anyway). The budgets set
 unhealthyPodEvictionPolicy AlwaysAllow: a pod that is not ready (loading, crash-looping, unschedulable) never blocks
 a drain. The platform overrides it by setting the pool's `podDisruptionBudgets: false` (its budgets are deleted),
@@ -503,11 +504,37 @@ def guarded_specialists(spec: SpecialistPoolSpec, rows: list[dict[str, Any]], he
     ]
 
 
+def trainer_pdb(pool: dict[str, Any], job: str) -> dict[str, Any]:
+    """The PodDisruptionBudget of a running job's trainer pod (the pod's name; owned by the pool, which holds the
+    job's claim): a drain that would take the trainer waits as it waits for the job's specialists."""
+    pool_name = pool["metadata"]["name"]
+    labels = trainer_labels(job, pool_name)
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(trainer_pod_name(job), pool, labels),
+        "spec": {
+            "minAvailable": 1,  # (a bare pod: maxUnavailable needs a controller with a scale)
+            "selector": {"matchLabels": {LABEL_COMPONENT: "trainer", LABEL_POOL: pool_name, LABEL_JOB: job}},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
 def specialist_pdbs(
-    pool: dict[str, Any], spec: SpecialistPoolSpec, rows: list[dict[str, Any]], held: Iterable[str]
+    pool: dict[str, Any],
+    spec: SpecialistPoolSpec,
+    rows: list[dict[str, Any]],
+    held: Iterable[str],
+    running_jobs: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
-    """The pool's desired PodDisruptionBudgets (`guarded_specialists`)."""
-    return [specialist_pdb(pool, name) for name in guarded_specialists(spec, rows, held)]
+    """The pool's desired PodDisruptionBudgets: its guarded specialists' (`guarded_specialists`) and the trainers of
+    its `running_jobs` (the jobs whose trainer pod exists); none where podDisruptionBudgets is false."""
+    if not spec.pod_disruption_budgets:
+        return []
+    return [specialist_pdb(pool, name) for name in guarded_specialists(spec, rows, held)] + [
+        trainer_pdb(pool, job) for job in sorted(set(running_jobs))
+    ]
 
 
 def specialist_service(pool: dict[str, Any], specialist: PoolSpecialist) -> dict[str, Any]:

@@ -351,10 +351,11 @@ class SpecialistPoolSpec(_Model):
     )
     pod_disruption_budgets: bool = Field(
         default=True,
-        description="Give each scaled-up specialist that is warm or held by a running job a PodDisruptionBudget "
-        "(minAvailable 1, owned by the pool), so a voluntary eviction (kubectl drain) never takes down its ready "
-        "replica: a drain waits until the operator has moved a warm specialist off the cordoned node, and until "
-        "running jobs release what they hold there. false: no budgets (the pool's are deleted).",
+        description="Give each scaled-up specialist that is warm or held by a running job, and each running job's "
+        "trainer pod, a PodDisruptionBudget (minAvailable 1, owned by the pool), so a voluntary eviction (kubectl "
+        "drain) never takes down its ready replica: a drain waits until the operator has moved a warm specialist "
+        "off the cordoned node, and until the running jobs there have finished. false: no budgets (the pool's are "
+        "deleted).",
     )
 
     __cel_rules__ = (

@@ -489,15 +489,18 @@ async def _reconcile(
     converged = await converge(api, DEPLOYMENTS, namespace, selector, deployments)
     await events.post_scalings(api, pool, deployments, converged)
     await converge(api, SERVICES, namespace, selector, [builders.specialist_service(pool, s) for s in spec.specialists])
-    # PodDisruptionBudgets of the warm and job-held specialists (builders.specialist_pdbs); best effort: a cluster
-    # whose Role lacks them yet (an operator upgraded before its RBAC) still gets its pools reconciled.
+    # PodDisruptionBudgets of the warm and job-held specialists and running trainers (builders.specialist_pdbs);
+    # best effort: a cluster whose Role lacks them yet (an operator upgraded before its RBAC) still gets its pools
+    # reconciled.
     import logging  # (local: this function is the only user)
 
     from swarm.operator.kube import FAILURES, ApiError
 
-    held = {n for c in claims if c.running and not c.demand for n in c.specialists}
+    running_jobs = [c for c in claims if c.running and not c.demand]
+    held = {n for c in running_jobs for n in c.specialists}
+    pdbs = builders.specialist_pdbs(pool, spec, rows, held, [c.job for c in running_jobs])
     try:
-        await converge(api, builders.PDBS, namespace, selector, builders.specialist_pdbs(pool, spec, rows, held))
+        await converge(api, builders.PDBS, namespace, selector, pdbs)
     except FAILURES as exc:
         served = not (isinstance(exc, ApiError) and exc.status == 404)  # 404: the server has no policy/v1 PDBs
         logging.getLogger(__name__).log(

@@ -91,9 +91,17 @@ def test_evicting_a_held_or_warm_specialist_is_refused_while_the_pool_guards_it(
     cluster.wait_for(lambda: job_status(cluster, JOB).get("phase") == "Running", what=f"job Running\n{operator.log()}")
     wait_guarded(cluster, operator, HELD)
     # Only what is warm or held has a budget: the pool's other specialists are cold (no pods, no budgets).
+    trainer_budget = builders.trainer_pod_name(JOB)
+    cluster.wait_for(
+        lambda: (
+            (b := cluster.get(POLICY, "poddisruptionbudgets", trainer_budget, NS))
+            and (b.get("status") or {}).get("currentHealthy") == 1
+        ),
+        what=f"the trainer's budget\n{operator.log()}",
+    )
     budgets = cluster.list(POLICY, "poddisruptionbudgets", NS)
     assert sorted(b["metadata"]["name"] for b in budgets) == sorted(
-        builders.specialist_object_name("sotab", n) for n in HELD
+        [trainer_budget, *(builders.specialist_object_name("sotab", n) for n in HELD)]
     )
     owner = budgets[0]["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("SpecialistPool", "sotab", True)
@@ -107,16 +115,20 @@ def test_evicting_a_held_or_warm_specialist_is_refused_while_the_pool_guards_it(
     (trainer,) = running(cluster, TRAINER_PODS)
     assert (trainer["spec"]["priorityClassName"], trainer["spec"]["priority"]) == ("swarm-trainer", 50000)
 
-    # The eviction API (kubectl drain) refuses the running job's specialist and a warm one.
-    for name in ("people", "geographic"):
-        code, message = evict(cluster, specialist_pod(cluster, name))
-        assert code == 429 and "disruption budget" in message, (name, code, message)
+    # The eviction API (kubectl drain) refuses the running job's specialist, a warm one and the job's trainer.
+    for victim in (specialist_pod(cluster, "people"), specialist_pod(cluster, "geographic"), trainer):
+        code, message = evict(cluster, victim)
+        assert code == 429 and "disruption budget" in message, (victim["metadata"]["name"], code, message)
     assert specialist_pod(cluster, "people")["metadata"]["uid"] == people["metadata"]["uid"]
+    assert job_status(cluster, JOB)["phase"] == "Running"
 
-    # The job finishes: its specialist is released (scaled to zero: idleTimeoutSeconds 0) and its budget goes.
+    # The job finishes: its specialist is released (scaled to zero: idleTimeoutSeconds 0); its budgets go.
     finish_pod(cluster, trainer, 0, json.dumps({"microF1": 0.5}))
     cluster.wait_for(lambda: job_status(cluster, JOB).get("phase") == "Succeeded", what="job Succeeded")
-    cluster.wait_for(lambda: pdb(cluster, "people") is None, what=f"people's budget deleted\n{operator.log()}")
+    cluster.wait_for(
+        lambda: pdb(cluster, "people") is None and not cluster.get(POLICY, "poddisruptionbudgets", trainer_budget, NS),
+        what=f"the job's budgets deleted\n{operator.log()}",
+    )
     assert replicas(cluster)["people"] == 0
     wait_guarded(cluster, operator, WARM)
 
@@ -139,10 +151,11 @@ def test_evicting_a_held_or_warm_specialist_is_refused_while_the_pool_guards_it(
 def test_a_drain_moves_warm_specialists_and_waits_for_a_running_jobs(
     cluster: ControlPlane, operator: OperatorProcess
 ) -> None:
-    """One node runs a job's specialists (the warm pair it was granted, and its own): a drain of that node's
-    specialists is refused while the job runs (the operator keeps them there: moving them would restart them under
-    the trainer). Once the job has finished, the same drain completes: the operator moves the warm pair to the
-    other node (its Deployments delete the old pods, which no budget blocks) and scales the job's own down."""
+    """One node runs a job's trainer and specialists (the warm pair it was granted, and its own): a drain of that
+    node is refused while the job runs (the operator keeps its specialists there: moving them would restart them
+    under the trainer; the trainer has a budget too). Once the job has finished, the same drain completes: the
+    operator moves the warm pair to the other node (its Deployments delete the old pods, which no budget blocks)
+    and scales the job's own down."""
     gpu_node(cluster, "gpu-1")
     apply_sample(cluster, "specialistpool.yaml", idleTimeoutSeconds=0)
     apply_sample(cluster, "swarmjob.yaml")
@@ -150,16 +163,14 @@ def test_a_drain_moves_warm_specialists_and_waits_for_a_running_jobs(
     wait_running_on(cluster, operator, "gpu-1", HELD)
     wait_guarded(cluster, operator, HELD)
     gpu_node(cluster, "gpu-2")
-    drain = (
-        "drain", "gpu-1", f"--pod-selector={SPECIALIST_PODS}", "--ignore-daemonsets", "--delete-emptydir-data",
-        "--grace-period=0",
-    )  # fmt: skip
+    (trainer,) = running(cluster, TRAINER_PODS)
+    drain = ("drain", "gpu-1", "--ignore-daemonsets", "--delete-emptydir-data", "--grace-period=0")
     refused = cluster.kubectl(*drain, "--timeout=8s", check=False)
     assert refused.returncode != 0 and "disruption budget" in refused.stderr, refused.stderr
     wait_running_on(cluster, operator, "gpu-1", HELD)  # cordoned, not drained: all still there
+    assert running(cluster, TRAINER_PODS)[0]["metadata"]["uid"] == trainer["metadata"]["uid"]
     assert job_status(cluster, JOB)["phase"] == "Running"
 
-    (trainer,) = running(cluster, TRAINER_PODS)
     finish_pod(cluster, trainer, 0, json.dumps({"microF1": 0.5}))
     cluster.wait_for(lambda: job_status(cluster, JOB).get("phase") == "Succeeded", what="job Succeeded")
     cluster.kubectl(*drain, "--timeout=50s")

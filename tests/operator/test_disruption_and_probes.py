@@ -140,6 +140,26 @@ def test_only_scaled_up_warm_or_held_specialists_are_guarded() -> None:
     assert builders.guarded_specialists(off, rows, {"b"}) == []
     names = [p["metadata"]["name"] for p in builders.specialist_pdbs(_pool(), spec, rows, {"b"})]
     assert names == ["pool--a", "pool--b"]
+    names = [p["metadata"]["name"] for p in builders.specialist_pdbs(_pool(), spec, rows, {"b"}, ["job", "job"])]
+    assert names == ["pool--a", "pool--b", "job-primary"]
+    assert builders.specialist_pdbs(_pool(), off, rows, {"b"}, ["job"]) == []
+
+
+def test_a_running_jobs_trainer_pod_gets_a_pdb_of_its_own() -> None:
+    pool_obj = _pool()
+    job_obj = job_body(name="job")
+    job_obj["metadata"]["uid"] = "uid-job"
+    trainer = builders.trainer_pod(
+        job_obj, SwarmJobSpec.model_validate(job_obj["spec"]), {}, builders.default_templates()["trainer"]
+    )
+    pdb = builders.trainer_pdb(pool_obj, "job")
+    assert pdb["metadata"]["name"] == trainer["metadata"]["name"]
+    assert pdb["metadata"]["ownerReferences"][0]["uid"] == "uid-pool"  # the pool holds the job's claim
+    # Selected by the pool's converge (managed-by, pool) and selecting exactly the trainer pod.
+    assert {builders.LABEL_MANAGED_BY, builders.LABEL_POOL} <= set(pdb["metadata"]["labels"])
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= trainer["metadata"]["labels"].items()
+    assert pdb["spec"]["selector"]["matchLabels"][builders.LABEL_COMPONENT] == "trainer"
+    assert pdb["spec"]["minAvailable"] == 1 and pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
 # ---------------------------------------------------------------------------------------------- reconcile
@@ -152,7 +172,7 @@ def _pdbs(api: FakeApi) -> list[str]:
     return sorted(name for (plural, _, name) in api.objects if plural == builders.PDBS.plural)
 
 
-def test_the_pool_converges_budgets_for_its_warm_and_held_specialists() -> None:
+def test_the_pool_converges_budgets_for_its_warm_and_held_specialists_and_running_trainers() -> None:
     api = FakeApi()
     api.put(POOLS, pool_body(names=("a", "b", "c"), warm=("a",)))
     _reconcile(api, [])
@@ -164,7 +184,7 @@ def test_the_pool_converges_budgets_for_its_warm_and_held_specialists() -> None:
     _reconcile(api, [pool.Claim("job", ("b",), "2025-01-01T00:00:00Z")])
     assert _pdbs(api) == ["pool--a"]
     _reconcile(api, [pool.Claim("job", ("b",), "2025-01-01T00:00:00Z", running=True)])
-    assert _pdbs(api) == ["pool--a", "pool--b"]
+    assert _pdbs(api) == ["job-primary", "pool--a", "pool--b"]  # and its trainer pod
 
     # The job finished: its specialist's budget goes (the pool's idleTimeoutSeconds is 0: it is scaled down).
     _reconcile(api, [])
