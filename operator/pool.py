@@ -492,9 +492,7 @@ async def _reconcile(
     # PodDisruptionBudgets of the warm and job-held specialists and running trainers (builders.specialist_pdbs);
     # best effort: a cluster whose Role lacks them yet (an operator upgraded before its RBAC) still gets its pools
     # reconciled.
-    import logging  # (local: this function is the only user)
-
-    from swarm.operator.kube import FAILURES, ApiError
+    from swarm.operator.kube import FAILURES, ApiError  # (local: this function is the only user)
 
     running_jobs = [c for c in claims if c.running and not c.demand]
     held = {n for c in running_jobs for n in c.specialists}
@@ -503,7 +501,7 @@ async def _reconcile(
         await converge(api, builders.PDBS, namespace, selector, pdbs)
     except FAILURES as exc:
         served = not (isinstance(exc, ApiError) and exc.status == 404)  # 404: the server has no policy/v1 PDBs
-        logging.getLogger(__name__).log(
+        log.log(
             logging.WARNING if served else logging.INFO,
             "SpecialistPool %s/%s: PodDisruptionBudgets not converged: %s",
             namespace,
