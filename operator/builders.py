@@ -58,7 +58,6 @@ from typing import Any
 import yaml
 
 from swarm.operator import budget
-from swarm.operator.kube import Resource
 from swarm.operator.models import (
     API_VERSION,
     JOB,
@@ -87,7 +86,6 @@ LIVENESS_PERIOD_S = 20
 LIVENESS_FAILURES = 3
 PROBE_TIMEOUT_S = 5
 # policy/v1 PodDisruptionBudgets (kube.py names the other kinds the operator writes).
-PDBS = Resource("policy", "v1", "poddisruptionbudgets")
 SPECIALIST_TLS_SECRET = "swarm-specialist-tls"  # server (and client) certificate of the specialists
 PRIMARY_TLS_SECRET = "swarm-primary-tls"  # client certificate of the primaries (trainer pods)
 DEFAULT_IMAGE = "ghcr.io/swarm-cta/swarm:0.1.0"
@@ -504,15 +502,21 @@ def guarded_specialists(spec: SpecialistPoolSpec, rows: list[dict[str, Any]], he
     ]
 
 
+def trainer_pdb_name(job: str) -> str:
+    """`<job>.trainer`: a specialist's budget is named `<pool>--<specialist>` (DNS labels: no dot), so no job name
+    can give a trainer's budget a specialist's name (`<job>-primary` could: job `sotab--x`, specialist `x-primary`)."""
+    return f"{job}.trainer"
+
+
 def trainer_pdb(pool: dict[str, Any], job: str) -> dict[str, Any]:
-    """The PodDisruptionBudget of a running job's trainer pod (the pod's name; owned by the pool, which holds the
+    """The PodDisruptionBudget of a running job's trainer pod (`trainer_pdb_name`; owned by the pool, which holds the
     job's claim): a drain that would take the trainer waits as it waits for the job's specialists."""
     pool_name = pool["metadata"]["name"]
     labels = trainer_labels(job, pool_name)
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(trainer_pod_name(job), pool, labels),
+        "metadata": _metadata(trainer_pdb_name(job), pool, labels),
         "spec": {
             "minAvailable": 1,  # (a bare pod: maxUnavailable needs a controller with a scale)
             "selector": {"matchLabels": {LABEL_COMPONENT: "trainer", LABEL_POOL: pool_name, LABEL_JOB: job}},

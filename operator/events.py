@@ -1,6 +1,7 @@
 """core/v1 Events: Normal ones for what the operator changes (a specialist Deployment scaled up or down, on its
 SpecialistPool; a trainer pod created, on its SwarmJob), Warning ones when a job's condition newly goes False (it
-waits for budget or for its specialists, or lost what it held: job.py, held.py; the reason is the condition's).
+waits for budget or for its specialists, or lost what it held: job.py, held.py; the reason is the condition's), and
+on a pool when what it wants newly stops fitting (over budget, no capacity: pool.pool_warnings).
 
 Posting is best effort: a failed post is logged and never fails the reconcile that caused it.
 """

@@ -52,6 +52,7 @@ NODES = Resource("", "v1", "nodes", namespaced=False)
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
 EVENTS = Resource("", "v1", "events")
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
+PDBS = Resource("policy", "v1", "poddisruptionbudgets")
 POOLS = Resource(GROUP, VERSION, POOL.plural)
 JOBS = Resource(GROUP, VERSION, JOB.plural)
 

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from swarm.operator import admission, budget, builders, events, status_write
-from swarm.operator.kube import DEPLOYMENTS, PODS, POOLS, SERVICES, Api, converge
+from swarm.operator.kube import DEPLOYMENTS, FAILURES, PDBS, PODS, POOLS, SERVICES, Api, ApiError, converge
 from swarm.operator.models import (
     DEMAND_ANNOTATION,
     POOL,
@@ -492,13 +492,11 @@ async def _reconcile(
     # PodDisruptionBudgets of the warm and job-held specialists and running trainers (builders.specialist_pdbs);
     # best effort: a cluster whose Role lacks them yet (an operator upgraded before its RBAC) still gets its pools
     # reconciled.
-    from swarm.operator.kube import FAILURES, ApiError  # (local: this function is the only user)
-
     running_jobs = [c for c in claims if c.running and not c.demand]
     held = {n for c in running_jobs for n in c.specialists}
     pdbs = builders.specialist_pdbs(pool, spec, rows, held, [c.job for c in running_jobs])
     try:
-        await converge(api, builders.PDBS, namespace, selector, pdbs)
+        await converge(api, PDBS, namespace, selector, pdbs)
     except FAILURES as exc:
         served = not (isinstance(exc, ApiError) and exc.status == 404)  # 404: the server has no policy/v1 PDBs
         log.log(
@@ -567,6 +565,8 @@ async def _reconcile(
         freshness_condition(gpus),
     ]
     await _patch_status(api, pool, body, conditions, now)
+    for reason, message in pool_warnings(status.get("conditions") or [], conditions):
+        await events.post(api, pool, reason, message, events.WARNING)
     return PoolResult(
         found=True,
         admitted={r["name"] for r in rows if r["replicas"]},
@@ -581,6 +581,30 @@ async def _reconcile(
             if key.startswith(TRAINER)
         },
     )
+
+
+def _unfit(cond: Mapping[str, Any]) -> bool:
+    """Whether a pool condition says what the pool wants does not fit: over budget, or no capacity (a warm set still
+    starting, Ready False WarmSetNotReady, is normal at every pool's creation and is not one)."""
+    if cond["type"] == ConditionType.BudgetExceeded:
+        return bool(cond["status"] == "True")
+    unfit = {ConditionReason.WarmSetOverBudget, ConditionReason.NoCapacity}
+    return cond["type"] == ConditionType.Ready and cond["status"] == "False" and cond["reason"] in unfit
+
+
+def pool_warnings(before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(reason, message) of a Warning event for each of `after`'s conditions that newly says the pool's wants do not
+    fit (over budget, no capacity): one per transition (`before`: the status's conditions), not per reconcile."""
+    old = {c.get("type"): c for c in before}
+    out = []
+    for cond in after:
+        if not _unfit(cond):
+            continue
+        previous = old.get(cond["type"]) or {}
+        if (previous.get("status"), previous.get("reason")) == (cond["status"], cond["reason"]):
+            continue
+        out.append((str(cond["reason"]), f"{cond['type']}: {cond['message']}"))
+    return out
 
 
 def placement_changes(previous: Mapping[str, Mapping[str, Any]], rows: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -91,7 +91,7 @@ def test_evicting_a_held_or_warm_specialist_is_refused_while_the_pool_guards_it(
     cluster.wait_for(lambda: job_status(cluster, JOB).get("phase") == "Running", what=f"job Running\n{operator.log()}")
     wait_guarded(cluster, operator, HELD)
     # Only what is warm or held has a budget: the pool's other specialists are cold (no pods, no budgets).
-    trainer_budget = builders.trainer_pod_name(JOB)
+    trainer_budget = builders.trainer_pdb_name(JOB)
     cluster.wait_for(
         lambda: (
             (b := cluster.get(POLICY, "poddisruptionbudgets", trainer_budget, NS))

@@ -106,6 +106,7 @@ _RESOURCES = {
     "v1/namespaces": kmock.ResourceInfo(kind="Namespace", namespaced=False),
     "apps/v1/deployments": kmock.ResourceInfo(kind="Deployment", namespaced=True, subresources={"status", "scale"}),
     "coordination.k8s.io/v1/leases": kmock.ResourceInfo(kind="Lease", namespaced=True),
+    "policy/v1/poddisruptionbudgets": kmock.ResourceInfo(kind="PodDisruptionBudget", namespaced=True),
     f"{API_VERSION}/{POOL.plural}": kmock.ResourceInfo(kind=POOL.kind, namespaced=True, subresources={"status"}),
     f"{API_VERSION}/{JOB.plural}": kmock.ResourceInfo(kind=JOB.kind, namespaced=True, subresources={"status"}),
 }

@@ -12,7 +12,7 @@ from emulator import gpu_node, job_body, pool_body
 from fake_api import FakeApi
 
 from swarm.operator import builders, crdgen, pool
-from swarm.operator.kube import POOLS, ApiError
+from swarm.operator.kube import PDBS, POOLS, ApiError
 from swarm.operator.models import SpecialistPoolSpec, SwarmJobSpec
 from swarm.operator.nodes import reading
 
@@ -141,7 +141,7 @@ def test_only_scaled_up_warm_or_held_specialists_are_guarded() -> None:
     names = [p["metadata"]["name"] for p in builders.specialist_pdbs(_pool(), spec, rows, {"b"})]
     assert names == ["pool--a", "pool--b"]
     names = [p["metadata"]["name"] for p in builders.specialist_pdbs(_pool(), spec, rows, {"b"}, ["job", "job"])]
-    assert names == ["pool--a", "pool--b", "job-primary"]
+    assert names == ["pool--a", "pool--b", "job.trainer"]
     assert builders.specialist_pdbs(_pool(), off, rows, {"b"}, ["job"]) == []
 
 
@@ -153,7 +153,7 @@ def test_a_running_jobs_trainer_pod_gets_a_pdb_of_its_own() -> None:
         job_obj, SwarmJobSpec.model_validate(job_obj["spec"]), {}, builders.default_templates()["trainer"]
     )
     pdb = builders.trainer_pdb(pool_obj, "job")
-    assert pdb["metadata"]["name"] == trainer["metadata"]["name"]
+    assert pdb["metadata"]["name"] == "job.trainer" != builders.specialist_object_name("job", "x")
     assert pdb["metadata"]["ownerReferences"][0]["uid"] == "uid-pool"  # the pool holds the job's claim
     # Selected by the pool's converge (managed-by, pool) and selecting exactly the trainer pod.
     assert {builders.LABEL_MANAGED_BY, builders.LABEL_POOL} <= set(pdb["metadata"]["labels"])
@@ -169,7 +169,7 @@ def _reconcile(api: FakeApi, claims: list[pool.Claim]) -> pool.PoolResult:
 
 
 def _pdbs(api: FakeApi) -> list[str]:
-    return sorted(name for (plural, _, name) in api.objects if plural == builders.PDBS.plural)
+    return sorted(name for (plural, _, name) in api.objects if plural == PDBS.plural)
 
 
 def test_the_pool_converges_budgets_for_its_warm_and_held_specialists_and_running_trainers() -> None:
@@ -177,14 +177,14 @@ def test_the_pool_converges_budgets_for_its_warm_and_held_specialists_and_runnin
     api.put(POOLS, pool_body(names=("a", "b", "c"), warm=("a",)))
     _reconcile(api, [])
     assert _pdbs(api) == ["pool--a"]
-    pdb = api.peek(builders.PDBS, NS, "pool--a")
+    pdb = api.peek(PDBS, NS, "pool--a")
     assert pdb is not None and pdb["metadata"]["ownerReferences"][0]["kind"] == "SpecialistPool"
 
     # A pending job's specialist is scaled up but not guarded; once the job runs (its trainer pod exists), it is.
     _reconcile(api, [pool.Claim("job", ("b",), "2025-01-01T00:00:00Z")])
     assert _pdbs(api) == ["pool--a"]
     _reconcile(api, [pool.Claim("job", ("b",), "2025-01-01T00:00:00Z", running=True)])
-    assert _pdbs(api) == ["job-primary", "pool--a", "pool--b"]  # and its trainer pod
+    assert _pdbs(api) == ["job.trainer", "pool--a", "pool--b"]  # and its trainer pod
 
     # The job finished: its specialist's budget goes (the pool's idleTimeoutSeconds is 0: it is scaled down).
     _reconcile(api, [])
@@ -205,7 +205,7 @@ def test_a_pdb_failure_does_not_fail_the_pools_reconcile(monkeypatch: pytest.Mon
     real_list = FakeApi.list
 
     async def forbidden(self: FakeApi, res: Any, namespace: str | None = None, labels: Any = None) -> Any:
-        if res == builders.PDBS:
+        if res == PDBS:
             raise ApiError(403, "poddisruptionbudgets is forbidden")
         return await real_list(self, res, namespace, labels)
 

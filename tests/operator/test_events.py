@@ -41,3 +41,20 @@ def test_event_body_points_at_the_object_by_uid() -> None:
     }
     assert (body["type"], body["reason"], len(body["message"])) == ("Normal", "ScaledUp", 1024)
     assert body["metadata"] == {"generateName": "pool.", "namespace": "ns"}
+
+
+def test_a_pool_warns_once_when_what_it_wants_stops_fitting() -> None:
+    from swarm.operator.models import ConditionReason, ConditionType
+    from swarm.operator.pool import pool_warnings
+    from swarm.operator.status import condition
+
+    over = condition(ConditionType.BudgetExceeded, True, ConditionReason.OverBudget, "not admitted: b")
+    within = condition(ConditionType.BudgetExceeded, False, ConditionReason.WithinBudget, "")
+    starting = condition(ConditionType.Ready, False, ConditionReason.WarmSetNotReady, "waiting for warm specialists")
+    no_room = condition(ConditionType.Ready, False, ConditionReason.WarmSetOverBudget, "warm specialists over budget")
+    assert pool_warnings([], [within, starting]) == []  # a pool starting up is not a warning
+    assert pool_warnings([within, starting], [over, no_room]) == [
+        ("OverBudget", "BudgetExceeded: not admitted: b"),
+        ("WarmSetOverBudget", "Ready: warm specialists over budget"),
+    ]
+    assert pool_warnings([over, no_room], [over, no_room]) == []  # once per transition, not per reconcile
