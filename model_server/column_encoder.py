@@ -62,7 +62,10 @@ class FeatureRows:
         if self.capacity is not None and len(self._index) >= self.capacity:
             return self._index.popitem(last=False)[1]
         if self._rows == len(self._data):
-            grown = torch.zeros(max(1024, 2 * len(self._data)), self._data.shape[1])
+            # A normal tensor even when a server thread grows it under inference_mode: an inference tensor could not
+            # take the in-place row writes a later caller outside inference_mode (training) makes.
+            with torch.inference_mode(False):
+                grown = torch.zeros(max(1024, 2 * len(self._data)), self._data.shape[1])
             grown[: self._rows] = self._data[: self._rows]
             self._data = grown  # tables handed out before keep the old storage, whose rows stay right
         self._rows += 1

@@ -60,3 +60,14 @@ def test_bounding_a_full_store_forgets_the_oldest_columns() -> None:
     assert len(rows) == 4
     kept = rows.ids([_column(i) for i in range(6, 10)])
     assert len(set(kept)) == 4 and len(rows) == 4  # the four newest are still there: nothing was evicted for them
+
+
+def test_rows_grown_by_a_server_under_inference_mode_take_writes_outside_it() -> None:
+    """A serving thread (inference_mode) grows the buffer, then training code in the same process adds a column:
+    before, the buffer was an inference tensor and the write raised "Inplace update to inference tensor"."""
+    store = FeatureRows()
+    with torch.inference_mode():
+        served = store.ids([["a", "b"]])
+    trained = store.ids([["c", "d"]])
+    table = store.table(torch.device("cpu"))
+    assert not table.is_inference() and len({*served, *trained}) == 2
