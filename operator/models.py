@@ -434,7 +434,7 @@ class SpecialistPoolStatus(_Model):
 
 # ---------------------------------------------------------------------------------------------- SwarmJob
 class ParlSettings(_Model):
-    """The orchestrator's PARL training (mode parl: `swarm train --mode parl`, trainer/parl.py)."""
+    """The orchestrator's PARL training (mode parl: `swarm train --mode parl`, trainer/orchestration/parl.py)."""
 
     iterations: int = Field(default=PARL_ITERATIONS, ge=1, description="Policy-gradient iterations.")
     lambda1: float = Field(

@@ -51,7 +51,7 @@ def test_max_specialists_default_is_the_shared_one() -> None:
 # ---------------------------------------------------------------------------------------------- command lines
 @pytest.fixture(scope="module")
 def swarm_cli() -> TyperGroup:
-    """The `swarm` command group with every command registered, as `swarm.trainer.cli.main` builds it (on a fresh
+    """The `swarm` command group with every command registered, as `swarm.trainer.commands.cli.main` builds it (on a fresh
     Typer app, so the module's own app is left alone)."""
     app = typer.Typer(no_args_is_help=True)
     with mock.patch.object(cli, "app", app):
