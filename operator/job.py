@@ -302,8 +302,26 @@ async def _reconcile(
         not_ready = condition(ConditionType.SpecialistsReady, False, ConditionReason.NotReady, message)
         return await _wait(api, job, [*granted, not_ready], message)
 
-    experts = {name: result.models[name] for name in spec.specialists} if spec.mode == Mode.adapt else None
     gpu = result.trainers.get(name) if gpu_trainer else None
+    return await _start_trainer(api, job, spec, endpoints, granted, result, templates, gpu, now)
+
+
+async def _start_trainer(
+    api: Api,
+    job: dict[str, Any],
+    spec: SwarmJobSpec,
+    endpoints: dict[str, str],
+    granted: list[dict[str, Any]],
+    result: pool.PoolResult,
+    templates: dict[str, dict[str, Any]],
+    gpu: tuple[str, int] | None,
+    now: datetime,
+) -> Outcome:
+    """Everything it waits for is there: create the trainer pod (pinned to `gpu` when the pool placed it), record
+    what the job was granted and follow the pod. A same-named pod another object owns is deleted and retried."""
+    namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+    status = job.get("status") or {}
+    experts = {n: result.models[n] for n in spec.specialists} if spec.mode == Mode.adapt else None
     pod_body = builders.trainer_pod(job, spec, endpoints, templates["trainer"], experts=experts, gpu=gpu)
     started = _parse(status.get("startTime")) or now
     if spec.active_deadline_seconds:  # what is left of it: the kubelet enforces it too

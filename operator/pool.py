@@ -442,6 +442,61 @@ async def _reconcile(
         )
         return PoolResult(found=True, valid=False, message=message)
 
+    gpus, unfit = _pool_gpus(spec, nodes, templates, now)
+    pools = await api.list(POOLS, namespace)
+    taken = budget.taken_by_others(pools, name)
+    previous = {row["name"]: row for row in status.get("specialists", [])}
+    demand, demand_problems = parse_demand(
+        (pool["metadata"].get("annotations") or {}).get(DEMAND_ANNOTATION),
+        {s.name for s in spec.specialists},
+        now,
+    )
+    claims = _plannable(claims, spec, templates) + demand_claims(demand, now, spec.idle_timeout_seconds)
+    requests, trainer_requests = pod_requests(templates["specialist"]), pod_requests(templates["trainer"])
+    room = budget.room_left(budget.node_room(nodes, gpus), pools, name, requests)
+    rows, placement = plan(spec, gpus, claims, previous, now, taken, room, requests, trainer_requests)
+    for line in placement_changes(previous, rows):
+        log.info("SpecialistPool %s/%s: %s", namespace, name, line)
+
+    selector = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_POOL: name}
+    listed = await _converge_children(api, pool, spec, rows, claims, templates, selector)
+    await observe(api, namespace, selector, rows, listed)
+
+    body = {
+        "observedGeneration": generation,
+        **_capacity_status(spec, gpus, taken, room, requests, rows, placement),
+        "specialists": rows,
+    }
+    conditions = [
+        _ready_condition(spec, gpus, rows, placement, unfit),
+        _budget_condition(gpus, taken, rows, placement),
+        demand_condition(demand_problems),
+        freshness_condition(gpus),
+    ]
+    await _patch_status(api, pool, body, conditions, now)
+    for reason, message in pool_warnings(status.get("conditions") or [], conditions):
+        await events.post(api, pool, reason, message, events.WARNING)
+    return PoolResult(
+        found=True,
+        admitted={r["name"] for r in rows if r["replicas"]},
+        specialists={s.name for s in spec.specialists},
+        models={s.name: s.model for s in spec.specialists},
+        warm=list(spec.warm),
+        ready={r["name"] for r in rows if r["ready"]},
+        waiting={r["name"]: r.get("message") or "not ready" for r in rows if r["replicas"] and not r["ready"]},
+        trainers={
+            key[len(TRAINER) :]: (gpus[slot].node, gpus[slot].index)
+            for key, slot in placement.admitted.items()
+            if key.startswith(TRAINER)
+        },
+    )
+
+
+def _pool_gpus(
+    spec: SpecialistPoolSpec, nodes: list[NodeReading], templates: dict[str, dict[str, Any]], now: datetime
+) -> tuple[list[budget.Gpu], list[str]]:
+    """The GPUs of the nodes the pool's selector picks that can take its specialist pods (their tolerations, and the
+    GPU-memory resource where they run on CUDA), and what the selected nodes that cannot take them say of why."""
     fallback = (
         (spec.fallback_capacity.gpus_per_node, spec.fallback_capacity.memory_bytes_per_gpu)
         if spec.fallback_capacity
@@ -454,26 +509,30 @@ async def _reconcile(
         nodes, spec.node_selector, fallback, now=now, tolerations=tolerations, needs_gpu_memory=gpu_pods
     )
     unfit = budget.unfit_nodes(nodes, spec.node_selector, tolerations=tolerations, needs_gpu_memory=gpu_pods)
-    pools = await api.list(POOLS, namespace)
-    taken = budget.taken_by_others(pools, name)
-    previous = {row["name"]: row for row in status.get("specialists", [])}
-    demand, demand_problems = parse_demand(
-        (pool["metadata"].get("annotations") or {}).get(DEMAND_ANNOTATION),
-        {s.name for s in spec.specialists},
-        now,
-    )
+    return gpus, unfit
+
+
+def _plannable(claims: list[Claim], spec: SpecialistPoolSpec, templates: dict[str, dict[str, Any]]) -> list[Claim]:
+    """The jobs' claims the plan counts: without trainer memory where the trainer runs on the CPU, and without the
+    jobs admission.py refuses (failed before they get a trainer pod: they scale nothing up meanwhile)."""
     if builders.pod_device(templates["trainer"]) != builders.DEVICE_CUDA:  # a CPU trainer takes no GPU memory
         claims = [replace(c, trainer_bytes=0) for c in claims]
-    # A job admission.py refuses is failed before it gets a trainer pod: it scales nothing up meanwhile.
-    claims = [c for c in claims if c.running or admission.claim_admissible(c.refused, c.output, spec, templates)]
-    claims = claims + demand_claims(demand, now, spec.idle_timeout_seconds)
-    requests, trainer_requests = pod_requests(specialist_template), pod_requests(templates["trainer"])
-    room = budget.room_left(budget.node_room(nodes, gpus), pools, name, requests)
-    rows, placement = plan(spec, gpus, claims, previous, now, taken, room, requests, trainer_requests)
-    for line in placement_changes(previous, rows):
-        log.info("SpecialistPool %s/%s: %s", namespace, name, line)
+    return [c for c in claims if c.running or admission.claim_admissible(c.refused, c.output, spec, templates)]
 
-    selector = {builders.LABEL_MANAGED_BY: builders.MANAGED_BY, builders.LABEL_POOL: name}
+
+async def _converge_children(
+    api: Api,
+    pool: dict[str, Any],
+    spec: SpecialistPoolSpec,
+    rows: list[dict[str, Any]],
+    claims: list[Claim],
+    templates: dict[str, dict[str, Any]],
+    selector: dict[str, str],
+) -> list[dict[str, Any]]:
+    """Bring the pool's children to the plan (`rows`): every specialist's Deployment (its replicas and pin) and
+    Service, and the PodDisruptionBudgets of what is warm or held and of running trainers; a Normal event per
+    scaling. Returns the Deployments as listed (for `observe`)."""
+    namespace, name = pool["metadata"]["namespace"], pool["metadata"]["name"]
     deployments = [
         builders.specialist_deployment(
             pool,
@@ -506,80 +565,79 @@ async def _reconcile(
             name,
             exc if served else "the API server serves no policy/v1 poddisruptionbudgets",
         )
+    return converged.listed
 
-    await observe(api, namespace, selector, rows, converged.listed)
 
+def _capacity_status(
+    spec: SpecialistPoolSpec,
+    gpus: list[budget.Gpu],
+    taken: Mapping[budget.GpuKey, int],
+    room: Mapping[str, budget.Room],
+    requests: budget.Room,
+    rows: list[dict[str, Any]],
+    placement: budget.Placement,
+) -> dict[str, Any]:
+    """The status fields that say what the pool has and uses: spawnBudget, capacity and its source, other pools'
+    bytes, gpuUsage and the counts by state."""
     capacities = budget.usable(gpus, spec.memory_reserve_per_gpu, taken)
-    other_pools = sum(taken.get((g.node, g.index), 0) for g in gpus)
-    over = [r["name"] for r in rows if r["state"] == SpecialistState.OverBudget]
-    over += [f"the trainer of {k[len(TRAINER) :]}" for k in placement.rejected if k.startswith(TRAINER)]
-    warm_missing = [w for w in spec.warm if w not in placement.admitted]
-    warm_waiting = [r for r in rows if r["name"] in spec.warm and r["replicas"] and not r["ready"]]
-    body = {
-        "observedGeneration": generation,
+    return {
         "spawnBudget": budget.spawn_budget(
             capacities, [r["residentBytes"] for r in rows], budget.limits_of(gpus, room, {}), requests
         ),
         "capacityBytes": sum(capacities),
-        "otherPoolsBytes": other_pools,
+        "otherPoolsBytes": sum(taken.get((g.node, g.index), 0) for g in gpus),
         "residentBytes": sum(r["residentBytes"] for r in rows if r["replicas"]),
         "gpuUsage": budget.gpu_usage(gpus, placement),
         "gpus": len(gpus),
         "capacitySource": _capacity_source(gpus),
         "warmCount": sum(r["state"] == SpecialistState.Warm for r in rows),
         "activeCount": sum(r["state"] == SpecialistState.Active for r in rows),
-        "specialists": rows,
     }
-    conditions = [
-        condition(
-            ConditionType.Ready,
-            not warm_missing and not warm_waiting and bool(gpus),
-            ConditionReason.NoCapacity
-            if not gpus
-            else ConditionReason.WarmSetOverBudget
-            if warm_missing
-            else ConditionReason.WarmSetNotReady
-            if warm_waiting
-            else ConditionReason.Reconciled,
-            (
-                "no matching node that can take the pool's pods (Ready, schedulable, taints tolerated, GPU memory "
-                "advertised) reports GPU memory, and no fallbackCapacity is declared"
-                if not gpus
-                else f"warm specialists over budget: {', '.join(warm_missing)}"
-                if warm_missing
-                else "waiting for warm specialists: "
-                + "; ".join(f"{r['name']} ({r.get('message') or 'not ready'})" for r in warm_waiting)
-                if warm_waiting
-                else f"{sum(r['ready'] for r in rows)} specialist(s) ready on {len(gpus)} GPU(s)"
-            )
-            + unfit_note(unfit),
-        ),
-        condition(
-            ConditionType.BudgetExceeded,
-            bool(over),
-            ConditionReason.OverBudget if over else ConditionReason.WithinBudget,
-            (f"not admitted: {', '.join(over)}" if over else "")
-            + (f" (other pools hold {other_pools / budget.MIB:.0f} MiB on these GPUs)" if over and other_pools else ""),
-        ),
-        demand_condition(demand_problems),
-        freshness_condition(gpus),
-    ]
-    await _patch_status(api, pool, body, conditions, now)
-    for reason, message in pool_warnings(status.get("conditions") or [], conditions):
-        await events.post(api, pool, reason, message, events.WARNING)
-    return PoolResult(
-        found=True,
-        admitted={r["name"] for r in rows if r["replicas"]},
-        specialists={s.name for s in spec.specialists},
-        models={s.name: s.model for s in spec.specialists},
-        warm=list(spec.warm),
-        ready={r["name"] for r in rows if r["ready"]},
-        waiting={r["name"]: r.get("message") or "not ready" for r in rows if r["replicas"] and not r["ready"]},
-        trainers={
-            key[len(TRAINER) :]: (gpus[slot].node, gpus[slot].index)
-            for key, slot in placement.admitted.items()
-            if key.startswith(TRAINER)
-        },
+
+
+def _ready_condition(
+    spec: SpecialistPoolSpec,
+    gpus: list[budget.Gpu],
+    rows: list[dict[str, Any]],
+    placement: budget.Placement,
+    unfit: list[str],
+) -> dict[str, Any]:
+    """Ready: the warm set admitted and ready on some GPU; else why not (no capacity, over budget, not ready yet),
+    with the nodes that can take no new pods named."""
+    warm_missing = [w for w in spec.warm if w not in placement.admitted]
+    warm_waiting = [r for r in rows if r["name"] in spec.warm and r["replicas"] and not r["ready"]]
+    if not gpus:
+        reason = ConditionReason.NoCapacity
+        message = (
+            "no matching node that can take the pool's pods (Ready, schedulable, taints tolerated, GPU memory "
+            "advertised) reports GPU memory, and no fallbackCapacity is declared"
+        )
+    elif warm_missing:
+        reason, message = ConditionReason.WarmSetOverBudget, f"warm specialists over budget: {', '.join(warm_missing)}"
+    elif warm_waiting:
+        reason = ConditionReason.WarmSetNotReady
+        message = "waiting for warm specialists: " + "; ".join(
+            f"{r['name']} ({r.get('message') or 'not ready'})" for r in warm_waiting
+        )
+    else:
+        reason = ConditionReason.Reconciled
+        message = f"{sum(r['ready'] for r in rows)} specialist(s) ready on {len(gpus)} GPU(s)"
+    return condition(ConditionType.Ready, reason == ConditionReason.Reconciled, reason, message + unfit_note(unfit))
+
+
+def _budget_condition(
+    gpus: list[budget.Gpu], taken: Mapping[budget.GpuKey, int], rows: list[dict[str, Any]], placement: budget.Placement
+) -> dict[str, Any]:
+    """BudgetExceeded: the specialists and trainers wanted but not admitted, and what other pools hold there."""
+    over = [r["name"] for r in rows if r["state"] == SpecialistState.OverBudget]
+    over += [f"the trainer of {k[len(TRAINER) :]}" for k in placement.rejected if k.startswith(TRAINER)]
+    other_pools = sum(taken.get((g.node, g.index), 0) for g in gpus)
+    return condition(
+        ConditionType.BudgetExceeded,
+        bool(over),
+        ConditionReason.OverBudget if over else ConditionReason.WithinBudget,
+        (f"not admitted: {', '.join(over)}" if over else "")
+        + (f" (other pools hold {other_pools / budget.MIB:.0f} MiB on these GPUs)" if over and other_pools else ""),
     )
 
 
