@@ -143,8 +143,8 @@ def make_inputs(shape: Shape, n: int, mode: str, device: str, dtype: torch.dtype
 
 
 def implementations(mode: str, compiled: bool) -> dict[str, dict[str, Callable]]:
-    from swarm.model_server.fusion import reference as ref
-    from swarm.model_server.fusion import triton_kernels as tk
+    from swarm.model_server.model.fusion import reference as ref
+    from swarm.model_server.model.fusion import triton_kernels as tk
 
     layout = tk.WEIGHTED if mode == "weighted_sum" else tk.GATED
     fwd_ref = ref.weighted_sum if mode == "weighted_sum" else ref.gated
@@ -261,7 +261,7 @@ def goals(rows: list[Row]) -> list[str]:
 
 def bench_cpu(shape: Shape, quick: bool, agents=AGENTS) -> list[Row]:
     """Correctness of the Triton kernels under the interpreter (one layer) plus torch eager CPU timings."""
-    from swarm.model_server.fusion import triton_kernels as tk
+    from swarm.model_server.model.fusion import triton_kernels as tk
 
     if not tk.INTERPRETED:
         raise RuntimeError("CPU check needs TRITON_INTERPRET=1 set before triton kernels are imported")

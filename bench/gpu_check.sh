@@ -99,7 +99,7 @@ for name in ("triton", "fla-core", "pydantic", "protobuf", "grpcio", "numpy", "s
 print()
 failed = []
 import os
-modules = ["swarm.model_server.primary", "swarm.model_server.fusion", "swarm.trainer.training.train",
+modules = ["swarm.model_server.model.primary", "swarm.model_server.model.fusion", "swarm.trainer.training.train",
            "swarm.trainer.data.columns", "swarm.v1.annotation_pb2", "swarm.v1.specialist_pb2_grpc", "fla.ops.gated_delta_rule"]
 for module in modules[:-1] if os.environ.get("SWARM_CHECK_FLA") == "0" else modules:
     try:
@@ -109,7 +109,7 @@ for module in modules[:-1] if os.environ.get("SWARM_CHECK_FLA") == "0" else modu
         print(f"IMPORT FAILED {module}: {exc!r}")
 import swarm.model_server
 import swarm.v1
-from swarm.model_server import delta_rule, text
+from swarm.model_server.model import delta_rule, text
 print("swarm.model_server from", swarm.model_server.__path__[0], "| swarm.v1 from", swarm.v1.__path__[0])
 print("minilm dir", text.minilm_dir(), "| fla usable:", delta_rule.fla_available())
 sys.exit(1 if failed else 0)

@@ -90,7 +90,7 @@ import os
 import sys
 
 os.environ["SWARM_MINILM_DIR"] = sys.argv[1]
-from swarm.model_server import text
+from swarm.model_server.model import text
 
 texts = ["Berlin | Paris | Springfield [SEP] 2020-01-01 ; +49 30 123", "Café Müller | 12.5 kg"]
 kit_ids, kit_mask = text.ColumnTokenizer(64)(texts)

@@ -28,8 +28,8 @@ from pathlib import Path
 import grpc
 import torch
 
-from swarm.model_server.grpc_runtime import MiB, read_ready_file, wait_serving
-from swarm.model_server.specialist_client import SpecialistClient
+from swarm.model_server.serving.grpc_runtime import MiB, read_ready_file, wait_serving
+from swarm.model_server.serving.specialist_client import SpecialistClient
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 
@@ -106,7 +106,7 @@ def _raw_server() -> None:
     tensor's own bytes (`codec.tensor_bytes`, a view: no copy before the kernel's)."""
     from synthetic_states import SyntheticStates  # bench/ is on sys.path when a bench script runs
 
-    from swarm.model_server import codec
+    from swarm.model_server.serving import codec
 
     source = SyntheticStates("temporal", "base", torch.bfloat16)
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -210,7 +210,7 @@ def throughput(workdir: Path, repeats: int, chunk_kb: int) -> dict[str, object]:
 
 def _annotator_factory() -> tuple[Callable[[list[str]], object], str]:
     try:
-        from swarm.model_server.primary_annotator import PrimaryAnnotator
+        from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
     except ImportError:
         # Until the primary annotator lands, the tests' mean-state annotator (a real tiny model) stands in.
         import importlib.util
@@ -244,8 +244,8 @@ def _bench_table(i: int) -> apb.Table:
 def annotation_latency(
     n_specialists: int, tables: int, factory: Callable[[list[str]], object]
 ) -> dict[str, float]:
-    from swarm.model_server.launcher import start_local_swarm
-    from swarm.model_server.specialist import domains
+    from swarm.model_server.model.specialist import domains
+    from swarm.model_server.serving.launcher import start_local_swarm
 
     names = [*domains()][:n_specialists]
     names += [f"{d}@{k}" for k in range(1, 4) for d in domains()][: n_specialists - len(names)]

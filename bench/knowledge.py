@@ -19,8 +19,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from swarm.model_server.knowledge import SOURCES, KnowledgeCache, load_measured
-from swarm.model_server.knowledge.base import clean
+from swarm.model_server.model.knowledge import SOURCES, KnowledgeCache, load_measured
+from swarm.model_server.model.knowledge.base import clean
 from swarm.trainer.data.sotab import load_dataset
 
 MAJORITY = 0.5

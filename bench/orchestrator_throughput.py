@@ -47,12 +47,12 @@ from pathlib import Path
 import grpc
 import torch
 
-from swarm.model_server.annotation_server import build_annotation_server
-from swarm.model_server.launcher import start_local_swarm
-from swarm.model_server.primary_annotator import PrimaryAnnotator
-from swarm.model_server.specialist import Specialist, domain_of, domains, untrained
-from swarm.model_server.specialist_client import SpecialistClient
-from swarm.model_server.tables import Table
+from swarm.model_server.model.specialist import Specialist, domain_of, domains, untrained
+from swarm.model_server.model.tables import Table
+from swarm.model_server.serving.annotation_server import build_annotation_server
+from swarm.model_server.serving.launcher import start_local_swarm
+from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
+from swarm.model_server.serving.specialist_client import SpecialistClient
 from swarm.trainer.data.sotab import load_dataset
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc

@@ -47,9 +47,9 @@ from pathlib import Path
 
 import grpc
 
-from swarm.model_server.admission import machine_memory_bytes
-from swarm.model_server.grpc_runtime import wait_serving
-from swarm.model_server.launcher import process_tree, rss_bytes
+from swarm.model_server.serving.admission import machine_memory_bytes
+from swarm.model_server.serving.grpc_runtime import wait_serving
+from swarm.model_server.serving.launcher import process_tree, rss_bytes
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 

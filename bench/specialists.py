@@ -33,12 +33,12 @@ from pathlib import Path
 import torch
 from fusion import cpu_median_ms  # bench/ is on sys.path when a bench script runs
 
-from swarm.model_server.backbone import get_config
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.knowledge import DEFAULT_CACHE
-from swarm.model_server.knowledge.rows import knowledge_rows
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import DomainModel, Specialist, domains, save_dir
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.knowledge import DEFAULT_CACHE
+from swarm.model_server.model.knowledge.rows import knowledge_rows
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import DomainModel, Specialist, domains, save_dir
 from swarm.trainer import reports
 from swarm.trainer.data.columns import build_examples
 from swarm.trainer.data.sotab import load_labels

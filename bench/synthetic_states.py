@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from swarm.model_server.devices import DTYPES
+from swarm.model_server.model.devices import DTYPES
 
 
 @dataclass
@@ -26,7 +26,7 @@ class SyntheticStates:
     dtype: torch.dtype = torch.bfloat16
 
     def __post_init__(self) -> None:
-        from swarm.model_server.backbone import get_config
+        from swarm.model_server.model.backbone import get_config
 
         self.cfg = get_config(self.config)
         self._cache: dict[int, list[Tensor]] = {}
@@ -43,8 +43,8 @@ class SyntheticStates:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from swarm.model_server.grpc_runtime import MiB
-    from swarm.model_server.specialist_server import ServerOptions, build_specialist_server
+    from swarm.model_server.serving.grpc_runtime import MiB
+    from swarm.model_server.serving.specialist_server import ServerOptions, build_specialist_server
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--specialist", default="temporal")

@@ -5,7 +5,7 @@ A step is what trainer/training/train.py does per batch: the primary's forward (
 are real serialized columns from the bundled SOTAB sample (data/sotab-v2-sample; fixture-like text when absent).
 
 CPU: the chunked torch delta rule in float32. CUDA (`--device cuda`; `auto` picks it when a GPU is visible): under
-bf16 autocast (model_server.devices.autocast), the chunked torch path and flash-linear-attention's kernels when
+bf16 autocast (model_server.model.devices.autocast), the chunked torch path and flash-linear-attention's kernels when
 installed. `--fusion MODE` adds a fused primary per config and path: N untrained specialists (`--specialists N`,
 the same config) read the batch once, their per-layer states stay cached on the device, and every step fuses them
 (the Triton kernels on CUDA) into the primary's initial states. On CUDA the committed CPU figures
@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from swarm.model_server import backbone as backbone_module
-from swarm.model_server import delta_rule
-from swarm.model_server.backbone import get_config
 from swarm.model_server.choices import DEVICE_AUTO, FUSION_MODES
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.devices import autocast, resolve_device
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import DomainModel, Specialist, domain_of, domains
+from swarm.model_server.model import backbone as backbone_module
+from swarm.model_server.model import delta_rule
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.devices import autocast, resolve_device
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import DomainModel, Specialist, domain_of, domains
 from swarm.trainer.data.columns import build_examples
 from swarm.trainer.data.sotab import load_dataset, load_labels
 from swarm.trainer.reports import markdown_table, write_json
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                "torch": torch.__version__}
     notes = [f"INTERRUPTED after {len(rows)} rows: partial results"] if interrupted else []
     if device.type == "cuda":
-        notes.append("bf16 autocast on CUDA (model_server.devices.autocast); weights and AdamW state float32")
+        notes.append("bf16 autocast on CUDA (model_server.model.devices.autocast); weights and AdamW state float32")
         notes.append(f"fla autotuning: {args.fla_autotune}" if fla else
                      "fla not timed: not installed, or its backward refused on this GPU/Triton (fla #640)")
     if fusion_rows := [r for r in rows if r["fusion"] != "none"]:

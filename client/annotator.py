@@ -34,7 +34,8 @@ Rows = Sequence[Sequence[str]]
 # The annotation server accepts messages up to 16 MiB (AnnotationLimits.max_message_bytes); gRPC's client
 # default would refuse replies over 4 MiB.
 DEFAULT_MAX_MESSAGE_BYTES = 16 << 20
-RETRY_AFTER_KEY = "retry-after-ms"  # = swarm.model_server.grpc_runtime.RETRY_AFTER_KEY (not imported: no server code)
+# = swarm.model_server.serving.grpc_runtime.RETRY_AFTER_KEY (not imported: no server code)
+RETRY_AFTER_KEY = "retry-after-ms"
 RETRIED_CODES = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")
 
 

@@ -1,6 +1,10 @@
-"""The closed sets of choices and defaults that the CLI, the operator's CRDs and the modules share, in one place and
-without importing torch (the operator imports them too): fusion modes, model dtypes, devices, PARL defaults. Tests
-tie each CRD enum and CLI choice to these."""
+"""The contract: the closed sets of choices and defaults that the CLI, the operator's CRDs and the modules share, in
+one place and without importing torch (the operator imports them too): fusion modes, model dtypes, devices, PARL
+defaults, and the API identity the annotation service needs to ask its SpecialistPool for specialists (the CRD group,
+version, the pool's plural and its demand annotation). Tests tie each CRD enum and CLI choice to these.
+
+Imports nothing from swarm (tests/foundation/test_layering.py): the model, the serving runtime, the commands and the
+operator all import it, and the operator imports nothing else of swarm.model_server."""
 from __future__ import annotations
 
 import os
@@ -23,6 +27,15 @@ PARL_BETA_CALLS = 0.001
 PARL_BETA_STEPS = 0.001
 PARL_BETA_SPAWN = 0.002
 PARL_MAX_DEEP = 2
+
+# The custom resources' API group and version, and the SpecialistPool's plural (operator/models.py builds its CRDs
+# from these; model_server/serving/demand.py patches pools through them).
+GROUP = "swarm.ai"
+VERSION = "v1alpha1"
+POOL_PLURAL = "specialistpools"
+# On a SpecialistPool: JSON {specialist: RFC3339 UTC time} of the annotation service's latest demand for each
+# (written by model_server/serving/demand.py, read by operator/pool.py).
+DEMAND_ANNOTATION = f"{GROUP}/demand"
 
 
 CACHE_ENV = "SWARM_CACHE_DIR"  # where the swarm keeps its caches (cell vectors, torch's compile cache)

@@ -74,7 +74,8 @@ SPECIALIST_PORT = 50051
 HEALTH_PORT = 50052  # plaintext gRPC health alone, for kubelet probes (the main port serves mTLS)
 TLS_MOUNT = "/etc/swarm/tls"
 TLS_VOLUME = "tls"
-TLS_DIR_ENV = "SWARM_TLS_DIR"  # = swarm.model_server.grpc_runtime.TLS_DIR_ENV (not imported: that pulls in grpc)
+# = swarm.model_server.serving.grpc_runtime.TLS_DIR_ENV (not imported: that pulls in grpc)
+TLS_DIR_ENV = "SWARM_TLS_DIR"
 HEALTH_PORT_ENV = "SWARM_HEALTH_PORT"
 HEALTH_SERVICE = "swarm.v1.SpecialistService"  # SERVING once the specialist's model is loaded and it serves
 # Kubelet probes of a specialist (on HEALTH_PORT): readiness every 10 s; startup: up to STARTUP_SECONDS to load a
@@ -97,9 +98,10 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_POOL = f"{PREFIX}pool"
 LABEL_SPECIALIST = f"{PREFIX}specialist"
 LABEL_JOB = f"{PREFIX}job"
-# Trainer pods hand their metrics to the operator as their container's termination message (metrics_publisher.py).
+# Trainer pods hand their metrics to the operator as their container's termination message
+# (trainer/commands/metrics_publisher.py).
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
-TERMINATION_MESSAGE_ENV = "SWARM_TERMINATION_MESSAGE"  # = metrics_publisher.ENV_TERMINATION_MESSAGE
+TERMINATION_MESSAGE_ENV = "SWARM_TERMINATION_MESSAGE"  # = metrics_publisher.ENV_TERMINATION_MESSAGE (a test ties them)
 TEMPLATES_ENV = "SWARM_POD_TEMPLATES"
 IMAGE_ENV = "SWARM_IMAGE"
 TRAINER_SERVICE_ACCOUNT = "swarm-trainer"  # manifests/rbac.yaml: no Role, no token (automount off)

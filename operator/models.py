@@ -20,6 +20,7 @@ from swarm.model_server.choices import (
     DEFAULT_MAX_SPECIALISTS,
     DTYPE_NAMES,
     FUSION_MODES,
+    GROUP,
     PARL_ANNEAL,
     PARL_BETA_CALLS,
     PARL_BETA_SPAWN,
@@ -27,15 +28,13 @@ from swarm.model_server.choices import (
     PARL_ITERATIONS,
     PARL_LAMBDA,
     PARL_MAX_DEEP,
+    POOL_PLURAL,
+    VERSION,
 )
+from swarm.model_server.choices import DEMAND_ANNOTATION as DEMAND_ANNOTATION  # re-exported: the operator reads it here
 
-GROUP = "swarm.ai"
-VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 PREFIX = f"{GROUP}/"  # of the operator's labels, annotations and finalizer (swarm.ai/pool, swarm.ai/metrics, ...)
-# On a SpecialistPool: JSON {specialist: RFC3339 UTC time} of the annotation service's latest demand for each
-# (written by model_server/demand.py, read by operator/pool.py).
-DEMAND_ANNOTATION = f"{PREFIX}demand"
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 RTX_4090_PRODUCT = "NVIDIA-GeForce-RTX-4090"
@@ -656,7 +655,7 @@ class KindInfo(_Model):
 
 POOL = KindInfo(
     kind="SpecialistPool",
-    plural="specialistpools",
+    plural=POOL_PLURAL,
     short_names=["spool"],
     spec=SpecialistPoolSpec,
     status=SpecialistPoolStatus,

@@ -1,10 +1,10 @@
 """Pure status derivations: conditions with stable transition times, a job's phase and metrics from its pod.
 
 Metrics contract: the trainer's container ends with a termination message that is a JSON object with any of
-`microF1`, `macroF1` (0..1), `throughput` (columns/s), `criticalSteps` (int) (operator/metrics_publisher.py); the
-operator copies it into `SwarmJob.status.metrics`. Malformed JSON or out-of-range values are ignored with a
-condition, never a crash; non-finite numbers (which JSON, and so the API server, cannot carry) are dropped one by one
-with a condition, the other metrics kept.
+`microF1`, `macroF1` (0..1), `throughput` (columns/s), `criticalSteps` (int)
+(trainer/commands/metrics_publisher.py); the operator copies it into `SwarmJob.status.metrics`. Malformed JSON or
+out-of-range values are ignored with a condition, never a crash; non-finite numbers (which JSON, and so the API server,
+cannot carry) are dropped one by one with a condition, the other metrics kept.
 """
 
 from __future__ import annotations

@@ -36,13 +36,13 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field, model_validator
 
-from swarm.model_server.backbone import get_config
 from swarm.model_server.choices import DEVICE_AUTO, FUSION_MODES
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.orchestrator import POLICY_META
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import domains
-from swarm.model_server.weights import save_weights
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.orchestrator import POLICY_META
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import domains
+from swarm.model_server.model.weights import save_weights
 from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import load_dataset, load_labels
 from swarm.trainer.orchestration.parl import ParlConfig
@@ -250,8 +250,8 @@ def _held_out_scores(model: PrimaryModel, caches: Sequence[torch.Tensor], exampl
 
 def _specialists(cfg: ReleaseConfig, examples: Sequence[ColumnExample], labels: list[str], reuse: bool) -> list:
     """One frozen specialist per domain, fine-tuned on the expert tables' columns (reused when already built)."""
-    from swarm.model_server.devices import resolve_device
-    from swarm.model_server.specialist import Specialist
+    from swarm.model_server.model.devices import resolve_device
+    from swarm.model_server.model.specialist import Specialist
 
     out_dir = cfg.run_dir / "specialists"
     backbone = get_config(cfg.model)

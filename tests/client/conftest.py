@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from swarm.model_server.launcher import LocalSwarm, start_local_swarm
-from swarm.model_server.primary_annotator import PrimaryAnnotator
+from swarm.model_server.serving.launcher import LocalSwarm, start_local_swarm
+from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
 
 SPECIALISTS = ["temporal", "geographic"]
 

@@ -13,7 +13,7 @@ import pytest
 
 import swarm.client
 from swarm.client import AnnotationError, Annotator, ColumnAnnotation, Table, TableAnnotation
-from swarm.model_server.tables import load_labels
+from swarm.model_server.model.tables import load_labels
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 

@@ -14,10 +14,10 @@ import grpc
 import pytest
 
 from swarm.client import AnnotationError, Annotator
-from swarm.model_server.annotation_server import AnnotationLimits, AnnotationServer, build_annotation_server
-from swarm.model_server.launcher import LocalSwarm
-from swarm.model_server.primary_annotator import PrimaryAnnotator
-from swarm.model_server.specialist_client import SpecialistClient
+from swarm.model_server.serving.annotation_server import AnnotationLimits, AnnotationServer, build_annotation_server
+from swarm.model_server.serving.launcher import LocalSwarm
+from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
+from swarm.model_server.serving.specialist_client import SpecialistClient
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 

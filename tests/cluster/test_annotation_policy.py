@@ -1,6 +1,6 @@
 """The annotation ServiceAccount's least privilege on the real control plane (issue #31, defect 7): RBAC lets it
 patch SpecialistPools, manifests/annotation-policy.yaml narrows that to the demand annotation; its token, bound to
-its pod, publishes demand through model_server/demand.py and is refused any other change."""
+its pod, publishes demand through model_server/serving/demand.py and is refused any other change."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from control_plane import REPO, ControlPlane
 from operator_process import NS, SWARM, apply_sample
 
-from swarm.model_server.demand import DemandPublisher
+from swarm.model_server.serving.demand import DemandPublisher
 from swarm.operator.models import DEMAND_ANNOTATION
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
@@ -25,7 +25,7 @@ def annotation_policy() -> Path:
 def test_the_annotation_token_changes_only_the_demand_annotation(cluster: ControlPlane) -> None:
     """manifests/rbac.yaml lets swarm-annotation patch specialistpools; manifests/annotation-policy.yaml narrows
     that to the demand annotation. Its token, bound to its pod as the kubelet mounts it, publishes demand through
-    model_server/demand.py and is refused any other change."""
+    model_server/serving/demand.py and is refused any other change."""
     cluster.kubectl("apply", "-f", str(annotation_policy()))
     apply_sample(cluster, "specialistpool.yaml")
     annotation_pod = cluster.restricted_pod(NS, "annotation-api", "swarm-annotation", "swarm")

@@ -2,9 +2,9 @@
 
 Every test here is marked `cuda`; tests/conftest.py skips them where torch sees no GPU, and bench/gpu_check.sh runs
 them on one (`pytest -m cuda tests/cuda`, in a process of its own: tests/fusion's conftest sets TRITON_INTERPRET=1,
-which would make the kernels interpreted). Nothing here imports `swarm.model_server.fusion.triton_kernels` at module
-level, so that collecting this folder on a CPU machine never decorates the kernels before tests/fusion can ask for
-the interpreter.
+which would make the kernels interpreted). Nothing here imports `swarm.model_server.model.fusion.triton_kernels` at
+module level, so that collecting this folder on a CPU machine never decorates the kernels before tests/fusion can ask
+for the interpreter.
 
 fla autotunes each kernel over up to 48 configs per shape and dtype; unless SWARM_FLA_AUTOTUNE=full, the tests cut
 that to a few configs per kernel (`delta_rule.lean_fla_autotune`): correctness does not depend on the config.
@@ -29,7 +29,7 @@ def kernels():
     if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.fail("TRITON_INTERPRET=1 is set: tests/cuda checks the compiled kernels; run it in its own pytest "
                     "process without TRITON_INTERPRET (tests/fusion's conftest sets it)")
-    from swarm.model_server.fusion import triton_kernels as tk
+    from swarm.model_server.model.fusion import triton_kernels as tk
 
     assert not tk.INTERPRETED, "Triton fusion kernels were decorated under TRITON_INTERPRET=1"
     return tk
@@ -39,7 +39,7 @@ def kernels():
 def fla_ready() -> None:
     """flash-linear-attention importable (else skipped, or failed when SWARM_REQUIRE_FLA=1 as in gpu_check.sh);
     autotuning cut down unless SWARM_FLA_AUTOTUNE=full."""
-    from swarm.model_server import delta_rule
+    from swarm.model_server.model import delta_rule
 
     if not delta_rule.fla_available():
         message = "flash-linear-attention (fla-core, `fla.ops.gated_delta_rule`) is not importable"
@@ -53,7 +53,7 @@ def fla_ready() -> None:
 @pytest.fixture
 def fla_backward_ready(fla_ready) -> None:
     """fla's backward runs on this GPU and Triton (not on Hopper with Triton 3.4-3.7.0: fla refuses, issue #640)."""
-    from swarm.model_server import delta_rule
+    from swarm.model_server.model import delta_rule
 
     if not delta_rule.fla_backward_ok():
         import triton

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from cuda_helpers import assert_close_rel
 
-from swarm.model_server import delta_rule as dr
+from swarm.model_server.model import delta_rule as dr
 
 pytestmark = pytest.mark.cuda
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swarm.model_server.fusion import fuse
-from swarm.model_server.fusion import reference as ref
+from swarm.model_server.model.fusion import fuse
+from swarm.model_server.model.fusion import reference as ref
 
 pytestmark = pytest.mark.cuda
 

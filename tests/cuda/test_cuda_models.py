@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from cuda_helpers import assert_close_rel
 
-from swarm.model_server import delta_rule as dr
+from swarm.model_server.model import delta_rule as dr
 
 pytestmark = pytest.mark.cuda
 
@@ -32,7 +32,7 @@ BF16_TOL = (5e-2, 2.5e-1)  # bf16 autocast on CUDA against float32 on CPU
 
 
 def _tokens(max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from swarm.model_server.column_encoder import ColumnEncoder
+    from swarm.model_server.model.column_encoder import ColumnEncoder
 
     ids, mask = ColumnEncoder(max_len)(TEXTS)
     assert not mask.all(), "the batch should hold padding"
@@ -62,7 +62,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch, module, name: str) -> list:
 @pytest.mark.parametrize("with_state", [False, True], ids=["zero-state", "initial-state"])
 @pytest.mark.parametrize("config", ["tiny", "small"])
 def test_backbone_cuda_matches_cpu(fla_ready, monkeypatch: pytest.MonkeyPatch, config: str, with_state: bool) -> None:
-    from swarm.model_server.backbone import Backbone, get_config
+    from swarm.model_server.model.backbone import Backbone, get_config
 
     cfg = get_config(config)
     cpu = Backbone(cfg).eval()
@@ -84,8 +84,8 @@ def test_backbone_cuda_matches_cpu(fla_ready, monkeypatch: pytest.MonkeyPatch, c
 
 def test_backbone_trains_under_bf16_autocast(fla_backward_ready, monkeypatch: pytest.MonkeyPatch) -> None:
     """The training step's precision on CUDA: bf16 autocast, fla fed one bf16 dtype, gradients close to CPU's."""
-    from swarm.model_server.backbone import Backbone, get_config
-    from swarm.model_server.devices import autocast
+    from swarm.model_server.model.backbone import Backbone, get_config
+    from swarm.model_server.model.devices import autocast
 
     cfg = get_config("small")
     cpu = Backbone(cfg).train()
@@ -117,9 +117,9 @@ def test_backbone_trains_under_bf16_autocast(fla_backward_ready, monkeypatch: py
 @pytest.mark.parametrize("mode", ["gated", "weighted_sum"])
 def test_fused_primary_runs_the_triton_kernels_on_cuda(fla_ready, kernels, monkeypatch: pytest.MonkeyPatch,
                                                       mode: str) -> None:
-    from swarm.model_server.backbone import get_config
-    from swarm.model_server.primary import PrimaryModel
-    from swarm.model_server.tables import load_labels
+    from swarm.model_server.model.backbone import get_config
+    from swarm.model_server.model.primary import PrimaryModel
+    from swarm.model_server.model.tables import load_labels
 
     cfg = get_config("tiny")
     cpu = PrimaryModel(cfg, load_labels(), mode, ["temporal", "numeric"]).eval()
@@ -151,10 +151,10 @@ def test_fused_primary_runs_the_triton_kernels_on_cuda(fla_ready, kernels, monke
 
 def test_fused_primary_under_autocast_with_bf16_states(fla_ready, kernels, monkeypatch: pytest.MonkeyPatch) -> None:
     """As served on a GPU: bf16 specialist states, bf16 autocast; the kernels still run and agree with CPU fp32."""
-    from swarm.model_server.backbone import get_config
-    from swarm.model_server.devices import autocast
-    from swarm.model_server.primary import PrimaryModel
-    from swarm.model_server.tables import load_labels
+    from swarm.model_server.model.backbone import get_config
+    from swarm.model_server.model.devices import autocast
+    from swarm.model_server.model.primary import PrimaryModel
+    from swarm.model_server.model.tables import load_labels
 
     cfg = get_config("tiny")
     cpu = PrimaryModel(cfg, load_labels(), "gated", ["temporal", "numeric"]).eval()

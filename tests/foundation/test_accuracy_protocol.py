@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sotab_fixtures import write_domain_split, write_fixture_split
 
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import domains, untrained
-from swarm.model_server.text import serialize_column
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import domains, untrained
+from swarm.model_server.model.text import serialize_column
 from swarm.trainer.data.columns import ColumnExample
 from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.experiments import accuracy as accuracy_experiment

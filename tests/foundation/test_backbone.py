@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from swarm.model_server.backbone import CONFIGS, Backbone, count_parameters, get_config
-from swarm.model_server.column_encoder import COL, CTX, EMPTY, N_SPECIAL, ColumnEncoder
-from swarm.model_server.delta_rule import chunked, gated_delta_rule, recurrent
-from swarm.model_server.text import MAX_CELL_CHARS, parse_column, serialize_column
+from swarm.model_server.model.backbone import CONFIGS, Backbone, count_parameters, get_config
+from swarm.model_server.model.column_encoder import COL, CTX, EMPTY, N_SPECIAL, ColumnEncoder
+from swarm.model_server.model.delta_rule import chunked, gated_delta_rule, recurrent
+from swarm.model_server.model.text import MAX_CELL_CHARS, parse_column, serialize_column
 
 
 def _inputs(b: int, h: int, t: int, k: int, v: int, dtype=torch.float64, seed: int = 0):
@@ -109,7 +109,7 @@ def test_encoder_layout() -> None:
 
 
 def test_equal_cells_share_one_cached_vector(tmp_path) -> None:
-    from swarm.model_server.cell_vectors import CellVectorStore
+    from swarm.model_server.model.cell_vectors import CellVectorStore
 
     first = CellVectorStore(tmp_path)
     ids = first.ids(["Berlin", " Berlin  ", "Paris"])

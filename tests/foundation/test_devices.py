@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from swarm.model_server import devices
-from swarm.model_server.devices import autocast, resolve_device, resolve_dtype, set_compute_dtype
+from swarm.model_server.model import devices
+from swarm.model_server.model.devices import autocast, resolve_device, resolve_dtype, set_compute_dtype
 
 
 def test_auto_is_cuda_only_where_a_gpu_is_visible() -> None:

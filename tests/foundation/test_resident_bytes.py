@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.resident_bytes import specialist_resident_bytes, state_bytes
-from swarm.model_server.specialist import untrained
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.resident_bytes import specialist_resident_bytes, state_bytes
+from swarm.model_server.model.specialist import untrained
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -29,8 +29,8 @@ def test_swarm_memory_counts_the_knowledge_sources_a_specialist_reads(tmp_path) 
     import sys
     from pathlib import Path
 
-    from swarm.model_server.backbone import get_config
-    from swarm.model_server.specialist import DomainModel, domains, save_dir
+    from swarm.model_server.model.backbone import get_config
+    from swarm.model_server.model.specialist import DomainModel, domains, save_dir
 
     def memory(directory: Path) -> dict:
         out = subprocess.run([sys.executable, "-m", "swarm.trainer.commands.cli", "memory",

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from swarm.model_server.backbone import get_config
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.primary import PrimaryModel
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.primary import PrimaryModel
 from swarm.trainer.data.columns import build_examples
 from swarm.trainer.data.sotab import load_dataset, load_labels
 from swarm.trainer.training.checkpoint import latest_checkpoint

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from swarm.model_server.primary_annotator import PrimaryAnnotator
-from swarm.model_server.tables import Table
+from swarm.model_server.model.tables import Table
+from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
 from swarm.trainer.data.columns import build_examples
 from swarm.trainer.data.sotab import ColumnRef, Split, load_labels
 

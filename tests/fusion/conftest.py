@@ -1,6 +1,6 @@
 """Fusion tests run the Triton kernels on CPU through the interpreter.
 
-TRITON_INTERPRET is read when a kernel is decorated, i.e. when ``swarm.model_server.fusion.triton_kernels`` is
+TRITON_INTERPRET is read when a kernel is decorated, i.e. when ``swarm.model_server.model.fusion.triton_kernels`` is
 first imported; the fusion package imports it lazily, so setting it here (before any test module imports the
 kernels) is enough. ``test_fusion_triton.py::test_kernels_are_interpreted`` fails loudly if it was too late.
 """

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from swarm.model_server.backbone import get_config
-from swarm.model_server.grpc_runtime import MiB
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import Specialist, untrained
-from swarm.model_server.specialist_client import SpecialistClient, SpecialistFailure
-from swarm.model_server.specialist_server import ServerOptions, build_specialist_server
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import Specialist, untrained
+from swarm.model_server.serving.grpc_runtime import MiB
+from swarm.model_server.serving.specialist_client import SpecialistClient, SpecialistFailure
+from swarm.model_server.serving.specialist_server import ServerOptions, build_specialist_server
 from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.training.state_sources import LocalSpecialists, RemoteSpecialists, cached_inputs
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from swarm.model_server.fusion import MODES, StateFusion
+from swarm.model_server.model.fusion import MODES, StateFusion
 
 L, H, K, V, Q = 2, 3, 8, 6, 10
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from swarm.model_server.fusion import reference as ref
+from swarm.model_server.model.fusion import reference as ref
 
 F64 = torch.float64
 

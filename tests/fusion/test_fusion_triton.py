@@ -6,9 +6,9 @@ import pytest
 import torch
 from triton.runtime.interpreter import InterpretedFunction
 
-from swarm.model_server.fusion import fuse
-from swarm.model_server.fusion import reference as ref
-from swarm.model_server.fusion import triton_kernels as tk
+from swarm.model_server.model.fusion import fuse
+from swarm.model_server.model.fusion import reference as ref
+from swarm.model_server.model.fusion import triton_kernels as tk
 
 MODES = {
     "weighted_sum": (tk.weighted_sum_triton, ref.weighted_sum),

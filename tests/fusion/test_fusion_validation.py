@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from swarm.model_server.fusion import StateFusion, fuse
-from swarm.model_server.fusion import reference as ref
+from swarm.model_server.model.fusion import StateFusion, fuse
+from swarm.model_server.model.fusion import reference as ref
 
 L, H, K, V, Q = 2, 3, 4, 5, 6
 

@@ -1,8 +1,9 @@
 """Shared gRPC test fixtures: a real local swarm (specialist processes on 127.0.0.1) and an annotator.
 
-`annotator_factory` is the project's PrimaryAnnotator (untrained, tiny) when `swarm.model_server.primary_annotator`
-exists, else `MeanStateAnnotator`: a small real model (untrained tiny backbone + head) that starts every layer
-from the mean of the specialist states delivered for that column. Neither hard-codes outputs.
+`annotator_factory` is the project's PrimaryAnnotator (untrained, tiny) when
+`swarm.model_server.serving.primary_annotator` exists, else `MeanStateAnnotator`: a small real model (untrained tiny
+backbone + head) that starts every layer from the mean of the specialist states delivered for that column. Neither
+hard-codes outputs.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from swarm.model_server.annotator import AnnotationResult, SpecialistStates, Stage, TableAnnotator
-from swarm.model_server.backbone import Backbone, get_config
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.launcher import LocalSwarm, start_local_swarm
-from swarm.model_server.tables import Table, load_labels, serialize_table
+from swarm.model_server.model.backbone import Backbone, get_config
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.tables import Table, load_labels, serialize_table
+from swarm.model_server.serving.annotator import AnnotationResult, SpecialistStates, Stage, TableAnnotator
+from swarm.model_server.serving.launcher import LocalSwarm, start_local_swarm
 
 SPECIALISTS = ["temporal", "geographic", "numeric"]
 
@@ -78,8 +79,8 @@ class MeanStateAnnotator:
 
 
 def _annotator_factory() -> Callable[[list[str]], TableAnnotator]:
-    if importlib.util.find_spec("swarm.model_server.primary_annotator") is not None:
-        from swarm.model_server.primary_annotator import PrimaryAnnotator
+    if importlib.util.find_spec("swarm.model_server.serving.primary_annotator") is not None:
+        from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
 
         return lambda names: PrimaryAnnotator.untrained(names, config="tiny")
     return MeanStateAnnotator

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from torch import Tensor
 
-from swarm.model_server import codec
-from swarm.model_server.grpc_runtime import wait_serving
-from swarm.model_server.launcher import process_tree, rss_bytes
+from swarm.model_server.serving import codec
+from swarm.model_server.serving.grpc_runtime import wait_serving
+from swarm.model_server.serving.launcher import process_tree, rss_bytes
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import specialist_pb2 as pb
 

@@ -14,10 +14,10 @@ import grpc
 import pytest
 from grpc_serving_tools import MiB, PeakRss, cli_swarm
 
-from swarm.model_server.admission import Admission, AdmissionLimits, AdmissionRejected, Cost, SpecialistPace
-from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
-from swarm.model_server.launcher import LocalSwarm
-from swarm.model_server.specialist_server import ServerOptions, build_specialist_server, load_source
+from swarm.model_server.serving.admission import Admission, AdmissionLimits, AdmissionRejected, Cost, SpecialistPace
+from swarm.model_server.serving.annotation_server import AnnotationLimits, build_annotation_server
+from swarm.model_server.serving.launcher import LocalSwarm
+from swarm.model_server.serving.specialist_server import ServerOptions, build_specialist_server, load_source
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 from swarm.v1 import specialist_pb2 as pb

@@ -17,18 +17,18 @@ import pytest
 import torch
 from grpc_serving_tools import cli_swarm, novel_table
 
-from swarm.model_server.admission import annotation_cost, encoding_cost
-from swarm.model_server.annotation_server import (
+from swarm.model_server.model.cell_vectors import KEEP_ENV
+from swarm.model_server.serving.admission import annotation_cost, encoding_cost
+from swarm.model_server.serving.annotation_server import (
     ENCODING_MARGIN,
     AnnotationLimits,
     AnnotationServer,
     build_annotation_server,
     table_from_proto,
 )
-from swarm.model_server.cell_vectors import KEEP_ENV
-from swarm.model_server.codec import columns_cell_texts
-from swarm.model_server.launcher import AnnotatorFactory, LocalSwarm
-from swarm.model_server.specialist_client import SpecialistClient
+from swarm.model_server.serving.codec import columns_cell_texts
+from swarm.model_server.serving.launcher import AnnotatorFactory, LocalSwarm
+from swarm.model_server.serving.specialist_client import SpecialistClient
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 from grpc_serving_tools import decode_states, novel_table, stats_of
 
-from swarm.model_server.annotation_server import AnnotationLimits, AnnotationServer, build_annotation_server
-from swarm.model_server.cell_vectors import DIM, ENCODER, normalize, store
-from swarm.model_server.codec import cell_vectors_message, columns_cell_texts
-from swarm.model_server.launcher import AnnotatorFactory, LocalSwarm
-from swarm.model_server.specialist import untrained
-from swarm.model_server.specialist_client import SpecialistClient
-from swarm.model_server.text import serialize_column
+from swarm.model_server.model.cell_vectors import DIM, ENCODER, normalize, store
+from swarm.model_server.model.specialist import untrained
+from swarm.model_server.model.text import serialize_column
+from swarm.model_server.serving.annotation_server import AnnotationLimits, AnnotationServer, build_annotation_server
+from swarm.model_server.serving.codec import cell_vectors_message, columns_cell_texts
+from swarm.model_server.serving.launcher import AnnotatorFactory, LocalSwarm
+from swarm.model_server.serving.specialist_client import SpecialistClient
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 from swarm.v1 import specialist_pb2 as pb
@@ -139,7 +139,7 @@ def test_malformed_cell_vectors_are_invalid_argument(swarm: LocalSwarm, bad: pb.
 
 
 def table_of(message: apb.Table) -> object:
-    from swarm.model_server.annotation_server import table_from_proto
+    from swarm.model_server.serving.annotation_server import table_from_proto
 
     return table_from_proto(message, AnnotationLimits())
 
@@ -169,13 +169,13 @@ def test_vectors_over_the_message_limit_are_left_for_the_specialist(swarm: Local
 def test_a_specialist_sent_every_vector_never_loads_its_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
     """Started, probed and serving requests whose cells all come with vectors: no MiniLM in the process (its
     weights and the libraries behind it are most of a specialist's idle memory otherwise)."""
-    from swarm.model_server.cell_vectors import CellVectorStore
-    from swarm.model_server.column_encoder import ColumnEncoder
-    from swarm.model_server.specialist_server import build_specialist_server, load_source
+    from swarm.model_server.model.cell_vectors import CellVectorStore
+    from swarm.model_server.model.column_encoder import ColumnEncoder
+    from swarm.model_server.serving.specialist_server import build_specialist_server, load_source
 
     own = CellVectorStore(None, write_dir=False)  # a fresh process's store: nothing cached
-    monkeypatch.setattr("swarm.model_server.backbone.store", lambda: own)
-    monkeypatch.setattr("swarm.model_server.cell_vectors.store", lambda: own)
+    monkeypatch.setattr("swarm.model_server.model.backbone.store", lambda: own)
+    monkeypatch.setattr("swarm.model_server.model.cell_vectors.store", lambda: own)
     source = load_source("temporal")[0]
     source.tokenizer = ColumnEncoder(source.tokenizer.max_len, cells=own)  # type: ignore[attr-defined]
     server = build_specialist_server(source).start()

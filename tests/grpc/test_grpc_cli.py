@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from swarm.model_server.grpc_runtime import read_ready_file, wait_serving
-from swarm.model_server.launcher import LocalSwarm
+from swarm.model_server.serving.grpc_runtime import read_ready_file, wait_serving
+from swarm.model_server.serving.launcher import LocalSwarm
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 from swarm.v1 import specialist_pb2 as pb

@@ -9,8 +9,8 @@ import torch
 from google.protobuf.message import DecodeError
 from grpc_serving_tools import decode_states, encode_states
 
-from swarm.model_server import codec
-from swarm.model_server.codec import WireChunk, parse_chunk, serialize_chunk
+from swarm.model_server.serving import codec
+from swarm.model_server.serving.codec import WireChunk, parse_chunk, serialize_chunk
 from swarm.v1 import specialist_pb2 as pb
 
 pytestmark = pytest.mark.timeout(60)

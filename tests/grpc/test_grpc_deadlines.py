@@ -12,11 +12,11 @@ import grpc
 import pytest
 from grpc_serving_tools import DelegatingAnnotator
 
-from swarm.model_server.annotation_server import AnnotationLimits, AnnotationServer, build_annotation_server
-from swarm.model_server.grpc_runtime import ManagedServer
-from swarm.model_server.launcher import AnnotatorFactory
-from swarm.model_server.specialist_client import SpecialistClient
-from swarm.model_server.specialist_server import ServerOptions, build_specialist_server, load_source
+from swarm.model_server.serving.annotation_server import AnnotationLimits, AnnotationServer, build_annotation_server
+from swarm.model_server.serving.grpc_runtime import ManagedServer
+from swarm.model_server.serving.launcher import AnnotatorFactory
+from swarm.model_server.serving.specialist_client import SpecialistClient
+from swarm.model_server.serving.specialist_server import ServerOptions, build_specialist_server, load_source
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 

@@ -2,8 +2,9 @@
 (unreachable, or without an address) is asked from its SpecialistPool through the servicer's demand publisher, the
 table degrades meanwhile and the reply says the specialist was requested; once the specialist is up, it is used.
 
-The publisher here is a fake that records the demand (model_server/demand.py's own tests, against an emulated API
-server, are in tests/operator/test_demand.py); in the last test it plays the operator and starts the specialist."""
+The publisher here is a fake that records the demand (model_server/serving/demand.py's own tests, against an
+emulated API server, are in tests/operator/test_demand.py); in the last test it plays the operator and starts the
+specialist."""
 
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ import grpc
 import pytest
 import torch
 
-from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
-from swarm.model_server.backbone import get_config
-from swarm.model_server.demand import REQUESTED, DemandPublisher
-from swarm.model_server.orchestrator import OrchestratorPolicy, domain_masks_for
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.primary_annotator import PrimaryAnnotator
-from swarm.model_server.specialist_client import SpecialistClient
-from swarm.model_server.specialist_server import build_specialist_server, load_source
-from swarm.model_server.tables import Table, load_labels
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.orchestrator import OrchestratorPolicy, domain_masks_for
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.tables import Table, load_labels
+from swarm.model_server.serving.annotation_server import AnnotationLimits, build_annotation_server
+from swarm.model_server.serving.demand import REQUESTED, DemandPublisher
+from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
+from swarm.model_server.serving.specialist_client import SpecialistClient
+from swarm.model_server.serving.specialist_server import build_specialist_server, load_source
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 

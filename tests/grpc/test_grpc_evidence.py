@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from swarm.client import Annotator
-from swarm.model_server.backbone import get_config
-from swarm.model_server.knowledge.evidence import MAX_COLUMN_EVIDENCE_CHARS, column_evidence
-from swarm.model_server.launcher import start_local_swarm
-from swarm.model_server.primary_annotator import PrimaryAnnotator
-from swarm.model_server.specialist import DomainModel, domains, save_dir
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.knowledge.evidence import MAX_COLUMN_EVIDENCE_CHARS, column_evidence
+from swarm.model_server.model.specialist import DomainModel, domains, save_dir
+from swarm.model_server.serving.launcher import start_local_swarm
+from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
 
 
 def test_column_evidence_keeps_what_was_recognised() -> None:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from swarm.model_server.grpc_runtime import ManagedServer, ServerSecurity, is_loopback
+from swarm.model_server.serving.grpc_runtime import ManagedServer, ServerSecurity, is_loopback
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,7 +63,7 @@ def test_insecure_lets_a_plaintext_host_through(command: str) -> None:
 ])
 def test_the_plaintext_warning_says_what_is_exposed(caplog: pytest.LogCaptureFixture, token: str | None,
                                                     warning: str, not_said: str) -> None:
-    caplog.set_level(logging.WARNING, logger="swarm.model_server.grpc_runtime")
+    caplog.set_level(logging.WARNING, logger="swarm.model_server.serving.grpc_runtime")
     server = ManagedServer([], "0.0.0.0", 0, 2, 1 << 20, security=ServerSecurity(token=token))
     server.stop(0)  # never started: nothing was served
     assert warning in caplog.text and not_said not in caplog.text

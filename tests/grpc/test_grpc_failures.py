@@ -10,10 +10,10 @@ import grpc
 import pytest
 from grpc_serving_tools import encode_states
 
-from swarm.model_server.grpc_runtime import ManagedServer, service_handler
-from swarm.model_server.launcher import AnnotatorFactory, LocalSwarm, start_local_swarm
-from swarm.model_server.specialist import untrained
-from swarm.model_server.specialist_server import SERVICE
+from swarm.model_server.model.specialist import untrained
+from swarm.model_server.serving.grpc_runtime import ManagedServer, service_handler
+from swarm.model_server.serving.launcher import AnnotatorFactory, LocalSwarm, start_local_swarm
+from swarm.model_server.serving.specialist_server import SERVICE
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 from swarm.v1 import specialist_pb2 as pb
@@ -90,7 +90,7 @@ def malformed() -> Iterator[ManagedServer]:
 
 
 def test_decoder_chunks_that_do_not_add_up_are_refused(malformed: ManagedServer) -> None:
-    from swarm.model_server.specialist_client import SpecialistClient, SpecialistFailure
+    from swarm.model_server.serving.specialist_client import SpecialistClient, SpecialistFailure
 
     with (
         SpecialistClient({"numeric": malformed.address}) as client,
@@ -102,8 +102,8 @@ def test_decoder_chunks_that_do_not_add_up_are_refused(malformed: ManagedServer)
 def test_malformed_stream_is_reported_missing_with_the_codec_error(
     slow_swarm: LocalSwarm, annotator_factory: AnnotatorFactory, malformed: ManagedServer
 ) -> None:
-    from swarm.model_server.annotation_server import build_annotation_server
-    from swarm.model_server.specialist_client import SpecialistClient
+    from swarm.model_server.serving.annotation_server import build_annotation_server
+    from swarm.model_server.serving.specialist_client import SpecialistClient
 
     client = SpecialistClient({"temporal": slow_swarm.addresses["temporal"], "numeric": malformed.address})
     annotator = annotator_factory(["temporal", "numeric"])

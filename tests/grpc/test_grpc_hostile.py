@@ -13,10 +13,10 @@ import pytest
 import torch
 from grpc_serving_tools import DelegatingAnnotator
 
-from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
-from swarm.model_server.launcher import AnnotatorFactory, LocalSwarm
-from swarm.model_server.specialist_client import SpecialistClient
-from swarm.model_server.specialist_server import PROBE_COLUMN, build_specialist_server
+from swarm.model_server.serving.annotation_server import AnnotationLimits, build_annotation_server
+from swarm.model_server.serving.launcher import AnnotatorFactory, LocalSwarm
+from swarm.model_server.serving.specialist_client import SpecialistClient
+from swarm.model_server.serving.specialist_server import PROBE_COLUMN, build_specialist_server
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 from swarm.v1 import specialist_pb2 as pb

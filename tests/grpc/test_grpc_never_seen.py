@@ -15,12 +15,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_serving_tools import DelegatingAnnotator
 
-from swarm.model_server.annotation_server import AnnotationLimits, AnnotationServer, build_annotation_server
-from swarm.model_server.column_features import column_features, is_empty_cell
-from swarm.model_server.grpc_runtime import NO_RETRY, RETRY_AFTER_KEY
-from swarm.model_server.launcher import AnnotatorFactory, LocalSwarm
-from swarm.model_server.primary_annotator import UNKNOWN
-from swarm.model_server.specialist_client import SpecialistClient
+from swarm.model_server.model.column_features import column_features, is_empty_cell
+from swarm.model_server.serving.annotation_server import AnnotationLimits, AnnotationServer, build_annotation_server
+from swarm.model_server.serving.grpc_runtime import NO_RETRY, RETRY_AFTER_KEY
+from swarm.model_server.serving.launcher import AnnotatorFactory, LocalSwarm
+from swarm.model_server.serving.primary_annotator import UNKNOWN
+from swarm.model_server.serving.specialist_client import SpecialistClient
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 

@@ -17,16 +17,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server, merge_stage
-from swarm.model_server.annotator import Stage
-from swarm.model_server.backbone import get_config
-from swarm.model_server.launcher import LocalSwarm
-from swarm.model_server.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.primary_annotator import NO_POLICY, PrimaryAnnotator
-from swarm.model_server.specialist_client import SpecialistClient
-from swarm.model_server.tables import Table, load_labels
-from swarm.model_server.weights import save_weights
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.tables import Table, load_labels
+from swarm.model_server.model.weights import save_weights
+from swarm.model_server.serving.annotation_server import AnnotationLimits, build_annotation_server, merge_stage
+from swarm.model_server.serving.annotator import Stage
+from swarm.model_server.serving.launcher import LocalSwarm
+from swarm.model_server.serving.primary_annotator import NO_POLICY, PrimaryAnnotator
+from swarm.model_server.serving.specialist_client import SpecialistClient
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 

@@ -18,11 +18,11 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from swarm.model_server.grpc_runtime import ManagedServer, read_ready_file, wait_serving
-from swarm.model_server.launcher import LocalSwarm
-from swarm.model_server.specialist import untrained
-from swarm.model_server.specialist_client import RetryPolicy, SpecialistClient
-from swarm.model_server.specialist_server import ServerOptions, build_specialist_server, load_source
+from swarm.model_server.model.specialist import untrained
+from swarm.model_server.serving.grpc_runtime import ManagedServer, read_ready_file, wait_serving
+from swarm.model_server.serving.launcher import LocalSwarm
+from swarm.model_server.serving.specialist_client import RetryPolicy, SpecialistClient
+from swarm.model_server.serving.specialist_server import ServerOptions, build_specialist_server, load_source
 from swarm.v1 import specialist_pb2 as pb
 from swarm.v1 import specialist_pb2_grpc as pb_grpc
 
@@ -230,7 +230,7 @@ def test_chunks_just_under_the_message_limit_stream_and_over_it_fail_cleanly(
 
 
 def test_malloc_tuning_is_idempotent() -> None:
-    from swarm.model_server.specialist_client import keep_freed_memory_for_reuse
+    from swarm.model_server.serving.specialist_client import keep_freed_memory_for_reuse
 
     first = keep_freed_memory_for_reuse()
     assert isinstance(first, bool) and keep_freed_memory_for_reuse() is first

@@ -13,11 +13,16 @@ import grpc
 import pytest
 import torch
 
-from swarm.model_server.cell_vectors import DIM, CellVectorStore
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.grpc_runtime import ManagedServer
-from swarm.model_server.specialist_server import ENCODE_CHUNK, ServerOptions, build_specialist_server, load_source
-from swarm.model_server.text import serialize_column
+from swarm.model_server.model.cell_vectors import DIM, CellVectorStore
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.text import serialize_column
+from swarm.model_server.serving.grpc_runtime import ManagedServer
+from swarm.model_server.serving.specialist_server import (
+    ENCODE_CHUNK,
+    ServerOptions,
+    build_specialist_server,
+    load_source,
+)
 from swarm.v1 import specialist_pb2 as pb
 from swarm.v1 import specialist_pb2_grpc as pb_grpc
 
@@ -56,8 +61,8 @@ def served(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
     (default 64)."""
     source = load_source("temporal")[0]
     store = SlowStore()
-    monkeypatch.setattr("swarm.model_server.backbone.store", lambda: store)
-    monkeypatch.setattr("swarm.model_server.cell_vectors.store", lambda: store)
+    monkeypatch.setattr("swarm.model_server.model.backbone.store", lambda: store)
+    monkeypatch.setattr("swarm.model_server.model.cell_vectors.store", lambda: store)
     source.tokenizer = ColumnEncoder(source.tokenizer.max_len, cells=store)  # type: ignore[attr-defined]
     passes: list[int] = []
     extract = source.extract_states

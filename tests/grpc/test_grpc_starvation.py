@@ -11,9 +11,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from swarm.model_server.annotation_server import SERVICE, AnnotationLimits, build_annotation_server
-from swarm.model_server.grpc_runtime import ManagedServer, service_handler
-from swarm.model_server.launcher import LocalSwarm
+from swarm.model_server.serving.annotation_server import SERVICE, AnnotationLimits, build_annotation_server
+from swarm.model_server.serving.grpc_runtime import ManagedServer, service_handler
+from swarm.model_server.serving.launcher import LocalSwarm
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 

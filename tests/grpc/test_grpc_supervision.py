@@ -13,8 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_serving_tools import cli_swarm
 
-from swarm.model_server.annotation_server import AnnotationLimits
-from swarm.model_server.launcher import AnnotatorFactory, RestartPolicy, cpu_shares, start_local_swarm
+from swarm.model_server.serving.annotation_server import AnnotationLimits
+from swarm.model_server.serving.launcher import AnnotatorFactory, RestartPolicy, cpu_shares, start_local_swarm
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 

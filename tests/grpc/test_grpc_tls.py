@@ -18,8 +18,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_serving_tools import Pki, make_pki
 
-from swarm.model_server.annotation_server import AnnotationLimits, build_annotation_server
-from swarm.model_server.grpc_runtime import (
+from swarm.model_server.serving.annotation_server import AnnotationLimits, build_annotation_server
+from swarm.model_server.serving.grpc_runtime import (
     TLS_DIR_ENV,
     ClientTls,
     ManagedServer,
@@ -28,9 +28,9 @@ from swarm.model_server.grpc_runtime import (
     mtls_server_security,
     open_channel,
 )
-from swarm.model_server.launcher import AnnotatorFactory, LocalSwarm, start_local_swarm
-from swarm.model_server.specialist_client import SpecialistClient
-from swarm.model_server.specialist_server import ServerOptions, build_specialist_server, load_source
+from swarm.model_server.serving.launcher import AnnotatorFactory, LocalSwarm, start_local_swarm
+from swarm.model_server.serving.specialist_client import SpecialistClient
+from swarm.model_server.serving.specialist_server import ServerOptions, build_specialist_server, load_source
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 from swarm.v1 import specialist_pb2 as pb

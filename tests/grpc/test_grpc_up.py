@@ -14,12 +14,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from swarm.model_server.grpc_runtime import wait_serving
-from swarm.model_server.launcher import process_tree
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import untrained
-from swarm.model_server.tables import load_labels
-from swarm.model_server.weights import save_weights
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import untrained
+from swarm.model_server.model.tables import load_labels
+from swarm.model_server.model.weights import save_weights
+from swarm.model_server.serving.grpc_runtime import wait_serving
+from swarm.model_server.serving.launcher import process_tree
 from swarm.v1 import annotation_pb2 as apb
 from swarm.v1 import annotation_pb2_grpc as apb_grpc
 
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
 def _demo_run(root: Path) -> Path:
-    from swarm.model_server.backbone import get_config
+    from swarm.model_server.model.backbone import get_config
 
     untrained("temporal").save(root / "specialists" / "temporal")
     model = PrimaryModel(get_config("tiny"), load_labels(), "weighted_sum", ["temporal"])

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from swarm.model_server.backbone import get_config
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.launcher import start_local_swarm
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import untrained
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import untrained
+from swarm.model_server.serving.launcher import start_local_swarm
 from swarm.trainer.data.sotab import load_labels
 
 SPECIALISTS = ["temporal", "geographic"]

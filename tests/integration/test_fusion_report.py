@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.model_server.specialist import domains
+from swarm.model_server.model.specialist import domains
 from swarm.trainer.experiments.fusion import FusionExperimentConfig, run_fusion_experiment
 from swarm.trainer.training.evaluate import evaluate_dir
 

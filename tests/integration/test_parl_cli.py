@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.model_server.specialist import untrained
+from swarm.model_server.model.specialist import untrained
 
 SPECIALISTS = ["temporal", "numeric"]
 

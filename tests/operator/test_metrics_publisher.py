@@ -1,4 +1,4 @@
-"""publish_metrics (operator/metrics_publisher.py): a trainer writes its metrics, as one JSON object, to its
+"""publish_metrics (trainer/commands/metrics_publisher.py): a trainer writes its metrics, as one JSON object, to its
 container's termination message file ($SWARM_TERMINATION_MESSAGE), which the operator reads back from the pod's
 status (status.metrics_from_pod); outside a trainer pod or on failure it logs one line and returns False, never
 raises. No API access at all (the trainer has no token)."""
@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from swarm.operator import builders, metrics_publisher, status
-from swarm.operator.metrics_publisher import ENV_TERMINATION_MESSAGE, publish_metrics
+from swarm.operator import builders, status
+from swarm.trainer.commands import metrics_publisher
+from swarm.trainer.commands.metrics_publisher import ENV_TERMINATION_MESSAGE, publish_metrics
 
 pytestmark = pytest.mark.timeout(30)
 METRICS = {"micro_f1": 0.81, "macro_f1": 0.62, "throughput": 950.5, "critical_steps": 7, "loss": 0.3}

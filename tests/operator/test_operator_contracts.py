@@ -33,7 +33,7 @@ def _crd_spec(kind: str) -> dict[str, Any]:
 
 
 def test_crd_enums_are_the_clis_choices() -> None:
-    from swarm.model_server.fusion import MODES  # imports torch: only here
+    from swarm.model_server.model.fusion import MODES  # imports torch: only here
 
     fusion = _crd_spec("SwarmJob")["properties"]["fusion"]
     dtype = _crd_spec("SpecialistPool")["properties"]["specialists"]["items"]["properties"]["dtype"]
@@ -51,8 +51,8 @@ def test_max_specialists_default_is_the_shared_one() -> None:
 # ---------------------------------------------------------------------------------------------- command lines
 @pytest.fixture(scope="module")
 def swarm_cli() -> TyperGroup:
-    """The `swarm` command group with every command registered, as `swarm.trainer.commands.cli.main` builds it (on a fresh
-    Typer app, so the module's own app is left alone)."""
+    """The `swarm` command group with every command registered, as `swarm.trainer.commands.cli.main` builds it (on a
+    fresh Typer app, so the module's own app is left alone)."""
     app = typer.Typer(no_args_is_help=True)
     with mock.patch.object(cli, "app", app):
         cli._register_all()

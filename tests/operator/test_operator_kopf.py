@@ -38,9 +38,9 @@ from swarm.operator.builders import (
     specialist_object_name,
     trainer_pod_name,
 )
-from swarm.operator.metrics_publisher import publish_metrics
 from swarm.operator.models import GROUP, PREFIX, ConditionReason, ConditionType
 from swarm.operator.status import termination_message
+from swarm.trainer.commands.metrics_publisher import publish_metrics
 
 NS = "swarm"
 A, B, C = (specialist_object_name("pool", n) for n in "abc")  # the pool fixture's Deployments and Services

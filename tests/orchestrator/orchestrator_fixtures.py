@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from swarm.model_server.orchestrator import OrchestratorPolicy
+from swarm.model_server.model.orchestrator import OrchestratorPolicy
 from swarm.trainer.orchestration.env import Outcomes
 
 RIGHT, OTHER = math.log(0.8), math.log(0.1)  # three labels: the predicted one gets 0.8, the other two 0.1 each

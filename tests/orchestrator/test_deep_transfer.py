@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from swarm.model_server.backbone import get_config
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import Specialist, untrained
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import Specialist, untrained
 from swarm.trainer.data.columns import ColumnExample
 from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.experiments.deep_transfer import VARIANTS, chained_states, deep_transfer, pair_correct

@@ -6,7 +6,7 @@ import pytest
 import torch
 from orchestrator_fixtures import policy_for, random_outcomes
 
-from swarm.model_server.orchestrator import realise_deep
+from swarm.model_server.model.orchestrator import realise_deep
 from swarm.trainer.orchestration import env as orchestrator_env
 from swarm.trainer.orchestration.env import Cost, rollout
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from orchestrator_fixtures import hand_log_probs, policy_for, random_outcomes
 
-from swarm.model_server.orchestrator import OrchestratorPolicy, critical_steps
+from swarm.model_server.model.orchestrator import OrchestratorPolicy, critical_steps
 from swarm.trainer.orchestration.env import (
     Cost,
     Outcomes,

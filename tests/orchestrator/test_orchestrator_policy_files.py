@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from swarm.model_server.backbone import get_config
-from swarm.model_server.orchestrator import (
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.orchestrator import (
     POLICY_FILE,
     POLICY_META,
     OrchestratorPolicy,
     domain_masks_for,
     primary_fingerprint,
 )
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import domains
-from swarm.model_server.tables import load_labels
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import domains
+from swarm.model_server.model.tables import load_labels
 
 NAMES = ["geographic", "temporal"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sotab_fixtures import write_domain_split
 
-from swarm.model_server.orchestrator import OrchestratorPolicy
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import domains
+from swarm.model_server.model.orchestrator import OrchestratorPolicy
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import domains
 from swarm.trainer.experiments.orchestrator import POLICIES, OrchestratorConfig, run_orchestrator
 from swarm.trainer.orchestration.parl import ParlConfig
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from orchestrator_fixtures import hand_log_probs
 
-from swarm.model_server.orchestrator import OrchestratorPolicy
+from swarm.model_server.model.orchestrator import OrchestratorPolicy
 from swarm.trainer.orchestration.env import Cost, Outcomes, rollout
 from swarm.trainer.orchestration.parl import ParlConfig, annealed, train_parl
 

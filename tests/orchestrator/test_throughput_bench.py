@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from swarm.model_server.primary import PrimaryModel
+from swarm.model_server.model.primary import PrimaryModel
 
 _PATH = Path(__file__).resolve().parents[2] / "bench" / "orchestrator_throughput.py"
 _spec = importlib.util.spec_from_file_location("bench_orchestrator_throughput", _PATH)

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from swarm.model_server.admission import encoding_cost
-from swarm.model_server.cell_vectors import DIM, CellVectorStore, EncodingAbandoned, configure_serving, normalize
+from swarm.model_server.model.cell_vectors import DIM, CellVectorStore, EncodingAbandoned, configure_serving, normalize
+from swarm.model_server.serving.admission import encoding_cost
 
 pytestmark = pytest.mark.timeout(60)
 

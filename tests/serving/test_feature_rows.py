@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from swarm.model_server.column_encoder import FeatureRows
-from swarm.model_server.column_features import column_features
+from swarm.model_server.model.column_encoder import FeatureRows
+from swarm.model_server.model.column_features import column_features
 
 CPU = torch.device("cpu")
 

@@ -78,7 +78,7 @@ def test_only_primaries_may_reach_the_specialists() -> None:
 
 
 def test_pods_mount_their_tls_secret_and_probe_the_plaintext_health_port() -> None:
-    from swarm.model_server.grpc_runtime import TLS_DIR_ENV
+    from swarm.model_server.serving.grpc_runtime import TLS_DIR_ENV
 
     assert builders.TLS_DIR_ENV == TLS_DIR_ENV
     secrets = {"specialist": builders.SPECIALIST_TLS_SECRET, "trainer": builders.PRIMARY_TLS_SECRET}

@@ -20,9 +20,9 @@ from swarm.trainer.training.metrics import Scores, score
 
 if TYPE_CHECKING:
     from swarm.client import TableAnnotation
-    from swarm.model_server.annotation_server import AnnotationLimits, AnnotationServer
-    from swarm.model_server.grpc_runtime import ServerSecurity
-    from swarm.model_server.primary_annotator import PrimaryAnnotator
+    from swarm.model_server.serving.annotation_server import AnnotationLimits, AnnotationServer
+    from swarm.model_server.serving.grpc_runtime import ServerSecurity
+    from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
 
 
 def annotate_over_grpc(address: str, tables: Sequence[Table], timeout_s: float = 600.0) -> list[TableAnnotation]:
@@ -96,9 +96,9 @@ def served_swarm(annotator: PrimaryAnnotator, model_dir: Path, endpoints: dict[s
     """The annotation API of a trained primary: with remote specialists when `endpoints` is given, else with its
     own specialists (those its model.json names) as supervised local processes on loopback, or alone. The one way
     `swarm up`, `swarm annotate` and `swarm demo` serve a primary."""
-    from swarm.model_server.annotation_server import build_annotation_server
-    from swarm.model_server.launcher import start_local_swarm
-    from swarm.model_server.specialist_client import SpecialistClient
+    from swarm.model_server.serving.annotation_server import build_annotation_server
+    from swarm.model_server.serving.launcher import start_local_swarm
+    from swarm.model_server.serving.specialist_client import SpecialistClient
     from swarm.trainer.training.evaluate import specialist_dirs
 
     if endpoints is not None or not annotator.specialist_names:
@@ -122,8 +122,8 @@ def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None
                         device: str = DEVICE_AUTO, host: str = "127.0.0.1", policy: Path | str | None = None,
                         spawn_budget: int | None = None) -> Iterator[str]:
     """The address of an annotation API for the primary in `model_dir` (see served_swarm)."""
-    from swarm.model_server.devices import resolve_device
-    from swarm.model_server.primary_annotator import PrimaryAnnotator
+    from swarm.model_server.model.devices import resolve_device
+    from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
 
     annotator = PrimaryAnnotator.load(model_dir, resolve_device(device), policy, spawn_budget)
     with served_swarm(annotator, model_dir, endpoints, device, host, port) as server:

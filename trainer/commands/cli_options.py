@@ -30,7 +30,7 @@ def fail(message: str) -> NoReturn:
 def use_devices(device: str, precision: Precision) -> str:
     """Check a command's --device before any work (an unusable one fails here, clearly) and apply its --dtype to
     this process; returns the resolved device for whatever builds the models."""
-    from swarm.model_server.devices import resolve_device, set_compute_dtype
+    from swarm.model_server.model.devices import resolve_device, set_compute_dtype
 
     try:
         resolved = str(resolve_device(device))

@@ -23,8 +23,8 @@ from swarm.trainer.commands.cli_options import DEVICE_OPTION, PRECISION_OPTION, 
 from swarm.trainer.commands.train_commands import ENDPOINTS_ENV, parse_endpoints, publish
 
 if TYPE_CHECKING:
-    from swarm.model_server.annotation_server import AnnotationLimits
-    from swarm.model_server.grpc_runtime import ServerSecurity
+    from swarm.model_server.serving.annotation_server import AnnotationLimits
+    from swarm.model_server.serving.grpc_runtime import ServerSecurity
 
 DEFAULT_HOST = "127.0.0.1"
 MIB = 1 << 20
@@ -77,7 +77,7 @@ REQUIRE_SPECIALISTS_OPTION = typer.Option(
 def refuse_exposed(host: str, has_tls: bool, insecure: bool, what: str, token: bool = False) -> None:
     """The CLI's error (exit 2) for serving `what` in plaintext on an address that is not loopback, unless
     --insecure says so."""
-    from swarm.model_server.grpc_runtime import is_loopback
+    from swarm.model_server.serving.grpc_runtime import is_loopback
 
     if has_tls or insecure or is_loopback(host):
         return
@@ -111,7 +111,7 @@ class ServingSettings:
 
     def budgets(self, local_specialists: int) -> tuple[int, int]:
         """(annotation server bytes, bytes per local specialist)."""
-        from swarm.model_server.admission import machine_memory_bytes
+        from swarm.model_server.serving.admission import machine_memory_bytes
 
         total = (int(self.memory_budget_mb * MIB) if self.memory_budget_mb
                  else int(machine_memory_bytes() * DEFAULT_SWARM_BUDGET_FRACTION))
@@ -120,7 +120,7 @@ class ServingSettings:
         return int(total * ANNOTATION_SHARE), int(total * (1 - ANNOTATION_SHARE) / local_specialists)
 
     def limits(self, local_specialists: int) -> AnnotationLimits:
-        from swarm.model_server.annotation_server import AnnotationLimits
+        from swarm.model_server.serving.annotation_server import AnnotationLimits
 
         return AnnotationLimits(
             max_cells=self.max_cells,
@@ -144,7 +144,7 @@ class ServingSettings:
     def security(self) -> ServerSecurity:
         """The annotation API's security; also exports --specialist-tls-dir as $SWARM_TLS_DIR for the specialist
         client and local specialists."""
-        from swarm.model_server.grpc_runtime import TLS_DIR_ENV, ServerSecurity, TlsFiles, read_token
+        from swarm.model_server.serving.grpc_runtime import TLS_DIR_ENV, ServerSecurity, TlsFiles, read_token
 
         refuse_exposed(self.host, self.tls_dir is not None, self.insecure, "the annotation API",
                        token=self.auth_token_file is not None)
@@ -203,21 +203,21 @@ def serve_specialist(
     insecure: bool = INSECURE_OPTION,
 ) -> None:
     """Serve one frozen specialist's per-layer states over gRPC (swarm.v1.SpecialistService)."""
-    from swarm.model_server.launcher import die_with_parent
+    from swarm.model_server.serving.launcher import die_with_parent
 
     die_with_parent()  # first: a local swarm's specialist must not outlive it
     _logging()
     refuse_exposed(host, tls_dir is not None, insecure, f"specialist {specialist!r}")
     if cpus:
-        from swarm.model_server.launcher import pin_to
+        from swarm.model_server.serving.launcher import pin_to
 
         try:
             pin_to([int(c) for c in cpus.split(",") if c.strip()])
         except (ValueError, OSError) as exc:
             fail(f"--cpus {cpus!r}: {exc}")
     device = use_devices(device, Precision["auto"])
-    from swarm.model_server.grpc_runtime import MiB, mtls_server_security
-    from swarm.model_server.specialist_server import ServerOptions, serve
+    from swarm.model_server.serving.grpc_runtime import MiB, mtls_server_security
+    from swarm.model_server.serving.specialist_server import ServerOptions, serve
 
     if (chunk_kb << 10) + (64 << 10) > max_message_mb * MiB:
         fail(f"--chunk-kb {chunk_kb} leaves no room under --max-message-mb {max_message_mb:g} for the chunk's other "
@@ -294,11 +294,11 @@ def serve_annotation(
     one), fan out to specialists, deepen ambiguous columns, fuse, label."""
     _logging()
     device = use_devices(device, dtype)
-    from swarm.model_server.annotation_server import build_annotation_server
-    from swarm.model_server.grpc_runtime import write_ready_file
-    from swarm.model_server.launcher import default_annotator, start_local_swarm
-    from swarm.model_server.specialist import domains
-    from swarm.model_server.specialist_client import SpecialistClient
+    from swarm.model_server.model.specialist import domains
+    from swarm.model_server.serving.annotation_server import build_annotation_server
+    from swarm.model_server.serving.grpc_runtime import write_ready_file
+    from swarm.model_server.serving.launcher import default_annotator, start_local_swarm
+    from swarm.model_server.serving.specialist_client import SpecialistClient
 
     settings = ServingSettings(memory_budget_mb, max_request_mb, max_cells, max_columns, max_concurrent, max_queued,
                                max_queue_wait_s, max_streams, request_timeout_s, stream_idle_s, tls_dir, client_ca,
@@ -445,8 +445,8 @@ def up(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    from swarm.model_server.devices import resolve_device
-    from swarm.model_server.primary_annotator import PrimaryAnnotator
+    from swarm.model_server.model.devices import resolve_device
+    from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
 
     try:
         model_dir = served_primary(run_dir)
@@ -458,7 +458,7 @@ def up(
     local = len(annotator.specialist_names)
     with served_swarm(annotator, model_dir, None, device, host, port, settings.limits(local),
                       settings.specialist_args(local), security, health_port, torch_threads) as server:
-        from swarm.model_server.grpc_runtime import write_ready_file
+        from swarm.model_server.serving.grpc_runtime import write_ready_file
 
         if ready_file is not None:
             write_ready_file(ready_file, server.address, health_address=server.health_address)

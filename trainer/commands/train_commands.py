@@ -47,7 +47,7 @@ def parse_endpoints(pairs: list[str]) -> dict[str, str]:
 
 def publish(metrics: dict[str, float | int]) -> None:
     """Hand the metrics to the SwarmJob status when running in a trainer pod (a no-op elsewhere)."""
-    from swarm.operator.metrics_publisher import publish_metrics
+    from swarm.trainer.commands.metrics_publisher import publish_metrics
 
     publish_metrics(metrics)
 
@@ -440,9 +440,9 @@ def memory(
 ) -> None:
     """Resident bytes of a frozen specialist (weights + one batch of activations + its knowledge sources' data): a
     SpecialistPool's residentBytes."""
-    from swarm.model_server.devices import DTYPES
-    from swarm.model_server.resident_bytes import specialist_resident_bytes
-    from swarm.model_server.specialist import Specialist, domains, untrained
+    from swarm.model_server.model.devices import DTYPES
+    from swarm.model_server.model.resident_bytes import specialist_resident_bytes
+    from swarm.model_server.model.specialist import Specialist, domains, untrained
 
     torch_dtype = DTYPES[dtype.value]
     spec = Specialist.load(specialist) if specialist else untrained(next(iter(domains())), config)
@@ -469,7 +469,7 @@ def adapt(
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Model Swarms: search the experts' weight space for a specialist of DOMAIN; reports/adapt_DOMAIN.{json,md,png}."""
-    from swarm.model_server.specialist import specialist_dir
+    from swarm.model_server.model.specialist import specialist_dir
     from swarm.trainer.data.sotab import DataError
     from swarm.trainer.training.adapt import AdaptConfig
     from swarm.trainer.training.adapt import adapt as run_adapt

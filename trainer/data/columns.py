@@ -6,7 +6,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from swarm.model_server.tables import Table, serialize_table
+from swarm.model_server.model.tables import Table, serialize_table
 from swarm.trainer.data.sotab import Split
 
 

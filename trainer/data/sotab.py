@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from swarm.model_server.tables import DataError, Table, load_labels
+from swarm.model_server.model.tables import DataError, Table, load_labels
 
 GT_HEADER = ["table_name", "column_index", "label"]
 

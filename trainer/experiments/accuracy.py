@@ -14,7 +14,8 @@ fusion) only on columns they were not trained on ("honest" fusion): on their own
 near perfect, and a primary that learnt to trust those was made worse by them (see the ablation rows); there the
 specialists are withheld and the primary trains as alone. The released primary (`released/model`, named in
 metrics.json) is trained on every labelled split with the swarm's recipe; its own score is unknown by construction
-(the CV estimates it). Table names are never read: a table is a tuple of columns (swarm.model_server.tables.Table).
+(the CV estimates it). Table names are never read: a table is a tuple of columns
+(swarm.model_server.model.tables.Table).
 """
 from __future__ import annotations
 
@@ -28,11 +29,11 @@ from typing import Any
 import torch
 from pydantic import BaseModel, Field
 
-from swarm.model_server.backbone import get_config
 from swarm.model_server.choices import DEVICE_AUTO
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import Specialist, domains
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import Specialist, domains
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import load_labels

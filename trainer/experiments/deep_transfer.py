@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import Specialist
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import Specialist
 from swarm.trainer.data.columns import ColumnExample
 from swarm.trainer.training.state_sources import cached_inputs
 from swarm.trainer.training.train import encode, predict

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
-from swarm.model_server.annotator import AnnotationResult, Routing, SpecialistStates, Stage
-from swarm.model_server.tables import Table
+from swarm.model_server.model.tables import Table
+from swarm.model_server.serving.annotator import AnnotationResult, Routing, SpecialistStates, Stage
 from swarm.trainer import reports
 from swarm.trainer.data.sotab import load_dataset
 from swarm.trainer.release import ReleaseConfig, build_release
 
 if TYPE_CHECKING:
-    from swarm.model_server.primary_annotator import PrimaryAnnotator
+    from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
     from swarm.trainer.training.state_sources import LocalSpecialists
 
 DEMO_REPORT = "demo"
@@ -53,7 +53,7 @@ def annotate_in_process(annotator: PrimaryAnnotator, specialists: LocalSpecialis
                         ) -> AnnotationResult:
     """What the annotation server computes for one table, without transport: route, read each stage's states from
     the in-process specialists (LocalSpecialists), ask for deep stages, fuse and label."""
-    from swarm.model_server.annotation_server import merge_stage
+    from swarm.model_server.serving.annotation_server import merge_stage
 
     texts = annotator.serialize(table)
     states: SpecialistStates = {}
@@ -70,8 +70,8 @@ def annotate_in_process(annotator: PrimaryAnnotator, specialists: LocalSpecialis
 
 def run_demo(cfg: DemoConfig) -> dict:
     from swarm.client import Annotator
-    from swarm.model_server.devices import resolve_device
-    from swarm.model_server.primary_annotator import PrimaryAnnotator
+    from swarm.model_server.model.devices import resolve_device
+    from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
     from swarm.trainer.commands.annotation_run import annotation_endpoint, percentile, score_predictions, table_rows
     from swarm.trainer.training.evaluate import specialist_dirs
     from swarm.trainer.training.state_sources import LocalSpecialists

@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, Field
 
-from swarm.model_server.backbone import get_config
 from swarm.model_server.choices import DEVICE_AUTO, FUSION_MODES
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.devices import resolve_device
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import Specialist, domains
+from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.devices import resolve_device
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import Specialist, domains
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import load_labels

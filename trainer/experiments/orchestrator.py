@@ -29,10 +29,10 @@ import torch
 from pydantic import BaseModel, Field
 
 from swarm.model_server.choices import DEVICE_AUTO
-from swarm.model_server.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.specialist import domains
-from swarm.model_server.weights import save_weights
+from swarm.model_server.model.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.specialist import domains
+from swarm.model_server.model.weights import save_weights
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import load_labels

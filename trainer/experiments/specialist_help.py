@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from swarm.model_server.specialist import domain_of
+from swarm.model_server.model.specialist import domain_of
 from swarm.trainer import reports
 from swarm.trainer.orchestration.env import Outcomes
 from swarm.trainer.training.metrics import spread

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from swarm.model_server.orchestrator import OrchestratorPolicy, realise_deep, segment_mean
+from swarm.model_server.model.orchestrator import OrchestratorPolicy, realise_deep, segment_mean
 from swarm.trainer.training.metrics import hard_class_f1, score
 
 

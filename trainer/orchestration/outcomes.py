@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.primary import PrimaryModel
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.primary import PrimaryModel
 from swarm.trainer.data.columns import ColumnExample
 from swarm.trainer.orchestration.env import Outcomes
 from swarm.trainer.training.state_sources import cached_inputs

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from swarm.model_server import choices
-from swarm.model_server.orchestrator import OrchestratorPolicy
+from swarm.model_server.model.orchestrator import OrchestratorPolicy
 from swarm.trainer.orchestration.env import Cost, Outcomes, column_rewards, rewards, rollout, routing_advantages
 
 

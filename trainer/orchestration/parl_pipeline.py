@@ -19,9 +19,9 @@ import torch
 from pydantic import BaseModel
 
 from swarm.model_server.choices import DEVICE_AUTO
-from swarm.model_server.devices import resolve_device
-from swarm.model_server.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
-from swarm.model_server.primary import PrimaryModel
+from swarm.model_server.model.devices import resolve_device
+from swarm.model_server.model.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
+from swarm.model_server.model.primary import PrimaryModel
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample
 from swarm.trainer.orchestration.env import Outcomes, plan_metrics, rollout

@@ -6,9 +6,9 @@ from contextlib import closing, nullcontext
 from pathlib import Path
 
 from swarm.model_server.choices import DEVICE_AUTO
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.devices import resolve_device
-from swarm.model_server.primary import PrimaryModel
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.devices import resolve_device
+from swarm.model_server.model.primary import PrimaryModel
 from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import DataError, Split, load_dataset
 from swarm.trainer.training.metrics import Scores, score

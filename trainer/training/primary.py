@@ -13,10 +13,10 @@ import torch
 from pydantic import BaseModel, Field
 from torch import Tensor
 
-from swarm.model_server.backbone import count_parameters, get_config
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.primary import PrimaryModel
-from swarm.model_server.weights import save_weights
+from swarm.model_server.model.backbone import count_parameters, get_config
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.weights import save_weights
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import Split, load_dataset, load_labels

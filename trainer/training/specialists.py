@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from swarm.model_server.backbone import BackboneConfig
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.devices import resolve_device
-from swarm.model_server.specialist import Domain, DomainModel, Specialist, save_dir
+from swarm.model_server.model.backbone import BackboneConfig
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.devices import resolve_device
+from swarm.model_server.model.specialist import Domain, DomainModel, Specialist, save_dir
 from swarm.trainer.data.columns import ColumnExample
 from swarm.trainer.training.train import TrainConfig, encode, train
 

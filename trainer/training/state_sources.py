@@ -16,8 +16,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from swarm.model_server.choices import DEVICE_AUTO
-from swarm.model_server.devices import resolve_device
-from swarm.model_server.specialist import Specialist
+from swarm.model_server.model.devices import resolve_device
+from swarm.model_server.model.specialist import Specialist
 from swarm.trainer.training.train import ExtraInputs
 
 
@@ -65,7 +65,7 @@ class RemoteSpecialists:
     training set cannot silently lose one agent's states)."""
 
     def __init__(self, endpoints: Mapping[str, str]) -> None:
-        from swarm.model_server.specialist_client import SpecialistClient
+        from swarm.model_server.serving.specialist_client import SpecialistClient
 
         self.names = list(endpoints)
         self._client = SpecialistClient(dict(endpoints))

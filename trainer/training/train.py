@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from swarm.model_server.choices import DEVICE_AUTO
-from swarm.model_server.column_encoder import ColumnEncoder
-from swarm.model_server.devices import autocast, resolve_device
+from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.devices import autocast, resolve_device
 from swarm.trainer.training import checkpoint
 
 
@@ -36,7 +36,7 @@ class TrainConfig(BaseModel):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     ckpt_every: int = Field(100, ge=1)
     seed: int = 0
-    # auto: CUDA when this machine has a GPU, else the CPU (swarm.model_server.devices.resolve_device).
+    # auto: CUDA when this machine has a GPU, else the CPU (swarm.model_server.model.devices.resolve_device).
     device: str = DEVICE_AUTO
     # Test hook: stop (as if killed) right after this step, without a final checkpoint.
     stop_after: int | None = None
