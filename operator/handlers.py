@@ -248,10 +248,11 @@ async def reconcile_pool(
     await wake_admitted(memo, namespace, name, result, gpu_nodes, pool_claims)  # e.g. a smaller reserve
 
 
-# The annotation service's demand (the pool's swarm.ai/demand annotation, model_server/serving/demand.py). kopf leaves every
-# annotation under its own storage prefix (swarm.ai/, progress and diff base) out of what its update handlers compare,
-# even as a handler field, so a change of the demand would wait for the resync timer: this handler sees every event
-# of a pool that has the annotation and reconciles when its value differs from the last one reconciled.
+# The annotation service's demand (the pool's swarm.ai/demand annotation, model_server/serving/demand.py). kopf
+# leaves every annotation under its own storage prefix (swarm.ai/, progress and diff base) out of what its update
+# handlers compare, even as a handler field, so a change of the demand would wait for the resync timer: this handler
+# sees every event of a pool that has the annotation and reconciles when its value differs from the last one
+# reconciled.
 _demand_seen: dict[tuple[str, str], str] = {}
 
 

@@ -3,8 +3,8 @@
 Priority when the budget is short: what running jobs hold (their specialists and trainers: never evicted by a pool
 change, the reserve does not apply to them), the warm set (in spec order), then specialists requested by pending
 SwarmJobs (oldest job first), then those the annotation service demanded less than `idleTimeoutSeconds` ago (the
-pool's `swarm.ai/demand` annotation, see model_server/serving/demand.py; oldest demand first), then cold specialists still
-inside their idle timeout. A job's claim is all or nothing and includes its trainer's GPU memory
+pool's `swarm.ai/demand` annotation, see model_server/serving/demand.py; oldest demand first), then cold
+specialists still inside their idle timeout. A job's claim is all or nothing and includes its trainer's GPU memory
 (`gpuMemoryBytes`, placed on one GPU: the trainer pod is pinned there and counted in status.gpuUsage): one naming a
 specialist the pool lacks claims nothing, nor does one that admission.py refuses (an output claim the pool does
 not allow, extraArgs overriding the operator's flags), and one whose specialists and trainer do not all fit admits
