@@ -37,6 +37,7 @@ from swarm.model_server.model.backbone import get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.knowledge import DEFAULT_CACHE
 from swarm.model_server.model.knowledge.rows import knowledge_rows
+from swarm.model_server.model.manifest import SpecialistManifest
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import DomainModel, Specialist, domains, save_dir
 from swarm.trainer import reports
@@ -72,7 +73,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     repeats = 5 if args.quick else args.repeats
 
-    dirs = sorted(p.parent for p in args.specialists_dir.glob("*/specialist.json"))
+    dirs = sorted(p for p in args.specialists_dir.glob("*") if SpecialistManifest.is_in(p))
     trained = bool(dirs)
     if not trained:
         print(f"no trained specialists under {args.specialists_dir}: benchmarking untrained ones of every domain")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -39,6 +38,7 @@ from pydantic import BaseModel, Field, model_validator
 from swarm.model_server.choices import DEVICE_AUTO, FUSION_MODES
 from swarm.model_server.model.backbone import get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.manifest import PRIMARY_MANIFEST, PrimaryManifest, SpecialistManifest
 from swarm.model_server.model.orchestrator import POLICY_META
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import domains
@@ -258,8 +258,7 @@ def _specialists(cfg: ReleaseConfig, examples: Sequence[ColumnExample], labels: 
     train_cfg = TrainConfig(steps=cfg.specialist_steps, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device)
     built = []
     for domain in domains().values():
-        existing = out_dir / domain.name / "specialist.json"
-        if reuse and existing.is_file():
+        if reuse and SpecialistManifest.is_in(out_dir / domain.name):
             built.append(Specialist.load(out_dir / domain.name, device=resolve_device(cfg.device)))
             continue
         built.append(train_specialist(domain, backbone, examples, labels, train_cfg, out_dir,
@@ -270,7 +269,7 @@ def _specialists(cfg: ReleaseConfig, examples: Sequence[ColumnExample], labels: 
 def _primary(cfg: ReleaseConfig, source: StateSource, examples: Sequence[ColumnExample], roles: Roles,
              labels: list[str], model_dir: Path, reuse: bool) -> PrimaryModel:
     """The fused primary, trained with honest fusion (and agent dropout when a policy follows)."""
-    if reuse and (model_dir / "model.json").is_file():
+    if reuse and (model_dir / PRIMARY_MANIFEST).is_file():
         return PrimaryModel.load(model_dir)[0]
     names = list(source.names)[:cfg.max_specialists]
     torch.manual_seed(cfg.seed)
@@ -286,14 +285,12 @@ def _primary(cfg: ReleaseConfig, source: StateSource, examples: Sequence[ColumnE
     # Where serving finds the specialists: the given directories, or those trained here; servers are named at
     # serving time instead.
     dirs = [] if cfg.endpoints else cfg.specialist_dirs[:len(names)] or [cfg.run_dir / "specialists" / n for n in names]
-    meta = model.meta() | {
-        "majority_label": counts.most_common(1)[0][0], "train_columns": len(examples), "honest_fusion": True,
-        "fusion_columns": sum(honest), "agent_dropout": cfg.dropout, "release": _fingerprint(cfg.recipe()),
-        "specialist_dirs": [os.path.relpath(d, model_dir) for d in dirs],
-    }
+    manifest = PrimaryManifest.of(
+        model.meta(), model_dir, dirs, majority_label=counts.most_common(1)[0][0], train_columns=len(examples),
+        honest_fusion=True, fusion_columns=sum(honest), agent_dropout=cfg.dropout, release=_fingerprint(cfg.recipe()))
     train(model, data, TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed, device=cfg.device),
-          cfg.run_dir / "primary", meta, extra, desc="primary (honest fusion)")
-    save_weights(model_dir, model, meta)
+          cfg.run_dir / "primary", manifest.to_dict(), extra, desc="primary (honest fusion)")
+    save_weights(model_dir, model, manifest)
     return model
 
 

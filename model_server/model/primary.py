@@ -19,12 +19,14 @@ from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from swarm.model_server.model.backbone import Backbone, BackboneConfig, get_config
+from swarm.model_server.model.manifest import PrimaryManifest
 from swarm.model_server.model.readout import StateReadout
 from swarm.model_server.model.specialist import StateDecoder, domain_of
-from swarm.model_server.model.weights import load_weights
+from swarm.model_server.model.weights import WEIGHTS_FILE
 
 # The belief weights start at zero; this gain is their learning-rate multiplier under Adam (whose steps are ~lr in
 # parameter units), so that they reach weights of order 1 within a few hundred steps.
@@ -107,14 +109,12 @@ class PrimaryModel(nn.Module):
                    knowledge=meta.get("knowledge", ()))
 
     @classmethod
-    def load(cls, model_dir: Path) -> tuple[PrimaryModel, dict]:
-        """A trained primary (model.safetensors + model.json) in eval mode, with its meta."""
-        state, meta = load_weights(Path(model_dir))
-        if meta.get("kind") != "primary":
-            raise ValueError(f"{model_dir}: not a primary model (kind={meta.get('kind')!r})")
-        model = cls.from_meta(meta)
-        model.load_state_dict(state)
-        return model.eval(), meta
+    def load(cls, model_dir: Path) -> tuple[PrimaryModel, PrimaryManifest]:
+        """A trained primary (model.safetensors + model.json) in eval mode, with its manifest."""
+        manifest = PrimaryManifest.load(Path(model_dir))
+        model = cls.from_meta(manifest.model_dump())
+        model.load_state_dict(load_file(Path(model_dir) / WEIGHTS_FILE))
+        return model.eval(), manifest
 
     def load_decoders(self, decoders: Mapping[str, Mapping[str, Tensor]]) -> None:
         """Copy (frozen) the state decoder weights of the specialists this primary fuses, by specialist name

@@ -6,7 +6,6 @@ A specialist directory holds `model.safetensors` (the backbone and its state dec
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 from swarm.model_server.model.backbone import Backbone, BackboneConfig, get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.devices import autocast, resolve_device
+from swarm.model_server.model.manifest import SpecialistManifest
 from swarm.model_server.model.readout import StateReadout
 
 OTHER = "[other]"
@@ -151,7 +151,7 @@ def specialist_dir(path: Path, name: str) -> Path:
     """`path` when it is a specialist directory, else the one named `name` in it (a folder of specialists, as a
     SpecialistPool's `model` may be)."""
     path = Path(path)
-    return path if (path / "specialist.json").is_file() else path / name
+    return path if SpecialistManifest.is_in(path) else path / name
 
 
 def save_dir(directory: Path, name: str, model: DomainModel, trained_on: Collection[str] = ()) -> None:
@@ -159,25 +159,20 @@ def save_dir(directory: Path, name: str, model: DomainModel, trained_on: Collect
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, directory / "model.safetensors")
-    meta = {"name": name, "config": model.backbone.cfg.name, "labels": model.labels[:-1],
-            "knowledge": list(model.backbone.knowledge), "trained_tables": sorted(trained_on)}
-    (directory / "specialist.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    SpecialistManifest(name=name, config=model.backbone.cfg.name, labels=model.labels[:-1],
+                       knowledge=list(model.backbone.knowledge), trained_tables=sorted(trained_on)).save(directory)
 
 
 def trained_tables(directory: Path) -> frozenset[str]:
     """The tables a saved specialist records as its training data (empty for one saved before it recorded them)."""
-    meta = json.loads((Path(directory) / "specialist.json").read_text(encoding="utf-8"))
-    return frozenset(meta.get("trained_tables", ()))
+    return frozenset(SpecialistManifest.load(directory).trained_tables)
 
 
 def load_dir(directory: Path) -> tuple[str, DomainModel]:
-    meta_path = directory / "specialist.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{directory} is not a specialist directory (no specialist.json)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    model = DomainModel(get_config(meta["config"]), meta["labels"], meta.get("knowledge", ()))
+    manifest = SpecialistManifest.load(directory)
+    model = DomainModel(get_config(manifest.config), manifest.labels, manifest.knowledge)
     model.load_state_dict(load_file(directory / "model.safetensors"))
-    return meta["name"], model
+    return manifest.name, model
 
 
 def untrained(name: str, config: str = "tiny", seed: int = 0) -> Specialist:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import json
 import logging
 import os
 import queue
@@ -46,6 +45,7 @@ from typing import cast
 import torch
 
 from swarm.model_server.choices import DEVICE_AUTO
+from swarm.model_server.model.manifest import SpecialistManifest
 from swarm.model_server.serving.annotation_server import AnnotationLimits, AnnotationServer, build_annotation_server
 from swarm.model_server.serving.annotator import TableAnnotator
 from swarm.model_server.serving.grpc_runtime import ClientTls, ServerSecurity, read_ready_file, wait_serving
@@ -207,8 +207,8 @@ class LocalSwarm:
 def _resolve(spec: str | Path, checkpoint_dir: Path | None) -> tuple[str, list[str]]:
     """(specialist name, server arguments) for a name or a specialist directory."""
     path = Path(spec)
-    if (path / "specialist.json").is_file():
-        name = json.loads((path / "specialist.json").read_text(encoding="utf-8"))["name"]
+    if SpecialistManifest.is_in(path):
+        name = SpecialistManifest.load(path).name
         return name, ["--checkpoint-dir", str(path)]
     name = str(spec)
     return name, ([] if checkpoint_dir is None else ["--checkpoint-dir", str(checkpoint_dir)])

@@ -27,6 +27,7 @@ from swarm.model_server.model.backbone import get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.column_features import is_empty_cell
 from swarm.model_server.model.devices import autocast, resolve_device
+from swarm.model_server.model.manifest import PrimaryManifest
 from swarm.model_server.model.orchestrator import POLICY_META, OrchestratorPolicy, critical_steps, realise_deep
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.tables import Table, load_labels, serialize_table
@@ -51,7 +52,7 @@ class PrimaryAnnotator:
         self.policy = policy.eval().to(self.device) if policy is not None and self.specialist_names else None
         # Spawn budget: distinct specialists a table may use (wide and deep together).
         self.budget = len(self.specialist_names) if budget is None else max(0, budget)
-        self.meta: dict = model.meta()
+        self.manifest = PrimaryManifest(**model.meta())  # the loaded model.json (see load), else the model's own
         # route, next_stage and annotate of one table run one after another in one compute thread, and ask for the
         # same wide plan and (after the last stage) the same probabilities: each thread keeps its last of each.
         self._last = threading.local()
@@ -74,13 +75,13 @@ class PrimaryAnnotator:
              budget: int | None = None) -> PrimaryAnnotator:
         """The primary in `model_dir` with the orchestrator policy in `policy` (default: `model_dir/orchestrator`
         when it exists; NO_POLICY: none, every specialist reads every column). A policy trained for another
-        primary is refused (ValueError). The model's meta is kept as `.meta`."""
-        model, meta = PrimaryModel.load(Path(model_dir))
+        primary is refused (ValueError). The model's manifest (model.json) is kept as `.manifest`."""
+        model, manifest = PrimaryModel.load(Path(model_dir))
         if policy is None and (Path(model_dir) / "orchestrator" / POLICY_META).is_file():
             policy = Path(model_dir) / "orchestrator"
         loaded = None if policy in (None, NO_POLICY) else OrchestratorPolicy.load(Path(policy), model)
         annotator = cls(model, device, loaded, budget)
-        annotator.meta = meta
+        annotator.manifest = manifest
         return annotator
 
     @classmethod

@@ -95,8 +95,8 @@ def test_the_accuracy_report_runs_end_to_end_and_names_the_released_swarm(tmp_pa
     assert set(saved["confusions"]["swarm"]) == {" / ".join(g) for g in CONFUSION_GROUPS}
     metrics = json.loads((reports_dir / "metrics.json").read_text())
     assert metrics["checkpoint"] == result["checkpoint"] == str(tmp_path / "run" / "released" / "model")
-    model, meta = PrimaryModel.load(Path(metrics["checkpoint"]))
-    assert meta["honest_fusion"] is True and model.specialists == list(domains())
+    model, manifest = PrimaryModel.load(Path(metrics["checkpoint"]))
+    assert manifest.honest_fusion is True and model.specialists == list(domains())
     assert (reports_dir / "accuracy.png").stat().st_size > 0
     markdown = (reports_dir / "accuracy.md").read_text()
     assert "Per-class F1" in markdown and "Criterion (a)" in markdown

@@ -18,6 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from swarm.model_server.model.backbone import get_config
+from swarm.model_server.model.manifest import PrimaryManifest
 from swarm.model_server.model.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.tables import Table, load_labels
@@ -166,7 +167,7 @@ def test_merge_stage_keeps_rows_aligned_with_columns() -> None:
 
 def _save(primary: PrimaryModel, directory: Path, policy: OrchestratorPolicy) -> Path:
     model_dir = directory / "model"
-    save_weights(model_dir, primary, primary.meta())
+    save_weights(model_dir, primary, PrimaryManifest(**primary.meta()))
     policy.save(model_dir / "orchestrator", primary_fingerprint(primary))
     return model_dir
 
@@ -180,7 +181,7 @@ def test_load_finds_the_policy_beside_the_primary(tmp_path: Path, primary: Prima
 def test_a_policy_for_another_primary_is_refused(tmp_path: Path, primary: PrimaryModel) -> None:
     other = _primary(seed=1)
     model_dir = tmp_path / "model"
-    save_weights(model_dir, other, other.meta())
+    save_weights(model_dir, other, PrimaryManifest(**other.meta()))
     _policy(primary, deep=False).save(tmp_path / "policy", primary_fingerprint(primary))
     with pytest.raises(ValueError, match="trained against primary"):
         PrimaryAnnotator.load(model_dir, policy=tmp_path / "policy")

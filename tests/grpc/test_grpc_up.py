@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from swarm.model_server.model.manifest import PrimaryManifest
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import untrained
 from swarm.model_server.model.tables import load_labels
@@ -31,7 +32,9 @@ def _demo_run(root: Path) -> Path:
 
     untrained("temporal").save(root / "specialists" / "temporal")
     model = PrimaryModel(get_config("tiny"), load_labels(), "weighted_sum", ["temporal"])
-    save_weights(root / "model", model, model.meta() | {"specialist_dirs": ["../specialists/temporal"]})
+    manifest = PrimaryManifest.of(model.meta(), root / "model", [root / "specialists" / "temporal"])
+    assert manifest.specialist_dirs == ["../specialists/temporal"]
+    save_weights(root / "model", model, manifest)
     return root
 
 

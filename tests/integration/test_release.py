@@ -15,7 +15,6 @@ from swarm.model_server.model.specialist import Specialist, domains
 from swarm.trainer.data.sotab import load_dataset
 from swarm.trainer.orchestration.parl import ParlConfig
 from swarm.trainer.release import ReleaseConfig, Roles, assign_roles, build_release, table_role
-from swarm.trainer.training.evaluate import specialist_dirs
 
 
 @pytest.fixture
@@ -69,9 +68,9 @@ def test_release_records_what_each_part_learnt_from_and_reuses_built_stages(doma
     assert all(record["tables"].values()) and sum(record["tables"].values()) == len(learnt_from)
 
     model_dir = Path(record["primary"])
-    model, meta = PrimaryModel.load(model_dir)
-    assert meta["honest_fusion"] and meta["agent_dropout"] and list(model.specialists) == list(domains())
-    for directory in specialist_dirs(model_dir, meta):
+    model, manifest = PrimaryModel.load(model_dir)
+    assert manifest.honest_fusion and manifest.agent_dropout and list(model.specialists) == list(domains())
+    for directory in manifest.resolve_specialist_dirs(model_dir):
         specialist = Specialist.load(directory)
         # Each specialist learnt from expert tables only, and records them.
         assert specialist.trained_tables and specialist.trained_tables <= roles.expert
@@ -88,16 +87,16 @@ def test_release_records_what_each_part_learnt_from_and_reuses_built_stages(doma
 
     # Given specialists are not trained again; the primary trusts them only outside the tables they record.
     given = build_release(small(domain_dataset, tmp_path / "given", policy_share=0.0,
-                                specialist_dirs=specialist_dirs(model_dir, meta)))
+                                specialist_dirs=manifest.resolve_specialist_dirs(model_dir)))
     assert given["policy"] is None and given["tables"]["expert"] == len(roles.expert)
     assert given["columns"]["fusion"] > 0
     assert not (tmp_path / "given" / "specialists").exists()
 
     # At most max_specialists of them: the primary names exactly the directories of those it fuses.
     two = build_release(small(domain_dataset, tmp_path / "two", policy_share=0.0, max_specialists=2,
-                              specialist_dirs=specialist_dirs(model_dir, meta)))
-    two_model, two_meta = PrimaryModel.load(Path(two["primary"]))
-    assert [Specialist.load(d).name for d in specialist_dirs(Path(two["primary"]), two_meta)] == \
+                              specialist_dirs=manifest.resolve_specialist_dirs(model_dir)))
+    two_model, two_manifest = PrimaryModel.load(Path(two["primary"]))
+    assert [Specialist.load(d).name for d in two_manifest.resolve_specialist_dirs(Path(two["primary"]))] == \
         two_model.specialists == list(domains())[:2]
 
 

@@ -43,8 +43,8 @@ def test_the_orchestrator_report_runs_end_to_end_on_per_fold_primaries(tmp_path:
     # the oracle reads the labels: no policy can beat it
     assert all(oracle["micro_f1"] >= p["micro_f1"] - 1e-9 for p in saved["policies"])
     assert len(saved["robustness"]) == 2 and set(saved["robustness"][0]) == {"none", "numeric", "all"}
-    primary, meta = PrimaryModel.load(Path(result["checkpoint"]))
-    assert meta["honest_fusion"] is True and primary.specialists == list(domains())
+    primary, manifest = PrimaryModel.load(Path(result["checkpoint"]))
+    assert manifest.honest_fusion is True and primary.specialists == list(domains())
     OrchestratorPolicy.load(Path(result["checkpoint"]) / "orchestrator", primary)  # trained for this primary
     transfer = saved["deep_transfer"]
     assert set(transfer) == {"first", "second", "union", "chained", "handoff"}

@@ -99,7 +99,6 @@ def served_swarm(annotator: PrimaryAnnotator, model_dir: Path, endpoints: dict[s
     from swarm.model_server.serving.annotation_server import build_annotation_server
     from swarm.model_server.serving.launcher import start_local_swarm
     from swarm.model_server.serving.specialist_client import SpecialistClient
-    from swarm.trainer.training.evaluate import specialist_dirs
 
     if endpoints is not None or not annotator.specialist_names:
         with SpecialistClient(endpoints or {}) as client:
@@ -109,7 +108,7 @@ def served_swarm(annotator: PrimaryAnnotator, model_dir: Path, endpoints: dict[s
             finally:
                 server.stop(5.0)
         return
-    dirs = specialist_dirs(model_dir, annotator.meta)
+    dirs = annotator.manifest.resolve_specialist_dirs(model_dir)
     with start_local_swarm(dirs, annotator=annotator, config=annotator.model.cfg.name, annotation_host=host,
                            annotation_port=port, device=device, limits=limits, server_args=list(server_args),
                            security=security, health_port=health_port, torch_threads=torch_threads) as swarm:

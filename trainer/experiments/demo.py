@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from swarm.model_server.model.manifest import PRIMARY_MANIFEST
 from swarm.model_server.model.tables import Table
 from swarm.model_server.serving.annotator import AnnotationResult, Routing, SpecialistStates, Stage
 from swarm.trainer import reports
@@ -43,7 +44,7 @@ class DemoConfig(BaseModel):
 def served_primary(run_dir: Path) -> Path:
     """The primary a run directory serves: RUN_DIR/model (a release, `swarm demo`, `swarm train`)."""
     model_dir = Path(run_dir) / "model"
-    if (model_dir / "model.json").is_file():
+    if (model_dir / PRIMARY_MANIFEST).is_file():
         return model_dir
     raise FileNotFoundError(f"{run_dir}: no trained primary in {model_dir}; run `swarm release` (or `make demo`) "
                             "first")
@@ -73,7 +74,6 @@ def run_demo(cfg: DemoConfig) -> dict:
     from swarm.model_server.model.devices import resolve_device
     from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
     from swarm.trainer.commands.annotation_run import annotation_endpoint, percentile, score_predictions, table_rows
-    from swarm.trainer.training.evaluate import specialist_dirs
     from swarm.trainer.training.state_sources import LocalSpecialists
 
     started = time.time()
@@ -89,7 +89,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     # In process: the same model, policy and stages, no transport; and the primary alone (no states fused).
     annotator = PrimaryAnnotator.load(model_dir, resolve_device(cfg.release.device))
-    specialists = LocalSpecialists.from_dirs(specialist_dirs(model_dir, annotator.meta), cfg.release.device)
+    specialists = LocalSpecialists.from_dirs(annotator.manifest.resolve_specialist_dirs(model_dir), cfg.release.device)
     in_process: dict[tuple[str, int], str] = {}
     alone: dict[tuple[str, int], str] = {}
     for name, table in tqdm(tables, desc="in process", unit="table"):

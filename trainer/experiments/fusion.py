@@ -15,7 +15,6 @@ Scores are on the real validation split; `hard_class_f1` is the mean F1 of the c
 """
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ from swarm.model_server.choices import DEVICE_AUTO, FUSION_MODES
 from swarm.model_server.model.backbone import get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.devices import resolve_device
+from swarm.model_server.model.manifest import PrimaryManifest
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import Specialist, domains
 from swarm.trainer import reports
@@ -126,10 +126,10 @@ def run_fusion_experiment(cfg: FusionExperimentConfig) -> dict:
                 model.load_decoders(source.decoders())
             tag = run_tag(n, mode, init, seed)
             model_dir = cfg.run_dir / tag / "model"
-            meta = model.meta() | {"majority_label": majority, "specialist_dirs": [
-                os.path.relpath(cfg.run_dir / "specialists" / name, model_dir) for name in names]}
+            manifest = PrimaryManifest.of(model.meta(), model_dir, [cfg.run_dir / "specialists" / name
+                                                                   for name in names], majority_label=majority)
             train_cfg = base_train.model_copy(update={"steps": cfg.primary_steps, "seed": seed})
-            runs[seed] = train_and_score(model, train_data, val_data, train_cfg, cfg.run_dir / tag, meta,
+            runs[seed] = train_and_score(model, train_data, val_data, train_cfg, cfg.run_dir / tag, manifest,
                                          train_cache[:n], val_cache[:n], desc=tag)
         return runs
 

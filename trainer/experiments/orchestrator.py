@@ -17,7 +17,6 @@ Rows are mean ± std over seeds (paired: every policy plays the same primaries a
 """
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from swarm.model_server.choices import DEVICE_AUTO
+from swarm.model_server.model.manifest import PrimaryManifest
 from swarm.model_server.model.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import domains
@@ -317,9 +317,9 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
     robust = runner.fit("released-robust", [*base, *val], cfg.seeds - 1, fused=True, agent_dropout=True,
                         honest=True)
     released = cfg.run_dir / "released" / "model"
-    save_weights(released, robust, robust.meta() | {"agent_dropout": True, "honest_fusion": True,
-                                                    "specialist_dirs": [
-        os.path.relpath(cfg.run_dir / "specialists" / n, released) for n in names]})
+    save_weights(released, robust, PrimaryManifest.of(robust.meta(), released,
+                                                      [cfg.run_dir / "specialists" / n for n in names],
+                                                      agent_dropout=True, honest_fusion=True))
     final_cfg = cfg.parl.model_copy(update={"seed": 0})
     final = replace(out, features=column_features(robust, val))
     policy = _policy(final, robust, final_cfg)

@@ -46,15 +46,15 @@ def run_parl(cfg: PolicyRunConfig) -> dict:
     """Train and save the policy; returns its greedy plan's metrics on the split it trained on (in-sample: the
     unbiased estimate is the grouped cross-validation of `swarm orchestrator-report`)."""
     started = time.time()
-    model, meta = PrimaryModel.load(cfg.checkpoint)
+    model, manifest = PrimaryModel.load(cfg.checkpoint)
     if model.fusion is None or not model.specialists:
         raise ValueError(f"{cfg.checkpoint}: this primary fuses no specialists; there is nothing to orchestrate")
-    if not meta.get("agent_dropout"):
+    if not manifest.agent_dropout:
         print(f"warning: {cfg.checkpoint} was not trained with agent dropout (swarm train --agent-dropout); "
               "it may answer poorly with the subsets the policy picks")
     model.to(resolve_device(cfg.device))
     target, examples = labelled_columns(model, cfg.data, cfg.split)
-    source = specialist_source(cfg.checkpoint, meta, cfg.endpoints, cfg.device)
+    source = specialist_source(cfg.checkpoint, manifest, cfg.endpoints, cfg.device)
     assert source is not None
     with closing(source):
         caches = [cache_states(source, name, [e.text for e in examples]) for name in model.specialists]

@@ -8,6 +8,7 @@ from pathlib import Path
 from swarm.model_server.choices import DEVICE_AUTO
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.devices import resolve_device
+from swarm.model_server.model.manifest import PrimaryManifest
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import DataError, Split, load_dataset
@@ -22,20 +23,15 @@ from swarm.trainer.training.state_sources import (
 from swarm.trainer.training.train import encode, predict
 
 
-def specialist_dirs(model_dir: Path, meta: dict) -> list[Path]:
-    """The specialist directories a fused primary names in its model.json (stored relative to the model)."""
-    return [(Path(model_dir) / rel).resolve() for rel in meta.get("specialist_dirs", [])]
-
-
-def specialist_source(model_dir: Path, meta: dict, endpoints: Mapping[str, str] | None = None,
+def specialist_source(model_dir: Path, manifest: PrimaryManifest, endpoints: Mapping[str, str] | None = None,
                       device: str = DEVICE_AUTO) -> StateSource | None:
     """The specialists a fused primary was trained with: their directories (paths in model.json are relative to
     it) or, for a primary trained against remote specialists, their servers."""
-    names = meta.get("specialists") or []
-    if not names or not meta.get("fusion_mode"):
+    names = manifest.specialists
+    if not names or not manifest.fusion_mode:
         return None
-    if meta.get("specialist_dirs"):
-        return LocalSpecialists.from_dirs(specialist_dirs(model_dir, meta), device)
+    if manifest.specialist_dirs:
+        return LocalSpecialists.from_dirs(manifest.resolve_specialist_dirs(model_dir), device)
     if endpoints and all(name in endpoints for name in names):
         return RemoteSpecialists({name: endpoints[name] for name in names})
     raise ValueError(f"{model_dir}: this primary fuses the states of {names}; name their servers with "
@@ -66,12 +62,12 @@ def evaluate_examples(model: PrimaryModel, examples: Sequence[ColumnExample], so
 
 def evaluate_dir(model_dir: Path, data: Path, split: str | None = None,
                  endpoints: Mapping[str, str] | None = None, device: str = DEVICE_AUTO) -> Scores:
-    model, meta = PrimaryModel.load(model_dir)
+    model, manifest = PrimaryModel.load(model_dir)
     model.to(resolve_device(device))
     _, examples = labelled_columns(model, data, split)
-    source = specialist_source(model_dir, meta, endpoints, device)
+    source = specialist_source(model_dir, manifest, endpoints, device)
     with closing(source) if source is not None else nullcontext():
-        return evaluate_examples(model, examples, source, meta.get("majority_label"))
+        return evaluate_examples(model, examples, source, manifest.majority_label)
 
 
 def labelled_columns(model: PrimaryModel, data: Path, split: str | None) -> tuple[Split, list[ColumnExample]]:

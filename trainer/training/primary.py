@@ -2,7 +2,6 @@
 states → evaluation on the real validation split → reports and a model directory."""
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from torch import Tensor
 
 from swarm.model_server.model.backbone import count_parameters, get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
+from swarm.model_server.model.manifest import PrimaryManifest
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.weights import save_weights
 from swarm.trainer import reports
@@ -81,18 +81,18 @@ def encode_examples(examples: Sequence[ColumnExample], tokenizer: ColumnEncoder)
 
 
 def train_and_score(model: PrimaryModel, train_data: Encoded, val_data: Encoded, train_cfg: TrainConfig,
-                    run_dir: Path, meta: dict, train_caches: Sequence[Tensor] = (),
+                    run_dir: Path, manifest: PrimaryManifest, train_caches: Sequence[Tensor] = (),
                     val_caches: Sequence[Tensor] = (), desc: str = "primary", agent_dropout: bool = False,
                     honest: Sequence[bool] | None = None) -> Scores:
     """Train (resumable) in run_dir, save the model to run_dir/model, score it on the validation columns (with all
     its specialists); `honest` (per training column): where the specialists' states may be fused."""
     extra = cached_inputs(train_caches, agent_dropout_seed=train_cfg.seed if agent_dropout else None,
                           honest=honest) if train_caches else None
-    train(model, train_data, train_cfg, run_dir, meta, extra, desc=desc)
-    save_weights(run_dir / "model", model, meta)
+    train(model, train_data, train_cfg, run_dir, manifest.to_dict(), extra, desc=desc)
+    save_weights(run_dir / "model", model, manifest)
     pred = predict(model, val_data, cached_inputs(val_caches) if val_caches else None).argmax(-1).tolist()
     gold = [model.labels[i] for i in val_data.labels.tolist()]
-    return score(gold, [model.labels[i] for i in pred], meta.get("majority_label"))
+    return score(gold, [model.labels[i] for i in pred], manifest.majority_label)
 
 
 def state_source(cfg: RunConfig) -> StateSource | None:
@@ -128,9 +128,9 @@ def run_training(cfg: RunConfig) -> tuple[Scores, Path]:
     tokenizer = ColumnEncoder(model.cfg.max_len)
     counts = Counter(labels[e.label] for e in train_ex)
     model_dir = cfg.run_dir / "model"
-    meta = model.meta() | {"majority_label": counts.most_common(1)[0][0], "train_columns": len(train_ex),
-                           "agent_dropout": cfg.agent_dropout and bool(names),
-                           "specialist_dirs": [os.path.relpath(d, model_dir) for d in cfg.specialist_dirs[:len(names)]]}
+    manifest = PrimaryManifest.of(model.meta(), model_dir, cfg.specialist_dirs[:len(names)],
+                                  majority_label=counts.most_common(1)[0][0], train_columns=len(train_ex),
+                                  agent_dropout=cfg.agent_dropout and bool(names))
     print(f"primary '{cfg.model}': {count_parameters(model):,} parameters "
           f"({count_parameters(model, trainable_only=True):,} trainable); specialists: {names or 'none'}; "
           f"{len(train_ex)} real training columns, {len(val_ex)} validation columns")
@@ -138,7 +138,7 @@ def run_training(cfg: RunConfig) -> tuple[Scores, Path]:
     if cfg.synthetic_tables and cfg.synthetic_steps:
         synth = build_examples([synthetic_split(cfg.run_dir, cfg.synthetic_tables, cfg.synthetic_seed)], labels)
         pre = cfg.train.model_copy(update={"steps": cfg.synthetic_steps})
-        train(model, encode_examples(synth, tokenizer), pre, cfg.run_dir / "pretrain", meta,
+        train(model, encode_examples(synth, tokenizer), pre, cfg.run_dir / "pretrain", manifest.to_dict(),
               desc="synthetic pre-training")
 
     train_caches: list[Tensor] = []
@@ -154,7 +154,7 @@ def run_training(cfg: RunConfig) -> tuple[Scores, Path]:
             train_caches = [cache_states(source, n, [e.text for e in train_ex]) for n in names]
             val_caches = [cache_states(source, n, [e.text for e in val_ex]) for n in names]
     scores = train_and_score(model, encode_examples(train_ex, tokenizer), encode_examples(val_ex, tokenizer),
-                             cfg.train, cfg.run_dir, meta | {"honest_fusion": source is not None},
+                             cfg.train, cfg.run_dir, manifest.model_copy(update={"honest_fusion": source is not None}),
                              train_caches, val_caches, desc="primary (real data)", agent_dropout=cfg.agent_dropout,
                              honest=honest)
     payload = scores.to_dict() | {"model": cfg.model, "split": VALIDATION_SPLIT, "fusion": model.fusion_mode,
