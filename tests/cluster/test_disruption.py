@@ -53,12 +53,17 @@ def wait_guarded(plane: ControlPlane, op: OperatorProcess, names: tuple[str, ...
         raise AssertionError(f"{exc}; budgets: {json.dumps(found)[:3000]}\n{op.log()}") from None
 
 
-def specialist_pod(plane: ControlPlane, specialist: str) -> dict[str, Any]:
-    (pod,) = [
+def live_pods(plane: ControlPlane, specialist: str) -> list[dict[str, Any]]:
+    """The specialist's pods that are not being deleted."""
+    return [
         p
         for p in pods(plane, f"{SPECIALIST_PODS},{builders.LABEL_SPECIALIST}={specialist}")
         if not p["metadata"].get("deletionTimestamp")
     ]
+
+
+def specialist_pod(plane: ControlPlane, specialist: str) -> dict[str, Any]:
+    (pod,) = live_pods(plane, specialist)
     return pod
 
 
@@ -142,8 +147,10 @@ def test_evicting_a_held_or_warm_specialist_is_refused_while_the_pool_guards_it(
     )
     evicted = specialist_pod(cluster, "geographic")
     assert evict(cluster, evicted) == (201, "")
+    # (between the evicted pod's deletion and its replacement's creation the specialist has no live pod)
+    old_uid = evicted["metadata"]["uid"]
     cluster.wait_for(
-        lambda: specialist_pod(cluster, "geographic")["metadata"]["uid"] != evicted["metadata"]["uid"],
+        lambda: [p["metadata"]["uid"] for p in live_pods(cluster, "geographic")] not in ([], [old_uid]),
         what="the evicted warm specialist replaced by its Deployment",
     )
 
