@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from control_plane import REPO, ControlPlane
 from operator_process import CORE, NS, OperatorProcess, apply_sample, gpu_node
-from test_lifecycle import JOB, finish_pod, replicas
+from test_lifecycle import JOB, finish_pod, replicas, wait_warm_ready
 from test_node_fitness import WARM, wait_running_on
 from test_real_cluster import SPECIALIST_PODS, TRAINER_PODS, job_status, pods, running
 
@@ -92,8 +92,10 @@ def test_evicting_a_held_or_warm_specialist_is_refused_while_the_pool_guards_it(
 ) -> None:
     gpu_node(cluster, "gpu-1")
     apply_sample(cluster, "specialistpool.yaml", idleTimeoutSeconds=0, priorityClassName="swarm-specialist")
+    wait_warm_ready(cluster, operator)  # so that the job is granted the warm pair (HELD)
     apply_sample(cluster, "swarmjob.yaml", priorityClassName="swarm-trainer")
     cluster.wait_for(lambda: job_status(cluster, JOB).get("phase") == "Running", what=f"job Running\n{operator.log()}")
+    assert job_status(cluster, JOB)["specialists"] == sorted(HELD)
     wait_guarded(cluster, operator, HELD)
     # Only what is warm or held has a budget: the pool's other specialists are cold (no pods, no budgets).
     trainer_budget = builders.trainer_pdb_name(JOB)
@@ -165,8 +167,10 @@ def test_a_drain_moves_warm_specialists_and_waits_for_a_running_jobs(
     and scales the job's own down."""
     gpu_node(cluster, "gpu-1")
     apply_sample(cluster, "specialistpool.yaml", idleTimeoutSeconds=0)
+    wait_warm_ready(cluster, operator)  # so that the job is granted the warm pair (HELD)
     apply_sample(cluster, "swarmjob.yaml")
     cluster.wait_for(lambda: job_status(cluster, JOB).get("phase") == "Running", what=f"job Running\n{operator.log()}")
+    assert job_status(cluster, JOB)["specialists"] == sorted(HELD)
     wait_running_on(cluster, operator, "gpu-1", HELD)
     wait_guarded(cluster, operator, HELD)
     gpu_node(cluster, "gpu-2")

@@ -39,12 +39,22 @@ def replicas(plane: ControlPlane) -> dict[str, int]:
 
 
 def start_job(plane: ControlPlane, op: OperatorProcess, **job: Any) -> dict[str, Any]:
-    """Node, sample pool (idle specialists go at once) and sample job; returns the running trainer pod."""
+    """Node, sample pool (idle specialists go at once) and sample job; returns the running trainer pod. The job comes
+    once the warm pair is ready, so that it is granted both (a warm specialist still starting is not granted: a
+    test that assumes the job holds it would race its start)."""
     gpu_node(plane, "gpu-1")
     apply_sample(plane, "specialistpool.yaml", idleTimeoutSeconds=0)
+    wait_warm_ready(plane, op)
     apply_sample(plane, "swarmjob.yaml", **job)
     plane.wait_for(lambda: job_status(plane, JOB).get("phase") == "Running", what=f"job Running\n{op.log()}")
     return running(plane, TRAINER_PODS)[0]
+
+
+def wait_warm_ready(plane: ControlPlane, op: OperatorProcess) -> None:
+    """Until the sample pool says its warm set is ready (Ready True)."""
+    plane.wait_for(
+        lambda: ready_condition(pool_status(plane)).get("status") == "True", what=f"warm set ready\n{op.log()}"
+    )
 
 
 def set_reserve(plane: ControlPlane, op: OperatorProcess, reserve: int) -> None:

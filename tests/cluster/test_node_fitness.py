@@ -74,6 +74,7 @@ def test_a_running_jobs_specialists_stay_on_a_cordoned_node(cluster: ControlPlan
     no job holds, goes to the other node (before: pinned to the cordoned one, Pending)."""
     trainer = start_job(cluster, operator)
     held = (*WARM, "people")
+    assert job_status(cluster, JOB)["specialists"] == sorted(held)  # granted the warm pair (start_job waits for it)
     # The job runs once they are ready; the pool's status rows may follow one reconcile later.
     wait_running_on(cluster, operator, "gpu-1", held)
     before = uids(cluster, SPECIALIST_PODS)
