@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from swarm.operator.models import ConditionReason, ConditionType
-from swarm.operator.status import condition
+from swarm.operator.status import condition, newly, parse_time
 
 LOSS_GRACE_SECONDS = float(os.environ.get("SWARM_SPECIALIST_LOSS_GRACE_SECONDS", "300"))
 HELD = {ConditionType.PoolReady, ConditionType.SpecialistsGranted, ConditionType.SpecialistsReady}
@@ -71,16 +71,7 @@ def conditions(held: Iterable[str], pool_name: str, pool: Mapping[str, Any] | No
 def warnings(before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(reason, message) of a Warning event for each condition of `after` that is False where `before` (the
     status's conditions) did not have it False for the same reason: one event per transition, not per reconcile."""
-    old = {c.get("type"): c for c in before}
-    out = []
-    for cond in after:
-        if cond["status"] != "False":
-            continue
-        previous = old.get(cond["type"]) or {}
-        if previous.get("status") == "False" and previous.get("reason") == cond["reason"]:
-            continue
-        out.append((str(cond["reason"]), f"{cond['type']}: {cond['message']}"))
-    return out
+    return newly(before, after, lambda cond: cond["status"] == "False")
 
 
 def lost_since(
@@ -95,13 +86,7 @@ def lost_since(
         if cond.get("type") not in HELD or cond.get("status") != "False":
             continue
         previous = old.get(cond["type"]) or {}
-        stamp = _parse(previous.get("lastTransitionTime")) if previous.get("status") == "False" else None
+        stamp = parse_time(previous.get("lastTransitionTime")) if previous.get("status") == "False" else None
         moments.append(stamp or now)
     return min(moments, default=None)
 
-
-def _parse(stamp: object) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
-    except ValueError:
-        return None

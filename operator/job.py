@@ -39,6 +39,7 @@ from swarm.operator.status import (
     metrics_from_pod,
     now_iso,
     parse_object,
+    parse_time,
     phase_from_pod,
 )
 
@@ -323,7 +324,7 @@ async def _start_trainer(
     status = job.get("status") or {}
     experts = {n: result.models[n] for n in spec.specialists} if spec.mode == Mode.adapt else None
     pod_body = builders.trainer_pod(job, spec, endpoints, templates["trainer"], experts=experts, gpu=gpu)
-    started = _parse(status.get("startTime")) or now
+    started = parse_time(status.get("startTime")) or now
     if spec.active_deadline_seconds:  # what is left of it: the kubelet enforces it too
         left = spec.active_deadline_seconds - int((now - started).total_seconds())
         pod_body["spec"]["activeDeadlineSeconds"] = max(1, left)
@@ -375,13 +376,6 @@ async def _refused(
     return admission.output_refusal(spec, pool_spec, templates)
 
 
-def _parse(stamp: object) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
-    except ValueError:
-        return None
-
-
 async def _follow(api: Api, job: dict[str, Any], spec: SwarmJobSpec, pod: dict[str, Any], now: datetime) -> Outcome:
     """The job's own pod exists: its phase and metrics into the status, what it holds checked (held.py), and
     the deadline enforced."""
@@ -392,7 +386,7 @@ async def _follow(api: Api, job: dict[str, Any], spec: SwarmJobSpec, pod: dict[s
             failed = await _check_held(api, current, spec, pod, now)
             if failed is not None:
                 return failed
-    started = _parse((job.get("status") or {}).get("startTime"))
+    started = parse_time((job.get("status") or {}).get("startTime"))
     deadline = spec.active_deadline_seconds
     if outcome.phase in TERMINAL or not deadline or started is None:
         return outcome
@@ -460,7 +454,7 @@ async def _expire(api: Api, job: dict[str, Any], now: datetime) -> Outcome:
     """A finished job: deleted once ttlSecondsAfterFinished has passed since its completionTime."""
     status = job.get("status") or {}
     ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
-    done = _parse(status.get("completionTime"))
+    done = parse_time(status.get("completionTime"))
     if isinstance(ttl, int) and done is not None and (now - done).total_seconds() >= ttl:
         await api.delete(JOBS, job["metadata"]["namespace"], job["metadata"]["name"])
         return Outcome(phase="Gone")

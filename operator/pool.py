@@ -50,7 +50,7 @@ from swarm.operator.models import (
     SpecialistState,
 )
 from swarm.operator.nodes import NodeReading, pod_requests
-from swarm.operator.status import condition, merge_conditions, now_iso, parse_object
+from swarm.operator.status import condition, merge_conditions, newly, now_iso, parse_object
 
 log = logging.getLogger(__name__)
 DEMAND_JOB = "annotation-demand"  # the claimant named in status rows (requestedBy) for the annotation service
@@ -653,16 +653,7 @@ def _unfit(cond: Mapping[str, Any]) -> bool:
 def pool_warnings(before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(reason, message) of a Warning event for each of `after`'s conditions that newly says the pool's wants do not
     fit (over budget, no capacity): one per transition (`before`: the status's conditions), not per reconcile."""
-    old = {c.get("type"): c for c in before}
-    out = []
-    for cond in after:
-        if not _unfit(cond):
-            continue
-        previous = old.get(cond["type"]) or {}
-        if (previous.get("status"), previous.get("reason")) == (cond["status"], cond["reason"]):
-            continue
-        out.append((str(cond["reason"]), f"{cond['type']}: {cond['message']}"))
-    return out
+    return newly(before, after, _unfit)
 
 
 def placement_changes(previous: Mapping[str, Mapping[str, Any]], rows: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,31 @@ from swarm.operator.models import (
 
 def now_iso(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(stamp: object) -> datetime | None:
+    """A status timestamp (as now_iso writes it) as a datetime; None when absent or unparsable."""
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
+    except ValueError:
+        return None
+
+
+def newly(
+    before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]], bad: Callable[[Mapping[str, Any]], bool]
+) -> list[tuple[str, str]]:
+    """(reason, message) of a Warning event for each condition of `after` that is `bad` where `before` (the status's
+    conditions) did not have it with the same status and reason: one event per transition, not per reconcile."""
+    old = {c.get("type"): c for c in before}
+    out = []
+    for cond in after:
+        if not bad(cond):
+            continue
+        previous = old.get(cond["type"]) or {}
+        if (previous.get("status"), previous.get("reason")) == (cond["status"], cond["reason"]):
+            continue
+        out.append((str(cond["reason"]), f"{cond['type']}: {cond['message']}"))
+    return out
 
 
 def spec_errors(exc: ValidationError) -> str:
