@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from swarm.model_server.model.segments import segment_max, segment_mean
+
 if TYPE_CHECKING:
     from swarm.model_server.model.primary import PrimaryModel
 
@@ -102,18 +104,6 @@ def realise_deep(action: Tensor, used: Tensor, allowed: Tensor, spawned: Tensor,
     return chosen, action, refused.sum(-1)
 
 
-def segment_mean(values: Tensor, table: Tensor, n_tables: int) -> Tensor:
-    out = values.new_zeros((n_tables, *values.shape[1:])).index_add_(0, table, values)
-    count = torch.bincount(table, minlength=n_tables).clamp_min(1).to(values.dtype)
-    return out / count.view(-1, *([1] * (values.dim() - 1)))
-
-
-def segment_max(values: Tensor, table: Tensor, n_tables: int) -> Tensor:
-    out = values.new_full((n_tables, *values.shape[1:]), -torch.inf)
-    out = out.scatter_reduce(0, table.view(-1, *([1] * (values.dim() - 1))).expand_as(values), values, "amax")
-    return torch.where(torch.isfinite(out), out, torch.zeros_like(out))
-
-
 class OrchestratorPolicy(nn.Module):
     """Heads: complexity (T → k in 0..N), routing (C → N Bernoullis), deep (C → next specialist or stop)."""
 
@@ -149,7 +139,7 @@ class OrchestratorPolicy(nn.Module):
 
     # -- features -------------------------------------------------------------------------------------------------
 
-    def column_features(self, first_layer: Tensor, keep: Tensor | None = None) -> Tensor:
+    def encode_columns(self, first_layer: Tensor, keep: Tensor | None = None) -> Tensor:
         """(C, hidden) from the first layer's pooled output; `keep` (training): a dropout mask on the normalised
         input, drawn once per PARL iteration so that re-scoring a plan sees the same features as sampling it."""
         x = self.column[0](first_layer.float())

@@ -108,7 +108,7 @@ class PrimaryAnnotator:
         assert self.policy is not None
         ids, mask = (t.to(self.device) for t in self.tokenizer([self.serialize(table)[j] for j in columns]))
         with autocast(self.device):
-            h = self.policy.column_features(self.model.backbone.first_layer(ids, mask).float())
+            h = self.policy.encode_columns(self.model.backbone.first_layer(ids, mask).float())
         table_index = torch.zeros(len(columns), dtype=torch.long, device=self.device)
         plan = self.policy.wide(h, table_index, 1, self.budget)
         return h, plan.routed.cpu(), float(plan.complexity[0]), plan.spawned[0].cpu()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from swarm.model_server.model.orchestrator import segment_mean
+from swarm.model_server.model.segments import segment_mean
 from swarm.trainer.orchestration.env import Cost, Outcomes, Rollout, column_plan, rewards
 
 

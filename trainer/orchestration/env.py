@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from swarm.model_server.model.orchestrator import OrchestratorPolicy, realise_deep, segment_mean
+from swarm.model_server.model.orchestrator import OrchestratorPolicy, realise_deep
+from swarm.model_server.model.segments import segment_any, segment_mean, segment_sum
 from swarm.trainer.training.metrics import hard_class_f1, score
 
 
@@ -62,15 +63,6 @@ def mask_index(used: Tensor) -> Tensor:
     """(C, N) bool → subset index Σ_j 2^j·used[:, j]."""
     bits = 2 ** torch.arange(used.shape[-1], device=used.device)
     return (used.long() * bits).sum(-1)
-
-
-def segment_any(values: Tensor, table: Tensor, n_tables: int) -> Tensor:
-    out = torch.zeros((n_tables, *values.shape[1:]), dtype=torch.long, device=values.device)
-    return out.index_add_(0, table, values.long()) > 0
-
-
-def segment_sum(values: Tensor, table: Tensor, n_tables: int) -> Tensor:
-    return values.new_zeros(n_tables).index_add_(0, table, values)
 
 
 @dataclass
@@ -124,7 +116,7 @@ def rollout(policy: OrchestratorPolicy, out: Outcomes, cost: Cost, sample: bool 
     """Play the policy on every table of `out`: stage one (spawn count, routing), then up to `max_deep` deep stages
     (default: the policy's own cap) for the columns it does not stop. `keep`: a feature dropout mask (training)."""
     n_tables, table = out.n_tables, out.table
-    h = policy.column_features(out.features, keep)
+    h = policy.encode_columns(out.features, keep)
     plan = policy.wide(h, table, n_tables, cost.budget, sample, None if actions is None else actions[0], generator)
     used = plan.routed.clone()
     spawned = plan.spawned.clone()

@@ -103,7 +103,7 @@ def assign(model: DomainModel, names: Sequence[str], vector: Tensor) -> None:
 
 
 @torch.inference_mode()
-def column_features(model: DomainModel, columns: _Columns) -> Tensor:
+def decoder_features(model: DomainModel, columns: _Columns) -> Tensor:
     """The decoder's features (what its head reads) for every column, (N, d_model), on the host."""
     device = next(model.parameters()).device
     out = []
@@ -190,7 +190,7 @@ def adapt(cfg: AdaptConfig) -> dict:
 
     def utility(vector: Tensor) -> float:
         assign(work, names, vector)
-        return leave_one_out_f1(column_features(work, utility_set), utility_set.targets, class_names)
+        return leave_one_out_f1(decoder_features(work, utility_set), utility_set.targets, class_names)
 
     print(f"model swarms: {len(experts)} experts ({', '.join(e.name for e in experts)}) -> domain {domain.name!r} "
           f"({len(domain.labels)} labels + {OTHER}); {vectors[0].numel():,} searched weights; "
@@ -238,7 +238,7 @@ def _save_adapted(work: DomainModel, names: Sequence[str], best: Tensor, utility
                   out: Path) -> None:
     """The best particle with a head of scaled prototypes from the whole utility set, as a specialist directory."""
     assign(work, names, best)
-    protos = prototypes(column_features(work, utility_set), utility_set.targets, work.decoder.head.out_features)
+    protos = prototypes(decoder_features(work, utility_set), utility_set.targets, work.decoder.head.out_features)
     with torch.no_grad():
         work.decoder.head.weight.copy_(HEAD_SCALE * F.normalize(protos, dim=-1))
         # a class without utility columns has no prototype: a logit below any cosine's keeps it from winning
@@ -250,8 +250,8 @@ def _evaluate(name: str, work: DomainModel, names: Sequence[str], vector: Tensor
               held_out: _Columns, class_names: Sequence[str], utility: float) -> ModelScores:
     """A model with a prototype head fitted on all utility columns, scored on the held-out columns."""
     assign(work, names, vector)
-    protos = prototypes(column_features(work, utility_set), utility_set.targets, len(class_names))
-    return _scores(name, predict(column_features(work, held_out), protos), held_out, class_names, utility)
+    protos = prototypes(decoder_features(work, utility_set), utility_set.targets, len(class_names))
+    return _scores(name, predict(decoder_features(work, held_out), protos), held_out, class_names, utility)
 
 
 def _report(cfg: AdaptConfig, domain: str, class_names: Sequence[str], experts: Sequence[Specialist],
