@@ -18,7 +18,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from swarm.operator.models import GROUP, KINDS, VERSION, KindInfo, cel_rules
+from swarm.model_server.choices import GROUP, VERSION
+from swarm.operator.models import KINDS, KindInfo, cel_rules
 
 _DROP_KEYS = {"title", "additionalProperties"}
 

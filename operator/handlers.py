@@ -31,9 +31,10 @@ from typing import Any, TypeVar
 
 import kopf
 
+from swarm.model_server.choices import DEMAND_ANNOTATION, GROUP, VERSION
 from swarm.operator import budget, builders, job, nodes, observability, pool, resync
 from swarm.operator.kube import Api, load_connection
-from swarm.operator.models import DEMAND_ANNOTATION, GROUP, JOB, POOL, PREFIX, VERSION
+from swarm.operator.models import JOB, POOL, PREFIX
 
 RESYNC_SECONDS = float(os.environ.get("SWARM_RESYNC_SECONDS", "30"))
 RETRY_SECONDS = float(os.environ.get("SWARM_RETRY_SECONDS", "15"))

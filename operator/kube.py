@@ -18,7 +18,8 @@ from typing import Any
 import aiohttp
 import kopf
 
-from swarm.operator.models import GROUP, JOB, POOL, PREFIX, VERSION
+from swarm.model_server.choices import GROUP, VERSION
+from swarm.operator.models import JOB, POOL, PREFIX
 
 log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"

@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
-from swarm.operator.budget import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE, MIB
+from swarm.operator.budget import MIB
+from swarm.operator.nodes import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE
 
 log = logging.getLogger("swarm.node-agent")
 
