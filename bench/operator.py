@@ -10,13 +10,13 @@ Both sides measure the same two things:
    time from starting the operator process until every pool has its first status (observedGeneration) and its
    Deployments exist: pools and objects (Deployments + Services) reconciled per second.
 
-Emulator side (tests/operator/emulator.py, kmock on loopback; measured as before): 1000 nodes (half of them RTX 4090
+Emulator side (swarm.testing.emulator, kmock on loopback; measured as before): 1000 nodes (half of them RTX 4090
 nodes with NVML readings) x 100 pools. Objects only exist: nothing schedules or runs a pod, no admission, no GC; for
 the job latency, one RTX 4090 node per three jobs (each running job holds its trainer's GPU memory in the plan) and
 Deployments report their replicas ready at once (the emulator's opt-in readiness controller: a trainer pod is created
 only once its specialists are ready).
 
-Real side (tests/cluster/control_plane.py: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+Real side (swarm.testing.control_plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
 from .cache/cluster-bins/<release>, built by `make cluster-bins`): the operator runs as its ServiceAccount in
 namespace `swarm` (RBAC, admission and CRD validation apply); nodes are kwok fake RTX 4090 nodes advertising
 `swarm.ai/gpu-memory-mib` (24564 MiB, half of the nodes; the others have no GPU) and specialists declare
@@ -28,8 +28,8 @@ cluster-bins`) or the harness's dependencies the real side is skipped with a mes
 kube-apiserver's request counters (apiserver_request_total, all clients) per job and during the throughput run.
 
 Writes reports/bench_operator.json, .md (the side-by-side table) and .png, and prints the table.
-Usage: .venv/bin/python bench/operator.py [--quick] [--real | --emulator]  (default: both sides; a side not run is
-carried over from the existing JSON report, marked as such).
+Usage: .venv/bin/python -m swarm.bench.operator [--quick] [--real | --emulator]  (default: both sides; a side not
+run is carried over from the existing JSON report, marked as such).
 """
 
 from __future__ import annotations
@@ -44,16 +44,14 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-# The emulated API and the control-plane harness are test code (tests/operator/, tests/cluster/), not part of the
-# installed package.
-sys.path.insert(0, str(ROOT / "tests" / "operator"))
-sys.path.insert(0, str(ROOT / "tests" / "cluster"))
-
-from emulator import (  # noqa: E402
+from swarm.operator import builders
+from swarm.operator.kube import SERVICES
+from swarm.operator.models import GPU_PRODUCT_LABEL, RTX_4090_PRODUCT
+from swarm.testing.emulator import (
     DEPLOYMENTS,
     JOBS,
     NODES,
@@ -68,12 +66,9 @@ from emulator import (  # noqa: E402
     wait_for,
 )
 
-from swarm.operator import builders  # noqa: E402
-from swarm.operator.kube import SERVICES  # noqa: E402
-from swarm.operator.models import GPU_PRODUCT_LABEL, RTX_4090_PRODUCT  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"
-REAL_NS = "swarm"  # what tests/cluster/operator_process.install() prepares: RBAC, PVCs, TLS Secrets
+REAL_NS = "swarm"  # what swarm.testing.operator_process.install() prepares: RBAC, PVCs, TLS Secrets
 GIB = 1024**3
 MIB = 1024**2
 SPECIALISTS_PER_POOL = 4
@@ -130,15 +125,17 @@ def job_latency(workdir: Path, jobs: int) -> dict[str, Any]:
             for i in range(jobs):
                 started = time.perf_counter()
                 cluster.create(JOBS, job_body(f"j{i}", pool="p", specialists=(f"s{i + 1}",), namespace=NS))
-                wait_for(
-                    lambda i=i: (
+
+                def placed(i: int = i) -> Any:
+                    deployment = cluster.get(DEPLOYMENTS, NS, builders.specialist_object_name("p", f"s{i + 1}"))
+                    return (
                         cluster.get(PODS, NS, builders.trainer_pod_name(f"j{i}"))
-                        and cluster.get(DEPLOYMENTS, NS, builders.specialist_object_name("p", f"s{i + 1}"))["spec"][
-                            "replicas"
-                        ]
-                        == 1
+                        and (deployment or {}).get("spec", {}).get("replicas") == 1
                         and (cluster.get(JOBS, NS, f"j{i}") or {}).get("status", {}).get("pods")
-                    ),
+                    )
+
+                wait_for(
+                    placed,
                     timeout=60,
                     interval=0.005,
                     what=f"job j{i} objects",
@@ -208,7 +205,7 @@ def emulator_side(workdir: Path, quick: bool) -> dict[str, Any]:
     scale = throughput(workdir / "b", nodes, pools)
     load.append(os.getloadavg()[0])
     return {
-        "api": "kmock-based emulated API (tests/operator/emulator.py) on loopback, namespace bench",
+        "api": "kmock-based emulated API (swarm.testing.emulator) on loopback, namespace bench",
         "job_latency": latency,
         "throughput": scale,
         "wall_seconds": time.perf_counter() - started,
@@ -220,7 +217,7 @@ def emulator_side(workdir: Path, quick: bool) -> dict[str, Any]:
 def real_pool(name: str, specialists: int) -> dict[str, Any]:
     """Pool of 1 GiB specialists (first one warm) on the kwok RTX 4090 nodes; those carry no NVML reading (no node
     agent), so the budget uses fallbackCapacity: one 24564 MiB GPU per node, what the nodes advertise."""
-    from operator_process import RTX_4090_MIB
+    from swarm.testing.operator_process import RTX_4090_MIB
 
     names = [f"s{i}" for i in range(specialists)]
     spec = {
@@ -267,9 +264,9 @@ def real_job_latency(plane: Any, workdir: Path, jobs: int, gpu_nodes: int) -> di
     """One pool with jobs + 1 specialists (s0 warm); job i asks for cold specialist s{i+1}; a job's sample ends when
     its trainer pod is Running, s{i+1}'s Deployment is scaled to 1 and its pod Running, and the job's status names
     the trainer pod. The time each of these was first seen is kept too (medians in `components_median_s`)."""
-    from operator_process import APPS, CORE, SWARM
-    from operator_process import gpu_node as kwok_gpu_node
-    from operator_process import operator_process as RealOperator
+    from swarm.testing.operator_process import APPS, CORE, SWARM
+    from swarm.testing.operator_process import gpu_node as kwok_gpu_node
+    from swarm.testing.operator_process import operator_process as RealOperator
 
     for i in range(gpu_nodes):
         kwok_gpu_node(plane, f"gpu-{i}")
@@ -293,6 +290,22 @@ def real_job_latency(plane: Any, workdir: Path, jobs: int, gpu_nodes: int) -> di
             )
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n{op.log()[-3000:]}") from None
+        def job_checks(job: str, trainer: str, deployment: str, selector: str) -> dict[str, Callable[[], Any]]:
+            """What a job's latency waits for, each timed from the job's creation."""
+            return {
+                "trainer_pod_created": lambda: plane.get(CORE, "pods", trainer, REAL_NS),
+                "trainer_pod_running": lambda: (
+                    (plane.get(CORE, "pods", trainer, REAL_NS) or {}).get("status", {}).get("phase") == "Running"
+                ),
+                "specialist_scaled": lambda: (
+                    (plane.get(APPS, "deployments", deployment, REAL_NS) or {}).get("spec", {}).get("replicas") == 1
+                ),
+                "specialist_pod_running": lambda: running(plane.list(CORE, "pods", REAL_NS, selector)),
+                "job_status_names_pod": lambda: (
+                    trainer in ((plane.get(SWARM, "swarmjobs", job, REAL_NS) or {}).get("status") or {}).get("pods", [])
+                ),
+            }
+
         samples: list[float] = []
         components: dict[str, list[float]] = {}
         before = api_requests(plane)
@@ -301,19 +314,7 @@ def real_job_latency(plane: Any, workdir: Path, jobs: int, gpu_nodes: int) -> di
             trainer = builders.trainer_pod_name(job)
             deployment = builders.specialist_object_name("p", specialist)
             selector = f"{builders.LABEL_POOL}=p,{builders.LABEL_SPECIALIST}={specialist}"
-            checks = {
-                "trainer_pod_created": lambda t=trainer: plane.get(CORE, "pods", t, REAL_NS),
-                "trainer_pod_running": lambda t=trainer: (
-                    (plane.get(CORE, "pods", t, REAL_NS) or {}).get("status", {}).get("phase") == "Running"
-                ),
-                "specialist_scaled": lambda d=deployment: (
-                    (plane.get(APPS, "deployments", d, REAL_NS) or {}).get("spec", {}).get("replicas") == 1
-                ),
-                "specialist_pod_running": lambda s=selector: running(plane.list(CORE, "pods", REAL_NS, s)),
-                "job_status_names_pod": lambda j=job, t=trainer: (
-                    t in ((plane.get(SWARM, "swarmjobs", j, REAL_NS) or {}).get("status") or {}).get("pods", [])
-                ),
-            }
+            checks = job_checks(job, trainer, deployment, selector)
             seen: dict[str, float] = {}
             started = time.perf_counter()
             plane.create(
@@ -345,9 +346,9 @@ def real_throughput(plane: Any, workdir: Path, nodes: int, pools: int) -> dict[s
     """`nodes` kwok nodes (even ones RTX 4090 nodes, odd ones without GPU) and `pools` pools, made before the
     operator starts; times from its start to every pool reconciled (status + its Deployments) and to every warm
     specialist's pod Running."""
-    from operator_process import APPS, CORE, SWARM
-    from operator_process import gpu_node as kwok_gpu_node
-    from operator_process import operator_process as RealOperator
+    from swarm.testing.operator_process import APPS, CORE, SWARM
+    from swarm.testing.operator_process import gpu_node as kwok_gpu_node
+    from swarm.testing.operator_process import operator_process as RealOperator
 
     made = time.perf_counter()
     for i in range(nodes):
@@ -434,9 +435,9 @@ def real_throughput(plane: Any, workdir: Path, nodes: int, pools: int) -> dict[s
 
 
 def clean(plane: Any) -> None:
-    """Empty namespace swarm between the two measurements (tests/cluster/operator_process.wipe, then what it may
+    """Empty namespace swarm between the two measurements (swarm.testing.operator_process.wipe, then what it may
     leave: ReplicaSets being collected, the stopped operator's Lease)."""
-    from operator_process import APPS, wipe
+    from swarm.testing.operator_process import APPS, wipe
 
     wipe(plane)
     for lease in plane.list("/apis/coordination.k8s.io/v1", "leases", REAL_NS):
@@ -446,7 +447,7 @@ def clean(plane: Any) -> None:
 
 def versions() -> dict[str, str]:
     """The Kubernetes release and the etcd and kwok modules pinned by tests/cluster/bins/go.mod."""
-    import control_plane
+    from swarm.testing import control_plane
 
     out = {"kubernetes": control_plane.release()}
     for line in (ROOT / "tests" / "cluster" / "bins" / "go.mod").read_text().splitlines():
@@ -458,7 +459,7 @@ def versions() -> dict[str, str]:
 
 def real_side(workdir: Path, quick: bool) -> dict[str, Any]:
     try:
-        import control_plane
+        from swarm.testing import control_plane
     except ImportError as exc:  # the dev extras (cryptography, yaml) are not installed
         return {"skipped": f"control-plane harness not importable ({exc}); install the dev extras"}
     missing = control_plane.missing_binaries()
@@ -467,7 +468,7 @@ def real_side(workdir: Path, quick: bool) -> dict[str, Any]:
             "skipped": f"control-plane binaries missing in {control_plane.bins_dir()} ({', '.join(missing)}): "
             "run make cluster-bins"
         }
-    from operator_process import install
+    from swarm.testing.operator_process import install
 
     jobs, nodes, pools = SIZES["real"]["quick" if quick else "full"]
     load = [os.getloadavg()[0]]
@@ -519,9 +520,9 @@ def real_pending_jobs(plane: Any, workdir: Path, pending: int, repeats: int = PE
     budget), then `repeats` jobs asking for the warm s0, one after another: each one's time from creation to
     status.phase Running (its trainer pod placed by kube-scheduler, Running via kwok). The operator runs with the
     default SWARM_RETRY_SECONDS (15) and SWARM_RESYNC_SECONDS (30)."""
-    from operator_process import CORE, SWARM
-    from operator_process import gpu_node as kwok_gpu_node
-    from operator_process import operator_process as RealOperator
+    from swarm.testing.operator_process import CORE, SWARM
+    from swarm.testing.operator_process import gpu_node as kwok_gpu_node
+    from swarm.testing.operator_process import operator_process as RealOperator
 
     for i in range(3):
         kwok_gpu_node(plane, f"gpu-{i}")
@@ -593,7 +594,7 @@ def delete_all_jobs(plane: Any, pid: int, log: Any) -> dict[str, Any]:
     """Every job deleted in one call (kubectl delete --all): seconds until the API server lists none, until the
     operator has released their claims (no pool row names a job in requestedBy any more), the operator's CPU over
     that time and the ERROR lines it logged meanwhile (before issue #31's fixes: 602 jobs took 127 s)."""
-    from operator_process import SWARM
+    from swarm.testing.operator_process import SWARM
 
     errors0 = log().count("ERROR")
     cpu0, started = cpu_seconds(pid), time.perf_counter()
@@ -617,8 +618,8 @@ def delete_all_jobs(plane: Any, pid: int, log: Any) -> dict[str, Any]:
 
 def pending_side(workdir: Path, counts: list[int], label: str) -> list[dict[str, Any]]:
     """real_pending_jobs for each of `counts`, on one control plane (emptied between runs)."""
-    import control_plane
-    from operator_process import install
+    from swarm.testing import control_plane
+    from swarm.testing.operator_process import install
 
     rows = []
     with control_plane.ControlPlane(workdir) as plane:
@@ -915,7 +916,7 @@ def pending_main(args: argparse.Namespace) -> None:
     print("\n".join(pending_table(report["pending_jobs"])))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes on both sides (smoke run)")
     only = parser.add_mutually_exclusive_group()
@@ -931,7 +932,7 @@ def main() -> None:
         "rows are merged into the existing report (same label and count replaced)",
     )
     parser.add_argument("--label", default="", help="names the code measured in the pending-jobs rows")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.pending_jobs is not None:
         pending_main(args)
         return

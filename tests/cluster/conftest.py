@@ -1,5 +1,5 @@
-"""Fixtures of the real-cluster tier: one control plane per session (tests/cluster/control_plane.py) with the CRDs,
-the namespace `swarm`, the RBAC of manifests/rbac.yaml and what the pod templates mount (PVCs, TLS Secrets, the
+"""Fixtures of the real-cluster tier: one control plane per session (swarm.testing.control_plane) with the CRDs, the
+namespace `swarm`, the RBAC of manifests/rbac.yaml and what the pod templates mount (PVCs, TLS Secrets, the
 `nvidia` RuntimeClass); per test a clean namespace and no nodes, and `swarm operator` as its ServiceAccount.
 
 Without the binaries (`make cluster-bins`) the tier is skipped, unless SWARM_REQUIRE_CLUSTER=1 (`make test` sets
@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from control_plane import REPO, ControlPlane, missing_binaries
-from operator_process import NS, OperatorProcess, install, operator_process, wipe
+
+from swarm.testing.control_plane import REPO, ControlPlane, missing_binaries
+from swarm.testing.emulator import OperatorProcess
+from swarm.testing.operator_process import NS, install, operator_process, wipe
 
 
 @pytest.fixture(scope="session")

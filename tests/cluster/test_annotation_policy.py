@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from control_plane import REPO, ControlPlane
-from operator_process import NS, SWARM, apply_sample
 
+from swarm.model_server.choices import DEMAND_ANNOTATION
 from swarm.model_server.serving.demand import DemandPublisher
-from swarm.operator.models import DEMAND_ANNOTATION
+from swarm.testing.control_plane import REPO, ControlPlane
+from swarm.testing.operator_process import NS, SWARM, apply_sample
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 

@@ -10,16 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-from control_plane import HERE, missing_binaries
+
+from swarm.testing.control_plane import missing_binaries
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 
 STARTER = """
 import sys, time
 from pathlib import Path
-sys.path.insert(0, sys.argv[1])
-from control_plane import ControlPlane
-plane = ControlPlane(Path(sys.argv[2])).start()
+from swarm.testing.control_plane import ControlPlane
+plane = ControlPlane(Path(sys.argv[1])).start()
 print(" ".join(str(p.pid) for p in plane.procs.values()), flush=True)
 time.sleep(600)
 """
@@ -38,7 +38,7 @@ def test_a_killed_test_process_leaves_no_control_plane_behind(tmp_path: Path) ->
     if missing_binaries():
         pytest.skip("control-plane binaries not built: run make cluster-bins")
     starter = subprocess.Popen(
-        [sys.executable, "-c", STARTER, str(HERE), str(tmp_path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", STARTER, str(tmp_path)], stdout=subprocess.PIPE, text=True
     )
     try:
         line = starter.stdout.readline() if starter.stdout else ""

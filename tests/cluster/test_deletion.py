@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from control_plane import ControlPlane
-from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, gpu_node, operator_process
 from test_lifecycle import JOB, start_job
 from test_real_cluster import SPECIALIST_PODS, TRAINER_PODS, job_status, pods, running, sample
 
 from swarm.operator import builders
+from swarm.testing.control_plane import ControlPlane
+from swarm.testing.emulator import OperatorProcess
+from swarm.testing.operator_process import APPS, CORE, NS, SWARM, gpu_node, operator_process
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 

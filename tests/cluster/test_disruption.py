@@ -14,13 +14,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from control_plane import REPO, ControlPlane
-from operator_process import CORE, NS, OperatorProcess, apply_sample, gpu_node
 from test_lifecycle import JOB, finish_pod, replicas, wait_warm_ready
 from test_node_fitness import WARM, wait_running_on
 from test_real_cluster import SPECIALIST_PODS, TRAINER_PODS, job_status, pods, running
 
 from swarm.operator import builders
+from swarm.testing.control_plane import REPO, ControlPlane
+from swarm.testing.emulator import OperatorProcess
+from swarm.testing.operator_process import CORE, NS, apply_sample, gpu_node
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 POLICY = "/apis/policy/v1"

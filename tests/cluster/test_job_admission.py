@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 import yaml
-from control_plane import ControlPlane
-from operator_process import NS, OperatorProcess, apply_sample, gpu_node
 from status_conditions import find_condition
 from test_claims import warnings
 from test_lifecycle import replicas
@@ -17,6 +15,9 @@ from test_real_cluster import TRAINER_PODS, job_status, pods, pool_status, ready
 
 from swarm.operator import builders
 from swarm.operator.models import ConditionReason, ConditionType
+from swarm.testing.control_plane import ControlPlane
+from swarm.testing.emulator import OperatorProcess
+from swarm.testing.operator_process import NS, apply_sample, gpu_node
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 

@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-from control_plane import EXIT_CODE_ANNOTATION, TERMINATION_MESSAGE_ANNOTATION, ControlPlane
-from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node, operator_process
 from status_conditions import find_condition
 from test_real_cluster import (
     SPECIALIST_PODS,
@@ -26,6 +24,9 @@ from test_real_cluster import (
 from swarm.operator import builders
 from swarm.operator.budget import GPU_MEMORY_ANNOTATION
 from swarm.operator.models import ConditionReason, ConditionType
+from swarm.testing.control_plane import EXIT_CODE_ANNOTATION, TERMINATION_MESSAGE_ANNOTATION, ControlPlane
+from swarm.testing.emulator import OperatorProcess
+from swarm.testing.operator_process import APPS, CORE, NS, SWARM, apply_sample, gpu_node, operator_process
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 JOB = "sotab-train"
@@ -191,7 +192,7 @@ def test_trainers_get_no_token_and_the_node_agent_only_its_own_node(cluster: Con
 
 
 def cluster_policy() -> Any:
-    from control_plane import REPO
+    from swarm.testing.control_plane import REPO
 
     return REPO / "manifests" / "node-agent-policy.yaml"
 

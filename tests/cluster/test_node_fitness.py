@@ -8,8 +8,6 @@ import json
 
 import pytest
 import yaml
-from control_plane import ControlPlane
-from operator_process import NS, RTX_4090_MIB, OperatorProcess, apply_sample, gpu_node
 from status_conditions import find_condition
 from test_lifecycle import JOB, replicas, start_job
 from test_real_cluster import SPECIALIST_PODS, TRAINER_PODS, job_status, pods, pool_status, ready_condition, sample
@@ -17,6 +15,9 @@ from test_real_cluster import SPECIALIST_PODS, TRAINER_PODS, job_status, pods, p
 from swarm.operator import builders
 from swarm.operator.budget import GPU_MEMORY_RESOURCE
 from swarm.operator.models import GPU_PRODUCT_LABEL, RTX_4090_PRODUCT, ConditionReason, ConditionType
+from swarm.testing.control_plane import ControlPlane
+from swarm.testing.emulator import OperatorProcess
+from swarm.testing.operator_process import NS, RTX_4090_MIB, apply_sample, gpu_node
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 WARM = ("geographic", "temporal")

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 import yaml
-from control_plane import EXIT_CODE_ANNOTATION, REPO, TERMINATION_MESSAGE_ANNOTATION, ControlPlane
-from operator_process import APPS, CORE, NS, SWARM, OperatorProcess, apply_sample, gpu_node, operator_process
 from status_conditions import find_condition
 
 from swarm.operator import budget, builders
 from swarm.operator.models import ConditionReason, ConditionType
+from swarm.testing.control_plane import EXIT_CODE_ANNOTATION, REPO, TERMINATION_MESSAGE_ANNOTATION, ControlPlane
+from swarm.testing.emulator import OperatorProcess
+from swarm.testing.operator_process import APPS, CORE, NS, SWARM, apply_sample, gpu_node, operator_process
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 GIB = 1024**3

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from control_plane import REPO, ControlPlane
-from operator_process import apply_sample, gpu_node, operator_process
 from test_claims import env_of
 from test_real_cluster import TRAINER_PODS, job_status, pool_status, running
 
 from swarm.operator import builders
+from swarm.testing.control_plane import REPO, ControlPlane
+from swarm.testing.operator_process import apply_sample, gpu_node, operator_process
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 

@@ -1,5 +1,7 @@
 """Imports go one way: contract (swarm.model_server.choices) ← model (swarm.model_server.model) ← serving
 (swarm.model_server.serving) ← the commands (swarm.trainer.commands), and the operator depends only on the contract.
+Beside the product: the operator's test harness (swarm.testing) depends only on the operator and the contract, the
+benchmarks (swarm.bench) may use anything, and nothing of the product imports either.
 
 Read from the source's AST (every import statement, lazy imports inside functions and `if TYPE_CHECKING:` blocks
 included, relative imports resolved), so nothing is imported and no torch is needed."""
@@ -14,7 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = "swarm.model_server.choices"
 # Source folder -> the package it is installed as (pyproject.toml's package-dir).
-PACKAGES = {"model_server": "swarm.model_server", "operator": "swarm.operator"}
+PACKAGES = {"model_server": "swarm.model_server", "operator": "swarm.operator", "trainer": "swarm.trainer",
+            "client": "swarm.client", "bench": "swarm.bench", "testing": "swarm.testing"}
+PRODUCT = ("model_server", "operator", "trainer", "client")
 
 
 def module_name(path: Path) -> str:
@@ -83,8 +87,29 @@ def test_the_operator_depends_only_on_the_contract(path: Path) -> None:
     assert offending(path, ("swarm.trainer", "swarm.client")) == []
 
 
+def _id(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("path", [p for folder in PRODUCT for p in modules(folder)], ids=_id)
+def test_the_product_imports_neither_the_benchmarks_nor_the_test_harness(path: Path) -> None:
+    assert offending(path, ("swarm.bench", "swarm.testing")) == []
+
+
+@pytest.mark.parametrize("path", modules("testing"), ids=_id)
+def test_the_test_harness_depends_only_on_the_operator_and_the_contract(path: Path) -> None:
+    allowed = ("swarm.operator", "swarm.testing", CONTRACT)
+    outside = [
+        m for m in offending(path, ("swarm",))
+        if m != "swarm.model_server" and not any(m == a or m.startswith(a + ".") for a in allowed)
+    ]
+    assert outside == []
+
+
 def test_the_layers_exist() -> None:
     """Guards the globs above against a rename that would leave them matching nothing."""
     assert len(modules("model_server/model")) > 10
     assert len(modules("model_server/serving")) > 5
     assert (ROOT / "model_server" / "choices.py").is_file()
+    assert len(modules("bench")) > 5
+    assert {p.name for p in modules("testing")} >= {"emulator.py", "control_plane.py", "operator_process.py"}

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emulator import NODES, EmulatedCluster, gpu_node
+
+from swarm.testing.emulator import NODES, EmulatedCluster, gpu_node
 
 
 @pytest.fixture

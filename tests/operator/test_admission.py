@@ -8,7 +8,6 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from emulator import gpu_node, job_body, pool_body
 from fake_api import FakeApi
 from status_conditions import find_condition
 
@@ -16,6 +15,7 @@ from swarm.operator import admission, builders, job, pool
 from swarm.operator.kube import DEPLOYMENTS, EVENTS, JOBS, PODS, POOLS
 from swarm.operator.models import ConditionReason, ConditionType, SpecialistPoolSpec, SwarmJobSpec
 from swarm.operator.nodes import reading
+from swarm.testing.emulator import gpu_node, job_body, pool_body
 
 pytestmark = pytest.mark.timeout(30)
 TEMPLATES = builders.default_templates()

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import yaml
-from emulator import job_body, pool_body
 from pydantic import ValidationError
 
 from swarm.operator import crdgen, status
 from swarm.operator.models import ConditionReason, ConditionType, SpecialistPoolSpec, SwarmJobSpec
+from swarm.testing.emulator import job_body, pool_body
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(30)

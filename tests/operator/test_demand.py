@@ -13,22 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emulator import (
-    DEPLOYMENTS,
-    POOLS,
-    EmulatedCluster,
-    OperatorProcess,
-    pool_body,
-    wait_for,
-)
 from status_conditions import find_condition
 
+from swarm.model_server.choices import DEMAND_ANNOTATION, GROUP
 from swarm.model_server.serving import demand as demand_module
 from swarm.model_server.serving.demand import DemandPublisher, annotate_requested, is_cold, merged_demand
 from swarm.operator import budget
 from swarm.operator.builders import specialist_object_name
-from swarm.operator.models import DEMAND_ANNOTATION, GROUP, ConditionReason, ConditionType, SpecialistPoolSpec
+from swarm.operator.kube import DEPLOYMENTS, POOLS
+from swarm.operator.models import ConditionReason, ConditionType, SpecialistPoolSpec
 from swarm.operator.pool import DEMAND_JOB, Claim, demand_claims, demand_condition, parse_demand, plan
+from swarm.testing.emulator import EmulatedCluster, OperatorProcess, pool_body, wait_for
 
 NS = "swarm"
 GIB = 1 << 30

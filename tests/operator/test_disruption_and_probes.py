@@ -8,13 +8,13 @@ import asyncio
 from typing import Any
 
 import pytest
-from emulator import gpu_node, job_body, pool_body
 from fake_api import FakeApi
 
 from swarm.operator import builders, crdgen, pool
 from swarm.operator.kube import PDBS, POOLS, ApiError
 from swarm.operator.models import SpecialistPoolSpec, SwarmJobSpec
 from swarm.operator.nodes import reading
+from swarm.testing.emulator import gpu_node, job_body, pool_body
 
 NS = "swarm"
 pytestmark = pytest.mark.timeout(30)

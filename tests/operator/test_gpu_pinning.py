@@ -8,10 +8,10 @@ import copy
 from typing import Any
 
 import pytest
-from emulator import job_body, pool_body
 
 from swarm.operator import builders
 from swarm.operator.models import SpecialistPoolSpec, SwarmJobSpec
+from swarm.testing.emulator import job_body, pool_body
 
 pytestmark = pytest.mark.timeout(30)
 TEMPLATES = builders.default_templates()

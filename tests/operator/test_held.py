@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from emulator import job_body, pool_body
 from status_conditions import find_condition
 
 from swarm.operator import held, job, pool
 from swarm.operator.models import GIB, ConditionReason, ConditionType
+from swarm.testing.emulator import job_body, pool_body
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pynvml
 import pytest
-from emulator import NODES, RTX_4090_TOTAL, EmulatedCluster, gpu_node
 
 from swarm.operator import budget, node_agent
+from swarm.testing.emulator import NODES, RTX_4090_TOTAL, EmulatedCluster, gpu_node
 
 pytestmark = pytest.mark.timeout(60)
 # Recorded with nvidia-ml-py on one RTX 4090 (driver 550, idle desktop).

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from emulator import RTX_4090_TOTAL, gpu_node, pool_body
 
 from swarm.operator import budget, builders, crdgen
 from swarm.operator.models import SpecialistPoolSpec
 from swarm.operator.nodes import Fitness, NodeReading, fitness, millis, pod_requests, quantity, reading, tolerates
 from swarm.operator.pool import Claim, plan, trainer_key, unfit_note
+from swarm.testing.emulator import RTX_4090_TOTAL, gpu_node, pool_body
 
 pytestmark = pytest.mark.timeout(30)
 MIB, GIB = 1 << 20, 1 << 30

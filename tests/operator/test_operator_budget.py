@@ -7,12 +7,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from emulator import RTX_4090_TOTAL, pool_body
 
 from swarm.operator import budget
 from swarm.operator.models import SpecialistPoolSpec
 from swarm.operator.nodes import NodeReading
 from swarm.operator.pool import DEMAND_JOB, Claim, plan, trainer_key
+from swarm.testing.emulator import RTX_4090_TOTAL, pool_body
 
 MIB, GIB = 1 << 20, 1 << 30
 pytestmark = pytest.mark.timeout(30)

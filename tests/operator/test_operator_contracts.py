@@ -11,12 +11,12 @@ from unittest import mock
 import pytest
 import typer
 import yaml
-from emulator import job_body, pool_body
 from typer.core import TyperGroup
 
 from swarm.model_server import choices
 from swarm.operator import budget, builders
 from swarm.operator.models import DType, FusionMode, Mode, SpecialistPoolSpec, SwarmJobSpec
+from swarm.testing.emulator import job_body, pool_body
 from swarm.trainer.commands import cli
 
 ROOT = Path(__file__).resolve().parents[2]

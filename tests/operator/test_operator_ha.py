@@ -7,7 +7,11 @@ import time
 from typing import Any
 
 import pytest
-from emulator import (
+from prometheus_client.parser import text_string_to_metric_families
+
+from swarm.operator.builders import specialist_object_name
+from swarm.operator.kube import EVENTS, LEASES
+from swarm.testing.emulator import (
     DEPLOYMENTS,
     JOBS,
     PODS,
@@ -19,10 +23,6 @@ from emulator import (
     pool_body,
     wait_for,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
-from swarm.operator.builders import specialist_object_name
-from swarm.operator.kube import EVENTS, LEASES
 
 NS = "swarm"
 LEASE_DURATION = 4

@@ -9,7 +9,6 @@ from typing import Any
 
 import kopf
 import pytest
-from emulator import EmulatedCluster, gpu_node, job_body, pool_body
 from fake_api import FakeApi
 from status_conditions import find_condition
 
@@ -18,6 +17,7 @@ from swarm.operator.kube import JOBS, PODS, POOLS, Api, ApiError
 from swarm.operator.models import ConditionReason, ConditionType, JobMetrics
 from swarm.operator.nodes import NodeReading, reading
 from swarm.operator.status import condition
+from swarm.testing.emulator import EmulatedCluster, gpu_node, job_body, pool_body
 
 NS = "swarm"
 pytestmark = pytest.mark.timeout(30)

@@ -6,25 +6,11 @@ import json
 from typing import Any
 
 import pytest
-from emulator import (
-    DEPLOYMENTS,
-    JOBS,
-    NODES,
-    PARAMS_120M,
-    PODS,
-    POOLS,
-    RTX_4090_TOTAL,
-    SERVICES,
-    EmulatedCluster,
-    OperatorProcess,
-    job_body,
-    pool_body,
-    wait_for,
-)
 from status_conditions import find_condition
 
+from swarm.model_server.choices import GROUP
 from swarm.operator import crdgen
-from swarm.operator.budget import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE, mib, resident_bytes
+from swarm.operator.budget import mib, resident_bytes
 from swarm.operator.builders import (
     HOSTNAME_LABEL,
     LABEL_MANAGED_BY,
@@ -38,8 +24,19 @@ from swarm.operator.builders import (
     specialist_object_name,
     trainer_pod_name,
 )
-from swarm.operator.models import GROUP, PREFIX, ConditionReason, ConditionType
+from swarm.operator.kube import DEPLOYMENTS, JOBS, NODES, PODS, POOLS, SERVICES
+from swarm.operator.models import PREFIX, ConditionReason, ConditionType
+from swarm.operator.nodes import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE
 from swarm.operator.status import termination_message
+from swarm.testing.emulator import (
+    PARAMS_120M,
+    RTX_4090_TOTAL,
+    EmulatedCluster,
+    OperatorProcess,
+    job_body,
+    pool_body,
+    wait_for,
+)
 from swarm.trainer.commands.metrics_publisher import publish_metrics
 
 NS = "swarm"

@@ -10,12 +10,12 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from emulator import JOBS, PODS, POOLS, EmulatedCluster, OperatorProcess, job_body, pool_body, wait_for
 from status_conditions import find_condition
 
 from swarm.operator import handlers, pool
 from swarm.operator.builders import trainer_pod_name
 from swarm.operator.models import ConditionReason, ConditionType
+from swarm.testing.emulator import JOBS, PODS, POOLS, EmulatedCluster, OperatorProcess, job_body, pool_body, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

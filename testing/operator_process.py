@@ -5,17 +5,15 @@ run as a process under the operator's ServiceAccount (a token from TokenRequest:
 from __future__ import annotations
 
 import contextlib
-import sys
 import urllib.error
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import yaml
-from control_plane import REPO, ControlPlane
 
-sys.path.insert(0, str(REPO / "tests" / "operator"))
-from emulator import OperatorProcess  # noqa: E402  (one runner for both tiers)
+from swarm.testing.control_plane import REPO, ControlPlane
+from swarm.testing.emulator import OperatorProcess  # one runner for both tiers
 
 NS = "swarm"
 CORE = "/api/v1"
@@ -120,8 +118,8 @@ def wipe(plane: ControlPlane) -> None:
 def gpu_node(plane: ControlPlane, name: str, *, gpus: int = 1, mib: int = RTX_4090_MIB, **labels: str) -> None:
     """A fake RTX 4090 node: product label, the GPU taint, `nvidia.com/gpu` capacity and the GPU memory the node
     agent would advertise."""
-    from swarm.operator.budget import GPU_MEMORY_RESOURCE
     from swarm.operator.models import GPU_PRODUCT_LABEL, RTX_4090_PRODUCT
+    from swarm.operator.nodes import GPU_MEMORY_RESOURCE
 
     plane.add_gpu_node(
         name,
@@ -147,7 +145,7 @@ def operator_process(
     )
     args = extra_args if "--lease-duration" in extra_args else ("--lease-duration", "5", *extra_args)
     return OperatorProcess(
-        target,  # type: ignore[arg-type]  (duck-typed: the runner reads kubeconfig and workdir)
+        target,
         namespace,
         resync=1.0,
         retry=0.5,

@@ -1,6 +1,6 @@
-"""An in-process Kubernetes API for the operator tests and bench/operator.py (test code, not part of the product
-package): kmock's KubernetesEmulator plus the server-side behaviour kopf and the operator rely on, a background
-thread to serve it, a runner for the operator process, and factories for the objects tests and the benchmark create.
+"""An in-process Kubernetes API for the operator tests and the operator benchmark (swarm.bench.operator): kmock's
+KubernetesEmulator plus the server-side behaviour kopf and the operator rely on, a background thread to serve it, a
+runner for the operator process, and factories for the objects tests and the benchmark create.
 
 Added on top of kmock (which stores objects as plain JSON and merge-patches them):
 metadata.uid / creationTimestamp / resourceVersion / generation (bumped on spec changes), generateName, the
@@ -17,6 +17,7 @@ kubelet, admission/CRD validation (tests validate CRs with `crdgen.validate_reso
 from __future__ import annotations
 
 import asyncio
+import builtins
 import itertools
 import json
 import os
@@ -33,16 +34,16 @@ import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import kmock
 import yaml
 
-from swarm.operator.budget import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE
 from swarm.operator.builders import custom_resource
 from swarm.operator.kube import DEPLOYMENTS, JOBS, NODES, PODS, POOLS, SERVICES, Resource
 from swarm.operator.models import API_VERSION, GPU_PRODUCT_LABEL, JOB, POOL, RTX_4090_PRODUCT
+from swarm.operator.nodes import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE
 
 Predicate = Callable[[kmock.Request], bool]
 RTX_4090_TOTAL = 25757220864  # bytes, as NVML reports an RTX 4090
@@ -187,6 +188,8 @@ class SwarmEmulator(kmock.KubernetesEmulator):
             request.data.pop("status", None)
 
     def _on_update(self, request: kmock.Request) -> None:
+        if request.resource is None or request.name is None:
+            return  # kmock answers 404
         key = (request.resource, request.namespace if self._namespaced(request) else None, request.name)
         if key not in self.objects or self.objects[key].deleted:
             return  # kmock answers 404
@@ -249,12 +252,19 @@ class SwarmEmulator(kmock.KubernetesEmulator):
             ]
         return {"metadata": {"resourceVersion": "..."}, "items": items}
 
+    def _info(self, request: kmock.Request) -> kmock.ResourceInfo | None:
+        """What the emulator knows of the request's resource (None: a resource it was not told of)."""
+        if request.resource is None or request.resource not in self.resources:
+            return None
+        return self.resources[request.resource]
+
     def _namespaced(self, request: kmock.Request) -> bool:
-        info = self.resources.get(request.resource) if request.resource in self.resources else None
+        info = self._info(request)
         return info is None or info.namespaced is not False
 
     def _has_status(self, request: kmock.Request) -> bool:
-        return request.resource in self.resources and "status" in self.resources[request.resource].subresources
+        info = self._info(request)
+        return info is not None and "status" in info.subresources
 
 
 class EmulatedCluster:
@@ -371,17 +381,24 @@ class EmulatedCluster:
 
     def hold(self, predicate: Predicate) -> Callable[[], None]:
         """Hold matching requests; returns a function releasing them."""
-        assert self.emulator is not None
-        event = self.run(self._in_loop(lambda: self.emulator.hold(predicate)))
-        return lambda: self.loop.call_soon_threadsafe(event.set)
+        emulator = self.emulator
+        assert emulator is not None
+        event = self.run(self._in_loop(lambda: emulator.hold(predicate)))
+
+        def release() -> None:
+            self.loop.call_soon_threadsafe(event.set)
+
+        return release
 
     def conflict(self, predicate: Predicate, times: int) -> None:
-        assert self.emulator is not None
-        self.run(self._in_loop(lambda: self.emulator.conflict(predicate, times)))
+        emulator = self.emulator
+        assert emulator is not None
+        self.run(self._in_loop(lambda: emulator.conflict(predicate, times)))
 
-    def requests(self, predicate: Predicate) -> list[kmock.Request]:
-        assert self.emulator is not None
-        return self.run(self._in_loop(lambda: [r for r in self.emulator.seen if predicate(r)]))
+    def requests(self, predicate: Predicate) -> builtins.list[kmock.Request]:
+        emulator = self.emulator
+        assert emulator is not None
+        return self.run(self._in_loop(lambda: [r for r in emulator.seen if predicate(r)]))
 
     @staticmethod
     async def _in_loop(fn: Callable[[], Any]) -> Any:
@@ -410,12 +427,23 @@ def wait_for(check: Callable[[], Any], timeout: float = 20, interval: float = 0.
     raise TimeoutError(f"timed out after {timeout}s waiting for {what or check}: last value {value!r}")
 
 
+class OperatorTarget(Protocol):
+    """What OperatorProcess runs against: a kubeconfig for the API, and a folder for the operator's log (an
+    EmulatedCluster, or the real control plane's ServiceAccount kubeconfig in swarm.testing.operator_process)."""
+
+    @property
+    def kubeconfig(self) -> Path: ...
+
+    @property
+    def workdir(self) -> Path: ...
+
+
 class OperatorProcess:
-    """`swarm operator` as a real subprocess against the emulator (SIGKILL is a real crash)."""
+    """`swarm operator` as a real subprocess against the emulator or a real API (SIGKILL is a real crash)."""
 
     def __init__(
         self,
-        cluster: EmulatedCluster,
+        cluster: OperatorTarget,
         namespace: str,
         *,
         resync: float = 1.0,

@@ -1,5 +1,5 @@
-"""A real Kubernetes control plane on loopback for the operator's tests and bench/operator.py (test code, not part
-of the product package): etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built by
+"""A real Kubernetes control plane on loopback for the operator's tests and the operator benchmark
+(swarm.bench.operator): etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built by
 tests/cluster/build.sh (`make cluster-bins`), started as local processes with random free ports, certificates and
 service-account keys generated into a temp dir.
 
@@ -13,6 +13,7 @@ is no kubelet). Every process gets SIGKILL if the test process dies (`setpriv --
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import ipaddress
@@ -38,9 +39,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-STAGES = HERE / "stages.yaml"
+# The harness runs from a source checkout: the binaries, their pinned build (tests/cluster/bins) and kwok's stages
+# belong to the real-cluster tier, the CRDs and manifests it installs to the repository.
+REPO = Path(__file__).resolve().parents[1]
+TIER = REPO / "tests" / "cluster"
+STAGES = TIER / "stages.yaml"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 EXIT_CODE_ANNOTATION = "test.swarm.ai/exit-code"  # read by the pod-finish stage
@@ -49,7 +52,7 @@ SERVICE_CIDR = "10.96.0.0/16"
 
 
 def release() -> str:
-    for line in (HERE / "bins" / "go.mod").read_text().splitlines():
+    for line in (TIER / "bins" / "go.mod").read_text().splitlines():
         fields = line.replace("require", "").split()
         if len(fields) >= 2 and fields[0] == "k8s.io/kubernetes" and fields[1].startswith("v"):
             return fields[1]
@@ -128,7 +131,7 @@ def write_pki(directory: Path) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = _key()
     ca = _cert(_name("swarm-test-ca"), ca_key, None, ca=True)
-    service_ip = next(ipaddress.ip_network(SERVICE_CIDR).hosts())
+    service_ip = next(ipaddress.IPv4Network(SERVICE_CIDR).hosts())
     server_key = _key()
     server = _cert(
         _name("kube-apiserver"),
@@ -522,7 +525,7 @@ class ControlPlane:
         labels: dict[str, str] | None = None,
         annotations: dict[str, str] | None = None,
         capacity: dict[str, str] | None = None,
-        taints: list[dict[str, str]] | None = None,
+        taints: builtins.list[dict[str, str]] | None = None,
     ) -> dict[str, Any]:
         """A kwok-managed fake node: labels, annotations, taints as given, and `capacity` (also allocatable) set
         through the status subresource, as a kubelet and device plugins would."""
