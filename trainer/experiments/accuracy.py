@@ -23,6 +23,7 @@ import random
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import Specialist, domains
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
-from swarm.trainer.data.sotab import load_labels
+from swarm.trainer.data.sotab import Split, load_labels
 from swarm.trainer.experiments.specialist_help import help_counts, help_markdown, summarise_help
 from swarm.trainer.training.metrics import Scores, hard_class_f1, hard_classes, score, spread
 from swarm.trainer.training.primary import encode_examples, labelled_splits
@@ -219,8 +220,25 @@ def cv_folds(base: Sequence[ColumnExample], val: Sequence[ColumnExample], folds:
     return out
 
 
-def run_accuracy(cfg: AccuracyConfig) -> dict:
-    started = time.time()
+@dataclass
+class _Setup:
+    """What every part of one accuracy run reads: the labelled splits and their examples, and the runner with the
+    frozen specialists (plus, for the controls, the specialists trained without knowledge sources)."""
+
+    labels: list[str]
+    train_splits: list[Split]
+    validation: Split
+    runner: ExperimentRunner
+    base: list[ColumnExample]  # training + training_columns, with thinned copies
+    val: list[ColumnExample]
+    plain_context: list[ColumnExample]  # training + training_columns, no thinned copies (the specialists' data)
+    controls: bool
+    every_source: tuple[str, ...]
+    without_knowledge: list[Specialist]
+
+
+def _prepare(cfg: AccuracyConfig) -> _Setup:
+    """Loads the labelled splits, builds their examples and trains the specialists (and the controls' ones)."""
     labels = load_labels()
     train_splits, validation = labelled_splits(cfg.data)
     runner = ExperimentRunner(cfg, labels)
@@ -241,59 +259,65 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
         train_specialist(domain, runner.model_cfg, plain_context, labels, specialist_cfg,
                          cfg.run_dir / "specialists-without-knowledge")
         for domain in domains().values()] if controls else []
+    return _Setup(labels, train_splits, validation, runner, base, val, plain_context, controls, every_source,
+                  without_knowledge)
 
-    # Holdout protocol: the primary's ladder, one step at a time.
-    ablation: list[dict] = []
 
-    def record(step: str, protocol: str, scores: dict) -> None:
-        ablation.append({"step": step, "protocol": protocol, "micro_f1": scores["micro_f1"],
-                         "macro_f1": scores["macro_f1"]})
+def _ablation_row(step: str, protocol: str, scores: dict) -> dict:
+    return {"step": step, "protocol": protocol, "micro_f1": scores["micro_f1"], "macro_f1": scores["macro_f1"]}
 
-    hard: list[str] = []
-    if cfg.ablation:
-        plain = build_examples(train_splits, labels, context=False)
-        val_plain = build_examples([validation], labels, context=False)
-        no_features = ColumnEncoder(runner.model_cfg.max_len, features=False)
-        for step, train_ex, val_ex, encoder in (
-                ("cell vectors of the column alone", plain, val_plain, no_features),
-                ("+ neighbour columns as context", plain_context, val, no_features),
-                ("+ thinned-table copies in training", base, val, no_features),
-                ("+ surface features (full primary)", base, val, None)):
-            scores = runner.score(runner.fit(f"holdout-{len(ablation)}", train_ex, cfg.seed, fused=False,
-                                             encoder=encoder), val_ex, encoder)
-            record(step, "holdout", scores.to_dict())
-        hard = hard_classes(scores.per_class)
 
-    # Grouped K-fold CV over the validation tables (the reported estimate), repeated per seed.
-    folds = grouped_folds(val, cfg.folds, cfg.seed)
-    splits = cv_folds(base, val, folds, cfg.validation_copies)
-    runs: list[FoldRun] = []
-    for s in range(cfg.seeds):
-        for k, (train_ex, test_ex) in enumerate(splits):
-            seed = cfg.seed + 100 * s + k
-            alone = runner.fit(f"cv-s{s}-f{k}-alone", train_ex, seed, fused=False)
-            swarm = runner.fit(f"cv-s{s}-f{k}-swarm", train_ex, seed, fused=True, honest=True)
-            run = FoldRun(seed=s, fold=k, gold=[labels[e.label] for e in test_ex],
-                          alone=runner.predict(alone, test_ex), swarm=runner.predict(swarm, test_ex))
-            if cfg.singles:
-                robust = runner.fit(f"cv-s{s}-f{k}-robust", train_ex, seed, fused=True, honest=True,
-                                    agent_dropout=True)
-                run.robust_none = runner.predict(robust, test_ex, agents=[])
-                run.robust_all = runner.predict(robust, test_ex)
-                run.singles = {sp.name: runner.predict(robust, test_ex, agents=[i])
-                               for i, sp in enumerate(runner.specialists)}
-            if controls:
-                with_knowledge = runner.fit(f"cv-s{s}-f{k}-primary-knowledge", train_ex, seed, fused=False,
-                                            knowledge=every_source)
-                plain_swarm = runner.fit(f"cv-s{s}-f{k}-swarm-without-knowledge", train_ex, seed, fused=True,
-                                         honest=True, specialists=without_knowledge)
-                run.primary_with_knowledge = runner.predict(with_knowledge, test_ex)
-                run.swarm_without_knowledge = runner.predict(plain_swarm, test_ex)
-            runs.append(run)
+def _holdout_ladder(cfg: AccuracyConfig, d: _Setup) -> tuple[list[dict], list[str]]:
+    """Holdout protocol: the primary's ladder, one step at a time; its rows and the full primary's hard classes."""
+    rows: list[dict] = []
+    runner = d.runner
+    plain = build_examples(d.train_splits, d.labels, context=False)
+    val_plain = build_examples([d.validation], d.labels, context=False)
+    no_features = ColumnEncoder(runner.model_cfg.max_len, features=False)
+    for step, train_ex, val_ex, encoder in (
+            ("cell vectors of the column alone", plain, val_plain, no_features),
+            ("+ neighbour columns as context", d.plain_context, d.val, no_features),
+            ("+ thinned-table copies in training", d.base, d.val, no_features),
+            ("+ surface features (full primary)", d.base, d.val, None)):
+        scores = runner.score(runner.fit(f"holdout-{len(rows)}", train_ex, cfg.seed, fused=False,
+                                         encoder=encoder), val_ex, encoder)
+        rows.append(_ablation_row(step, "holdout", scores.to_dict()))
+    return rows, hard_classes(scores.per_class)
+
+
+def _fold_run(cfg: AccuracyConfig, d: _Setup, s: int, k: int, train_ex: list[ColumnExample],
+              test_ex: list[ColumnExample]) -> FoldRun:
+    """CV seed `s`, fold `k`: the primary alone and the swarm, the agent-dropout primary (`singles`) and the controls,
+    each trained on the fold's training examples, answering its held-out ones."""
+    runner, labels = d.runner, d.labels
+    seed = cfg.seed + 100 * s + k
+    alone = runner.fit(f"cv-s{s}-f{k}-alone", train_ex, seed, fused=False)
+    swarm = runner.fit(f"cv-s{s}-f{k}-swarm", train_ex, seed, fused=True, honest=True)
+    run = FoldRun(seed=s, fold=k, gold=[labels[e.label] for e in test_ex],
+                  alone=runner.predict(alone, test_ex), swarm=runner.predict(swarm, test_ex))
+    if cfg.singles:
+        robust = runner.fit(f"cv-s{s}-f{k}-robust", train_ex, seed, fused=True, honest=True,
+                            agent_dropout=True)
+        run.robust_none = runner.predict(robust, test_ex, agents=[])
+        run.robust_all = runner.predict(robust, test_ex)
+        run.singles = {sp.name: runner.predict(robust, test_ex, agents=[i])
+                       for i, sp in enumerate(runner.specialists)}
+    if d.controls:
+        with_knowledge = runner.fit(f"cv-s{s}-f{k}-primary-knowledge", train_ex, seed, fused=False,
+                                    knowledge=d.every_source)
+        plain_swarm = runner.fit(f"cv-s{s}-f{k}-swarm-without-knowledge", train_ex, seed, fused=True,
+                                 honest=True, specialists=d.without_knowledge)
+        run.primary_with_knowledge = runner.predict(with_knowledge, test_ex)
+        run.swarm_without_knowledge = runner.predict(plain_swarm, test_ex)
+    return run
+
+
+def _cv_summary(runs: Sequence[FoldRun], hard: Sequence[str], controls: bool
+                ) -> tuple[dict[str, Any], list[Scores], list[Scores]]:
+    """The CV rows (primary alone, swarm, their paired gain per run, the controls), and the alone and swarm scores
+    per run."""
     alone_scores = [score(r.gold, r.alone) for r in runs]
     swarm_scores = [score(r.gold, r.swarm) for r in runs]
-    if not hard:
-        hard = hard_classes(_pooled(runs, "alone").per_class)
     cv: dict[str, Any] = {"primary_alone": _summary(alone_scores, hard), "swarm": _summary(swarm_scores, hard)}
     cv["swarm_gain_per_fold"] = [b.micro_f1 - a.micro_f1 for a, b in zip(alone_scores, swarm_scores, strict=True)]
     cv["runs"] = [{"seed": r.seed, "fold": r.fold, "alone_micro_f1": a.micro_f1, "swarm_micro_f1": b.micro_f1}
@@ -303,66 +327,112 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
         cv[key] = _summary(control, hard)
         cv[f"swarm_minus_{key}_per_run"] = [b.micro_f1 - c.micro_f1
                                              for b, c in zip(swarm_scores, control, strict=True)]
+    return cv, alone_scores, swarm_scores
 
-    if cfg.singles:
-        cv.update(single_rows(runs, hard))
-        help_per_seed = [[help_counts(name, gold, [g == p for g, p in zip(gold, none, strict=True)],
-                                      [g == p for g, p in zip(gold, single, strict=True)])
-                          for name, single, none, gold in _seed_columns(runs, seed)]
-                         for seed in sorted({r.seed for r in runs})]
-        help_summary = summarise_help(help_per_seed)
-    else:
-        help_summary = []
 
-    if cfg.ablation:
-        # CV rows, first seed: what the validation tables, their weight and honest fusion each bring.
-        def first_seed(scores: Sequence[Scores]) -> dict:
-            return _summary([s for r, s in zip(runs, scores, strict=True) if r.seed == 0], hard)
+def _help_summary(runs: Sequence[FoldRun]) -> list[dict]:
+    """Where each specialist's help lands (against the agent-dropout primary with none), per seed over its folds,
+    summarised over seeds."""
+    help_per_seed = [[help_counts(name, gold, [g == p for g, p in zip(gold, none, strict=True)],
+                                  [g == p for g, p in zip(gold, single, strict=True)])
+                      for name, single, none, gold in _seed_columns(runs, seed)]
+                     for seed in sorted({r.seed for r in runs})]
+    return summarise_help(help_per_seed)
 
-        record("+ validation tables of the other folds in training (primary alone)", "cv", first_seed(alone_scores))
-        extra = 3 if cfg.validation_copies == 1 else 1
-        n = len(runner.specialists)
-        variants = [("alone", f"validation columns x{extra} (primary alone)", False, False, extra),
-                    ("swarm", f"validation columns x{extra} (swarm, honest fusion)", True, True, extra),
-                    ("dishonest", f"+ {n} specialists, fusion learnt on every column (also their own training ones)",
-                     True, False, cfg.validation_copies)]
-        for key, step, fused, honest, copies in variants:
-            got = []
-            for k, (train_ex, test_ex) in enumerate(cv_folds(base, val, folds, copies)):
-                model = runner.fit(f"cv-ablation-{key}-x{copies}-f{k}", train_ex, cfg.seed + k, fused=fused,
-                                   honest=honest)
-                got.append(runner.score(model, test_ex))
-            record(step, "cv", _summary(got, hard))
-        record(f"+ {n} specialists, fusion learnt only on columns they never saw (the swarm)", "cv",
-               first_seed(swarm_scores))
 
-    # The released swarm: every labelled split, the swarm's recipe, through the one release path (`swarm release`)
-    # with the specialists trained above (they record their tables: the primary trusts them on validation's).
+def _cv_ablation(cfg: AccuracyConfig, d: _Setup, folds: Sequence[Sequence[int]], runs: Sequence[FoldRun],
+                 alone_scores: Sequence[Scores], swarm_scores: Sequence[Scores], hard: Sequence[str]) -> list[dict]:
+    """CV rows, first seed: what the validation tables, their weight and honest fusion each bring."""
+    def first_seed(scores: Sequence[Scores]) -> dict:
+        return _summary([s for r, s in zip(runs, scores, strict=True) if r.seed == 0], hard)
+
+    rows = [_ablation_row("+ validation tables of the other folds in training (primary alone)", "cv",
+                          first_seed(alone_scores))]
+    extra = 3 if cfg.validation_copies == 1 else 1
+    n = len(d.runner.specialists)
+    variants = [("alone", f"validation columns x{extra} (primary alone)", False, False, extra),
+                ("swarm", f"validation columns x{extra} (swarm, honest fusion)", True, True, extra),
+                ("dishonest", f"+ {n} specialists, fusion learnt on every column (also their own training ones)",
+                 True, False, cfg.validation_copies)]
+    for key, step, fused, honest, copies in variants:
+        got = []
+        for k, (train_ex, test_ex) in enumerate(cv_folds(d.base, d.val, folds, copies)):
+            model = d.runner.fit(f"cv-ablation-{key}-x{copies}-f{k}", train_ex, cfg.seed + k, fused=fused,
+                                 honest=honest)
+            got.append(d.runner.score(model, test_ex))
+        rows.append(_ablation_row(step, "cv", _summary(got, hard)))
+    rows.append(_ablation_row(f"+ {n} specialists, fusion learnt only on columns they never saw (the swarm)", "cv",
+                              first_seed(swarm_scores)))
+    return rows
+
+
+def _release(cfg: AccuracyConfig, d: _Setup) -> Path:
+    """The released swarm: every labelled split, the swarm's recipe, through the one release path (`swarm release`)
+    with the specialists trained above (they record their tables: the primary trusts them on validation's); its
+    primary's directory."""
     from swarm.trainer.release import ReleaseConfig, build_release
 
     release = build_release(ReleaseConfig(
         data=cfg.data, run_dir=cfg.run_dir / "released", model=cfg.model, steps=cfg.steps,
-        batch_size=cfg.batch_size, splits=[s.name for s in train_splits] + [validation.name], policy_share=0.0,
+        batch_size=cfg.batch_size, splits=[s.name for s in d.train_splits] + [d.validation.name], policy_share=0.0,
         thinned_copies=cfg.thinned_copies, seed=cfg.seed, device=cfg.device,
-        specialist_dirs=[cfg.run_dir / "specialists" / s.name for s in runner.specialists]))
-    model_dir = Path(release["primary"])
+        specialist_dirs=[cfg.run_dir / "specialists" / s.name for s in d.runner.specialists]))
+    return Path(release["primary"])
+
+
+def _trained_on(cfg: AccuracyConfig, n_base: int) -> dict[str, str]:
+    """The report's `trained_on`: what each protocol's models were trained on."""
+    times = "" if cfg.validation_copies == 1 else f" (each {cfg.validation_copies} times)"
+    return {
+        "cv": f"training + training_columns ({n_base} examples with thinned copies) + the validation "
+              f"tables of the other folds{times}; scored on the held-out fold",
+        "holdout": "training + training_columns; scored on all of validation",
+        "specialists": "training + training_columns, per domain",
+        "fusion": "belief weights and state fusion learnt only on columns the specialists were not trained on "
+                  "(the validation tables in training); elsewhere the primary trains alone",
+        "released": f"training + training_columns + validation{times}",
+    }
+
+
+def _write_metrics(cfg: AccuracyConfig, pooled_swarm: Scores, cv: dict, model_dir: Path) -> None:
+    """metrics.json: the released swarm, in `swarm eval --json`'s format, with the CV estimate of its scores."""
+    reports.write_json(cfg.reports_dir / "metrics.json", pooled_swarm.to_dict() | {
+        "micro_f1": cv["swarm"]["micro_f1"], "macro_f1": cv["swarm"]["macro_f1"], "model": cfg.model,
+        "split": f"validation, grouped {cfg.folds}-fold CV x {cfg.seeds} seed(s) (per_class: all runs pooled); the "
+                 "released checkpoint itself was trained on it", "checkpoint": str(model_dir)})
+
+
+def run_accuracy(cfg: AccuracyConfig) -> dict:
+    started = time.time()
+    d = _prepare(cfg)
+    ablation: list[dict] = []
+    hard: list[str] = []
+    if cfg.ablation:
+        ablation, hard = _holdout_ladder(cfg, d)
+
+    # Grouped K-fold CV over the validation tables (the reported estimate), repeated per seed.
+    folds = grouped_folds(d.val, cfg.folds, cfg.seed)
+    splits = cv_folds(d.base, d.val, folds, cfg.validation_copies)
+    runs = [_fold_run(cfg, d, s, k, train_ex, test_ex)
+            for s in range(cfg.seeds) for k, (train_ex, test_ex) in enumerate(splits)]
+    if not hard:
+        hard = hard_classes(_pooled(runs, "alone").per_class)
+    cv, alone_scores, swarm_scores = _cv_summary(runs, hard, d.controls)
+    help_summary: list[dict] = []
+    if cfg.singles:
+        cv.update(single_rows(runs, hard))
+        help_summary = _help_summary(runs)
+    if cfg.ablation:
+        ablation += _cv_ablation(cfg, d, folds, runs, alone_scores, swarm_scores, hard)
+    model_dir = _release(cfg, d)
 
     pooled_alone, pooled_swarm = _pooled(runs, "alone"), _pooled(runs, "swarm")
     gold = [g for r in runs for g in r.gold]
-    times = "" if cfg.validation_copies == 1 else f" (each {cfg.validation_copies} times)"
     result = {
         "model": cfg.model, "folds": cfg.folds, "seeds": cfg.seeds, "steps": cfg.steps,
-        "specialists": {sp.name: list(sp.model.backbone.knowledge) for sp in runner.specialists},
+        "specialists": {sp.name: list(sp.model.backbone.knowledge) for sp in d.runner.specialists},
         "validation_copies": cfg.validation_copies,
-        "trained_on": {
-            "cv": f"training + training_columns ({len(base)} examples with thinned copies) + the validation "
-                  f"tables of the other folds{times}; scored on the held-out fold",
-            "holdout": "training + training_columns; scored on all of validation",
-            "specialists": "training + training_columns, per domain",
-            "fusion": "belief weights and state fusion learnt only on columns the specialists were not trained on "
-                      "(the validation tables in training); elsewhere the primary trains alone",
-            "released": f"training + training_columns + validation{times}",
-        },
+        "trained_on": _trained_on(cfg, len(d.base)),
         "cv": cv,
         "per_class_f1": {label: {"primary_alone": pooled_alone.per_class.get(label),
                                  "swarm": pooled_swarm.per_class.get(label)} for label in sorted(set(gold))},
@@ -375,11 +445,7 @@ def run_accuracy(cfg: AccuracyConfig) -> dict:
         "seconds": round(time.time() - started, 1),
     }
     write_accuracy_reports(result, cfg.reports_dir)
-    # metrics.json: the released swarm, in `swarm eval --json`'s format, with the CV estimate of its scores.
-    reports.write_json(cfg.reports_dir / "metrics.json", pooled_swarm.to_dict() | {
-        "micro_f1": cv["swarm"]["micro_f1"], "macro_f1": cv["swarm"]["macro_f1"], "model": cfg.model,
-        "split": f"validation, grouped {cfg.folds}-fold CV x {cfg.seeds} seed(s) (per_class: all runs pooled); the "
-                 "released checkpoint itself was trained on it", "checkpoint": str(model_dir)})
+    _write_metrics(cfg, pooled_swarm, cv, model_dir)
     return result
 
 

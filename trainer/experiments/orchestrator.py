@@ -20,7 +20,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -250,8 +250,22 @@ def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | Non
     return statistics.fmean(present), spread(present)
 
 
-def run_orchestrator(cfg: OrchestratorConfig) -> dict:
-    started = time.time()
+@dataclass
+class _Setup:
+    """The orchestrator experiment's data: the runner with the frozen specialists, the examples and the folds."""
+
+    runner: ExperimentRunner
+    base: list[ColumnExample]  # training + training_columns, with thinned copies
+    val: list[ColumnExample]
+    names: list[str]  # the specialists, in the runner's order
+    table_folds: list[list[int]]  # validation example indices per fold
+    splits: list[tuple[list[ColumnExample], list[ColumnExample]]]  # (training, held-out) examples per fold
+    folds: list[list[int]]  # validation table ids per fold
+    variants: dict[str, dict[str, Any]]  # the PARL ablations fitted beside PARL
+
+
+def _prepare(cfg: OrchestratorConfig) -> _Setup:
+    """Loads the labelled splits, trains the specialists and cuts the validation tables into grouped folds."""
     labels = load_labels()
     train_splits, validation = labelled_splits(cfg.data)
     acc_cfg = AccuracyConfig(data=cfg.data, run_dir=cfg.run_dir, model=cfg.model, steps=cfg.steps,
@@ -272,35 +286,56 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
     table_ids = {name: i for i, name in enumerate(dict.fromkeys(e.table for e in val))}
     folds = [sorted({table_ids[val[i].table] for i in fold}) for fold in table_folds]
     variants = ABLATIONS if cfg.ablations else {"parl_wide_only": ABLATIONS["parl_wide_only"]}
+    return _Setup(runner, base, val, names, table_folds, splits, folds, variants)
 
-    per_seed: dict[str, list[dict]] = {}
-    robustness: list[dict] = []
-    curves_by_seed, signals_by_seed, subsets, oracles, transfers, helps = [], [], [], [], [], []
-    primary_alone_hard: list[str] = []
-    for seed in range(cfg.seeds):
-        primaries = [runner.fit(f"seed{seed}-f{k}-robust", train_ex, seed, fused=True, agent_dropout=True,
-                                honest=True) for k, (train_ex, _) in enumerate(splits)]
-        out = pooled_outcomes(runner, primaries, val, table_folds)
-        features = [column_features(model, val) for model in primaries]
-        subsets.append(subset_curve(out))
-        helps.append(specialist_help(out))
-        caches = runner.states([e.text for e in val], runner.specialists)
-        transfers.append(deep_transfer(primaries, val, table_folds,
-                                       {s.name: c for s, c in zip(runner.specialists, caches, strict=True)},
-                                       runner.specialists))
-        if seed == 0:
-            alone = routing_metrics(out, torch.zeros((len(out.table), out.n), dtype=torch.bool), [])
-            primary_alone_hard = hard_classes(alone["per_class"])
-        oracles.append(routing_metrics(out, oracle_routing(out), primary_alone_hard))
-        pooled, curves, signals = run_policies(out, primaries[0], folds, cfg, seed, variants, features)
-        signals["easy"] = easy_table_gains(out, pooled, signals["formula"])
-        for name, plan in pooled.items():
-            per_seed.setdefault(name, []).append(plan.metrics(out, primary_alone_hard))
-        curves_by_seed.append(curves)
-        signals_by_seed.append(signals)
-        if cfg.robustness:
-            robustness.append(_robustness(runner, primaries[0], *splits[0], seed, names))
 
+@dataclass
+class _Seeds:
+    """What each seed adds, in seed order; `hard`: the primary alone's hard classes on seed 0's outcomes, on which
+    every seed's rows are scored."""
+
+    per_seed: dict[str, list[dict]] = field(default_factory=dict)  # per policy, its metrics per seed
+    robustness: list[dict] = field(default_factory=list)
+    curves: list[list] = field(default_factory=list)
+    signals: list[dict] = field(default_factory=list)
+    subsets: list[dict] = field(default_factory=list)
+    oracles: list[dict] = field(default_factory=list)
+    transfers: list[dict[str, float]] = field(default_factory=list)
+    helps: list[list[dict]] = field(default_factory=list)
+    hard: list[str] = field(default_factory=list)
+
+
+def _run_seed(cfg: OrchestratorConfig, s: _Setup, seeds: _Seeds, seed: int) -> Outcomes:
+    """One seed: its robust primary per fold, their pooled out-of-sample outcomes, and every policy played on them;
+    adds the seed's rows to `seeds` and returns its outcomes."""
+    runner, val = s.runner, s.val
+    primaries = [runner.fit(f"seed{seed}-f{k}-robust", train_ex, seed, fused=True, agent_dropout=True,
+                            honest=True) for k, (train_ex, _) in enumerate(s.splits)]
+    out = pooled_outcomes(runner, primaries, val, s.table_folds)
+    features = [column_features(model, val) for model in primaries]
+    seeds.subsets.append(subset_curve(out))
+    seeds.helps.append(specialist_help(out))
+    caches = runner.states([e.text for e in val], runner.specialists)
+    seeds.transfers.append(deep_transfer(primaries, val, s.table_folds,
+                                         {sp.name: c for sp, c in zip(runner.specialists, caches, strict=True)},
+                                         runner.specialists))
+    if seed == 0:
+        alone = routing_metrics(out, torch.zeros((len(out.table), out.n), dtype=torch.bool), [])
+        seeds.hard = hard_classes(alone["per_class"])
+    seeds.oracles.append(routing_metrics(out, oracle_routing(out), seeds.hard))
+    pooled, curves, signals = run_policies(out, primaries[0], s.folds, cfg, seed, s.variants, features)
+    signals["easy"] = easy_table_gains(out, pooled, signals["formula"])
+    for name, plan in pooled.items():
+        seeds.per_seed.setdefault(name, []).append(plan.metrics(out, seeds.hard))
+    seeds.curves.append(curves)
+    seeds.signals.append(signals)
+    if cfg.robustness:
+        seeds.robustness.append(_robustness(runner, primaries[0], *s.splits[0], seed, s.names))
+    return out
+
+
+def _policy_rows(per_seed: dict[str, list[dict]]) -> list[dict]:
+    """Per policy: each metric's mean and spread over seeds, and its micro-F1 per seed."""
     policies = []
     for name, runs in per_seed.items():
         row: dict[str, Any] = {"name": name}
@@ -309,28 +344,43 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
             row[key], row[f"{key}_std"] = _mean_std([r[key] for r in runs])
         row["per_seed_micro_f1"] = [r["micro_f1"] for r in runs]
         policies.append(row)
-    criteria = _criteria(subsets, signals_by_seed, per_seed, oracles)
+    return policies
 
-    # The released orchestrator: a robust primary on every labelled split (honest fusion on the validation tables)
-    # and a policy trained on the last seed's out-of-sample outcomes of all validation tables, reading the released
-    # primary's own features; served by `swarm up --checkpoint runs/orchestrator/released/model`.
-    robust = runner.fit("released-robust", [*base, *val], cfg.seeds - 1, fused=True, agent_dropout=True,
-                        honest=True)
+
+def _release(cfg: OrchestratorConfig, s: _Setup, out: Outcomes) -> Path:
+    """The released orchestrator: a robust primary on every labelled split (honest fusion on the validation tables)
+    and a policy trained on the last seed's out-of-sample outcomes `out` of all validation tables, reading the
+    released primary's own features; served by `swarm up --checkpoint runs/orchestrator/released/model`. Returns
+    its directory."""
+    robust = s.runner.fit("released-robust", [*s.base, *s.val], cfg.seeds - 1, fused=True, agent_dropout=True,
+                          honest=True)
     released = cfg.run_dir / "released" / "model"
     save_weights(released, robust, PrimaryManifest.of(robust.meta(), released,
-                                                      [cfg.run_dir / "specialists" / n for n in names],
+                                                      [cfg.run_dir / "specialists" / n for n in s.names],
                                                       agent_dropout=True, honest_fusion=True))
     final_cfg = cfg.parl.model_copy(update={"seed": 0})
-    final = replace(out, features=column_features(robust, val))
+    final = replace(out, features=column_features(robust, s.val))
     policy = _policy(final, robust, final_cfg)
     train_parl(policy, final, final_cfg, desc="PARL released")
     policy.save(released / "orchestrator", primary_fingerprint(robust),
                 {"trained_on": "validation (all tables; outcomes out of sample, from the CV's fold primaries)",
                  "parl": final_cfg.model_dump()})
+    return released
+
+
+def run_orchestrator(cfg: OrchestratorConfig) -> dict:
+    started = time.time()
+    s = _prepare(cfg)
+    seeds = _Seeds()
+    for seed in range(cfg.seeds):
+        out = _run_seed(cfg, s, seeds, seed)
+    policies = _policy_rows(seeds.per_seed)
+    criteria = _criteria(seeds.subsets, seeds.signals, seeds.per_seed, seeds.oracles)
+    released = _release(cfg, s, out)
 
     result = {
         "model": cfg.model, "seeds": cfg.seeds, "folds": cfg.folds, "steps": cfg.steps,
-        "specialists": names, "parl": cfg.parl.model_dump(),
+        "specialists": s.names, "parl": cfg.parl.model_dump(),
         "trained_on": {
             "specialists": "training + training_columns, per domain",
             "primary": "per fold: training + training_columns + the other folds' validation tables, honest fusion, "
@@ -340,14 +390,14 @@ def run_orchestrator(cfg: OrchestratorConfig) -> dict:
         },
         "policies": policies,
         "criteria": criteria,
-        "robustness": robustness,
-        "subset_sizes": subsets,
-        "hard_classes": primary_alone_hard,
-        "oracle_routing": {key: _mean_std([o[key] for o in oracles])[0]
+        "robustness": seeds.robustness,
+        "subset_sizes": seeds.subsets,
+        "hard_classes": seeds.hard,
+        "oracle_routing": {key: _mean_std([o[key] for o in seeds.oracles])[0]
                            for key in ("micro_f1", "macro_f1", "hard_class_f1", "calls_per_column")},
-        "deep_transfer": _transfer_summary(transfers),
-        "specialist_help": summarise_help(helps),
-        "parl_curves": [vars(step) for step in curves_by_seed[0]],
+        "deep_transfer": _transfer_summary(seeds.transfers),
+        "specialist_help": summarise_help(seeds.helps),
+        "parl_curves": [vars(step) for step in seeds.curves[0]],
         "checkpoint": str(released),
         "seconds": round(time.time() - started, 1),
     }
