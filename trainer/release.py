@@ -65,28 +65,36 @@ TRAIN_SPLITS = ("training", "training_columns")
 
 
 class ReleaseConfig(BaseModel):
-    """The released recipe. Defaults are the recipe `make demo` builds from the bundled data's training splits."""
+    """The released recipe. Defaults are the recipe `make demo` builds from the bundled data's training splits;
+    the descriptions are `swarm release`'s help."""
 
-    data: Path
-    run_dir: Path = Path("runs/release")
-    model: str = "tiny"  # backbone config of the primary and the specialists
-    splits: list[str] = list(TRAIN_SPLITS)  # labelled splits the swarm learns from (those present)
-    # Splits whose tables are the specialists' (expert tables); None: a hash share of the tables (fusion_share
-    # of them become fusion tables instead).
-    specialist_splits: list[str] | None = None
-    fusion_share: float = Field(0.3, ge=0, lt=1)
-    policy_share: float = Field(0.15, ge=0, lt=1)  # tables held out for the policy; 0: no policy
-    steps: int = Field(600, ge=1)  # optimizer steps of the primary
-    specialist_steps: int = Field(400, ge=1)
+    data: Path = Field(description="SOTAB-format dataset directory.")
+    run_dir: Path = Field(Path("runs/release"), description="Where the released swarm goes: specialists/, model/ "
+                          "(the primary, its policy in model/orchestrator/) and release.json.")
+    model: str = Field("tiny", description="Backbone config of the primary and the specialists: tiny, small or base.")
+    splits: list[str] = Field(list(TRAIN_SPLITS), description="A labelled split the swarm learns from (repeat; "
+                              "those present are used).")
+    specialist_splits: list[str] | None = Field(None, description="A split whose tables are the specialists' "
+                                                "(repeat); the other splits' tables are where the primary learns to "
+                                                "trust them. Default: a random share of all tables (--fusion-share).")
+    fusion_share: float = Field(0.3, ge=0, lt=1, description="Share of the tables the specialists never see, where "
+                                "the primary learns how far to trust them (without --specialist-split).")
+    policy_share: float = Field(0.15, ge=0, lt=1, description="Share of the tables held out from the primary for "
+                                "the orchestrator policy (0: no policy; every specialist reads every column).")
+    steps: int = Field(600, ge=1, description="Optimizer steps of the primary.")
+    specialist_steps: int = Field(400, ge=1, description="Optimizer steps of each specialist.")
     batch_size: int = Field(64, ge=1)
     thinned_copies: int = Field(1, ge=0)  # thinned-table copies of the primary's training columns
     seed: int = 0
     agent_dropout: bool | None = None  # None: on exactly when a policy is trained
-    fusion: str = FUSION_MODE  # how the primary fuses the specialists' states (model_server/choices.FUSION_MODES)
+    # one of model_server/choices.FUSION_MODES
+    fusion: str = Field(FUSION_MODE, description="How the primary fuses the specialists' states.")
     knowledge: bool = True  # trained specialists read their domain's knowledge sources (domains.yaml `knowledge:`)
-    max_specialists: int | None = Field(None, ge=0)  # use at most this many of the specialists (None: all)
+    max_specialists: int | None = Field(None, ge=0, description="Fuse at most this many of the specialists "
+                                        "(default: all; 0: the primary alone).")
     parl: ParlConfig = ParlConfig()
-    specialist_dirs: list[Path] = []  # given specialists (not trained)
+    specialist_dirs: list[Path] = Field([], description="Use this trained specialist instead of training them "
+                                        "(repeat).")
     endpoints: dict[str, str] = {}  # given specialist servers (not trained)
     device: str = DEVICE_AUTO
 

@@ -13,6 +13,8 @@ app = typer.Typer(help="Swarm: a specialist swarm for column type annotation (SO
 
 COMMAND_MODULES = (
     "swarm.trainer.commands.train_commands",
+    "swarm.trainer.commands.release_commands",
+    "swarm.trainer.commands.report_commands",
     "swarm.trainer.commands.serving_commands",
     "swarm.trainer.commands.bench",
     "swarm.operator.commands",

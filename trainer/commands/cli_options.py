@@ -1,12 +1,18 @@
-"""Options that several commands share, built from the one list of each choice (`swarm.model_server.choices`)."""
+"""What several commands share: options built from the one list of each choice (`swarm.model_server.choices`),
+the bundled dataset, specialist endpoints, the error exit and publishing metrics."""
 from __future__ import annotations
 
+import os
 from enum import StrEnum
+from pathlib import Path
 from typing import NoReturn
 
 import typer
 
 from swarm.model_server.choices import DEVICE_AUTO, DTYPE_NAMES, FUSION_MODES
+
+DEFAULT_DATA = Path("data/sotab-v2-sample")
+ENDPOINTS_ENV = "SWARM_SPECIALIST_ENDPOINTS"
 
 # mypy reads members only from a literal in the call (so members are looked up by name: DType["bfloat16"]).
 DType = StrEnum("DType", {name: name for name in DTYPE_NAMES})  # type: ignore[misc]
@@ -38,3 +44,26 @@ def use_devices(device: str, precision: Precision) -> str:
         fail(str(exc))
     set_compute_dtype(precision.value)
     return resolved
+
+
+def parse_endpoints(pairs: list[str]) -> dict[str, str]:
+    """`NAME=HOST:PORT` pairs (empty strings ignored) as a name -> address map."""
+    endpoints = {}
+    for pair in filter(None, (p.strip() for p in pairs)):
+        name, sep, address = pair.partition("=")
+        if not sep or not name or not address:
+            raise typer.BadParameter(f"{pair!r}: expected NAME=HOST:PORT", param_hint="--specialist")
+        endpoints[name] = address
+    return endpoints
+
+
+def endpoints_or_env(specialist: list[str]) -> dict[str, str]:
+    """The --specialist endpoints, else those of $SWARM_SPECIALIST_ENDPOINTS (comma-separated)."""
+    return parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
+
+
+def publish(metrics: dict[str, float | int]) -> None:
+    """Hand the metrics to the SwarmJob status when running in a trainer pod (a no-op elsewhere)."""
+    from swarm.trainer.commands.metrics_publisher import publish_metrics
+
+    publish_metrics(metrics)

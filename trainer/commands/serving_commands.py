@@ -13,17 +13,29 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import BaseModel, ConfigDict, Field
 
-from swarm.trainer.commands.cli_options import DEVICE_OPTION, PRECISION_OPTION, DType, Precision, fail, use_devices
-from swarm.trainer.commands.train_commands import ENDPOINTS_ENV, parse_endpoints, publish
+from swarm.trainer.commands.cli_options import (
+    DEVICE_OPTION,
+    ENDPOINTS_ENV,
+    PRECISION_OPTION,
+    DType,
+    Precision,
+    endpoints_or_env,
+    fail,
+    parse_endpoints,
+    publish,
+    use_devices,
+)
+from swarm.trainer.commands.config_options import Flag, config_options, field_option
 
 if TYPE_CHECKING:
     from swarm.model_server.serving.annotation_server import AnnotationLimits
+    from swarm.model_server.serving.annotator import TableAnnotator
     from swarm.model_server.serving.grpc_runtime import ServerSecurity
 
 DEFAULT_HOST = "127.0.0.1"
@@ -32,47 +44,6 @@ MIB = 1 << 20
 # server gets this share, the local specialists split the rest evenly.
 ANNOTATION_SHARE = 0.6
 DEFAULT_SWARM_BUDGET_FRACTION = 0.5  # of the machine's (or the pod's) memory, when --memory-budget-mb is not given
-
-# Options shared by serve-annotation and up.
-MEMORY_BUDGET_OPTION = typer.Option(
-    None, help="Memory budget in MiB of the tables being served at once (estimated: columns x tokens x states); with "
-    "local specialists, of the whole swarm (60% for the annotation server, the rest split among the specialists). "
-    "Default: half of the machine's (or the container's) memory.")
-MAX_REQUEST_MB_OPTION = typer.Option(2048.0, help="Largest estimated memory of one table, MiB (RESOURCE_EXHAUSTED "
-                                     "over it, saying how many columns per table fit).")
-MAX_CELLS_OPTION = typer.Option(200_000, help="Largest table accepted, in cells.")
-MAX_COLUMNS_OPTION = typer.Option(1024, help="Widest table accepted, in columns.")
-MAX_CONCURRENT_OPTION = typer.Option(4, help="Tables computed at once.")
-MAX_QUEUED_OPTION = typer.Option(8, help="Tables waiting for admission; more get RESOURCE_EXHAUSTED at once.")
-MAX_QUEUE_WAIT_OPTION = typer.Option(10.0, help="Longest wait for admission, seconds (then RESOURCE_EXHAUSTED).")
-MAX_STREAMS_OPTION = typer.Option(4, help="Concurrent AnnotateStream calls; more get RESOURCE_EXHAUSTED.")
-REQUEST_TIMEOUT_OPTION = typer.Option(300.0, help="Server-side deadline of one table, seconds (the client's own "
-                                      "deadline applies when earlier).")
-STREAM_IDLE_OPTION = typer.Option(30.0, help="Close an AnnotateStream that sends no table for this long, seconds.")
-TLS_DIR_OPTION = typer.Option(
-    None, envvar="SWARM_ANNOTATION_TLS_DIR", help="Serve the annotation API over TLS with DIR/tls.crt and "
-    "DIR/tls.key. Default: plaintext, which is only safe on loopback.")
-CLIENT_CA_OPTION = typer.Option(None, help="Require annotation clients to present certificates signed by this CA "
-                                "(mTLS; needs --tls-dir).")
-AUTH_TOKEN_OPTION = typer.Option(
-    None, envvar="SWARM_AUTH_TOKEN_FILE", help="Require `authorization: Bearer <token>` (the file's content) on "
-    "every annotation call (health excepted).")
-SPECIALIST_TLS_OPTION = typer.Option(
-    None, envvar="SWARM_TLS_DIR", help="mTLS with the specialists: DIR/tls.crt and tls.key identify this server, "
-    "DIR/ca.crt verifies them (local specialists serve with the same folder).")
-POLICY_OPTION = typer.Option(
-    None, help="Orchestrator policy directory (`swarm train --mode parl`); default: the primary's orchestrator/ "
-    "folder when it has one; `none`: every specialist reads every column.")
-SPAWN_BUDGET_OPTION = typer.Option(None, min=0, help="Most distinct specialists one table may use (wide and deep "
-                                   "together); default: all the primary fuses.")
-HEALTH_PORT_OPTION = typer.Option(None, envvar="SWARM_HEALTH_PORT", help="Also serve gRPC health alone, in "
-                                  "plaintext, on this port (for kubelet probes when the main port has TLS).")
-INSECURE_OPTION = typer.Option(False, "--insecure", help="Serve plaintext on a --host that is not loopback (refused "
-                               "without it): only on a network you trust.")
-REQUIRE_SPECIALISTS_OPTION = typer.Option(
-    False, "--require-specialists", help="Answer UNAVAILABLE (with a retry hint) instead of a degraded annotation "
-    "when a specialist routed columns delivers no states.")
-
 
 def refuse_exposed(host: str, has_tls: bool, insecure: bool, what: str, token: bool = False) -> None:
     """The CLI's error (exit 2) for serving `what` in plaintext on an address that is not loopback, unless
@@ -87,27 +58,58 @@ def refuse_exposed(host: str, has_tls: bool, insecure: bool, what: str, token: b
          "to serve plaintext anyway on a network you trust")
 
 
-@dataclass(frozen=True)
-class ServingSettings:
-    """What serve-annotation and up turn their options into."""
+class ServingSettings(BaseModel):
+    """The annotation server's settings: the options `serve-annotation` and `up` share, each field one option
+    (`config_options`: its default and description are the option's)."""
 
-    memory_budget_mb: float | None
-    max_request_mb: float
-    max_cells: int
-    max_columns: int
-    max_concurrent: int
-    max_queued: int
-    max_queue_wait_s: float
-    max_streams: int
-    request_timeout_s: float
-    stream_idle_s: float
-    tls_dir: Path | None
-    client_ca: Path | None
-    auth_token_file: Path | None
-    specialist_tls_dir: Path | None
-    host: str = DEFAULT_HOST
-    insecure: bool = False
-    require_specialists: bool = False
+    model_config = ConfigDict(frozen=True)
+
+    port: int = Field(50050, description="Port of the annotation API (0: any free port; see --ready-file).")
+    host: str = Field(DEFAULT_HOST, description="Interface of the annotation API (local specialists stay on "
+                      "loopback); 0.0.0.0 for all: then use --tls-dir and --auth-token-file or --client-ca (without "
+                      "TLS it refuses to start unless given --insecure).")
+    ready_file: Path | None = Field(None, description="Write the bound address here as JSON once serving.")
+    memory_budget_mb: float | None = Field(
+        None, description="Memory budget in MiB of the tables being served at once (estimated: columns x tokens x "
+        "states); with local specialists, of the whole swarm (60% for the annotation server, the rest split among "
+        "the specialists). Default: half of the machine's (or the container's) memory.")
+    max_request_mb: float = Field(2048.0, description="Largest estimated memory of one table, MiB (RESOURCE_EXHAUSTED "
+                                  "over it, saying how many columns per table fit).")
+    max_cells: int = Field(200_000, description="Largest table accepted, in cells.")
+    max_columns: int = Field(1024, description="Widest table accepted, in columns.")
+    max_concurrent: int = Field(4, description="Tables computed at once.")
+    max_queued: int = Field(8, description="Tables waiting for admission; more get RESOURCE_EXHAUSTED at once.")
+    max_queue_wait_s: float = Field(10.0, description="Longest wait for admission, seconds (then RESOURCE_EXHAUSTED).")
+    max_streams: int = Field(4, description="Concurrent AnnotateStream calls; more get RESOURCE_EXHAUSTED.")
+    request_timeout_s: float = Field(300.0, description="Server-side deadline of one table, seconds (the client's own "
+                                     "deadline applies when earlier).")
+    stream_idle_s: float = Field(30.0, description="Close an AnnotateStream that sends no table for this long, "
+                                 "seconds.")
+    tls_dir: Annotated[Path | None, Flag(envvar="SWARM_ANNOTATION_TLS_DIR")] = Field(
+        None, description="Serve the annotation API over TLS with DIR/tls.crt and DIR/tls.key. Default: plaintext, "
+        "which is only safe on loopback.")
+    client_ca: Path | None = Field(None, description="Require annotation clients to present certificates signed by "
+                                   "this CA (mTLS; needs --tls-dir).")
+    auth_token_file: Annotated[Path | None, Flag(envvar="SWARM_AUTH_TOKEN_FILE")] = Field(
+        None, description="Require `authorization: Bearer <token>` (the file's content) on every annotation call "
+        "(health excepted).")
+    specialist_tls_dir: Annotated[Path | None, Flag(envvar="SWARM_TLS_DIR")] = Field(
+        None, description="mTLS with the specialists: DIR/tls.crt and tls.key identify this server, DIR/ca.crt "
+        "verifies them (local specialists serve with the same folder).")
+    health_port: Annotated[int | None, Flag(envvar="SWARM_HEALTH_PORT")] = Field(
+        None, description="Also serve gRPC health alone, in plaintext, on this port (for kubelet probes when the main "
+        "port has TLS).")
+    policy: str | None = Field(
+        None, description="Orchestrator policy directory (`swarm train --mode parl`); default: the primary's "
+        "orchestrator/ folder when it has one; `none`: every specialist reads every column.")
+    spawn_budget: int | None = Field(None, ge=0, description="Most distinct specialists one table may use (wide and "
+                                     "deep together); default: all the primary fuses.")
+    insecure: Annotated[bool, Flag("--insecure")] = Field(
+        False, description="Serve plaintext on a --host that is not loopback (refused without it): only on a network "
+        "you trust.")
+    require_specialists: Annotated[bool, Flag("--require-specialists")] = Field(
+        False, description="Answer UNAVAILABLE (with a retry hint) instead of a degraded annotation when a specialist "
+        "routed columns delivers no states.")
 
     def budgets(self, local_specialists: int) -> tuple[int, int]:
         """(annotation server bytes, bytes per local specialist)."""
@@ -160,6 +162,13 @@ class ServingSettings:
             )
         except (OSError, ValueError) as exc:
             fail(str(exc))
+
+
+# Options that serve-specialist and annotate share with the annotation server.
+HEALTH_PORT_OPTION = field_option(ServingSettings, "health_port")
+INSECURE_OPTION = field_option(ServingSettings, "insecure")
+POLICY_OPTION = field_option(ServingSettings, "policy")
+SPAWN_BUDGET_OPTION = field_option(ServingSettings, "spawn_budget")
 
 
 def _logging() -> None:
@@ -247,10 +256,9 @@ def serve_specialist(
         fail(str(exc))
 
 
+@config_options("settings", ServingSettings)
 def serve_annotation(
-    port: int = typer.Option(50050, help="Port to listen on (0: any free port; see --ready-file)."),
-    host: str = typer.Option(DEFAULT_HOST, help="Interface to bind; 0.0.0.0 for all (then use --tls-dir and "
-                             "--auth-token-file or --client-ca)."),
+    *,
     specialist: list[str] = typer.Option(
         [],
         help="A running specialist server, NAME=HOST:PORT (repeat). Without any, local specialist "
@@ -269,78 +277,71 @@ def serve_annotation(
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
     grace_s: float = typer.Option(10.0, help="On SIGTERM, let in-flight requests finish for this long."),
-    ready_file: Path | None = typer.Option(None, help="Write the bound address here as JSON once serving."),
-    memory_budget_mb: float | None = MEMORY_BUDGET_OPTION,
-    max_request_mb: float = MAX_REQUEST_MB_OPTION,
-    max_cells: int = MAX_CELLS_OPTION,
-    max_columns: int = MAX_COLUMNS_OPTION,
-    max_concurrent: int = MAX_CONCURRENT_OPTION,
-    max_queued: int = MAX_QUEUED_OPTION,
-    max_queue_wait_s: float = MAX_QUEUE_WAIT_OPTION,
-    max_streams: int = MAX_STREAMS_OPTION,
-    request_timeout_s: float = REQUEST_TIMEOUT_OPTION,
-    stream_idle_s: float = STREAM_IDLE_OPTION,
-    tls_dir: Path | None = TLS_DIR_OPTION,
-    client_ca: Path | None = CLIENT_CA_OPTION,
-    auth_token_file: Path | None = AUTH_TOKEN_OPTION,
-    specialist_tls_dir: Path | None = SPECIALIST_TLS_OPTION,
-    health_port: int | None = HEALTH_PORT_OPTION,
-    policy: str | None = POLICY_OPTION,
-    spawn_budget: int | None = SPAWN_BUDGET_OPTION,
-    insecure: bool = INSECURE_OPTION,
-    require_specialists: bool = REQUIRE_SPECIALISTS_OPTION,
+    settings: ServingSettings,
 ) -> None:
     """Serve the annotation API (swarm.v1.AnnotationService): route (the primary's orchestrator policy when it has
     one), fan out to specialists, deepen ambiguous columns, fuse, label."""
     _logging()
     device = use_devices(device, dtype)
-    from swarm.model_server.model.specialist import domains
-    from swarm.model_server.serving.annotation_server import build_annotation_server
-    from swarm.model_server.serving.grpc_runtime import write_ready_file
-    from swarm.model_server.serving.launcher import default_annotator, start_local_swarm
-    from swarm.model_server.serving.specialist_client import SpecialistClient
-
-    settings = ServingSettings(memory_budget_mb, max_request_mb, max_cells, max_columns, max_concurrent, max_queued,
-                               max_queue_wait_s, max_streams, request_timeout_s, stream_idle_s, tls_dir, client_ca,
-                               auth_token_file, specialist_tls_dir, host=host, insecure=insecure,
-                               require_specialists=require_specialists)
     security = settings.security()
     addresses = parse_endpoints(specialist)
     if addresses:
-        try:
-            remote = default_annotator(list(addresses), config, primary_dir, device, policy, spawn_budget)
-        except (FileNotFoundError, ValueError) as exc:
-            fail(str(exc))
-        with SpecialistClient(addresses) as client:
-            server = build_annotation_server(remote, client, host, port, settings.limits(0), security,
-                                             health_port).start()
-            server.serve_until_signalled(grace_s, ready_file)
+        _serve_remote(addresses, settings, security, config, primary_dir, device, grace_s)
         return
+    from swarm.model_server.model.specialist import domains
+
     names = [n.strip() for n in local.split(",") if n.strip()] if local else list(domains())
-    annotator = None
-    if primary_dir is not None:
-        try:
-            annotator = default_annotator(names, config, primary_dir, device, policy, spawn_budget)
-        except (FileNotFoundError, ValueError) as exc:
-            fail(str(exc))
+    _serve_local(names, settings, security, config, checkpoint_dir, primary_dir, device, grace_s)
+
+
+def _annotator(names: list[str], config: str, primary_dir: Path | None, device: str,
+               settings: ServingSettings) -> TableAnnotator:
+    from swarm.model_server.serving.launcher import default_annotator
+
+    try:
+        return default_annotator(names, config, primary_dir, device, settings.policy, settings.spawn_budget)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+def _serve_remote(addresses: dict[str, str], settings: ServingSettings, security: ServerSecurity, config: str,
+                  primary_dir: Path | None, device: str, grace_s: float) -> None:
+    """The annotation API in front of running specialist servers."""
+    from swarm.model_server.serving.annotation_server import build_annotation_server
+    from swarm.model_server.serving.specialist_client import SpecialistClient
+
+    annotator = _annotator(list(addresses), config, primary_dir, device, settings)
+    with SpecialistClient(addresses) as client:
+        server = build_annotation_server(annotator, client, settings.host, settings.port, settings.limits(0),
+                                         security, settings.health_port).start()
+        server.serve_until_signalled(grace_s, settings.ready_file)
+
+
+def _serve_local(names: list[str], settings: ServingSettings, security: ServerSecurity, config: str,
+                 checkpoint_dir: Path | None, primary_dir: Path | None, device: str, grace_s: float) -> None:
+    """The annotation API with local specialist processes (untrained without checkpoints)."""
+    from swarm.model_server.serving.grpc_runtime import write_ready_file
+    from swarm.model_server.serving.launcher import start_local_swarm
+
+    annotator = _annotator(names, config, primary_dir, device, settings) if primary_dir is not None else None
     with start_local_swarm(
         names,
         annotator=annotator,
         config=config,
         checkpoint_dir=checkpoint_dir,
         primary_dir=primary_dir,
-        annotation_host=host,
-        annotation_port=port,
+        annotation_host=settings.host,
+        annotation_port=settings.port,
         device=device,
         limits=settings.limits(len(names)),
         server_args=settings.specialist_args(len(names)),
         security=security,
-        health_port=health_port,
+        health_port=settings.health_port,
     ) as swarm:
         typer.echo(f"specialists: {swarm.addresses}; annotation API on {swarm.annotation_address}")
         assert swarm.annotation is not None
-        if ready_file is not None:
-            write_ready_file(ready_file, swarm.annotation_address, specialists=swarm.addresses,
+        if settings.ready_file is not None:
+            write_ready_file(settings.ready_file, swarm.annotation_address, specialists=swarm.addresses,
                              health_address=swarm.annotation.health_address)
         swarm.annotation.serve_until_signalled(grace_s)
 
@@ -364,7 +365,6 @@ def annotate(
     column and complexity."""
     import csv
     import json
-    import os
 
     from swarm.trainer.commands.annotation_run import annotate_split
     from swarm.trainer.data.sotab import DataError
@@ -372,7 +372,7 @@ def annotate(
     from swarm.trainer.training.evaluate import pick_split
 
     device = use_devices(device, dtype)
-    endpoints = parse_endpoints(specialist or os.environ.get(ENDPOINTS_ENV, "").split(","))
+    endpoints = endpoints_or_env(specialist)
     try:
         target = pick_split(data, split)
         result = annotate_split(target, checkpoint, endpoints or None, device, policy, spawn_budget)
@@ -395,35 +395,14 @@ def annotate(
     typer.echo(json.dumps(summary, indent=2))
 
 
+@config_options("settings", ServingSettings)
 def up(
+    *,
     run_dir: Path = typer.Option(Path("runs/demo"), help="A released swarm (`swarm release` or `swarm demo` output: "
                                  "the primary in RUN_DIR/model, its specialists and policy)."),
-    port: int = typer.Option(50050, help="Annotation API port."),
-    host: str = typer.Option(DEFAULT_HOST, help="Interface of the annotation API (the specialists stay on loopback); "
-                             "0.0.0.0 for all: then use --tls-dir and --auth-token-file or --client-ca (without TLS "
-                             "it refuses to start unless given --insecure)."),
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
-    ready_file: Path | None = typer.Option(None, help="Write the bound address here as JSON once serving."),
-    memory_budget_mb: float | None = MEMORY_BUDGET_OPTION,
-    max_request_mb: float = MAX_REQUEST_MB_OPTION,
-    max_cells: int = MAX_CELLS_OPTION,
-    max_columns: int = MAX_COLUMNS_OPTION,
-    max_concurrent: int = MAX_CONCURRENT_OPTION,
-    max_queued: int = MAX_QUEUED_OPTION,
-    max_queue_wait_s: float = MAX_QUEUE_WAIT_OPTION,
-    max_streams: int = MAX_STREAMS_OPTION,
-    request_timeout_s: float = REQUEST_TIMEOUT_OPTION,
-    stream_idle_s: float = STREAM_IDLE_OPTION,
-    tls_dir: Path | None = TLS_DIR_OPTION,
-    client_ca: Path | None = CLIENT_CA_OPTION,
-    auth_token_file: Path | None = AUTH_TOKEN_OPTION,
-    specialist_tls_dir: Path | None = SPECIALIST_TLS_OPTION,
-    health_port: int | None = HEALTH_PORT_OPTION,
-    policy: str | None = POLICY_OPTION,
-    spawn_budget: int | None = SPAWN_BUDGET_OPTION,
-    insecure: bool = INSECURE_OPTION,
-    require_specialists: bool = REQUIRE_SPECIALISTS_OPTION,
+    settings: ServingSettings,
     torch_threads: int | None = typer.Option(
         None, min=1, help="CPU threads for torch in each process (the primary's and every specialist's). Default: "
         "the cores divided among the processes; where there is a core per process each is also pinned to its own."),
@@ -437,10 +416,6 @@ def up(
 
     _logging()
     device = use_devices(device, dtype)
-    settings = ServingSettings(memory_budget_mb, max_request_mb, max_cells, max_columns, max_concurrent, max_queued,
-                               max_queue_wait_s, max_streams, request_timeout_s, stream_idle_s, tls_dir, client_ca,
-                               auth_token_file, specialist_tls_dir, host=host, insecure=insecure,
-                               require_specialists=require_specialists)
     security = settings.security()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -450,18 +425,18 @@ def up(
 
     try:
         model_dir = served_primary(run_dir)
-        annotator = PrimaryAnnotator.load(model_dir, resolve_device(device), policy, spawn_budget)
+        annotator = PrimaryAnnotator.load(model_dir, resolve_device(device), settings.policy, settings.spawn_budget)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     from swarm.trainer.commands.annotation_run import served_swarm
 
     local = len(annotator.specialist_names)
-    with served_swarm(annotator, model_dir, None, device, host, port, settings.limits(local),
-                      settings.specialist_args(local), security, health_port, torch_threads) as server:
+    with served_swarm(annotator, model_dir, None, device, settings.host, settings.port, settings.limits(local),
+                      settings.specialist_args(local), security, settings.health_port, torch_threads) as server:
         from swarm.model_server.serving.grpc_runtime import write_ready_file
 
-        if ready_file is not None:
-            write_ready_file(ready_file, server.address, health_address=server.health_address)
+        if settings.ready_file is not None:
+            write_ready_file(settings.ready_file, server.address, health_address=server.health_address)
         typer.echo(f"swarm up: annotation API on {server.address} (Ctrl-C to stop)")
         stop.wait()
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 
 from swarm.model_server.model.manifest import PRIMARY_MANIFEST
@@ -36,9 +36,12 @@ HELD_OUT_SPLIT = "validation"
 
 
 class DemoConfig(BaseModel):
+    """`swarm demo`: the release to build (or reuse) and the held-out split it is scored on."""
+
     release: ReleaseConfig
-    split: str = HELD_OUT_SPLIT  # annotated through the served swarm; must not be one the release learnt from
-    reports_dir: Path = Path("reports")
+    # must not be one the release learnt from
+    split: str = Field(HELD_OUT_SPLIT, description="The split annotated through the served swarm (never trained on).")
+    reports_dir: Path = Field(Path("reports"), description="Where demo.json, demo.md and demo.png go.")
 
 
 def served_primary(run_dir: Path) -> Path:

@@ -44,14 +44,17 @@ SCRATCH, PRETRAINED = "scratch", "pre-trained"
 
 
 class FusionExperimentConfig(BaseModel):
-    data: Path
-    run_dir: Path = Path("runs/fusion")
+    """`swarm fusion-report` (the descriptions are its help)."""
+
+    data: Path = Field(description="SOTAB-format dataset directory.")
+    run_dir: Path = Field(Path("runs/fusion"), description="Specialists and primaries of the experiment.")
     reports_dir: Path = Path("reports")
-    model: str = "tiny"
-    synthetic_tables: int = Field(1500, ge=1)
-    pretrain_steps: int = Field(600, ge=1)
-    specialist_steps: int = Field(400, ge=1)
-    primary_steps: int = Field(400, ge=1)
+    model: str = Field("tiny", description="Backbone config.")
+    synthetic_tables: int = Field(1500, ge=1, description="Synthetic tables the pre-trained primaries learn from "
+                                  "first.")
+    pretrain_steps: int = Field(600, ge=1, description="Pre-training steps on the synthetic tables.")
+    specialist_steps: int = Field(400, ge=1, description="Optimizer steps of each specialist.")
+    primary_steps: int = Field(400, ge=1, description="Optimizer steps of each primary.")
     modes: tuple[str, ...] = FUSION_MODES
     sizes: tuple[int, ...] = (1, 3, 0)  # 0 means all specialists
     seed: int = 0  # synthetic tables, pre-training and specialists

@@ -35,24 +35,30 @@ from swarm.trainer.orchestration.env import Cost, Outcomes, column_rewards, rewa
 
 
 class ParlConfig(BaseModel):
-    iterations: int = Field(choices.PARL_ITERATIONS, ge=1)
+    """PARL training of an orchestrator policy (the descriptions are `swarm train --mode parl`'s help)."""
+
+    iterations: int = Field(choices.PARL_ITERATIONS, ge=1, description="Policy-gradient iterations.")
     group: int = Field(8, ge=2)
     lr: float = Field(1e-2, gt=0)
-    lambda1: float = Field(choices.PARL_LAMBDA, ge=0)  # r_parallel weight at the start
-    lambda2: float = Field(choices.PARL_LAMBDA, ge=0)  # r_finish weight at the start
-    anneal: float = Field(choices.PARL_ANNEAL, ge=0, le=1)  # share of iterations over which λ1, λ2 fall to 0; 0: never
+    lambda1: float = Field(choices.PARL_LAMBDA, ge=0, description="Initial weight of r_parallel (annealed to 0).")
+    lambda2: float = Field(choices.PARL_LAMBDA, ge=0, description="Initial weight of r_finish (annealed to 0).")
+    anneal: float = Field(choices.PARL_ANNEAL, ge=0, le=1, description="Share of the iterations over which λ1, λ2 "
+                          "fall to 0 (0: never).")
     # Prices (see model_server/choices.py): set a priori (a pass is worth 0.1% of a right label), not tuned on
     # held-out scores; `swarm orchestrator-report` also sweeps them.
-    beta_calls: float = Field(choices.PARL_BETA_CALLS, ge=0)
-    beta_steps: float = Field(choices.PARL_BETA_STEPS, ge=0)
-    beta_spawn: float = Field(choices.PARL_BETA_SPAWN, ge=0)
+    beta_calls: float = Field(choices.PARL_BETA_CALLS, ge=0, description="Price of a specialist pass on a column (in "
+                              "columns labelled right).")
+    beta_steps: float = Field(choices.PARL_BETA_STEPS, ge=0, description="Price of a critical step beyond the "
+                              "primary's.")
+    beta_spawn: float = Field(choices.PARL_BETA_SPAWN, ge=0, description="Price of spawning every specialist for a "
+                              "table (pro rata).")
     clip: float = Field(0.2, gt=0)
     epochs: int = Field(2, ge=1)
     entropy: float = Field(0.01, ge=0)
-    budget: int = Field(5, ge=0)  # spawn budget: distinct specialists a table may have active
+    budget: int = Field(5, ge=0, description="Spawn budget: most distinct specialists one table may have active.")
     spawn_steps: int = Field(0, ge=0)  # extra critical steps for a cold specialist's first call
     cold: list[str] = []  # specialists scaled to zero (the rest are warm): their first call costs spawn_steps
-    max_deep: int = Field(choices.PARL_MAX_DEEP, ge=0)
+    max_deep: int = Field(choices.PARL_MAX_DEEP, ge=0, description="Most deep steps per column.")
     hidden: int = Field(64, ge=4)
     weight_decay: float = Field(0.01, ge=0)
     # Dropout on the column features while training: with a few hundred labelled columns, the features alone let

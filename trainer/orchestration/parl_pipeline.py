@@ -16,7 +16,7 @@ from contextlib import closing
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from swarm.model_server.choices import DEVICE_AUTO
 from swarm.model_server.model.devices import resolve_device
@@ -32,9 +32,12 @@ from swarm.trainer.training.state_sources import cache_states
 
 
 class PolicyRunConfig(BaseModel):
-    checkpoint: Path
+    """`swarm train --mode parl`: which primary's policy is trained, on what, and where it goes."""
+
+    checkpoint: Path = Field(description="The trained (fused) primary directory.")
     data: Path
-    split: str | None = None
+    split: str | None = Field(None, description="The labelled split to learn from, one the primary did not train on "
+                              "(default: validation).")
     out: Path = Path("runs/parl/orchestrator")
     reports_dir: Path = Path("reports")
     parl: ParlConfig = ParlConfig()

@@ -12,6 +12,7 @@ import torch
 from pydantic import BaseModel, Field
 from torch import Tensor
 
+from swarm.model_server.choices import DEFAULT_MAX_SPECIALISTS
 from swarm.model_server.model.backbone import count_parameters, get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.manifest import PrimaryManifest
@@ -35,19 +36,24 @@ VALIDATION_SPLIT = "validation"
 
 
 class RunConfig(BaseModel):
-    data: Path
-    run_dir: Path = Path("runs/train")
-    reports_dir: Path | None = None  # default: run_dir (the committed reports/ belong to the report commands)
-    model: str = "small"
-    synthetic_tables: int = Field(0, ge=0)
-    synthetic_steps: int = Field(0, ge=0)
+    """`swarm train`: a primary, alone or fused with specialists (the descriptions are its help)."""
+
+    data: Path = Field(description="SOTAB-format dataset directory (training + validation splits).")
+    run_dir: Path = Field(Path("runs/train"), description="Checkpoints; the final model goes to RUN_DIR/model.")
+    reports_dir: Path | None = Field(None, description="Where metrics.json and the per-class report go (default: "
+                                     "RUN_DIR; the committed reports/ belong to the report commands).")
+    model: str = Field("small", description="Backbone config: tiny, small or base.")
+    synthetic_tables: int = Field(0, ge=0, description="Synthetic tables generated for pre-training (0: none).")
+    synthetic_steps: int = Field(0, ge=0, description="Pre-training steps on synthetic tables.")
     synthetic_seed: int = 7
     train: TrainConfig = TrainConfig()
-    fusion: str | None = None
-    max_specialists: int = Field(0, ge=0)
-    specialist_dirs: list[Path] = []
+    fusion: str | None = Field(None, description="Fuse specialist states with this mode.")
+    max_specialists: int = Field(DEFAULT_MAX_SPECIALISTS, ge=0, description="Use at most this many of the given "
+                                 "specialists (0: none).")
+    specialist_dirs: list[Path] = Field([], description="A trained specialist directory (repeat).")
     endpoints: dict[str, str] = {}
-    agent_dropout: bool = False  # fuse a random subset of the specialists per batch (a primary for the orchestrator)
+    agent_dropout: bool = Field(False, description="Fuse a random subset of the specialists per batch, so the "
+                                "primary annotates well with whatever subset an orchestrator picks.")
 
 
 def synthetic_split(run_dir: Path, n_tables: int, seed: int) -> Split:

@@ -28,18 +28,20 @@ from swarm.trainer.training import checkpoint
 
 
 class TrainConfig(BaseModel):
-    steps: int = Field(600, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    """One training run's optimisation (the descriptions are `swarm train`'s help)."""
+
+    steps: int = Field(600, ge=1, description="Optimizer steps on the real training columns.")
+    batch_size: int = Field(32, ge=1, description="Columns per batch.")
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate.")
     weight_decay: float = Field(0.01, ge=0)
     warmup: int = Field(30, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
-    ckpt_every: int = Field(100, ge=1)
+    ckpt_every: int = Field(100, ge=1, description="Checkpoint every N steps (and on SIGTERM/SIGINT).")
     seed: int = 0
     # auto: CUDA when this machine has a GPU, else the CPU (swarm.model_server.model.devices.resolve_device).
     device: str = DEVICE_AUTO
-    # Test hook: stop (as if killed) right after this step, without a final checkpoint.
-    stop_after: int | None = None
+    stop_after: int | None = Field(None, description="Test hook: stop (as if killed) right after this step, without "
+                                   "a final checkpoint.")
 
 
 @dataclass
