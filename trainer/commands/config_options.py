@@ -99,6 +99,23 @@ def field_option(config: type[BaseModel], name: str, flag: Flag | None = None) -
     return _option(config, name, _flag(config.model_fields[name], flag), "")[1]
 
 
+@dataclass(frozen=True)
+class DerivedOption:
+    """One option a command takes from a config field."""
+
+    config: type[BaseModel]
+    field: str
+    parameter: str  # the command's parameter (and Typer's name of the option)
+
+
+_DERIVED = "config_options"  # the attribute of a decorated command listing its DerivedOptions
+
+
+def derived_options(command: Callable[..., Any]) -> list[DerivedOption]:
+    """The options `config_options` derived for this command, from every config class it stacks."""
+    return list(getattr(command, _DERIVED, []))
+
+
 class ConfigArgs(Generic[C]):
     """What the command line gave for some fields of a config class; `build` adds the rest and validates."""
 
@@ -151,7 +168,7 @@ def config_options(into: str, config: type[C], fields: Sequence[str] | None = No
             raise TypeError(f"{command.__name__} has no parameter {into!r} for the {config.__name__} options")
         annotation = signature.parameters[into].annotation
         partial = get_origin(annotation) is ConfigArgs
-        if not partial and annotation is not config:
+        if not partial and not (isinstance(annotation, type) and issubclass(config, annotation)):
             raise TypeError(f"{command.__name__}({into}): annotate it {config.__name__} or ConfigArgs[...]")
         own: list[inspect.Parameter] = []
         for name in names:
@@ -175,6 +192,7 @@ def config_options(into: str, config: type[C], fields: Sequence[str] | None = No
         # Typer reads the options from the signature and the types from the annotations: both the new ones.
         run.__signature__ = signature.replace(parameters=merged)  # type: ignore[attr-defined]
         run.__annotations__ = {p.name: p.annotation for p in merged} | {"return": None}
+        run.__dict__[_DERIVED] = derived_options(command) + [DerivedOption(config, n, parameters[n]) for n in names]
         return run
 
     return decorate

@@ -4,13 +4,9 @@ Their options come from the experiments' config classes (`config_options`): defa
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
-from swarm.model_server import choices
 from swarm.trainer.commands.cli_options import (
-    DEFAULT_DATA,
     DEVICE_OPTION,
     PRECISION_OPTION,
     Precision,
@@ -18,7 +14,10 @@ from swarm.trainer.commands.cli_options import (
     use_devices,
 )
 from swarm.trainer.commands.config_options import DATA_FLAG, ConfigArgs, config_options, field_default
+from swarm.trainer.experiments.accuracy import AccuracyConfig
 from swarm.trainer.experiments.fusion import FusionExperimentConfig
+from swarm.trainer.experiments.orchestrator import OrchestratorConfig
+from swarm.trainer.orchestration.parl import ParlConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -53,36 +52,21 @@ def fusion_report(
     typer.echo(f"({result['seconds']:.0f} s)")
 
 
+@config_options("experiment", AccuracyConfig, (
+    "data", "run_dir", "reports_dir", "model", "steps", "specialist_steps", "folds", "seeds", "validation_copies",
+    "ablation", "knowledge", "controls", "singles"), flags={"data": DATA_FLAG})
 def accuracy_report(
-    data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset directory (training splits + validation)."),
-    run_dir: Path = typer.Option(Path("runs/accuracy"), help="Specialists, fold models and the released swarm."),
-    reports_dir: Path = typer.Option(Path("reports")),
-    model: str = typer.Option("tiny", help="Backbone config of primaries and specialists."),
-    steps: int = typer.Option(600, min=1, help="Optimizer steps per primary."),
-    specialist_steps: int = typer.Option(400, min=1),
-    folds: int = typer.Option(5, min=2, help="Grouped folds over the validation tables."),
-    seeds: int = typer.Option(3, min=1, help="The CV is repeated per seed (every fold re-trained)."),
-    validation_copies: int = typer.Option(1, min=1, help="Times each validation column of a fold's training set "
-                                                          "is repeated."),
-    ablation: bool = typer.Option(True, help="Also run the ablation rows (holdout ladder, CV variants)."),
-    knowledge: bool = typer.Option(True, help="The specialists read their domain's knowledge sources."),
-    controls: bool = typer.Option(True, help="Also the control rows: the primary reading every knowledge source "
-                                  "itself, and specialists without knowledge sources."),
-    singles: bool = typer.Option(True, help="Also each specialist alone (cv.single.<name>), specialist_help and "
-                                 "criterion (a), from one agent-dropout primary per run."),
+    *,
+    experiment: ConfigArgs[AccuracyConfig],
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Grouped K-fold CV of the primary alone and with its specialists, plus the ablation ladder:
     reports/accuracy.{json,md,png}; the released swarm (all labelled data) in RUN_DIR/released/model."""
     from swarm.trainer.data.sotab import DataError
-    from swarm.trainer.experiments.accuracy import AccuracyConfig, accuracy_markdown, run_accuracy
+    from swarm.trainer.experiments.accuracy import accuracy_markdown, run_accuracy
 
-    device = use_devices(device, dtype)
-    cfg = AccuracyConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model, steps=steps,
-                         specialist_steps=specialist_steps, folds=folds, seeds=seeds,
-                         validation_copies=validation_copies, ablation=ablation, knowledge=knowledge,
-                         controls=controls, singles=singles, device=device)
+    cfg = experiment.build(device=use_devices(device, dtype))
     try:
         result = run_accuracy(cfg)
     except (DataError, ValueError) as exc:
@@ -91,18 +75,14 @@ def accuracy_report(
     typer.echo(f"({result['seconds']:.0f} s)")
 
 
+@config_options("experiment", OrchestratorConfig, (
+    "data", "run_dir", "reports_dir", "model", "steps", "specialist_steps", "seeds", "folds", "robustness",
+    "ablations"), flags={"data": DATA_FLAG})
+@config_options("parl", ParlConfig, ("iterations",))
 def orchestrator_report(
-    data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset directory (training splits + validation)."),
-    run_dir: Path = typer.Option(Path("runs/orchestrator"), help="Specialists, primaries and the released policy."),
-    reports_dir: Path = typer.Option(Path("reports")),
-    model: str = typer.Option("tiny", help="Backbone config of primaries and specialists."),
-    steps: int = typer.Option(600, min=1, help="Optimizer steps per primary."),
-    specialist_steps: int = typer.Option(400, min=1),
-    seeds: int = typer.Option(3, min=1),
-    folds: int = typer.Option(3, min=2, help="Grouped folds over the validation tables (policies fit on K-1)."),
-    iterations: int = typer.Option(choices.PARL_ITERATIONS, min=1, help="PARL iterations per policy."),
-    robustness: bool = typer.Option(True, help="Also train primaries dedicated to one subset (robustness check)."),
-    ablations: bool = typer.Option(True, help="Also train the PARL ablations (no annealing, no r_parallel, ...)."),
+    *,
+    experiment: ConfigArgs[OrchestratorConfig],
+    parl: ConfigArgs[ParlConfig],
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
@@ -110,17 +90,12 @@ def orchestrator_report(
     supervised complexity head, PARL) and the design's success criteria: reports/orchestrator.{json,md,png}; the
     released primary + policy in RUN_DIR/released/model."""
     from swarm.trainer.data.sotab import DataError
-    from swarm.trainer.experiments.orchestrator import OrchestratorConfig, orchestrator_markdown, run_orchestrator
-    from swarm.trainer.orchestration.parl import ParlConfig
+    from swarm.trainer.experiments.orchestrator import orchestrator_markdown, run_orchestrator
 
-    device = use_devices(device, dtype)
-    cfg = OrchestratorConfig(data=data, run_dir=run_dir, reports_dir=reports_dir, model=model, steps=steps,
-                             specialist_steps=specialist_steps, seeds=seeds, folds=folds, robustness=robustness,
-                             ablations=ablations, device=device, parl=ParlConfig(iterations=iterations))
+    cfg = experiment.build(parl=parl.build(), device=use_devices(device, dtype))
     try:
         result = run_orchestrator(cfg)
     except (DataError, ValueError) as exc:
         fail(str(exc))
     typer.echo(orchestrator_markdown(result))
     typer.echo(f"({result['seconds']:.0f} s)")
-

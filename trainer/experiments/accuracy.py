@@ -49,29 +49,30 @@ FUSION = "gated"
 
 
 class AccuracyConfig(BaseModel):
-    data: Path
-    run_dir: Path = Path("runs/accuracy")
-    reports_dir: Path = Path("reports")
-    model: str = "tiny"
-    steps: int = Field(600, ge=1)
-    specialist_steps: int = Field(400, ge=1)
+    """`swarm accuracy-report` (the descriptions are its help)."""
+
+    data: Path = Field(description="SOTAB-format dataset directory (training splits + validation).")
+    run_dir: Path = Field(Path("runs/accuracy"), description="Specialists, fold models and the released swarm.")
+    reports_dir: Path = Field(Path("reports"), description="Where accuracy.json, accuracy.md and accuracy.png go.")
+    model: str = Field("tiny", description="Backbone config of primaries and specialists.")
+    steps: int = Field(600, ge=1, description="Optimizer steps per primary.")
+    specialist_steps: int = Field(400, ge=1, description="Optimizer steps of each specialist.")
     batch_size: int = Field(64, ge=1)
-    folds: int = Field(5, ge=2)
-    seeds: int = Field(3, ge=1)  # the CV is repeated per seed: every fold's models re-trained
-    # Per run, a primary trained with agent dropout answers with each specialist alone (`cv.single.<name>`,
-    # specialist_help, criterion (a)).
-    singles: bool = True
+    folds: int = Field(5, ge=2, description="Grouped folds over the validation tables.")
+    seeds: int = Field(3, ge=1, description="The CV is repeated per seed (every fold re-trained).")
+    singles: bool = Field(True, description="Also each specialist alone (cv.single.<name>), specialist_help and "
+                          "criterion (a), from one agent-dropout primary per run.")
     seed: int = 0
-    # Each validation column of a fold's training set appears this many times (the ablation also runs 3).
-    validation_copies: int = Field(1, ge=1)
+    # The ablation also runs 3.
+    validation_copies: int = Field(1, ge=1, description="Times each validation column of a fold's training set is "
+                                   "repeated.")
     thinned_copies: int = Field(1, ge=0)
     device: str = DEVICE_AUTO
-    ablation: bool = True
-    # The specialists read their domain's knowledge sources (model_server/domains.yaml `knowledge:`).
-    knowledge: bool = True
-    # Control rows over the same runs: the primary reading every knowledge source itself (no specialists), and the
-    # swarm whose specialists read no knowledge source.
-    controls: bool = True
+    ablation: bool = Field(True, description="Also run the ablation rows (holdout ladder, CV variants).")
+    # model_server/domains.yaml `knowledge:`
+    knowledge: bool = Field(True, description="The specialists read their domain's knowledge sources.")
+    controls: bool = Field(True, description="Also the control rows: the primary reading every knowledge source "
+                           "itself, and specialists without knowledge sources.")
 
 
 def grouped_folds(examples: Sequence[ColumnExample], k: int, seed: int) -> list[list[int]]:

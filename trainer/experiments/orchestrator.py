@@ -80,19 +80,22 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 
 
 class OrchestratorConfig(BaseModel):
-    data: Path
-    run_dir: Path = Path("runs/orchestrator")
-    reports_dir: Path = Path("reports")
-    model: str = "tiny"
-    steps: int = Field(600, ge=1)
-    specialist_steps: int = Field(400, ge=1)
+    """`swarm orchestrator-report` (the descriptions are its help)."""
+
+    data: Path = Field(description="SOTAB-format dataset directory (training splits + validation).")
+    run_dir: Path = Field(Path("runs/orchestrator"), description="Specialists, primaries and the released policy.")
+    reports_dir: Path = Field(Path("reports"), description="Where orchestrator.json, orchestrator.md and "
+                              "orchestrator.png go.")
+    model: str = Field("tiny", description="Backbone config of primaries and specialists.")
+    steps: int = Field(600, ge=1, description="Optimizer steps per primary.")
+    specialist_steps: int = Field(400, ge=1, description="Optimizer steps of each specialist.")
     batch_size: int = Field(64, ge=1)
-    seeds: int = Field(3, ge=1)
-    folds: int = Field(3, ge=2)
+    seeds: int = Field(3, ge=1, description="Seeds the experiment is repeated over (rows are mean ± std over them).")
+    folds: int = Field(3, ge=2, description="Grouped folds over the validation tables (policies fit on K-1).")
     thinned_copies: int = Field(1, ge=0)
     device: str = DEVICE_AUTO
-    robustness: bool = True
-    ablations: bool = True
+    robustness: bool = Field(True, description="Also train primaries dedicated to one subset (robustness check).")
+    ablations: bool = Field(True, description="Also train the PARL ablations (no annealing, no r_parallel, ...).")
     parl: ParlConfig = ParlConfig()
     # Other prices (β per call and per critical step, 2β for spawning) at which PARL and the threshold rule are
     # also fitted: the accuracy-cost curve of each, compared at equal calls.
