@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from swarm.model_server.serving.annotation_server import AnnotationLimits
     from swarm.model_server.serving.annotator import TableAnnotator
     from swarm.model_server.serving.grpc_runtime import ServerSecurity
+    from swarm.model_server.serving.specialist_server import ServerOptions
 
 DEFAULT_HOST = "127.0.0.1"
 MIB = 1 << 20
@@ -58,6 +59,15 @@ def refuse_exposed(host: str, has_tls: bool, insecure: bool, what: str, token: b
          "to serve plaintext anyway on a network you trust")
 
 
+# Fields both servers' settings have (Annotated: the type, the command line and the description, once).
+HealthPort = Annotated[int | None, Flag(envvar="SWARM_HEALTH_PORT"), Field(
+    description="Also serve gRPC health alone, in plaintext, on this port (for kubelet probes when the main port has "
+    "TLS).")]
+Insecure = Annotated[bool, Flag("--insecure"), Field(
+    description="Serve plaintext on a --host that is not loopback (refused without it): only on a network you trust.")]
+ReadyFile = Annotated[Path | None, Field(description="Write the bound address here as JSON once serving.")]
+
+
 class ServingSettings(BaseModel):
     """The annotation server's settings: the options `serve-annotation` and `up` share, each field one option
     (`config_options`: its default and description are the option's)."""
@@ -68,7 +78,7 @@ class ServingSettings(BaseModel):
     host: str = Field(DEFAULT_HOST, description="Interface of the annotation API (local specialists stay on "
                       "loopback); 0.0.0.0 for all: then use --tls-dir and --auth-token-file or --client-ca (without "
                       "TLS it refuses to start unless given --insecure).")
-    ready_file: Path | None = Field(None, description="Write the bound address here as JSON once serving.")
+    ready_file: ReadyFile = None
     memory_budget_mb: float | None = Field(
         None, description="Memory budget in MiB of the tables being served at once (estimated: columns x tokens x "
         "states); with local specialists, of the whole swarm (60% for the annotation server, the rest split among "
@@ -96,17 +106,13 @@ class ServingSettings(BaseModel):
     specialist_tls_dir: Annotated[Path | None, Flag(envvar="SWARM_TLS_DIR")] = Field(
         None, description="mTLS with the specialists: DIR/tls.crt and tls.key identify this server, DIR/ca.crt "
         "verifies them (local specialists serve with the same folder).")
-    health_port: Annotated[int | None, Flag(envvar="SWARM_HEALTH_PORT")] = Field(
-        None, description="Also serve gRPC health alone, in plaintext, on this port (for kubelet probes when the main "
-        "port has TLS).")
+    health_port: HealthPort = None
     policy: str | None = Field(
         None, description="Orchestrator policy directory (`swarm train --mode parl`); default: the primary's "
         "orchestrator/ folder when it has one; `none`: every specialist reads every column.")
     spawn_budget: int | None = Field(None, ge=0, description="Most distinct specialists one table may use (wide and "
                                      "deep together); default: all the primary fuses.")
-    insecure: Annotated[bool, Flag("--insecure")] = Field(
-        False, description="Serve plaintext on a --host that is not loopback (refused without it): only on a network "
-        "you trust.")
+    insecure: Insecure = False
     require_specialists: Annotated[bool, Flag("--require-specialists")] = Field(
         False, description="Answer UNAVAILABLE (with a retry hint) instead of a degraded annotation when a specialist "
         "routed columns delivers no states.")
@@ -164,9 +170,63 @@ class ServingSettings(BaseModel):
             fail(str(exc))
 
 
-# Options that serve-specialist and annotate share with the annotation server.
-HEALTH_PORT_OPTION = field_option(ServingSettings, "health_port")
-INSECURE_OPTION = field_option(ServingSettings, "insecure")
+class SpecialistSettings(BaseModel):
+    """A specialist server's settings: the options of `serve-specialist` (each field one option, see
+    `config_options`), turned into the server's ServerOptions."""
+
+    model_config = ConfigDict(frozen=True)
+
+    port: int = Field(50051, description="Port to listen on (0: any free port; see --ready-file).")
+    host: str = Field(DEFAULT_HOST, description="Interface to bind; 0.0.0.0 for all (mind the network).")
+    ready_file: ReadyFile = None
+    max_streams: int = Field(8, description="Concurrent streams; more get RESOURCE_EXHAUSTED.")
+    max_message_mb: float = Field(4.0, description="Largest gRPC message accepted or sent, MiB.")
+    chunk_kb: int = Field(3072, description="State bytes per streamed message, KiB (below the message limit, with "
+                          "room for the chunk's other fields).")
+    chunk_delay_s: Annotated[float, Flag(hidden=True)] = Field(0.0, description="Tests only: sleep between chunks.")
+    batch_columns: int = Field(64, description="Columns per forward pass (bounds activation memory).")
+    memory_budget_mb: float | None = Field(
+        None, description="Memory budget of the requests served at once, MiB (estimated: columns x tokens x "
+        "states). Default: a quarter of the machine's (or the container's) memory.")
+    max_request_mb: float = Field(1024.0, description="Largest estimated memory of one request, MiB.")
+    max_queue_wait_s: float = Field(10.0, description="Longest wait for memory, seconds (then RESOURCE_EXHAUSTED).")
+    request_timeout_s: float = Field(300.0, description="Server-side deadline of one stream, seconds.")
+    tls_dir: Annotated[Path | None, Flag(envvar="SWARM_TLS_DIR")] = Field(
+        None, description="Serve mTLS: DIR/tls.crt and tls.key, and callers must present certificates signed by "
+        "DIR/ca.crt. Default: plaintext, which is only safe on loopback.")
+    health_port: HealthPort = None
+    insecure: Insecure = False
+
+    def server_options(self, wire_dtype: str | None) -> ServerOptions:
+        """The server's options; the CLI's error for a chunk that leaves no room in a message, or unreadable TLS
+        files."""
+        from swarm.model_server.serving.grpc_runtime import MiB, mtls_server_security
+        from swarm.model_server.serving.specialist_server import ServerOptions
+
+        if (self.chunk_kb << 10) + (64 << 10) > self.max_message_mb * MiB:
+            fail(f"--chunk-kb {self.chunk_kb} leaves no room under --max-message-mb {self.max_message_mb:g} for the "
+                 "chunk's other fields (keep it 64 KiB below)")
+        try:
+            security = mtls_server_security(self.tls_dir) if self.tls_dir is not None else None
+        except (OSError, ValueError) as exc:
+            fail(str(exc))
+        return ServerOptions(
+            max_streams=self.max_streams,
+            max_message_bytes=int(self.max_message_mb * MiB),
+            chunk_bytes=self.chunk_kb << 10,
+            chunk_delay_s=self.chunk_delay_s,
+            wire_dtype=wire_dtype,
+            batch_columns=self.batch_columns,
+            memory_budget_bytes=int(self.memory_budget_mb * MiB) if self.memory_budget_mb else None,
+            max_request_bytes=int(self.max_request_mb * MiB),
+            max_queue_wait_s=self.max_queue_wait_s,
+            max_request_s=self.request_timeout_s,
+            security=security,
+            health_port=self.health_port,
+        )
+
+
+# Options that annotate shares with the annotation server.
 POLICY_OPTION = field_option(ServingSettings, "policy")
 SPAWN_BUDGET_OPTION = field_option(ServingSettings, "spawn_budget")
 
@@ -175,10 +235,10 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+@config_options("settings", SpecialistSettings)
 def serve_specialist(
+    *,
     specialist: str = typer.Option(..., help="Specialist (domain) name, e.g. temporal."),
-    port: int = typer.Option(50051, help="Port to listen on (0: any free port; see --ready-file)."),
-    host: str = typer.Option(DEFAULT_HOST, help="Interface to bind; 0.0.0.0 for all (mind the network)."),
     checkpoint_dir: Path | None = typer.Option(
         None,
         help="Folder holding <NAME>/ specialist directories (or one specialist directory). "
@@ -188,35 +248,18 @@ def serve_specialist(
     device: str = DEVICE_OPTION,
     dtype: DType = typer.Option(DType["float32"], help="Model dtype."),
     wire_dtype: DType | None = typer.Option(None, help="Send states in this dtype (bfloat16 halves the bytes)."),
-    max_streams: int = typer.Option(8, help="Concurrent streams; more get RESOURCE_EXHAUSTED."),
-    max_message_mb: float = typer.Option(4.0, help="Largest gRPC message accepted or sent, MiB."),
-    chunk_kb: int = typer.Option(3072, help="State bytes per streamed message, KiB (below the message limit, with "
-                                 "room for the chunk's other fields)."),
-    chunk_delay_s: float = typer.Option(0.0, hidden=True, help="Tests only: sleep between chunks."),
     torch_threads: int | None = typer.Option(None, help="CPU threads for torch (local swarms share the cores)."),
     cpus: str | None = typer.Option(None, help="Run on these cores only, e.g. 2,3 (a local swarm gives each "
                                     "specialist its own where there is a core per process)."),
     grace_s: float = typer.Option(10.0, help="On SIGTERM, let in-flight streams finish for this long."),
-    ready_file: Path | None = typer.Option(None, help="Write the bound address here as JSON once serving."),
-    batch_columns: int = typer.Option(64, help="Columns per forward pass (bounds activation memory)."),
-    memory_budget_mb: float | None = typer.Option(
-        None, help="Memory budget of the requests served at once, MiB (estimated: columns x tokens x states). "
-        "Default: a quarter of the machine's (or the container's) memory."),
-    max_request_mb: float = typer.Option(1024.0, help="Largest estimated memory of one request, MiB."),
-    max_queue_wait_s: float = typer.Option(10.0, help="Longest wait for memory, seconds (then RESOURCE_EXHAUSTED)."),
-    request_timeout_s: float = typer.Option(300.0, help="Server-side deadline of one stream, seconds."),
-    tls_dir: Path | None = typer.Option(
-        None, envvar="SWARM_TLS_DIR", help="Serve mTLS: DIR/tls.crt and tls.key, and callers must present "
-        "certificates signed by DIR/ca.crt. Default: plaintext, which is only safe on loopback."),
-    health_port: int | None = HEALTH_PORT_OPTION,
-    insecure: bool = INSECURE_OPTION,
+    settings: SpecialistSettings,
 ) -> None:
     """Serve one frozen specialist's per-layer states over gRPC (swarm.v1.SpecialistService)."""
     from swarm.model_server.serving.launcher import die_with_parent
 
     die_with_parent()  # first: a local swarm's specialist must not outlive it
     _logging()
-    refuse_exposed(host, tls_dir is not None, insecure, f"specialist {specialist!r}")
+    refuse_exposed(settings.host, settings.tls_dir is not None, settings.insecure, f"specialist {specialist!r}")
     if cpus:
         from swarm.model_server.serving.launcher import pin_to
 
@@ -225,33 +268,12 @@ def serve_specialist(
         except (ValueError, OSError) as exc:
             fail(f"--cpus {cpus!r}: {exc}")
     device = use_devices(device, Precision["auto"])
-    from swarm.model_server.serving.grpc_runtime import MiB, mtls_server_security
-    from swarm.model_server.serving.specialist_server import ServerOptions, serve
+    from swarm.model_server.serving.specialist_server import serve
 
-    if (chunk_kb << 10) + (64 << 10) > max_message_mb * MiB:
-        fail(f"--chunk-kb {chunk_kb} leaves no room under --max-message-mb {max_message_mb:g} for the chunk's other "
-             "fields (keep it 64 KiB below)")
+    options = settings.server_options(wire_dtype.value if wire_dtype else None)
     try:
-        security = mtls_server_security(tls_dir) if tls_dir is not None else None
-    except (OSError, ValueError) as exc:
-        fail(str(exc))
-    options = ServerOptions(
-        max_streams=max_streams,
-        max_message_bytes=int(max_message_mb * MiB),
-        chunk_bytes=chunk_kb << 10,
-        chunk_delay_s=chunk_delay_s,
-        wire_dtype=wire_dtype.value if wire_dtype else None,
-        batch_columns=batch_columns,
-        memory_budget_bytes=int(memory_budget_mb * MiB) if memory_budget_mb else None,
-        max_request_bytes=int(max_request_mb * MiB),
-        max_queue_wait_s=max_queue_wait_s,
-        max_request_s=request_timeout_s,
-        security=security,
-        health_port=health_port,
-    )
-    try:
-        serve(specialist, port, host, checkpoint_dir, config, dtype.value, device, options=options, grace_s=grace_s,
-              ready_file=ready_file, torch_threads=torch_threads)
+        serve(specialist, settings.port, settings.host, checkpoint_dir, config, dtype.value, device, options=options,
+              grace_s=grace_s, ready_file=settings.ready_file, torch_threads=torch_threads)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
 
