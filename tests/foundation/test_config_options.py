@@ -134,6 +134,8 @@ def test_misuse_is_refused_when_the_command_is_defined() -> None:
         config_options("cfg", Toy, ("steps",), flags={"steps": Flag(default=3)})(command)
     with pytest.raises(TypeError, match="no field"):
         config_options("cfg", Toy, ("nope",))
+    with pytest.raises(TypeError, match="not exposed"):
+        config_options("cfg", Toy, ("steps",), flags={"fast": Flag("--quick")})
     with pytest.raises(TypeError, match="annotate"):
         config_options("cfg", ReleaseConfig, ("steps",))(command)
 

@@ -60,7 +60,7 @@ def _parameter_name(field_name: str, flag: Flag) -> str:
     return flag.name.split("/")[0].lstrip("-").replace("-", "_")
 
 
-def option_text(field_name: str, flag: Flag) -> str:
+def _option_text(field_name: str, flag: Flag) -> str:
     """The flag as a user types it: `--spawn-budget` for ParlConfig.budget."""
     return flag.name.split("/")[0] if flag.name else "--" + field_name.replace("_", "-")
 
@@ -155,12 +155,14 @@ def config_options(into: str, config: type[C], fields: Sequence[str] | None = No
     must not collide."""
     names = list(config.model_fields) if fields is None else list(fields)
     given_flags = dict(flags or {})
-    unknown = (set(names) | set(given_flags)) - set(config.model_fields)
+    unknown = set(names) - set(config.model_fields)
     if unknown:
         raise TypeError(f"{config.__name__} has no field {', '.join(sorted(unknown))}")
+    if set(given_flags) - set(names):
+        raise TypeError(f"flags for fields not exposed: {', '.join(sorted(set(given_flags) - set(names)))}")
     field_flags = {n: _flag(config.model_fields[n], given_flags.get(n)) for n in names}
     parameters = {n: _parameter_name(n, field_flags[n]) for n in names}
-    texts = {n: option_text(n, field_flags[n]) for n in names}
+    texts = {n: _option_text(n, field_flags[n]) for n in names}
 
     def decorate(command: Command) -> Command:
         signature = inspect.signature(command, eval_str=True)
