@@ -200,6 +200,9 @@ def demand_condition(problems: list[str]) -> dict[str, Any]:
     )
 
 
+Group = list[tuple[str, int]]  # names and GPU bytes placed together, all or none (budget.place_protected)
+
+
 def plan(
     spec: SpecialistPoolSpec,
     gpus: list[budget.Gpu],
@@ -221,17 +224,52 @@ def plan(
     admits none of its specialists nor its trainer (earlier claims and the warm set keep theirs). Running claims
     are placed first, against the GPUs without the pool's reserve (`budget.place_protected`). A specialist's
     lastRequested is now for a granted job claim, the time of the demand for the annotation service's."""
-    sizes = {
-        s.name: budget.resident_bytes(
-            dtype=s.dtype, params=s.params, resident=s.resident_bytes, activation=s.activation_bytes
-        )
-        for s in spec.specialists
-    }
+    sizes = _resident_sizes(spec)
     ordered = sorted(claims, key=lambda c: (c.demand, c.created, c.job))
     # A job's claim naming a specialist the pool does not have claims nothing: the job stays Pending
     # (UnknownSpecialist), and its known specialists would be held up for nothing.
     # A running job keeps what it holds even when the spec no longer names some of it (the job is told: job.py).
     ordered = [c for c in ordered if c.demand or c.running or all(n in sizes for n in c.specialists)]
+    jobs = [c for c in ordered if not c.demand]
+    protected, groups = _groups(spec, ordered, jobs, sizes, previous, now)
+    wanted = {n for group in (*protected, *groups) for n, _ in group}
+    demand_requests = {n: requests for n in sizes} | {trainer_key(c.job): trainer_requests for c in jobs}
+    placement = budget.place_protected(
+        budget.usable(gpus, 0, taken, closed_too=True),
+        budget.usable(gpus, spec.memory_reserve_per_gpu, taken),
+        protected,
+        groups,
+        _running_on(gpus, previous, protected, jobs),
+        budget.limits_of(gpus, room or {}, demand_requests),
+    )
+    requested_by, last_requested = _requests(ordered, sizes, placement, previous, now)
+    rows = [
+        _status_row(s.name, spec, gpus, sizes, placement, wanted, requested_by, last_requested)
+        for s in spec.specialists
+    ]
+    return rows, placement
+
+
+def _resident_sizes(spec: SpecialistPoolSpec) -> dict[str, int]:
+    """Each specialist's resident GPU memory (budget.resident_bytes of its spec)."""
+    return {
+        s.name: budget.resident_bytes(
+            dtype=s.dtype, params=s.params, resident=s.resident_bytes, activation=s.activation_bytes
+        )
+        for s in spec.specialists
+    }
+
+
+def _groups(
+    spec: SpecialistPoolSpec,
+    ordered: list[Claim],
+    jobs: list[Claim],
+    sizes: Mapping[str, int],
+    previous: Mapping[str, Mapping[str, Any]],
+    now: datetime,
+) -> tuple[list[Group], list[Group]]:
+    """(protected, groups): the running jobs' groups, placed first without the reserve, and every other group in
+    placement order (warm set, pending jobs, demand, idle-kept specialists)."""
 
     def within_idle(name: str) -> bool:
         stamp = _safe_time(previous.get(name, {}).get("lastRequested"))
@@ -244,18 +282,23 @@ def plan(
     # A running job's specialists come first: a pool change (a new warm specialist, a larger reserve) must not
     # evict what a trainer pod is using.
     # A job's group is its specialists and its trainer: it is admitted only when both fit.
-    def job_group(claim: Claim) -> list[tuple[str, int]]:
+    def job_group(claim: Claim) -> Group:
         trainer = [(trainer_key(claim.job), claim.trainer_bytes)] if claim.trainer_bytes > 0 else []
         return [(n, sizes[n]) for n in claim.specialists if n in sizes] + trainer
 
-    jobs = [c for c in ordered if not c.demand]
     protected = [job_group(c) for c in jobs if c.running]
     groups = [[(w, sizes[w])] for w in spec.warm]
     groups += [job_group(c) for c in jobs if not c.running]
     groups += [[(n, sizes[n])] for c in ordered if c.demand for n in c.specialists if n in sizes]
     # Within its idle timeout a running specialist stays up, even one a denied claim names.
     groups += [[(s.name, sizes[s.name])] for s in spec.specialists if s.name not in spec.warm and within_idle(s.name)]
-    wanted = {n for group in (*protected, *groups) for n, _ in group}
+    return protected, groups
+
+
+def _running_on(
+    gpus: list[budget.Gpu], previous: Mapping[str, Mapping[str, Any]], protected: list[Group], jobs: list[Claim]
+) -> dict[str, int]:
+    """The GPU slot each running specialist (per its status row) and running trainer stays on, if it may."""
     running_on = {
         name: slot
         for name, row in previous.items()
@@ -268,16 +311,18 @@ def plan(
     for claim in jobs:
         if claim.trainer_gpu is not None and (slot := budget.slot_of(gpus, *claim.trainer_gpu)) is not None:
             running_on[trainer_key(claim.job)] = slot
-    demand_requests = {n: requests for n in sizes} | {trainer_key(c.job): trainer_requests for c in jobs}
-    placement = budget.place_protected(
-        budget.usable(gpus, 0, taken, closed_too=True),
-        budget.usable(gpus, spec.memory_reserve_per_gpu, taken),
-        protected,
-        groups,
-        running_on,
-        budget.limits_of(gpus, room or {}, demand_requests),
-    )
+    return running_on
 
+
+def _requests(
+    ordered: list[Claim],
+    sizes: Mapping[str, int],
+    placement: budget.Placement,
+    previous: Mapping[str, Mapping[str, Any]],
+    now: datetime,
+) -> tuple[dict[str, list[str]], dict[str, str | None]]:
+    """(requestedBy, lastRequested) per specialist: the claimants naming it, and when it was last requested by a
+    granted claim (never earlier than its previous row's)."""
     requested_by: dict[str, list[str]] = defaultdict(list)
     requested_at: dict[str, datetime] = {}  # a granted job claim: now; a demand: when it was made
     for claim in ordered:
@@ -299,30 +344,40 @@ def plan(
             last_requested[n] = now_iso(stamp)
         else:
             last_requested[n] = before
+    return requested_by, last_requested
 
-    rows = []
-    for s in spec.specialists:
-        admitted = s.name in placement.admitted
-        if admitted:
-            state = SpecialistState.Warm if s.name in spec.warm else SpecialistState.Active
-        elif s.name in wanted:
-            state = SpecialistState.OverBudget
-        else:
-            state = SpecialistState.Cold
-        row: dict[str, Any] = {
-            "name": s.name,
-            "state": state.value,
-            "replicas": int(admitted),
-            "residentBytes": sizes[s.name],
-            "requestedBy": requested_by.get(s.name, []),
-        }
-        if last_requested.get(s.name):
-            row["lastRequested"] = last_requested[s.name]
-        if admitted:
-            gpu = gpus[placement.admitted[s.name]]
-            row["node"], row["gpu"] = gpu.node, gpu.index
-        rows.append(row)
-    return rows, placement
+
+def _status_row(
+    name: str,
+    spec: SpecialistPoolSpec,
+    gpus: list[budget.Gpu],
+    sizes: Mapping[str, int],
+    placement: budget.Placement,
+    wanted: set[str],
+    requested_by: Mapping[str, list[str]],
+    last_requested: Mapping[str, str | None],
+) -> dict[str, Any]:
+    """The specialist's status row: its state, replicas, size, claimants, lastRequested and where it runs."""
+    admitted = name in placement.admitted
+    if admitted:
+        state = SpecialistState.Warm if name in spec.warm else SpecialistState.Active
+    elif name in wanted:
+        state = SpecialistState.OverBudget
+    else:
+        state = SpecialistState.Cold
+    row: dict[str, Any] = {
+        "name": name,
+        "state": state.value,
+        "replicas": int(admitted),
+        "residentBytes": sizes[name],
+        "requestedBy": requested_by.get(name, []),
+    }
+    if last_requested.get(name):
+        row["lastRequested"] = last_requested[name]
+    if admitted:
+        gpu = gpus[placement.admitted[name]]
+        row["node"], row["gpu"] = gpu.node, gpu.index
+    return row
 
 
 def parse_pool(pool: dict[str, Any]) -> tuple[SpecialistPoolSpec | None, str]:

@@ -463,6 +463,36 @@ class Supervisor:
             self._stopped.wait(5)
 
 
+def _start_specialists(
+    supervisor: Supervisor,
+    specialists: Sequence[str | Path],
+    checkpoint_dir: Path | None,
+    shares: list[list[int]] | None,
+    server_args: Sequence[str],
+    per_specialist_args: Mapping[str, Sequence[str]] | None,
+    common: list[str],
+) -> None:
+    """Start one server process per specialist (not awaiting them): its own arguments, then `common` (config,
+    threads, device), its CPU share (`shares[i + 1]`; the first is the primary's) and the extra options."""
+    for i, spec in enumerate(specialists):
+        name, args = _resolve(spec, checkpoint_dir)
+        if name in supervisor.specialists:
+            raise ValueError(f"specialist {name!r} given twice")
+        extra = [*server_args, *(per_specialist_args or {}).get(name, ())]
+        pinned = ["--cpus", ",".join(map(str, shares[i + 1]))] if shares else []
+        supervisor.start(name, [*args, *common, *pinned, *extra])
+
+
+def _build_annotator(annotator: TableAnnotator | AnnotatorFactory | None, names: list[str], config: str,
+                     primary_dir: Path | None, device: str) -> TableAnnotator:
+    """The annotator given, or the one a factory builds for `names`, or (None) the default_annotator."""
+    if annotator is None:
+        return default_annotator(names, config, primary_dir, device)
+    # An TableAnnotator may itself be callable (an nn.Module); a class or function is a factory.
+    is_factory = isinstance(annotator, type) or not hasattr(annotator, "annotate")
+    return cast(AnnotatorFactory, annotator)(names) if is_factory else cast(TableAnnotator, annotator)
+
+
 @contextlib.contextmanager
 def start_local_swarm(
     specialists: Sequence[str | Path],
@@ -509,16 +539,8 @@ def start_local_swarm(
     server: AnnotationServer | None = None
     threads_before = torch.get_num_threads()
     try:
-        for i, spec in enumerate(specialists):
-            name, args = _resolve(spec, checkpoint_dir)
-            if name in supervisor.specialists:
-                raise ValueError(f"specialist {name!r} given twice")
-            extra = [*server_args, *(per_specialist_args or {}).get(name, ())]
-            pinned = ["--cpus", ",".join(map(str, shares[i + 1]))] if shares else []
-            supervisor.start(
-                name,
-                [*args, "--config", config, "--torch-threads", str(threads), "--device", device, *pinned, *extra],
-            )
+        _start_specialists(supervisor, specialists, checkpoint_dir, shares, server_args, per_specialist_args,
+                           ["--config", config, "--torch-threads", str(threads), "--device", device])
         supervisor.await_ready(time.monotonic() + startup_timeout_s)
         procs = supervisor.specialists
         client = SpecialistClient({n: p.address for n, p in procs.items()}, retry=retry, tls=tls)
@@ -530,13 +552,7 @@ def start_local_swarm(
             torch.set_num_threads(threads)
             if shares:
                 pin_to(shares[0])
-            names = list(procs)
-            if annotator is None:
-                built = default_annotator(names, config, primary_dir, device)
-            else:
-                # An TableAnnotator may itself be callable (an nn.Module); a class or function is a factory.
-                is_factory = isinstance(annotator, type) or not hasattr(annotator, "annotate")
-                built = cast(AnnotatorFactory, annotator)(names) if is_factory else cast(TableAnnotator, annotator)
+            built = _build_annotator(annotator, list(procs), config, primary_dir, device)
             swarm.annotator = built
             server = build_annotation_server(built, client, annotation_host or host, annotation_port,
                                              limits, security, health_port).start()
