@@ -17,7 +17,7 @@ only; interpreter timings mean nothing) and times torch eager on CPU for referen
 to the float64 reference on the same inputs: max|got - want| / max|want|; any above ``MAX_REL_ERR`` makes the run
 exit 1. Writes ``bench_fusion.json`` and ``.md`` to ``--out-dir`` (default reports/).
 
-    .venv/bin/python bench/fusion.py [--device cuda|cpu] [--quick] [--agents 1,3,8] [--dtypes bf16,fp32]
+    .venv/bin/python -m swarm.bench.fusion [--device cuda|cpu] [--quick] [--agents 1,3,8] [--dtypes bf16,fp32]
         [--peak-tbps 3.35] [--out-dir reports]
 """
 
@@ -125,19 +125,19 @@ def peak_bandwidth(override: float | None = None) -> tuple[float | None, str]:
     return None, f"unknown for {name!r}: pass --peak-tbps"
 
 
-def make_inputs(shape: Shape, n: int, mode: str, device: str, dtype: torch.dtype):
+def make_inputs(shape: Shape, n: int, mode: str, device: str, dtype: torch.dtype
+                ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Per layer: states (N,B,H,K,V), coefficient (fp32), grad of the output; drawn on `device` (on CPU a GPU run
     would spend seconds drawing its gigabyte of fp32 states)."""
     g = torch.Generator(device=device).manual_seed(n)
-    kw = dict(generator=g, device=device)
     layers = []
     for _ in range(shape.n_layers):
-        s = torch.randn(n, shape.batch, shape.heads, shape.head_k, shape.head_v, **kw)
+        s = torch.randn(n, shape.batch, shape.heads, shape.head_k, shape.head_v, generator=g, device=device)
         if mode == "weighted_sum":
-            c = torch.softmax(torch.randn(shape.batch, shape.heads, n, **kw), dim=-1)
+            c = torch.softmax(torch.randn(shape.batch, shape.heads, n, generator=g, device=device), dim=-1)
         else:
-            c = torch.rand(n, shape.heads, shape.head_k, **kw)
-        d_out = torch.randn(shape.batch, shape.heads, shape.head_k, shape.head_v, **kw)
+            c = torch.rand(n, shape.heads, shape.head_k, generator=g, device=device)
+        d_out = torch.randn(shape.batch, shape.heads, shape.head_k, shape.head_v, generator=g, device=device)
         layers.append((s.to(device, dtype), c.to(device), d_out.to(device, dtype)))
     return layers
 
@@ -149,7 +149,7 @@ def implementations(mode: str, compiled: bool) -> dict[str, dict[str, Callable]]
     layout = tk.WEIGHTED if mode == "weighted_sum" else tk.GATED
     fwd_ref = ref.weighted_sum if mode == "weighted_sum" else ref.gated
     bwd_ref = ref.weighted_sum_backward if mode == "weighted_sum" else ref.gated_backward
-    impls = {
+    impls: dict[str, dict[str, Callable]] = {
         "triton": {
             "forward": lambda s, c, _d: tk.fuse_forward(s, c, layout),
             "backward": lambda s, c, d: tk.fuse_backward(s, c, d, layout),
@@ -217,7 +217,7 @@ def bench_cuda(shape: Shape, quick: bool, peak: float | None, agents=AGENTS, dty
                 for direction in DIRECTIONS:
                     want = _flat(run_layers(impls["eager"][direction], exact)[0])
                     moved = useful_bytes(shape, n, direction, dtype) + coef_bytes(shape, n, mode, direction)
-                    timed = []
+                    timed: list[tuple[Row, float]] = []
                     for impl, fns in impls.items():
                         fn = fns[direction]
                         err = rel_err(_flat(run_layers(fn, layers[:1])[0]), want)
@@ -229,14 +229,14 @@ def bench_cuda(shape: Shape, quick: bool, peak: float | None, agents=AGENTS, dty
                         )
                         gbps = moved / (ms * 1e-3) / 1e9
                         pct = 100 * gbps / (peak * 1e3) if peak else None
-                        timed.append(Row(mode, n, direction, impl, ms, gbps, pct, err, dtype=dtype_name))
-                    eager_ms = next(r.ms for r in timed if r.impl == "eager")
-                    for r in timed:
-                        r.speedup_vs_eager = eager_ms / r.ms
+                        timed.append((Row(mode, n, direction, impl, ms, gbps, pct, err, dtype=dtype_name), ms))
+                    eager_ms = next(ms for r, ms in timed if r.impl == "eager")
+                    for r, ms in timed:
+                        r.speedup_vs_eager = eager_ms / ms
                         line = f"{mode:13s} {dtype_name} N={n} {direction:8s} {r.impl:8s} {r.ms:8.3f} ms "
                         line += f"{r.gbps:8.1f} GB/s" + (f" {r.pct_peak:5.1f}% peak" if r.pct_peak is not None else "")
                         print(f"{line} {r.speedup_vs_eager:5.2f}x eager  rel err {r.rel_err:.2e}", flush=True)
-                    rows += timed
+                    rows += [r for r, _ in timed]
     return rows
 
 

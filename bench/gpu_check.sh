@@ -68,7 +68,7 @@ setup() {
     echo "installed into $SITE: $(ls "$SITE" | grep -c dist-info) wheels"
     # The package, importable without installing it: swarm is a namespace package (pyproject's package-dir).
     rm -rf "$PKG" && mkdir -p "$PKG/swarm/v1"
-    for part in model_server trainer operator client; do
+    for part in model_server trainer operator client bench; do
         ln -s "$ROOT/$part" "$PKG/swarm/$part"
     done
     cp "$ROOT"/proto/swarm/v1/*.py "$ROOT"/proto/swarm/v1/*.proto "$PKG/swarm/v1/"

@@ -7,7 +7,7 @@
 2. Annotation: p50/p99 latency and tables/s through the annotation API with 1, 3 and 8 local tiny specialist
    processes (real models, untrained).
 
-Run: `.venv/bin/python bench/grpc_states.py [--quick]`; writes reports/bench_grpc.json and .md.
+Run: `.venv/bin/python -m swarm.bench.grpc_states [--quick]`; writes reports/bench_grpc.json and .md.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import torch
 
+from swarm.client import Annotator, Table
 from swarm.model_server.serving.grpc_runtime import MiB, read_ready_file, wait_serving
 from swarm.model_server.serving.specialist_client import SpecialistClient
-from swarm.v1 import annotation_pb2 as apb
-from swarm.v1 import annotation_pb2_grpc as apb_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 32
@@ -42,7 +42,7 @@ MESSAGE_LIMIT = 64 * MiB
 def _spawn_server(workdir: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
     ready = workdir / f"ready-{time.monotonic_ns()}.json"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "synthetic_states.py"), "--ready-file", str(ready), *args],
+        [sys.executable, "-m", "swarm.bench.synthetic_states", "--ready-file", str(ready), *args],
         stderr=subprocess.DEVNULL,
     )
     while (address := read_ready_file(ready)) is None:
@@ -104,8 +104,7 @@ def _raw_server() -> None:
     """Child process: the raw-socket twin of the specialist server in benchmark mode. Per request (a 4-byte
     column count) it takes the same cached synthetic states and sends every layer as a small header plus the
     tensor's own bytes (`codec.tensor_bytes`, a view: no copy before the kernel's)."""
-    from synthetic_states import SyntheticStates  # bench/ is on sys.path when a bench script runs
-
+    from swarm.bench.synthetic_states import SyntheticStates
     from swarm.model_server.serving import codec
 
     source = SyntheticStates("temporal", "base", torch.bfloat16)
@@ -130,7 +129,7 @@ class RawSocketPeer:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--raw-server"], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", "swarm.bench.grpc_states", "--raw-server"], stdout=subprocess.PIPE, text=True
         )
         self.pid = self.proc.pid
         assert self.proc.stdout is not None
@@ -148,7 +147,7 @@ class RawSocketPeer:
                 int.from_bytes(header[i : i + 8], "little") for i in range(0, _RAW_HEADER, 8)
             )
             flat = torch.empty(nbytes // 2, dtype=torch.bfloat16)
-            view = memoryview(flat.view(torch.uint8).numpy())
+            view = flat.view(torch.uint8).numpy().data  # a writable memoryview of the tensor's bytes
             got = 0
             while got < nbytes:
                 n = self.conn.recv_into(view[got:])
@@ -164,10 +163,10 @@ class RawSocketPeer:
         self.proc.wait()
 
 
-def throughput(workdir: Path, repeats: int, chunk_kb: int) -> dict[str, object]:
+def throughput(workdir: Path, repeats: int, chunk_kb: int) -> dict[str, Any]:
     """gRPC and raw socket measured interleaved in the same run (alternating which goes first), so that the
     load from other processes on the machine hits both alike; wall time and CPU time (client + server)."""
-    peers = [GrpcPeer(workdir, chunk_kb), RawSocketPeer()]
+    peers: list[GrpcPeer | RawSocketPeer] = [GrpcPeer(workdir, chunk_kb), RawSocketPeer()]
     walls: dict[str, list[float]] = {p.name: [] for p in peers}
     cpus: dict[str, list[float]] = {p.name: [] for p in peers}
     client_cpus: dict[str, list[float]] = {p.name: [] for p in peers}
@@ -209,23 +208,12 @@ def throughput(workdir: Path, repeats: int, chunk_kb: int) -> dict[str, object]:
 
 
 def _annotator_factory() -> tuple[Callable[[list[str]], object], str]:
-    try:
-        from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
-    except ImportError:
-        # Until the primary annotator lands, the tests' mean-state annotator (a real tiny model) stands in.
-        import importlib.util
+    from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
 
-        spec = importlib.util.spec_from_file_location("grpc_test_support", ROOT / "tests/grpc/conftest.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.MeanStateAnnotator, "MeanStateAnnotator (tests/grpc/conftest.py)"
-    return (
-        lambda names: PrimaryAnnotator.untrained(names, config="tiny")
-    ), "PrimaryAnnotator.untrained(tiny)"
+    return (lambda names: PrimaryAnnotator.untrained(names, config="tiny")), "PrimaryAnnotator.untrained(tiny)"
 
 
-def _bench_table(i: int) -> apb.Table:
+def _bench_table(i: int) -> Table:
     rows = [
         [
             f"2021-0{1 + r % 9}-1{r % 10}",
@@ -238,7 +226,7 @@ def _bench_table(i: int) -> apb.Table:
         ]
         for r in range(33)
     ]  # SOTAB medians: 7 cols, 33 rows
-    return apb.Table(name=f"bench-{i}", rows=[apb.Row(cells=r) for r in rows])
+    return Table(rows, name=f"bench-{i}")
 
 
 def annotation_latency(
@@ -249,15 +237,19 @@ def annotation_latency(
 
     names = [*domains()][:n_specialists]
     names += [f"{d}@{k}" for k in range(1, 4) for d in domains()][: n_specialists - len(names)]
-    with start_local_swarm(names, annotator=factory) as swarm:  # type: ignore[arg-type]
-        stub = apb_grpc.AnnotationServiceStub(grpc.insecure_channel(swarm.annotation_address))
+    with (
+        start_local_swarm(names, annotator=factory) as swarm,  # type: ignore[arg-type]
+        Annotator(swarm.annotation_address, timeout_s=120, max_retries=0) as annotator,
+    ):
         for i in range(3):
-            stub.Annotate(_bench_table(i), timeout=120)
+            table = _bench_table(i)
+            annotator.annotate(table.rows, name=table.name)
         latencies = []
         start = time.perf_counter()
         for i in range(tables):
+            table = _bench_table(i)
             t0 = time.perf_counter()
-            reply = stub.Annotate(_bench_table(i), timeout=120)
+            reply = annotator.annotate(table.rows, name=table.name)
             latencies.append((time.perf_counter() - t0) * 1e3)
             if reply.specialists_missing:
                 raise RuntimeError(f"specialists missing during the benchmark: {reply.specialists_missing}")
@@ -277,13 +269,13 @@ def _pct(sorted_values: list[float], pct: float) -> float:
     return sorted_values[index]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
     parser.add_argument("--chunk-kb", type=int, default=4096, help="state chunk size for the throughput test")
     parser.add_argument("--out", type=Path, default=ROOT / "reports")
     parser.add_argument("--raw-server", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.raw_server:
         _raw_server()
         return

@@ -8,7 +8,7 @@ second pass (hit rate, cells/s), and coverage: for each label, the share of its 
 majority of the non-empty cells ("fires" = any non-generic feature >= 0.5; generic features such as "number" or
 "digits_only" fire on whole classes of cells and are left out). Writes knowledge_sources.json and .md.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/knowledge.py [--data data/sotab-v2-sample] [--out-dir reports]
+    OMP_NUM_THREADS=1 .venv/bin/python -m swarm.bench.knowledge [--data data/sotab-v2-sample] [--out-dir reports]
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from swarm.model_server.model.knowledge import SOURCES, KnowledgeCache, load_mea
 from swarm.model_server.model.knowledge.base import clean
 from swarm.trainer.data.sotab import load_dataset
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: its bundled data and reports/
 MAJORITY = 0.5
 INFORMS = 0.5  # a source "informs" a label when it fires on a majority of cells in at least this share of columns
 
@@ -37,11 +38,11 @@ def labelled_columns(root: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("data/sotab-v2-sample"))
-    parser.add_argument("--out-dir", type=Path, default=Path("reports"))
-    args = parser.parse_args()
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "sotab-v2-sample")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "reports")
+    args = parser.parse_args(argv)
 
     columns = labelled_columns(args.data)
     all_cells = [c for _, cells in columns for c in cells if clean(c)]
@@ -109,7 +110,7 @@ def main() -> None:
 def markdown(report: dict, labels: list[str]) -> str:
     src = report["sources"]
     lines = [
-        "# Knowledge sources on the bundled SOTAB data (`bench/knowledge.py`)", "",
+        "# Knowledge sources on the bundled SOTAB data (`python -m swarm.bench.knowledge`)", "",
         f"{report['columns']} labelled columns (all splits of `{report['data']}`), {report['non_empty_cells']} "
         f"non-empty cells, {report['distinct_cells']} distinct; {report['machine']}. Resident bytes: what loading "
         "the source added (tracemalloc: Python allocations; RSS delta: the process), loaded in this order, so a "

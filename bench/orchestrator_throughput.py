@@ -10,9 +10,9 @@ The k specialists are the first k domains of `domains.yaml` (replicas `temporal@
 Two measurements per specialist count k (`--counts`, default 0,1,3,8):
 
 1. end to end: a real local swarm on loopback (`start_local_swarm` with k specialist processes and the annotation
-   server in this process; for k = 0, which `start_local_swarm` refuses, the annotation server with a primary that
-   has no specialists, built from the same pieces). After a warm-up, one client annotates the fixed list of tables
-   one after another (unary Annotate) for `--seconds`; tables/s and `ratio_to_primary_only` (tables/s / tables/s
+   server in this process; for k = 0, which `start_local_swarm` refuses, a primary without specialists served as
+   `swarm up` serves one). After a warm-up, one `swarm.client.Annotator` annotates the fixed list of tables one
+   after another (unary Annotate) for `--seconds`; tables/s and `ratio_to_primary_only` (tables/s / tables/s
    at k = 0). Every process shares this machine's CPUs: on a 2-core machine the specialist processes compete with
    the primary for the cores, so this ratio measures CPU contention as much as the design.
 2. stages, timed one by one in this one process with no swarm running and one torch thread, median over
@@ -26,7 +26,7 @@ Two measurements per specialist count k (`--counts`, default 0,1,3,8):
    alone's (goals: <= 1.05 / 1.1 / 1.25 at 1 / 3 / 8). The serial sum (every stage one after another) is reported
    beside them. `stages`, `pipelined_ratio` and `critical_path_ratio` in the JSON are keyed by specialist count.
 
-Run: `.venv/bin/python bench/orchestrator_throughput.py [--quick] [--config tiny|small]`; writes
+Run: `.venv/bin/python -m swarm.bench.orchestrator_throughput [--quick] [--config tiny|small]`; writes
 reports/bench_throughput.json and .md. Loopback only.
 """
 
@@ -42,27 +42,27 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
-import grpc
 import torch
 
+from swarm import client
 from swarm.model_server.model.specialist import Specialist, domain_of, domains, untrained
 from swarm.model_server.model.tables import Table
-from swarm.model_server.serving.annotation_server import build_annotation_server
 from swarm.model_server.serving.launcher import start_local_swarm
 from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
-from swarm.model_server.serving.specialist_client import SpecialistClient
+from swarm.trainer.commands.annotation_run import served_swarm
 from swarm.trainer.data.sotab import load_dataset
-from swarm.v1 import annotation_pb2 as apb
-from swarm.v1 import annotation_pb2_grpc as apb_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATION = ROOT / "data" / "sotab-v2-sample" / "validation"
 GOALS = {1: 0.95, 3: 0.9, 8: 0.8}  # tables/s relative to the primary alone (end to end, pipelined, critical path)
 FUSED_GOALS = {1: 1.05, 3: 1.1, 8: 1.25}  # the fused primary's pass relative to the primary alone's, at most
 DESIGN_EXPECTS = {1: 0.9, 3: 0.85, 8: 0.7}
-GRPC_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+MAX_MESSAGE_BYTES = 64 << 20
+T = TypeVar("T")
 
 
 # -- tables and specialists ------------------------------------------------------------------------------------
@@ -75,10 +75,10 @@ def validation_tables(limit: int = 0) -> list[Table]:
     return tables[:limit] if limit > 0 else tables
 
 
-def to_proto(table: Table, index: int) -> apb.Table:
-    """The table as an Annotate request, named by its position only (its SOTAB name is never sent)."""
-    rows = [apb.Row(cells=[column[i] for column in table.columns]) for i in range(table.n_rows)]
-    return apb.Table(name=f"table-{index}", rows=rows)
+def to_request(table: Table, index: int) -> client.Table:
+    """The table as an annotation request, named by its position only (its SOTAB name is never sent)."""
+    rows = [[column[i] for column in table.columns] for i in range(table.n_rows)]
+    return client.Table(rows, name=f"table-{index}")
 
 
 def specialist_names(k: int) -> list[str]:
@@ -100,17 +100,15 @@ def untrained_specialist(name: str, config: str) -> Specialist:
 
 @contextlib.contextmanager
 def annotation_service(k: int, config: str, device: str) -> Iterator[str]:
-    """The address of an annotation API with k specialist processes (k = 0: the primary alone)."""
+    """The address of an annotation API with k specialist processes (k = 0: the primary alone).
+
+    k = 0 is served as `swarm up` serves a primary without specialists (annotation_run.served_swarm, which reads no
+    model directory then). k > 0 cannot be: served_swarm serves the specialists a trained primary's model.json
+    names, from their directories, while this benchmark serves untrained specialists by name, replicas
+    (`temporal@1`) included; start_local_swarm, which served_swarm uses for those, serves them here."""
     if k == 0:
-        # start_local_swarm refuses an empty list: serve the annotation API with a specialist-less primary and an
-        # empty client, as start_local_swarm and annotation_run.annotation_endpoint do (same default limits).
-        annotator = PrimaryAnnotator.untrained([], config=config, device=device)
-        with SpecialistClient({}) as client:
-            server = build_annotation_server(annotator, client).start()
-            try:
-                yield server.address
-            finally:
-                server.stop(5.0)
+        with served_swarm(PrimaryAnnotator.untrained([], config=config, device=device), ROOT, device=device) as server:
+            yield server.address
         return
     with start_local_swarm(specialist_names(k), config=config, device=device) as swarm:
         yield swarm.annotation_address
@@ -129,20 +127,21 @@ class Drive:
         return self.tables / self.seconds if self.seconds else 0.0
 
 
-def drive(address: str, tables: Sequence[apb.Table], seconds: float, timeout_s: float) -> Drive:
+def drive(address: str, tables: Sequence[client.Table], seconds: float, timeout_s: float) -> Drive:
     """One client annotating `tables` in order (cycling) with unary Annotate, back to back, for `seconds` (the call
-    in flight at the end finishes and counts)."""
+    in flight at the end finishes and counts). No retries: a refusal counts as an error."""
     out = Drive()
-    with grpc.insecure_channel(address, options=GRPC_OPTIONS) as channel:
-        stub = apb_grpc.AnnotationServiceStub(channel)
+    with client.Annotator(address, timeout_s=timeout_s, max_message_bytes=MAX_MESSAGE_BYTES,
+                          max_retries=0) as annotator:
         start = time.perf_counter()
         i = 0
         while time.perf_counter() - start < seconds:
+            table = tables[i % len(tables)]
             t0 = time.perf_counter()
             try:
-                reply = stub.Annotate(tables[i % len(tables)], timeout=timeout_s)
-            except grpc.RpcError as exc:
-                out.errors[exc.code().name] = out.errors.get(exc.code().name, 0) + 1
+                reply = annotator.annotate(table.rows, name=table.name)
+            except client.AnnotationError as exc:
+                out.errors[exc.code] = out.errors.get(exc.code, 0) + 1
             else:
                 out.latencies_ms.append((time.perf_counter() - t0) * 1e3)
                 out.tables += 1
@@ -152,8 +151,8 @@ def drive(address: str, tables: Sequence[apb.Table], seconds: float, timeout_s: 
     return out
 
 
-def end_to_end(k: int, tables: Sequence[apb.Table], config: str, device: str, seconds: float, warmup_s: float,
-               timeout_s: float) -> dict[str, object]:
+def end_to_end(k: int, tables: Sequence[client.Table], config: str, device: str, seconds: float, warmup_s: float,
+               timeout_s: float) -> dict[str, Any]:
     started = time.perf_counter()
     with annotation_service(k, config, device) as address:
         startup_s = time.perf_counter() - started
@@ -194,7 +193,7 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
     start = time.perf_counter()
     value = fn()
     return (time.perf_counter() - start) * 1e3, value
@@ -243,7 +242,7 @@ def stage_times(tables: Sequence[Table], counts: Sequence[int], config: str, dev
             columns = [texts[i] for i in cols]
             spec_runs[name] = []
             for _ in range(runs):
-                ms, states[name] = timed(lambda s=specialists[name], c=columns: s.extract_states(c))
+                ms, states[name] = timed(partial(specialists[name].extract_states, columns))
                 spec_runs[name].append(ms)
         prim: dict[int, float] = {}
         for k, primary in primaries.items():
@@ -399,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--counts must be non-negative")
 
     tables = validation_tables(a.tables)
-    requests = [to_proto(t, i) for i, t in enumerate(tables)]
+    requests = [to_request(t, i) for i, t in enumerate(tables)]
     load_before = os.getloadavg()[0]
 
     e2e = []
@@ -424,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         for d in e2e
     ]
-    command = " ".join(["python bench/orchestrator_throughput.py", *(sys.argv[1:] if argv is None else argv)])
+    command = " ".join(["python -m swarm.bench.orchestrator_throughput", *(sys.argv[1:] if argv is None else argv)])
     result = {
         "throughput": throughput,
         "end_to_end": e2e,

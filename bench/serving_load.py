@@ -24,7 +24,8 @@ With `runs/demo` (after `make demo`) the swarm is `swarm up` on the demo's train
 `--untrained`), `swarm serve-annotation --local` with untrained models of `--config` (default small, the demo's
 size: the same memory and compute per table).
 
-Run: `.venv/bin/python bench/serving_load.py [--quick]`; writes reports/bench_serving.json and .md. Loopback only.
+Run: `.venv/bin/python -m swarm.bench.serving_load [--quick]`; writes reports/bench_serving.json and .md.
+Loopback only; the load generator is swarm.client's Annotator, one per client thread, without retries.
 """
 
 from __future__ import annotations
@@ -45,46 +46,40 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-
+from swarm.client import AnnotationError, Annotator, Table
 from swarm.model_server.serving.admission import machine_memory_bytes
 from swarm.model_server.serving.grpc_runtime import wait_serving
 from swarm.model_server.serving.launcher import process_tree, rss_bytes
-from swarm.v1 import annotation_pb2 as apb
-from swarm.v1 import annotation_pb2_grpc as apb_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "sotab-v2-sample"
 MiB = 1 << 20
+MAX_MESSAGE_BYTES = 64 * MiB  # the 1,024-column table fits
 
 
 # -- tables ----------------------------------------------------------------------------------------------------
 
 
-def sotab_tables() -> list[apb.Table]:
-    """The sample's tables as request messages (the load generator drives raw stubs to control concurrency)."""
+def sotab_tables() -> list[Table]:
+    """The sample's tables as requests (row-major cells, as swarm.client sends them)."""
     from swarm.trainer.data.sotab import load_split
 
     tables = [t for split in ("validation", "training") for t in load_split(DATA / split).tables.values()]
-    return [apb.Table(name=t.name, rows=[apb.Row(cells=[c[i] for c in t.columns]) for i in range(t.n_rows)])
-            for t in tables]
+    return [Table([[c[i] for c in t.columns] for i in range(t.n_rows)], name=t.name) for t in tables]
 
 
-def median_tables(tables: list[apb.Table]) -> list[apb.Table]:
-    widths = sorted(len(t.rows[0].cells) for t in tables)
+def median_tables(tables: list[Table]) -> list[Table]:
+    widths = sorted(len(t.rows[0]) for t in tables)
     low, high = widths[len(widths) // 4], widths[(3 * len(widths)) // 4]
-    return [t for t in tables if low <= len(t.rows[0].cells) <= high]
+    return [t for t in tables if low <= len(t.rows[0]) <= high]
 
 
-def wide_table(tables: list[apb.Table], columns: int, rows: int, seed: int) -> apb.Table:
+def wide_table(tables: list[Table], columns: int, rows: int, seed: int) -> Table:
     """`columns` real SOTAB columns side by side (cells drawn from the sample's columns, `rows` rows)."""
     rnd = random.Random(seed)
-    pool = [[row.cells[j] for row in t.rows] for t in tables for j in range(len(t.rows[0].cells))]
+    pool = [[row[j] for row in t.rows] for t in tables for j in range(len(t.rows[0]))]
     picked = [rnd.choice(pool) for _ in range(columns)]
-    return apb.Table(
-        name=f"wide-{columns}-{seed}",
-        rows=[apb.Row(cells=[col[i % len(col)] for col in picked]) for i in range(rows)],
-    )
+    return Table([[col[i % len(col)] for col in picked] for i in range(rows)], name=f"wide-{columns}-{seed}")
 
 
 # -- the swarm -------------------------------------------------------------------------------------------------
@@ -233,15 +228,21 @@ class Outcome:
         return out
 
 
-def with_novel_cells(table: apb.Table, rnd: random.Random, serial: int) -> apb.Table:
+def with_novel_cells(table: Table, rnd: random.Random, serial: int) -> Table:
     """The table with every non-empty cell given a random suffix: cells no cache has seen."""
-    return apb.Table(name=f"{table.name}-novel-{serial}", rows=[
-        apb.Row(cells=[f"{cell} {rnd.getrandbits(40):010x}" if cell.strip() else cell for cell in row.cells])
-        for row in table.rows
-    ])
+    return Table(
+        [[f"{cell} {rnd.getrandbits(40):010x}" if cell.strip() else cell for cell in row] for row in table.rows],
+        name=f"{table.name}-novel-{serial}",
+    )
 
 
-def drive(address: str, next_table: Callable[[int], tuple[apb.Table, str]], clients: int, seconds: float,
+def annotator(address: str, timeout_s: float) -> Annotator:
+    """A client of the swarm without retries: the load generator counts every refusal itself (a retry would hide
+    the server's backpressure and stretch the latency it measures)."""
+    return Annotator(address, timeout_s=timeout_s, max_message_bytes=MAX_MESSAGE_BYTES, max_retries=0)
+
+
+def drive(address: str, next_table: Callable[[int], tuple[Table, str]], clients: int, seconds: float,
           timeout_s: float) -> Outcome:
     """`clients` threads calling Annotate back to back for `seconds` (calls started before the end finish)."""
     outcome = Outcome()
@@ -250,36 +251,33 @@ def drive(address: str, next_table: Callable[[int], tuple[apb.Table, str]], clie
     end = time.monotonic() + seconds
 
     def client() -> None:
-        channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20),
-                                                           ("grpc.max_send_message_length", 64 << 20)])
-        stub = apb_grpc.AnnotationServiceStub(channel)
-        while time.monotonic() < end:
-            with lock:
-                i = next(counter)
-            table, kind = next_table(i)
-            start = time.perf_counter()
-            try:
-                reply = stub.Annotate(table, timeout=timeout_s)
-            except grpc.RpcError as exc:
+        with annotator(address, timeout_s) as connection:
+            while time.monotonic() < end:
                 with lock:
-                    if refused_up_front(exc):  # backpressure the server chose, not a failure
-                        outcome.refused_up_front += 1
-                        outcome.refused_by_kind[kind] = outcome.refused_by_kind.get(kind, 0) + 1
-                    else:
-                        outcome.errors[exc.code().name] = outcome.errors.get(exc.code().name, 0) + 1
-                continue
-            ms = (time.perf_counter() - start) * 1e3
-            with lock:
-                outcome.latencies_ms.append(ms)
-                if kind == "wide":
-                    outcome.wide_latencies_ms.append(ms)
-                outcome.specialists_missing += len(reply.specialists_missing)
-                if reply.specialists_missing:
-                    outcome.degraded += 1
-                    for missing in reply.specialists_missing:
-                        code = missing.reason.split(":", 1)[0]
-                        outcome.missing_reasons[code] = outcome.missing_reasons.get(code, 0) + 1
-        channel.close()
+                    i = next(counter)
+                table, kind = next_table(i)
+                start = time.perf_counter()
+                try:
+                    reply = connection.annotate(table.rows, name=table.name)
+                except AnnotationError as exc:
+                    with lock:
+                        if refused_up_front(exc):  # backpressure the server chose, not a failure
+                            outcome.refused_up_front += 1
+                            outcome.refused_by_kind[kind] = outcome.refused_by_kind.get(kind, 0) + 1
+                        else:
+                            outcome.errors[exc.code] = outcome.errors.get(exc.code, 0) + 1
+                    continue
+                ms = (time.perf_counter() - start) * 1e3
+                with lock:
+                    outcome.latencies_ms.append(ms)
+                    if kind == "wide":
+                        outcome.wide_latencies_ms.append(ms)
+                    outcome.specialists_missing += len(reply.specialists_missing)
+                    if reply.specialists_missing:
+                        outcome.degraded += 1
+                        for missing in reply.specialists_missing:
+                            code = missing.reason.split(":", 1)[0]
+                            outcome.missing_reasons[code] = outcome.missing_reasons.get(code, 0) + 1
 
     started = time.monotonic()
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -294,16 +292,17 @@ def drive(address: str, next_table: Callable[[int], tuple[apb.Table, str]], clie
 WORKLOADS = ("sustained", "wide_mix", "novel", "contention")
 
 
-def warm_up(address: str, table: Callable[[int], tuple[apb.Table, str]], count: int, clients: int,
+def warm_up(address: str, table: Callable[[int], tuple[Table, str]], count: int, clients: int,
             timeout_s: float) -> None:
     """Annotate tables 0..count-1 of `table` once each (split over `clients` threads): their cells are then cached."""
     from concurrent.futures import ThreadPoolExecutor
 
-    channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
-    stub = apb_grpc.AnnotationServiceStub(channel)
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(lambda i: stub.Annotate(table(i)[0], timeout=timeout_s), range(count)))
-    channel.close()
+    def annotate(connection: Annotator, i: int) -> None:
+        request = table(i)[0]
+        connection.annotate(request.rows, name=request.name)
+
+    with annotator(address, timeout_s) as connection, ThreadPoolExecutor(clients) as pool:
+        list(pool.map(lambda i: annotate(connection, i), range(count)))
 
 
 def torch_version() -> str:
@@ -312,16 +311,15 @@ def torch_version() -> str:
     return version("torch")
 
 
-def refused_up_front(exc: grpc.RpcError) -> bool:
+def refused_up_front(exc: AnnotationError) -> bool:
     """A table the server refused before computing anything: over a per-table cap, or never-seen cells it cannot
     encode before the table's deadline."""
-    details = exc.details() or ""
-    return ((exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "send at most" in details)
-            or (exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "refused up front" in details))
+    return ((exc.code == "RESOURCE_EXHAUSTED" and "send at most" in exc.message)
+            or (exc.code == "DEADLINE_EXCEEDED" and "refused up front" in exc.message))
 
 
-def contended(address: str, big: Callable[[int], tuple[apb.Table, str]],
-              cached: Callable[[int], tuple[apb.Table, str]], seconds: float, timeout_s: float) -> Outcome:
+def contended(address: str, big: Callable[[int], tuple[Table, str]],
+              cached: Callable[[int], tuple[Table, str]], seconds: float, timeout_s: float) -> Outcome:
     """Four clients of `big` tables and, at the same time, one client of `cached` ones; the big tables' outcome
     with the cached client's summary attached (`cached_client`)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -421,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
 
     tables = sotab_tables()
     median = median_tables(tables)
-    widths = sorted(len(t.rows[0].cells) for t in median)
+    widths = sorted(len(t.rows[0]) for t in median)
     rows = sorted(len(t.rows) for t in median)
     rnd = random.Random(0)
     cached = rnd.sample(median, min(a.sustained_tables, len(median)))
@@ -429,26 +427,26 @@ def main(argv: list[str] | None = None) -> None:
     wides = [wide_table(tables, a.wide_columns, 20, seed) for seed in range(8)]
     huge = wide_table(tables, 1024, 20, 99)
 
-    def sustained(i: int) -> tuple[apb.Table, str]:
+    def sustained(i: int) -> tuple[Table, str]:
         return rnd.choice(cached), "median"
 
-    def warm(i: int) -> tuple[apb.Table, str]:
+    def warm(i: int) -> tuple[Table, str]:
         return cached[i % len(cached)], "median"
 
-    def mixed(i: int) -> tuple[apb.Table, str]:
+    def mixed(i: int) -> tuple[Table, str]:
         if i % a.huge_every == a.huge_every - 1:
             return huge, "huge"
         if i % a.wide_every == a.wide_every - 1:
             return wides[i % len(wides)], "wide"
         return rnd.choice(cached), "median"
 
-    def novel(i: int) -> tuple[apb.Table, str]:
+    def novel(i: int) -> tuple[Table, str]:
         return with_novel_cells(rnd.choice(median), novel_rnd, i), "novel"
 
-    def long_novel(i: int) -> tuple[apb.Table, str]:
+    def long_novel(i: int) -> tuple[Table, str]:
         return with_novel_cells(wide_table(tables, 5, 200, 1000 + i), novel_rnd, i), "novel"
 
-    plans: dict[str, tuple[Callable[[int], tuple[apb.Table, str]], float]] = {
+    plans: dict[str, tuple[Callable[[int], tuple[Table, str]], float]] = {
         "sustained": (sustained, seconds), "wide_mix": (mixed, seconds * 4 / 3), "novel": (novel, seconds)}
     demo = (ROOT / "runs" / "demo").is_dir() and not a.untrained
     budget = machine_memory_bytes()
@@ -495,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
         "huge_every": a.huge_every,
         "swarm": swarm_kind,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {machine_memory_bytes() / 2**30:.0f} GiB",
-        "command": " ".join(["python bench/serving_load.py", *(sys.argv[1:] if argv is None else argv)]).strip(),
+        "command": " ".join(["python -m swarm.bench.serving_load", *(sys.argv[1:] if argv is None else argv)]).strip(),
         # Other work on the machine competes for the same CPUs: the 1-minute load average before and after.
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }

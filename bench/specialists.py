@@ -17,7 +17,7 @@ read), one process, `--threads` torch threads:
   activations and the knowledge sources' data: what a SpecialistPool's residentBytes budgets).
 Cell vectors are pre-encoded before timing (both models read the same store). Writes bench_specialists.{json,md}.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/specialists.py [--specialists-dir runs/accuracy/specialists]
+    OMP_NUM_THREADS=1 .venv/bin/python -m swarm.bench.specialists [--specialists-dir runs/accuracy/specialists]
 """
 from __future__ import annotations
 
@@ -28,11 +28,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
-from fusion import cpu_median_ms  # bench/ is on sys.path when a bench script runs
 
+from swarm.bench.fusion import cpu_median_ms
 from swarm.model_server.model.backbone import get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.knowledge import DEFAULT_CACHE
@@ -40,11 +42,12 @@ from swarm.model_server.model.knowledge.rows import knowledge_rows
 from swarm.model_server.model.manifest import SpecialistManifest
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import DomainModel, Specialist, domains, save_dir
+from swarm.model_server.model.tables import load_labels
 from swarm.trainer import reports
 from swarm.trainer.data.columns import build_examples
-from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.training.primary import labelled_splits
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: its data, runs and reports/
 GOAL = 0.3  # a specialist's pass at most this share of the primary's on the same batch
 
 
@@ -60,16 +63,16 @@ def _resident(directory: Path) -> dict:
     return json.loads(out.stdout)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("data/sotab-v2-sample"))
-    parser.add_argument("--specialists-dir", type=Path, default=Path("runs/accuracy/specialists"))
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "sotab-v2-sample")
+    parser.add_argument("--specialists-dir", type=Path, default=ROOT / "runs" / "accuracy" / "specialists")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "reports")
     parser.add_argument("--quick", action="store_true", help="5 repeats instead of --repeats")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     repeats = 5 if args.quick else args.repeats
 
@@ -96,7 +99,7 @@ def main() -> None:
     with torch.inference_mode():
         primary_s = cpu_median_ms(lambda: primary(batch_ids, batch_mask), repeats) / 1e3
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for directory, spec in zip(dirs, specialists, strict=True):
         backbone = spec.model.backbone
         with torch.inference_mode():
@@ -110,7 +113,7 @@ def main() -> None:
             started = time.perf_counter()
             backbone(batch_ids, batch_mask)
             cold_s = time.perf_counter() - started
-            warm_s = cpu_median_ms(lambda b=backbone: b(batch_ids, batch_mask), repeats) / 1e3
+            warm_s = cpu_median_ms(partial(backbone, batch_ids, batch_mask), repeats) / 1e3
         memory = _resident(directory)
         rows.append({"name": spec.name, "knowledge_sources": list(backbone.knowledge), "config": spec.config.name,
                      "pass_seconds_warm": warm_s, "pass_seconds_cold": cold_s,
@@ -136,7 +139,7 @@ def main() -> None:
                    f"{r['resident_bytes']['knowledge'] / 2**20:.1f}", f"{r['resident_bytes']['total'] / 2**20:.1f}"]
                   for r in rows]
     (args.out_dir / "bench_specialists.md").write_text(
-        "# Specialists against the primary (bench/specialists.py)\n\n"
+        "# Specialists against the primary (swarm.bench.specialists)\n\n"
         f"{result['machine']}; {which}; a batch of {result['batch_columns']} real validation columns "
         f"({result['tokens_per_column']} tokens each, padded); primary alone: {primary_s * 1e3:.1f} ms per pass "
         f"(median of {repeats}). Goal: a specialist's pass ≤ {GOAL}× the primary's.\n\n"

@@ -1,19 +1,20 @@
 """Benchmark-only specialist: random states of a config's geometry served by the real specialist server, no model
 run (so the base-size wire can be measured on a CPU). Describe says untrained, and there is no state decoder.
 
-`python bench/synthetic_states.py --port 0 --ready-file F [--config base --dtype bfloat16 --chunk-kb N ...]`
+`python -m swarm.bench.synthetic_states --port 0 --ready-file F [--config base --dtype bfloat16 --chunk-kb N ...]`
 """
 from __future__ import annotations
 
 import argparse
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from swarm.model_server.model.backbone import BackboneConfig, get_config
 from swarm.model_server.model.devices import DTYPES
 
 
@@ -22,22 +23,23 @@ class SyntheticStates:
     """Random states of a config's geometry, the same per batch size (cached): what the server streams."""
 
     name: str
-    config: str = "base"
+    config_name: str = "base"
     dtype: torch.dtype = torch.bfloat16
+    # The model config, under the name a Specialist gives it: the server reads `config` for the clip and the
+    # cost estimate (a config name there broke every request).
+    config: BackboneConfig = field(init=False)
 
     def __post_init__(self) -> None:
-        from swarm.model_server.model.backbone import get_config
-
-        self.cfg = get_config(self.config)
+        self.config = get_config(self.config_name)
         self._cache: dict[int, list[Tensor]] = {}
 
     def extract_states(self, columns: Sequence[str]) -> list[Tensor]:
         batch = len(columns)
         if batch not in self._cache:
             gen = torch.Generator().manual_seed(batch)
-            shape = (batch, self.cfg.n_heads, self.cfg.head_k, self.cfg.head_v)
+            shape = (batch, self.config.n_heads, self.config.head_k, self.config.head_v)
             self._cache[batch] = [
-                torch.randn(shape, generator=gen).to(self.dtype) for _ in range(self.cfg.n_layers)
+                torch.randn(shape, generator=gen).to(self.dtype) for _ in range(self.config.n_layers)
             ]
         return self._cache[batch]
 

@@ -11,7 +11,7 @@ the same config) read the batch once, their per-layer states stay cached on the 
 (the Triton kernels on CUDA) into the primary's initial states. On CUDA the committed CPU figures
 (reports/bench_training.json) are reported beside the new ones. Writes bench_training.json and .md to --out-dir.
 
-    .venv/bin/python bench/training.py [--configs tiny,small] [--steps 10] [--device auto|cpu|cuda]
+    .venv/bin/python -m swarm.bench.training [--configs tiny,small] [--steps 10] [--device auto|cpu|cuda]
         [--fusion gated --specialists 3] [--fla-autotune lean] [--out-dir reports]
 """
 from __future__ import annotations
@@ -36,8 +36,9 @@ from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.devices import autocast, resolve_device
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import DomainModel, Specialist, domain_of, domains
+from swarm.model_server.model.tables import load_labels
 from swarm.trainer.data.columns import build_examples
-from swarm.trainer.data.sotab import load_dataset, load_labels
+from swarm.trainer.data.sotab import load_dataset
 from swarm.trainer.reports import markdown_table, write_json
 
 ROOT = Path(__file__).resolve().parents[1]

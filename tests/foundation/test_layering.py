@@ -1,7 +1,8 @@
 """Imports go one way: contract (swarm.model_server.choices) ← model (swarm.model_server.model) ← serving
 (swarm.model_server.serving) ← the commands (swarm.trainer.commands), and the operator depends only on the contract.
 Beside the product: the operator's test harness (swarm.testing) depends only on the operator and the contract, the
-benchmarks (swarm.bench) may use anything, and nothing of the product imports either.
+benchmarks (swarm.bench) may use anything, and nothing of the product imports either. swarm.client is the one
+Python client of the annotation API: no other module of the package calls it through the generated stubs.
 
 Read from the source's AST (every import statement, lazy imports inside functions and `if TYPE_CHECKING:` blocks
 included, relative imports resolved), so nothing is imported and no torch is needed."""
@@ -106,6 +107,17 @@ def test_the_test_harness_depends_only_on_the_operator_and_the_contract(path: Pa
     assert outside == []
 
 
+@pytest.mark.parametrize(
+    "path",
+    [p for folder in (*PRODUCT, "bench", "testing") for p in modules(folder)
+     if not p.is_relative_to(ROOT / "client") and not p.is_relative_to(ROOT / "model_server" / "serving")],
+    ids=_id,
+)
+def test_only_the_client_calls_the_annotation_api(path: Path) -> None:
+    # the serving layer implements the service (its servicer lives in the same generated module)
+    assert offending(path, ("swarm.v1.annotation_pb2_grpc",)) == []
+
+
 def test_the_layers_exist() -> None:
     """Guards the globs above against a rename that would leave them matching nothing."""
     assert len(modules("model_server/model")) > 10
@@ -113,3 +125,4 @@ def test_the_layers_exist() -> None:
     assert (ROOT / "model_server" / "choices.py").is_file()
     assert len(modules("bench")) > 5
     assert {p.name for p in modules("testing")} >= {"emulator.py", "control_plane.py", "operator_process.py"}
+    assert (ROOT / "client" / "annotator.py").is_file()

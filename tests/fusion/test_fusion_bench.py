@@ -1,18 +1,12 @@
-"""bench/fusion.py helpers: peak-bandwidth lookup, byte accounting, correctness verdict and report files."""
+"""swarm.bench.fusion helpers: peak-bandwidth lookup, byte accounting, correctness verdict and report files."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "fusion.py"
-_spec = importlib.util.spec_from_file_location("bench_fusion", _PATH)
-bench = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench  # dataclasses look their module up there
-_spec.loader.exec_module(bench)
+from swarm.bench import fusion as bench
 
 
 @pytest.mark.parametrize(

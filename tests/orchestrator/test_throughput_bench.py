@@ -1,19 +1,10 @@
-"""bench/orchestrator_throughput.py: every timed primary run is a real pass (not the annotator's memo), and the
+"""swarm.bench.orchestrator_throughput: every timed primary run is a real pass (not the annotator's memo), and the
 critical path is the primary plus the slowest of its specialists, by hand."""
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
+from swarm.bench import orchestrator_throughput as bench
 from swarm.model_server.model.primary import PrimaryModel
-
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "orchestrator_throughput.py"
-_spec = importlib.util.spec_from_file_location("bench_orchestrator_throughput", _PATH)
-bench = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench  # dataclasses look their module up there
-_spec.loader.exec_module(bench)
 
 
 def test_every_timed_primary_run_is_a_full_pass(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,34 +1,23 @@
-"""bench/serving_load.py: the novel workload's tables hold cells no cache has seen (every non-empty cell changed,
+"""swarm.bench.serving_load: the novel workload's tables hold cells no cache has seen (every non-empty cell changed,
 never the same twice, empty cells kept empty), and the report names what it served and each workload's row."""
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
 
-import grpc
+from swarm.bench import serving_load as bench
+from swarm.client import AnnotationError, Table
 
-from swarm.v1 import annotation_pb2 as apb
-
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "serving_load.py"
-_spec = importlib.util.spec_from_file_location("bench_serving_load", _PATH)
-assert _spec is not None and _spec.loader is not None
-bench = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench  # dataclasses look their module up there
-_spec.loader.exec_module(bench)
-
-TABLE = apb.Table(name="t", rows=[apb.Row(cells=["Berlin", "", "12"]), apb.Row(cells=["Paris", " ", "12"])])
+TABLE = Table([["Berlin", "", "12"], ["Paris", " ", "12"]], name="t")
 
 
 def test_novel_tables_change_every_cell_and_never_repeat() -> None:
     rnd = random.Random(0)
     first, second = bench.with_novel_cells(TABLE, rnd, 1), bench.with_novel_cells(TABLE, rnd, 2)
-    cells = [c for t in (first, second) for row in t.rows for c in row.cells if c.strip()]
+    cells = [c for t in (first, second) for row in t.rows for c in row if c.strip()]
     assert len(cells) == len(set(cells)) == 8  # the two "12"s too: no cell seen before, even within a table
     assert all(c.split(" ")[0] in {"Berlin", "Paris", "12"} for c in cells)  # the value itself is kept
-    assert [row.cells[1] for row in first.rows] == ["", " "]  # empty stays empty
+    assert [row[1] for row in first.rows] == ["", " "]  # empty stays empty
 
 
 def test_the_report_has_a_row_per_workload_and_counts_the_specialists() -> None:
@@ -42,7 +31,7 @@ def test_the_report_has_a_row_per_workload_and_counts_the_specialists() -> None:
         "machine": "m",
         "admission_budget_bytes": 2**30,
         "clients": 4,
-        "command": "python bench/serving_load.py",
+        "command": "python -m swarm.bench.serving_load",
         "median_table": "8 x 5",
         "wide_every": 10,
         "wide_columns": 128,
@@ -72,19 +61,8 @@ def test_private_memory_is_what_a_process_does_not_share() -> None:
     assert bench.private_bytes(2**22 + 1) == 0  # no such process
 
 
-class _Refusal(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-
 def test_a_refusal_up_front_is_told_from_a_deadline_that_ran_out() -> None:
-    assert bench.refused_up_front(_Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "send at most 300 columns"))
-    assert bench.refused_up_front(_Refusal(grpc.StatusCode.DEADLINE_EXCEEDED, "refused up front: 14,162 never-seen"))
-    assert not bench.refused_up_front(_Refusal(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
-    assert not bench.refused_up_front(_Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"))
+    assert bench.refused_up_front(AnnotationError("RESOURCE_EXHAUSTED", "send at most 300 columns"))
+    assert bench.refused_up_front(AnnotationError("DEADLINE_EXCEEDED", "refused up front: 14,162 never-seen"))
+    assert not bench.refused_up_front(AnnotationError("DEADLINE_EXCEEDED", "Deadline Exceeded"))
+    assert not bench.refused_up_front(AnnotationError("RESOURCE_EXHAUSTED", "Concurrent RPC limit exceeded!"))

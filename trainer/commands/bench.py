@@ -1,8 +1,14 @@
-"""`swarm bench`: the benchmarks under bench/, each writing reports/bench_*.json and .md."""
+"""`swarm bench`: the benchmarks of swarm.bench (bench/), each writing reports/bench_*.json and .md.
+
+Each benchmark runs as its own process, `python -m swarm.bench.<name>`, not in this one: a benchmark sets process
+state the next one's numbers would inherit (torch's thread count, Triton's interpreter and fla's autotuning, gRPC
+servers and kopf's event loop, the memory it held), some measure this process's threads against their own
+subprocesses, and one that crashes or is interrupted (gpu_check's budget sends SIGINT) ends only itself.
+"""
 from __future__ import annotations
 
+import subprocess
 import sys
-from pathlib import Path
 
 import typer
 
@@ -10,28 +16,26 @@ from swarm.trainer.commands.cli_options import fail
 
 BENCHMARKS = ("training", "fusion", "grpc_states", "operator", "serving_load", "orchestrator_throughput",
               "specialists")
+NO_QUICK = ("training",)  # takes no --quick
+
+
+def bench_command(name: str, quick: bool) -> list[str]:
+    """The command line that runs benchmark `name` (a module of swarm.bench)."""
+    return [sys.executable, "-m", f"swarm.bench.{name}", *(["--quick"] if quick and name not in NO_QUICK else [])]
 
 
 def bench(
     only: list[str] = typer.Option([], help=f"Run only these benchmarks (of {', '.join(BENCHMARKS)})."),
     quick: bool = typer.Option(False, help="Smaller runs, where a benchmark supports it."),
 ) -> None:
-    """Run the benchmark scripts under bench/ (a source checkout); each writes reports/bench_*.json and .md."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]
+    """Run the benchmarks (swarm.bench, each in its own process); each writes reports/bench_*.json and .md."""
     unknown = sorted(set(only) - set(BENCHMARKS))
     if unknown:
         fail(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
-    if not (root / "bench").is_dir():
-        fail(f"{root / 'bench'} not found: benchmarks run from a source checkout")
     for name in only or BENCHMARKS:
-        args = [sys.executable, str(root / "bench" / f"{name}.py")]
-        if quick and name != "training":
-            args.append("--quick")
-        typer.secho(f"== bench/{name}.py", bold=True)
-        if subprocess.run(args, cwd=root).returncode != 0:
-            fail(f"bench/{name}.py failed")
+        typer.secho(f"== swarm.bench.{name}", bold=True)
+        if subprocess.run(bench_command(name, quick)).returncode != 0:
+            fail(f"swarm.bench.{name} failed")
 
 
 def register(app: typer.Typer) -> None:
