@@ -12,6 +12,7 @@ import typer
 from swarm.model_server.choices import DEVICE_AUTO, DTYPE_NAMES, FUSION_MODES
 
 DEFAULT_DATA = Path("data/sotab-v2-sample")
+DEMO_RUN_DIR = Path("runs/demo")  # where `swarm demo` builds the released swarm and `swarm up` serves it from
 ENDPOINTS_ENV = "SWARM_SPECIALIST_ENDPOINTS"
 
 # mypy reads members only from a literal in the call (so members are looked up by name: DType["bfloat16"]).

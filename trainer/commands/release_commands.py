@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from swarm.trainer.commands.cli_options import (
+    DEMO_RUN_DIR,
     DEVICE_OPTION,
     ENDPOINTS_ENV,
     PRECISION_OPTION,
@@ -63,7 +64,7 @@ def release(
 def demo(
     *,
     release: ConfigArgs[ReleaseConfig],
-    run_dir: Path = typer.Option(Path("runs/demo"), help="The released swarm (reused when already built); serve it "
+    run_dir: Path = typer.Option(DEMO_RUN_DIR, help="The released swarm (reused when already built); serve it "
                                  "again with `swarm up --run-dir RUN_DIR`."),
     demo: ConfigArgs[DemoConfig],
     device: str = DEVICE_OPTION,

@@ -20,6 +20,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from swarm.trainer.commands.cli_options import (
+    DEMO_RUN_DIR,
     DEVICE_OPTION,
     ENDPOINTS_ENV,
     PRECISION_OPTION,
@@ -420,7 +421,7 @@ def annotate(
 @config_options("settings", ServingSettings)
 def up(
     *,
-    run_dir: Path = typer.Option(Path("runs/demo"), help="A released swarm (`swarm release` or `swarm demo` output: "
+    run_dir: Path = typer.Option(DEMO_RUN_DIR, help="A released swarm (`swarm release` or `swarm demo` output: "
                                  "the primary in RUN_DIR/model, its specialists and policy)."),
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
