@@ -39,16 +39,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from swarm.model_server.choices import DEMAND_ANNOTATION
 from swarm.operator import admission, budget, builders, events, status_write
 from swarm.operator.kube import DEPLOYMENTS, FAILURES, PDBS, PODS, POOLS, SERVICES, Api, ApiError, converge
-from swarm.operator.models import (
-    DEMAND_ANNOTATION,
-    POOL,
-    ConditionReason,
-    ConditionType,
-    SpecialistPoolSpec,
-    SpecialistState,
-)
+from swarm.operator.models import POOL, ConditionReason, ConditionType, SpecialistPoolSpec, SpecialistState
 from swarm.operator.nodes import NodeReading, pod_requests
 from swarm.operator.status import condition, merge_conditions, newly, now_iso, parse_object
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from swarm.trainer.data.sotab import ColumnRef, Table, write_split
+from swarm.model_server.model.tables import Table
+from swarm.trainer.data.sotab import ColumnRef, write_split
 
 REAL_DATA = Path(__file__).resolve().parents[1] / "data" / "sotab-v2-sample"
 

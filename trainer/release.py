@@ -42,9 +42,10 @@ from swarm.model_server.model.manifest import PRIMARY_MANIFEST, PrimaryManifest,
 from swarm.model_server.model.orchestrator import POLICY_META
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import domains
+from swarm.model_server.model.tables import load_labels
 from swarm.model_server.model.weights import save_weights
 from swarm.trainer.data.columns import ColumnExample, build_examples
-from swarm.trainer.data.sotab import load_dataset, load_labels
+from swarm.trainer.data.sotab import load_dataset
 from swarm.trainer.orchestration.parl import ParlConfig
 from swarm.trainer.orchestration.parl_pipeline import train_policy
 from swarm.trainer.training.metrics import score

@@ -12,8 +12,8 @@ from sotab_fixtures import write_fixture_split
 from typer.testing import CliRunner
 
 from swarm.model_server.model.specialist import OTHER, Specialist, domains, untrained
+from swarm.model_server.model.tables import load_labels
 from swarm.trainer.commands.cli import _register_all, app
-from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.training.adapt import AdaptConfig, adapt, leave_one_out_f1, searched_names
 from swarm.trainer.training.model_swarms import SwarmConfig
 from swarm.trainer.training.primary import real_examples

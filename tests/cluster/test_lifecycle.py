@@ -22,8 +22,8 @@ from test_real_cluster import (
 )
 
 from swarm.operator import builders
-from swarm.operator.budget import GPU_MEMORY_ANNOTATION
 from swarm.operator.models import ConditionReason, ConditionType
+from swarm.operator.nodes import GPU_MEMORY_ANNOTATION
 from swarm.testing.control_plane import EXIT_CODE_ANNOTATION, TERMINATION_MESSAGE_ANNOTATION, ControlPlane
 from swarm.testing.emulator import OperatorProcess
 from swarm.testing.operator_process import APPS, CORE, NS, SWARM, apply_sample, gpu_node, operator_process

@@ -13,8 +13,8 @@ from test_lifecycle import JOB, replicas, start_job
 from test_real_cluster import SPECIALIST_PODS, TRAINER_PODS, job_status, pods, pool_status, ready_condition, sample
 
 from swarm.operator import builders
-from swarm.operator.budget import GPU_MEMORY_RESOURCE
 from swarm.operator.models import GPU_PRODUCT_LABEL, RTX_4090_PRODUCT, ConditionReason, ConditionType
+from swarm.operator.nodes import GPU_MEMORY_RESOURCE
 from swarm.testing.control_plane import ControlPlane
 from swarm.testing.emulator import OperatorProcess
 from swarm.testing.operator_process import NS, RTX_4090_MIB, apply_sample, gpu_node

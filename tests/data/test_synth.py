@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from swarm.trainer.data.sotab import ColumnRef, Table, load_labels, load_split
+from swarm.model_server.model.tables import Table, load_labels
+from swarm.trainer.data.sotab import ColumnRef, load_split
 from swarm.trainer.data.synth import GT_NAME, generate, table_stats, write_synthetic
 
 

@@ -13,9 +13,9 @@ from sotab_fixtures import write_domain_split, write_fixture_split
 
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import domains, untrained
+from swarm.model_server.model.tables import load_labels
 from swarm.model_server.model.text import serialize_column
 from swarm.trainer.data.columns import ColumnExample
-from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.experiments import accuracy as accuracy_experiment
 from swarm.trainer.experiments.accuracy import (
     CONFUSION_GROUPS,

@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 from swarm.model_server.model.backbone import get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.tables import load_labels
 from swarm.trainer.data.columns import build_examples
-from swarm.trainer.data.sotab import load_dataset, load_labels
+from swarm.trainer.data.sotab import load_dataset
 from swarm.trainer.training.checkpoint import latest_checkpoint
 from swarm.trainer.training.train import TrainConfig, encode, train
 

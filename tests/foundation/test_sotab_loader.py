@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from sotab_fixtures import REAL_DATA, write_fixture_split
 
-from swarm.trainer.data.sotab import DataError, load_dataset, load_labels, load_split, read_table
+from swarm.model_server.model.tables import DataError, load_labels
+from swarm.trainer.data.sotab import load_dataset, load_split, read_table
 
 
 def _write_raw_table(path: Path, lines: list[str]) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from swarm.model_server.model.tables import Table
+from swarm.model_server.model.tables import Table, load_labels
 from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
 from swarm.trainer.data.columns import build_examples
-from swarm.trainer.data.sotab import ColumnRef, Split, load_labels
+from swarm.trainer.data.sotab import ColumnRef, Split
 
 COLUMNS = (("Dune", "Emma", "Ulysses"), ("Frank Herbert", "Jane Austen", "James Joyce"), ("1965", "1815", "1922"))
 

@@ -10,10 +10,10 @@ import torch
 from swarm.model_server.model.backbone import get_config
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import Specialist, untrained
+from swarm.model_server.model.tables import load_labels
 from swarm.model_server.serving.grpc_runtime import MiB
 from swarm.model_server.serving.specialist_client import SpecialistClient, SpecialistFailure
 from swarm.model_server.serving.specialist_server import ServerOptions, build_specialist_server
-from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.training.state_sources import LocalSpecialists, RemoteSpecialists, cached_inputs
 
 COLUMNS = ["Paris | Berlin | Rome", "2021-03-04 | 1999-12-31", "12.5 | 3 | 7.25", "Alice Smith | Bob Jones"]

@@ -15,8 +15,8 @@ from swarm.model_server.model.backbone import get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import untrained
+from swarm.model_server.model.tables import load_labels
 from swarm.model_server.serving.launcher import start_local_swarm
-from swarm.trainer.data.sotab import load_labels
 
 SPECIALISTS = ["temporal", "geographic"]
 

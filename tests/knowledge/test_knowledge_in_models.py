@@ -13,8 +13,8 @@ from swarm.model_server.model.column_encoder import N_SPECIAL, ColumnEncoder
 from swarm.model_server.model.knowledge import SOURCES, KnowledgeRows, knowledge_dim, vectors
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import DomainModel, Specialist, domains, save_dir
+from swarm.model_server.model.tables import load_labels
 from swarm.model_server.model.text import serialize_column
-from swarm.trainer.data.sotab import load_labels
 
 COLUMN = serialize_column(["Berlin", "Paris", "Madrid"], [["DE", "FR", "ES"]])
 

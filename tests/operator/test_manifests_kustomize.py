@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from swarm.model_server.choices import GROUP
 from swarm.operator import crdgen
-from swarm.operator.models import GROUP, JOB, POOL
+from swarm.operator.models import JOB, POOL
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
@@ -183,7 +184,7 @@ def _policy(rendered: list[dict[str, Any]], name: str) -> tuple[dict[str, Any], 
 def test_annotation_policy_narrows_its_pool_patches(rendered: list[dict[str, Any]]) -> None:
     """manifests/annotation-policy.yaml: the annotation API's ServiceAccount (RBAC: get and patch on
     specialistpools) may change only a pool's demand annotation (issue #31, defect 7)."""
-    from swarm.operator.models import DEMAND_ANNOTATION
+    from swarm.model_server.choices import DEMAND_ANNOTATION
 
     kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
     assert "annotation-policy.yaml" in kustomization["resources"]
@@ -205,7 +206,7 @@ def test_annotation_policy_narrows_its_pool_patches(rendered: list[dict[str, Any
 def test_node_agent_policy_narrows_its_node_patches(rendered: list[dict[str, Any]]) -> None:
     """manifests/node-agent-policy.yaml: a ValidatingAdmissionPolicy (Deny) on node and node-status updates by the
     node agent's ServiceAccount, which may change only its own node and there only its annotation and resource."""
-    from swarm.operator.budget import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE
+    from swarm.operator.nodes import GPU_MEMORY_ANNOTATION, GPU_MEMORY_RESOURCE
 
     kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
     assert "node-agent-policy.yaml" in kustomization["resources"]

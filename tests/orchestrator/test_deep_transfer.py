@@ -10,8 +10,8 @@ from swarm.model_server.model.backbone import get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import Specialist, untrained
+from swarm.model_server.model.tables import load_labels
 from swarm.trainer.data.columns import ColumnExample
-from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.experiments.deep_transfer import VARIANTS, chained_states, deep_transfer, pair_correct
 from swarm.trainer.training.state_sources import LocalSpecialists, cache_states, cached_inputs
 from swarm.trainer.training.train import encode, predict

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from swarm.model_server.choices import DEVICE_AUTO
-from swarm.trainer.data.sotab import Split, Table
+from swarm.model_server.model.tables import Table
+from swarm.trainer.data.sotab import Split
 from swarm.trainer.training.metrics import Scores, score
 
 if TYPE_CHECKING:

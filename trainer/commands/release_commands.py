@@ -41,7 +41,7 @@ def release(
 ) -> None:
     """Build the released swarm from any SOTAB-format data: specialists (unless given), the primary with honest
     fusion, the orchestrator policy. Stages already built for the same recipe are reused."""
-    from swarm.trainer.data.sotab import DataError
+    from swarm.model_server.model.tables import DataError
     from swarm.trainer.release import build_release
 
     device = use_devices(device, dtype)
@@ -72,7 +72,7 @@ def demo(
 ) -> None:
     """The main job on the bundled data: build the released swarm from the training splits, serve it on loopback,
     annotate the held-out tables through the client, compare with the same model in process and the primary alone."""
-    from swarm.trainer.data.sotab import DataError
+    from swarm.model_server.model.tables import DataError
     from swarm.trainer.experiments.demo import demo_markdown, run_demo
 
     device = use_devices(device, dtype)

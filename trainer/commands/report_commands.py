@@ -39,7 +39,7 @@ def fusion_report(
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Primary alone vs + 1, 3, all specialists for every fusion mode: reports/fusion.{json,md,png}."""
-    from swarm.trainer.data.sotab import DataError
+    from swarm.model_server.model.tables import DataError
     from swarm.trainer.experiments.fusion import run_fusion_experiment
 
     device = use_devices(device, dtype)
@@ -63,7 +63,7 @@ def accuracy_report(
 ) -> None:
     """Grouped K-fold CV of the primary alone and with its specialists, plus the ablation ladder:
     reports/accuracy.{json,md,png}; the released swarm (all labelled data) in RUN_DIR/released/model."""
-    from swarm.trainer.data.sotab import DataError
+    from swarm.model_server.model.tables import DataError
     from swarm.trainer.experiments.accuracy import accuracy_markdown, run_accuracy
 
     cfg = experiment.build(device=use_devices(device, dtype))
@@ -89,7 +89,7 @@ def orchestrator_report(
     """Accuracy against cost of every routing policy (primary alone, all specialists, random k, threshold rule,
     supervised complexity head, PARL) and the design's success criteria: reports/orchestrator.{json,md,png}; the
     released primary + policy in RUN_DIR/released/model."""
-    from swarm.trainer.data.sotab import DataError
+    from swarm.model_server.model.tables import DataError
     from swarm.trainer.experiments.orchestrator import orchestrator_markdown, run_orchestrator
 
     cfg = experiment.build(parl=parl.build(), device=use_devices(device, dtype))

@@ -389,8 +389,8 @@ def annotate(
     import csv
     import json
 
+    from swarm.model_server.model.tables import DataError
     from swarm.trainer.commands.annotation_run import annotate_split
-    from swarm.trainer.data.sotab import DataError
     from swarm.trainer.reports import write_json
     from swarm.trainer.training.evaluate import pick_split
 

@@ -74,7 +74,7 @@ def train(
 ) -> None:
     """Train a primary, alone or fused with specialists (resumes from RUN_DIR's checkpoints), and evaluate it on
     validation; or, with --mode parl, train the orchestrator policy of a trained primary."""
-    from swarm.trainer.data.sotab import DataError
+    from swarm.model_server.model.tables import DataError
     from swarm.trainer.reports import print_scores
     from swarm.trainer.training.primary import run_training
 
@@ -97,7 +97,7 @@ def train(
 
 
 def _train_policy(cfg: PolicyRunConfig) -> None:
-    from swarm.trainer.data.sotab import DataError
+    from swarm.model_server.model.tables import DataError
     from swarm.trainer.orchestration.parl_pipeline import run_parl
 
     try:
@@ -124,7 +124,7 @@ def evaluate(
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Evaluate a trained primary: micro/macro-F1, per-class F1, hard classes."""
-    from swarm.trainer.data.sotab import DataError
+    from swarm.model_server.model.tables import DataError
     from swarm.trainer.reports import print_scores, write_json
     from swarm.trainer.training.evaluate import evaluate_dir
 
@@ -197,7 +197,7 @@ def adapt(
 ) -> None:
     """Model Swarms: search the experts' weight space for a specialist of DOMAIN; reports/adapt_DOMAIN.{json,md,png}."""
     from swarm.model_server.model.specialist import specialist_dir
-    from swarm.trainer.data.sotab import DataError
+    from swarm.model_server.model.tables import DataError
     from swarm.trainer.training.adapt import AdaptConfig
     from swarm.trainer.training.adapt import adapt as run_adapt
     from swarm.trainer.training.model_swarms import SwarmConfig

@@ -35,9 +35,10 @@ from swarm.model_server.model.backbone import get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import Specialist, domains
+from swarm.model_server.model.tables import load_labels
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
-from swarm.trainer.data.sotab import Split, load_labels
+from swarm.trainer.data.sotab import Split
 from swarm.trainer.experiments.specialist_help import help_counts, help_markdown, summarise_help
 from swarm.trainer.training.metrics import Scores, hard_class_f1, hard_classes, score, spread
 from swarm.trainer.training.primary import encode_examples, labelled_splits

@@ -31,9 +31,9 @@ from swarm.model_server.model.devices import resolve_device
 from swarm.model_server.model.manifest import PrimaryManifest
 from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import Specialist, domains
+from swarm.model_server.model.tables import load_labels
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
-from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.training.metrics import Scores, hard_class_f1, hard_classes, spread
 from swarm.trainer.training.primary import encode_examples, real_examples, synthetic_split, train_and_score
 from swarm.trainer.training.specialists import train_specialist

@@ -31,11 +31,12 @@ from swarm.model_server.choices import DEVICE_AUTO
 from swarm.model_server.model.manifest import PrimaryManifest
 from swarm.model_server.model.orchestrator import OrchestratorPolicy, domain_masks_for, primary_fingerprint
 from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.segments import segment_any, segment_mean
 from swarm.model_server.model.specialist import domains
+from swarm.model_server.model.tables import load_labels
 from swarm.model_server.model.weights import save_weights
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
-from swarm.trainer.data.sotab import load_labels
 from swarm.trainer.experiments.accuracy import AccuracyConfig, ExperimentRunner, cv_folds, grouped_folds
 from swarm.trainer.experiments.deep_transfer import VARIANTS, deep_transfer
 from swarm.trainer.experiments.specialist_help import help_markdown, specialist_help, summarise_help
@@ -57,11 +58,9 @@ from swarm.trainer.orchestration.env import (
     oracle_routing,
     plan_metrics,
     rollout,
-    segment_any,
-    segment_mean,
     static_plan,
 )
-from swarm.trainer.orchestration.outcomes import column_features, outcomes_from_caches
+from swarm.trainer.orchestration.outcomes import first_layer_features_of, outcomes_from_caches
 from swarm.trainer.orchestration.parl import ParlConfig, cost_of, train_parl
 from swarm.trainer.training.metrics import hard_classes, spread
 from swarm.trainer.training.primary import labelled_splits
@@ -315,7 +314,7 @@ def _run_seed(cfg: OrchestratorConfig, s: _Setup, seeds: _Seeds, seed: int) -> O
     primaries = [runner.fit(f"seed{seed}-f{k}-robust", train_ex, seed, fused=True, agent_dropout=True,
                             honest=True) for k, (train_ex, _) in enumerate(s.splits)]
     out = pooled_outcomes(runner, primaries, val, s.table_folds)
-    features = [column_features(model, val) for model in primaries]
+    features = [first_layer_features_of(model, val) for model in primaries]
     seeds.subsets.append(subset_curve(out))
     seeds.helps.append(specialist_help(out))
     caches = runner.states([e.text for e in val], runner.specialists)
@@ -362,7 +361,7 @@ def _release(cfg: OrchestratorConfig, s: _Setup, out: Outcomes) -> Path:
                                                       [cfg.run_dir / "specialists" / n for n in s.names],
                                                       agent_dropout=True, honest_fusion=True))
     final_cfg = cfg.parl.model_copy(update={"seed": 0})
-    final = replace(out, features=column_features(robust, s.val))
+    final = replace(out, features=first_layer_features_of(robust, s.val))
     policy = _policy(final, robust, final_cfg)
     train_parl(policy, final, final_cfg, desc="PARL released")
     policy.save(released / "orchestrator", primary_fingerprint(robust),

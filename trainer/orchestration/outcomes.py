@@ -44,7 +44,7 @@ def outcomes_from_caches(model: PrimaryModel, examples: Sequence[ColumnExample],
                     data.labels, torch.tensor([tables[e.table] for e in examples]), len(tables))
 
 
-def column_features(model: PrimaryModel, examples: Sequence[ColumnExample]) -> torch.Tensor:
+def first_layer_features_of(model: PrimaryModel, examples: Sequence[ColumnExample]) -> torch.Tensor:
     """(n, d) the primary's first-layer features of these columns: what a policy playing with it reads."""
     data = encode([e.text for e in examples], [e.label for e in examples], ColumnEncoder(model.cfg.max_len))
     return first_layer_features(model, data)

@@ -32,7 +32,7 @@ from swarm.model_server.choices import DEVICE_AUTO
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.devices import autocast, resolve_device
 from swarm.model_server.model.specialist import OTHER, DomainModel, Specialist, domains
-from swarm.trainer.data.sotab import load_labels
+from swarm.model_server.model.tables import load_labels
 from swarm.trainer.training.metrics import Scores, score
 from swarm.trainer.training.model_swarms import SwarmConfig, SwarmResult, search
 from swarm.trainer.training.primary import real_examples

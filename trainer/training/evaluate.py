@@ -10,8 +10,9 @@ from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.devices import resolve_device
 from swarm.model_server.model.manifest import PrimaryManifest
 from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.tables import DataError
 from swarm.trainer.data.columns import ColumnExample, build_examples
-from swarm.trainer.data.sotab import DataError, Split, load_dataset
+from swarm.trainer.data.sotab import Split, load_dataset
 from swarm.trainer.training.metrics import Scores, score
 from swarm.trainer.training.state_sources import (
     LocalSpecialists,

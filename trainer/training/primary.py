@@ -17,10 +17,11 @@ from swarm.model_server.model.backbone import count_parameters, get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
 from swarm.model_server.model.manifest import PrimaryManifest
 from swarm.model_server.model.primary import PrimaryModel
+from swarm.model_server.model.tables import load_labels
 from swarm.model_server.model.weights import save_weights
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
-from swarm.trainer.data.sotab import Split, load_dataset, load_labels
+from swarm.trainer.data.sotab import Split, load_dataset
 from swarm.trainer.training.metrics import Scores, score
 from swarm.trainer.training.state_sources import (
     LocalSpecialists,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from swarm.trainer.data.sotab import ColumnRef, Table, load_labels
+from swarm.model_server.model.tables import Table, load_labels
+from swarm.trainer.data.sotab import ColumnRef
 
 from .context import LOCALES, Ctx, Row
 from .domains import CONTEXT, DOMAINS, SPREAD, Col, Domain

@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from swarm.trainer.data.sotab import Table
+from swarm.model_server.model.tables import Table
 
 _NUMERIC = re.compile(r"[+-]?(\d+([.,]\d+)?|[.,]\d+)([eE][+-]?\d+)?")
 
