@@ -7,8 +7,10 @@ subprocesses, and one that crashes or is interrupted (gpu_check's budget sends S
 """
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 import typer
 
@@ -17,6 +19,16 @@ from swarm.trainer.commands.cli_options import fail
 BENCHMARKS = ("training", "fusion", "grpc_states", "operator", "serving_load", "orchestrator_throughput",
               "specialists")
 NO_QUICK = ("training",)  # takes no --quick
+
+
+def checkout() -> Path | None:
+    """The source checkout the benchmarks belong to (they read its data/ and write its reports/), or None where
+    swarm.bench is not installed from one (an editable install)."""
+    spec = importlib.util.find_spec("swarm.bench")
+    if spec is None or spec.origin is None:
+        return None
+    root = Path(spec.origin).resolve().parents[1]
+    return root if (root / "data").is_dir() else None
 
 
 def bench_command(name: str, quick: bool) -> list[str]:
@@ -32,6 +44,8 @@ def bench(
     unknown = sorted(set(only) - set(BENCHMARKS))
     if unknown:
         fail(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+    if checkout() is None:
+        fail("the benchmarks run from a source checkout (pip install -e .): they read its data/ and write reports/")
     for name in only or BENCHMARKS:
         typer.secho(f"== swarm.bench.{name}", bold=True)
         if subprocess.run(bench_command(name, quick)).returncode != 0:
