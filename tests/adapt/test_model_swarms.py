@@ -52,7 +52,9 @@ def test_bad_experts_are_refused(experts: list[torch.Tensor]) -> None:
 
 
 def test_bad_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="invalid swarm settings"):
+    with pytest.raises(ValueError, match="particles"):
         SwarmConfig(particles=0)
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="repel"):
         SwarmConfig(repel=-1)
+    with pytest.raises(ValueError, match="step"):
+        SwarmConfig(step=0)

@@ -14,7 +14,6 @@ from pathlib import Path
 import typer
 
 from swarm.trainer.commands.cli_options import (
-    DEFAULT_DATA,
     DEVICE_OPTION,
     ENDPOINTS_ENV,
     PRECISION_OPTION,
@@ -29,6 +28,8 @@ from swarm.trainer.commands.cli_options import (
 from swarm.trainer.commands.config_options import DATA_FLAG, ConfigArgs, Flag, config_options
 from swarm.trainer.orchestration.parl import ParlConfig
 from swarm.trainer.orchestration.parl_pipeline import PolicyRunConfig
+from swarm.trainer.training.adapt import AdaptConfig
+from swarm.trainer.training.model_swarms import SwarmConfig
 from swarm.trainer.training.primary import RunConfig
 from swarm.trainer.training.train import TrainConfig
 
@@ -179,40 +180,33 @@ def memory(
                            "knowledge_sources": list(spec.model.backbone.knowledge)} | estimate.to_dict(), indent=2))
 
 
+@config_options("adapt", AdaptConfig, ("domain", "data", "out", "reference", "reports_dir", "utility_columns"),
+                flags={"data": DATA_FLAG})
+@config_options("swarm", SwarmConfig, ("particles", "iterations", "seed"))
 def adapt(
-    domain: str = typer.Option(..., help="Target domain (model_server/domains.yaml): its labels plus \\[other]."),
+    *,
+    adapt: ConfigArgs[AdaptConfig],
     expert: list[str] = typer.Option(
         ..., help="A trained specialist: its directory, or NAME=FOLDER of specialists (repeat; two or more)."
     ),
-    data: Path = typer.Option(DEFAULT_DATA, help="SOTAB-format dataset; the domain's validation columns are used."),
-    out: Path = typer.Option(Path("runs/adapt"), help="Where the adapted specialist directory is written."),
-    reference: Path | None = typer.Option(None, help="A specialist fine-tuned on the domain, scored for comparison."),
-    reports_dir: Path = typer.Option(Path("reports")),
-    utility_columns: int = typer.Option(200, min=2, help="Labelled columns the swarm's utility is measured on."),
-    particles: int = typer.Option(8, min=1),
-    iterations: int = typer.Option(20, min=0),
-    seed: int = typer.Option(0),
+    swarm: SwarmConfig,
     device: str = DEVICE_OPTION,
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Model Swarms: search the experts' weight space for a specialist of DOMAIN; reports/adapt_DOMAIN.{json,md,png}."""
     from swarm.model_server.model.specialist import specialist_dir
     from swarm.model_server.model.tables import DataError
-    from swarm.trainer.training.adapt import AdaptConfig
     from swarm.trainer.training.adapt import adapt as run_adapt
-    from swarm.trainer.training.model_swarms import SwarmConfig
 
     def expert_path(value: str) -> Path:  # PATH, or NAME=FOLDER: specialist NAME in a folder of them
         name, sep, folder = value.partition("=")
         return specialist_dir(Path(folder), name) if sep else Path(value)
 
     device = use_devices(device, dtype)
+    cfg = adapt.build(experts=tuple(map(expert_path, expert)), swarm=swarm, device=device)
     try:
-        cfg = AdaptConfig(data=data, experts=tuple(map(expert_path, expert)), domain=domain, out=out,
-                          reports_dir=reports_dir, utility_columns=utility_columns, reference=reference,
-                          swarm=SwarmConfig(particles=particles, iterations=iterations, seed=seed), device=device)
         report = run_adapt(cfg)
     except (DataError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    swarm = next(m for m in report["models"] if m["name"] == "Model Swarms")
-    publish({"micro_f1": swarm["micro_f1"], "macro_f1": swarm["macro_f1"]})
+    result = next(m for m in report["models"] if m["name"] == "Model Swarms")
+    publish({"micro_f1": result["micro_f1"], "macro_f1": result["macro_f1"]})

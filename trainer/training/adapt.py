@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from swarm.model_server.choices import DEVICE_AUTO
@@ -44,17 +45,23 @@ BATCH = 128
 MIN_HELD_OUT = 50
 
 
-@dataclass(frozen=True)
-class AdaptConfig:
-    data: Path
-    experts: tuple[Path, ...]
-    domain: str
-    out: Path
-    reports_dir: Path = Path("reports")
-    utility_columns: int = 200
-    reference: Path | None = None
-    swarm: SwarmConfig = field(default_factory=SwarmConfig)
-    device: str = DEVICE_AUTO  # where the candidate specialist runs; the particles stay on the host
+class AdaptConfig(BaseModel):
+    """What `swarm adapt` searches for: a specialist of `domain` from the experts, on the domain's labelled
+    columns of `data`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data: Path = Field(description="SOTAB-format dataset; the domain's validation columns are used.")
+    experts: tuple[Path, ...] = Field(description="Trained specialist directories (two or more).")
+    domain: str = Field(description="Target domain (model_server/domains.yaml): its labels plus \\[other].")
+    out: Path = Field(Path("runs/adapt"), description="Where the adapted specialist directory is written.")
+    reports_dir: Path = Field(Path("reports"), description="Where adapt_DOMAIN.{json,md,png} go.")
+    utility_columns: int = Field(200, ge=2, description="Labelled columns the swarm's utility is measured on.")
+    reference: Path | None = Field(None, description="A specialist fine-tuned on the domain, scored for "
+                                   "comparison.")
+    swarm: SwarmConfig = Field(default_factory=SwarmConfig)
+    # Where the candidate specialist runs; the particles stay on the host.
+    device: str = DEVICE_AUTO
 
 
 @dataclass
@@ -277,7 +284,7 @@ def _report(cfg: AdaptConfig, domain: str, class_names: Sequence[str], experts: 
         "out": str(cfg.out),
         "utility_columns": n_utility,
         "held_out_columns": n_held_out,
-        "swarm": asdict(cfg.swarm),
+        "swarm": cfg.swarm.model_dump(),
         "evaluations": result.evaluations,
         "history": [asdict(s) for s in result.history],
         "models": [asdict(r) for r in rows],

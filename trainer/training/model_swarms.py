@@ -15,29 +15,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from tqdm import tqdm
 
 
-@dataclass(frozen=True)
-class SwarmConfig:
-    particles: int = 8
-    iterations: int = 20
-    step: float = 0.5  # lambda: how far a particle moves along its velocity
-    step_decay: float = 0.95
-    inertia: float = 0.2
-    cognitive: float = 0.3  # towards the particle's personal best
-    social: float = 0.4  # towards the global best
-    repel: float = 0.1  # away from the global worst
-    patience: int = 6
-    restart_after: int = 3
-    seed: int = 0
+class SwarmConfig(BaseModel):
+    """The particle swarm's settings (Model Swarms' defaults)."""
 
-    def __post_init__(self) -> None:
-        if self.particles < 1 or self.iterations < 0 or self.patience < 1 or self.restart_after < 1:
-            raise ValueError(f"invalid swarm settings: {self}")
-        if min(self.inertia, self.cognitive, self.social, self.repel) < 0 or self.step <= 0:
-            raise ValueError(f"swarm weights and step must be non-negative (step positive): {self}")
+    model_config = ConfigDict(frozen=True)
+
+    particles: int = Field(8, ge=1, description="Particles (the experts first, then crossovers of two).")
+    iterations: int = Field(20, ge=0, description="Swarm steps at most.")
+    step: float = Field(0.5, gt=0, description="lambda: how far a particle moves along its velocity.")
+    step_decay: float = Field(0.95, gt=0, description="lambda's factor per step.")
+    inertia: float = Field(0.2, ge=0, description="Weight of the particle's own velocity.")
+    cognitive: float = Field(0.3, ge=0, description="Weight towards the particle's personal best.")
+    social: float = Field(0.4, ge=0, description="Weight towards the global best.")
+    repel: float = Field(0.1, ge=0, description="Weight away from the global worst.")
+    patience: int = Field(6, ge=1, description="Stop once the global best has not improved for this many steps.")
+    restart_after: int = Field(3, ge=1, description="Restart a particle whose best has not improved for this many "
+                               "steps.")
+    seed: int = Field(0, description="Seed of the swarm's random draws.")
 
 
 @dataclass(frozen=True)
