@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import urllib.error
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -129,6 +129,15 @@ def gpu_node(plane: ControlPlane, name: str, *, gpus: int = 1, mib: int = RTX_40
     )
 
 
+@dataclass(frozen=True)
+class ServiceAccountTarget:
+    """What OperatorProcess runs against on the real control plane: a ServiceAccount's kubeconfig, and the folder
+    of the operator's log (emulator.OperatorTarget)."""
+
+    kubeconfig: Path
+    workdir: Path
+
+
 def operator_process(
     plane: ControlPlane,
     log_path: Path,
@@ -140,9 +149,7 @@ def operator_process(
     """`swarm operator --namespace NAMESPACE` as a process with that namespace's swarm-operator ServiceAccount token
     (the emulator tier's runner: SIGKILL is a real crash), logging to `log_path`. A short lease by default, so a test
     that kills the leader does not wait 15 s for the next one; no metrics port (two replicas would share it)."""
-    target = SimpleNamespace(
-        kubeconfig=plane.service_account_kubeconfig(namespace, "swarm-operator"), workdir=log_path.parent
-    )
+    target = ServiceAccountTarget(plane.service_account_kubeconfig(namespace, "swarm-operator"), log_path.parent)
     args = extra_args if "--lease-duration" in extra_args else ("--lease-duration", "5", *extra_args)
     return OperatorProcess(
         target,
