@@ -51,9 +51,8 @@ import torch
 from swarm import client
 from swarm.model_server.model.specialist import Specialist, domain_of, domains, untrained
 from swarm.model_server.model.tables import Table
-from swarm.model_server.serving.launcher import start_local_swarm
+from swarm.model_server.serving.launcher import served_swarm, start_local_swarm
 from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
-from swarm.trainer.commands.annotation_run import served_swarm
 from swarm.trainer.data.sotab import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,12 +101,12 @@ def untrained_specialist(name: str, config: str) -> Specialist:
 def annotation_service(k: int, config: str, device: str) -> Iterator[str]:
     """The address of an annotation API with k specialist processes (k = 0: the primary alone).
 
-    k = 0 is served as `swarm up` serves a primary without specialists (annotation_run.served_swarm, which reads no
-    model directory then). k > 0 cannot be: served_swarm serves the specialists a trained primary's model.json
-    names, from their directories, while this benchmark serves untrained specialists by name, replicas
-    (`temporal@1`) included; start_local_swarm, which served_swarm uses for those, serves them here."""
+    k = 0 is served as `swarm up` serves a primary without specialists (launcher.served_swarm). k > 0 cannot be:
+    served_swarm serves the specialists a trained primary's model.json names, from their directories, while this
+    benchmark serves untrained specialists by name, replicas (`temporal@1`) included; start_local_swarm, which
+    served_swarm uses for those, serves them here."""
     if k == 0:
-        with served_swarm(PrimaryAnnotator.untrained([], config=config, device=device), ROOT, device=device) as server:
+        with served_swarm(PrimaryAnnotator.untrained([], config=config, device=device), device=device) as server:
             yield server.address
         return
     with start_local_swarm(specialist_names(k), config=config, device=device) as swarm:

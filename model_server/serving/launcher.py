@@ -5,7 +5,8 @@ server.
 / `checkpoint_dir` for trained ones) starts one `swarm serve-specialist` process per specialist on a free port
 (each binds port 0 and publishes its address in a ready file: no port races), waits for health SERVING, serves
 the annotation API in this process, and tears everything down (SIGTERM, then SIGKILL) on exit. Used by
-`swarm up`, `swarm serve-annotation`, `swarm demo` and the integration tests.
+`swarm serve-annotation`, the throughput benchmark, the integration tests and `served_swarm`: a trained primary
+served with its own specialists (`swarm up`, `swarm annotate`, `swarm demo`), or in front of remote ones.
 
 Supervision:
 - children die with the parent: each specialist runs in a process group of its own and asks the kernel for
@@ -40,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -50,6 +51,9 @@ from swarm.model_server.serving.annotation_server import AnnotationLimits, Annot
 from swarm.model_server.serving.annotator import TableAnnotator
 from swarm.model_server.serving.grpc_runtime import ClientTls, ServerSecurity, read_ready_file, wait_serving
 from swarm.model_server.serving.specialist_client import RetryPolicy, SpecialistClient
+
+if TYPE_CHECKING:
+    from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +219,7 @@ def _resolve(spec: str | Path, checkpoint_dir: Path | None) -> tuple[str, list[s
 
 
 def default_annotator(names: list[str], config: str, primary_dir: Path | None, device: str = DEVICE_AUTO,
-                      policy: Path | str | None = None, spawn_budget: int | None = None) -> TableAnnotator:
+                      policy: Path | str | None = None, spawn_budget: int | None = None) -> PrimaryAnnotator:
     """The trained primary in `primary_dir` (with its orchestrator policy, see PrimaryAnnotator.load), else an
     untrained one that sends every column to every specialist."""
     from swarm.model_server.model.devices import resolve_device
@@ -572,3 +576,32 @@ def start_local_swarm(
         torch.set_num_threads(threads_before)
         if shares:
             pin_to(cpus)
+
+
+@contextlib.contextmanager
+def served_swarm(annotator: PrimaryAnnotator, endpoints: Mapping[str, str] | None = None, *,
+                 device: str = DEVICE_AUTO, host: str = "127.0.0.1", port: int = 0,
+                 limits: AnnotationLimits | None = None, server_args: Sequence[str] = (),
+                 security: ServerSecurity | None = None, health_port: int | None = None,
+                 torch_threads: int | None = None) -> Iterator[AnnotationServer]:
+    """The annotation API of a primary: in front of running specialist servers when `endpoints` is given, else
+    with its own specialists (the directories its model.json names) as supervised local processes on loopback, or
+    alone when it fuses none. The one way `swarm up`, `swarm serve-annotation --specialist`, `swarm annotate`,
+    `swarm demo` and the throughput benchmark serve a primary."""
+    if endpoints is not None or not annotator.specialist_names:
+        with SpecialistClient(dict(endpoints or {})) as client:
+            server = build_annotation_server(annotator, client, host, port, limits, security, health_port).start()
+            try:
+                yield server
+            finally:
+                server.stop(5.0)
+        return
+    if not annotator.specialist_dirs:
+        raise ValueError(f"the primary fuses {annotator.specialist_names} but names no specialist directories "
+                         "(an untrained primary): give the specialists' endpoints")
+    with start_local_swarm(annotator.specialist_dirs, annotator=annotator, config=annotator.model.cfg.name,
+                           annotation_host=host, annotation_port=port, device=device, limits=limits,
+                           server_args=list(server_args), security=security, health_port=health_port,
+                           torch_threads=torch_threads) as swarm:
+        assert swarm.annotation is not None
+        yield swarm.annotation

@@ -53,6 +53,7 @@ class PrimaryAnnotator:
         # Spawn budget: distinct specialists a table may use (wide and deep together).
         self.budget = len(self.specialist_names) if budget is None else max(0, budget)
         self.manifest = PrimaryManifest(**model.meta())  # the loaded model.json (see load), else the model's own
+        self.specialist_dirs: list[Path] = []  # its specialists' directories, as its model.json names them (load)
         # route, next_stage and annotate of one table run one after another in one compute thread, and ask for the
         # same wide plan and (after the last stage) the same probabilities: each thread keeps its last of each.
         self._last = threading.local()
@@ -75,13 +76,15 @@ class PrimaryAnnotator:
              budget: int | None = None) -> PrimaryAnnotator:
         """The primary in `model_dir` with the orchestrator policy in `policy` (default: `model_dir/orchestrator`
         when it exists; NO_POLICY: none, every specialist reads every column). A policy trained for another
-        primary is refused (ValueError). The model's manifest (model.json) is kept as `.manifest`."""
+        primary is refused (ValueError). The model's manifest (model.json) is kept as `.manifest`, the specialist
+        directories it names (resolved) as `.specialist_dirs`."""
         model, manifest = PrimaryModel.load(Path(model_dir))
         if policy is None and (Path(model_dir) / "orchestrator" / POLICY_META).is_file():
             policy = Path(model_dir) / "orchestrator"
         loaded = None if policy in (None, NO_POLICY) else OrchestratorPolicy.load(Path(policy), model)
         annotator = cls(model, device, loaded, budget)
         annotator.manifest = manifest
+        annotator.specialist_dirs = manifest.resolve_specialist_dirs(Path(model_dir))
         return annotator
 
     @classmethod

@@ -21,9 +21,6 @@ from swarm.trainer.training.metrics import Scores, score
 
 if TYPE_CHECKING:
     from swarm.client import TableAnnotation
-    from swarm.model_server.serving.annotation_server import AnnotationLimits, AnnotationServer
-    from swarm.model_server.serving.grpc_runtime import ServerSecurity
-    from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
 
 
 def annotate_over_grpc(address: str, tables: Sequence[Table], timeout_s: float = 600.0) -> list[TableAnnotation]:
@@ -89,44 +86,16 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def served_swarm(annotator: PrimaryAnnotator, model_dir: Path, endpoints: dict[str, str] | None = None,
-                 device: str = DEVICE_AUTO, host: str = "127.0.0.1", port: int = 0,
-                 limits: AnnotationLimits | None = None, server_args: Sequence[str] = (),
-                 security: ServerSecurity | None = None, health_port: int | None = None,
-                 torch_threads: int | None = None) -> Iterator[AnnotationServer]:
-    """The annotation API of a trained primary: with remote specialists when `endpoints` is given, else with its
-    own specialists (those its model.json names) as supervised local processes on loopback, or alone. The one way
-    `swarm up`, `swarm annotate` and `swarm demo` serve a primary."""
-    from swarm.model_server.serving.annotation_server import build_annotation_server
-    from swarm.model_server.serving.launcher import start_local_swarm
-    from swarm.model_server.serving.specialist_client import SpecialistClient
-
-    if endpoints is not None or not annotator.specialist_names:
-        with SpecialistClient(endpoints or {}) as client:
-            server = build_annotation_server(annotator, client, host, port, limits, security, health_port).start()
-            try:
-                yield server
-            finally:
-                server.stop(5.0)
-        return
-    dirs = annotator.manifest.resolve_specialist_dirs(model_dir)
-    with start_local_swarm(dirs, annotator=annotator, config=annotator.model.cfg.name, annotation_host=host,
-                           annotation_port=port, device=device, limits=limits, server_args=list(server_args),
-                           security=security, health_port=health_port, torch_threads=torch_threads) as swarm:
-        assert swarm.annotation is not None
-        yield swarm.annotation
-
-
-@contextlib.contextmanager
 def annotation_endpoint(model_dir: Path, endpoints: dict[str, str] | None = None, port: int = 0,
                         device: str = DEVICE_AUTO, host: str = "127.0.0.1", policy: Path | str | None = None,
                         spawn_budget: int | None = None) -> Iterator[str]:
-    """The address of an annotation API for the primary in `model_dir` (see served_swarm)."""
+    """The address of an annotation API for the primary in `model_dir` (see launcher.served_swarm)."""
     from swarm.model_server.model.devices import resolve_device
+    from swarm.model_server.serving.launcher import served_swarm
     from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
 
     annotator = PrimaryAnnotator.load(model_dir, resolve_device(device), policy, spawn_budget)
-    with served_swarm(annotator, model_dir, endpoints, device, host, port) as server:
+    with served_swarm(annotator, endpoints, device=device, host=host, port=port) as server:
         yield server.address
 
 

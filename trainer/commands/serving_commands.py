@@ -36,8 +36,8 @@ from swarm.trainer.commands.config_options import Flag, config_options, field_op
 
 if TYPE_CHECKING:
     from swarm.model_server.serving.annotation_server import AnnotationLimits
-    from swarm.model_server.serving.annotator import TableAnnotator
     from swarm.model_server.serving.grpc_runtime import ServerSecurity
+    from swarm.model_server.serving.primary_annotator import PrimaryAnnotator
     from swarm.model_server.serving.specialist_server import ServerOptions
 
 DEFAULT_HOST = "127.0.0.1"
@@ -318,7 +318,7 @@ def serve_annotation(
 
 
 def _annotator(names: list[str], config: str, primary_dir: Path | None, device: str,
-               settings: ServingSettings) -> TableAnnotator:
+               settings: ServingSettings) -> PrimaryAnnotator:
     from swarm.model_server.serving.launcher import default_annotator
 
     try:
@@ -330,13 +330,11 @@ def _annotator(names: list[str], config: str, primary_dir: Path | None, device: 
 def _serve_remote(addresses: dict[str, str], settings: ServingSettings, security: ServerSecurity, config: str,
                   primary_dir: Path | None, device: str, grace_s: float) -> None:
     """The annotation API in front of running specialist servers."""
-    from swarm.model_server.serving.annotation_server import build_annotation_server
-    from swarm.model_server.serving.specialist_client import SpecialistClient
+    from swarm.model_server.serving.launcher import served_swarm
 
     annotator = _annotator(list(addresses), config, primary_dir, device, settings)
-    with SpecialistClient(addresses) as client:
-        server = build_annotation_server(annotator, client, settings.host, settings.port, settings.limits(0),
-                                         security, settings.health_port).start()
+    with served_swarm(annotator, addresses, device=device, host=settings.host, port=settings.port,
+                      limits=settings.limits(0), security=security, health_port=settings.health_port) as server:
         server.serve_until_signalled(grace_s, settings.ready_file)
 
 
@@ -451,11 +449,12 @@ def up(
         annotator = PrimaryAnnotator.load(model_dir, resolve_device(device), settings.policy, settings.spawn_budget)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    from swarm.trainer.commands.annotation_run import served_swarm
+    from swarm.model_server.serving.launcher import served_swarm
 
     local = len(annotator.specialist_names)
-    with served_swarm(annotator, model_dir, None, device, settings.host, settings.port, settings.limits(local),
-                      settings.specialist_args(local), security, settings.health_port, torch_threads) as server:
+    with served_swarm(annotator, device=device, host=settings.host, port=settings.port, limits=settings.limits(local),
+                      server_args=settings.specialist_args(local), security=security,
+                      health_port=settings.health_port, torch_threads=torch_threads) as server:
         from swarm.model_server.serving.grpc_runtime import write_ready_file
 
         if settings.ready_file is not None:
