@@ -52,7 +52,7 @@ class FusionExperimentConfig(BaseModel):
     model: str = Field("tiny", description="Backbone config.")
     synthetic_tables: int = Field(1500, ge=1, description="Synthetic tables the pre-trained primaries learn from "
                                   "first.")
-    pretrain_steps: int = Field(600, ge=1, description="Pre-training steps on the synthetic tables.")
+    pretrain_steps: int = Field(800, ge=1, description="Pre-training steps on the synthetic tables.")
     specialist_steps: int = Field(400, ge=1, description="Optimizer steps of each specialist.")
     primary_steps: int = Field(400, ge=1, description="Optimizer steps of each primary.")
     modes: tuple[str, ...] = FUSION_MODES
