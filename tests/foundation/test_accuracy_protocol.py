@@ -16,15 +16,9 @@ from swarm.model_server.model.specialist import domains, untrained
 from swarm.model_server.model.tables import load_labels
 from swarm.model_server.model.text import serialize_column
 from swarm.trainer.data.columns import ColumnExample
-from swarm.trainer.experiments import accuracy as accuracy_experiment
-from swarm.trainer.experiments.accuracy import (
-    CONFUSION_GROUPS,
-    AccuracyConfig,
-    ExperimentRunner,
-    cv_folds,
-    grouped_folds,
-    run_accuracy,
-)
+from swarm.trainer.experiments import runner as experiment_runner
+from swarm.trainer.experiments.accuracy import CONFUSION_GROUPS, AccuracyConfig, run_accuracy
+from swarm.trainer.experiments.runner import ExperimentRunner, cv_folds, grouped_folds
 
 
 def test_grouped_folds_keep_each_table_in_one_fold_and_cover_every_column() -> None:
@@ -67,14 +61,14 @@ def test_honest_fusion_withholds_the_specialists_from_their_own_training_tables(
     runner.specialist_tables = {"seen"}
     examples = [ColumnExample(serialize_column(["Berlin", "Paris"]), 0, table, 0) for table in ("seen", "new")]
     seen: list[dict] = []
-    original = accuracy_experiment.train
+    original = experiment_runner.train
 
     def spy(model, data, train_cfg, run_dir, meta, extra, desc):  # noqa: ANN001, ANN202
         seen.append(extra([0, 1]))
         assert meta["honest_fusion"] is True
         return original(model, data, train_cfg, run_dir, meta, extra, desc)
 
-    monkeypatch.setattr(accuracy_experiment, "train", spy)
+    monkeypatch.setattr(experiment_runner, "train", spy)
     runner.fit("honest", examples, 0, fused=True, honest=True)
     assert seen[0]["row_mask"].tolist() == [False, True]
 

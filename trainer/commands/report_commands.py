@@ -64,7 +64,8 @@ def accuracy_report(
     """Grouped K-fold CV of the primary alone and with its specialists, plus the ablation ladder:
     reports/accuracy.{json,md,png}; the released swarm (all labelled data) in RUN_DIR/released/model."""
     from swarm.model_server.model.tables import DataError
-    from swarm.trainer.experiments.accuracy import accuracy_markdown, run_accuracy
+    from swarm.trainer.experiments.accuracy import run_accuracy
+    from swarm.trainer.experiments.accuracy_report import accuracy_markdown
 
     cfg = experiment.build(device=use_devices(device, dtype))
     try:
@@ -90,7 +91,8 @@ def orchestrator_report(
     supervised complexity head, PARL) and the design's success criteria: reports/orchestrator.{json,md,png}; the
     released primary + policy in RUN_DIR/released/model."""
     from swarm.model_server.model.tables import DataError
-    from swarm.trainer.experiments.orchestrator import orchestrator_markdown, run_orchestrator
+    from swarm.trainer.experiments.orchestrator import run_orchestrator
+    from swarm.trainer.experiments.orchestrator_report import orchestrator_markdown
 
     cfg = experiment.build(parl=parl.build(), device=use_devices(device, dtype))
     try:

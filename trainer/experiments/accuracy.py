@@ -19,7 +19,6 @@ metrics.json) is trained on every labelled split with the swarm's recipe; its ow
 """
 from __future__ import annotations
 
-import random
 import statistics
 import time
 from collections.abc import Sequence
@@ -27,26 +26,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import BaseModel, Field
 
 from swarm.model_server.choices import DEVICE_AUTO
-from swarm.model_server.model.backbone import get_config
 from swarm.model_server.model.column_encoder import ColumnEncoder
-from swarm.model_server.model.primary import PrimaryModel
 from swarm.model_server.model.specialist import Specialist, domains
 from swarm.model_server.model.tables import load_labels
 from swarm.trainer import reports
 from swarm.trainer.data.columns import ColumnExample, build_examples
 from swarm.trainer.data.sotab import Split
-from swarm.trainer.experiments.specialist_help import help_counts, help_markdown, summarise_help
+from swarm.trainer.experiments.accuracy_report import write_accuracy_reports
+from swarm.trainer.experiments.runner import ExperimentRunner, cv_folds, grouped_folds
+from swarm.trainer.experiments.specialist_help import help_counts, summarise_help
 from swarm.trainer.training.metrics import Scores, hard_class_f1, hard_classes, score, spread
-from swarm.trainer.training.primary import encode_examples, labelled_splits
+from swarm.trainer.training.primary import labelled_splits
 from swarm.trainer.training.specialists import train_specialist
-from swarm.trainer.training.state_sources import LocalSpecialists, cache_states, cached_inputs
-from swarm.trainer.training.train import TrainConfig, predict, train
-
-FUSION = "gated"
+from swarm.trainer.training.train import TrainConfig
 
 
 class AccuracyConfig(BaseModel):
@@ -76,19 +71,6 @@ class AccuracyConfig(BaseModel):
                            "itself, and specialists without knowledge sources.")
 
 
-def grouped_folds(examples: Sequence[ColumnExample], k: int, seed: int) -> list[list[int]]:
-    """Example indices per fold; every table's columns in one fold, folds balanced by column count."""
-    by_table: dict[str, list[int]] = {}
-    for i, e in enumerate(examples):
-        by_table.setdefault(e.table, []).append(i)
-    tables = sorted(by_table)
-    random.Random(seed).shuffle(tables)
-    folds: list[list[int]] = [[] for _ in range(k)]
-    for name in sorted(tables, key=lambda t: -len(by_table[t])):  # stable: shuffled order breaks size ties
-        min(folds, key=len).extend(by_table[name])
-    return [sorted(f) for f in folds]
-
-
 def _summary(runs: Sequence[Scores], hard: Sequence[str]) -> dict:
     micro = [s.micro_f1 for s in runs]
     macro = [s.macro_f1 for s in runs]
@@ -97,78 +79,6 @@ def _summary(runs: Sequence[Scores], hard: Sequence[str]) -> dict:
             "macro_f1": statistics.fmean(macro), "macro_f1_std": spread(macro),
             "hard_class_f1": statistics.fmean(hard_scores) if hard_scores else None,
             "per_run": [{"micro_f1": s.micro_f1, "macro_f1": s.macro_f1} for s in runs]}
-
-
-class ExperimentRunner:
-    """Trains and scores primaries of one experiment, with the frozen specialists' states cached per column text."""
-
-    def __init__(self, cfg: AccuracyConfig, labels: list[str]) -> None:
-        self.cfg, self.labels = cfg, labels
-        self.model_cfg = get_config(cfg.model)
-        self.specialists: list[Specialist] = []
-        self.specialist_tables: set[str] = set()  # the tables the specialists were trained on
-        self._states: dict[tuple[str, tuple[str, ...]], dict[str, torch.Tensor]] = {}
-        self._fused_with: dict[int, list[Specialist]] = {}  # id(primary) -> the specialists it was trained with
-
-    def train_cfg(self, seed: int, steps: int | None = None) -> TrainConfig:
-        return TrainConfig(steps=steps or self.cfg.steps, batch_size=self.cfg.batch_size, seed=seed,
-                           device=self.cfg.device)
-
-    def states(self, texts: Sequence[str], specialists: Sequence[Specialist] | None = None) -> list[torch.Tensor]:
-        """(n, L, H, K, V) per specialist (default: all) for these texts, each text's states computed once."""
-        chosen = self.specialists if specialists is None else specialists
-        source = LocalSpecialists(chosen)
-        out = []
-        for s in chosen:
-            known = self._states.setdefault((s.name, s.model.backbone.knowledge), {})
-            missing = list(dict.fromkeys(t for t in texts if t not in known))
-            if missing:
-                for text, row in zip(missing, cache_states(source, s.name, missing), strict=True):
-                    known[text] = row
-            out.append(torch.stack([known[t] for t in texts]))
-        return out
-
-    def fit(self, name: str, train_ex: Sequence[ColumnExample], seed: int, fused: bool,
-            encoder: ColumnEncoder | None = None, names: Sequence[str] | None = None,
-            agent_dropout: bool = False, honest: bool = False, specialists: Sequence[Specialist] | None = None,
-            knowledge: Sequence[str] = ()) -> PrimaryModel:
-        """A primary trained on `train_ex`: alone, or fused with the specialists `names` (default: all of them) of
-        `specialists` (default: the runner's); `agent_dropout` fuses a random subset per batch (a primary for the
-        orchestrator's subsets); `honest` withholds the specialists from the columns of tables they were trained on;
-        `knowledge`: knowledge sources the primary reads itself (a control)."""
-        encoder = encoder or ColumnEncoder(self.model_cfg.max_len)
-        pool = self.specialists if specialists is None else list(specialists)
-        chosen = [s for s in pool if names is None or s.name in names] if fused else []
-        torch.manual_seed(seed)
-        model = PrimaryModel(self.model_cfg, self.labels, FUSION if chosen else None, [s.name for s in chosen],
-                             knowledge=knowledge)
-        self._fused_with[id(model)] = chosen
-        if chosen:
-            model.load_decoders(LocalSpecialists(chosen).decoders())
-        data = encode_examples(train_ex, encoder)
-        allowed = [e.table not in self.specialist_tables for e in train_ex] if honest else None
-        extra = cached_inputs(self.states([e.text for e in train_ex], chosen),
-                              agent_dropout_seed=seed if agent_dropout else None, honest=allowed) if chosen else None
-        meta = model.meta() | {"trained_on": name, "agent_dropout": agent_dropout, "honest_fusion": honest}
-        train(model, data, self.train_cfg(seed), self.cfg.run_dir / name, meta, extra, desc=name)
-        return model
-
-    def score(self, model: PrimaryModel, examples: Sequence[ColumnExample], encoder: ColumnEncoder | None = None,
-              agents: Sequence[int] | None = None) -> Scores:
-        """Scores on `examples`; a fused primary reads all its specialists, or only those indexed by `agents`."""
-        return score([self.labels[e.label] for e in examples], self.predict(model, examples, encoder, agents))
-
-    def predict(self, model: PrimaryModel, examples: Sequence[ColumnExample], encoder: ColumnEncoder | None = None,
-                agents: Sequence[int] | None = None) -> list[str]:
-        pred = self.probs(model, examples, encoder, agents).argmax(-1).tolist()
-        return [self.labels[i] for i in pred]
-
-    def probs(self, model: PrimaryModel, examples: Sequence[ColumnExample], encoder: ColumnEncoder | None = None,
-              agents: Sequence[int] | None = None) -> torch.Tensor:
-        data = encode_examples(examples, encoder or ColumnEncoder(self.model_cfg.max_len))
-        chosen = self._fused_with.get(id(model)) or [s for s in self.specialists if s.name in model.specialists]
-        extra = cached_inputs(self.states([e.text for e in examples], chosen), agents) if chosen else None
-        return predict(model, data, extra)
 
 
 # Confusions the issue names (the worst of the first front end), plus Duration/Time: a label taken for another of its
@@ -180,11 +90,6 @@ CONFUSION_GROUPS: tuple[tuple[str, ...], ...] = (
     ("Review", "Product/description"),
     ("Duration", "Time"),
 )
-
-
-# The classes below 0.5 F1 when the knowledge specialists were asked for (issue #28): reported before/after whatever
-# this run's primary scores on them.
-NAMED_HARD = ("postalCode", "IdentifierAT", "Brand", "category", "Book/description")
 
 
 def confusions(gold: Sequence[str], pred: Sequence[str]) -> dict[str, int]:
@@ -208,18 +113,6 @@ class FoldRun(BaseModel):
     robust_none: list[str] | None = None
     robust_all: list[str] | None = None
     singles: dict[str, list[str]] = Field(default_factory=dict)
-
-
-def cv_folds(base: Sequence[ColumnExample], val: Sequence[ColumnExample], folds: Sequence[Sequence[int]],
-             copies: int) -> list[tuple[list[ColumnExample], list[ColumnExample]]]:
-    """(training, held-out) examples per fold: everything else + the other folds' validation columns, each of
-    those `copies` times."""
-    out = []
-    for held in folds:
-        held_set = set(held)
-        other = [e for i, e in enumerate(val) if i not in held_set]
-        out.append(([*base, *(e for e in other for _ in range(copies))], [val[i] for i in held]))
-    return out
 
 
 @dataclass
@@ -482,138 +375,3 @@ def single_rows(runs: Sequence[FoldRun], hard: Sequence[str]) -> dict[str, Any]:
                         "all_minus_best_single_std": spread(beyond), "per_run": beyond,
                         "goal": 0.02, "passes": statistics.fmean(beyond) >= 0.02},
     }
-
-
-def _cell(summary: dict, key: str) -> str:
-    value = summary.get(key)
-    if value is None:
-        return "-"
-    std = summary.get(f"{key}_std")
-    return f"{value:.3f} ± {std:.3f}" if std is not None else f"{value:.3f}"
-
-
-def _per_seed_gains(cv: dict) -> str:
-    by_seed: dict[int, list[float]] = {}
-    for run in cv.get("runs", []):
-        by_seed.setdefault(run["seed"], []).append(run["swarm_micro_f1"] - run["alone_micro_f1"])
-    return ", ".join(f"seed {seed} {statistics.fmean(g):+.3f}" for seed, g in sorted(by_seed.items()))
-
-
-def _criterion_a(cv: dict) -> str:
-    a = cv.get("criterion_a")
-    if not a:
-        return ""
-    return (f"Criterion (a), within the agent-dropout primary, paired per run: all specialists − the best single one "
-            f"({a['best_single']}) = {a['all_minus_best_single']:+.3f} ± {a['all_minus_best_single_std']:.3f} "
-            f"micro-F1 (goal ≥ +{a['goal']:.2f}: {'met' if a['passes'] else 'not met'}).\n\n")
-
-
-def accuracy_markdown(result: dict) -> str:
-    cv = result["cv"]
-    n = len(result.get("specialists", {})) or 5
-    named = (("primary alone", "primary_alone"),
-             ("primary reading every knowledge source itself, no specialists (control)", "primary_with_knowledge"),
-             (f"primary + {n} specialists without knowledge sources (control)", "swarm_without_knowledge"),
-             (f"primary + {n} specialists (the swarm)", "swarm"))
-    rows = [[name, _cell(cv[key], "micro_f1"), _cell(cv[key], "macro_f1"), _cell(cv[key], "hard_class_f1")]
-            for name, key in named if key in cv]
-    robust = [("agent-dropout primary, no specialist", cv.get("robust_none")),
-              *((f"agent-dropout primary + {name} alone", row) for name, row in cv.get("single", {}).items()),
-              (f"agent-dropout primary + all {n}", cv.get("robust_all"))]
-    rows += [[name, _cell(row, "micro_f1"), _cell(row, "macro_f1"), _cell(row, "hard_class_f1")]
-             for name, row in robust if row]
-    gains = ", ".join(f"{g:+.3f}" for g in cv["swarm_gain_per_fold"])
-    seeds = result.get("seeds", 1)
-    ladder = [[r["step"], r.get("protocol", "holdout"), r["micro_f1"], r["macro_f1"]] for r in result["ablation"]]
-    per_class = sorted(result.get("per_class_f1", {}).items(), key=lambda kv: (kv[1]["primary_alone"] or 0, kv[0]))
-    confusion = result.get("confusions", {})
-    text = (
-        f"Grouped {result['folds']}-fold cross-validation over the real SOTAB validation tables, {seeds} seed(s) "
-        f"(`{result['model']}` config, {result['steps']} steps; each fold trained on {result['trained_on']['cv']}; "
-        f"specialists trained on {result['trained_on']['specialists']}; "
-        f"fusion: {result['trained_on'].get('fusion', '-')}). Mean ± std over the "
-        f"{len(cv['swarm_gain_per_fold'])} (seed, fold) runs:\n\n"
-        + reports.markdown_table(["model", "micro-F1", "macro-F1", "hard-class F1"], rows)
-        + f"\nSwarm minus primary alone, micro-F1 per (seed, fold) run, paired: {gains} "
-        f"({sum(g > 0 for g in cv['swarm_gain_per_fold'])} of {len(cv['swarm_gain_per_fold'])} positive); per seed "
-        f"(mean over its folds): {_per_seed_gains(cv) or '-'}.\n\n"
-        + _criterion_a(cv)
-        + "Ablation (holdout: trained on training + training_columns, scored on all of validation; cv: the first "
-        "seed's folds):\n\n" + reports.markdown_table(["step", "protocol", "micro-F1", "macro-F1"], ladder))
-    if confusion:
-        groups = list(confusion["primary_alone"])
-        text += ("\nConfusions within the issue's groups (columns labelled as another member of their group, all CV "
-                 "runs together):\n\n" + reports.markdown_table(
-                     ["group", "primary alone", "swarm"],
-                     [[g, confusion["primary_alone"][g], confusion["swarm"][g]] for g in groups]))
-    per_class_f1 = result.get("per_class_f1", {})
-    hard_rows = {label: per_class_f1[label] for label in sorted({*result.get("hard_classes", []), *NAMED_HARD})
-                 if label in per_class_f1}
-    if hard_rows:
-        text += ("\nThe hard classes (below 0.5 F1 for the primary alone, and those issue #28 named), before "
-                 "(primary alone) and after (swarm), all CV runs together:\n\n" + reports.markdown_table(
-                     ["label", "primary alone", "swarm"],
-                     [[label, f["primary_alone"], f["swarm"]] for label, f in hard_rows.items()]))
-    if result.get("specialist_help"):
-        text += "\n" + help_markdown(result["specialist_help"], seeds,
-                                      "the same agent-dropout primary with no specialist (all folds of a seed)")
-    if per_class:
-        text += ("\nPer-class F1 (all CV runs together), worst first for the primary alone:\n\n"
-                 + reports.markdown_table(["label", "primary alone", "swarm"],
-                                          [[label, f["primary_alone"], f["swarm"]] for label, f in per_class]))
-    return text
-
-
-def write_accuracy_reports(result: dict, reports_dir: Path) -> None:
-    reports.write_json(reports_dir / "accuracy.json", result)
-    (reports_dir / "accuracy.md").write_text("# Accuracy on real SOTAB columns\n\n" + accuracy_markdown(result),
-                                              encoding="utf-8")
-    _plot(result, reports_dir / "accuracy.png")
-
-
-def _plot(result: dict, path: Path) -> None:
-    """Left: the ablation rows; middle: the swarm's paired gain over the primary alone, per CV run; right (when
-    measured): the agent-dropout primary with no specialist, each one alone, and all."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = result["ablation"]
-    singles = result["cv"].get("single", {})
-    panels = 3 if singles else 2
-    fig, axes = plt.subplots(1, panels, figsize=(11 + 4 * (panels - 2), 1.6 + 0.42 * max(4, len(steps), len(singles))),
-                             gridspec_kw={"width_ratios": [3, 1, 1.5][:panels]})
-    ax, gain_ax = axes[0], axes[1]
-    ys = range(len(steps))
-    ax.barh([y + 0.2 for y in ys], [s["micro_f1"] for s in steps], height=0.4, label="micro-F1")
-    ax.barh([y - 0.2 for y in ys], [s["macro_f1"] for s in steps], height=0.4, label="macro-F1")
-    ax.set_yticks(list(ys), [f"[{s.get('protocol', 'holdout')}] {s['step']}" for s in steps], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1.3)  # room for the legend right of the bars
-    for key, style in (("primary_alone", "--"), ("swarm", "-")):
-        ax.axvline(result["cv"][key]["micro_f1"], color="black", linestyle=style, linewidth=0.8,
-                   label=f"CV micro-F1, {key.replace('_', ' ')}")
-    ax.set_xlabel("F1 on real SOTAB validation columns")
-    ax.legend(fontsize=7, loc="upper right")
-    gains = result["cv"]["swarm_gain_per_fold"]
-    gain_ax.scatter(gains, range(len(gains)), color="tab:green")
-    gain_ax.axvline(0, color="black", linewidth=0.8)
-    gain_ax.set_yticks(range(len(gains)), [f"seed {r['seed']} fold {r['fold']}" for r in result["cv"].get("runs", [])]
-                       or [str(i) for i in range(len(gains))], fontsize=7)
-    gain_ax.invert_yaxis()
-    gain_ax.set_xlabel("swarm − primary alone, micro-F1 (paired)")
-    if singles:
-        cv = result["cv"]
-        rows = [("none", cv["robust_none"]), *singles.items(), ("all", cv["robust_all"])]
-        single_ax = axes[2]
-        single_ax.barh(range(len(rows)), [r["micro_f1"] for _, r in rows],
-                       xerr=[r["micro_f1_std"] or 0 for _, r in rows], color="tab:purple")
-        single_ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=7)
-        single_ax.invert_yaxis()
-        low = min(r["micro_f1"] for _, r in rows)
-        single_ax.set_xlim(max(0.0, low - 0.1), 1.0)
-        single_ax.set_xlabel("micro-F1, agent-dropout primary\nwith each specialist alone")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
