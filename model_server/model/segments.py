@@ -8,20 +8,20 @@ import torch
 from torch import Tensor
 
 
-def _per_table(values: Tensor, table: Tensor) -> Tensor:
-    """`table` shaped to index `values` along its first axis, whatever its trailing dimensions."""
-    return table.view(-1, *([1] * (values.dim() - 1))).expand_as(values)
+def _by_row(per_row: Tensor, values: Tensor) -> Tensor:
+    """A (rows,) tensor shaped (rows, 1, ...) to broadcast along `values`' trailing dimensions."""
+    return per_row.view(-1, *([1] * (values.dim() - 1)))
 
 
 def segment_mean(values: Tensor, table: Tensor, n_tables: int) -> Tensor:
     out = values.new_zeros((n_tables, *values.shape[1:])).index_add_(0, table, values)
     count = torch.bincount(table, minlength=n_tables).clamp_min(1).to(values.dtype)
-    return out / count.view(-1, *([1] * (values.dim() - 1)))
+    return out / _by_row(count, values)
 
 
 def segment_max(values: Tensor, table: Tensor, n_tables: int) -> Tensor:
     out = values.new_full((n_tables, *values.shape[1:]), -torch.inf)
-    out = out.scatter_reduce(0, _per_table(values, table), values, "amax")
+    out = out.scatter_reduce(0, _by_row(table, values).expand_as(values), values, "amax")
     return torch.where(torch.isfinite(out), out, torch.zeros_like(out))
 
 

@@ -31,15 +31,28 @@ def source_of(module: str) -> Path | None:
     return None
 
 
+def _module_level(body: list[ast.stmt]) -> list[ast.stmt]:
+    """The module's own statements, those under `if`/`try`/`with` included (`if TYPE_CHECKING:`), not those inside
+    functions or classes (a function's lazy import is not a name of the module)."""
+    found: list[ast.stmt] = []
+    for node in body:
+        found.append(node)
+        if isinstance(node, ast.If | ast.With | ast.Try):
+            nested = [*node.body, *getattr(node, "orelse", []), *getattr(node, "finalbody", []),
+                      *(s for handler in getattr(node, "handlers", []) for s in handler.body)]
+            found.extend(_module_level(nested))
+    return found
+
+
 @cache
 def names_of(path: Path) -> tuple[frozenset[str], frozenset[str], bool]:
-    """(names the module defines at top level, names it imports, whether it re-exports through `__all__`)."""
+    """(names the module defines at top level, names it imports there, whether it re-exports through `__all__`)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     defined: set[str] = set()
     imported: set[str] = set()
     exported = False
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+    for node in _module_level(tree.body):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             defined.add(node.name)
         elif isinstance(node, ast.Assign | ast.AnnAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
