@@ -4,6 +4,9 @@ Their options come from the experiments' config classes (`config_options`): defa
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import typer
 
 from swarm.trainer.commands.cli_options import (
@@ -18,6 +21,20 @@ from swarm.trainer.experiments.accuracy import AccuracyConfig
 from swarm.trainer.experiments.fusion import FusionExperimentConfig
 from swarm.trainer.experiments.orchestrator import OrchestratorConfig
 from swarm.trainer.orchestration.parl import ParlConfig
+
+C = TypeVar("C")
+
+
+def _run(experiment: Callable[[C], dict], cfg: C, markdown: Callable[[dict], str]) -> None:
+    """Run one experiment and print its report and how long it took; bad data is the CLI's error (exit 2)."""
+    from swarm.model_server.model.tables import DataError
+
+    try:
+        result = experiment(cfg)
+    except (DataError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(markdown(result))
+    typer.echo(f"({result['seconds']:.0f} s)")
 
 
 def register(app: typer.Typer) -> None:
@@ -39,17 +56,11 @@ def fusion_report(
     dtype: Precision = PRECISION_OPTION,
 ) -> None:
     """Primary alone vs + 1, 3, all specialists for every fusion mode: reports/fusion.{json,md,png}."""
-    from swarm.model_server.model.tables import DataError
     from swarm.trainer.experiments.fusion import run_fusion_experiment
 
     device = use_devices(device, dtype)
     cfg = experiment.build(primary_seeds=tuple(range(seeds)), device=device)
-    try:
-        result = run_fusion_experiment(cfg)
-    except (DataError, ValueError) as exc:
-        fail(str(exc))
-    typer.echo((cfg.reports_dir / "fusion.md").read_text(encoding="utf-8"))
-    typer.echo(f"({result['seconds']:.0f} s)")
+    _run(run_fusion_experiment, cfg, lambda _: (cfg.reports_dir / "fusion.md").read_text(encoding="utf-8"))
 
 
 @config_options("experiment", AccuracyConfig, (
@@ -63,17 +74,10 @@ def accuracy_report(
 ) -> None:
     """Grouped K-fold CV of the primary alone and with its specialists, plus the ablation ladder:
     reports/accuracy.{json,md,png}; the released swarm (all labelled data) in RUN_DIR/released/model."""
-    from swarm.model_server.model.tables import DataError
     from swarm.trainer.experiments.accuracy import run_accuracy
     from swarm.trainer.experiments.accuracy_report import accuracy_markdown
 
-    cfg = experiment.build(device=use_devices(device, dtype))
-    try:
-        result = run_accuracy(cfg)
-    except (DataError, ValueError) as exc:
-        fail(str(exc))
-    typer.echo(accuracy_markdown(result))
-    typer.echo(f"({result['seconds']:.0f} s)")
+    _run(run_accuracy, experiment.build(device=use_devices(device, dtype)), accuracy_markdown)
 
 
 @config_options("experiment", OrchestratorConfig, (
@@ -90,14 +94,8 @@ def orchestrator_report(
     """Accuracy against cost of every routing policy (primary alone, all specialists, random k, threshold rule,
     supervised complexity head, PARL) and the design's success criteria: reports/orchestrator.{json,md,png}; the
     released primary + policy in RUN_DIR/released/model."""
-    from swarm.model_server.model.tables import DataError
     from swarm.trainer.experiments.orchestrator import run_orchestrator
     from swarm.trainer.experiments.orchestrator_report import orchestrator_markdown
 
-    cfg = experiment.build(parl=parl.build(), device=use_devices(device, dtype))
-    try:
-        result = run_orchestrator(cfg)
-    except (DataError, ValueError) as exc:
-        fail(str(exc))
-    typer.echo(orchestrator_markdown(result))
-    typer.echo(f"({result['seconds']:.0f} s)")
+    _run(run_orchestrator, experiment.build(parl=parl.build(), device=use_devices(device, dtype)),
+         orchestrator_markdown)
